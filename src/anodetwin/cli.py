@@ -1,0 +1,292 @@
+"""The ``anodetwin`` command line.
+
+Every subcommand is a thin layer over library functions. User errors
+(:class:`~anodetwin.errors.AnodetwinError`) print one line ``anodetwin: error: ...`` and exit
+with status 2, without a traceback unless ``--verbose`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anodetwin._version import __version__
+from anodetwin.errors import AnodetwinError
+from anodetwin.log import configure_logging, get_logger
+
+__all__ = ["main", "build_parser"]
+
+log = get_logger("cli")
+
+EXIT_USER_ERROR = 2
+
+
+def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
+    d = None if top else argparse.SUPPRESS
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="count", default=0 if top else d,
+                   help="more output (debug logging, tracebacks on errors)")
+    g.add_argument("-q", "--quiet", action="store_true", default=False if top else d,
+                   help="only warnings and errors, no progress bars")
+
+
+def _volume_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1",
+                   help="region of interest in voxels of the input (end exclusive), e.g. 0:200,:,:")
+    p.add_argument("--bin", dest="binning", type=int, default=1, metavar="N",
+                   help="mean-bin by N along each axis after cropping (dtype kept)")
+    p.add_argument("--voxel-size", type=float, metavar="UM",
+                   help="voxel size in micrometres, overriding the file's metadata")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``anodetwin`` with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="anodetwin",
+        description="Digital twin and measurement comparison for silicon-rich Li-ion anodes "
+                    "imaged by in situ X-ray tomography. Arrays are (z, y, x), lengths in um.")
+    parser.add_argument("--version", action="version", version=f"anodetwin {__version__}")
+    _add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _add_common(p, top=False)
+        return p
+
+    p = add("info", "versions of anodetwin, DOLFINx, PETSc, spam, gmsh, numpy; MPI and threads")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_info)
+
+    p = add("convert", "convert a volume between formats, optionally cropped and binned "
+                       "(streamed: bounded memory)")
+    p.add_argument("input", help="volume: .tif, folder of .tif slices, file.h5:/dataset, "
+                                 ".zarr, .npy, .raw (+ .json sidecar)")
+    p.add_argument("output", help="output path; the format follows from the extension "
+                                  "(a trailing / writes a folder of TIFF slices)")
+    _volume_options(p)
+    p.add_argument("--format", choices=("tiff", "tiff-dir", "hdf5", "zarr", "npy", "raw"),
+                   help="force the output format")
+    p.add_argument("--compression", choices=("gzip", "lzf"), help="HDF5 compression")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="accept NaN/inf in float volumes (refused by default)")
+    p.set_defaults(func=cmd_convert)
+
+    p = add("inspect", "shape, dtype, voxel size, provenance and grey-value statistics of a volume")
+    p.add_argument("input", help="volume path")
+    _volume_options(p)
+    p.add_argument("--no-stats", action="store_true", help="metadata only, read no voxels")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = add("noise-floor", "noise level of a double scan (two scans, no change between them): "
+                           "noise std, drift and the residual-map threshold")
+    p.add_argument("scan_a", help="first scan")
+    p.add_argument("scan_b", help="second scan (same grid)")
+    _volume_options(p)
+    p.add_argument("--sigma", type=float, default=2.0,
+                   help="Gaussian blur of the difference in voxels (default 2, as the reference)")
+    p.add_argument("--percentile", type=float, default=99.0,
+                   help="percentile of |blurred difference| taken as threshold (default 99)")
+    p.add_argument("--out", help="write the difference volume (float32) here")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_noise_floor)
+
+    p = add("demo", "the main job end to end on built-in data; prints where its output is")
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+def _print_json(obj: Any) -> None:
+    from anodetwin.io.atomic import _json_default
+
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from anodetwin.info import environment_info
+
+    info = environment_info()
+    mpi = info["mpi"]
+    if isinstance(mpi, dict) and mpi.get("rank", 0) != 0:
+        return 0
+    if args.json:
+        _print_json(info)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"anodetwin {info['anodetwin']}", show_header=False)
+    t.add_column("item", style="bold")
+    t.add_column("value")
+    t.add_row("python", info["python"])
+    t.add_row("platform", info["platform"])
+    fem = info["fem"]
+    if isinstance(fem, dict):
+        t.add_row("dolfinx", fem["dolfinx"])
+        t.add_row("petsc", f"{fem['petsc']} ({fem['petsc_scalar']})")
+    else:
+        t.add_row("dolfinx / petsc", str(fem))
+    for k, v in info["packages"].items():
+        t.add_row(k, str(v))
+    if isinstance(mpi, dict):
+        t.add_row("MPI library", mpi["library"])
+        t.add_row("MPI standard / mpi4py", f"{mpi['standard']} / {mpi['mpi4py']}")
+        t.add_row("MPI communicator size", str(mpi["size"]))
+    else:
+        t.add_row("MPI", str(mpi))
+    th = info["threads"]
+    t.add_row("CPUs (usable / total)", f"{th['cpus_usable']} / {th['cpu_count']}")
+    t.add_row("thread variables", ", ".join(f"{k}={v}" for k, v in th["env"].items()) or "none set")
+    blas = th["blas"]
+    if isinstance(blas, list):
+        t.add_row("thread pools", "; ".join(f"{b['library']} ({b['api']}): {b['threads']} threads"
+                                            for b in blas) or "none loaded")
+    Console().print(t)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from anodetwin.io import detect_format, input_record, make_provenance, open_volume, write_volume
+
+    kind, file, ds = detect_format(args.output, for_writing=True, fmt=args.format)
+    with open_volume(args.input, voxel_size=args.voxel_size) as src:
+        if Path(src.path).resolve() == Path(file).resolve():
+            from anodetwin.errors import OutputError
+
+            raise OutputError(f"output '{args.output}' is the input", "write to another path")
+        lazy = src.lazy(args.roi, args.binning)
+        prov = make_provenance("convert", [input_record(src.path, src.dataset)],
+                               {"roi": args.roi, "binning": args.binning,
+                                "voxel_size_um": args.voxel_size, "format": kind})
+        out = write_volume(args.output, lazy, provenance=prov, fmt=args.format,
+                           finite=not args.allow_nonfinite, compression=args.compression)
+    log.info("wrote %s: shape %s, %s, voxel size %s um", out, lazy.shape, lazy.dtype,
+             _fmt_vs(lazy.voxel_size))
+    print(out)
+    return 0
+
+
+def _fmt_vs(vs: Any) -> str:
+    if vs is None:
+        return "unknown"
+    if len(set(vs)) == 1:
+        return f"{vs[0]:g}"
+    return "x".join(f"{v:g}" for v in vs)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from anodetwin.io import grey_value_stats, open_volume
+
+    with open_volume(args.input, voxel_size=args.voxel_size) as src:
+        lazy = src.lazy(args.roi, args.binning)
+        rep: dict[str, Any] = {
+            "path": src.name, "format": src.format, "stored_shape": list(src.shape),
+            "shape": list(lazy.shape), "dtype": str(lazy.dtype),
+            "voxel_size_um": list(lazy.voxel_size) if lazy.voxel_size else None,
+            "origin_um": list(lazy.origin),
+            "extent_um": [n * v for n, v in zip(lazy.shape, lazy.voxel_size, strict=True)]
+            if lazy.voxel_size else None,
+            "nbytes": lazy.nbytes,
+            "provenance": src.attrs.get("provenance"),
+        }
+        if not args.no_stats:
+            rep["stats"] = grey_value_stats(lazy)
+    if args.json:
+        _print_json(rep)
+        return 0
+    print(f"{rep['path']}  [{rep['format']}]")
+    print(f"  shape (z, y, x)  {tuple(rep['shape'])}" + (
+        f"  (stored {tuple(rep['stored_shape'])})" if rep["shape"] != rep["stored_shape"] else ""))
+    print(f"  dtype            {rep['dtype']}  ({rep['nbytes'] / 2**20:.1f} MiB)")
+    print("  voxel size       " + (f"{_fmt_vs(rep['voxel_size_um'])} um" if rep["voxel_size_um"]
+                                   else "unknown (not in the file; give --voxel-size)"))
+    if rep["extent_um"]:
+        print("  extent           " + " x ".join(f"{e:.4g}" for e in rep["extent_um"]) + " um")
+    unit = "um" if rep["voxel_size_um"] else "voxels"
+    print("  origin           (" + ", ".join(f"{o:.4g}" for o in rep["origin_um"]) + f") {unit}")
+    prov = rep["provenance"]
+    if prov:
+        print(f"  written by       {prov.get('tool')} {prov.get('version')} "
+              f"({prov.get('command')}, {prov.get('created')})")
+    if "stats" in rep:
+        st = rep["stats"]
+        if st.get("voxels"):
+            print(f"  grey values      min {st['min']:.6g}  p1 {st['p1']:.6g}  median "
+                  f"{st['p50']:.6g}  p99 {st['p99']:.6g}  max {st['max']:.6g}")
+            print(f"                   mean {st['mean']:.6g}  std {st['std']:.6g}"
+                  + (f"  non-finite {st['nonfinite']}" if st["nonfinite"] else ""))
+    return 0
+
+
+def cmd_noise_floor(args: argparse.Namespace) -> int:
+    from anodetwin.dvc.noise import noise_floor, scan_difference
+    from anodetwin.io import (input_record, make_provenance, open_volume, require_same_shape,
+                              write_volume)
+    from anodetwin.io.volume import Volume
+
+    with open_volume(args.scan_a, voxel_size=args.voxel_size) as sa, \
+            open_volume(args.scan_b, voxel_size=args.voxel_size) as sb:
+        require_same_shape(sa.shape, sb.shape, f"scan '{args.scan_a}'", f"scan '{args.scan_b}'")
+        a = sa.read(args.roi, args.binning)
+        b = sb.read(args.roi, args.binning)
+        inputs = [input_record(sa.path, sa.dataset), input_record(sb.path, sb.dataset)]
+    res = noise_floor(a.data, b.data, sigma=args.sigma, percentile=args.percentile)
+    if args.out:
+        prov = make_provenance("noise-floor", inputs, {"roi": args.roi, "binning": args.binning,
+                                                       **res.to_dict()})
+        write_volume(args.out, Volume(scan_difference(a.data, b.data), a.voxel_size, a.origin),
+                     provenance=prov)
+    if args.json:
+        _print_json(res.to_dict())
+    else:
+        print(f"noise std per scan   {res.noise_std:.6g} grey levels")
+        print(f"drift (mean B - A)   {res.drift:.6g} grey levels")
+        print(f"residual threshold   {res.residual_threshold:.6g} grey levels "
+              f"(p{res.percentile:g} of |gaussian(B - A, sigma={res.sigma:g} voxels)|)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from anodetwin.demo import run_demo
+
+    result = run_demo(args.out)
+    print(f"demo output: {result.out_dir}")
+    print(f"summary:     {result.summary_path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbosity = -1 if args.quiet else min(int(args.verbose or 0), 1)
+    configure_logging(verbosity)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except AnodetwinError as exc:
+        if verbosity > 0:
+            traceback.print_exc()
+        print(f"anodetwin: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("anodetwin: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Atomic writes: outputs appear whole or not at all.
+
+Everything anodetwin writes goes to a temporary sibling first (same folder, hence same file
+system) and is renamed onto the final path only after it was written completely. A failure
+or an interruption leaves the previous content (or nothing) at the final path and removes the
+temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from anodetwin.errors import OutputError
+
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "check_output_path"]
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Check that an output can be written at ``path`` and return it as a :class:`Path`.
+
+    Raises
+    ------
+    OutputError
+        If the parent folder does not exist, or ``path`` exists and ``overwrite`` is False.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(
+            f"output folder '{parent}' of '{p}' does not exist", "create it first or pick another path"
+        )
+    if p.exists() and not overwrite:
+        raise OutputError(f"output '{p}' already exists", "remove it or allow overwriting")
+    return p
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike, *, directory: bool = False, overwrite: bool = True
+) -> Iterator[Path]:
+    """Yield a temporary path to write to; rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : path-like
+        Final output path (file, or folder when ``directory`` is True).
+    directory : bool
+        Yield an (existing, empty) temporary folder instead of a file path, for outputs that
+        are folders (Zarr stores, TIFF slice folders).
+    overwrite : bool
+        Replace an existing output. If False an existing output raises :class:`OutputError`.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path, in the same folder as ``path``.
+    """
+    final = check_output_path(path, overwrite=overwrite)
+    parent = final.parent if str(final.parent) else Path(".")
+    prefix = f".{final.name}.tmp-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=parent, suffix=final.suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory:
+            if final.exists():
+                # a folder cannot be renamed over a non-empty folder: move the old one aside
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
+                old.rmdir()
+                os.replace(final, old)
+                os.replace(tmp, final)
+                _remove(old)
+            else:
+                os.replace(tmp, final)
+        else:
+            if final.is_dir():
+                raise OutputError(f"output '{final}' is a folder", "give a file path")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
