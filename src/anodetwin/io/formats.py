@@ -32,6 +32,7 @@ Raw sidecar layout (JSON)::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from anodetwin.errors import (
+    AnodetwinError,
     CorruptFileError,
     DatasetNotFoundError,
     InputNotFoundError,
@@ -206,6 +208,8 @@ class VolumeSource:
         """Read voxels [z, y, x] (contiguous slices) as a native-byte-order array."""
         try:
             out = self._read_block(z, y, x)
+        except AnodetwinError:
+            raise
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise CorruptFileError(f"'{self.name}' could not be read ({_short(exc)})",
                                    "the file is truncated or damaged; re-export it") from exc
@@ -385,11 +389,58 @@ class RawSource(_ContiguousSource):
         self._fh = open(path, "rb")
 
 
+class _TiffLogErrors(logging.Handler):
+    """Collect the errors tifffile logs (it logs, rather than raises, on broken page chains
+    and truncated data) and keep them from the user's console."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _TiffLogErrors:
+        lg = logging.getLogger("tifffile")
+        self._propagate = lg.propagate
+        lg.addHandler(self)
+        lg.propagate = False
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        lg = logging.getLogger("tifffile")
+        lg.removeHandler(self)
+        lg.propagate = self._propagate
+
+    def raise_if_any(self, path: Path) -> None:
+        if self.messages:
+            raise CorruptFileError(f"'{path}' is a damaged TIFF ({_short(Exception(self.messages[0]))})",
+                                   "the file is truncated or damaged; re-export it")
+
+
 class TiffSource(_ContiguousSource):
     format = "tiff"
 
     def __init__(self, path: Path, dataset: str | None = None, voxel_size: Any = None):
         super().__init__(path)
+        try:
+            with _TiffLogErrors() as errors:
+                self._open_tiff(path)
+            errors.raise_if_any(path)
+        except BaseException:
+            self.close()
+            raise
+        try:
+            self._check(voxel_size)
+            if self._contiguous:
+                self._open_check_size()
+            else:
+                self._check_pages()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_tiff(self, path: Path) -> None:
         import tifffile
 
         try:
@@ -399,28 +450,25 @@ class TiffSource(_ContiguousSource):
             page = self._tif.pages.first
             meta = self._tiff_meta(self._tif, page)
             offset = series.dataoffset
+            stored = meta.get("shape")
+            if (isinstance(stored, list) and len(stored) == 3
+                    and int(np.prod(stored)) == int(np.prod(shape))):
+                shape = tuple(int(n) for n in stored)  # keeps z = 1 volumes 3D
+            len(self._tif.pages)  # walks the whole page chain: broken links are logged
         except Exception as exc:  # tifffile raises many types on damaged files
-            self.close()
             raise CorruptFileError(f"'{path}' is not a readable TIFF ({_short(exc)})",
                                    "the file is truncated or damaged; re-export it") from exc
+        ij_images = (self._tif.imagej_metadata or {}).get("images")
+        if isinstance(ij_images, int) and ij_images > int(np.prod(shape[:-2])):
+            raise CorruptFileError(f"'{path}' holds {int(np.prod(shape[:-2]))} of the "
+                                   f"{ij_images} images its header announces",
+                                   "the file is truncated or damaged; re-export it")
         self.shape, self._file_dtype = shape, dtype  # type: ignore[assignment]
         self.dtype = dtype.newbyteorder("=")
         self.voxel_size, self.origin, self.attrs = _from_meta(meta)
-        try:
-            self._check(voxel_size)
-        except BaseException:
-            self.close()
-            raise
         self._contiguous = offset is not None
         if self._contiguous:
             self._offset = int(offset)
-            try:
-                self._open_check_size()
-            except BaseException:
-                self.close()
-                raise
-        else:
-            self._check_pages()
 
     def _check_pages(self) -> None:
         size = self.path.stat().st_size
@@ -467,8 +515,10 @@ class TiffSource(_ContiguousSource):
         if self._contiguous:
             return super()._read_block(z, y, x)
         out = np.empty((z.stop - z.start, y.stop - y.start, x.stop - x.start), self._file_dtype)
-        for i, k in enumerate(range(z.start, z.stop)):
-            out[i] = self._tif.asarray(key=k, series=0)[y, x]
+        with _TiffLogErrors() as errors:
+            for i, k in enumerate(range(z.start, z.stop)):
+                out[i] = self._tif.asarray(key=k, series=0)[y, x]
+        errors.raise_if_any(self.path)
         return out
 
     def close(self) -> None:
@@ -708,7 +758,7 @@ def _write_tiff_file(tmp: Path, vol: VolumeLike, meta: dict, check: Any) -> None
     nbytes = int(np.prod(vol.shape)) * dtype.itemsize
     imagej = dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32")) \
         and nbytes < 2**32 - 2**25
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"photometric": "minisblack"}
     vs = vol.voxel_size
     if imagej:
         kw["imagej"] = True
@@ -721,6 +771,7 @@ def _write_tiff_file(tmp: Path, vol: VolumeLike, meta: dict, check: Any) -> None
         if vs:
             kw["resolution"] = (1e4 / vs[2], 1e4 / vs[1])
             kw["resolutionunit"] = "CENTIMETER"
+    meta = {**meta, "shape": list(vol.shape)}
     tifffile.imwrite(tmp, _pages(vol, check), shape=vol.shape, dtype=dtype,
                      extratags=[(TIFF_METADATA_TAG, "s", 0, json.dumps(meta), True)], **kw)
 
@@ -738,14 +789,14 @@ def _write_tiff_dir(path: Path, ds: str | None, vol: VolumeLike, meta: dict, che
     ndig = max(5, len(str(vol.shape[0] - 1)))
     vs = vol.voxel_size
     imagej = np.dtype(vol.dtype) in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"photometric": "minisblack"}
     if imagej:
-        kw = {"imagej": True, "metadata": {"axes": "YX", "unit": "um",
+        kw = {**kw, "imagej": True, "metadata": {"axes": "YX", "unit": "um",
                                             **({"spacing": vs[0]} if vs else {})}}
         if vs:
             kw["resolution"] = (1.0 / vs[2], 1.0 / vs[1])
     elif vs:
-        kw = {"resolution": (1e4 / vs[2], 1e4 / vs[1]), "resolutionunit": "CENTIMETER"}
+        kw = {**kw, "resolution": (1e4 / vs[2], 1e4 / vs[1]), "resolutionunit": "CENTIMETER"}
     tag = [(TIFF_METADATA_TAG, "s", 0, json.dumps(meta), True)]
     with atomic_path(path, directory=True) as tmp:
         for k, page in enumerate(_pages(vol, check)):
@@ -876,7 +927,8 @@ def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
     if voxel_size is not None or origin is not None:
         volume = _Regeometry(volume, voxel_size, origin)
     require_3d(volume.shape, "volume to write")
-    name = f"volume for '{path}'"
+    src_name = getattr(volume, "name", None)
+    name = f"volume '{src_name}'" if src_name else f"volume for '{path}'"
 
     def check(block: np.ndarray) -> None:
         if finite:

@@ -228,7 +228,8 @@ def require_finite(data: np.ndarray, name: str) -> None:
     inf = int(np.isinf(data).sum())
     raise NonFiniteError(
         f"{name} contains {nan} NaN and {inf} inf voxel(s)",
-        "replace them (e.g. numpy.nan_to_num) or mask them before this step")
+        "replace them (e.g. numpy.nan_to_num) or mask them before this step "
+        "(convert keeps them with --allow-nonfinite)")
 
 
 def require_same_shape(a: Sequence[int], b: Sequence[int], name_a: str, name_b: str) -> None:

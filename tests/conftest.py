@@ -1,0 +1,69 @@
+"""Shared fixtures: command-line runners and test volumes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anodetwin.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``anodetwin ARGS`` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run
+
+
+def run_cli_process(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliResult:
+    """Run the installed ``anodetwin`` executable in a subprocess."""
+    exe = BIN / "anodetwin"
+    proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "120"})
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261125)
+
+
+def random_volume(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Random values covering the dtype's range (floats: normal with sign and scale)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.random(shape) > 0.5
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    return (rng.standard_normal(shape) * 1e3).astype(dtype)
+
+
+def listing(folder: Path) -> set[str]:
+    """All paths below ``folder`` (relative), hidden temporaries included."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
