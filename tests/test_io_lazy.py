@@ -116,3 +116,22 @@ def test_bad_binning(tmp_path, rng, b):
     write_volume(p, random_volume(rng, (4, 4, 4), "uint8"))
     with pytest.raises(ParameterError):
         read_volume(p, binning=b)
+
+
+def test_slab_volume_streams(tmp_path, monkeypatch):
+    from anodetwin.io import SlabVolume
+
+    monkeypatch.setattr(volmod, "SLAB_BYTES", 100)
+    calls = []
+
+    def make(z0, z1):
+        calls.append((z0, z1))
+        return np.broadcast_to(np.arange(z0, z1, dtype=np.int32)[:, None, None], (z1 - z0, 4, 5))
+
+    write_volume(tmp_path / "s.h5", SlabVolume((9, 4, 5), np.int32, make, voxel_size=0.5))
+    v = read_volume(tmp_path / "s.h5")
+    np.testing.assert_array_equal(v.data[:, 0, 0], np.arange(9))
+    assert v.voxel_size == (0.5, 0.5, 0.5) and len(calls) > 1
+    with pytest.raises(ValueError):
+        write_volume(tmp_path / "t.h5", SlabVolume((9, 4, 5), np.int32, lambda a, b: np.zeros(3)))
+    assert not (tmp_path / "t.h5").exists()

@@ -14,30 +14,20 @@ import textwrap
 import numpy as np
 import pytest
 
-from anodetwin.io import write_volume
+from anodetwin.io import SlabVolume, write_volume
 
 SHAPE = (512, 1024, 1024)  # uint16: exactly 1 GiB
 ROI = "200:328,256:768,256:768"  # 128 x 512 x 512 uint16 = 64 MiB
 LIMIT_MIB = 300
 
 
-class _Pattern:
-    """A 1 GiB uint16 volume v[z, y, x] = (131 z + 7 y + x) mod 2**16, produced in slabs."""
-
-    shape = SHAPE
-    dtype = np.dtype("uint16")
-    voxel_size = (0.05, 0.05, 0.05)
-    origin = (0.0, 0.0, 0.0)
-    attrs: dict = {}
-
-    def blocks(self, slab_bytes: int = 32 * 2**20):
-        _, ny, nx = SHAPE
-        plane = (7 * np.arange(ny, dtype=np.uint16)[:, None]
-                 + np.arange(nx, dtype=np.uint16)[None, :])
-        n = max(1, slab_bytes // plane.nbytes)
-        for z0 in range(0, SHAPE[0], n):
-            z = np.arange(z0, min(z0 + n, SHAPE[0]), dtype=np.uint16)
-            yield (z[:, None, None] * np.uint16(131)) + plane[None]
+def _pattern(z0: int, z1: int) -> np.ndarray:
+    """v[z, y, x] = (131 z + 7 y + x) mod 2**16 for planes z0 <= z < z1."""
+    _, ny, nx = SHAPE
+    plane = (7 * np.arange(ny, dtype=np.uint16)[:, None]
+             + np.arange(nx, dtype=np.uint16)[None, :])
+    z = np.arange(z0, z1, dtype=np.uint16)
+    return (z[:, None, None] * np.uint16(131)) + plane[None]
 
 
 CHILD = textwrap.dedent("""
@@ -68,7 +58,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("target", ["big.tif", "big.h5:/volume", "big.raw", "big.zarr"])
 def test_roi_of_1gib_file_peak_rss(tmp_path, target):
     path = f"{tmp_path}/{target}"
-    written = write_volume(path, _Pattern())
+    written = write_volume(path, SlabVolume(SHAPE, np.uint16, _pattern, voxel_size=0.05))
     size = sum(p.stat().st_size for p in ([written] if written.is_file()
                                           else written.rglob("*")) if p.is_file())
     if not target.endswith(".zarr"):  # zarr compresses the pattern

@@ -24,6 +24,7 @@ from anodetwin.io.formats import (
 from anodetwin.io.provenance import content_hash, input_record, make_provenance
 from anodetwin.io.volume import (
     LazyVolume,
+    SlabVolume,
     Volume,
     bin_volume,
     grey_value_stats,
@@ -39,6 +40,7 @@ from anodetwin.io.volume import (
 __all__ = [
     "FORMATS",
     "LazyVolume",
+    "SlabVolume",
     "Volume",
     "VolumeSource",
     "atomic_path",

@@ -54,7 +54,6 @@ from anodetwin.errors import (
 from anodetwin.io.atomic import atomic_path, check_output_path
 from anodetwin.io.provenance import make_provenance, provenance_json
 from anodetwin.io.volume import (
-    SLAB_BYTES,
     LazyVolume,
     Triple,
     Volume,
@@ -201,21 +200,31 @@ class VolumeSource:
         if voxel_size is not None:
             self.voxel_size = normalize_voxel_size(voxel_size, "voxel size")
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:  # pragma: no cover
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover
+        """Voxels [z, y, x]; may fill and return ``out`` or return a new array."""
         raise NotImplementedError
 
-    def read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
-        """Read voxels [z, y, x] (contiguous slices) as a native-byte-order array."""
+    def read_block(self, z: slice, y: slice, x: slice,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        """Read voxels [z, y, x] (contiguous slices) as a native-byte-order array.
+
+        If ``out`` (native dtype, shape of the block) is given the voxels land there.
+        """
         try:
-            out = self._read_block(z, y, x)
+            res = self._read_block(z, y, x, out)
         except AnodetwinError:
             raise
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise CorruptFileError(f"'{self.name}' could not be read ({_short(exc)})",
                                    "the file is truncated or damaged; re-export it") from exc
-        if not out.dtype.isnative:
-            out = out.astype(out.dtype.newbyteorder("="))
-        return out
+        if out is not None:
+            if res is not out:
+                out[...] = res  # converts the byte order too
+            return out
+        if not res.dtype.isnative:
+            res = res.astype(res.dtype.newbyteorder("="))
+        return res
 
     def lazy(self, roi: Any = None, binning: Any = 1, progress: bool = True) -> LazyVolume:
         """A view of region ``roi`` (voxels, ``"z0:z1,y0:y1,x0:x1"`` or 3 slices) binned by
@@ -248,34 +257,36 @@ def _short(exc: BaseException) -> str:
 
 
 def _read_contiguous(fh: Any, offset: int, dtype: np.dtype, shape: tuple[int, int, int],
-                     z: slice, y: slice, x: slice) -> np.ndarray:
+                     z: slice, y: slice, x: slice, out: np.ndarray | None = None) -> np.ndarray:
     """Read [z, y, x] of a C-ordered array stored at ``offset`` with plain file reads.
 
-    Only the rows y.start:y.stop of each plane are read (one read per plane, or one for
-    the whole slab when full planes are requested): no memory map, so the resident memory
-    stays at the size of the slab.
+    Whole planes go straight into the result in one read; otherwise only the rows
+    y.start:y.stop of each plane are read, into one reused band buffer. No memory map, so the
+    resident memory stays at the size of the result.
     """
     _, ny, nx = shape
     row = nx * dtype.itemsize
     plane = ny * row
-    nz = z.stop - z.start
-    full = y.start == 0 and y.stop == ny
-    if full:
+    nz, nrow = z.stop - z.start, y.stop - y.start
+    if out is None:
+        out = np.empty((nz, nrow, x.stop - x.start), dtype=dtype.newbyteorder("="))
+    if nrow == ny and x.stop - x.start == nx and out.dtype == dtype \
+            and out.flags.c_contiguous:
         fh.seek(offset + z.start * plane)
-        buf = np.fromfile(fh, dtype=dtype, count=nz * ny * nx)
-        if buf.size != nz * ny * nx:
-            raise ValueError(f"file ends after {buf.size} of {nz * ny * nx} values")
-        return buf.reshape(nz, ny, nx)[:, :, x]
-    out = np.empty((nz, y.stop - y.start, x.stop - x.start), dtype=dtype)
-    nrow = y.stop - y.start
+        _read_into(fh, out, f"planes {z.start}:{z.stop}")
+        return out
+    buf = np.empty((nrow, nx), dtype=dtype)
     for i in range(nz):
         fh.seek(offset + (z.start + i) * plane + y.start * row)
-        buf = np.fromfile(fh, dtype=dtype, count=nrow * nx)
-        if buf.size != nrow * nx:
-            raise ValueError(f"file ends after {buf.size} of {nrow * nx} values in plane "
-                             f"{z.start + i}")
-        out[i] = buf.reshape(nrow, nx)[:, x]
+        _read_into(fh, buf, f"plane {z.start + i}")
+        out[i] = buf[:, x]
     return out
+
+
+def _read_into(fh: Any, buf: np.ndarray, what: str) -> None:
+    n = fh.readinto(memoryview(buf).cast("B"))
+    if n != buf.nbytes:
+        raise ValueError(f"file ends after {n} of {buf.nbytes} bytes of {what}")
 
 
 class _ContiguousSource(VolumeSource):
@@ -293,8 +304,10 @@ class _ContiguousSource(VolumeSource):
                 f"{self._file_dtype} needs {need}", "the file is incomplete; copy or export it again")
         self._fh = open(self.path, "rb")
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
-        return _read_contiguous(self._fh, self._offset, self._file_dtype, self.shape, z, y, x)
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        return _read_contiguous(self._fh, self._offset, self._file_dtype, self.shape, z, y, x,
+                                out)
 
     def close(self) -> None:
         fh = getattr(self, "_fh", None)
@@ -346,11 +359,12 @@ class NpySource(_ContiguousSource):
         self._check(voxel_size)
         self._open_check_size()
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
         if self._fortran:
             mm = np.load(self.path, mmap_mode="r")
             return np.array(mm[z, y, x])
-        return super()._read_block(z, y, x)
+        return super()._read_block(z, y, x, out)
 
 
 class RawSource(_ContiguousSource):
@@ -511,9 +525,10 @@ class TiffSource(_ContiguousSource):
         meta["voxel_size_um"] = [vz, vy, vx]
         return meta
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
         if self._contiguous:
-            return super()._read_block(z, y, x)
+            return super()._read_block(z, y, x, out)
         out = np.empty((z.stop - z.start, y.stop - y.start, x.stop - x.start), self._file_dtype)
         with _TiffLogErrors() as errors:
             for i, k in enumerate(range(z.start, z.stop)):
@@ -561,7 +576,8 @@ class TiffDirSource(VolumeSource):
         self.voxel_size, self.origin, self.attrs = _from_meta(meta)
         self._check(voxel_size)
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
         import tifffile
 
         out = np.empty((z.stop - z.start, y.stop - y.start, x.stop - x.start), self.dtype)
@@ -623,7 +639,11 @@ class Hdf5Source(VolumeSource):
             self.close()
             raise
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        if out is not None and out.flags.c_contiguous and out.dtype == self._ds.dtype:
+            self._ds.read_direct(out, source_sel=np.s_[z, y, x])
+            return out
         return self._ds[z, y, x]
 
     def close(self) -> None:
@@ -669,7 +689,8 @@ class ZarrSource(VolumeSource):
         self.voxel_size, self.origin, self.attrs = _from_meta(dict(node.attrs))
         self._check(voxel_size)
 
-    def _read_block(self, z: slice, y: slice, x: slice) -> np.ndarray:
+    def _read_block(self, z: slice, y: slice, x: slice,
+                    out: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(self._arr[z, y, x])
 
 
@@ -924,11 +945,9 @@ def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
     check_output_path(file, overwrite=overwrite)
     if isinstance(volume, np.ndarray):
         volume = Volume(volume)
-    if voxel_size is not None or origin is not None:
-        volume = _Regeometry(volume, voxel_size, origin)
+    volume = _Prepared(volume, voxel_size, origin, f"writing {file.name}")
     require_3d(volume.shape, "volume to write")
-    src_name = getattr(volume, "name", None)
-    name = f"volume '{src_name}'" if src_name else f"volume for '{path}'"
+    name = f"volume '{volume.name}'" if volume.name else f"volume for '{path}'"
 
     def check(block: np.ndarray) -> None:
         if finite:
@@ -946,15 +965,25 @@ def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
     return file
 
 
-class _Regeometry:
-    """A volume with its voxel size/origin replaced."""
+class _Prepared:
+    """The volume to write, with its voxel size/origin possibly replaced, and a progress bar
+    on large in-memory volumes (lazy ones show their own while they are read)."""
 
-    def __init__(self, vol: VolumeLike, voxel_size: Any, origin: Any):
+    def __init__(self, vol: VolumeLike, voxel_size: Any, origin: Any, label: str):
         self._vol = vol
+        self._label = label
         self.shape, self.dtype, self.attrs = vol.shape, vol.dtype, vol.attrs
+        self.name = getattr(vol, "name", None)
         self.voxel_size = normalize_voxel_size(voxel_size) if voxel_size is not None \
             else vol.voxel_size
         self.origin = tuple(float(o) for o in origin) if origin is not None else vol.origin
 
-    def blocks(self, slab_bytes: int = SLAB_BYTES) -> Iterator[np.ndarray]:
-        return self._vol.blocks(slab_bytes)
+    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
+        from anodetwin.log import progress_bar
+
+        lazy = isinstance(self._vol, LazyVolume)
+        total = int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        with progress_bar(self._label, total=total, enabled=not lazy) as advance:
+            for block in self._vol.blocks(slab_bytes):
+                yield block
+                advance(block.nbytes)

@@ -26,6 +26,7 @@ from anodetwin.errors import (
 __all__ = [
     "Volume",
     "LazyVolume",
+    "SlabVolume",
     "VolumeLike",
     "ROI",
     "parse_roi",
@@ -250,7 +251,7 @@ class VolumeLike(Protocol):
     origin: Triple
     attrs: dict
 
-    def blocks(self, slab_bytes: int = SLAB_BYTES) -> Iterator[np.ndarray]: ...
+    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]: ...
 
 
 def _slab_len(plane_bytes: int, slab_bytes: int, multiple: int = 1) -> int:
@@ -304,8 +305,9 @@ class Volume:
             return None
         return tuple(n * v for n, v in zip(self.shape, self.voxel_size, strict=True))  # type: ignore[return-value]
 
-    def blocks(self, slab_bytes: int = SLAB_BYTES) -> Iterator[np.ndarray]:
+    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
         """Yield consecutive z-slabs of the data."""
+        slab_bytes = slab_bytes or SLAB_BYTES  # read at call time
         plane = self.data[0].nbytes if self.shape[0] else 1
         n = _slab_len(plane, slab_bytes)
         for z in range(0, self.shape[0], n):
@@ -319,7 +321,49 @@ class Volume:
         return Volume(bin_volume(self.data[eff], b), vs, origin, dict(self.attrs))
 
 
-ReadBlock = Callable[[slice, slice, slice], np.ndarray]
+class SlabVolume:
+    """A volume produced slab by slab by a function, never whole in memory.
+
+    Lets :func:`anodetwin.io.write_volume` write volumes larger than memory (synthetic
+    tomograms, rendered phantoms, benchmarks).
+
+    Parameters
+    ----------
+    shape : 3 int
+        (z, y, x) shape.
+    dtype : numpy dtype
+        Voxel type.
+    make_slab : callable
+        ``make_slab(z0, z1)`` returns the voxels of planes z0 <= z < z1 as an array of shape
+        ``(z1 - z0, ny, nx)``.
+    voxel_size : float or 3 float, optional
+        Voxel size in um.
+    origin : 3 float
+        Centre of the first voxel in um.
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: Any,
+                 make_slab: Callable[[int, int], np.ndarray], voxel_size: Any = None,
+                 origin: Triple = (0.0, 0.0, 0.0), attrs: dict | None = None):
+        require_3d(tuple(shape), "slab volume")
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self._make = make_slab
+        self.voxel_size = normalize_voxel_size(voxel_size)
+        self.origin = tuple(float(o) for o in origin)
+        self.attrs = dict(attrs or {})
+
+    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
+        slab_bytes = slab_bytes or SLAB_BYTES  # read at call time
+        n = _slab_len(self.shape[1] * self.shape[2] * self.dtype.itemsize, slab_bytes)
+        for z in range(0, self.shape[0], n):
+            block = np.asarray(self._make(z, min(z + n, self.shape[0])), dtype=self.dtype)
+            if block.shape != (min(z + n, self.shape[0]) - z,) + self.shape[1:]:
+                raise ValueError(f"make_slab({z}, ...) returned shape {block.shape}")
+            yield block
+
+
+ReadBlock = Callable[..., np.ndarray]  # (z, y, x, out=None) -> array
 
 
 class LazyVolume:
@@ -349,30 +393,36 @@ class LazyVolume:
     def source_nbytes(self) -> int:
         return int(np.prod([r.stop - r.start for r in self.roi])) * self.dtype.itemsize
 
-    def blocks(self, slab_bytes: int = SLAB_BYTES) -> Iterator[np.ndarray]:
-        """Yield consecutive binned z-slabs, each read from disk only when requested."""
+    def _slabs(self, slab_bytes: int | None = None) -> Iterator[tuple[slice, slice]]:
+        """(source z-range, output z-range) of each slab, with a progress bar."""
         from anodetwin.log import progress_bar
 
         zr, yr, xr = self.roi
         bz = self.binning[0]
         plane = (yr.stop - yr.start) * (xr.stop - xr.start) * self.dtype.itemsize
-        n = _slab_len(plane, slab_bytes, bz)
-        starts = range(zr.start, zr.stop, n)
+        n = _slab_len(plane, slab_bytes or SLAB_BYTES, bz)
         with progress_bar(f"reading {self.name}", total=self.source_nbytes,
                           enabled=self.progress) as advance:
-            for z in starts:
+            for z in range(zr.start, zr.stop, n):
                 stop = min(z + n, zr.stop)
-                block = self._read_block(slice(z, stop), yr, xr)
+                yield slice(z, stop), slice((z - zr.start) // bz, (stop - zr.start) // bz)
                 advance((stop - z) * plane)
-                yield bin_volume(block, self.binning)
+
+    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
+        """Yield consecutive binned z-slabs, each read from disk only when requested."""
+        _, yr, xr = self.roi
+        for zs, _ in self._slabs(slab_bytes):
+            yield bin_volume(self._read_block(zs, yr, xr), self.binning)
 
     def read(self) -> Volume:
         """Load the view into memory as a :class:`Volume`."""
         out = np.empty(self.shape, dtype=self.dtype)
-        z = 0
-        for block in self.blocks():
-            out[z : z + block.shape[0]] = block
-            z += block.shape[0]
+        _, yr, xr = self.roi
+        for zs, zo in self._slabs():
+            if self.binning == (1, 1, 1):
+                self._read_block(zs, yr, xr, out=out[zo])  # straight into the result
+            else:
+                out[zo] = bin_volume(self._read_block(zs, yr, xr), self.binning)
         return Volume(out, self.voxel_size, self.origin, dict(self.attrs))
 
 
