@@ -52,15 +52,15 @@ POSTLUDE = textwrap.dedent("""
 CASES = {
     # name: (ours, baseline, file)
     "ROI 64 MiB, multi-page TIFF": (
-        "from anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, roi=%r, progress=False).data" % ROI,
+        "import tifffile\nfrom anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, roi=%r, progress=False).data" % ROI,
         "import tifffile\nt0 = time.perf_counter()\nout = tifffile.imread(P)[64:192, 256:768, 256:768].copy()",
         "vol.tif"),
     "ROI 64 MiB, TIFF vs tifffile.memmap": (
-        "from anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, roi=%r, progress=False).data" % ROI,
+        "import tifffile\nfrom anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, roi=%r, progress=False).data" % ROI,
         "import tifffile\nt0 = time.perf_counter()\nout = np.array(tifffile.memmap(P, mode='r')[64:192, 256:768, 256:768])",
         "vol.tif"),
     "ROI 64 MiB, HDF5": (
-        "from anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P + ':/volume', roi=%r, progress=False).data" % ROI,
+        "import h5py\nfrom anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P + ':/volume', roi=%r, progress=False).data" % ROI,
         "import h5py\nt0 = time.perf_counter()\nwith h5py.File(P, 'r') as f: out = f['volume'][64:192, 256:768, 256:768]",
         "vol.h5"),
     "ROI 64 MiB, raw": (
@@ -68,11 +68,11 @@ CASES = {
         "t0 = time.perf_counter()\nmm = np.memmap(P, dtype='<u2', mode='r', shape=%r)\nout = np.array(mm[64:192, 256:768, 256:768])" % (SHAPE,),
         "vol.raw"),
     "ROI 64 MiB, Zarr": (
-        "from anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, roi=%r, progress=False).data" % ROI,
+        "import zarr\nfrom anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, roi=%r, progress=False).data" % ROI,
         "import zarr\nt0 = time.perf_counter()\nout = zarr.open_array(P, mode='r')[64:192, 256:768, 256:768]",
         "vol.zarr"),
     "bin 2 of 512 MiB, multi-page TIFF": (
-        "from anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, binning=2, progress=False).data",
+        "import tifffile\nfrom anodetwin.io import read_volume\nt0 = time.perf_counter()\nout = read_volume(P, binning=2, progress=False).data",
         "import tifffile\nfrom skimage.transform import downscale_local_mean\n"
         "t0 = time.perf_counter()\nout = np.rint(downscale_local_mean(tifffile.imread(P), (2, 2, 2))).astype(np.uint16)",
         "vol.tif"),

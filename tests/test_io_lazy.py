@@ -135,3 +135,12 @@ def test_slab_volume_streams(tmp_path, monkeypatch):
     with pytest.raises(ValueError):
         write_volume(tmp_path / "t.h5", SlabVolume((9, 4, 5), np.int32, lambda a, b: np.zeros(3)))
     assert not (tmp_path / "t.h5").exists()
+
+
+@pytest.mark.parametrize("target", ["l.h5", "l.zarr"])
+def test_chunked_writers_recut_slabs(tmp_path, rng, monkeypatch, target):
+    """Slabs of any thickness are re-cut into whole chunk layers without loss."""
+    monkeypatch.setattr(volmod, "SLAB_BYTES", 3 * 7 * 9)  # 3-plane slabs
+    full = random_volume(rng, (70, 7, 9), "int16")
+    write_volume(tmp_path / target, Volume(full, 0.1))
+    np.testing.assert_array_equal(read_volume(tmp_path / target).data, full)

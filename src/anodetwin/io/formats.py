@@ -824,9 +824,33 @@ def _write_tiff_dir(path: Path, ds: str | None, vol: VolumeLike, meta: dict, che
             tifffile.imwrite(tmp / f"slice_{k:0{ndig}d}.tif", page, extratags=tag, **kw)
 
 
-def _auto_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    c = [min(64, s) for s in shape]
-    return tuple(c)
+def _chunks(shape: tuple[int, ...], itemsize: int, layer_bytes: int,
+            yx: int) -> tuple[int, int, int]:
+    """Chunk shape (cz, cy, cx): cy, cx <= ``yx``; cz <= 64 planes and a whole layer of
+    chunks (cz full planes) within ``layer_bytes``, so that writing layer by layer touches
+    every chunk once and buffers at most one layer."""
+    plane = shape[1] * shape[2] * itemsize
+    cz = int(max(1, min(64, shape[0], layer_bytes // max(1, plane))))
+    return (cz, min(yx, shape[1]), min(yx, shape[2]))
+
+
+def _layers(vol: VolumeLike, cz: int, check: Any) -> Iterator[tuple[int, np.ndarray]]:
+    """Re-cut the volume's slabs into layers of exactly ``cz`` planes (the last may be
+    thinner); yields (z0, layer)."""
+    pending: list[np.ndarray] = []
+    have, z0 = 0, 0
+    for block in vol.blocks():
+        check(block)
+        pending.append(block)
+        have += block.shape[0]
+        while have >= cz:
+            cat = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield z0, cat[:cz]
+            z0 += cz
+            rest = cat[cz:]
+            pending, have = ([rest] if rest.shape[0] else []), rest.shape[0]
+    if have:
+        yield z0, np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
 def _write_hdf5(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: Any,
@@ -834,16 +858,13 @@ def _write_hdf5(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: 
     import h5py
 
     ds = ds or "/volume"
+    chunks = _chunks(vol.shape, np.dtype(vol.dtype).itemsize, 32 * 2**20, 256)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            d = f.create_dataset(ds, shape=vol.shape, dtype=vol.dtype,
-                                 chunks=_auto_chunks(vol.shape, np.dtype(vol.dtype).itemsize),
+            d = f.create_dataset(ds, shape=vol.shape, dtype=vol.dtype, chunks=chunks,
                                  compression=compression)
-            z = 0
-            for block in vol.blocks():
-                check(block)
-                d[z : z + block.shape[0]] = block
-                z += block.shape[0]
+            for z, layer in _layers(vol, chunks[0], check):
+                d[z : z + layer.shape[0]] = layer
             for k, v in meta.items():
                 d.attrs[k] = provenance_json(v) if k == "provenance" else v
             if "voxel_size_um" in meta:
@@ -857,7 +878,7 @@ def _write_zarr(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: 
     import zarr
 
     with atomic_path(path, directory=True) as tmp:
-        chunks = _auto_chunks(vol.shape, np.dtype(vol.dtype).itemsize)
+        chunks = _chunks(vol.shape, np.dtype(vol.dtype).itemsize, 256 * 2**20, 64)
         if ds and ds.strip("/"):
             root = zarr.open_group(store=str(tmp), mode="w")
             arr = root.create_array(ds.strip("/"), shape=vol.shape, dtype=vol.dtype,
@@ -865,11 +886,8 @@ def _write_zarr(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: 
         else:
             arr = zarr.create_array(store=str(tmp), shape=vol.shape, dtype=vol.dtype,
                                     chunks=chunks, overwrite=True)
-        z = 0
-        for block in vol.blocks():
-            check(block)
-            arr[z : z + block.shape[0]] = block
-            z += block.shape[0]
+        for z, layer in _layers(vol, chunks[0], check):
+            arr[z : z + layer.shape[0]] = layer
         arr.attrs.update(json.loads(json.dumps(meta, default=str)))
 
 
