@@ -105,6 +105,15 @@ def _run(code: str, path: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def merge_sections(old: str, new: str, marker: str) -> str:
+    """Keep the other stages' ``## `` sections of ``old``; header and ``marker`` section from
+    ``new``."""
+    head_new, _, ours_new = new.partition(marker)
+    parts = old.split("\n## ")
+    others = ["## " + p.rstrip() for p in parts[1:] if not ("## " + p).startswith(marker)]
+    return "\n\n".join([head_new.rstrip(), marker + ours_new.rstrip(), *others])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
@@ -169,14 +178,8 @@ def main() -> int:
     text = "\n".join(lines)
     out = Path(args.out)
     marker = "## I/O (`anodetwin.io`)"
-    if out.exists():  # keep the sections of other stages, replace this one
-        old = out.read_text()
-        if marker in old:
-            head, _, rest = old.partition(marker)
-            nxt = rest.find("\n## ")
-            tail = rest[nxt:] if nxt >= 0 else ""
-            section = text[text.index(marker):]
-            text = head.rstrip() + "\n\n" + section.rstrip() + "\n" + tail
+    if out.exists():
+        text = merge_sections(out.read_text(), text, marker)
     from anodetwin.io import atomic_write_text
 
     atomic_write_text(out, text.rstrip() + "\n")
