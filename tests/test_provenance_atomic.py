@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,15 @@ def test_no_overwrite(tmp_path):
         with atomic_path(out, overwrite=False):
             pass
     assert out.read_text() == "keep"
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})
+        with atomic_path(tmp_path / "d", directory=True):
+            pass
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

@@ -81,6 +81,10 @@ def atomic_path(
         tmp = Path(name)
     try:
         yield tmp
+        # temporary files are private (0600/0700); give the output the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
         if directory:
             if final.exists():
                 # a folder cannot be renamed over a non-empty folder: move the old one aside
