@@ -17,6 +17,7 @@ HDF5 layout (``anodetwin-phantom-series``, version 1; lengths in um, arrays (z, 
     /steps/T<n>/particles     int32 particle ids (0 = none)
     /steps/T<n>/displacement_um   float32 (3, z, y, x): u_z, u_y, u_x on the T0 grid
     /steps/T<n>/strain/<name>     float32: volumetric (J - 1), ezz, eyy, exx, eyz, exz, exy
+    /steps/T<n>/lithiated         uint8 (0/1) on the T0 grid: the voxels lithiated at Tn
     /steps/T<n>/theta             float64 per particle (rows of /particles): Li content
     /steps/T<n>/core_volume_um3   float64 per particle: non-lithiated volume
     /double_scan/tomogram_b   uint16: a second scan of the last step, independent noise
@@ -48,8 +49,9 @@ from anodetwin.phantom.series import (
     particle_modes,
     particle_theta,
     strain_fields,
+    inverse_coordinates,
+    sample_nearest,
     swelling_displacement,
-    warp_labels,
 )
 
 __all__ = ["SeriesResult", "generate_series", "FORMAT", "FORMAT_VERSION"]
@@ -115,13 +117,14 @@ def _step_truth(ms: Microstructure, cfg: PhantomConfig, score: np.ndarray, step:
         profile = swelling_displacement(ms, lith, cfg)
         disp = np.zeros((3,) + shape, np.float32)
         disp[0] = profile[:, None, None]
-    phases = warp_labels(phases0, disp, v, profile)
-    particles = warp_labels(ms.particles, disp, v, profile)
+    coords = inverse_coordinates(disp, v, profile)
+    phases = sample_nearest(phases0, coords)
+    particles = sample_nearest(ms.particles, coords)
     a0, a1 = ms.layers.anode
     top = disp[0, a1 - 1].mean() + 0.5 * (disp[0, a1 - 1] - disp[0, a1 - 2]).mean()
     thickness = (a1 - a0) * v + float(top - disp[0, a0].mean())
     return StepTruth(step, soc, theta_mean, theta, core, disp, phases, particles,
-                     thickness), profile
+                     thickness, lith), profile
 
 
 def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | None = None,
@@ -192,6 +195,8 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
                                  chunks=(1,) + _chunks(shape), **_LZF)
                 for name, arr in strain_fields(truth.displacement, v).items():
                     g.create_dataset(f"strain/{name}", data=arr, chunks=_chunks(shape), **_LZF)
+                g.create_dataset("lithiated", data=truth.lithiated.view(np.uint8),
+                                 chunks=_chunks(shape), **_LZF)
                 g.create_dataset("theta", data=truth.theta)
                 g.create_dataset("core_volume_um3", data=truth.core_volume_um3)
                 proto[n] = (n, soc, truth.theta_mean, truth.thickness_um)

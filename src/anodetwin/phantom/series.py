@@ -40,7 +40,7 @@ from anodetwin.phantom.microstructure import PHASE, Microstructure, normalised_d
 
 __all__ = ["StepTruth", "particle_modes", "lithiation_scores", "particle_theta",
            "lithiated_mask", "swelling_displacement", "strain_fields", "warp_labels",
-           "inverse_map_1d"]
+           "inverse_map_1d", "inverse_coordinates", "sample_nearest"]
 
 
 @dataclass
@@ -56,6 +56,7 @@ class StepTruth:
     phases: np.ndarray
     particles: np.ndarray
     thickness_um: float
+    lithiated: np.ndarray  # bool, reference grid
 
 
 def particle_modes(cfg: PhantomConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -200,23 +201,55 @@ def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
     return X
 
 
-def warp_labels(labels: np.ndarray, displacement: np.ndarray, voxel_size_um: float,
-                axial_profile: np.ndarray | None = None, iterations: int = 12) -> np.ndarray:
-    """Deformed labels ``L(x) = L0(X)``, ``x = X + u(X)``, nearest-neighbour sampling.
+def inverse_coordinates(displacement: np.ndarray, voxel_size_um: float,
+                        axial_profile: np.ndarray | None = None, tol: float = 1e-4,
+                        max_iterations: int = 20) -> np.ndarray:
+    """Reference coordinates X (voxels) of every deformed voxel x, solving x = X + u(X).
 
-    With ``axial_profile`` (u_z per plane, um) the inverse is exact and cheap; otherwise it is
-    found by fixed-point iteration ``X <- x - u(X)`` with trilinear interpolation of u.
-    Points mapped from outside the grid take the nearest edge value.
+    With ``axial_profile`` (u_z per plane, um) the inverse is exact: a (z,) array of plane
+    coordinates. Otherwise a (3, z, y, x) array from Newton iterations
+    ``X <- X - (I + grad u(X))^-1 (X + u(X) - x)`` with trilinear interpolation of u and its
+    gradient, until the residual is below ``tol`` voxels (converges for strains beyond 100%,
+    where a fixed-point iteration would not).
     """
-    nz = labels.shape[0]
     if axial_profile is not None:
-        X = inverse_map_1d(axial_profile / voxel_size_um)
-        idx = np.clip(np.rint(X), 0, nz - 1).astype(np.intp)
+        return inverse_map_1d(axial_profile / voxel_size_um)
+    shape = displacement.shape[1:]
+    x = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    u = displacement.astype(np.float64) / voxel_size_um
+    grad = [[np.gradient(u[i], axis=j) for j in range(3)] for i in range(3)]
+    X = x.copy()
+    for _ in range(max_iterations):
+        r = X + np.stack([ndimage.map_coordinates(u[c], X, order=1, mode="nearest")
+                          for c in range(3)]) - x
+        if np.abs(r).max() < tol:
+            break
+        J = [[ndimage.map_coordinates(grad[i][j], X, order=1, mode="nearest") + (i == j)
+              for j in range(3)] for i in range(3)]
+        # 3x3 inverse by cofactors, all points at once
+        c00 = J[1][1] * J[2][2] - J[1][2] * J[2][1]
+        c01 = J[1][2] * J[2][0] - J[1][0] * J[2][2]
+        c02 = J[1][0] * J[2][1] - J[1][1] * J[2][0]
+        det = J[0][0] * c00 + J[0][1] * c01 + J[0][2] * c02
+        inv = [[c00, J[0][2] * J[2][1] - J[0][1] * J[2][2], J[0][1] * J[1][2] - J[0][2] * J[1][1]],
+               [c01, J[0][0] * J[2][2] - J[0][2] * J[2][0], J[0][2] * J[1][0] - J[0][0] * J[1][2]],
+               [c02, J[0][1] * J[2][0] - J[0][0] * J[2][1], J[0][0] * J[1][1] - J[0][1] * J[1][0]]]
+        for i in range(3):
+            X[i] -= (inv[i][0] * r[0] + inv[i][1] * r[1] + inv[i][2] * r[2]) / det
+    return X.reshape((3,) + shape)
+
+
+def sample_nearest(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """``labels`` at reference coordinates from :func:`inverse_coordinates` (nearest voxel,
+    clipped to the grid)."""
+    if coords.ndim == 1:
+        idx = np.clip(np.rint(coords), 0, labels.shape[0] - 1).astype(np.intp)
         return labels[idx]
-    grid = np.indices(labels.shape, dtype=np.float32)
-    u = displacement / np.float32(voxel_size_um)
-    X = grid.copy()
-    for _ in range(iterations):
-        for c in range(3):
-            X[c] = grid[c] - ndimage.map_coordinates(u[c], X, order=1, mode="nearest")
-    return ndimage.map_coordinates(labels, X, order=0, mode="nearest")
+    return ndimage.map_coordinates(labels, coords, order=0, mode="nearest")
+
+
+def warp_labels(labels: np.ndarray, displacement: np.ndarray, voxel_size_um: float,
+                axial_profile: np.ndarray | None = None) -> np.ndarray:
+    """Deformed labels ``L(x) = L0(X)`` with ``x = X + u(X)`` (nearest-neighbour sampling)."""
+    return sample_nearest(labels, inverse_coordinates(displacement, voxel_size_um,
+                                                      axial_profile))
