@@ -13,6 +13,8 @@ Sections (later pipeline stages append theirs):
 * I/O, binning: ``read_volume(path, binning=2)`` (slab-wise) against loading the whole
   volume and calling ``skimage.transform.downscale_local_mean``.
 * I/O, writing: ``write_volume`` against tifffile.imwrite / h5py create_dataset.
+* Phantom: a 256 x 256 x 128 voxel, 7-step series (wall time, peak memory) against the
+  h5py copy of the same output (the I/O floor).
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def _random_slab(z0: int, z1: int) -> np.ndarray:
     return rng.integers(0, 65535, (z1 - z0,) + SHAPE[1:], dtype=np.uint16)
 
 
-def _run(code: str, path: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PRELUDE + code + POSTLUDE, str(path)],
+def _run(code: str, path: Path, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + code + POSTLUDE, str(path), *extra],
                           capture_output=True, text=True, timeout=1200)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -106,20 +108,59 @@ def _run(code: str, path: Path) -> dict:
 
 
 def merge_sections(old: str, new: str, marker: str) -> str:
-    """Keep the other stages' ``## `` sections of ``old``; header and ``marker`` section from
-    ``new``."""
+    """``old`` with its header and its ``marker`` section (in place, or appended) taken from
+    ``new``; the other stages' ``## `` sections are kept."""
     head_new, _, ours_new = new.partition(marker)
+    ours = (marker + ours_new).rstrip()
     parts = old.split("\n## ")
-    others = ["## " + p.rstrip() for p in parts[1:] if not ("## " + p).startswith(marker)]
-    return "\n\n".join([head_new.rstrip(), marker + ours_new.rstrip(), *others])
+    sections = ["## " + p.rstrip() for p in parts[1:]]
+    for i, sec in enumerate(sections):
+        if sec.startswith(marker):
+            sections[i] = ours
+            break
+    else:
+        sections.append(ours)
+    return "\n\n".join([head_new.rstrip(), *sections])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/RESULTS.md")
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    from anodetwin import __version__
+IO_BASELINES = {
+    "ROI 64 MiB, multi-page TIFF": "tifffile.imread whole file, then crop",
+    "ROI 64 MiB, TIFF vs tifffile.memmap": "tifffile.memmap + slice copy",
+    "ROI 64 MiB, HDF5": "h5py dataset slicing",
+    "ROI 64 MiB, raw": "numpy.memmap + slice copy",
+    "ROI 64 MiB, Zarr": "zarr array slicing",
+    "bin 2 of 512 MiB, multi-page TIFF": "tifffile.imread + skimage downscale_local_mean",
+    "write 512 MiB, TIFF": "tifffile.imwrite (ImageJ)",
+    "write 512 MiB, HDF5": "h5py create_dataset, chunks 64^3",
+}
+TABLE_HEAD = ["| case | baseline | anodetwin s | baseline s | time ratio | anodetwin MiB | "
+              "baseline MiB | memory ratio |", "|---|---|---|---|---|---|---|---|"]
+
+
+def _compare(case: str, ours: str, base: str, path: Path, repeat: int, check: bool = True
+             ) -> tuple:
+    res: dict[str, list] = {"ours": [], "base": []}
+    for _ in range(repeat):
+        for key, code in (("base", base), ("ours", ours)):
+            res[key].append(_run(code, path))
+    o, b = res["ours"], res["base"]
+    if check and abs(o[0]["check"] - b[0]["check"]) > 1e-6 * max(1.0, abs(b[0]["check"])):
+        raise RuntimeError(f"{case}: results differ ({o[0]['check']} vs {b[0]['check']})")
+    to = statistics.median(r["s"] for r in o)
+    tb = statistics.median(r["s"] for r in b)
+    mo = max(r["mib"] for r in o)
+    mb = max(r["mib"] for r in b)
+    print(f"{case:40s} ours {to:7.3f} s {mo:7.0f} MiB | baseline {tb:7.3f} s "
+          f"{mb:7.0f} MiB | time x{to / tb:5.2f} memory x{mo / mb:5.2f}", flush=True)
+    return case, to, tb, mo, mb
+
+
+def _rows(rows: list, baselines: dict) -> list[str]:
+    return [f"| {case} | {baselines[case]} | {to:.3f} | {tb:.3f} | {to / tb:.2f} | "
+            f"{mo:.0f} | {mb:.0f} | {mo / mb:.2f} |" for case, to, tb, mo, mb in rows]
+
+
+def io_section(repeat: int) -> tuple[str, list[str]]:
     from anodetwin.io import SlabVolume, write_volume
 
     rows = []
@@ -128,60 +169,100 @@ def main() -> int:
         for name in ("vol.tif", "vol.h5:/volume", "vol.raw", "vol.zarr"):
             write_volume(f"{d}/{name}", SlabVolume(SHAPE, np.uint16, _random_slab, 0.05))
         for case, (ours, base, fname) in CASES.items():
-            path = d / fname
-            res = {"ours": [], "base": []}
-            for _ in range(args.repeat):
-                for key, code in (("base", base), ("ours", ours)):
-                    res[key].append(_run(code, path))
-            o, b = res["ours"], res["base"]
-            if abs(o[0]["check"] - b[0]["check"]) > 1e-6 * max(1.0, abs(b[0]["check"])):
-                raise RuntimeError(f"{case}: results differ ({o[0]['check']} vs {b[0]['check']})")
-            to = statistics.median(r["s"] for r in o)
-            tb = statistics.median(r["s"] for r in b)
-            mo = max(r["mib"] for r in o)
-            mb = max(r["mib"] for r in b)
-            rows.append((case, to, tb, mo, mb))
-            print(f"{case:40s} ours {to:7.3f} s {mo:7.0f} MiB | baseline {tb:7.3f} s "
-                  f"{mb:7.0f} MiB | time x{to / tb:5.2f} memory x{mo / mb:5.2f}", flush=True)
+            rows.append(_compare(case, ours, base, d / fname, repeat))
+    marker = "## I/O (`anodetwin.io`)"
+    return marker, [f"{marker}, volume 256 x 1024 x 1024 uint16 (512 MiB)", "",
+                    *TABLE_HEAD, *_rows(rows, IO_BASELINES)]
 
-    baselines = {
-        "ROI 64 MiB, multi-page TIFF": "tifffile.imread whole file, then crop",
-        "ROI 64 MiB, TIFF vs tifffile.memmap": "tifffile.memmap + slice copy",
-        "ROI 64 MiB, HDF5": "h5py dataset slicing",
-        "ROI 64 MiB, raw": "numpy.memmap + slice copy",
-        "ROI 64 MiB, Zarr": "zarr array slicing",
-        "bin 2 of 512 MiB, multi-page TIFF": "tifffile.imread + skimage downscale_local_mean",
-        "write 512 MiB, TIFF": "tifffile.imwrite (ImageJ)",
-        "write 512 MiB, HDF5": "h5py create_dataset, chunks 64^3",
-    }
-    lines = [
+
+#: Phantom benchmark: 256 x 256 lateral, 128 planes (0.3 um voxels), 7 steps.
+PHANTOM_CONFIG = {"geometry": {"voxel_size_um": 0.3, "lateral_um": 76.8,
+                               "cu_thickness_um": 1.8, "separator_thickness_um": 4.5}}
+PHANTOM_OURS = (
+    "from anodetwin.phantom import config_from_dict, generate_series\n"
+    "cfg = config_from_dict(json.loads(sys.argv[2]), seed=1)\n"
+    "t0 = time.perf_counter()\n"
+    "r = generate_series(cfg, P, progress=False)\n"
+    "out = np.array([r.shape[0] * r.shape[1] * r.shape[2], r.n_steps, r.n_particles])\n")
+PHANTOM_BASE = (
+    "import h5py\n"
+    "src = h5py.File(P, 'r')\n"
+    "t0 = time.perf_counter()\n"
+    "with h5py.File(P + '.copy.h5', 'w') as dst:\n"
+    "    def cp(name, obj):\n"
+    "        if isinstance(obj, h5py.Dataset):\n"
+    "            dst.create_dataset(name, data=obj[...], chunks=obj.chunks,\n"
+    "                               compression=obj.compression, shuffle=obj.shuffle)\n"
+    "    src.visititems(cp)\n"
+    "out = np.array([0])\n")
+
+
+def phantom_section(repeat: int) -> tuple[str, list[str]]:
+    with tempfile.TemporaryDirectory(prefix="anodetwin-bench-") as tmp:
+        path = Path(tmp) / "series.h5"
+        cfg = json.dumps(PHANTOM_CONFIG)
+        times, mems = [], []
+        for _ in range(repeat):
+            r = _run(PHANTOM_OURS, path, cfg)
+            times.append(r["s"])
+            mems.append(r["mib"])
+        base = [_run(PHANTOM_BASE, path) for _ in range(repeat)]
+        import h5py
+
+        with h5py.File(path) as f:
+            shape = f["steps/T0/tomogram"].shape
+            n_steps = int(f.attrs["n_steps"])
+            n_part = len(f["particles"])
+        size = path.stat().st_size / 2**20
+    to, mo = statistics.median(times), max(mems)
+    tb, mb = statistics.median(r["s"] for r in base), max(r["mib"] for r in base)
+    print(f"{'phantom series':40s} ours {to:7.3f} s {mo:7.0f} MiB | baseline {tb:7.3f} s "
+          f"{mb:7.0f} MiB | time x{to / tb:5.2f}", flush=True)
+    marker = "## Phantom series (`anodetwin.phantom`)"
+    return marker, [
+        f"{marker}, {shape[2]} x {shape[1]} x {shape[0]} voxels (x, y, z; 0.3 um), "
+        f"{n_steps} steps, {n_part} particles, {size:.0f} MiB written",
+        "",
+        "Target: under 60 s and 4 GiB on 2 cores. Baseline: copying the finished series file "
+        "dataset by dataset with h5py (same chunks and compression), i.e. the I/O floor of "
+        "writing that much data.",
+        "",
+        *TABLE_HEAD,
+        *_rows([("generate 7-step series", to, tb, mo, mb)],
+               {"generate 7-step series": "h5py copy of the written series"}),
+    ]
+
+
+SECTIONS = {"io": io_section, "phantom": phantom_section}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/RESULTS.md")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", choices=sorted(SECTIONS), action="append",
+                    help="run only these sections (others keep their previous numbers)")
+    args = ap.parse_args()
+    from anodetwin import __version__
+    from anodetwin.io import atomic_write_text
+
+    header = [
         "# Benchmarks",
         "",
         f"anodetwin {__version__}, {dt.date.today().isoformat()}, Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}. "
         f"Made by `make bench` (`benchmarks/run.py`); each case in a fresh process, time = "
-        f"median of {args.repeat} runs (imports excluded), memory = peak resident set (VmHWM) including the "
-        "interpreter and imports. Warm page cache. Ratios < 1 mean anodetwin is faster / "
-        "smaller than the baseline measured in the same run. anodetwin's writes are atomic "
-        "(temporary file, fsync, rename) and carry provenance; the baselines' are not.",
+        f"median of {args.repeat} runs (imports excluded), memory = peak resident set (VmHWM) "
+        "including the interpreter and imports. Warm page cache. Ratios < 1 mean anodetwin is "
+        "faster / smaller than the baseline measured in the same run. anodetwin's writes are "
+        "atomic (temporary file, fsync, rename) and carry provenance; the baselines' are not.",
         "",
-        "## I/O (`anodetwin.io`), volume 256 x 1024 x 1024 uint16 (512 MiB)",
-        "",
-        "| case | baseline | anodetwin s | baseline s | time ratio | anodetwin MiB | "
-        "baseline MiB | memory ratio |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for case, to, tb, mo, mb in rows:
-        lines.append(f"| {case} | {baselines[case]} | {to:.3f} | {tb:.3f} | {to / tb:.2f} | "
-                     f"{mo:.0f} | {mb:.0f} | {mo / mb:.2f} |")
-    lines.append("")
-    text = "\n".join(lines)
     out = Path(args.out)
-    marker = "## I/O (`anodetwin.io`)"
-    if out.exists():
-        text = merge_sections(out.read_text(), text, marker)
-    from anodetwin.io import atomic_write_text
-
+    text = out.read_text() if out.exists() else "\n".join(header)
+    for name in args.only or list(SECTIONS):
+        marker, lines = SECTIONS[name](args.repeat)
+        text = merge_sections(text, "\n".join(header + lines), marker)
     atomic_write_text(out, text.rstrip() + "\n")
     print(f"wrote {out}")
     return 0

@@ -19,6 +19,10 @@ def test_demo(tmp_path, cli):
     assert summary["roi_binned"]["shape"] == [40, 40, 40]
     assert (tmp_path / "demo" / "orthoslices.png").stat().st_size > 10_000
     assert read_volume(tmp_path / "demo" / "volumes" / "snow.zarr").shape == (100, 100, 100)
+    ph = summary["phantom"]
+    assert ph["noise_floor"]["matches_rendered_noise"]
+    assert 1.3 < ph["thickness_um"][-1] / ph["thickness_um"][0] < 1.55  # reference: +44%
+    assert read_volume(f"{tmp_path}/demo/{ph['series']}:/steps/T6/tomogram").dtype == "uint16"
     # a second run replaces the outputs in place; data files without embedded metadata
     # (npy, raw: metadata lives in the sidecar) come out byte for byte the same
     again = run_demo(tmp_path / "demo")

@@ -6,10 +6,10 @@ z = 0: copper foil, anode coating (composition thickness), separator (its thickn
 headroom the swelling electrode will push it into).
 
 Particles: volume-equivalent diameters from a truncated log-normal distribution, placed
-largest first by random sequential addition into free space (a distance map of the space
-left, on a grid of about 0.5 um) where neighbours may interpenetrate by up to
-``max_overlap`` of the radius (calendered contacts), until the Si volume fraction of the
-coating is reached. Shapes: spheres, randomly oriented ellipsoids, or irregular bodies (an
+largest first by random sequential addition into free space (an exact distance map to the
+placed spheres and the layer faces, on a grid of about 0.4 um, updated around each new
+sphere) where a new particle may reach into its neighbours by up to ``max_overlap`` of its
+radius (calendered contacts), until the Si volume fraction of the coating is reached. Shapes: spheres, randomly oriented ellipsoids, or irregular bodies (an
 ellipsoid whose radius is modulated by a smooth random function of direction). Where two
 bodies overlap, each voxel goes to the particle whose surface is relatively farther (smaller
 normalised distance), so touching particles share a flat contact face.
@@ -198,53 +198,46 @@ def _place_particles(cfg: PhantomConfig, layers: Layers, comp: Composition,
     layer_um3 = (a1 - a0) * ny * nx * v**3
     target_vox = comp.si_fraction * (a1 - a0) * ny * nx
     diameters = _diameter_stream(cfg, comp.si_fraction * layer_um3, rng)
-    # free-space map on a coarse grid (~0.5 um) for placement
-    h = max(v, min(0.5, cfg.particles.min_diameter_um / 4))
-    cz = int(np.ceil((a1 - a0) * v / h))
-    cy, cx = int(np.ceil(ny * v / h)), int(np.ceil(nx * v / h))
-    coarse_free = np.ones((cz + 2, cy, cx), bool)
-    coarse_free[0] = coarse_free[-1] = False  # copper below, separator above
-    origin_z = a0 * v - h  # z (um) of coarse index 0 centre
+    # free space on a coarse grid (~0.4 um): distance (um) from each grid point to the
+    # nearest placed sphere or to the copper / separator planes, capped at the largest
+    # radius and updated exactly around each new sphere
+    p = cfg.particles
+    h = max(v, min(0.5, p.min_diameter_um / 4))
+    cap = p.max_diameter_um / 2
+    gz = a0 * v + (np.arange(int(np.ceil((a1 - a0) * v / h))) + 0.5) * h
+    gy = (np.arange(int(np.ceil(ny * v / h))) + 0.5) * h
+    gx = (np.arange(int(np.ceil(nx * v / h))) + 0.5) * h
+    wall = np.minimum(gz - a0 * v, a1 * v - gz)
+    free = np.broadcast_to(np.minimum(wall, cap)[:, None, None],
+                           (len(gz), len(gy), len(gx))).astype(np.float32)
     labels = np.zeros(layers.shape, np.int32)
     best = np.full(layers.shape, np.inf, np.float32)
     params: dict[int, dict] = {}
     si_vox = 0
-    ov = cfg.particles.max_overlap
-    placed_c: list[np.ndarray] = []
-    placed_r: list[float] = []
+    ov = p.max_overlap
     pid = 0
-    batch = 0
-    dist = None
     misses = 0
     for d in diameters:
         if si_vox >= target_vox or misses > 200:
             break
         r = d / 2
-        if dist is None or batch >= 6:
-            dist = ndimage.distance_transform_edt(coarse_free, sampling=h)
-            batch = 0
-        need = r * (1 - ov)
-        cand = np.flatnonzero(dist.ravel() >= need)
-        ok = False
-        for _ in range(20):
-            if cand.size == 0:
-                break
-            idx = np.unravel_index(cand[rng.integers(cand.size)], dist.shape)
-            c = np.array([origin_z + idx[0] * h, (idx[1] + 0.5) * h, (idx[2] + 0.5) * h])
-            c += rng.uniform(-h / 2, h / 2, 3)
-            c[0] = np.clip(c[0], a0 * v + need, a1 * v - need) if a1 * v - a0 * v > 2 * need \
-                else (a0 + a1) * v / 2
-            if placed_c:  # the distance map is a few placements old: check those directly
-                pc = np.array(placed_c[-batch:]) if batch else np.zeros((0, 3))
-                pr = np.array(placed_r[-batch:]) if batch else np.zeros(0)
-                if len(pr) and np.any(np.linalg.norm(pc - c, axis=1) < (1 - ov) * (pr + r)):
-                    continue
-            ok = True
-            break
-        if not ok:
+        need = min(r * (1 - ov), cap)
+        cand = np.flatnonzero(free.ravel() >= need)
+        if cand.size == 0:
             misses += 1
             continue
         misses = 0
+        k = np.unravel_index(cand[rng.integers(cand.size)], free.shape)
+        c = np.array([gz[k[0]], gy[k[1]], gx[k[2]]]) + rng.uniform(-h / 2, h / 2, 3)
+        c[0] = np.clip(c[0], a0 * v + need, a1 * v - need) if (a1 - a0) * v > 2 * need \
+            else (a0 + a1) * v / 2
+        box = [np.flatnonzero(np.abs(g - ci) <= r + cap) for g, ci in zip((gz, gy, gx), c,
+                                                                           strict=True)]
+        sub = np.ix_(*box)
+        dd = np.sqrt((gz[box[0]][:, None, None] - c[0]) ** 2
+                     + (gy[box[1]][None, :, None] - c[1]) ** 2
+                     + (gx[box[2]][None, None, :] - c[2]) ** 2) - r
+        free[sub] = np.minimum(free[sub], np.maximum(dd, 0.0))
         pid += 1
         prm = _body_params(cfg, c, r, rng)
         sl = _bbox(prm, v, layers.shape)
@@ -260,20 +253,6 @@ def _place_particles(cfg: PhantomConfig, layers: Layers, comp: Composition,
         labels[sl][win] = pid
         best[sl][win] = q[win]
         params[pid] = prm
-        placed_c.append(c)
-        placed_r.append(r)
-        batch += 1
-        # mark the sphere of radius r around c as taken in the coarse map
-        gz = (np.arange(cz + 2) * h + origin_z)[:, None, None]
-        gy = ((np.arange(cy) + 0.5) * h)[None, :, None]
-        gx = ((np.arange(cx) + 0.5) * h)[None, None, :]
-        lo = [max(0, int((c[0] - r - origin_z) / h) - 1), max(0, int((c[1] - r) / h) - 1),
-              max(0, int((c[2] - r) / h) - 1)]
-        hi = [min(cz + 2, int((c[0] + r - origin_z) / h) + 2), min(cy, int((c[1] + r) / h) + 2),
-              min(cx, int((c[2] + r) / h) + 2)]
-        sub = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
-        dd = (gz[sub[0]] - c[0]) ** 2 + (gy[:, sub[1]] - c[1]) ** 2 + (gx[:, :, sub[2]] - c[2]) ** 2
-        coarse_free[sub] &= dd > r * r
     frac = si_vox / ((a1 - a0) * ny * nx)
     if frac < comp.si_fraction - 0.02:
         raise NumericalError(

@@ -168,19 +168,16 @@ def strain_fields(displacement: np.ndarray, voxel_size_um: float) -> dict[str, n
         ``eyy``, ``exx``, ``eyz``, ``exz``, ``exy`` (float32), from central differences
         (one-sided at the faces, :func:`numpy.gradient`).
     """
-    g = np.empty((3, 3) + displacement.shape[1:], np.float32)
-    for i in range(3):
-        for j, d in enumerate(np.gradient(displacement[i], voxel_size_um)):
-            g[i, j] = d
-    F = g.copy()
-    for i in range(3):
-        F[i, i] += 1.0
-    det = (F[0, 0] * (F[1, 1] * F[2, 2] - F[1, 2] * F[2, 1])
-           - F[0, 1] * (F[1, 0] * F[2, 2] - F[1, 2] * F[2, 0])
-           + F[0, 2] * (F[1, 0] * F[2, 1] - F[1, 1] * F[2, 0]))
-    return {"volumetric": det - 1.0, "ezz": g[0, 0], "eyy": g[1, 1], "exx": g[2, 2],
-            "eyz": 0.5 * (g[1, 2] + g[2, 1]), "exz": 0.5 * (g[0, 2] + g[2, 0]),
-            "exy": 0.5 * (g[0, 1] + g[1, 0])}
+    g = [[np.gradient(displacement[i], voxel_size_um, axis=j).astype(np.float32, copy=False)
+          for j in range(3)] for i in range(3)]
+    # det(I + g) - 1 expanded, so that no 3x3 field is copied
+    a, b, c = g[0][0] + 1, g[0][1], g[0][2]
+    d, e, f = g[1][0], g[1][1] + 1, g[1][2]
+    gg, hh, ii = g[2][0], g[2][1], g[2][2] + 1
+    det = a * (e * ii - f * hh) - b * (d * ii - f * gg) + c * (d * hh - e * gg)
+    return {"volumetric": det - 1.0, "ezz": g[0][0], "eyy": g[1][1], "exx": g[2][2],
+            "eyz": 0.5 * (g[1][2] + g[2][1]), "exz": 0.5 * (g[0][2] + g[2][0]),
+            "exy": 0.5 * (g[0][1] + g[1][0])}
 
 
 def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
