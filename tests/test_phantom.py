@@ -360,3 +360,12 @@ def test_cli_phantom(tmp_path, cli):
     h5 = read_volume(f"{tmp_path}/ph/series.h5:/steps/T2/tomogram")
     np.testing.assert_array_equal(t2.data, h5.data)
     assert (tmp_path / "ph" / "preview.png").stat().st_size > 10_000
+
+
+def test_documented_example_config_is_the_default():
+    """validation/phantom/reference.toml documents every key with its default value."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "validation" / "phantom" / "reference.toml"
+    cfg = load_config(path)
+    assert cfg == load_config(seed=1)

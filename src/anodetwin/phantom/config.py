@@ -126,8 +126,6 @@ class Series:
     defect_bands: int = 3
     beta: float = 2.8
     pore_absorption: float = 0.1
-    stack_pressure_mpa: float = 0.3
-    separator_modulus_mpa: float = 300.0
     displacement_file: str | None = None
     double_scan: bool = True
 
@@ -351,7 +349,5 @@ def validate(cfg: PhantomConfig) -> None:
                              "give an integer >= 1")
     _positive(s.beta, "series.beta")
     _fraction(s.pore_absorption, "series.pore_absorption")
-    _positive(s.stack_pressure_mpa, "series.stack_pressure_mpa", allow_zero=True)
-    _positive(s.separator_modulus_mpa, "series.separator_modulus_mpa")
     if s.displacement_file is not None and not Path(s.displacement_file).is_file():
         raise InputNotFoundError(s.displacement_file, "series.displacement_file")
