@@ -7,8 +7,9 @@ Model, in order:
 2. phase-contrast edge fringes: ``I = mu - fringe * s**2 * LoG_s(mu)`` with s = one voxel
    (dark/bright bands on both sides of every interface);
 3. blur to the effective resolution: a Gaussian with FWHM ``resolution_fwhm_um``;
-4. copper artefacts: in-plane streaks whose amplitude decays away from the foil with
-   ``cu_streak_decay_um`` (the scattering of the dense foil);
+4. copper artefacts (the scattering of the dense foil), both decaying away from the foil
+   with ``cu_streak_decay_um``: extra blur (three times the resolution width at the foil)
+   and in-plane streaks of amplitude ``cu_streak_amplitude``;
 5. Gaussian noise of standard deviation ``(grey_si - grey_cbd) / snr``, independent per scan;
 6. rounding to 16-bit.
 
@@ -73,12 +74,19 @@ def clean_image(phases: np.ndarray, r: Render, voxel_size_um: float, cu_top: int
         mu -= np.float32(r.fringe) * ndimage.gaussian_laplace(mu, 1.0)
     sigma = r.resolution_fwhm_um * FWHM_TO_SIGMA / voxel_size_um
     img = ndimage.gaussian_filter(mu, sigma) if sigma > 0.05 else mu
-    if r.cu_streak_amplitude > 0 and cu_top > 0:
+    if cu_top > 0:
         z = np.arange(phases.shape[0], dtype=np.float32)
         decay = np.exp(-np.maximum(z - cu_top, 0) * voxel_size_um / r.cu_streak_decay_um)
         decay[:cu_top] = 1.0
-        img += (np.float32(r.cu_streak_amplitude) * decay[:, None, None]
-                * _streaks(phases.shape[1:], seed)[None])
+        near = int(min(phases.shape[0], cu_top + np.ceil(5 * r.cu_streak_decay_um
+                                                          / voxel_size_um)))
+        if sigma > 0.05 and near > 0:  # blur degraded near the foil
+            extra = ndimage.gaussian_filter(img[: near + int(6 * sigma) + 1], 3 * sigma)[:near]
+            w = decay[:near, None, None]
+            img[:near] = w * extra + (1 - w) * img[:near]
+        if r.cu_streak_amplitude > 0:
+            img += (np.float32(r.cu_streak_amplitude) * decay[:, None, None]
+                    * _streaks(phases.shape[1:], seed)[None])
     return img
 
 
