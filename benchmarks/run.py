@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/run.py --out benchmarks/RESULTS.md`` (``make bench``).
 
 Each case runs in a fresh process so that its peak resident memory (VmHWM) is its own; the
-time (imports excluded) is the median of ``--repeat`` runs. Files are read warm (in the page cache), which is
+time (imports excluded) is the median of ``--repeat`` runs; dirty pages are flushed before
+each run so that one case's writeback does not slow the next. Files are read warm (in the page cache), which is
 what repeated analysis of one tomogram sees; the ratios compare like with like.
 
 Sections (later pipeline stages append theirs):
@@ -37,8 +38,9 @@ SHAPE = (256, 1024, 1024)  # uint16: 512 MiB
 ROI = "64:192,256:768,256:768"  # 64 MiB
 
 PRELUDE = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     import numpy as np
+    os.sync()  # no writeback of an earlier case's output runs into this one
     def hwm():
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):

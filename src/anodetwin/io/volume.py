@@ -8,7 +8,6 @@ are read slab by slab, so a volume larger than memory can be cropped, binned or 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field

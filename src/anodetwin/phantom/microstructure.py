@@ -39,9 +39,11 @@ log = get_logger("phantom")
 #: Phase codes (README conventions).
 PHASE = {"pore": 0, "cbd": 1, "si": 2, "lithiated": 3, "copper": 4, "separator": 5}
 
-PARTICLE_TABLE_FIELDS = ("id", "centroid_z_um", "centroid_y_um", "centroid_x_um",
-                         "volume_um3", "equivalent_diameter_um", "touching", "distance_to_collector_um",
-                         "cracked")
+#: Row layout of the particle table (lengths in um, volumes in um3).
+PARTICLE_DTYPE = np.dtype([("id", "i4"), ("centroid_z_um", "f8"), ("centroid_y_um", "f8"),
+                           ("centroid_x_um", "f8"), ("volume_um3", "f8"),
+                           ("equivalent_diameter_um", "f8"), ("touching", "i4"),
+                           ("distance_to_collector_um", "f8"), ("cracked", "?")])
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Microstructure:
     particles : numpy.ndarray of int32
         Particle instance ids (0 = none).
     table : numpy.ndarray
-        Structured particle table (fields :data:`PARTICLE_TABLE_FIELDS`).
+        Structured particle table (:data:`PARTICLE_DTYPE`).
     layers : Layers
     composition : Composition
     shape_params : dict
@@ -300,11 +302,7 @@ def particle_table(particles: np.ndarray, voxel_size_um: float, collector_z_um: 
     if len(pairs):
         np.add.at(touch, pairs[:, 0], 1)
         np.add.at(touch, pairs[:, 1], 1)
-    dt = np.dtype([("id", "i4"), ("centroid_z_um", "f8"), ("centroid_y_um", "f8"),
-                   ("centroid_x_um", "f8"), ("volume_um3", "f8"),
-                   ("equivalent_diameter_um", "f8"), ("touching", "i4"),
-                   ("distance_to_collector_um", "f8"), ("cracked", "?")])
-    t = np.zeros(len(ids), dt)
+    t = np.zeros(len(ids), PARTICLE_DTYPE)
     c = counts[ids]
     t["id"] = ids
     t["centroid_z_um"] = (cz[ids] / c + 0.5) * v

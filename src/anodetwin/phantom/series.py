@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from anodetwin.errors import ParameterError
 from anodetwin.phantom.config import LITHIATION_MODES, PhantomConfig
-from anodetwin.phantom.microstructure import PHASE, Microstructure, normalised_distance
+from anodetwin.phantom.microstructure import Microstructure, normalised_distance
 
 __all__ = ["StepTruth", "particle_modes", "lithiation_scores", "particle_theta",
            "lithiated_mask", "swelling_displacement", "strain_fields", "warp_labels",
