@@ -97,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_noise_floor)
 
+    p = add("dvc", "local digital volume correlation of two volumes (spam): displacement, "
+                   "strain, node flags")
+    p.add_argument("ref", help="reference volume (e.g. T0)")
+    p.add_argument("deformed", help="deformed volume (same grid)")
+    p.add_argument("--out", required=True, help="result HDF5 (layout: anodetwin.dvc.pair)")
+    p.add_argument("--node-spacing", type=int, default=35, help="node spacing in voxels (35)")
+    p.add_argument("--hws", type=int, help="half-window size in voxels (default: spacing)")
+    p.add_argument("--pyramid", help="coarser node spacings run first, e.g. 100,70")
+    p.add_argument("--mask", help="labels volume; windows mostly outside material are skipped")
+    p.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="correlate only this region")
+    p.add_argument("--margin", type=int, default=3, help="search margin in voxels (3)")
+    p.add_argument("--processes", type=int, default=1, help="local worker processes (1)")
+    p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
+    p.add_argument("--no-global", action="store_true", help="skip the global registration")
+    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.set_defaults(func=cmd_dvc)
+
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
@@ -261,6 +278,47 @@ def cmd_noise_floor(args: argparse.Namespace) -> int:
         print(f"drift (mean B - A)   {res.drift:.6g} grey levels")
         print(f"residual threshold   {res.residual_threshold:.6g} grey levels "
               f"(p{res.percentile:g} of |gaussian(B - A, sigma={res.sigma:g} voxels)|)")
+    return 0
+
+
+def cmd_dvc(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from anodetwin.dvc.pair import correlate_pair, write_pair
+    from anodetwin.io import (check_output_path, input_record, make_provenance, open_volume,
+                              require_finite, require_same_shape)
+
+    check_output_path(args.out)
+    pyramid = [int(v) for v in args.pyramid.split(",")] if args.pyramid else None
+    with open_volume(args.ref, voxel_size=args.voxel_size) as a, \
+            open_volume(args.deformed, voxel_size=args.voxel_size) as b:
+        require_same_shape(a.shape, b.shape, f"reference '{args.ref}'",
+                           f"deformed '{args.deformed}'")
+        inputs = [input_record(a.path, a.dataset), input_record(b.path, b.dataset)]
+        vs = a.voxel_size
+        for src, name in ((a, args.ref), (b, args.deformed)):
+            if np.issubdtype(src.dtype, np.floating):
+                for block in src.lazy(args.roi).blocks():
+                    require_finite(block, f"volume '{name}'")
+        if args.roi:
+            ref, deformed = a.read(args.roi).data, b.read(args.roi).data
+            origin = [s.start for s in a.lazy(args.roi).roi]
+        else:
+            ref, deformed, origin = args.ref, args.deformed, [0, 0, 0]
+    mask = None
+    if args.mask:
+        with open_volume(args.mask) as m:
+            mask = m.read(args.roi).data
+    res = correlate_pair(ref, deformed, node_spacing=args.node_spacing, hws=args.hws,
+                         pyramid=pyramid, mask=mask, processes=args.processes,
+                         scheduler=args.scheduler, global_registration=not args.no_global,
+                         margin=args.margin)
+    res.params["roi_origin"] = origin
+    prov = make_provenance("dvc", inputs, res.params)
+    out = write_pair(args.out, res, vs, prov)
+    n = np.bincount(res.flag, minlength=3)
+    log.info("%d nodes: %d measured, %d repaired, %d excluded", len(res.flag), *n)
+    print(out)
     return 0
 
 

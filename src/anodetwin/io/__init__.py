@@ -12,7 +12,7 @@ Quick use::
         write_volume("crop.zarr", src.lazy(roi="100:900,:,:"))      # streamed slab by slab
 """
 
-from anodetwin.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from anodetwin.io.atomic import atomic_path, atomic_write_json, atomic_write_text, check_output_path
 from anodetwin.io.formats import (
     FORMATS,
     VolumeSource,
@@ -46,6 +46,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_json",
     "atomic_write_text",
+    "check_output_path",
     "bin_volume",
     "grey_value_stats",
     "content_hash",

@@ -1,0 +1,275 @@
+"""DVC: strain operators, equality with spam, parallel determinism, accuracy against exact
+truth on spam's real tomograms, bad-node flags, output file and bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources  # noqa: F401  (spam.datasets needs it)
+import io
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import scipy.linalg
+import spam.datasets
+import spam.deformation
+import spam.DIC
+from scipy import ndimage
+
+from anodetwin.dvc import FLAG, cell_strain, correlate_pair
+from anodetwin.dvc.correlate import DVCParams, correlate_nodes, node_grid
+from anodetwin.dvc.strain import deformation_gradient_q8
+from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.io import Volume, write_volume
+from anodetwin.phantom.series import inverse_coordinates
+from conftest import listing
+
+warnings.filterwarnings("ignore", category=np.exceptions.ComplexWarning)
+
+
+@pytest.fixture(scope="module")
+def snow():
+    return spam.datasets.loadSnow().astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def concrete():
+    return spam.datasets.loadConcreteXr().astype(np.float32)
+
+
+AFFINE = spam.deformation.computePhi({"t": [1.3, -0.7, 0.4], "z": [1.01, 1.0, 0.995]})
+
+
+def _noisy(im, rng, level=0.01):
+    return im + rng.normal(0, level * im.std(), im.shape).astype(np.float32)
+
+
+def _affine_truth(nodes, phi, shape):
+    c = (np.array(shape) - 1) / 2  # spam.DIC.applyPhi deforms about the volume centre
+    return (nodes - c) @ (phi[:3, :3] - np.eye(3)).T + phi[:3, 3]
+
+
+def _inner(points, margin, shape):
+    return np.all((points >= margin) & (points <= np.array(shape) - 1 - margin), axis=-1)
+
+
+# -- strain -------------------------------------------------------------------------------------
+
+def test_q8_gradient_equals_spam():
+    u = np.random.default_rng(0).normal(size=(5, 6, 7, 3))
+    ours = deformation_gradient_q8(u, 10)
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = spam.deformation.FfieldRegularQ8(u, [10, 10, 10], nProcesses=1)
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+def test_strain_measures_of_an_affine_field():
+    A = np.array([[0.1, 0.02, 0.0], [0.01, -0.05, 0.03], [0.0, 0.01, 0.2]])
+    F = np.eye(3) + A
+    g = np.stack(np.meshgrid(*(np.arange(n) * 7.0 for n in (3, 4, 5)), indexing="ij"), -1)
+    s = cell_strain(g @ A.T, 7.0)
+    np.testing.assert_allclose(s.F, np.broadcast_to(F, s.F.shape), atol=1e-12)
+    np.testing.assert_allclose(s.volumetric, np.linalg.det(F) - 1, atol=1e-12)
+    eps = 0.5 * (F + F.T) - np.eye(3)
+    idx = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+    for name, (i, j) in zip(("ezz", "eyy", "exx", "eyz", "exz", "exy"), idx, strict=True):
+        np.testing.assert_allclose(s.small[name], eps[i, j], atol=1e-12)
+    H = 0.5 * scipy.linalg.logm(F.T @ F).real
+    E = 0.5 * (F.T @ F - np.eye(3))
+    np.testing.assert_allclose(s.hencky[0, 0, 0], [H[i, j] for i, j in idx], atol=1e-10)
+    np.testing.assert_allclose(s.green_lagrange[0, 0, 0], [E[i, j] for i, j in idx], atol=1e-12)
+    np.testing.assert_allclose(s.hencky_volumetric, np.log(np.linalg.det(F)), atol=1e-10)
+    np.testing.assert_allclose(s.principal[0, 0, 0], np.linalg.eigvalsh(eps), atol=1e-12)
+    dev = eps - np.trace(eps) / 3 * np.eye(3)
+    np.testing.assert_allclose(s.deviatoric, np.sqrt((dev * dev).sum()), atol=1e-12)
+
+
+def test_nan_nodes_give_nan_cells():
+    u = np.zeros((3, 3, 3, 3))
+    u[0, 0, 0] = np.nan
+    s = cell_strain(u, 5)
+    assert np.isnan(s.volumetric[0, 0, 0]) and np.isfinite(s.volumetric[1, 1, 1])
+    assert np.isnan(s.hencky[0, 0, 0]).all()
+
+
+# -- correlation engine ------------------------------------------------------------------------
+
+def test_nodes_equal_spam_ldic(snow):
+    phi = spam.deformation.computePhi({"t": [1.2, -0.6, 0.3]})
+    deformed = spam.DIC.applyPhi(snow, Phi=phi)
+    nodes, _ = node_grid(snow.shape, 25)
+    ours = correlate_nodes(snow, deformed, nodes, DVCParams((25,) * 3, (10,) * 3),
+                           progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = spam.DIC.ldic(snow, deformed, nodes, np.array([10, 10, 10]), processes=1)
+    np.testing.assert_allclose(ours["Phi"], theirs[0], atol=1e-12)
+    np.testing.assert_array_equal(ours["status"], theirs[1])
+
+
+def test_processes_and_dask_give_identical_results(snow):
+    rng = np.random.default_rng(1)
+    deformed = _noisy(spam.DIC.applyPhi(snow, Phi=AFFINE), rng)
+    nodes, _ = node_grid(snow.shape, 20)
+    p = DVCParams((20,) * 3, (10,) * 3)
+    one = correlate_nodes(snow, deformed, nodes, p, processes=1, progress=False)
+    two = correlate_nodes(snow, deformed, nodes, p, processes=2, batch_size=5, progress=False)
+    dask = correlate_nodes(snow, deformed, nodes, p, processes=2, scheduler="local",
+                           progress=False)
+    for other in (two, dask):
+        np.testing.assert_allclose(other["Phi"], one["Phi"], atol=1e-6)
+        np.testing.assert_array_equal(other["status"], one["status"])
+
+
+# -- accuracy with exact truth -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, hws", [("snow", 10), ("concrete", 15)])
+def test_affine_accuracy(request, name, hws):
+    im = request.getfixturevalue(name)
+    rng = np.random.default_rng(2)
+    deformed = _noisy(spam.DIC.applyPhi(im, Phi=AFFINE), rng)
+    res = correlate_pair(_noisy(im, rng), deformed, node_spacing=20, hws=hws, progress=False)
+    truth = _affine_truth(res.nodes, AFFINE, im.shape)
+    # nodes whose windows stay clear of the faces (applyPhi fills outside with zeros)
+    inner = _inner(res.nodes, hws + 5, im.shape)
+    err = np.linalg.norm(res.displacement - truth, axis=1)[inner]
+    assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.2, err
+    g = res.nodes.reshape(*res.grid_shape, 3)
+    centres = (g[:-1, :-1, :-1] + g[1:, 1:, 1:]) / 2
+    cells = _inner(centres, hws + 15, im.shape)
+    j_err = np.abs(res.strain.volumetric - (np.linalg.det(AFFINE[:3, :3]) - 1))[cells]
+    assert np.median(j_err) <= 2e-3
+
+
+def _warp_axial(im, uz_of_z):
+    """Deform ``im`` by u = (uz(Z), 0, 0): def(x) = im(X), x = X + u(X) (cubic spline)."""
+    nz = im.shape[0]
+    X = inverse_coordinates(None, 1.0, uz_of_z(np.arange(nz, dtype=float)))
+    coords = np.indices(im.shape, dtype=np.float64)
+    coords[0] = X[:, None, None]
+    return ndimage.map_coordinates(im, coords, order=3, mode="nearest").astype(np.float32)
+
+
+def test_through_thickness_swelling_gradient(snow):
+    """Non-affine truth: axial strain growing linearly with z (separator-side swelling)."""
+    a = 2e-4  # d ezz / dz per voxel: ezz from 0 to 0.02 through the volume
+    uz = lambda z: 0.5 * a * z**2  # noqa: E731
+    rng = np.random.default_rng(3)
+    deformed = _noisy(_warp_axial(snow, uz), rng)
+    res = correlate_pair(_noisy(snow, rng), deformed, node_spacing=15, hws=10,
+                         progress=False)
+    inner = _inner(res.nodes, 15, snow.shape)
+    truth = np.column_stack([uz(res.nodes[:, 0]), np.zeros(len(res.nodes)),
+                             np.zeros(len(res.nodes))])
+    err = np.linalg.norm(res.displacement - truth, axis=1)[inner]
+    assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.2
+    g = res.nodes.reshape(*res.grid_shape, 3)
+    centres = (g[:-1, :-1, :-1] + g[1:, 1:, 1:]) / 2
+    cells = _inner(centres, 20, snow.shape)
+    ezz_err = np.abs(res.strain.small["ezz"] - a * centres[..., 0])[cells]
+    assert np.median(ezz_err) <= 2e-3
+
+
+def test_empty_region_is_flagged_not_measured(snow):
+    rng = np.random.default_rng(4)
+    ref = snow.copy()
+    ref[55:] = ref.mean()  # no texture above z = 55 (only noise after the next line)
+    deformed = _noisy(spam.DIC.applyPhi(ref, Phi=spam.deformation.computePhi(
+        {"t": [0.8, 0.3, -0.2]})), rng)
+    res = correlate_pair(_noisy(ref, rng), deformed, node_spacing=15, hws=10,
+                         progress=False)
+    empty = res.nodes[:, 0] - 10 >= 55  # the whole window lies in the empty part
+    assert empty.any()
+    assert not np.any(res.flag[empty] == FLAG["measured"])
+    deep = res.nodes[:, 0] >= 80
+    assert np.all(res.flag[deep] == FLAG["excluded"])
+    assert np.isnan(res.displacement[res.flag == FLAG["excluded"]]).all()
+
+
+# -- output and command line --------------------------------------------------------------------
+
+@pytest.fixture
+def pair_files(tmp_path, snow):
+    phi = spam.deformation.computePhi({"t": [1.2, -0.6, 0.3]})
+    deformed = np.clip(spam.DIC.applyPhi(snow, Phi=phi), 0, 65535).astype(np.uint16)
+    write_volume(tmp_path / "t0.tif", Volume(snow.astype(np.uint16), 15.0))
+    write_volume(tmp_path / "t1.tif", Volume(deformed, 15.0))
+    return tmp_path / "t0.tif", tmp_path / "t1.tif"
+
+
+def test_cli_dvc_output_layout(tmp_path, cli, pair_files):
+    a, b = pair_files
+    res = cli("dvc", a, b, "--out", tmp_path / "pair.h5", "--node-spacing", "20", "--hws",
+              "10", "--pyramid", "40", "--processes", "2")
+    assert res.code == 0, res.err
+    with h5py.File(tmp_path / "pair.h5") as f:
+        n = len(f["nodes"])
+        gs = tuple(f["grid_shape"][...])
+        assert n == np.prod(gs) and f["displacement"].shape == (n, 3)
+        assert f["Phi"].shape == (n, 4, 4) and f["flag"].shape == (n,)
+        for k in ("status", "error", "iterations"):
+            assert f[k].shape == (n,)
+        cells = tuple(s - 1 for s in gs)
+        for k in ("volumetric", "ezz", "eyy", "exx", "eyz", "exz", "exy", "deviatoric",
+                  "hencky_volumetric"):
+            assert f[f"strain/{k}"].shape == cells
+        assert f["strain/hencky"].shape == cells + (6,)
+        assert f["strain/green_lagrange"].shape == cells + (6,)
+        np.testing.assert_allclose(f.attrs["voxel_size_um"], 15.0)
+        assert np.allclose(np.nanmedian(f["displacement"][...], axis=0), [1.2, -0.6, 0.3],
+                           atol=0.05)
+
+
+def test_cli_roi(tmp_path, cli, pair_files):
+    a, b = pair_files
+    res = cli("dvc", a, b, "--out", tmp_path / "roi.h5", "--node-spacing", "15", "--hws", "8",
+              "--roi", "10:70,:,:")
+    assert res.code == 0, res.err
+    with h5py.File(tmp_path / "roi.h5") as f:
+        assert f["nodes"][...][:, 0].max() < 60
+
+
+def _mismatch(tmp, a, b):
+    write_volume(tmp / "small.tif", Volume(np.zeros((50, 100, 100), np.uint16)))
+    return [a, tmp / "small.tif"]
+
+
+def _nan(tmp, a, b):
+    v = np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32)
+    v[5, 5, 5] = np.nan
+    write_volume(tmp / "nan.tif", Volume(v))
+    write_volume(tmp / "ok.tif", Volume(np.ones((40, 40, 40), np.float32)))
+    return [tmp / "ok.tif", tmp / "nan.tif"]
+
+
+def _all_masked(tmp, a, b):
+    write_volume(tmp / "mask.tif", Volume(np.zeros((100, 100, 100), np.uint8)))
+    return [a, b, "--mask", tmp / "mask.tif"]
+
+
+BAD = {
+    "shape mismatch": (_mismatch, []),
+    "window larger than volume": (lambda t, a, b: [a, b], ["--hws", "60"]),
+    "node spacing below 1": (lambda t, a, b: [a, b], ["--node-spacing", "0"]),
+    "all masked": (_all_masked, []),
+    "non-finite values": (_nan, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_cli_dvc_bad_input(tmp_path, cli, pair_files, case):
+    build, extra = BAD[case]
+    args = build(tmp_path, *pair_files)
+    before = listing(tmp_path)
+    res = cli("dvc", *args, *extra, "--out", tmp_path / "out.h5")
+    assert res.code == 2, res.err
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("anodetwin: error:"), res.err
+    assert listing(tmp_path) == before
+
+
+def test_library_errors(snow):
+    with pytest.raises(ShapeMismatchError):
+        correlate_pair(snow, snow[:50], node_spacing=20, progress=False)
+    with pytest.raises(ParameterError):
+        correlate_pair(snow, snow, node_spacing=20, hws=60, progress=False)
