@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -254,30 +255,14 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
         out["error"][k] = r["error"]
         out["iterations"][k] = r["iterations"]
         out["delta_phi_norm"][k] = r["deltaPhiNorm"]
-        out["residual"][k] = window_residual(w1, np.asarray(im["imagette2"], np.float64),
-                                             r["Phi"], var)
+        # spam's error is SSD / sum over the window cropped by register's margin (1 voxel):
+        # as mean squared residual / variance it reads like 1 - correlation, ~0 for a
+        # match and ~2 for unrelated windows
+        inner = w1[1:-1, 1:-1, 1:-1]
+        v_in = float(np.nanvar(inner))
+        out["residual"][k] = (float(r["error"]) * float(np.nanmean(inner)) / v_in
+                              if v_in > 0 else np.inf)
     return b.index, out
-
-
-def window_residual(w1: np.ndarray, w2: np.ndarray, phi: np.ndarray, var: float) -> float:
-    """Mean squared grey residual of a window after registration, over the window's
-    variance: ~0 for a match, ~2 for unrelated windows.
-
-    ``w1`` is the reference window, ``w2`` the (larger, centred) deformed search window and
-    ``phi`` the mapping spam's ``register`` returned for them (about the centre of ``w1``).
-    """
-    from scipy import ndimage
-
-    c1 = (np.array(w1.shape) - 1) / 2.0
-    c2 = (np.array(w2.shape) - 1) / 2.0
-    idx = np.indices(w1.shape, dtype=np.float64).reshape(3, -1) - c1[:, None]
-    pos = phi[:3, :3] @ idx + phi[:3, 3:4] + c2[:, None]
-    inside = np.all((pos >= 0) & (pos <= np.array(w2.shape)[:, None] - 1), axis=0)
-    if not inside.any():
-        return float("inf")
-    w2d = ndimage.map_coordinates(w2, pos[:, inside], order=1)
-    d = w1.reshape(-1)[inside] - w2d
-    return float(np.mean(d * d) / var)
 
 
 def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParams,
@@ -347,7 +332,10 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     elif workers == 1:
         collect(_run_batch(b) for b in batches)
     else:
-        ctx = multiprocessing.get_context("forkserver")  # fork is unsafe beside threads
+        # fork is cheapest (what spam.DIC.ldic uses) but unsafe once threads run in this
+        # process (e.g. after a Dask client): then start workers from a fork server
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        ctx = multiprocessing.get_context(method)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             collect(pool.map(_run_batch, batches))
     return out
