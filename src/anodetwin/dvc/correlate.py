@@ -31,7 +31,7 @@ import os
 import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 import multiprocessing
 from typing import Any
 
@@ -168,14 +168,36 @@ def as_worker_volume(vol: Any) -> _Vol:
 
 @dataclass
 class _Batch:
+    """Nodes to correlate together, with the region of the volumes their windows touch.
+
+    In-memory volumes travel as that region only (pre-cut, so a worker never receives the
+    whole volume); volumes on disk travel as paths and the worker reads the region."""
+
     index: np.ndarray
     nodes: np.ndarray
     phi: np.ndarray
     params: DVCParams
-    ref: _Vol
-    deformed: _Vol
-    mask: _Vol | None = None
-    results: dict = field(default_factory=dict)
+    shape: tuple
+    box: tuple
+    ref: _Vol | np.ndarray
+    deformed: _Vol | np.ndarray
+    mask: _Vol | np.ndarray | None = None
+
+    @classmethod
+    def make(cls, index, nodes, phi, params, ref: _Vol, deformed: _Vol,
+             mask: _Vol | None) -> _Batch:
+        box = _box(nodes, phi, params.hws, params.margin, ref.shape)
+
+        def cut(v: _Vol | None):
+            if v is None or v.array is None:
+                return v
+            return v.read(box)
+
+        return cls(index, nodes, phi, params, tuple(ref.shape), box, cut(ref), cut(deformed),
+                   cut(mask))
+
+    def region(self, v: _Vol | np.ndarray) -> np.ndarray:
+        return v if isinstance(v, np.ndarray) else v.read(self.box)
 
 
 def _box(nodes: np.ndarray, phi: np.ndarray, hws, margin: int, shape) -> tuple[slice, ...]:
@@ -201,17 +223,16 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
     import spam.DIC
 
     p = b.params
-    box = _box(b.nodes, b.phi, p.hws, p.margin, b.ref.shape)
-    im1 = b.ref.read(box)
-    im2 = b.deformed.read(box)
-    mask = b.mask.read(box) > 0 if b.mask is not None else None
-    origin = np.array([s.start for s in box], dtype=np.float64)
+    im1 = b.region(b.ref)
+    im2 = b.region(b.deformed)
+    mask = b.region(b.mask) > 0 if b.mask is not None else None
+    origin = np.array([s.start for s in b.box], dtype=np.float64)
     n = len(b.nodes)
     out = {"Phi": np.repeat(np.eye(4)[None], n, axis=0), "status": np.zeros(n),
            "error": np.full(n, np.inf), "iterations": np.zeros(n),
            "delta_phi_norm": np.full(n, np.inf), "residual": np.full(n, np.inf)}
     hws = np.array(p.hws)
-    last = np.array(b.ref.shape) - 1
+    last = np.array(b.shape) - 1
     for k in range(n):
         phi0 = b.phi[k].copy()
         if not np.isfinite(phi0).all():
@@ -305,8 +326,8 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     workers = max(1, int(processes))
     bs = batch_size or max(1, int(np.ceil(n / (4 * workers))))
     order = np.lexsort((nodes[:, 2], nodes[:, 1], nodes[:, 0]))  # batches are compact slabs
-    batches = [_Batch(order[i:i + bs], nodes[order[i:i + bs]], phi[order[i:i + bs]], params,
-                      r, d, m) for i in range(0, n, bs)]
+    batches = [_Batch.make(order[i:i + bs], nodes[order[i:i + bs]], phi[order[i:i + bs]],
+                           params, r, d, m) for i in range(0, n, bs)]
     out = {"Phi": np.zeros((n, 4, 4)), "status": np.zeros(n), "error": np.zeros(n),
            "iterations": np.zeros(n), "delta_phi_norm": np.zeros(n), "residual": np.zeros(n)}
 
