@@ -22,7 +22,7 @@ from anodetwin.dvc.correlate import DVCParams, correlate_nodes, node_grid
 from anodetwin.dvc.strain import deformation_gradient_q8
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io import Volume, write_volume
-from anodetwin.phantom.series import inverse_coordinates
+from anodetwin.kinematics import inverse_coordinates
 from conftest import listing
 
 warnings.filterwarnings("ignore", category=np.exceptions.ComplexWarning)

@@ -15,7 +15,7 @@ from anodetwin.phantom import (PHASE, Recipe, config_from_dict, electrode_compos
                                generate_series, load_config, make_microstructure,
                                soc_from_protocol)
 from anodetwin.phantom.render import noise_sigma
-from anodetwin.phantom.series import inverse_coordinates, sample_nearest
+from anodetwin.kinematics import inverse_coordinates, sample_nearest
 from conftest import listing
 
 SMALL = {"geometry": {"voxel_size_um": 0.25, "lateral_um": 16.0, "separator_thickness_um": 3.0},

@@ -42,15 +42,13 @@ from anodetwin.log import get_logger, progress_bar
 from anodetwin.phantom.config import LITHIATION_MODES, PhantomConfig
 from anodetwin.phantom.microstructure import PHASE, Microstructure, make_microstructure
 from anodetwin.phantom.render import add_noise, clean_image, noise_sigma
+from anodetwin.kinematics import inverse_coordinates, sample_nearest, strain_fields
 from anodetwin.phantom.series import (
     StepTruth,
     lithiated_mask,
     lithiation_scores,
     particle_modes,
     particle_theta,
-    strain_fields,
-    inverse_coordinates,
-    sample_nearest,
     swelling_displacement,
 )
 
