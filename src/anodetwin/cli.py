@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="labels volume; windows mostly outside material are skipped")
     p.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="correlate only this region")
     p.add_argument("--margin", type=int, default=3, help="search margin in voxels (3)")
+    p.add_argument("--search-range", default="0", metavar="N or Z,Y,X",
+                   help="integer pixel search +-N voxels (per axis) before the first level")
     p.add_argument("--processes", type=int, default=1, help="local worker processes (1)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
     p.add_argument("--no-global", action="store_true", help="skip the global registration")
@@ -312,7 +314,8 @@ def cmd_dvc(args: argparse.Namespace) -> int:
     res = correlate_pair(ref, deformed, node_spacing=args.node_spacing, hws=args.hws,
                          pyramid=pyramid, mask=mask, processes=args.processes,
                          scheduler=args.scheduler, global_registration=not args.no_global,
-                         margin=args.margin)
+                         margin=args.margin,
+                         search_range=[int(v) for v in args.search_range.split(",")])
     res.params["roi_origin"] = origin
     prov = make_provenance("dvc", inputs, res.params)
     out = write_pair(args.out, res, vs, prov)

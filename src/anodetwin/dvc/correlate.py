@@ -68,6 +68,11 @@ class DVCParams:
         Minimum fraction of a window inside the mask for the node to be correlated.
     apply_f : str
         ``"all"`` (full Phi per window), ``"rigid"`` or ``"no"`` (translation only).
+    search_range : int or 3 int
+        If > 0, an integer-voxel pixel search (``spam``'s normalised cross-correlation search
+        of ``getImagettes`` + ``_pixelSearch``, as ``spam.DIC.pixelSearchLocal`` does per
+        node) over +-``search_range`` voxels (per axis z, y, x) around the initial guess
+        comes first, for displacements larger than the window margin.
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -78,6 +83,7 @@ class DVCParams:
     interpolation_order: int = 1
     mask_coverage: float = 0.5
     apply_f: str = "all"
+    search_range: tuple = (0, 0, 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,11 +116,12 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
                                  f"volume of {n} voxels", "use a smaller node spacing")
     if p.apply_f not in ("all", "rigid", "no"):
         raise ParameterError(f"apply_f {p.apply_f!r} is unknown", "use 'all', 'rigid' or 'no'")
-    if p.margin < 0 or p.max_iterations < 1:
-        raise ParameterError("margin must be >= 0 and max_iterations >= 1",
+    sr = tuple(int(v) for v in np.broadcast_to(np.asarray(p.search_range), (3,)))
+    if p.margin < 0 or p.max_iterations < 1 or min(sr) < 0:
+        raise ParameterError("margin and search range must be >= 0 and max_iterations >= 1",
                              "fix the correlation parameters")
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
-                     int(p.interpolation_order), float(p.mask_coverage), p.apply_f)
+                     int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr)
 
 
 def node_grid(shape: tuple[int, int, int], node_spacing) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -186,7 +193,7 @@ class _Batch:
     @classmethod
     def make(cls, index, nodes, phi, params, ref: _Vol, deformed: _Vol,
              mask: _Vol | None) -> _Batch:
-        box = _box(nodes, phi, params.hws, params.margin, ref.shape)
+        box = _box(nodes, phi, params.hws, params.margin + max(params.search_range), ref.shape)
 
         def cut(v: _Vol | None):
             if v is None or v.array is None:
@@ -201,7 +208,7 @@ class _Batch:
 
 
 def _box(nodes: np.ndarray, phi: np.ndarray, hws, margin: int, shape) -> tuple[slice, ...]:
-    pad = np.asarray(hws) + margin + 2
+    pad = np.asarray(hws) + margin + 2  # margin: the search margin and the search range
     disp = np.nan_to_num(phi[:, :3, 3])
     lo = np.minimum(nodes - pad, nodes + np.floor(disp) - pad).min(axis=0)
     hi = np.maximum(nodes + pad, nodes + np.ceil(disp) + pad).max(axis=0) + 1
@@ -244,6 +251,20 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
             out["Phi"][k, :3, 3] = np.nan
             out["status"][k] = -5
             continue
+        if max(p.search_range) > 0:
+            import spam.DIC.pixelSearch as ps
+
+            sz, sy, sx = p.search_range
+            with quiet_spam():
+                ims = spam.DIC.getImagettes(im1, b.nodes[k] - origin, hws, phi0.copy(), im2,
+                                            [-sz, sz, -sy, sy, -sx, sx], im1mask=mask,
+                                            minMaskCoverage=p.mask_coverage, applyF="no",
+                                            twoD=False)
+                if ims["returnStatus"] == 1:
+                    found = ps._pixelSearch(ims["imagette1"], ims["imagette2"],
+                                            imagette1mask=ims["imagette1mask"],
+                                            imagette2mask=ims["imagette2mask"])
+                    phi0[:3, 3] = np.asarray(found[0]) + ims["pixelSearchOffset"]
         with quiet_spam():
             im = spam.DIC.getImagettes(im1, b.nodes[k] - origin, hws, phi0.copy(), im2,
                                        [-p.margin, p.margin] * 3, im1mask=mask,

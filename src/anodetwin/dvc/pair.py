@@ -183,6 +183,7 @@ def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int 
 def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=None,
                    mask: Any = None, processes: int = 1, scheduler: str | None = None,
                    global_registration: bool = True, margin: int = 3,
+                   search_range=0,
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
                    progress: bool = True) -> PairResult:
     """Measure the displacement and strain fields between two volumes.
@@ -205,6 +206,9 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         Start from an affine registration of the whole volumes.
     margin : int
         Search margin (voxels) of every window.
+    search_range : int or 3 int
+        Integer pixel search of +- this many voxels (z, y, x) (around the initial guess) before the
+        first level's registration; for displacements beyond the margin.
     coherence : float or None
         Neighbour-coherence threshold (voxels) for bad-node detection.
     max_residual : float or None
@@ -221,6 +225,9 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                                    margin=margin), shape)
     levels = [check_params(DVCParams(node_spacing=s, hws=s, margin=margin), shape)
               for s in (pyramid or ()) if int(s) > max(final.node_spacing)] + [final]
+    if np.any(np.asarray(search_range) > 0):
+        levels[0] = check_params(DVCParams(**{**levels[0].to_dict(),
+                                              "search_range": search_range}), shape)
     if mask is not None:
         m = as_worker_volume(mask)
         require_same_shape(m.shape, shape, "mask", "reference volume")
