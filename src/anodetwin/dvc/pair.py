@@ -120,10 +120,14 @@ def repair_nodes(displacement: np.ndarray, grid_shape: tuple[int, int, int],
     u = displacement.reshape(gz, gy, gx, 3).astype(np.float64)
     ok = (~bad & ~excluded & np.isfinite(displacement).all(axis=1)).reshape(gz, gy, gx)
     offs = _neighbour_offsets()
-    pad = np.pad(np.where(ok[..., None], u, np.nan), ((1, 1), (1, 1), (1, 1), (0, 0)),
-                 constant_values=np.nan)
-    neigh = np.stack([pad[1 + a: 1 + a + gz, 1 + b: 1 + b + gy, 1 + c: 1 + c + gx]
-                      for a, b, c in offs], axis=-2)  # (gz, gy, gx, 26, 3)
+
+    def neighbours(valid: np.ndarray) -> np.ndarray:  # (gz, gy, gx, 26, 3), NaN if invalid
+        pad = np.pad(np.where(valid[..., None], u, np.nan), ((1, 1), (1, 1), (1, 1), (0, 0)),
+                     constant_values=np.nan)
+        return np.stack([pad[1 + a: 1 + a + gz, 1 + b: 1 + b + gy, 1 + c: 1 + c + gx]
+                         for a, b, c in offs], axis=-2)
+
+    neigh = neighbours(ok)
     if coherence is not None:
         with warnings.catch_warnings():  # all-NaN neighbourhoods give NaN, as intended
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -131,10 +135,7 @@ def repair_nodes(displacement: np.ndarray, grid_shape: tuple[int, int, int],
         dev = np.linalg.norm(u - med, axis=-1)
         incoherent = ok & np.isfinite(dev) & (dev > coherence)
         ok &= ~incoherent
-        pad = np.pad(np.where(ok[..., None], u, np.nan), ((1, 1), (1, 1), (1, 1), (0, 0)),
-                     constant_values=np.nan)
-        neigh = np.stack([pad[1 + a: 1 + a + gz, 1 + b: 1 + b + gy, 1 + c: 1 + c + gx]
-                          for a, b, c in offs], axis=-2)
+        neigh = neighbours(ok)
     w = 1.0 / np.linalg.norm(offs, axis=1)
     valid = np.isfinite(neigh).all(axis=-1)
     count = valid.sum(axis=-1)
