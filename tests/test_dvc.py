@@ -220,6 +220,26 @@ def test_cli_dvc_output_layout(tmp_path, cli, pair_files):
                            atol=0.05)
 
 
+def test_vtk_export(tmp_path, cli, pair_files):
+    import pyvista as pv
+
+    a, b = pair_files
+    res = cli("dvc", a, b, "--out", tmp_path / "p.h5", "--vtk", tmp_path / "p.vti",
+              "--node-spacing", "20", "--hws", "10")
+    assert res.code == 0, res.err
+    img = pv.read(tmp_path / "p.vti")
+    with h5py.File(tmp_path / "p.h5") as f:
+        gz, gy, gx = f["grid_shape"][...]
+        nodes = f["nodes"][...]
+        u = f["displacement"][...]
+        vol = f["strain/volumetric"][...]
+    assert img.dimensions == (gx, gy, gz)
+    # point k of VTK (x fastest) is node k of the file (z slowest): same order, x y z in um
+    np.testing.assert_allclose(img.points, nodes[:, ::-1] * 15.0)
+    np.testing.assert_allclose(img.point_data["displacement"], u[:, ::-1] * 15.0)
+    np.testing.assert_allclose(img.cell_data["volumetric"], vol.reshape(-1))
+
+
 def test_cli_roi(tmp_path, cli, pair_files):
     a, b = pair_files
     res = cli("dvc", a, b, "--out", tmp_path / "roi.h5", "--node-spacing", "15", "--hws", "8",

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
     p.add_argument("--no-global", action="store_true", help="skip the global registration")
     p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.add_argument("--vtk", help="also write the node grid as VTK ImageData (.vti, ParaView)")
     p.set_defaults(func=cmd_dvc)
 
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
@@ -291,6 +292,8 @@ def cmd_dvc(args: argparse.Namespace) -> int:
                               require_finite, require_same_shape)
 
     check_output_path(args.out)
+    if args.vtk:
+        check_output_path(args.vtk)
     pyramid = [int(v) for v in args.pyramid.split(",")] if args.pyramid else None
     with open_volume(args.ref, voxel_size=args.voxel_size) as a, \
             open_volume(args.deformed, voxel_size=args.voxel_size) as b:
@@ -319,6 +322,10 @@ def cmd_dvc(args: argparse.Namespace) -> int:
     res.params["roi_origin"] = origin
     prov = make_provenance("dvc", inputs, res.params)
     out = write_pair(args.out, res, vs, prov)
+    if args.vtk:
+        from anodetwin.dvc.pair import write_pair_vtk
+
+        write_pair_vtk(args.vtk, res, vs)
     n = np.bincount(res.flag, minlength=3)
     log.info("%d nodes: %d measured, %d repaired, %d excluded", len(res.flag), *n)
     print(out)

@@ -53,7 +53,8 @@ from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.io import atomic_path, require_finite, require_same_shape
 from anodetwin.log import get_logger
 
-__all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "FLAG"]
+__all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "write_pair_vtk",
+           "FLAG"]
 
 log = get_logger("dvc")
 FLAG = {"measured": 0, "repaired": 1, "excluded": 2}
@@ -310,3 +311,47 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
         f.create_dataset("strain/F", data=s.F)
     return Path(path)
 
+
+def write_pair_vtk(path: str | os.PathLike, result: PairResult,
+                   voxel_size_um: Any = None) -> Path:
+    """Write the node grid as VTK ImageData (``.vti``) for ParaView, atomically.
+
+    Points are the nodes (x, y, z in um when ``voxel_size_um`` is given, else voxels) with
+    point data ``displacement`` (u_x, u_y, u_z, same unit), ``flag`` and ``residual``; cells
+    carry every strain measure (``volumetric``, ``ezz`` ..., ``deviatoric``, ``hencky_*``).
+    """
+    import pyvista as pv
+
+    vs = np.broadcast_to(np.asarray(1.0 if voxel_size_um is None else voxel_size_um,
+                                    float), (3,))
+    gz, gy, gx = result.grid_shape
+    g = np.asarray(result.nodes).reshape(gz, gy, gx, 3)
+    step = [(g[1, 0, 0, 0] - g[0, 0, 0, 0]) if gz > 1 else 1.0,
+            (g[0, 1, 0, 1] - g[0, 0, 0, 1]) if gy > 1 else 1.0,
+            (g[0, 0, 1, 2] - g[0, 0, 0, 2]) if gx > 1 else 1.0]
+    img = pv.ImageData(dimensions=(gx, gy, gz),
+                       spacing=(step[2] * vs[2], step[1] * vs[1], step[0] * vs[0]),
+                       origin=(g[0, 0, 0, 2] * vs[2], g[0, 0, 0, 1] * vs[1],
+                               g[0, 0, 0, 0] * vs[0]))
+
+    def pts(a: np.ndarray) -> np.ndarray:  # (gz, gy, gx, ...) -> VTK order, x fastest
+        return np.asarray(a).reshape(gz, gy, gx, -1).reshape(gz * gy * gx, -1).squeeze()
+
+    u = np.asarray(result.displacement).reshape(gz, gy, gx, 3)[..., ::-1] * vs[::-1]
+    img.point_data["displacement"] = pts(u)
+    img.point_data["flag"] = pts(result.flag)
+    img.point_data["residual"] = pts(result.residual)
+    st = result.strain
+    cells = {"volumetric": st.volumetric, "deviatoric": st.deviatoric, **st.small,
+             "hencky_volumetric": st.hencky_volumetric}
+    for i, c in enumerate(("zz", "yy", "xx", "yz", "xz", "xy")):
+        cells[f"hencky_{c}"] = st.hencky[..., i]
+        cells[f"green_lagrange_{c}"] = st.green_lagrange[..., i]
+    for name, a in cells.items():
+        img.cell_data[name] = np.asarray(a).reshape(-1)
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.unlink()
+        img.save(str(tmp.with_suffix(".vti")))
+        tmp.with_suffix(".vti").rename(tmp)
+    return p
