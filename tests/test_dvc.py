@@ -4,6 +4,7 @@ truth on spam's real tomograms, bad-node flags, output file and bad input."""
 from __future__ import annotations
 
 import contextlib
+import json
 import importlib.resources  # noqa: F401  (spam.datasets needs it)
 import io
 import warnings
@@ -333,3 +334,46 @@ def test_residual_maps_separate_lithiation_modes(tmp_path):
     assert (stats["core_shell_like"] == truth)[big].mean() >= 0.9
     # unchanged material has no residual above the floor: the copper foil, for one
     assert (rmap.residual[:5] == 0).mean() > 0.99
+
+
+def _affine_series(im, step, n, noise, rng):
+    """T0..Tn: im deformed by step^k about its centre, each from the original once (cubic)."""
+    c = (np.array(im.shape) - 1) / 2
+    out = []
+    for k in range(n + 1):
+        P = np.linalg.matrix_power(step, k)
+        Fi = np.linalg.inv(P[:3, :3])
+        v = ndimage.affine_transform(im, Fi, offset=c - Fi @ (c + P[:3, 3]), order=3,
+                                     mode="nearest")
+        out.append((v + rng.normal(0, noise * im.std(), im.shape)).astype(np.float32))
+    return out
+
+
+def test_series_cumulative_matches_direct_truth(tmp_path, snow, cli):
+    from anodetwin.dvc.series import correlate_series
+
+    step = spam.deformation.computePhi({"t": [0.4, -0.2, 0.1], "z": [1.004, 1.0, 0.998]})
+    vols = _affine_series(snow, step, 5, 0.005, np.random.default_rng(5))
+    summary = correlate_series(vols, tmp_path / "ser", node_spacing=20, hws=10,
+                               progress=False)
+    assert len(summary["steps"]) == 5
+    c = (np.array(snow.shape) - 1) / 2
+    for k in (1, 5):
+        with h5py.File(tmp_path / "ser" / f"cumulative_0_{k}.h5") as f:
+            nodes, u = f["nodes"][...], f["displacement"][...]
+            vol = f["strain/volumetric"][...]
+        P = np.linalg.matrix_power(step, k)
+        truth = (nodes - c) @ (P[:3, :3] - np.eye(3)).T + P[:3, 3]
+        inner = _inner(nodes, 25, snow.shape)
+        err = np.linalg.norm(u - truth, axis=1)[inner]
+        assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.2, (k, err)
+        assert abs(np.nanmedian(vol) - (np.linalg.det(P[:3, :3]) - 1)) <= 2e-3
+    assert (tmp_path / "ser" / "increment_4_5.h5").exists()
+    assert json.loads((tmp_path / "ser" / "series.json").read_text())["steps"][4]["step"] == 5
+    # the command line on files
+    for k, v in enumerate(vols[:3]):
+        write_volume(tmp_path / f"T{k}.tif", Volume(v, 15.0))
+    res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(3)), "--out",
+              tmp_path / "cli", "--node-spacing", "25", "--hws", "10")
+    assert res.code == 0, res.err
+    assert (tmp_path / "cli" / "cumulative_0_2.h5").exists()

@@ -187,7 +187,7 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    global_registration: bool = True, margin: int = 3,
                    search_range=0,
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
-                   progress: bool = True) -> PairResult:
+                   initial: tuple | None = None, progress: bool = True) -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -215,6 +215,9 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         Neighbour-coherence threshold (voxels) for bad-node detection.
     max_residual : float or None
         Normalised residual above which a node is bad (1.0: worse than half-correlated).
+    initial : (nodes, grid_shape, displacement), optional
+        A displacement field (e.g. composed increments) to start from, interpolated at the
+        nodes; replaces the global registration and the pyramid.
     """
     r, d = as_worker_volume(ref), as_worker_volume(deformed)
     require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
@@ -236,12 +239,14 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         if m.array is not None and not np.any(m.array):
             raise ParameterError("the mask holds no material (all zero)",
                                  "give labels with non-zero material or no mask")
-    if global_registration:
+    prev = None
+    if initial is not None:
+        levels, prev = [final], tuple(initial)
+    if global_registration and initial is None:
         gphi, gcentre = _global_registration(ref, deformed, shape)
+        log.info("global registration: translation %s voxels", np.round(gphi[:3, 3], 3))
     else:
         gphi, gcentre = np.eye(4), (np.array(shape) - 1) / 2.0
-    log.info("global registration: translation %s voxels", np.round(gphi[:3, 3], 3))
-    prev = None
     for lv in levels:
         nodes, gshape = node_grid(shape, lv.node_spacing)
         phi0 = initial_phi_field(nodes, gphi, gcentre)
