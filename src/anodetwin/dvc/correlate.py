@@ -383,31 +383,44 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     return out
 
 
+def grid_index(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int],
+               points: np.ndarray) -> np.ndarray:
+    """Fractional node-grid indices (3, ...) of positions ``points`` (..., 3) in voxels,
+    clipped to the grid (so that interpolation outside it takes the edge value)."""
+    g = np.asarray(grid_nodes, float).reshape(*grid_shape, 3)
+    first = g[0, 0, 0]
+    step = np.array([(g[1, 0, 0, 0] - first[0]) if grid_shape[0] > 1 else 1.0,
+                     (g[0, 1, 0, 1] - first[1]) if grid_shape[1] > 1 else 1.0,
+                     (g[0, 0, 1, 2] - first[2]) if grid_shape[2] > 1 else 1.0])
+    pts = np.asarray(points, float)
+    return np.stack([np.clip((pts[..., i] - first[i]) / step[i], 0, grid_shape[i] - 1)
+                     for i in range(3)])
+
+
+def filled_grid(grid_shape: tuple[int, int, int], displacement: np.ndarray) -> np.ndarray:
+    """Nodal displacements as a (gz, gy, gx, 3) array with NaN nodes replaced by their
+    nearest valid node (all NaN if none is valid)."""
+    from scipy import ndimage
+
+    u = np.asarray(displacement, float).reshape(*grid_shape, 3).copy()
+    bad = ~np.isfinite(u).all(axis=-1)
+    if bad.any() and not bad.all():
+        idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+        u = u[tuple(idx)]
+    return u
+
+
 def interpolate_displacement(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int],
                              displacement: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Displacement of a regular node grid interpolated (trilinear, NaN-aware: nearest
-    valid values fill NaN nodes first) at ``points``; outside the grid the edge value."""
+    valid values fill NaN nodes first) at ``points`` (..., 3); outside the grid the edge
+    value. Returns an array of shape (..., 3)."""
     from scipy import ndimage
-    from scipy.interpolate import RegularGridInterpolator
 
-    g = grid_nodes.reshape(*grid_shape, 3)
-    axes = [g[:, 0, 0, 0], g[0, :, 0, 1], g[0, 0, :, 2]]
-    u = displacement.reshape(*grid_shape, 3).copy()
-    bad = ~np.isfinite(u).all(axis=-1)
-    if bad.all():
-        return np.full((len(points), 3), np.nan)
-    if bad.any():
-        idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
-        u = u[tuple(idx)]
-    pts = np.column_stack([np.clip(points[:, i], axes[i][0], axes[i][-1]) for i in range(3)])
-    out = np.empty((len(points), 3))
-    for c in range(3):
-        if min(grid_shape) >= 2:
-            f = RegularGridInterpolator(axes, u[..., c], method="linear")
-            out[:, c] = f(pts)
-        else:
-            out[:, c] = u[..., c].mean()
-    return out
+    u = filled_grid(grid_shape, displacement)
+    idx = grid_index(grid_nodes, grid_shape, points)
+    return np.stack([ndimage.map_coordinates(u[..., c], idx, order=1) for c in range(3)],
+                    axis=-1)
 
 
 def initial_phi_field(nodes: np.ndarray, phi_global: np.ndarray | None,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from anodetwin.dvc.correlate import filled_grid, grid_index
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.kinematics import inverse_coordinates, sample_linear, sample_nearest
 
@@ -62,20 +63,11 @@ def dense_displacement(nodes: np.ndarray, grid_shape, displacement: np.ndarray,
     """Nodal displacements (N, 3) of a regular grid interpolated (trilinear) to every voxel
     of ``shape``; NaN nodes take their nearest valid neighbour first; beyond the outer
     nodes the field is extended with its edge values. Returns (3, z, y, x) float32."""
-    g = np.asarray(nodes, float).reshape(*grid_shape, 3)
-    u = np.asarray(displacement, float).reshape(*grid_shape, 3).copy()
-    bad = ~np.isfinite(u).all(axis=-1)
-    if bad.all():
+    if not np.isfinite(displacement).all(axis=1).any():
         raise ParameterError("the displacement field has no valid node",
                              "correlate again with a mask or a larger window")
-    if bad.any():
-        idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
-        u = u[tuple(idx)]
-    first = g[0, 0, 0]
-    step = np.array([g[1, 0, 0, 0] - first[0] if grid_shape[0] > 1 else 1.0,
-                     g[0, 1, 0, 1] - first[1] if grid_shape[1] > 1 else 1.0,
-                     g[0, 0, 1, 2] - first[2] if grid_shape[2] > 1 else 1.0])
-    axes = [np.clip((np.arange(n) - first[i]) / step[i], 0, grid_shape[i] - 1)
+    u = filled_grid(grid_shape, displacement)
+    axes = [grid_index(nodes, grid_shape, np.stack([np.arange(n)] * 3, axis=-1))[i]
             for i, n in enumerate(shape)]
     coords = np.stack(np.meshgrid(*axes, indexing="ij"))
     return np.stack([ndimage.map_coordinates(u[..., c], coords, order=1)
