@@ -44,6 +44,34 @@ def _volume_options(p: argparse.ArgumentParser) -> None:
                    help="voxel size in micrometres, overriding the file's metadata")
 
 
+def _region_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--phases", help="phase volume of T0 (anodetwin codes): interfaces of the "
+                                    "collector and separator for the electrode halves")
+    p.add_argument("--particles", help="particle labels of T0: particle-centred VOIs")
+    p.add_argument("--interfaces", metavar="ZC,ZS",
+                   help="collector and separator interface z in voxels (instead of --phases)")
+    p.add_argument("--cube-um", type=float, default=40.0,
+                   help="edge of the sub-volume cubes in um (40; 0: none)")
+    p.add_argument("--voi-um", type=float, default=15.0,
+                   help="edge of the particle-centred VOIs in um (15; 0: none)")
+
+
+def _region_kw(args: argparse.Namespace) -> dict:
+    from anodetwin.errors import ParameterError
+
+    interfaces = None
+    if args.interfaces:
+        try:
+            interfaces = tuple(float(v) for v in args.interfaces.split(","))
+        except ValueError:
+            interfaces = ()
+        if len(interfaces) != 2:
+            raise ParameterError(f"--interfaces '{args.interfaces}' is not two numbers",
+                                 "give ZC,ZS in voxels, e.g. --interfaces 10.5,60.5")
+    return {"phases": args.phases, "particles": args.particles, "interfaces": interfaces,
+            "cube_um": args.cube_um or None, "voi_um": args.voi_um or None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``anodetwin`` with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -115,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-global", action="store_true", help="skip the global registration")
     p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
     p.add_argument("--vtk", help="also write the node grid as VTK ImageData (.vti, ParaView)")
+    p.add_argument("--png", help="also write a quick-look PNG (mid-slices of J-1 and e_zz)")
     p.set_defaults(func=cmd_dvc)
 
     p = add("dvc-series", "DVC of a series T0 T1 ... Tn: incremental and cumulative fields")
@@ -129,7 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local'")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the pure composition of increments (no direct T0->Tk refinement)")
+    _region_options(p)
+    p.add_argument("--no-quicklook", action="store_true", help="skip the quick-look PNGs")
     p.set_defaults(func=cmd_dvc_series)
+
+    p = add("dvc-regions", "strain statistics of DVC results over the electrode halves, "
+                           "sub-volume cubes and particle-centred VOIs")
+    p.add_argument("results", nargs="+", help="DVC result files on one grid "
+                                              "(e.g. cumulative_0_1.h5 ... cumulative_0_n.h5)")
+    p.add_argument("--out", required=True, help="regions HDF5 (a .csv table is written beside)")
+    _region_options(p)
+    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.add_argument("--steps", help="step label of each result, e.g. 1,2,3 (default 1..n)")
+    p.add_argument("--png-dir", help="also write quick-look PNGs into this folder")
+    p.set_defaults(func=cmd_dvc_regions)
+
+    p = add("dvc-residual", "residual map of a DVC pair: REF deformed by the measured field, "
+                            "subtracted from DEF, blurred, thresholded at the noise floor")
+    p.add_argument("ref", help="reference volume")
+    p.add_argument("deformed", help="deformed volume (same grid)")
+    p.add_argument("result", help="DVC result of the pair (anodetwin dvc)")
+    p.add_argument("--out", required=True, help="output HDF5: /residual volume (+ /particles)")
+    p.add_argument("--sigma", type=float, default=2.0, help="Gaussian blur in voxels (2)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--floor", type=float, help="noise floor in grey levels "
+                                               "(default 5000, the reference's 16-bit level)")
+    g.add_argument("--double-scan", nargs=2, metavar=("A", "B"),
+                   help="estimate the floor from two scans of the unchanged sample")
+    p.add_argument("--particles", help="particle labels of REF: per-particle statistics")
+    p.add_argument("--shell", type=float, default=3.0,
+                   help="surface-shell thickness in voxels for the particle statistics (3)")
+    p.set_defaults(func=cmd_dvc_residual)
 
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
@@ -306,8 +365,9 @@ def cmd_dvc(args: argparse.Namespace) -> int:
                               require_finite, require_same_shape)
 
     check_output_path(args.out)
-    if args.vtk:
-        check_output_path(args.vtk)
+    for extra in (args.vtk, args.png):
+        if extra:
+            check_output_path(extra)
     pyramid = [int(v) for v in args.pyramid.split(",")] if args.pyramid else None
     with open_volume(args.ref, voxel_size=args.voxel_size) as a, \
             open_volume(args.deformed, voxel_size=args.voxel_size) as b:
@@ -340,6 +400,12 @@ def cmd_dvc(args: argparse.Namespace) -> int:
         from anodetwin.dvc.pair import write_pair_vtk
 
         write_pair_vtk(args.vtk, res, vs)
+    if args.png:
+        from anodetwin.dvc.quicklook import pair_quicklook
+
+        res.voxel_size_um = vs
+        pair_quicklook(args.png, res, title=f"{Path(args.ref).name} -> "
+                                            f"{Path(args.deformed).name}")
     n = np.bincount(res.flag, minlength=3)
     log.info("%d nodes: %d measured, %d repaired, %d excluded", len(res.flag), *n)
     print(out)
@@ -363,6 +429,7 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
         require_same_shape(shapes[0], sh, f"'{args.volumes[0]}'", f"'{v}'")
     summary = correlate_series(
         list(args.volumes), args.out, vs, inputs, refine=not args.no_refine,
+        regions=_region_kw(args), quicklook=not args.no_quicklook,
         node_spacing=args.node_spacing, hws=args.hws,
         pyramid=[int(p) for p in args.pyramid.split(",")] if args.pyramid else None,
         search_range=[int(v) for v in args.search_range.split(",")],
@@ -370,6 +437,92 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
     for st in summary["steps"]:
         log.info("T0 -> T%d: %d/%d nodes, mean J-1 %s", st["step"], st["valid_nodes"],
                  st["nodes"], st["mean_volumetric_strain"])
+    print(args.out)
+    return 0
+
+
+def cmd_dvc_regions(args: argparse.Namespace) -> int:
+    from anodetwin.dvc.pair import read_pair
+    from anodetwin.dvc.regions import region_statistics, write_regions
+    from anodetwin.errors import ParameterError
+    from anodetwin.io import check_output_path, input_record, make_provenance
+
+    check_output_path(args.out)
+    results = [read_pair(r) for r in args.results]
+    steps = None
+    if args.steps:
+        try:
+            steps = [int(v) for v in args.steps.split(",")]
+        except ValueError:
+            raise ParameterError(f"--steps '{args.steps}' is not a list of integers",
+                                 "give e.g. --steps 1,2,3") from None
+    rs = region_statistics(results, voxel_size_um=args.voxel_size, steps=steps,
+                           **_region_kw(args))
+    inputs = [input_record(r) for r in args.results]
+    write_regions(args.out, rs, make_provenance("dvc-regions", inputs, rs.params))
+    if args.png_dir:
+        from anodetwin.dvc.quicklook import pair_quicklook, series_quicklook
+
+        png = Path(args.png_dir)
+        png.mkdir(parents=True, exist_ok=True)
+        for i, (res, step) in enumerate(zip(results, rs.steps, strict=True)):
+            pair_quicklook(png / f"step_{step}.png", res, rs, i, title=f"step {step}")
+        series_quicklook(png / "series.png", rs)
+    for step in rs.steps:
+        log.info("step %s: mean J-1 collector half %.4g, separator half %.4g", step,
+                 rs.value(step, "collector_half"), rs.value(step, "separator_half"))
+    print(args.out)
+    return 0
+
+
+def cmd_dvc_residual(args: argparse.Namespace) -> int:
+    import h5py
+    import numpy as np
+
+    from anodetwin.dvc.noise import noise_floor
+    from anodetwin.dvc.pair import read_pair
+    from anodetwin.dvc.residual import dense_displacement, particle_residuals, residual_map
+    from anodetwin.io import (atomic_path, check_output_path, input_record, make_provenance,
+                              read_volume, require_finite, require_same_shape)
+
+    check_output_path(args.out)
+    res = read_pair(args.result)
+    ref, deformed = read_volume(args.ref), read_volume(args.deformed)
+    require_same_shape(ref.shape, deformed.shape, f"reference '{args.ref}'",
+                       f"deformed '{args.deformed}'")
+    for v, name in ((ref, args.ref), (deformed, args.deformed)):
+        require_finite(v.data, f"volume '{name}'")
+    floor = args.floor
+    if args.double_scan:
+        a, b = (read_volume(p).data for p in args.double_scan)
+        require_same_shape(a.shape, b.shape, f"double scan '{args.double_scan[0]}'",
+                           f"'{args.double_scan[1]}'")
+        floor = noise_floor(a, b, sigma=args.sigma).residual_threshold
+    labels = None
+    if args.particles:
+        labels = read_volume(args.particles).data
+        require_same_shape(labels.shape, ref.shape, f"particles '{args.particles}'",
+                           f"reference '{args.ref}'")
+    u = dense_displacement(res.nodes, res.grid_shape, res.displacement, ref.shape)
+    rmap = residual_map(ref.data, deformed.data, u, sigma=args.sigma, floor=floor)
+    inputs = [input_record(p) for p in (args.ref, args.deformed, args.result)]
+    prov = make_provenance("dvc-residual", inputs, {"sigma": rmap.sigma, "floor": rmap.floor})
+    with atomic_path(args.out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = "anodetwin-dvc-residual"
+        f.attrs["format_version"] = 1
+        f.attrs["floor"] = rmap.floor
+        f.attrs["sigma_voxels"] = rmap.sigma
+        f.attrs["provenance"] = json.dumps(prov, default=str)
+        d = f.create_dataset("residual", data=rmap.residual, chunks=True)
+        if ref.voxel_size is not None:
+            d.attrs["element_size_um"] = np.asarray(ref.voxel_size)
+        if labels is not None:
+            table = particle_residuals(rmap, labels, shell_voxels=args.shell)
+            f.create_dataset("particles", data=table)
+            log.info("%d particles: %d core-shell-like", len(table),
+                     int(table["core_shell_like"].sum()))
+    log.info("floor %.6g grey levels, %.3g%% of voxels above", rmap.floor,
+             100 * float((rmap.residual > 0).mean()))
     print(args.out)
     return 0
 

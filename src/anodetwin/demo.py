@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from anodetwin.io import (
-    atomic_path,
     atomic_write_json,
     bin_volume,
     content_hash,
@@ -80,11 +79,9 @@ def spam_tomogram_path(name: str = "snow") -> Path:
 
 
 def _orthoslices(path: Path, full: np.ndarray, binned: np.ndarray) -> None:
-    import matplotlib
+    from anodetwin.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(10, 6.6), constrained_layout=True)
     for row, (vol, label) in enumerate(((full, "full"), (binned, "ROI 10:90, bin 2"))):
         lo, hi = np.percentile(vol, (0.5, 99.5))
@@ -98,9 +95,7 @@ def _orthoslices(path: Path, full: np.ndarray, binned: np.ndarray) -> None:
             ax.set_yticks([])
         fig.colorbar(im, ax=axes[row], shrink=0.8, label="grey value (16-bit)")
     fig.suptitle("spam snow tomogram (real X-ray CT), orthogonal slices")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def _phantom_stage(folder: Path) -> dict:

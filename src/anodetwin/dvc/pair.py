@@ -48,13 +48,13 @@ from anodetwin.dvc.correlate import (
     node_grid,
     quiet_spam,
 )
-from anodetwin.dvc.strain import CellStrain, cell_strain
+from anodetwin.dvc.strain import CellStrain, cell_mean, cell_strain
 from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.io import atomic_path, require_finite, require_same_shape
 from anodetwin.log import get_logger
 
 __all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "write_pair_vtk",
-           "FLAG"]
+           "read_pair", "FLAG"]
 
 log = get_logger("dvc")
 FLAG = {"measured": 0, "repaired": 1, "excluded": 2}
@@ -80,6 +80,7 @@ class PairResult:
     params: dict
     global_phi: np.ndarray
     global_centre: np.ndarray
+    voxel_size_um: np.ndarray | None = None
 
     @property
     def node_spacing(self) -> tuple:
@@ -286,6 +287,8 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
     from anodetwin.io import make_provenance
 
     prov = provenance or make_provenance("dvc", [], result.params)
+    if voxel_size_um is None:
+        voxel_size_um = result.voxel_size_um
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = 1
@@ -299,11 +302,8 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
                      "iterations", "delta_phi_norm", "residual", "flag"):
             f.create_dataset(name, data=getattr(result, name))
         f.create_dataset("grid_shape", data=np.array(result.grid_shape))
-        g = np.array(result.nodes).reshape(*result.grid_shape, 3)
-        centres = 0.125 * sum(g[a: g.shape[0] - 1 + a, b: g.shape[1] - 1 + b,
-                                c: g.shape[2] - 1 + c] for a in (0, 1) for b in (0, 1)
-                              for c in (0, 1))
-        f.create_dataset("cells/centres", data=centres)
+        f.create_dataset("cells/centres",
+                         data=cell_mean(np.reshape(result.nodes, (*result.grid_shape, 3))))
         s = result.strain
         f.create_dataset("strain/volumetric", data=s.volumetric)
         for k, v in s.small.items():
@@ -315,6 +315,39 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
         f.create_dataset("strain/green_lagrange", data=s.green_lagrange)
         f.create_dataset("strain/F", data=s.F)
     return Path(path)
+
+
+def read_pair(path: str | os.PathLike) -> PairResult:
+    """Read a result written by :func:`write_pair` (strain recomputed from the displacement
+    with the same operator)."""
+    import h5py
+
+    from anodetwin.errors import CorruptFileError, InputNotFoundError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"DVC result '{p}' does not exist",
+                                 "give a file written by 'anodetwin dvc' or 'dvc-series'")
+    try:
+        with h5py.File(p, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise CorruptFileError(f"'{p}' is not an anodetwin DVC result",
+                                       "give a file written by 'anodetwin dvc' or 'dvc-series'")
+            d = {k: f[k][...] for k in ("nodes", "displacement", "displacement_raw", "Phi",
+                                        "status", "error", "iterations", "delta_phi_norm",
+                                        "residual", "flag")}
+            gshape = tuple(int(v) for v in f["grid_shape"][...])
+            params = json.loads(f.attrs["params"])
+            vs = f.attrs.get("voxel_size_um")
+            gphi, gcentre = f.attrs["global_phi"], f.attrs["global_centre"]
+    except OSError as exc:
+        raise CorruptFileError(f"'{p}' is not an anodetwin DVC result ({exc})",
+                               "give a file written by 'anodetwin dvc' or 'dvc-series'"
+                               ) from None
+    spacing = params["levels"][-1]["node_spacing"]
+    strain = cell_strain(d["displacement"].reshape(*gshape, 3), spacing)
+    return PairResult(grid_shape=gshape, strain=strain, params=params, global_phi=gphi,
+                      global_centre=gcentre, voxel_size_um=vs, **d)
 
 
 def write_pair_vtk(path: str | os.PathLike, result: PairResult,

@@ -21,6 +21,11 @@ Output folder layout::
                                  the first increment are not meaningful there and are
                                  replaced by the cumulative flag)
     OUT/series.json              inputs, parameters, per-step node counts and mean strains
+    OUT/regions.h5, regions.csv  strain statistics of the cumulative fields over the
+                                 electrode halves, 40 um cubes and particle VOIs (layout:
+                                 anodetwin.dvc.regions)
+    OUT/quicklook/T0_T<k>.png    mid-slices of J-1 and e_zz, histograms of the halves
+    OUT/quicklook/series.png     mean strain of the electrode halves per step
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import numpy as np
 
 from anodetwin.dvc.correlate import interpolate_displacement
 from anodetwin.dvc.pair import FLAG, PairResult, correlate_pair, write_pair
+from anodetwin.dvc.quicklook import pair_quicklook, series_quicklook
+from anodetwin.dvc.regions import region_statistics, write_regions
 from anodetwin.dvc.strain import cell_strain
 from anodetwin.errors import ParameterError
 from anodetwin.io import atomic_write_json, make_provenance
@@ -69,7 +76,9 @@ def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[
 
 
 def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_um: Any = None,
-                     inputs: list | None = None, refine: bool = True, **pair_kw: Any) -> dict:
+                     inputs: list | None = None, refine: bool = True,
+                     regions: dict | None = None, quicklook: bool = True,
+                     **pair_kw: Any) -> dict:
     """Correlate a series of volumes and write increments and cumulative fields.
 
     Parameters
@@ -85,6 +94,12 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     refine : bool
         Refine each cumulative field by a direct T0 -> Tk correlation started from the
         composed increments (see the module notes).
+    regions : dict, optional
+        Keyword arguments of :func:`anodetwin.dvc.regions.region_statistics` (``phases``,
+        ``particles``, ``interfaces``, ``cube_um``, ``voi_um``); the statistics are always
+        computed (halves of the node grid without phases or interfaces).
+    quicklook : bool
+        Write the quick-look PNGs.
     **pair_kw
         Passed to :func:`correlate_pair` (node_spacing, hws, pyramid, search_range, mask,
         processes, scheduler, ...).
@@ -111,6 +126,7 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
         increments.append(inc)
     first = increments[0]
     cumulative = compose_increments(first.nodes, increments)
+    results: list[PairResult] = []
     for k, u in enumerate(cumulative, start=1):
         if refine:
             kw = {key: v for key, v in pair_kw.items()
@@ -128,6 +144,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
             res = replace(first, displacement=u, displacement_raw=u, flag=flag, strain=strain,
                           params={**first.params, "cumulative": [0, k], "refined": False})
         strain = res.strain
+        res.voxel_size_um = voxel_size_um
+        results.append(res)
         prov = make_provenance("dvc-series", inputs or [], res.params)
         write_pair(out / f"cumulative_0_{k}.h5", res, voxel_size_um, prov)
         vol = strain.volumetric
@@ -136,6 +154,23 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
             "mean_volumetric_strain": float(np.nanmean(vol)) if np.isfinite(vol).any() else None,
             "mean_ezz": float(np.nanmean(strain.small["ezz"]))
             if np.isfinite(vol).any() else None})
+    rkw = dict(regions or {})
+    if voxel_size_um is None:
+        rkw.update(cube_um=None, voi_um=None)
+    rs = region_statistics(results, voxel_size_um=voxel_size_um, **rkw)
+    write_regions(out / "regions.h5", rs,
+                  make_provenance("dvc-series", inputs or [], rs.params))
+    if quicklook:
+        (out / "quicklook").mkdir(exist_ok=True)
+        for s, res in enumerate(results):
+            pair_quicklook(out / "quicklook" / f"T0_T{s + 1}.png", res, rs, s,
+                           title=f"cumulative field T0 -> T{s + 1}")
+        series_quicklook(out / "quicklook" / "series.png", rs)
+    for st in summary["steps"]:
+        st["mean_volumetric_strain_halves"] = {
+            h: (v if np.isfinite(v := rs.value(st["step"], h)) else None)
+            for h in ("collector_half", "separator_half")}
+    summary["interfaces_voxels"] = list(rs.interfaces)
     summary["provenance"] = make_provenance("dvc-series", inputs or [], summary["parameters"])
     atomic_write_json(out / "series.json", summary)
     return summary

@@ -25,7 +25,7 @@ import numpy as np
 
 from anodetwin.errors import ParameterError, ShapeMismatchError
 
-__all__ = ["CellStrain", "deformation_gradient_q8", "strain_from_F", "cell_strain",
+__all__ = ["CellStrain", "cell_mean", "deformation_gradient_q8", "strain_from_F", "cell_strain",
            "COMPONENTS"]
 
 COMPONENTS = ("zz", "yy", "xx", "yz", "xz", "xy")
@@ -140,6 +140,15 @@ def strain_from_F(F: np.ndarray) -> CellStrain:
         for v in out.small.values():
             v[bad] = np.nan
     return out
+
+
+def cell_mean(a: np.ndarray) -> np.ndarray:
+    """Mean of the 8 corner values of every cell of a nodal grid array (gz, gy, gx, ...):
+    cell centres from node positions, cell displacements from nodal ones."""
+    a = np.asarray(a, float)
+    gz, gy, gx = a.shape[:3]
+    return 0.125 * sum(a[i: gz - 1 + i, j: gy - 1 + j, k: gx - 1 + k]
+                       for i in (0, 1) for j in (0, 1) for k in (0, 1))
 
 
 def cell_strain(displacement: np.ndarray, node_spacing) -> CellStrain:

@@ -97,7 +97,9 @@ def _external_displacement(cfg: PhantomConfig, step: int, shape: tuple[int, int,
 
 
 def _step_truth(ms: Microstructure, cfg: PhantomConfig, score: np.ndarray, step: int,
-                soc: float) -> tuple[StepTruth, np.ndarray | None]:
+                soc: float) -> tuple[StepTruth, np.ndarray, np.ndarray]:
+    """Truth of one step, the lithiated phases on the T0 grid and the reference coordinates
+    of every deformed voxel."""
     comp = ms.composition
     theta_mean = soc * comp.si_utilisation
     theta = particle_theta(ms, cfg, theta_mean)
@@ -122,7 +124,7 @@ def _step_truth(ms: Microstructure, cfg: PhantomConfig, score: np.ndarray, step:
     top = disp[0, a1 - 1].mean() + 0.5 * (disp[0, a1 - 1] - disp[0, a1 - 2]).mean()
     thickness = (a1 - a0) * v + float(top - disp[0, a0].mean())
     return StepTruth(step, soc, theta_mean, theta, core, disp, phases, particles,
-                     thickness, lith), profile
+                     thickness, lith), phases0, coords
 
 
 def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | None = None,
@@ -177,8 +179,9 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
         with progress_bar("phantom series", total=len(socs), enabled=progress,
                           min_total=0) as advance:
             for n, soc in enumerate(socs):
-                truth, _ = _step_truth(ms, cfg, score, n, soc)
-                clean = clean_image(truth.phases, cfg.render, v, ms.layers.cu[1], cfg.seed)
+                truth, phases0, coords = _step_truth(ms, cfg, score, n, soc)
+                clean = clean_image(phases0, cfg.render, v, ms.layers.cu[1], cfg.seed,
+                                    coords=None if n == 0 else coords)
                 scan = add_noise(clean, cfg.render, np.random.default_rng([cfg.seed, n, 0]))
                 g = f.create_group(f"steps/T{n}")
                 g.attrs.update({"step": n, "soc": soc, "theta_mean": truth.theta_mean,

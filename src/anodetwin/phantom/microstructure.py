@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from anodetwin.errors import NumericalError
 from anodetwin.log import get_logger
+from anodetwin.phases import PHASE
 from anodetwin.phantom.composition import Composition, electrode_composition
 from anodetwin.phantom.config import PhantomConfig
 
@@ -36,8 +37,6 @@ __all__ = ["PHASE", "Layers", "Microstructure", "layers_for", "make_microstructu
 
 log = get_logger("phantom")
 
-#: Phase codes (README conventions).
-PHASE = {"pore": 0, "cbd": 1, "si": 2, "lithiated": 3, "copper": 4, "separator": 5}
 
 #: Row layout of the particle table (lengths in um, volumes in um3).
 PARTICLE_DTYPE = np.dtype([("id", "i4"), ("centroid_z_um", "f8"), ("centroid_y_um", "f8"),

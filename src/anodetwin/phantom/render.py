@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from anodetwin.kinematics import sample_linear
 from anodetwin.phantom.config import Render
 
 __all__ = ["grey_lut", "clean_image", "add_noise", "noise_sigma", "FWHM_TO_SIGMA"]
@@ -53,7 +54,7 @@ def _streaks(shape: tuple[int, int], seed: int) -> np.ndarray:
 
 
 def clean_image(phases: np.ndarray, r: Render, voxel_size_um: float, cu_top: int,
-                seed: int) -> np.ndarray:
+                seed: int, coords: np.ndarray | None = None) -> np.ndarray:
     """Deterministic part of a tomogram (float32 grey values) for phase labels.
 
     Parameters
@@ -68,8 +69,16 @@ def clean_image(phases: np.ndarray, r: Render, voxel_size_um: float, cu_top: int
         First voxel above the copper foil (z index).
     seed : int
         Seed of the (fixed) streak pattern.
+    coords : numpy.ndarray, optional
+        Reference coordinates of every deformed voxel (from
+        :func:`anodetwin.kinematics.inverse_coordinates`): the sharp grey map of ``phases``
+        (reference grid) is warped by trilinear interpolation, so that interfaces move by
+        the exact sub-voxel displacement (partial-volume edges), before the fringes, the
+        blur and the streaks of the deformed frame are applied.
     """
     mu = grey_lut(r)[phases]
+    if coords is not None:
+        mu = sample_linear(mu, coords)
     if r.fringe > 0:
         mu -= np.float32(r.fringe) * ndimage.gaussian_laplace(mu, 1.0)
     sigma = r.resolution_fwhm_um * FWHM_TO_SIGMA / voxel_size_um

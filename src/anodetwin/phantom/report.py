@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from anodetwin.errors import OutputError
-from anodetwin.io import atomic_path, atomic_write_json
+from anodetwin.io import atomic_write_json
 from anodetwin.phantom.config import PhantomConfig
 from anodetwin.phantom.generate import SeriesResult, generate_series
 from anodetwin.phantom.microstructure import PHASE
@@ -48,11 +48,11 @@ def phase_fractions(phases: np.ndarray, z0: int, z1: int) -> dict[str, float]:
 
 def _preview(path: Path, f, n_last: int, layers: dict) -> None:
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
+    from anodetwin.plotting import pyplot, save_png
+
+    plt = pyplot()
     cmap = ListedColormap(["#2b6cb0", "#ed8936", "#38a169", "#e53e3e", "#805ad5", "#a0aec0"])
     fig, axes = plt.subplots(1, 5, figsize=(17, 4.6), constrained_layout=True,
                              gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.3]})
@@ -82,9 +82,7 @@ def _preview(path: Path, f, n_last: int, layers: dict) -> None:
     ax2.plot(proto["soc"] * 100, proto["theta_mean"], "s--", color="C3", label="mean theta")
     ax2.set_ylabel("mean Li content theta (1 = Li15Si4)", color="C3")
     ax.set_title("swelling and Li content per step", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=80)
 
 
 def write_phantom(cfg: PhantomConfig, out_dir: str | os.PathLike, tiff: bool = False,

@@ -1,0 +1,105 @@
+"""Quick-look PNGs of DVC results: mid-slices of J-1 and e_zz, region histograms, and the
+mean strain of the electrode halves over a series.
+
+Slices are x-z planes through the middle of the cell grid (y), z up (collector at the
+bottom), in um when the voxel size is known; colours are centred on zero strain and span
+the 99th percentile of |strain|.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from anodetwin.dvc.pair import PairResult
+from anodetwin.dvc.regions import RegionStats
+from anodetwin.dvc.strain import cell_mean
+from anodetwin.plotting import pyplot, save_png
+
+__all__ = ["pair_quicklook", "series_quicklook"]
+
+
+def _limit(a: np.ndarray) -> float:
+    f = np.abs(a[np.isfinite(a)])
+    return float(np.percentile(f, 99)) if f.size and np.percentile(f, 99) > 0 else 1e-3
+
+
+def pair_quicklook(path: str | os.PathLike, result: PairResult,
+                   regions: RegionStats | None = None, step_index: int = 0,
+                   title: str | None = None) -> None:
+    """Write a PNG with mid-slices of J-1 and e_zz and histograms of J-1.
+
+    Parameters
+    ----------
+    path : path-like
+        PNG to write (atomically).
+    result : PairResult
+        The field.
+    regions : RegionStats, optional
+        Histograms of the electrode and its halves at ``step_index``; without it, the
+        histogram of all cells.
+    """
+    plt = pyplot()
+    vs = np.broadcast_to(np.asarray(1.0 if result.voxel_size_um is None
+                                    else result.voxel_size_um, float), (3,))
+    unit = "um" if result.voxel_size_um is not None else "voxels"
+    centres = cell_mean(np.reshape(result.nodes, (*result.grid_shape, 3)))
+    y = centres.shape[1] // 2
+    zc, xc = centres[:, y, 0, 0] * vs[0], centres[0, y, :, 2] * vs[2]
+    dz = (zc[1] - zc[0]) / 2 if len(zc) > 1 else 0.5
+    dx = (xc[1] - xc[0]) / 2 if len(xc) > 1 else 0.5
+    ext = (xc[0] - dx, xc[-1] + dx, zc[0] - dz, zc[-1] + dz)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), constrained_layout=True)
+    for ax, (name, a) in zip(axes[:2], (("J - 1", result.strain.volumetric),
+                                        ("e_zz", result.strain.small["ezz"])), strict=True):
+        lim = _limit(a)
+        im = ax.imshow(a[:, y, :], cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower",
+                       extent=ext, interpolation="nearest", aspect="auto")
+        ax.set_title(f"{name} (x-z slice at y = {centres[0, y, 0, 1] * vs[1]:.1f} {unit})",
+                     fontsize=9)
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"z ({unit}), collector at the bottom")
+        fig.colorbar(im, ax=ax, shrink=0.85, label=name)
+    ax = axes[2]
+    if regions is not None:
+        edges = regions.edges
+        for name in ("electrode", "collector_half", "separator_half"):
+            r = regions.names.index(name)
+            h = regions.hist["volumetric"][step_index, r]
+            mean = regions.stats["volumetric"][step_index, r, 1]
+            ax.stairs(h, edges, label=f"{name} (mean {mean:.3f})", fill=name == "electrode",
+                      alpha=0.3 if name == "electrode" else 1.0)
+        finite = np.flatnonzero(regions.hist["volumetric"][step_index].sum(axis=0))
+        if finite.size:
+            ax.set_xlim(edges[max(finite[0] - 1, 0)], edges[min(finite[-1] + 2, len(edges) - 1)])
+    else:
+        v = result.strain.volumetric[np.isfinite(result.strain.volumetric)]
+        ax.hist(v, bins=60, histtype="step", label=f"all cells (mean {v.mean():.3f})"
+                if v.size else "no valid cell")
+    ax.set_xlabel("volumetric strain J - 1")
+    ax.set_ylabel("cells")
+    ax.legend(fontsize=8)
+    ax.set_title("distribution of J - 1", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    save_png(fig, path)
+
+
+def series_quicklook(path: str | os.PathLike, regions: RegionStats) -> None:
+    """Mean J-1 and e_zz (with the 5-95% band) of the electrode and its halves per step."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    steps = np.array(regions.steps)
+    for ax, m, label in zip(axes, ("volumetric", "ezz"), ("J - 1", "e_zz"), strict=True):
+        for name in ("electrode", "collector_half", "separator_half"):
+            r = regions.names.index(name)
+            s = regions.stats[m][:, r]
+            line, = ax.plot(steps, s[:, 1], "o-", label=name)
+            ax.fill_between(steps, s[:, 4], s[:, 8], color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("step k (field T0 -> Tk)")
+        ax.set_ylabel(f"{label}, mean and 5-95% band")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend(fontsize=8)
+    fig.suptitle("cumulative strain of the electrode halves")
+    save_png(fig, path)

@@ -1,0 +1,27 @@
+"""Figures without a display: the Agg backend and atomic PNG writes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from anodetwin.io import atomic_path
+
+__all__ = ["pyplot", "save_png"]
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: str | os.PathLike, dpi: int = 90) -> None:
+    """Write ``fig`` as PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
