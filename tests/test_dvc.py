@@ -21,7 +21,8 @@ from scipy import ndimage
 from anodetwin.dvc import FLAG, cell_strain, correlate_pair
 from anodetwin.dvc.correlate import DVCParams, correlate_nodes, node_grid
 from anodetwin.dvc.strain import deformation_gradient_q8
-from anodetwin.errors import NumericalError, ParameterError, ShapeMismatchError
+from anodetwin.errors import (NonFiniteError, NumericalError, ParameterError,
+                              ShapeMismatchError)
 from anodetwin.io import Volume, write_volume
 from anodetwin.kinematics import inverse_coordinates
 from conftest import listing
@@ -226,8 +227,9 @@ def test_vtk_export(tmp_path, cli, pair_files):
 
     a, b = pair_files
     res = cli("dvc", a, b, "--out", tmp_path / "p.h5", "--vtk", tmp_path / "p.vti",
-              "--node-spacing", "20", "--hws", "10")
+              "--png", tmp_path / "p.png", "--node-spacing", "20", "--hws", "10")
     assert res.code == 0, res.err
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     img = pv.read(tmp_path / "p.vti")
     with h5py.File(tmp_path / "p.h5") as f:
         gz, gy, gx = f["grid_shape"][...]
@@ -289,11 +291,18 @@ def test_cli_dvc_bad_input(tmp_path, cli, pair_files, case):
     assert listing(tmp_path) == before
 
 
-def test_library_errors(snow):
+def test_library_errors(snow, tmp_path):
     with pytest.raises(ShapeMismatchError):
         correlate_pair(snow, snow[:50], node_spacing=20, progress=False)
     with pytest.raises(ParameterError):
         correlate_pair(snow, snow, node_spacing=20, hws=60, progress=False)
+    ok, nan = _nan(tmp_path, None, None)  # files are checked slab by slab, not loaded
+    with pytest.raises(NonFiniteError, match="deformed volume '.*nan.tif' contains 1 NaN"):
+        correlate_pair(ok, nan, node_spacing=10, progress=False)
+    bad = snow.copy()
+    bad[3, 3, 3] = np.inf
+    with pytest.raises(NonFiniteError, match="reference volume contains 0 NaN and 1 inf"):
+        correlate_pair(bad, snow, node_spacing=20, progress=False)
 
 
 def test_pixel_search_recovers_large_displacements(snow):
@@ -374,9 +383,18 @@ def test_series_cumulative_matches_direct_truth(tmp_path, snow, cli):
     for k, v in enumerate(vols[:3]):
         write_volume(tmp_path / f"T{k}.tif", Volume(v, 15.0))
     res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(3)), "--out",
-              tmp_path / "cli", "--node-spacing", "25", "--hws", "10")
+              tmp_path / "cli", "--node-spacing", "25", "--hws", "10", "--interfaces",
+              "20,80", "--cube-um", "300", "--no-quicklook")
     assert res.code == 0, res.err
     assert (tmp_path / "cli" / "cumulative_0_2.h5").exists()
+    assert not (tmp_path / "cli" / "quicklook").exists()
+    with h5py.File(tmp_path / "cli" / "regions.h5") as f:
+        np.testing.assert_allclose(f.attrs["interfaces_voxels"], [20, 80])
+        names = [n.decode() for n in f["regions/name"][...]]
+        assert "cube_z2_y1_x1" in names  # 300 um = 20 voxels of 15 um: tiles 3 x 2 x 2
+    res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(2)), "--out",
+              tmp_path / "bad", "--interfaces", "20")
+    assert res.code == 2 and "--interfaces" in res.err
 
 
 @pytest.mark.slow

@@ -362,7 +362,7 @@ def cmd_dvc(args: argparse.Namespace) -> int:
 
     from anodetwin.dvc.pair import correlate_pair, write_pair
     from anodetwin.io import (check_output_path, input_record, make_provenance, open_volume,
-                              require_finite, require_same_shape)
+                              require_same_shape)
 
     check_output_path(args.out)
     for extra in (args.vtk, args.png):
@@ -375,10 +375,6 @@ def cmd_dvc(args: argparse.Namespace) -> int:
                            f"deformed '{args.deformed}'")
         inputs = [input_record(a.path, a.dataset), input_record(b.path, b.dataset)]
         vs = a.voxel_size
-        for src, name in ((a, args.ref), (b, args.deformed)):
-            if np.issubdtype(src.dtype, np.floating):
-                for block in src.lazy(args.roi).blocks():
-                    require_finite(block, f"volume '{name}'")
         if args.roi:
             ref, deformed = a.read(args.roi).data, b.read(args.roi).data
             origin = [s.start for s in a.lazy(args.roi).roi]

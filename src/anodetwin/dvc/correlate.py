@@ -161,15 +161,23 @@ class _Vol:
             return src.read(box, progress=False).data.astype(np.float32)
 
 
-def as_worker_volume(vol: Any) -> _Vol:
-    """Wrap an array, a :class:`~anodetwin.io.Volume` or a path for the workers."""
+def as_worker_volume(vol: Any, name: str | None = None) -> _Vol:
+    """Wrap an array, a :class:`~anodetwin.io.Volume` or a path for the workers; with a
+    ``name``, check that a floating-point volume is finite first (a file slab by slab)."""
+    from anodetwin.io import require_finite
+
     if isinstance(vol, (str, os.PathLike)):
         from anodetwin.io import open_volume
 
         with open_volume(vol) as src:
+            if name and np.issubdtype(src.dtype, np.floating):
+                for block in src.lazy(progress=False).blocks():
+                    require_finite(block, f"{name} '{vol}'")
             return _Vol(path=os.fspath(vol), shape=src.shape)
     arr = getattr(vol, "data", vol)
     arr = np.asarray(arr)
+    if name:
+        require_finite(arr, name)
     return _Vol(array=arr, shape=arr.shape)
 
 

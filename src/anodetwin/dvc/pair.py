@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from anodetwin.dvc.correlate import (
     DVCParams,
     as_worker_volume,
@@ -50,7 +51,7 @@ from anodetwin.dvc.correlate import (
 )
 from anodetwin.dvc.strain import CellStrain, cell_mean, cell_strain
 from anodetwin.errors import NumericalError, ParameterError
-from anodetwin.io import atomic_path, require_finite, require_same_shape
+from anodetwin.io import atomic_path, require_same_shape
 from anodetwin.log import get_logger
 
 __all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "write_pair_vtk",
@@ -220,12 +221,10 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         A displacement field (e.g. composed increments) to start from, interpolated at the
         nodes; replaces the global registration and the pyramid.
     """
-    r, d = as_worker_volume(ref), as_worker_volume(deformed)
+    r = as_worker_volume(ref, "reference volume")
+    d = as_worker_volume(deformed, "deformed volume")
     require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
     shape = tuple(r.shape)
-    if r.array is not None:
-        require_finite(r.array, "reference volume")
-        require_finite(d.array, "deformed volume")
     ns = node_spacing
     final = check_params(DVCParams(node_spacing=ns, hws=hws if hws is not None else ns,
                                    margin=margin), shape)
@@ -326,7 +325,7 @@ def read_pair(path: str | os.PathLike) -> PairResult:
 
     p = Path(path)
     if not p.is_file():
-        raise InputNotFoundError(f"DVC result '{p}' does not exist",
+        raise InputNotFoundError(p, "DVC result",
                                  "give a file written by 'anodetwin dvc' or 'dvc-series'")
     try:
         with h5py.File(p, "r") as f:
