@@ -190,6 +190,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surface-shell thickness in voxels for the particle statistics (3)")
     p.set_defaults(func=cmd_dvc_residual)
 
+    p = add("segment", "phases (Cu, Si, CBD+E, separator) and particle instances of a tomogram")
+    p.add_argument("volume", help="tomogram")
+    p.add_argument("--out", required=True, help="labels HDF5 (layout: anodetwin.segment.pipeline)")
+    p.add_argument("--model", help="pixel classifier from segment-train (default: unsupervised "
+                                   "thresholds)")
+    p.add_argument("--denoise", choices=("median", "nlmeans"), help="denoise first")
+    p.add_argument("--normalise", choices=("stretch", "equalize"),
+                   help="grey-value normalisation first")
+    p.add_argument("--align-to", metavar="REF", help="move the volume onto REF (e.g. T0) by "
+                                                     "the translation of the copper foil")
+    p.add_argument("--h", type=float, default=1.0,
+                   help="h-maxima height of the watershed in voxels (1; larger merges more)")
+    p.add_argument("--min-particle-voxels", type=int, default=27,
+                   help="smallest particle kept (27 voxels)")
+    p.add_argument("--surface-window-um", type=float, default=10.0,
+                   help="lateral window of the electrode-top envelope in um (10)")
+    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.add_argument("--tiff", action="store_true", help="also write phases/particles as TIFF")
+    p.add_argument("--no-resolution", action="store_true",
+                   help="skip the edge-profile resolution estimate")
+    p.set_defaults(func=cmd_segment)
+
+    p = add("segment-train", "train a pixel classifier (multi-scale filters + random forest) "
+                             "from a few annotated slices")
+    p.add_argument("volume", help="tomogram")
+    p.add_argument("annotations", help="label volume of the same shape: phase codes where "
+                                       "annotated, 255 elsewhere")
+    p.add_argument("--out", required=True, help="model file (.joblib), e.g. models/si.joblib")
+    p.add_argument("--slices", help="use only these z slices of the annotations, e.g. 5,20,35")
+    p.add_argument("--trees", type=int, default=100, help="random-forest trees (100)")
+    p.add_argument("--sigmas", help="filter scales in voxels (default 0.7,1,1.6,3.5,5)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel jobs of the forest (1)")
+    p.set_defaults(func=cmd_segment_train)
+
+    p = add("morphology", "thickness, RNL volume, particle sizes and tracks of a segmented "
+                          "series")
+    p.add_argument("labels", nargs="+", help="labels files of T0 T1 ... (anodetwin segment)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--dvc", metavar="DIR", help="dvc-series folder: its increments are the "
+                                                "tracking prior")
+    p.add_argument("--prior", choices=("thickness", "none"), default="thickness",
+                   help="tracking prior without --dvc: uniform swelling along z (default)")
+    p.set_defaults(func=cmd_morphology)
+
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
@@ -519,6 +563,75 @@ def cmd_dvc_residual(args: argparse.Namespace) -> int:
                      int(table["core_shell_like"].sum()))
     log.info("floor %.6g grey levels, %.3g%% of voxels above", rmap.floor,
              100 * float((rmap.residual > 0).mean()))
+    print(args.out)
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from anodetwin.io import check_output_path, input_record, make_provenance, read_volume
+    from anodetwin.segment.pipeline import segment_volume, write_labels
+
+    check_output_path(args.out)
+    vol = read_volume(args.volume, voxel_size=args.voxel_size)
+    inputs = [input_record(args.volume)] + ([input_record(args.model)] if args.model else [])
+    seg = segment_volume(vol, model=args.model, denoise=args.denoise,
+                         normalise=args.normalise, align_to=args.align_to, h=args.h,
+                         min_particle_voxels=args.min_particle_voxels,
+                         surface_window_um=args.surface_window_um,
+                         resolution=not args.no_resolution)
+    write_labels(args.out, seg, make_provenance("segment", inputs, seg.params), tiff=args.tiff)
+    log.info("%d particles; collector face %s; resolution %.3g um", len(seg.table),
+             seg.collector_face, seg.resolution_fwhm_um)
+    print(args.out)
+    return 0
+
+
+def cmd_segment_train(args: argparse.Namespace) -> int:
+    from anodetwin.errors import ParameterError
+    from anodetwin.io import check_output_path, read_volume
+    from anodetwin.segment.classifier import DEFAULT_SIGMAS, train_classifier
+
+    check_output_path(args.out)
+
+    def ints(text: str, what: str, kind=int) -> list:
+        try:
+            return [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise ParameterError(f"{what} '{text}' is not a comma-separated list",
+                                 f"give e.g. {what} 1,2,3") from None
+
+    slices = ints(args.slices, "--slices") if args.slices else None
+    sigmas = tuple(ints(args.sigmas, "--sigmas", float)) if args.sigmas else DEFAULT_SIGMAS
+    vol = read_volume(args.volume).data
+    ann = read_volume(args.annotations).data
+    clf = train_classifier(vol, ann, slices=slices, sigmas=sigmas, n_estimators=args.trees,
+                           n_jobs=args.jobs)
+    clf.save(args.out)
+    print(args.out)
+    return 0
+
+
+def cmd_morphology(args: argparse.Namespace) -> int:
+    from anodetwin.errors import InputNotFoundError
+    from anodetwin.io import input_record, make_provenance
+    from anodetwin.segment.morphology import series_morphology, write_morphology
+
+    increments = None
+    if args.dvc:
+        d = Path(args.dvc)
+        increments = [d / f"increment_{k}_{k + 1}.h5" for k in range(len(args.labels) - 1)]
+        for p in increments:
+            if not p.is_file():
+                raise InputNotFoundError(p, "DVC increment",
+                                         "give the folder written by 'anodetwin dvc-series' "
+                                         "for these steps")
+    m = series_morphology(args.labels, prior=args.prior, dvc_increments=increments)
+    inputs = [input_record(p) for p in args.labels]
+    write_morphology(args.out, m, make_provenance("morphology", inputs,
+                                                  {"prior": args.prior, "dvc": args.dvc}))
+    for r in m.steps:
+        log.info("T%d: thickness %.2f +- %.2f um, RNL %.3f, %d particles", r["step"],
+                 r["thickness_mean_um"], r["thickness_std_um"], r["rnl"], r["particles"])
     print(args.out)
     return 0
 

@@ -1,0 +1,1 @@
+"""Segmentation and electrode morphology."""

@@ -1,0 +1,231 @@
+"""Electrode morphology per time step and over a series (the reference's Fig. 2 numbers).
+
+Per step (:func:`step_morphology`): the thickness map per (y, x) column from the collector
+interface to the separator interface and its mean +- std (um); the non-lithiated Si volume
+(um3) and its fraction of the electrode (voxels between the interfaces); the rest of the
+electrode (``non_si_fraction``: CBD, electrolyte, pores and lithiated Si, which phase
+contrast merges); the particle count and size distribution (d10, d50, d90 of the
+equivalent diameter); the edge resolution and the alignment shift of the labels file.
+Over a series (:func:`series_morphology`): the relative non-lithiated (RNL) Si volume
+``V_Si(Tk) / V_Si(T0)`` and the particle tracks (:mod:`anodetwin.segment.tracking`).
+
+Output folder of :func:`write_morphology` (``anodetwin morphology``)::
+
+    OUT/morphology.csv        one row per step (columns of STEP_COLUMNS)
+    OUT/particles_T<k>.csv    particle table of each step
+    OUT/tracks.csv            one row per track and step (TRACK_TABLE)
+    OUT/thickness.h5          /T<k>/thickness_um (y, x) maps (NaN: undefined), attrs
+                              voxel_size_um, provenance
+    OUT/summary.json          per-step numbers, inputs, parameters, provenance
+    OUT/thickness_rnl.png     thickness (mean +- std) and RNL per step
+    OUT/psd.png               particle size distributions per step
+    OUT/trajectories.png      axial displacement of tracked particles against their initial
+                              height, and their visible core volume per step
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.phases import PHASE
+from anodetwin.segment.pipeline import Segmentation, read_labels
+
+__all__ = ["STEP_COLUMNS", "step_morphology", "SeriesMorphology", "series_morphology",
+           "write_morphology"]
+
+STEP_COLUMNS = ("step", "thickness_mean_um", "thickness_std_um", "si_volume_um3",
+                "si_fraction", "non_si_fraction", "rnl", "particles", "d10_um", "d50_um",
+                "d90_um", "resolution_fwhm_um", "shift_z_vox", "shift_y_vox", "shift_x_vox")
+
+
+def step_morphology(seg: Segmentation, step: int = 0) -> dict:
+    """Morphology numbers of one segmented step (module notes); ``rnl`` is left NaN."""
+    vs = float(seg.voxel_size_um[0])
+    th = (seg.separator_z - seg.collector_z) * vs
+    if seg.collector_face == "high":
+        th = -th
+    th = np.where(np.isfinite(th) & (th > 0), th, np.nan)
+    nz = seg.phases.shape[0]
+    z = np.arange(nz, dtype=float)[:, None, None]
+    lo = np.minimum(seg.collector_z, seg.separator_z)[None]
+    hi = np.maximum(seg.collector_z, seg.separator_z)[None]
+    electrode = (z > lo) & (z < hi) & np.isfinite(hi)
+    n_el = int(electrode.sum())
+    n_si = int((seg.phases == PHASE["si"]).sum())
+    d = seg.table["equivalent_diameter_um"]
+    q = np.percentile(d, [10, 50, 90]) if len(d) else [np.nan] * 3
+    si_fraction = n_si / n_el if n_el else np.nan
+    return {"step": step,
+            "thickness_mean_um": float(np.nanmean(th)) if np.isfinite(th).any() else np.nan,
+            "thickness_std_um": float(np.nanstd(th)) if np.isfinite(th).any() else np.nan,
+            "si_volume_um3": n_si * vs**3, "si_fraction": si_fraction,
+            "non_si_fraction": 1 - si_fraction, "rnl": np.nan, "particles": int(len(d)),
+            "d10_um": float(q[0]), "d50_um": float(q[1]), "d90_um": float(q[2]),
+            "resolution_fwhm_um": seg.resolution_fwhm_um,
+            "shift_z_vox": seg.alignment_shift[0], "shift_y_vox": seg.alignment_shift[1],
+            "shift_x_vox": seg.alignment_shift[2]}
+
+
+@dataclass
+class SeriesMorphology:
+    """Per-step rows (dicts of STEP_COLUMNS), thickness maps, particle tables and tracks."""
+
+    steps: list[dict]
+    thickness_maps: list[np.ndarray]
+    tables: list[np.ndarray]
+    tracks: Any
+    voxel_size_um: float
+
+
+def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
+                      dvc_increments: Sequence[Any] | None = None) -> SeriesMorphology:
+    """Morphology of every step, RNL relative to T0 and particle tracks.
+
+    Parameters
+    ----------
+    labels : sequence of Segmentation or labels-file paths
+        T0, T1, ... on one grid (aligned).
+    prior : {"thickness", "none"} or callable
+        Tracking prior when no DVC increments are given.
+    dvc_increments : sequence of DVC results, optional
+        Increments T(k) -> T(k+1) (files ``increment_<k>_<k+1>.h5`` of ``dvc-series``):
+        the tracking prior.
+    """
+    from anodetwin.segment.tracking import dvc_prior, thickness_prior, track_particles
+
+    segs = [s if isinstance(s, Segmentation) else read_labels(s) for s in labels]
+    if not segs:
+        raise ParameterError("no labels given", "give the labels of T0 [T1 ...]")
+    for k, s in enumerate(segs[1:], start=1):
+        if s.phases.shape != segs[0].phases.shape:
+            raise ShapeMismatchError(f"labels of step {k} have shape {s.phases.shape}, "
+                                     f"T0 {segs[0].phases.shape}",
+                                     "segment every step on one (aligned) grid")
+    vs = float(segs[0].voxel_size_um[0])
+    rows = [step_morphology(s, k) for k, s in enumerate(segs)]
+    v0 = rows[0]["si_volume_um3"]
+    for r in rows:
+        r["rnl"] = r["si_volume_um3"] / v0 if v0 > 0 else np.nan
+    maps = [(s.separator_z - s.collector_z) * vs for s in segs]
+    tracks = None
+    if len(segs) > 1:
+        if dvc_increments is not None:
+            if len(dvc_increments) != len(segs) - 1:
+                raise ParameterError(f"{len(dvc_increments)} DVC increments for "
+                                     f"{len(segs)} steps", "give one increment per transition")
+            pr = dvc_prior(dvc_increments)
+        elif callable(prior):
+            pr = prior
+        elif prior == "thickness":
+            pr = thickness_prior([float(np.nanmean(s.collector_z)) for s in segs],
+                                 [float(np.nanmean(s.separator_z)) for s in segs])
+        elif prior in (None, "none"):
+            pr = None
+        else:
+            raise ParameterError(f"unknown tracking prior '{prior}'",
+                                 "use 'thickness', 'none' or give DVC increments")
+        tracks = track_particles([s.particles for s in segs], vs, pr)
+    return SeriesMorphology(rows, maps, [s.table for s in segs], tracks, vs)
+
+
+def _csv(rows: list[dict] | np.ndarray) -> str:
+    buf = io.StringIO()
+    if isinstance(rows, np.ndarray):
+        names = list(rows.dtype.names or [])
+        w = csv.writer(buf)
+        w.writerow(names)
+        for r in rows.tolist():
+            w.writerow(r)
+        return buf.getvalue()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["step"])
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _plots(out: Path, m: SeriesMorphology) -> None:
+    from anodetwin.plotting import pyplot, save_png
+
+    plt = pyplot()
+    steps = [r["step"] for r in m.steps]
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    ax.errorbar(steps, [r["thickness_mean_um"] for r in m.steps],
+                yerr=[r["thickness_std_um"] for r in m.steps], fmt="o-", capsize=3,
+                label="thickness (mean +- std)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("electrode thickness (um)")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [r["rnl"] for r in m.steps], "s--", color="C3", label="RNL")
+    ax2.set_ylabel("relative non-lithiated Si volume", color="C3")
+    ax.set_title("thickness and relative non-lithiated (RNL) volume")
+    save_png(fig, out / "thickness_rnl.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    sizes = [t["equivalent_diameter_um"] for t in m.tables]
+    top = max((float(s.max()) for s in sizes if len(s)), default=1.0)
+    bins = np.linspace(0, top * 1.05, 30)
+    for k, s in zip(steps, sizes, strict=True):
+        ax.hist(s, bins=bins, histtype="step", label=f"T{k} ({len(s)} particles)")
+    ax.set_xlabel("equivalent diameter (um)")
+    ax.set_ylabel("particles")
+    ax.legend(fontsize=8)
+    ax.set_title("particle size distribution (visible Si)")
+    save_png(fig, out / "psd.png")
+
+    if m.tracks is not None:
+        t = m.tracks.table
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        last = t["step"].max()
+        for tr in np.unique(t["track"]):
+            rows = t[t["track"] == tr]
+            if rows["step"][0] != 0 or rows["step"][-1] != last:
+                continue
+            axes[0].plot(rows["centroid_z_um"][0], rows["displacement_z_um"][-1], "o",
+                         color="C0", ms=3)
+            axes[1].plot(rows["step"], rows["volume_um3"], "-", color="C0", alpha=0.3)
+        axes[0].set_xlabel("initial centroid height z (um)")
+        axes[0].set_ylabel(f"axial displacement at T{last} (um)")
+        axes[0].set_title("tracked particles: axial displacement")
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("visible (non-lithiated) volume (um3)")
+        axes[1].set_title("tracked particles: core volume")
+        save_png(fig, out / "trajectories.png")
+
+
+def write_morphology(out_dir: str | os.PathLike, m: SeriesMorphology,
+                     provenance: dict | None = None, inputs: list | None = None) -> Path:
+    """Write the output folder (module notes)."""
+    import h5py
+
+    from anodetwin.io import atomic_path, atomic_write_json, atomic_write_text, make_provenance
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance or make_provenance("morphology", inputs or [], {})
+    atomic_write_text(out / "morphology.csv", _csv(m.steps))
+    for r, t in zip(m.steps, m.tables, strict=True):
+        atomic_write_text(out / f"particles_T{r['step']}.csv", _csv(t))
+    if m.tracks is not None:
+        atomic_write_text(out / "tracks.csv", _csv(m.tracks.table))
+    with atomic_path(out / "thickness.h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["voxel_size_um"] = m.voxel_size_um
+        f.attrs["provenance"] = json.dumps(prov, default=str)
+        for r, th in zip(m.steps, m.thickness_maps, strict=True):
+            f.create_dataset(f"T{r['step']}/thickness_um", data=th)
+    summary = {"steps": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                          for k, v in r.items()} for r in m.steps],
+               "tracks": None if m.tracks is None else m.tracks.n_tracks,
+               "provenance": prov}
+    atomic_write_json(out / "summary.json", summary)
+    _plots(out, m)
+    return out

@@ -1,0 +1,217 @@
+"""One tomogram to labels: preprocessing, phases, particles, interfaces, resolution, and the
+labels file.
+
+Labels file (HDF5, ``anodetwin-labels`` v1; same grid and voxel size as the input; every
+volume dataset carries ``element_size_um`` so ``labels.h5:/phases`` opens as a volume)::
+
+    /phases                   uint8 (z, y, x) phase codes (anodetwin.phases)
+    /particles                int32 (z, y, x) particle ids (0 = none)
+    /particle_table           one row per particle (anodetwin.segment.particles.PARTICLE_TABLE)
+    /interfaces/collector_z   (y, x) collector interface per column (voxels, between slices)
+    /interfaces/separator_z   (y, x) separator interface per column (NaN: undefined)
+    attrs: format, format_version, voxel_size_um (z, y, x), method ("threshold" or
+           "classifier"), collector_face, thresholds (JSON), resolution_fwhm_um (NaN if not
+           estimated), alignment_shift_voxels (z, y, x), params (JSON), provenance (JSON)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anodetwin.errors import CorruptFileError, InputNotFoundError
+from anodetwin.log import get_logger
+from anodetwin.phases import PHASE
+
+__all__ = ["Segmentation", "segment_volume", "write_labels", "read_labels",
+           "interfaces_from_phases"]
+
+log = get_logger("segment")
+FORMAT = "anodetwin-labels"
+
+
+@dataclass
+class Segmentation:
+    """Phases, particles and their geometry for one tomogram (see the module notes)."""
+
+    phases: np.ndarray
+    particles: np.ndarray
+    table: np.ndarray
+    collector_z: np.ndarray
+    separator_z: np.ndarray
+    voxel_size_um: tuple
+    method: str = "threshold"
+    collector_face: str | None = None
+    thresholds: dict = field(default_factory=dict)
+    resolution_fwhm_um: float = float("nan")
+    alignment_shift: tuple = (0.0, 0.0, 0.0)
+    params: dict = field(default_factory=dict)
+
+
+def interfaces_from_phases(phases: np.ndarray, window: int) -> tuple[str | None, np.ndarray,
+                                                                     np.ndarray]:
+    """Collector face and interfaces per column (voxels) from phase codes: the top of the
+    copper (last copper voxel + 0.5) and the Si envelope (see
+    :func:`anodetwin.segment.phases.electrode_surface`)."""
+    from anodetwin.segment.phases import electrode_surface
+
+    cu = phases == PHASE["copper"]
+    nz = phases.shape[0]
+    frac = cu.mean(axis=(1, 2))
+    face = "low" if frac[0] > 0.5 else ("high" if frac[-1] > 0.5 else None)
+    if face == "low":
+        col = np.where(cu.any(axis=0), nz - 1 - np.argmax(cu[::-1], axis=0) + 0.5, -0.5)
+    elif face == "high":
+        col = np.where(cu.any(axis=0), np.argmax(cu, axis=0) - 0.5, nz - 0.5)
+    else:
+        col = np.full(phases.shape[1:], -0.5)
+    sep = electrode_surface(phases == PHASE["si"], window, face or "low")
+    return face, np.asarray(col, float), sep
+
+
+def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None = None,
+                   denoise: str | None = None, normalise: str | None = None,
+                   align_to: Any = None, h: float = 1.0, min_particle_voxels: int = 27,
+                   surface_window_um: float = 10.0, resolution: bool = True,
+                   progress: bool = True) -> Segmentation:
+    """Segment one tomogram: phases (threshold default or a trained classifier), particle
+    instances, interfaces, particle table and the edge resolution.
+
+    Parameters
+    ----------
+    volume : array, Volume or path
+        The tomogram.
+    model : PixelClassifier or path, optional
+        A classifier from ``anodetwin segment-train``; default: unsupervised thresholds.
+    voxel_size_um : float, optional
+        Default: the volume's (else 1).
+    denoise, normalise : str, optional
+        Preprocessing (:mod:`anodetwin.segment.preprocess`).
+    align_to : array, Volume or path, optional
+        Reference step (e.g. T0): the volume is first moved onto it by the translation of
+        the copper foil.
+    h, min_particle_voxels : float, int
+        Watershed h-maxima height (voxels) and smallest particle kept (voxels).
+    surface_window_um : float
+        Lateral window of the electrode-top envelope.
+    resolution : bool
+        Estimate the edge resolution (FWHM) at the Si surfaces.
+    """
+    from anodetwin.io import Volume, read_volume
+    from anodetwin.segment import preprocess
+    from anodetwin.segment.particles import label_particles, particle_table
+    from anodetwin.segment.phases import _check_volume, segment_phases
+
+    vol = read_volume(volume) if isinstance(volume, (str, os.PathLike)) else volume
+    if not isinstance(vol, Volume):
+        vol = Volume(np.asarray(vol))
+    vs = float(voxel_size_um if voxel_size_um is not None else (vol.voxel_size or (1.0,))[0])
+    data = _check_volume(vol.data)
+    shift = np.zeros(3)
+    if align_to is not None:
+        ref = read_volume(align_to).data if isinstance(align_to, (str, os.PathLike)) \
+            else np.asarray(getattr(align_to, "data", align_to))
+        shift = preprocess.collector_shift(ref, data)
+        log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
+        data = preprocess.align(data, shift)
+    if denoise:
+        data = preprocess.denoise(data, denoise)
+    if normalise:
+        data = preprocess.normalise(data, normalise)
+    params = {"denoise": denoise, "normalise": normalise, "h": h,
+              "min_particle_voxels": min_particle_voxels,
+              "surface_window_um": surface_window_um}
+    if model is None:
+        ps = segment_phases(data, voxel_size_um=vs, surface_window_um=surface_window_um)
+        phases, face, col, sep = ps.phases, ps.collector_face, ps.collector_z, ps.separator_z
+        thresholds, method = ps.thresholds, "threshold"
+        params["phases"] = ps.params
+    else:
+        from anodetwin.segment.classifier import PixelClassifier, load_classifier
+
+        clf = model if isinstance(model, PixelClassifier) else load_classifier(model)
+        phases = clf.predict(data, progress=progress)
+        window = max(1, int(round(surface_window_um / vs)))
+        face, col, sep = interfaces_from_phases(phases, window)
+        thresholds, method = {}, "classifier"
+        params["model"] = clf.params
+    particles = label_particles(phases == PHASE["si"], h=h, min_voxels=min_particle_voxels)
+    table = particle_table(particles, vs, col)
+    fwhm = float("nan")
+    if resolution:
+        from anodetwin.errors import AnodetwinError
+        from anodetwin.segment.resolution import edge_resolution
+
+        try:
+            fwhm = edge_resolution(data, phases == PHASE["si"], vs).fwhm_um
+        except AnodetwinError as exc:  # too little surface: keep the rest of the result
+            log.warning("no resolution estimate: %s", exc)
+    return Segmentation(phases, particles, table, col, sep, (vs, vs, vs), method, face,
+                        thresholds, fwhm, tuple(float(x) for x in shift), params)
+
+
+def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | None = None,
+                 tiff: bool = False) -> list[Path]:
+    """Write a labels file (module notes) atomically; with ``tiff`` also
+    ``<stem>_phases.tif`` and ``<stem>_particles.tif`` beside it. Returns the paths."""
+    import h5py
+
+    from anodetwin.io import Volume, atomic_path, make_provenance, write_volume
+
+    p = Path(path)
+    prov = provenance or make_provenance("segment", [], seg.params)
+    with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = 1
+        f.attrs["voxel_size_um"] = np.asarray(seg.voxel_size_um, float)
+        f.attrs["method"] = seg.method
+        f.attrs["collector_face"] = seg.collector_face or ""
+        f.attrs["thresholds"] = json.dumps(seg.thresholds)
+        f.attrs["resolution_fwhm_um"] = seg.resolution_fwhm_um
+        f.attrs["alignment_shift_voxels"] = np.asarray(seg.alignment_shift, float)
+        f.attrs["params"] = json.dumps(seg.params, default=str)
+        f.attrs["provenance"] = json.dumps(prov, default=str)
+        chunks = tuple(min(64, n) for n in seg.phases.shape)
+        for name, data in (("phases", seg.phases), ("particles", seg.particles)):
+            d = f.create_dataset(name, data=data, chunks=chunks, compression="lzf")
+            d.attrs["element_size_um"] = np.asarray(seg.voxel_size_um, float)
+        f.create_dataset("particle_table", data=seg.table)
+        f.create_dataset("interfaces/collector_z", data=seg.collector_z)
+        f.create_dataset("interfaces/separator_z", data=seg.separator_z)
+    out = [p]
+    if tiff:
+        for name, data in (("phases", seg.phases), ("particles", seg.particles)):
+            q = p.with_name(f"{p.stem}_{name}.tif")
+            write_volume(q, Volume(data, seg.voxel_size_um))
+            out.append(q)
+    return out
+
+
+def read_labels(path: str | os.PathLike) -> Segmentation:
+    """Read a labels file written by :func:`write_labels`."""
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(p, "labels file", "give a file written by 'anodetwin segment'")
+    try:
+        with h5py.File(p, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise CorruptFileError(f"'{p}' is not an anodetwin labels file",
+                                       "give a file written by 'anodetwin segment'")
+            a = f.attrs
+            return Segmentation(
+                f["phases"][...], f["particles"][...], f["particle_table"][...],
+                f["interfaces/collector_z"][...], f["interfaces/separator_z"][...],
+                tuple(float(x) for x in a["voxel_size_um"]), str(a["method"]),
+                str(a["collector_face"]) or None, json.loads(a["thresholds"]),
+                float(a["resolution_fwhm_um"]),
+                tuple(float(x) for x in a["alignment_shift_voxels"]), json.loads(a["params"]))
+    except OSError as exc:
+        raise CorruptFileError(f"'{p}' is not an anodetwin labels file ({exc})",
+                               "give a file written by 'anodetwin segment'") from None

@@ -1,0 +1,238 @@
+"""Segmentation and morphology against phantoms with exact truth and spam's real snow
+tomogram: phases, interfaces, thickness, RNL, instances, tracking, resolution, alignment,
+command line and bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources  # noqa: F401  (spam.datasets needs it)
+import json
+
+import h5py
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.io import Volume, write_volume
+from anodetwin.phases import PHASE
+from anodetwin.segment.metrics import dice, instance_score, overlap_table
+from anodetwin.segment.particles import label_particles, particle_table, touching_pairs
+from anodetwin.segment.phases import segment_phases
+from anodetwin.segment.preprocess import align, collector_shift
+from anodetwin.segment.resolution import edge_resolution
+from anodetwin.segment.tracking import thickness_prior, track_particles
+
+VS = 0.2
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """Phantom T0 (pristine), T1 (50% SoC), T2 (85% SoC) with its truth."""
+    from anodetwin.phantom import config_from_dict, generate_series
+
+    path = tmp_path_factory.mktemp("seg") / "s.h5"
+    cfg = config_from_dict({"series": {"soc": [0.0, 0.5, 0.85]}}, seed=2)
+    generate_series(cfg, path, progress=False)
+    with h5py.File(path) as f:
+        steps = [{"tomogram": f[f"steps/T{k}/tomogram"][...],
+                  "phases": f[f"steps/T{k}/phases"][...],
+                  "particles": f[f"steps/T{k}/particles"][...]} for k in range(3)]
+        thickness = f["protocol"]["thickness_um"]
+    segs = [segment_phases(s["tomogram"], voxel_size_um=VS) for s in steps]
+    return {"path": path, "steps": steps, "thickness": thickness, "segs": segs}
+
+
+def test_phases_interfaces_thickness_rnl(series):
+    si_truth = [s["phases"] == PHASE["si"] for s in series["steps"]]
+    d = [dice(seg.si, t) for seg, t in zip(series["segs"], si_truth, strict=True)]
+    assert d[0] >= 0.95 and min(d[1:]) >= 0.90, d
+    for seg, s in zip(series["segs"], series["steps"], strict=True):
+        assert seg.collector_face == "low"
+        assert dice(seg.phases == PHASE["copper"], s["phases"] == PHASE["copper"]) > 0.95
+        # everything beyond the electrode top is separator, and the separator is there
+        assert np.mean(seg.phases[-3:] == PHASE["separator"]) > 0.99
+    for seg, truth in zip(series["segs"], series["thickness"], strict=True):
+        th = (seg.separator_z - seg.collector_z) * VS
+        assert abs(np.nanmean(th) - truth) <= VS, (np.nanmean(th), truth)  # within 1 voxel
+    rnl = [seg.si.sum() / series["segs"][0].si.sum() for seg in series["segs"]]
+    rnl_truth = [t.sum() / si_truth[0].sum() for t in si_truth]
+    assert np.max(np.abs(np.subtract(rnl, rnl_truth))) <= 0.03, (rnl, rnl_truth)
+
+
+def test_particle_instances_on_phantom(series):
+    seg, s = series["segs"][0], series["steps"][0]
+    lab = label_particles(seg.si, h=1.0, min_voxels=27)
+    truth = np.where(s["phases"] == PHASE["si"], s["particles"], 0)
+    score = instance_score(lab, truth, iou=0.5)
+    assert score.f1 >= 0.9, score
+    table = particle_table(lab, VS, seg.collector_z)
+    assert len(table) == lab.max()
+    assert np.isclose(table["volume_um3"].sum(), (lab > 0).sum() * VS**3)
+    assert np.all(table["distance_to_collector_um"] > 0)
+    pairs = touching_pairs(lab)
+    assert table["touching"].sum() == 2 * len(pairs)
+    assert np.all((table["sphericity"] > 0.3) & (table["sphericity"] <= 1.05))
+
+
+def test_watershed_splits_touching_balls_and_table_geometry():
+    zz, yy, xx = np.indices((40, 40, 60))
+    a = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 18) ** 2 <= 10**2
+    b = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 38) ** 2 <= 9**2  # overlaps a
+    speck = np.zeros_like(a)
+    speck[2, 2, 2] = True
+    lab = label_particles(a | b | speck, h=1.0, min_voxels=27)
+    assert lab.max() == 2 and lab[2, 2, 2] == 0
+    t = particle_table(lab, 0.5, collector_z=-0.5)
+    big = t[np.argmax(t["volume_um3"])]
+    assert big["centroid_x_um"] == pytest.approx(18 * 0.5, abs=0.6)
+    assert big["distance_to_collector_um"] == pytest.approx(20.5 * 0.5, abs=0.05)
+    assert list(t["touching"]) == [1, 1]
+    ball = label_particles(a, min_voxels=1)
+    s = particle_table(ball, 1.0)["sphericity"][0]
+    assert 0.85 < s <= 1.0  # marching cubes of a voxel ball: close to a sphere
+    eq = particle_table(ball, 1.0)["equivalent_diameter_um"][0]
+    assert eq == pytest.approx(20.0, rel=0.03)
+
+
+def test_tracking_over_the_series(series):
+    segs, steps = series["segs"], series["steps"]
+    labs = [label_particles(s.si) for s in segs]
+
+    def truth_map(lab, tr):
+        a, b, n = overlap_table(lab, tr)
+        best: dict = {}
+        for i, j, c in zip(a, b, n, strict=True):
+            if c > best.get(i, (0, 0))[1]:
+                best[i] = (j, c)
+        return {i: j for i, (j, c) in best.items()}
+
+    maps = [truth_map(lab, s["particles"]) for lab, s in zip(labs, steps, strict=True)]
+    prior = thickness_prior([np.mean(s.collector_z) for s in segs],
+                            [np.nanmean(s.separator_z) for s in segs])
+    tracks = track_particles(labs, VS, prior)
+    links = [(k, a, b) for k, lk in enumerate(tracks.links) for a, b, _ in lk]
+    right = [maps[k].get(int(a)) == maps[k + 1].get(int(b)) for k, a, b in links]
+    assert np.mean(right) >= 0.95, np.mean(right)
+    t = tracks.table
+    whole = []
+    for tr in np.unique(t["track"]):
+        rows = t[t["track"] == tr]
+        if rows["step"][0] == 0:
+            ids = {maps[r["step"]].get(int(r["particle"])) for r in rows}
+            whole.append(len(rows) == 3 and len(ids) == 1)
+    assert np.mean(whole) >= 0.95, np.mean(whole)  # T0 particles followed to T2
+    # the electrode swells towards the separator: particles high up move most
+    end = t[(t["step"] == 2)]
+    first = {r["track"]: r["centroid_z_um"] for r in t[t["step"] == 0]}
+    z0 = np.array([first.get(r["track"], np.nan) for r in end])
+    ok = np.isfinite(z0)
+    assert np.corrcoef(z0[ok], end["displacement_z_um"][ok])[0, 1] > 0.8
+    with pytest.raises(ParameterError):
+        track_particles(labs[:1], VS)
+
+
+def test_resolution_from_edge_profiles(series):
+    seg, s = series["segs"][0], series["steps"][0]
+    res = edge_resolution(s["tomogram"], seg.si, VS)
+    assert res.fwhm_um == pytest.approx(0.3, rel=0.2), res.fwhm_um  # the phantom's blur
+    assert res.profiles > 500
+
+
+def test_alignment_on_the_copper_foil(series):
+    t0 = series["steps"][0]["tomogram"].astype(np.float32)
+    shift = np.array([2.3, -1.7, 0.6])
+    moved = ndimage.shift(t0, shift, order=3, mode="nearest")
+    est = collector_shift(t0, moved)
+    assert np.allclose(est, shift, atol=0.25), est
+    inner = (slice(5, -5),) * 3
+
+    def misfit(v):  # smooth grey difference to T0 (the noise differs after resampling)
+        return np.abs(ndimage.gaussian_filter(v - t0, 2.0)[inner]).mean()
+
+    assert misfit(align(moved, est)) < 0.2 * misfit(moved)
+    with pytest.raises(ShapeMismatchError):
+        collector_shift(t0, t0[:-1])
+    with pytest.raises(ParameterError, match="copper"):
+        collector_shift(np.random.default_rng(0).normal(size=(30, 30, 30)),
+                        np.random.default_rng(1).normal(size=(30, 30, 30)))
+
+
+def test_snow_against_plain_otsu():
+    """spam's real snow tomogram (ice/air): the unsupervised segmentation agrees with a
+    plain Otsu threshold on porosity within 2%, and instances stay grain-sized."""
+    import spam.datasets
+    from skimage.filters import threshold_otsu
+
+    snow = spam.datasets.loadSnow().astype(np.float32)
+    seg = segment_phases(snow, separator=False)
+    assert seg.collector_face is None
+    porosity = 1 - seg.si.mean()
+    otsu = 1 - (snow > threshold_otsu(snow)).mean()
+    assert abs(porosity - otsu) <= 0.02, (porosity, otsu)
+    lab = label_particles(seg.si)
+    sizes = np.bincount(lab.ravel())[1:]
+    assert lab.max() > 10 and sizes.max() < 0.25 * seg.si.sum()
+
+
+def test_errors():
+    with pytest.raises(ParameterError, match="constant"):
+        segment_phases(np.full((10, 10, 10), 7.0))
+    with pytest.raises(ParameterError, match="h-maxima"):
+        label_particles(np.ones((5, 5, 5), bool), h=0)
+    from anodetwin.errors import DimensionError
+
+    with pytest.raises(DimensionError):
+        segment_phases(np.zeros((10, 10)))
+
+
+def test_cli_segment_and_morphology(tmp_path, cli, series):
+    p = series["path"]
+    for k in range(3):
+        r = cli("segment", f"{p}:/steps/T{k}/tomogram", "--out", tmp_path / f"L{k}.h5",
+                "--align-to", f"{p}:/steps/T0/tomogram", *(["--tiff"] if k == 0 else []))
+        assert r.code == 0, r.err
+    with h5py.File(tmp_path / "L0.h5") as f:
+        assert f.attrs["format"] == "anodetwin-labels"
+        assert f["phases"].dtype == np.uint8 and f["particles"].dtype == np.int32
+        assert f["phases"].shape == series["steps"][0]["tomogram"].shape
+        np.testing.assert_allclose(f["phases"].attrs["element_size_um"], VS)
+        assert f.attrs["resolution_fwhm_um"] == pytest.approx(0.3, rel=0.2)
+        assert np.allclose(f.attrs["alignment_shift_voxels"], 0, atol=0.1)
+        assert len(f["particle_table"]) == f["particles"][...].max()
+    assert (tmp_path / "L0_phases.tif").exists() and (tmp_path / "L0_particles.tif").exists()
+    r = cli("morphology", *(tmp_path / f"L{k}.h5" for k in range(3)), "--out",
+            tmp_path / "morph")
+    assert r.code == 0, r.err
+    out = tmp_path / "morph"
+    rows = list(csv.DictReader((out / "morphology.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    for row, truth in zip(rows, series["thickness"], strict=True):
+        assert abs(float(row["thickness_mean_um"]) - truth) <= VS
+    assert float(rows[0]["rnl"]) == 1.0 and float(rows[2]["rnl"]) < 1.0
+    assert float(rows[0]["resolution_fwhm_um"]) == pytest.approx(0.3, rel=0.2)
+    tracks = list(csv.DictReader((out / "tracks.csv").open()))
+    assert {"track", "step", "particle", "displacement_z_um"} <= set(tracks[0])
+    for name in ("thickness_rnl.png", "psd.png", "trajectories.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    with h5py.File(out / "thickness.h5") as f:
+        assert f["T2/thickness_um"].shape == series["steps"][0]["tomogram"].shape[1:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["steps"]) == 3 and summary["tracks"] > 0
+    assert len(list(csv.reader((out / "particles_T1.csv").open()))) > 10
+
+
+def test_cli_bad_input(tmp_path, cli, series):
+    write_volume(tmp_path / "flat.tif", Volume(np.full((20, 20, 20), 5, np.uint16)))
+    r = cli("segment", tmp_path / "flat.tif", "--out", tmp_path / "x.h5")
+    assert r.code == 2 and "constant" in r.err and not (tmp_path / "x.h5").exists()
+    write_volume(tmp_path / "small.tif", Volume(np.arange(8000, dtype=np.uint16)
+                                                .reshape(20, 20, 20)))
+    r = cli("segment", f"{series['path']}:/steps/T0/tomogram", "--out", tmp_path / "x.h5",
+            "--align-to", tmp_path / "small.tif")
+    assert r.code == 2 and "differ" in r.err and not (tmp_path / "x.h5").exists()
+    r = cli("morphology", tmp_path / "small.tif", "--out", tmp_path / "m")
+    assert r.code == 2 and "not an anodetwin labels file" in r.err
+    r = cli("morphology", tmp_path / "nope.h5", "--out", tmp_path / "m")
+    assert r.code == 2 and "does not exist" in r.err
+    assert not (tmp_path / "m").exists()
