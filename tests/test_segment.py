@@ -236,3 +236,38 @@ def test_cli_bad_input(tmp_path, cli, series):
     r = cli("morphology", tmp_path / "nope.h5", "--out", tmp_path / "m")
     assert r.code == 2 and "does not exist" in r.err
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_learned_segmentation(tmp_path, cli, series):
+    """segment-train on 8 annotated slices of a phantom, then segment --model: Si Dice on
+    the whole volume, labels and particles written as for the default method."""
+    s = series["steps"][0]
+    truth = np.full(s["phases"].shape, PHASE["cbd"], np.uint8)  # what the contrast shows
+    for name in ("si", "copper", "separator"):
+        truth[s["phases"] == PHASE[name]] = PHASE[name]
+    write_volume(tmp_path / "truth.tif", Volume(truth, VS))
+    tomo = f"{series['path']}:/steps/T0/tomogram"
+    zs = ",".join(str(z) for z in np.linspace(5, truth.shape[0] - 6, 8).astype(int))
+    r = cli("segment-train", tomo, tmp_path / "truth.tif", "--out", tmp_path / "m.joblib",
+            "--slices", zs, "--trees", "20", "--jobs", "2")
+    assert r.code == 0, r.err
+    r = cli("segment", tomo, "--out", tmp_path / "L.h5", "--model", tmp_path / "m.joblib",
+            "--no-resolution")
+    assert r.code == 0, r.err
+    with h5py.File(tmp_path / "L.h5") as f:
+        assert f.attrs["method"] == "classifier"
+        assert dice(f["phases"][...] == PHASE["si"], s["phases"] == PHASE["si"]) >= 0.95
+        assert f["particles"][...].max() > 30
+    bad = truth.copy()
+    bad[3, 3, 3] = 9
+    write_volume(tmp_path / "bad.tif", Volume(bad, VS))
+    r = cli("segment-train", tomo, tmp_path / "bad.tif", "--out", tmp_path / "b.joblib")
+    assert r.code == 2 and "unknown classes [9]" in r.err
+    r = cli("segment-train", tomo, tmp_path / "truth.tif", "--out", tmp_path / "b.joblib",
+            "--slices", "1,x")
+    assert r.code == 2 and "--slices" in r.err
+    write_volume(tmp_path / "small.tif", Volume(truth[:10], VS))
+    r = cli("segment-train", tomo, tmp_path / "small.tif", "--out", tmp_path / "b.joblib")
+    assert r.code == 2 and "shape" in r.err and not (tmp_path / "b.joblib").exists()
+    r = cli("segment", tomo, "--out", tmp_path / "x.h5", "--model", tmp_path / "truth.tif")
+    assert r.code == 2 and not (tmp_path / "x.h5").exists()

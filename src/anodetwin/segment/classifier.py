@@ -1,0 +1,748 @@
+"""Ilastik-style pixel classification: multi-scale filter features and a random forest.
+
+Method
+------
+Every voxel is described by a vector of filter responses computed at several Gaussian
+scales ``sigma`` (in voxels, :data:`DEFAULT_SIGMAS` are Ilastik's default scales
+0.7, 1.0, 1.6, 3.5 and 5.0). For each scale six features are computed from the grey values,
+after an affine normalisation by the robust grey range of the volume (its 0.5 and 99.5
+percentiles mapped to 0 and 1):
+
+1. Gaussian smoothing (colour / intensity),
+2. gradient magnitude of Gaussian (edge),
+3. Laplacian of Gaussian (edge),
+4.-6. the three eigenvalues of the Hessian of Gaussian, largest first (texture / shape:
+   blobs, tubes and sheets),
+
+plus the normalised raw intensity once, i.e. ``1 + 6 * len(sigmas)`` features (31 for the
+default scales). All derivatives are Gaussian derivatives (convolution with the derivatives
+of the sampled Gaussian, truncated at 4 sigma, reflecting borders), as in Ilastik/vigra.
+The first and second derivatives share their separable 1D passes, which makes the features
+about twice as cheap as calling :func:`scipy.ndimage.gaussian_filter`,
+:func:`scipy.ndimage.gaussian_gradient_magnitude`, :func:`scipy.ndimage.gaussian_laplace`
+and ``gaussian_filter(..., order=...)`` for each Hessian element one after the other; the
+results agree with those functions to float32 rounding. (:func:`skimage.feature.hessian_matrix`
+is not used: its Gaussian-derivative variant truncates its kernels at 8 to 100 sigma, and its
+finite-difference variant reaches two slices beyond the Gaussian, so either would need a
+wider halo.) The Hessian eigenvalues come from the closed-form solution for symmetric 3x3
+matrices, in the order of :func:`skimage.feature.hessian_matrix_eigvals`.
+
+A :class:`sklearn.ensemble.RandomForestClassifier` is trained on the feature vectors of a
+few annotated slices (the reference experiment used 12 annotated slices per model) and then
+labels every voxel of a volume with the phase codes of :data:`anodetwin.phases.PHASE`.
+
+Why slabs with a halo
+---------------------
+A tomogram of 2048^3 voxels with 31 float32 features per voxel would need 1 TiB of memory.
+Features are therefore computed for one slab of ``z`` slices at a time. Every filter reaches
+at most ``ceil(4 * max(sigmas))`` slices (the kernel radius) along ``z``, so a slab is filtered
+together with that many extra slices (the halo) on either side, or up to the volume's border,
+where the volume's own border handling applies. The features of a slab are then bit for bit
+those of the whole-volume computation, and predictions do not depend on the slab size.
+Training computes features only for the slabs that contain annotated slices.
+
+Quick use::
+
+    from anodetwin.segment.classifier import train_classifier, load_classifier
+
+    clf = train_classifier(tomogram, truth, slices=range(5, 199, 17))   # 12 slices
+    labels = clf.predict(other_tomogram)           # uint8 phase codes, slab by slab
+    clf.save("si_model.joblib")
+    clf = load_classifier("si_model.joblib")
+
+Models are pickles (joblib): load only files from a trusted source.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from anodetwin.errors import (CorruptFileError, InputNotFoundError, ParameterError,
+                              ShapeMismatchError)
+from anodetwin.io import atomic_path, make_provenance, require_3d, require_finite
+from anodetwin.log import get_logger, progress_bar
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestClassifier
+
+__all__ = [
+    "UNLABELLED",
+    "KNOWN_CLASSES",
+    "DEFAULT_SIGMAS",
+    "FORMAT",
+    "PixelClassifier",
+    "pixel_features",
+    "train_classifier",
+    "load_classifier",
+]
+
+#: Annotation value meaning "not annotated".
+UNLABELLED = 255
+#: Phase codes a classifier may predict (values of :data:`anodetwin.phases.PHASE`).
+KNOWN_CLASSES = (0, 1, 2, 3, 4, 5)
+#: Gaussian scales of the features (voxels): Ilastik's default scales.
+DEFAULT_SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)
+#: Value of the ``"format"`` key of a saved model.
+FORMAT = "anodetwin-pixel-classifier"
+FORMAT_VERSION = 1
+
+#: Gaussian kernels are truncated at this many standard deviations.
+_TRUNCATE = 4.0
+#: Robust grey range: these percentiles of the volume are mapped to 0 and 1.
+_PERCENTILES = (0.5, 99.5)
+#: Percentiles are computed on a regular subsample of at most this many voxels.
+_PERCENTILE_MAX_VOXELS = 1 << 24
+#: Longest span of annotated slices (voxels along z) that training filters as one slab.
+_TRAIN_SLAB = 64
+#: Minimum number of training voxels in a leaf of the random forest.
+_MIN_SAMPLES_LEAF = 2
+
+_LOG = get_logger("segment")
+
+
+# --------------------------------------------------------------------------------------------
+# features
+# --------------------------------------------------------------------------------------------
+
+def _as_volume(volume: Any, name: str = "volume") -> Any:
+    """Array-like volume (NumPy array, memory map, HDF5 dataset) checked to be 3D."""
+    if not (hasattr(volume, "shape") and hasattr(volume, "__getitem__")
+            and hasattr(volume, "dtype")):
+        volume = np.asarray(volume)
+    require_3d(tuple(volume.shape), name)
+    return volume
+
+
+def _check_sigmas(sigmas: Iterable[float]) -> tuple[float, ...]:
+    try:
+        sig = tuple(float(s) for s in sigmas)
+    except (TypeError, ValueError):
+        raise ParameterError(f"sigmas {sigmas!r} are not numbers",
+                             "give Gaussian scales in voxels, e.g. 0.7,1.0,1.6,3.5,5.0") from None
+    if not sig or not all(math.isfinite(s) and s > 0 for s in sig):
+        raise ParameterError(f"sigmas {list(sig)} must be a non-empty list of positive scales",
+                             "give Gaussian scales in voxels, e.g. 0.7,1.0,1.6,3.5,5.0")
+    return sig
+
+
+def _halo(sigma: float) -> int:
+    """Slices a Gaussian (derivative) filter of scale ``sigma`` reaches along z (voxels)."""
+    return int(math.ceil(_TRUNCATE * sigma))
+
+
+def _feature_names(sigmas: Sequence[float] = DEFAULT_SIGMAS) -> list[str]:
+    """Names of the features of :func:`pixel_features`, in order."""
+    names = ["intensity"]
+    for s in _check_sigmas(sigmas):
+        names += [f"{kind}_s{s:g}" for kind in
+                  ("gaussian", "gradient_magnitude", "laplacian", "hessian_eig1", "hessian_eig2",
+                   "hessian_eig3")]
+    return names
+
+
+def _robust_range(volume: Any) -> tuple[float, float]:
+    """0.5 and 99.5 percentiles of ``volume`` (min/max if they coincide); raise if constant."""
+    shape = tuple(volume.shape)
+    n = math.prod(shape)
+    step = max(1, math.ceil((n / _PERCENTILE_MAX_VOXELS) ** (1 / 3)))
+    sample = np.asarray(volume[::step, ::step, ::step])
+    require_finite(sample, "volume")
+    lo, hi = (float(v) for v in np.percentile(sample, _PERCENTILES))
+    if not hi > lo:  # more than 99 % of the voxels share one grey value
+        lo, hi = float(sample.min()), float(sample.max())
+    if not hi > lo:
+        raise ParameterError(f"volume is constant (value {lo:g}); nothing to segment",
+                             "give the tomogram itself, not a mask or an empty volume")
+    return lo, hi
+
+
+def _check_scale(scale: Sequence[float]) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ParameterError(f"scale {scale!r} is not a pair of grey values",
+                             "give scale=(lo, hi) with lo < hi") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ParameterError(f"scale ({lo:g}, {hi:g}) is not a grey range with lo < hi",
+                             "give scale=(lo, hi) with lo < hi, or leave it out")
+    return lo, hi
+
+
+def _check_z_range(z_range: Sequence[int] | None, nz: int) -> tuple[int, int]:
+    if z_range is None:
+        return 0, nz
+    try:
+        z0, z1 = (int(v) for v in z_range)
+    except (TypeError, ValueError):
+        raise ParameterError(f"z_range {z_range!r} is not a pair of slice indices",
+                             f"give z_range=(z0, z1) with 0 <= z0 < z1 <= {nz}") from None
+    if not 0 <= z0 < z1 <= nz:
+        raise ParameterError(f"z_range ({z0}, {z1}) is outside the volume's {nz} slices",
+                             f"give z_range=(z0, z1) with 0 <= z0 < z1 <= {nz}")
+    return z0, z1
+
+
+def _scale_features(data: np.ndarray, sigma: float, core: np.ndarray, out: np.ndarray) -> None:
+    """Write the six features of scale ``sigma`` of slices ``data[core]`` to ``out`` (z, y, x, 6).
+
+    The separable passes run along x, then y, then z; the z pass comes last so that its
+    result can be cropped to the wanted slices at once, which keeps memory at a few
+    slab-sized arrays.
+    """
+    def g1(a: np.ndarray, axis: int, order: int) -> np.ndarray:
+        return ndi.gaussian_filter1d(a, sigma, axis=axis, order=order, output=np.float32,
+                                     mode="reflect", truncate=_TRUNCATE)
+
+    d: dict[tuple[int, int, int], np.ndarray] = {}  # (order z, order y, order x) -> core
+    for ox in range(3):
+        ax = g1(data, 2, ox)
+        for oy in range(3 - ox):
+            axy = g1(ax, 1, oy)
+            for oz in range(3 - ox - oy):
+                d[(oz, oy, ox)] = g1(axy, 0, oz)[core]
+            del axy
+        del ax
+    out[..., 0] = d[(0, 0, 0)]
+    gz, gy, gx = d[(1, 0, 0)], d[(0, 1, 0)], d[(0, 0, 1)]
+    out[..., 1] = np.sqrt(gz * gz + gy * gy + gx * gx)
+    hzz, hyy, hxx = d[(2, 0, 0)], d[(0, 2, 0)], d[(0, 0, 2)]
+    out[..., 2] = hzz + hyy + hxx
+    hzy, hzx, hyx = d[(1, 1, 0)], d[(1, 0, 1)], d[(0, 1, 1)]
+    _sym3_eigvals(hzz, hyy, hxx, hzy, hzx, hyx, out[..., 3:6])
+
+
+def _sym3_eigvals(a00: np.ndarray, a11: np.ndarray, a22: np.ndarray, a01: np.ndarray,
+                  a02: np.ndarray, a12: np.ndarray, out: np.ndarray) -> None:
+    """Eigenvalues (largest first) of symmetric 3x3 matrices, written to ``out`` (..., 3).
+
+    Closed form (trigonometric solution of the characteristic cubic), evaluated in float64
+    one z slice at a time: an order of magnitude faster than :func:`numpy.linalg.eigvalsh`
+    on a matrix stack and, being voxel-wise, independent of how a volume is split into slabs.
+    """
+    for k in range(a00.shape[0]):
+        m00, m11, m22, m01, m02, m12 = (np.asarray(h[k], dtype=np.float64)
+                                        for h in (a00, a11, a22, a01, a02, a12))
+        q = (m00 + m11 + m22) / 3.0
+        b00, b11, b22 = m00 - q, m11 - q, m22 - q
+        off = m01 * m01 + m02 * m02 + m12 * m12
+        p = np.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * off) / 6.0)
+        # det(A - q I) / (2 p^3), clipped against rounding
+        det = (b00 * (b11 * b22 - m12 * m12) - m01 * (m01 * b22 - m12 * m02)
+               + m02 * (m01 * m12 - b11 * m02))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(p > 0, det / (2.0 * p * p * p), 0.0)
+        phi = np.arccos(np.clip(r, -1.0, 1.0)) / 3.0
+        e1 = q + 2.0 * p * np.cos(phi)
+        e3 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+        out[k, ..., 0] = e1
+        out[k, ..., 1] = 3.0 * q - e1 - e3
+        out[k, ..., 2] = e3
+
+
+def pixel_features(volume: Any, sigmas: Sequence[float] = DEFAULT_SIGMAS,
+                   z_range: Sequence[int] | None = None,
+                   scale: Sequence[float] | None = None) -> np.ndarray:
+    """Multi-scale filter features of the slices ``volume[z0:z1]``.
+
+    Parameters
+    ----------
+    volume : array_like (z, y, x)
+        Grey-value volume (any real dtype; NumPy array, memory map or HDF5 dataset).
+    sigmas : sequence of float
+        Gaussian scales (voxels).
+    z_range : (int, int), optional
+        Slices ``z0:z1`` whose features are wanted; default all. They are computed with a
+        halo of ``ceil(4 * max(sigmas))`` slices on either side (clipped to the volume), so
+        that they equal the rows of the whole-volume features exactly.
+    scale : (float, float), optional
+        Grey values ``(lo, hi)`` mapped to 0 and 1 before filtering. Default: the 0.5 and
+        99.5 percentiles of ``volume``. Pass the same scale for every slab of a volume (a
+        :class:`PixelClassifier` passes that of its training volume).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array (z1 - z0, y, x, F) with ``F = 1 + 6 * len(sigmas)``: the normalised
+        intensity, then for each sigma the Gaussian smoothing, gradient magnitude of
+        Gaussian, Laplacian of Gaussian and the three Hessian-of-Gaussian eigenvalues
+        (largest first). Derivatives are per voxel (per voxel squared for the Laplacian and
+        Hessian) of the normalised intensity.
+
+    Raises
+    ------
+    DimensionError
+        If ``volume`` is not 3D.
+    ParameterError
+        If ``sigmas``, ``z_range`` or ``scale`` are invalid, or ``scale`` is left out and the
+        volume is constant.
+    NonFiniteError
+        If the volume holds NaN or inf.
+
+    Notes
+    -----
+    Memory: about ``16 * (z1 - z0 + 2 * halo) * y * x`` bytes of work arrays plus the
+    result, ``4 * (z1 - z0) * y * x * F`` bytes.
+    """
+    volume = _as_volume(volume)
+    sig = _check_sigmas(sigmas)
+    z0, z1 = _check_z_range(z_range, int(volume.shape[0]))
+    lo, hi = _robust_range(volume) if scale is None else _check_scale(scale)
+    return _features(volume, sig, (lo, hi), np.arange(z0, z1))
+
+
+def _features(volume: Any, sigmas: tuple[float, ...], scale: tuple[float, float],
+              zs: np.ndarray) -> np.ndarray:
+    """Features (len(zs), y, x, F) of the sorted slices ``zs``, filtered as one slab.
+
+    The slab spans ``zs[0]:zs[-1] + 1`` plus the halo; only the slices in ``zs`` are kept,
+    so training can take a few annotated slices out of a long slab.
+    """
+    nz = int(volume.shape[0])
+    lo, hi = scale
+    z0, z1 = int(zs[0]), int(zs[-1]) + 1
+    halo = _halo(max(sigmas))
+    h0, h1 = max(0, z0 - halo), min(nz, z1 + halo)
+    raw = np.asarray(volume[h0:h1])
+    require_finite(raw, "volume")
+    data = (raw.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    del raw
+    feats = np.empty((len(zs),) + data.shape[1:] + (1 + 6 * len(sigmas),), dtype=np.float32)
+    feats[..., 0] = data[zs - h0]
+    for i, s in enumerate(sigmas):
+        # only the slices this scale's kernels reach: cheaper for the small scales
+        a = max(h0, z0 - _halo(s))
+        b = min(h1, z1 + _halo(s))
+        _scale_features(data[a - h0:b - h0], s, zs - a, feats[..., 1 + 6 * i:7 + 6 * i])
+    return feats
+
+
+# --------------------------------------------------------------------------------------------
+# classifier
+# --------------------------------------------------------------------------------------------
+
+def _check_slab(slab: int) -> int:
+    if isinstance(slab, bool) or not isinstance(slab, (int, np.integer)) or slab < 1:
+        raise ParameterError(f"slab {slab!r} is not a positive number of slices",
+                             "give slab >= 1 (e.g. 32; smaller needs less memory)")
+    return int(slab)
+
+
+@dataclass
+class PixelClassifier:
+    """A trained pixel classifier: filter scales, grey scaling and random forest.
+
+    Attributes
+    ----------
+    classes : tuple of int
+        Phase codes the forest predicts (:data:`anodetwin.phases.PHASE` values).
+    sigmas : tuple of float
+        Gaussian scales of the features (voxels).
+    forest : sklearn.ensemble.RandomForestClassifier
+        The trained forest.
+    scale : (float, float)
+        Grey range ``(lo, hi)`` of the training volume (0.5 and 99.5 percentiles), used to
+        normalise every volume the model classifies, so the model suits tomograms with the
+        grey calibration of the training volume.
+    params : dict
+        Training parameters and statistics (annotated slices, annotated and sampled voxels
+        per class, forest settings, feature names).
+    """
+
+    classes: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    forest: RandomForestClassifier
+    scale: tuple[float, float]
+    params: dict = field(default_factory=dict)
+
+    @property
+    def halo(self) -> int:
+        """Slices filtered on either side of a slab (voxels)."""
+        return _halo(max(self.sigmas))
+
+    def _slab_features(self, volume: Any, z0: int, z1: int) -> np.ndarray:
+        feats = pixel_features(volume, self.sigmas, (z0, z1), self.scale)
+        n_expected = getattr(self.forest, "n_features_in_", feats.shape[-1])
+        if feats.shape[-1] != n_expected:
+            raise CorruptFileError(
+                f"classifier has {len(self.sigmas)} scales ({feats.shape[-1]} features) but its "
+                f"forest expects {n_expected} features", "retrain the model")
+        return feats.reshape(-1, feats.shape[-1])
+
+    def _run(self, volume: Any, slab: int, progress: bool, proba: bool) -> np.ndarray:
+        volume = _as_volume(volume)
+        slab = _check_slab(slab)
+        nz, ny, nx = (int(n) for n in volume.shape)
+        if proba:
+            out = np.empty((nz, ny, nx, len(self.classes)), dtype=np.float32)
+        else:
+            out = np.empty((nz, ny, nx), dtype=np.uint8)
+        bytes_per_slice = ny * nx * np.dtype(volume.dtype).itemsize
+        with progress_bar("pixel classification", nz * bytes_per_slice, enabled=progress,
+                          min_total=0) as advance:
+            for z0 in range(0, nz, slab):
+                z1 = min(nz, z0 + slab)
+                x = self._slab_features(volume, z0, z1)
+                if proba:
+                    out[z0:z1] = self.forest.predict_proba(x).reshape(z1 - z0, ny, nx, -1)
+                else:
+                    out[z0:z1] = self.forest.predict(x).reshape(z1 - z0, ny, nx)
+                del x
+                advance((z1 - z0) * bytes_per_slice)
+        return out
+
+    def predict(self, volume: Any, slab: int = 32, progress: bool = True) -> np.ndarray:
+        """Label every voxel of ``volume`` with a phase code.
+
+        Parameters
+        ----------
+        volume : array_like (z, y, x)
+            Grey-value volume of any real dtype, with the grey calibration of the training
+            volume (NumPy array, memory map or HDF5 dataset).
+        slab : int
+            Slices classified at a time (voxels along z). The result does not depend on it;
+            memory grows with ``slab + 2 * halo`` (``halo = ceil(4 * max(sigmas))``).
+        progress : bool
+            Show a progress bar (when logging is configured).
+
+        Returns
+        -------
+        numpy.ndarray
+            uint8 (z, y, x) phase codes, values from :attr:`classes`.
+
+        Raises
+        ------
+        DimensionError
+            If ``volume`` is not 3D.
+        NonFiniteError
+            If the volume holds NaN or inf.
+        """
+        return self._run(volume, slab, progress, proba=False)
+
+    def predict_proba(self, volume: Any, slab: int = 32) -> np.ndarray:
+        """Class probabilities of every voxel of ``volume``.
+
+        Parameters
+        ----------
+        volume : array_like (z, y, x)
+            Grey-value volume (see :meth:`predict`).
+        slab : int
+            Slices classified at a time (voxels along z); does not change the result.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 (z, y, x, n_classes); the last axis follows :attr:`classes`.
+        """
+        return self._run(volume, slab, False, proba=True)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to ``path`` (joblib, atomically) and return the path.
+
+        The file holds a dict with ``format`` (:data:`FORMAT`), ``format_version``,
+        ``classes``, ``sigmas``, ``scale``, ``params``, ``forest`` and ``provenance``.
+        """
+        import joblib
+        import sklearn
+
+        path = Path(path)
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "classes": [int(c) for c in self.classes],
+            "sigmas": [float(s) for s in self.sigmas],
+            "scale": [float(v) for v in self.scale],
+            "params": self.params,
+            "forest": self.forest,
+            "sklearn_version": sklearn.__version__,
+            "provenance": make_provenance("segment-train", [], self.params),
+        }
+        with atomic_path(path) as tmp:
+            joblib.dump(payload, tmp, compress=3)
+        return path
+
+
+def load_classifier(path: str | os.PathLike) -> PixelClassifier:
+    """Read a model written by :meth:`PixelClassifier.save`.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.joblib`` model file (a pickle: load only trusted files).
+
+    Returns
+    -------
+    PixelClassifier
+
+    Raises
+    ------
+    InputNotFoundError
+        If ``path`` does not exist.
+    CorruptFileError
+        If ``path`` is not a readable anodetwin pixel classifier.
+    """
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    path = Path(path)
+    fix = "give a model written by PixelClassifier.save (segment-train)"
+    if not path.exists():
+        raise InputNotFoundError(path, "pixel classifier")
+    try:
+        payload = joblib.load(path)
+    except Exception as exc:  # unpickling fails in many ways (EOF, zlib, pickle, ...)
+        why = f"{type(exc).__name__}: {exc}"
+        raise CorruptFileError(
+            f"cannot read pixel classifier '{path}' ({why[:80]})", fix) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CorruptFileError(f"'{path}' is not an {FORMAT} file", fix)
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CorruptFileError(
+            f"pixel classifier '{path}' has format version {version!r}, this version reads "
+            f"up to {FORMAT_VERSION}", "update anodetwin or retrain the model")
+    try:
+        classes = tuple(int(c) for c in payload["classes"])
+        sigmas = _check_sigmas(payload["sigmas"])
+        scale = _check_scale(payload["scale"])
+        forest = payload["forest"]
+        params = dict(payload.get("params") or {})
+    except (KeyError, TypeError, ValueError, ParameterError) as exc:
+        raise CorruptFileError(f"pixel classifier '{path}' is incomplete ({exc})", fix) from exc
+    if not isinstance(forest, RandomForestClassifier) or not hasattr(forest, "classes_"):
+        raise CorruptFileError(f"pixel classifier '{path}' holds no trained random forest", fix)
+    if tuple(int(c) for c in forest.classes_) != classes:
+        raise CorruptFileError(
+            f"pixel classifier '{path}' lists classes {list(classes)} but its forest predicts "
+            f"{[int(c) for c in forest.classes_]}", fix)
+    return PixelClassifier(classes=classes, sigmas=sigmas, forest=forest, scale=scale,
+                           params=params)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+def _check_positive_int(value: Any, name: str, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ParameterError(f"{name} {value!r} is not a positive integer", fix)
+    return int(value)
+
+
+def _check_slices(slices: Iterable[int], nz: int) -> list[int]:
+    try:
+        raw = list(slices)
+    except TypeError:
+        raise ParameterError(f"slices {slices!r} is not a list of slice indices",
+                             f"give z indices between 0 and {nz - 1}") from None
+    bad = [s for s in raw if isinstance(s, bool) or not isinstance(s, (int, np.integer))]
+    if bad:
+        raise ParameterError(f"slices contain non-integer values {bad[:10]}",
+                             f"give z indices between 0 and {nz - 1}")
+    out = sorted({int(s) for s in raw})
+    if not out:
+        raise ParameterError("slices is empty", f"give z indices between 0 and {nz - 1}")
+    outside = [s for s in out if not 0 <= s < nz]
+    if outside:
+        raise ParameterError(
+            f"slices {outside[:10]}{' ...' if len(outside) > 10 else ''} are outside the "
+            f"volume's {nz} slices", f"give z indices between 0 and {nz - 1}")
+    return out
+
+
+def _format_values(values: Iterable[Any]) -> str:
+    vals = sorted(values)
+    shown = [int(v) if float(v).is_integer() else float(v) for v in vals[:10]]
+    return str(shown)[:-1] + (", ...]" if len(vals) > 10 else "]")
+
+
+def _scan_annotations(annotations: Any, zs: Iterable[int]) -> tuple[list[int], np.ndarray]:
+    """Validate the annotation values of slices ``zs``; annotated slices and counts per class.
+
+    Returns the slices holding annotated voxels and their voxel counts per class,
+    an int64 array (n_slices, len(KNOWN_CLASSES)).
+    """
+    allowed = set(KNOWN_CLASSES) | {UNLABELLED}
+    unknown: set = set()
+    annotated: list[int] = []
+    counts: list[np.ndarray] = []
+    for z in zs:
+        a = np.asarray(annotations[z])
+        values = np.unique(a)
+        extra = {v for v in values.tolist() if v not in allowed}
+        if extra:
+            unknown |= extra
+            continue
+        if unknown:
+            continue
+        c = np.bincount(a.astype(np.uint8, copy=False).ravel(),
+                        minlength=256)[list(KNOWN_CLASSES)]
+        if c.any():
+            annotated.append(int(z))
+            counts.append(c.astype(np.int64))
+    if unknown:
+        raise ParameterError(
+            f"annotations contain unknown classes {_format_values(unknown)}",
+            f"use phase codes {KNOWN_CLASSES[0]}-{KNOWN_CLASSES[-1]} and {UNLABELLED} for "
+            "unlabelled")
+    return annotated, (np.array(counts) if counts else np.zeros((0, len(KNOWN_CLASSES)),
+                                                                  np.int64))
+
+
+def _slab_groups(zs: Sequence[int], halo: int, max_len: int) -> list[list[int]]:
+    """Group sorted slices into slabs: neighbours share a slab if that is cheaper than two halos."""
+    groups: list[list[int]] = []
+    for z in zs:
+        if groups and z - groups[-1][-1] - 1 < 2 * halo and z - groups[-1][0] < max_len:
+            groups[-1].append(z)
+        else:
+            groups.append([z])
+    return groups
+
+
+def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None = None,
+                     sigmas: Sequence[float] = DEFAULT_SIGMAS, n_estimators: int = 100,
+                     max_samples_per_class: int = 200_000, seed: int = 0,
+                     n_jobs: int | None = 1) -> PixelClassifier:
+    """Train a pixel classifier from annotated voxels.
+
+    Parameters
+    ----------
+    volume : array_like (z, y, x)
+        Grey-value training volume (NumPy array, memory map or HDF5 dataset).
+    annotations : array_like (z, y, x)
+        Same shape as ``volume``: phase codes (:data:`KNOWN_CLASSES`) for annotated voxels,
+        :data:`UNLABELLED` (255) elsewhere.
+    slices : sequence of int, optional
+        z indices of the annotated slices. If given, only these slices of ``annotations``
+        count (everything else is treated as unlabelled), so a fully labelled truth volume
+        can be passed with e.g. 12 chosen slices. Default: every slice with annotations.
+    sigmas : sequence of float
+        Gaussian scales of the features (voxels).
+    n_estimators : int
+        Trees of the random forest.
+    max_samples_per_class : int
+        At most this many annotated voxels per class are used for training, drawn at random
+        (``numpy.random.default_rng(seed)``).
+    seed : int
+        Seed of the voxel subsampling and of the forest.
+    n_jobs : int or None
+        Parallel jobs of the forest (training and prediction); -1 uses all cores.
+
+    Returns
+    -------
+    PixelClassifier
+
+    Raises
+    ------
+    DimensionError
+        If ``volume`` is not 3D.
+    ShapeMismatchError
+        If ``annotations`` and ``volume`` differ in shape.
+    ParameterError
+        For unknown annotation values, fewer than two annotated classes, slices outside the
+        volume, a constant volume or invalid parameters.
+
+    Notes
+    -----
+    Features are computed only for slabs around the annotated slices (annotated slices less
+    than two halos apart share a slab, up to 64 slices), and only the features of the
+    annotated slices of a slab and then of the sampled voxels are kept, so memory stays at a
+    few slab-sized work arrays plus ``4 * F`` bytes per sampled voxel.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    volume = _as_volume(volume)
+    if not (hasattr(annotations, "shape") and hasattr(annotations, "__getitem__")):
+        annotations = np.asarray(annotations)
+    if tuple(annotations.shape) != tuple(volume.shape):
+        raise ShapeMismatchError(
+            f"annotations have shape {tuple(annotations.shape)} but the volume has shape "
+            f"{tuple(volume.shape)}",
+            "give annotations on the grid of the volume (a phase code per voxel, 255 where "
+            "not annotated)")
+    sig = _check_sigmas(sigmas)
+    n_estimators = _check_positive_int(n_estimators, "n_estimators", "give e.g. 100 trees")
+    max_samples_per_class = _check_positive_int(
+        max_samples_per_class, "max_samples_per_class", "give e.g. 200000 voxels")
+    nz = int(volume.shape[0])
+    chosen = range(nz) if slices is None else _check_slices(slices, nz)
+
+    zs, counts = _scan_annotations(annotations, chosen)
+    totals = counts.sum(axis=0) if len(zs) else np.zeros(len(KNOWN_CLASSES), np.int64)
+    where = "annotations" if slices is None else f"the {len(chosen)} given slices of annotations"
+    if totals.sum() == 0:
+        raise ParameterError(f"{where} hold no annotated voxels",
+                             "annotate voxels of at least two phases (255 means unlabelled)")
+    present = [c for c, n in zip(KNOWN_CLASSES, totals, strict=True) if n > 0]
+    if len(present) < 2:
+        raise ParameterError(f"{where} hold only class {present[0]}",
+                             "annotate voxels of at least two phases")
+    scale = _robust_range(volume)
+
+    # draw the training voxels as ranks within each class (slices in z order, C order within)
+    rng = np.random.default_rng(seed)
+    ranks: dict[int, np.ndarray] = {}
+    for k, c in enumerate(KNOWN_CLASSES):
+        n = int(totals[k])
+        if n == 0:
+            continue
+        if n <= max_samples_per_class:
+            ranks[c] = np.arange(n, dtype=np.int64)
+        else:
+            ranks[c] = np.sort(rng.choice(n, size=max_samples_per_class, replace=False))
+    offsets = np.vstack([np.zeros(len(KNOWN_CLASSES), np.int64), np.cumsum(counts, axis=0)])
+
+    halo = _halo(max(sig))
+    row = {z: i for i, z in enumerate(zs)}
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for group in _slab_groups(zs, halo, _TRAIN_SLAB):
+        feats = _features(volume, sig, scale, np.asarray(group))
+        for i, z in enumerate(group):
+            a = np.asarray(annotations[z]).ravel()
+            f = feats[i].reshape(-1, feats.shape[-1])
+            for k, c in enumerate(KNOWN_CLASSES):
+                if c not in ranks or counts[row[z], k] == 0:
+                    continue
+                off = offsets[row[z], k]
+                r = ranks[c]
+                sel = r[np.searchsorted(r, off):np.searchsorted(r, off + counts[row[z], k])]
+                if sel.size:
+                    pos = np.flatnonzero(a == c)[sel - off]
+                    xs.append(f[pos])
+                    ys.append(np.full(sel.size, c, dtype=np.uint8))
+        del feats
+    x = np.concatenate(xs)
+    y = np.concatenate(ys)
+    del xs, ys
+
+    forest = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=_MIN_SAMPLES_LEAF,
+                                    random_state=seed, n_jobs=n_jobs)
+    _LOG.debug("training random forest: %d voxels, %d features, classes %s",
+               len(y), x.shape[1], present)
+    forest.fit(x, y)
+
+    params = {
+        "n_estimators": n_estimators,
+        "min_samples_leaf": _MIN_SAMPLES_LEAF,
+        "max_samples_per_class": max_samples_per_class,
+        "seed": int(seed),
+        "slices": [int(z) for z in zs],
+        "annotated_voxels": {str(c): int(n) for c, n in zip(KNOWN_CLASSES, totals, strict=True)
+                             if n > 0},
+        "training_voxels": {str(c): int(len(r)) for c, r in ranks.items()},
+        "volume_shape": [int(n) for n in volume.shape],
+        "volume_dtype": str(np.dtype(volume.dtype)),
+        "scale_percentiles": list(_PERCENTILES),
+        "features": _feature_names(sig),
+    }
+    return PixelClassifier(classes=tuple(int(c) for c in forest.classes_), sigmas=sig,
+                           forest=forest, scale=scale, params=params)
