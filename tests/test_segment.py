@@ -175,13 +175,39 @@ def test_snow_against_plain_otsu():
     assert lab.max() > 10 and sizes.max() < 0.25 * seg.si.sum()
 
 
+def test_preprocessing(series):
+    from anodetwin.segment.preprocess import denoise, noise_sigma, normalise
+
+    t0 = series["steps"][0]["tomogram"][:60].astype(np.float32)
+    noise = np.std(t0 - ndimage.gaussian_filter(t0, 2.0))
+    for method in ("median", "nlmeans"):
+        d = denoise(t0, method)
+        assert d.shape == t0.shape and np.std(d - ndimage.gaussian_filter(t0, 2.0)) < noise
+    rng = np.random.default_rng(0)
+    flat = np.full((30, 30, 30), 100.0, np.float32) + rng.normal(0, 7.0, (30, 30, 30))
+    assert noise_sigma(flat) == pytest.approx(7.0, rel=0.05)
+    n = normalise(t0, "stretch")
+    assert n.min() == 0.0 and n.max() == 1.0
+    e = normalise(t0, "equalize")
+    assert abs(np.median(e) - 0.5) < 0.05  # equalised: uniform histogram
+    # segmentation is unchanged by a linear grey-value stretch
+    seg = segment_phases(series["steps"][0]["tomogram"], voxel_size_um=VS)
+    seg_n = segment_phases(normalise(series["steps"][0]["tomogram"], "stretch"),
+                           voxel_size_um=VS)
+    assert dice(seg.si, seg_n.si) > 0.99
+    with pytest.raises(ParameterError):
+        denoise(t0, "wavelet")
+
+
 def test_errors():
     with pytest.raises(ParameterError, match="constant"):
         segment_phases(np.full((10, 10, 10), 7.0))
-    with pytest.raises(ParameterError, match="h-maxima"):
-        label_particles(np.ones((5, 5, 5), bool), h=0)
     from anodetwin.errors import DimensionError
 
+    with pytest.raises(DimensionError, match="empty"):
+        segment_phases(np.zeros((0, 10, 10)))
+    with pytest.raises(ParameterError, match="h-maxima"):
+        label_particles(np.ones((5, 5, 5), bool), h=0)
     with pytest.raises(DimensionError):
         segment_phases(np.zeros((10, 10)))
 
