@@ -234,6 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tracking prior without --dvc: uniform swelling along z (default)")
     p.set_defaults(func=cmd_morphology)
 
+    p = add("mesh", "hexahedral finite element mesh of labels with phase, particle and "
+                    "boundary tags (runs under mpiexec)")
+    p.add_argument("labels", help="labels file of 'anodetwin segment', or a phase-code volume "
+                                  "(e.g. series.h5:/steps/T0/phases)")
+    p.add_argument("--out", required=True, help="output folder: mesh.xdmf/.h5, summary.json")
+    p.add_argument("--particles", help="particle-id volume (for a plain phase volume)")
+    p.add_argument("--coarsen", type=int, default=1, metavar="K",
+                   help="majority coarsening by K along each axis (1)")
+    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.add_argument("--drop-phases", default="", metavar="CODES",
+                   help="phase codes left out of the mesh, e.g. 0 (pores) or 0,5")
+    p.add_argument("--min-speck-voxels", type=int, default=0,
+                   help="pieces of a phase smaller than this take the phase around them")
+    p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
+    p.set_defaults(func=cmd_mesh)
+
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
@@ -633,6 +649,43 @@ def cmd_morphology(args: argparse.Namespace) -> int:
         log.info("T%d: thickness %.2f +- %.2f um, RNL %.3f, %d particles", r["step"],
                  r["thickness_mean_um"], r["thickness_std_um"], r["rnl"], r["particles"])
     print(args.out)
+    return 0
+
+
+def cmd_mesh(args: argparse.Namespace) -> int:
+    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    from mpi4py import MPI
+
+    from anodetwin.errors import ParameterError
+    from anodetwin.io import check_output_path, input_record, make_provenance
+    from anodetwin.mesh.io import preview, read_labels_volume, write_mesh
+    from anodetwin.mesh.voxel import voxel_mesh
+
+    comm = MPI.COMM_WORLD
+    check_output_path(args.out)
+    if args.preview:
+        check_output_path(args.preview)
+    if args.voxel_size is not None and not args.voxel_size > 0:
+        raise ParameterError(f"--voxel-size {args.voxel_size} is not positive",
+                             "give the voxel edge in um, e.g. --voxel-size 0.05")
+    try:
+        drop = tuple(int(c) for c in args.drop_phases.split(",") if c.strip())
+    except ValueError:
+        raise ParameterError(f"--drop-phases '{args.drop_phases}' is not a list of codes",
+                             "give e.g. --drop-phases 0,5") from None
+    labels = read_labels_volume(args.labels, args.particles, args.voxel_size)
+    hm = voxel_mesh(comm, labels, args.coarsen, drop, args.min_speck_voxels)
+    inputs = [input_record(args.labels.split(":/")[0])] if comm.rank == 0 else []
+    prov = make_provenance("mesh", inputs, {"coarsen": args.coarsen, "drop_phases": drop,
+                                            "min_speck_voxels": args.min_speck_voxels})
+    out = write_mesh(args.out, hm, {"provenance": prov})
+    if args.preview:
+        preview(args.preview, hm)
+    if comm.rank == 0:
+        s = hm.summary
+        log.info("%d cells, %d vertices on %d rank(s) in %.1f s", s["cells"], s["vertices"],
+                 comm.size, s["seconds"])
+        print(out)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Meshes of segmented electrode microstructures with phase, particle and boundary tags."""

@@ -1,0 +1,164 @@
+"""Labels in, meshes out: reading label volumes, writing and reading tagged meshes.
+
+Output folder of :func:`write_mesh` (``anodetwin mesh LABELS --out DIR``), written on any
+number of MPI ranks into a temporary folder renamed into place when complete::
+
+    DIR/mesh.xdmf, DIR/mesh.h5   XDMF/HDF5: the mesh "mesh" (coordinates in um, x y z),
+                                 cell tags "phases" and "particles" (if given), facet tags
+                                 "facets" (values: anodetwin.mesh.voxel.FACET)
+    DIR/summary.json             cells, vertices, volume per phase (mesh and voxels), facets
+                                 and area per tag, particles, Jacobian range, time, ranks,
+                                 parameters, provenance
+    DIR/preview.png              with --preview: the mesh coloured by phase (pyvista)
+
+:func:`read_mesh` reads it back on any number of ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anodetwin.errors import CorruptFileError, InputNotFoundError
+from anodetwin.mesh.voxel import HexMesh, Labels
+
+__all__ = ["read_labels_volume", "write_mesh", "read_mesh", "preview"]
+
+
+def read_labels_volume(path: str | os.PathLike, particles: str | None = None,
+                       voxel_size_um: float | None = None) -> Labels:
+    """Labels for meshing from a labels file of ``anodetwin segment`` (phases + particles),
+    or a phase-code volume in any readable format (``series.h5:/steps/T0/phases``) with an
+    optional particle volume."""
+    import h5py
+
+    from anodetwin.io import read_volume
+
+    p = str(path)
+    file = Path(p.split(":/")[0]) if ":/" in p else Path(p)
+    if not file.exists():
+        raise InputNotFoundError(file, "labels", "give a labels file or a phase volume")
+    is_labels = False
+    if file.suffix in (".h5", ".hdf5") and ":/" not in p:
+        try:
+            with h5py.File(file, "r") as f:
+                is_labels = f.attrs.get("format") == "anodetwin-labels"
+        except OSError as exc:
+            raise CorruptFileError(f"cannot read '{file}' ({exc})", "give an HDF5 file") \
+                from None
+    if is_labels:
+        ph = read_volume(f"{file}:/phases", voxel_size=voxel_size_um, progress=False)
+        pa = read_volume(f"{file}:/particles", progress=False).data
+    else:
+        ph = read_volume(p, voxel_size=voxel_size_um, progress=False)
+        pa = read_volume(particles, progress=False).data if particles else None
+    if particles and is_labels:
+        pa = read_volume(particles, progress=False).data
+    vs = ph.voxel_size if voxel_size_um is None else (voxel_size_um,) * 3
+    return Labels(ph.data, pa, vs or (1.0, 1.0, 1.0), ph.origin, str(path))
+
+
+def write_mesh(out_dir: str | os.PathLike, hm: HexMesh, extra: dict | None = None) -> Path:
+    """Write mesh, tags and summary (module notes) collectively on the mesh's communicator;
+    the folder appears only when complete."""
+    from dolfinx.io import XDMFFile
+
+    comm = hm.mesh.comm
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp-mesh")
+    if comm.rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    comm.barrier()
+    try:
+        hm.mesh.topology.create_connectivity(2, 3)
+        with XDMFFile(comm, str(tmp / "mesh.xdmf"), "w") as f:
+            f.write_mesh(hm.mesh)
+            f.write_meshtags(hm.phases, hm.mesh.geometry)
+            if hm.particles is not None:
+                f.write_meshtags(hm.particles, hm.mesh.geometry)
+            f.write_meshtags(hm.facets, hm.mesh.geometry)
+        if comm.rank == 0:
+            summary = {**hm.summary, **(extra or {})}
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        comm.barrier()
+    except BaseException:
+        if comm.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if comm.rank == 0:
+        old = out.with_name(f".{out.name}.old-mesh")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    comm.barrier()
+    return out
+
+
+def read_mesh(path: str | os.PathLike, comm: Any = None) -> tuple:
+    """(mesh, phases, particles or None, facets) from ``mesh.xdmf`` (or its folder)."""
+    import dolfinx_solver  # noqa: F401
+    from dolfinx.io import XDMFFile
+    from mpi4py import MPI
+
+    comm = comm or MPI.COMM_WORLD
+    p = Path(path)
+    if p.is_dir():
+        p = p / "mesh.xdmf"
+    if not p.is_file():
+        raise InputNotFoundError(p, "mesh", "give the folder written by 'anodetwin mesh'")
+    with XDMFFile(comm, str(p), "r") as f:
+        mesh = f.read_mesh(name="mesh")
+        mesh.topology.create_connectivity(2, 3)
+        phases = f.read_meshtags(mesh, "phases")
+        try:
+            particles = f.read_meshtags(mesh, "particles")
+        except RuntimeError:
+            particles = None
+        facets = f.read_meshtags(mesh, "facets")
+    return mesh, phases, particles, facets
+
+
+def preview(path: str | os.PathLike, hm: HexMesh) -> None:
+    """Render the mesh coloured by phase off-screen (pyvista) into a PNG (rank 0 gathers
+    the cells)."""
+    import pyvista as pv
+    from dolfinx.plot import vtk_mesh
+
+    comm = hm.mesh.comm
+    n = hm.mesh.topology.index_map(3).size_local
+    cells, types, x = vtk_mesh(hm.mesh, 3, np.arange(n, dtype=np.int32))
+    values = np.zeros(n, np.int32)
+    values[hm.phases.indices] = hm.phases.values
+    parts = comm.gather((cells, types, x, values), root=0)
+    if comm.rank != 0:
+        return
+    grids = []
+    for c, t, xx, v in parts:
+        g = pv.UnstructuredGrid(c, t, xx)
+        g.cell_data["phase"] = v
+        grids.append(g)
+    grid = grids[0].merge(grids[1:]) if len(grids) > 1 else grids[0]
+    import vtk
+
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # no X server: fine
+    pl = pv.Plotter(off_screen=True, window_size=(900, 700))
+    colours = ["#2b6cb0", "#ed8936", "#38a169", "#e53e3e", "#805ad5", "#a0aec0"]
+    pl.add_mesh(grid.extract_surface(algorithm="dataset_surface"), scalars="phase",
+                cmap=colours, clim=(-0.5, 5.5), n_colors=6, show_edges=False,
+                scalar_bar_args={"title": "phase: 0 pore 1 CBD 2 Si 3 LixSi 4 Cu 5 separator",
+                                 "n_labels": 6, "fmt": "%.0f"})
+    pl.add_axes()
+    pl.camera_position = "iso"
+    from anodetwin.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        pl.screenshot(str(tmp))
+    pl.close()

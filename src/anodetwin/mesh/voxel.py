@@ -1,0 +1,361 @@
+"""Voxel route: labels to a hexahedral DOLFINx mesh, built in memory on every MPI rank.
+
+Each voxel (or block of ``k^3`` voxels after majority coarsening) is one hexahedron; the
+mesh is assembled with :func:`dolfinx.mesh.create_mesh` from the ranks' contiguous shares
+of cells and nodes (each rank generates only its share) and partitioned with shared-facet
+ghosts, so interfaces across process boundaries are found. Coordinates are (x, y, z) in um:
+voxel (iz, iy, ix) spans ``origin + (i - 1/2) * voxel_size`` to ``origin + (i + 1/2) *
+voxel_size`` (the origin is the centre of voxel 0, as everywhere in anodetwin), so the mesh
+and the DVC grid share one frame.
+
+Tags (the same for every route):
+
+* cell tags ``phases``: phase codes of :mod:`anodetwin.phases`;
+* cell tags ``particles``: particle id (0 = none) when particle labels are given;
+* facet tags ``facets`` (:data:`FACET`): every boundary facet exactly once - ``collector``
+  (z min), ``separator`` (z max), ``x_min``, ``x_max``, ``y_min``, ``y_max``, and
+  ``pore_surface`` for the walls of left-out phases - plus the interior interfaces
+  ``si_interface`` (Si or LixSi against CBD, electrolyte or pore: where Li enters the
+  particles), ``cu_interface`` (copper against the electrode, the collector when the foil is
+  meshed) and ``separator_interface`` (separator against binder or Si; the separator's own
+  pores are electrolyte continuous with the electrode's, not a wall).
+
+Coarsening by ``k``: the volume is cut to whole blocks (the remainder planes are dropped and
+reported), each block takes its most frequent phase, ties going to the solid phase (order
+:data:`SOLID_PRIORITY`), and the most frequent particle id among its voxels of that phase.
+Specks (connected pieces of a phase smaller than ``min_speck_voxels``) take the most frequent
+phase around them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.phases import PHASE
+
+__all__ = ["FACET", "SOLID_PRIORITY", "Labels", "coarsen", "remove_specks", "HexMesh",
+           "hex_mesh", "voxel_mesh"]
+
+FACET = {"collector": 1, "separator": 2, "x_min": 3, "x_max": 4, "y_min": 5, "y_max": 6,
+         "si_interface": 7, "cu_interface": 8, "separator_interface": 9, "pore_surface": 10}
+
+#: Tie-break order of the majority vote (first wins): solids before the matrix.
+SOLID_PRIORITY = (PHASE["si"], PHASE["lithiated"], PHASE["copper"], PHASE["separator"],
+                  PHASE["cbd"], PHASE["pore"])
+SOLIDS = (PHASE["si"], PHASE["lithiated"], PHASE["copper"])
+PARTICLE_PHASES = (PHASE["si"], PHASE["lithiated"])
+MATRIX_PHASES = (PHASE["pore"], PHASE["cbd"])
+ANODE_PHASES = (PHASE["pore"], PHASE["cbd"], PHASE["si"], PHASE["lithiated"])
+#: Electrode material the separator touches (its own pores are electrolyte, not a wall).
+ELECTRODE_SOLIDS = (PHASE["cbd"], PHASE["si"], PHASE["lithiated"])
+
+
+@dataclass
+class Labels:
+    """Phase codes and optional particle ids on a voxel grid (z, y, x; um)."""
+
+    phases: np.ndarray
+    particles: np.ndarray | None = None
+    voxel_size_um: tuple = (1.0, 1.0, 1.0)
+    origin_um: tuple = (0.0, 0.0, 0.0)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        ph = np.asarray(self.phases)
+        if ph.ndim != 3:
+            raise ShapeMismatchError(f"phase labels have shape {ph.shape}",
+                                     "give a 3D (z, y, x) label volume")
+        if not np.issubdtype(ph.dtype, np.integer):
+            raise ParameterError(f"phase labels have dtype {ph.dtype}, not integer codes",
+                                 "give phase codes 0-5 (anodetwin.phases), e.g. from "
+                                 "'anodetwin segment'")
+        bad = np.setdiff1d(np.unique(ph), list(PHASE.values()))
+        if bad.size:
+            raise ParameterError(f"phase labels hold unknown codes {bad.tolist()[:8]}",
+                                 "give phase codes 0-5 (anodetwin.phases)")
+        if not np.isin(ph, SOLIDS).any():
+            raise ParameterError("the labels hold no solid (no Si, LixSi or copper voxel)",
+                                 "check the labels: a mesh needs solid phases")
+        self.phases = ph.astype(np.uint8, copy=False)
+        if self.particles is not None:
+            pa = np.asarray(self.particles)
+            if pa.shape != ph.shape:
+                raise ShapeMismatchError(f"particle labels {pa.shape} and phases {ph.shape} "
+                                         "differ", "give both on one grid")
+            if not np.issubdtype(pa.dtype, np.integer) or (pa.size and pa.min() < 0):
+                raise ParameterError("particle labels are not non-negative integers",
+                                     "give particle ids >= 0 (0 = none)")
+            self.particles = pa.astype(np.int32, copy=False)
+        vs = np.broadcast_to(np.asarray(self.voxel_size_um, float), (3,))
+        if not np.all(np.isfinite(vs) & (vs > 0)):
+            raise ParameterError(f"voxel size {tuple(vs)} um is not positive",
+                                 "give a voxel size > 0 (--voxel-size)")
+        self.voxel_size_um = tuple(float(v) for v in vs)
+        self.origin_um = tuple(float(v) for v in np.broadcast_to(self.origin_um, (3,)))
+
+
+def coarsen(labels: Labels, k: int) -> tuple[Labels, tuple[int, int, int]]:
+    """Majority coarsening by ``k`` (module notes); returns the labels and the number of
+    planes dropped per axis to make whole blocks."""
+    k = int(k)
+    if k < 1:
+        raise ParameterError(f"coarsening factor {k} is below 1", "give --coarsen 1, 2, ...")
+    shape = labels.phases.shape
+    if any(n < k for n in shape):
+        raise ParameterError(f"coarsening factor {k} is larger than the volume {shape}",
+                             "give a factor no larger than the smallest dimension")
+    if k == 1:
+        return labels, (0, 0, 0)
+    n = tuple(s // k for s in shape)
+    cut = tuple(s - m * k for s, m in zip(shape, n, strict=True))
+    sl = tuple(slice(0, m * k) for m in n)
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        a = a[sl].reshape(n[0], k, n[1], k, n[2], k)
+        return a.transpose(0, 2, 4, 1, 3, 5).reshape(*n, k**3)
+
+    ph = blocks(labels.phases)
+    counts = np.stack([(ph == c).sum(axis=-1) for c in SOLID_PRIORITY], axis=-1)
+    win = np.asarray(SOLID_PRIORITY, np.uint8)[np.argmax(counts, axis=-1)]  # first max wins
+    parts = None
+    if labels.particles is not None:
+        pa = blocks(labels.particles)
+        pa = np.where(ph == win[..., None], pa, 0)
+        parts = np.zeros(n, np.int32)
+        nz = np.flatnonzero(pa.max(axis=-1) > 0)
+        sub = pa.reshape(-1, k**3)[nz]
+        for row, vals in zip(nz, sub, strict=True):  # mode of the non-zero ids of a block
+            v, c = np.unique(vals[vals > 0], return_counts=True)
+            parts.flat[row] = v[np.argmax(c)]
+    vs = np.asarray(labels.voxel_size_um) * k
+    origin = np.asarray(labels.origin_um) + (k - 1) / 2 * np.asarray(labels.voxel_size_um)
+    return Labels(win, parts, tuple(vs), tuple(origin), labels.source), cut
+
+
+def remove_specks(labels: Labels, min_voxels: int) -> tuple[Labels, int]:
+    """Reassign connected pieces of a phase smaller than ``min_voxels`` to the most
+    frequent phase around them; returns the labels and the voxels changed."""
+    if min_voxels <= 1:
+        return labels, 0
+    ph = labels.phases.copy()
+    changed = 0
+    for code in np.unique(ph):
+        lab, n = ndimage.label(ph == code)
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel())
+        small = np.flatnonzero(sizes < min_voxels)
+        small = small[small > 0]
+        for s in small:
+            m = lab == s
+            ring = ndimage.binary_dilation(m) & ~m
+            vals = ph[ring]
+            vals = vals[vals != code]
+            if vals.size:
+                ph[m] = np.bincount(vals).argmax()
+                changed += int(m.sum())
+    parts = labels.particles
+    if parts is not None:
+        parts = np.where(np.isin(ph, PARTICLE_PHASES), parts, 0).astype(np.int32)
+    return Labels(ph, parts, labels.voxel_size_um, labels.origin_um, labels.source), changed
+
+
+@dataclass
+class HexMesh:
+    """A DOLFINx mesh with its tags and summary numbers."""
+
+    mesh: object
+    phases: object
+    particles: object | None
+    facets: object
+    summary: dict = field(default_factory=dict)
+
+
+def _hex_cells(flat: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Node indices (DOLFINx hexahedron order: x fastest, then y, then z) of voxels with
+    flat (z, y, x) indices ``flat``; nodes are numbered z-major on the (n+1)^3 lattice."""
+    nz, ny, nx = shape
+    iz, iy, ix = np.unravel_index(flat, shape)
+    sy, sz = nx + 1, (nx + 1) * (ny + 1)
+    base = iz * sz + iy * sy + ix
+    off = np.array([0, 1, sy, sy + 1, sz, sz + 1, sz + sy, sz + sy + 1], np.int64)
+    return base[:, None].astype(np.int64) + off[None, :]
+
+
+def _node_coords(start: int, stop: int, shape: tuple[int, int, int], vs: np.ndarray,
+                 origin: np.ndarray) -> np.ndarray:
+    """(x, y, z) in um of lattice nodes start <= g < stop (z-major numbering)."""
+    nz, ny, nx = shape
+    g = np.arange(start, stop, dtype=np.int64)
+    iz, rem = np.divmod(g, (ny + 1) * (nx + 1))
+    iy, ix = np.divmod(rem, nx + 1)
+    return np.stack([origin[2] + (ix - 0.5) * vs[2], origin[1] + (iy - 0.5) * vs[1],
+                     origin[0] + (iz - 0.5) * vs[0]], axis=1)
+
+
+def hex_mesh(comm, labels: Labels, drop_phases: tuple = ()) -> HexMesh:
+    """Hexahedral mesh of the voxels of ``labels`` not in ``drop_phases``, with tags.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator
+    labels : Labels
+        The (possibly coarsened) labels; every rank holds them.
+    drop_phases : tuple of int
+        Phase codes left out of the mesh (e.g. pores); their walls get ``pore_surface``.
+    """
+    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    import basix.ufl
+    import dolfinx.mesh as dmesh
+
+    shape = labels.phases.shape
+    keep = ~np.isin(labels.phases, drop_phases)
+    kept = np.flatnonzero(keep.ravel())
+    if kept.size == 0:
+        raise ParameterError("every voxel is in a dropped phase", "drop fewer phases")
+    r, size = comm.rank, comm.size
+    c0, c1 = kept.size * r // size, kept.size * (r + 1) // size
+    cells = _hex_cells(kept[c0:c1], shape)
+    n_nodes = (shape[0] + 1) * (shape[1] + 1) * (shape[2] + 1)
+    n0, n1 = n_nodes * r // size, n_nodes * (r + 1) // size
+    vs, origin = np.asarray(labels.voxel_size_um), np.asarray(labels.origin_um)
+    x = _node_coords(n0, n1, shape, vs, origin)
+    element = basix.ufl.element("Lagrange", "hexahedron", 1, shape=(3,))
+    partitioner = dmesh.create_cell_partitioner(dmesh.GhostMode.shared_facet, 2)
+    mesh = dmesh.create_mesh(comm, cells, element, x, partitioner)
+    top = mesh.topology
+    tdim = 3
+    n_owned = top.index_map(tdim).size_local
+    n_local = n_owned + top.index_map(tdim).num_ghosts
+    voxel_of = kept[np.asarray(top.original_cell_index[:n_local], np.int64)]
+    ph_cell = labels.phases.ravel()[voxel_of]
+    owned = np.arange(n_owned, dtype=np.int32)
+    phases = dmesh.meshtags(mesh, tdim, owned, ph_cell[:n_owned].astype(np.int32))
+    phases.name = "phases"
+    particles = None
+    if labels.particles is not None:
+        pa_cell = labels.particles.ravel()[voxel_of]
+        particles = dmesh.meshtags(mesh, tdim, owned, pa_cell[:n_owned].astype(np.int32))
+        particles.name = "particles"
+    facets, areas = _facet_tags(mesh, ph_cell, voxel_of, shape, vs, origin)
+    summary = _summary(comm, mesh, ph_cell[:n_owned],
+                       None if labels.particles is None else pa_cell[:n_owned], vs, areas,
+                       labels)
+    return HexMesh(mesh, phases, particles, facets, summary)
+
+
+def _facet_tags(mesh, ph_cell: np.ndarray, voxel_of: np.ndarray, shape, vs, origin):
+    """Facet tags (module notes) of the owned facets and the tagged area (um2) per tag."""
+    import dolfinx.mesh as dmesh
+
+    top = mesh.topology
+    top.create_connectivity(2, 3)
+    f2c = top.connectivity(2, 3)
+    n_f = top.index_map(2).size_local  # owned facets only: each tagged once over ranks
+    off = f2c.offsets
+    ncell = np.diff(off)[:n_f]
+    first = f2c.array[off[:n_f]]
+    second = np.where(ncell == 2, f2c.array[np.minimum(off[:n_f] + 1, len(f2c.array) - 1)],
+                      -1)
+    values = np.zeros(n_f, np.int32)
+    # exterior facets: on a face of the box, or walls of left-out phases
+    ext = np.flatnonzero(ncell == 1)
+    if ext.size:
+        mid = dmesh.compute_midpoints(mesh, 2, ext.astype(np.int32))
+        lo = origin[::-1] - 0.5 * vs[::-1]  # (x, y, z) of the box corners
+        hi = lo + np.array(shape[::-1]) * vs[::-1]
+        tol = 1e-6 * vs.min()
+        v = np.full(ext.size, FACET["pore_surface"], np.int32)
+        for axis, (nlo, nhi) in enumerate((("x_min", "x_max"), ("y_min", "y_max"),
+                                           ("collector", "separator"))):
+            v[np.abs(mid[:, axis] - lo[axis]) < tol] = FACET[nlo]
+            v[np.abs(mid[:, axis] - hi[axis]) < tol] = FACET[nhi]
+        values[ext] = v
+    both = np.flatnonzero(ncell == 2)
+    a, b = ph_cell[first[both]], ph_cell[second[both]]
+
+    def pair(set1, set2) -> np.ndarray:
+        return (np.isin(a, set1) & np.isin(b, set2)) | (np.isin(b, set1) & np.isin(a, set2))
+
+    values[both[pair(PARTICLE_PHASES, MATRIX_PHASES)]] = FACET["si_interface"]
+    values[both[pair((PHASE["copper"],), ANODE_PHASES)]] = FACET["cu_interface"]
+    values[both[pair((PHASE["separator"],), ELECTRODE_SOLIDS)]] = FACET["separator_interface"]
+    tagged = np.flatnonzero(values).astype(np.int32)
+    facets = dmesh.meshtags(mesh, 2, tagged, values[tagged])
+    facets.name = "facets"
+    # area of each tagged facet from its normal axis (interior: the two voxels' offset)
+    nz, ny, nx = shape
+    face = {1: vs[1] * vs[0], nx: vs[2] * vs[0], nx * ny: vs[2] * vs[1]}  # x, y, z normals
+    area = np.zeros(n_f)
+    if both.size:
+        step = np.abs(voxel_of[first[both]] - voxel_of[second[both]])
+        area[both] = np.select([step == 1, step == nx], [face[1], face[nx]], face[nx * ny])
+    if ext.size:
+        axis = np.where(np.isin(values[ext], (FACET["x_min"], FACET["x_max"])), 0,
+                        np.where(np.isin(values[ext], (FACET["y_min"], FACET["y_max"])), 1, 2))
+        area[ext] = np.array([face[1], face[nx], face[nx * ny]])[axis]
+        area[ext[values[ext] == FACET["pore_surface"]]] = np.nan  # orientation not tracked
+    areas = np.bincount(values[tagged], weights=np.nan_to_num(area[tagged]),
+                        minlength=max(FACET.values()) + 1)
+    counts = np.bincount(values[tagged], minlength=max(FACET.values()) + 1)
+    return facets, (counts, areas)
+
+
+def _allsum(comm, a: np.ndarray) -> np.ndarray:
+    """Sum of per-rank 1D arrays of different lengths (zero-padded)."""
+    parts = comm.allgather(np.asarray(a))
+    n = max(len(p) for p in parts)
+    return sum(np.pad(p, (0, n - len(p))) for p in parts)
+
+
+def _summary(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
+             facet_stats: tuple, labels: Labels) -> dict:
+    cell_volume = float(np.prod(vs))
+    counts = _allsum(comm, np.bincount(ph, minlength=len(PHASE)))
+    fc = _allsum(comm, facet_stats[0])
+    fa = _allsum(comm, facet_stats[1])
+    voxel_counts = np.bincount(labels.phases.ravel(), minlength=len(PHASE))
+    out = {
+        "cells": int(mesh.topology.index_map(3).size_global),
+        "vertices": int(mesh.geometry.index_map().size_global),
+        "cell_volume_um3": cell_volume,
+        "volume_um3": {name: float(counts[c]) * cell_volume for name, c in PHASE.items()
+                       if counts[c]},
+        "voxel_volume_um3": {name: float(voxel_counts[c]) * cell_volume
+                             for name, c in PHASE.items() if voxel_counts[c]},
+        "facets": {name: int(fc[v]) for name, v in FACET.items() if fc[v]},
+        "area_um2": {name: float(fa[v]) for name, v in FACET.items()
+                     if fc[v] and name != "pore_surface"},
+        "jacobian": {"min": cell_volume, "max": cell_volume},
+    }
+    if pa is not None:
+        ids = _allsum(comm, np.bincount(pa))
+        vox = np.bincount(labels.particles.ravel())
+        out["particles"] = int((ids[1:] > 0).sum())
+        out["particle_volume_um3"] = {str(i): float(ids[i]) * cell_volume
+                                      for i in np.flatnonzero(ids) if i > 0}
+        out["particles_in_labels"] = int((vox[1:] > 0).sum())
+    return out
+
+
+def voxel_mesh(comm, labels: Labels, coarsen_by: int = 1, drop_phases: tuple = (),
+               min_speck_voxels: int = 0) -> HexMesh:
+    """Coarsen, clean and mesh ``labels`` (the voxel route); the summary records the
+    parameters, the planes cut by coarsening, the specks changed and the time."""
+    import time
+
+    t0 = time.perf_counter()
+    lab, cut = coarsen(labels, coarsen_by)
+    lab, changed = remove_specks(lab, min_speck_voxels)
+    hm = hex_mesh(comm, lab, tuple(drop_phases))
+    hm.summary.update({
+        "route": "voxel", "ranks": comm.size, "coarsen": int(coarsen_by),
+        "planes_cut": list(cut), "speck_voxels_changed": changed,
+        "drop_phases": list(drop_phases), "voxel_size_um": list(labels.voxel_size_um),
+        "origin_um": list(labels.origin_um), "source": labels.source,
+        "seconds": time.perf_counter() - t0})
+    return hm

@@ -1,0 +1,235 @@
+"""Meshing (voxel route): exact volumes and tags, coarsening, specks, facet tags covering
+the boundary once, XDMF round trips across rank counts, a swelling solve that converges,
+phantoms and spam's real snow, command line and bad input."""
+
+from __future__ import annotations
+
+import importlib.resources  # noqa: F401  (spam.datasets needs it)
+import json
+import sys
+import textwrap
+
+import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from anodetwin.errors import ParameterError
+from anodetwin.mesh.io import read_mesh, write_mesh
+from anodetwin.mesh.voxel import FACET, Labels, coarsen, remove_specks, voxel_mesh
+from anodetwin.phases import PHASE
+from elastic_check import swelling_solve
+from test_mpi import _mpiexec
+
+COMM = MPI.COMM_SELF
+
+
+def _faces_between(ph: np.ndarray, set_a, set_b) -> int:
+    """Voxel faces between a voxel of set_a and one of set_b, counted on the array."""
+    n = 0
+    for ax in range(3):
+        a = np.moveaxis(ph, ax, 0)
+        x, y = a[1:], a[:-1]
+        n += int(((np.isin(x, set_a) & np.isin(y, set_b))
+                  | (np.isin(y, set_a) & np.isin(x, set_b))).sum())
+    return n
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from anodetwin.phantom import config_from_dict, generate_series
+
+    path = tmp_path_factory.mktemp("mesh") / "s.h5"
+    cfg = config_from_dict({"geometry": {"lateral_um": 8.0}, "series": {"soc": [0.0]}},
+                           seed=4)
+    generate_series(cfg, path, progress=False)
+    with h5py.File(path) as f:
+        ph = f["steps/T0/phases"][...]
+        pa = f["steps/T0/particles"][...]
+    return path, Labels(ph, np.where(np.isin(ph, (2, 3)), pa, 0), (0.2, 0.2, 0.2))
+
+
+def _tag_counts(tags) -> dict:
+    v, c = np.unique(tags.values, return_counts=True)
+    return dict(zip(v.tolist(), c.tolist(), strict=True))
+
+
+def test_voxel_mesh_is_exact(phantom):
+    _, lab = phantom
+    hm = voxel_mesh(COMM, lab)
+    ph = lab.phases
+    s = hm.summary
+    assert s["cells"] == ph.size
+    counts = np.bincount(ph.ravel(), minlength=6)
+    for name, code in PHASE.items():
+        assert s["volume_um3"].get(name, 0) == pytest.approx(counts[code] * 0.008, rel=1e-12)
+    assert np.array_equal(np.bincount(hm.phases.values, minlength=6), counts)
+    ids = np.unique(lab.particles[lab.particles > 0])
+    assert np.array_equal(np.unique(hm.particles.values[hm.particles.values > 0]), ids)
+    # the boundary: every exterior facet tagged exactly once, per face the voxel count
+    nz, ny, nx = ph.shape
+    fc = _tag_counts(hm.facets)
+    assert fc[FACET["collector"]] == fc[FACET["separator"]] == nx * ny
+    assert fc[FACET["x_min"]] == fc[FACET["x_max"]] == ny * nz
+    assert fc[FACET["y_min"]] == fc[FACET["y_max"]] == nx * nz
+    top = hm.mesh.topology
+    top.create_connectivity(2, 3)
+    from dolfinx.mesh import exterior_facet_indices
+
+    ext = exterior_facet_indices(top)
+    boundary_tags = [FACET[n] for n in ("collector", "separator", "x_min", "x_max", "y_min",
+                                        "y_max", "pore_surface")]
+    on_boundary = hm.facets.indices[np.isin(hm.facets.values, boundary_tags)]
+    assert np.array_equal(np.sort(on_boundary), np.sort(ext))
+    # interfaces: exactly the voxel faces between the phases
+    assert fc[FACET["si_interface"]] == _faces_between(ph, (2, 3), (0, 1))
+    assert fc[FACET["cu_interface"]] == _faces_between(ph, (4,), (0, 1, 2, 3))
+    assert fc[FACET["separator_interface"]] == _faces_between(ph, (5,), (1, 2, 3))
+    # coordinates in um: voxel (0, 0, 0) centred on the origin
+    x = hm.mesh.geometry.x
+    assert np.allclose(x.min(axis=0), -0.1) and np.allclose(x.max(axis=0),
+                                                            np.array([nx, ny, nz]) * 0.2 - 0.1)
+
+
+def test_coarsening_and_specks():
+    ph = np.full((4, 4, 4), PHASE["cbd"], np.uint8)
+    ph[:2, :2, :2] = PHASE["si"]
+    ph[0, 0, 0] = PHASE["pore"]  # block 0: 7 Si, 1 pore -> Si
+    ph[2:, 2:, 2:][:, :, :1] = PHASE["si"]  # block 7: 4 Si vs 4 CBD -> tie -> Si
+    pa = np.where(ph == PHASE["si"], 3, 0).astype(np.int32)
+    pa[2:, 2:, 2] = 8
+    lab, cut = coarsen(Labels(ph, pa, 0.5), 2)
+    assert cut == (0, 0, 0) and lab.phases.shape == (2, 2, 2)
+    assert lab.phases[0, 0, 0] == PHASE["si"] and lab.phases[1, 1, 1] == PHASE["si"]
+    assert lab.phases[0, 1, 0] == PHASE["cbd"] and lab.voxel_size_um == (1.0, 1.0, 1.0)
+    assert lab.particles[0, 0, 0] == 3 and lab.particles[1, 1, 1] == 8
+    assert lab.origin_um == (0.25, 0.25, 0.25)  # centre of the first 2x2x2 block
+    big, cut = coarsen(Labels(np.pad(ph, ((0, 1), (0, 0), (0, 0)), mode="edge"), None), 2)
+    assert cut == (1, 0, 0)
+    speck = np.full((9, 9, 9), PHASE["cbd"], np.uint8)
+    speck[4, 4, 4] = PHASE["si"]
+    speck[:3] = PHASE["copper"]
+    clean, changed = remove_specks(Labels(speck), 2)
+    assert changed == 1 and not (clean.phases == PHASE["si"]).any()
+    assert (clean.phases == PHASE["copper"]).sum() == 3 * 81
+
+
+def test_swelling_solves(phantom):
+    # homogeneous block, uniaxial-strain swelling: u_z(top) = H e0 (1 + nu) / (1 - nu)
+    ph = np.full((10, 4, 5), PHASE["si"], np.uint8)
+    hm = voxel_mesh(COMM, Labels(ph, None, 0.5))
+    res = swelling_solve(hm.mesh, hm.phases, hm.facets, e0=0.01)
+    assert res["reason"] > 0
+    uz = res["u"].x.array.reshape(-1, 3)[:, 2]
+    assert uz.max() == pytest.approx(5.0 * 0.01 * 1.25 / 0.75, rel=1e-6)
+    # the phantom, coarsened 2x: Si swells in a soft matrix on a bonded copper foil
+    _, lab = phantom
+    hm = voxel_mesh(COMM, lab, coarsen_by=2)
+    res = swelling_solve(hm.mesh, hm.phases, hm.facets, e0=0.02)
+    assert res["reason"] > 0 and res["iterations"] < 200, res
+    assert res["u"].x.array.reshape(-1, 3)[:, 2].max() > 0
+
+
+MPI_WRITE = textwrap.dedent("""
+    import dolfinx_solver
+    import sys, h5py, numpy as np
+    from mpi4py import MPI
+    from anodetwin.mesh.io import read_mesh, write_mesh
+    from anodetwin.mesh.voxel import Labels, voxel_mesh
+    comm = MPI.COMM_WORLD
+    if sys.argv[1] == "write":
+        with h5py.File(sys.argv[2]) as f:
+            ph, pa = f["steps/T0/phases"][...], f["steps/T0/particles"][...]
+        lab = Labels(ph, np.where(np.isin(ph, (2, 3)), pa, 0), (0.2, 0.2, 0.2))
+        write_mesh(sys.argv[3], voxel_mesh(comm, lab, coarsen_by=2))
+    else:
+        mesh, phases, particles, facets = read_mesh(sys.argv[2], comm)
+        out = {}
+        for name, t in (("phases", phases), ("particles", particles), ("facets", facets)):
+            owned = t.indices < mesh.topology.index_map(t.dim).size_local
+            v = comm.allgather(t.values[owned])
+            v = np.concatenate(v)
+            u, c = np.unique(v, return_counts=True)
+            out[name] = dict(zip(u.tolist(), c.tolist()))
+        out["cells"] = mesh.topology.index_map(3).size_global
+        if comm.rank == 0:
+            import json
+            print(json.dumps(out))
+""")
+
+
+def _stats(mesh, phases, particles, facets) -> dict:
+    out = {name: {str(k): v for k, v in _tag_counts(t).items()}
+           for name, t in (("phases", phases), ("particles", particles), ("facets", facets))}
+    out["cells"] = mesh.topology.index_map(3).size_global
+    return out
+
+
+def test_mesh_files_cross_rank_counts(tmp_path, phantom):
+    path, lab = phantom
+    script = tmp_path / "m.py"
+    script.write_text(MPI_WRITE)
+    # written on 2 ranks, read on 1
+    proc = _mpiexec(sys.executable, str(script), "write", str(path), str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr
+    one = _stats(*read_mesh(tmp_path / "two", COMM))
+    # written on 1 rank, read on 2
+    hm = voxel_mesh(COMM, lab, coarsen_by=2)
+    write_mesh(tmp_path / "one", hm)
+    assert not list(tmp_path.glob(".one*"))  # no temporary folder left
+    proc = _mpiexec(sys.executable, str(script), "read", str(tmp_path / "one"))
+    assert proc.returncode == 0, proc.stderr
+    two = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert one == two
+    assert one == _stats(hm.mesh, hm.phases, hm.particles, hm.facets)
+
+
+def test_snow_mesh_and_solve():
+    """spam's snow (real X-ray CT of ice grains), segmented ice/air, coarsened 3x."""
+    import spam.datasets
+
+    from anodetwin.segment.phases import segment_phases
+
+    seg = segment_phases(spam.datasets.loadSnow().astype(np.float32), separator=False)
+    lab = Labels(seg.phases, None, 1.0)  # ice = 2 (solid), air = 1 (matrix)
+    hm = voxel_mesh(COMM, lab, coarsen_by=3, min_speck_voxels=2)
+    assert hm.summary["cells"] == (100 // 3) ** 3 and hm.summary["planes_cut"] == [1, 1, 1]
+    res = swelling_solve(hm.mesh, hm.phases, hm.facets, e0=0.01)
+    assert res["reason"] > 0
+    # ice only: the air left out, its walls tagged
+    hm = voxel_mesh(COMM, lab, coarsen_by=3, drop_phases=(PHASE["cbd"],))
+    assert FACET["pore_surface"] in hm.facets.values
+    assert hm.summary["volume_um3"]["si"] == pytest.approx(
+        hm.summary["voxel_volume_um3"]["si"])
+
+
+def test_cli_mesh(tmp_path, cli, phantom):
+    path, _ = phantom
+    r = cli("mesh", f"{path}:/steps/T0/phases", "--particles", f"{path}:/steps/T0/particles",
+            "--coarsen", "2", "--out", tmp_path / "m", "--preview", tmp_path / "m.png")
+    assert r.code == 0, r.err
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert s["coarsen"] == 2 and s["particles"] == s["particles_in_labels"] > 0
+    assert s["provenance"]["command"] == "mesh"
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "m" / "mesh.h5").exists()
+
+
+def test_cli_mesh_bad_input(tmp_path, cli, phantom):
+    from anodetwin.io import Volume, write_volume
+
+    path, _ = phantom
+    write_volume(tmp_path / "air.tif", Volume(np.ones((6, 6, 6), np.uint8)))
+    write_volume(tmp_path / "float.tif", Volume(np.full((6, 6, 6), 2.0, np.float32)))
+    cases = [([tmp_path / "air.tif"], "no solid"),
+             ([tmp_path / "float.tif"], "dtype"),
+             ([f"{path}:/steps/T0/phases", "--voxel-size", "0"], "--voxel-size 0"),
+             ([f"{path}:/steps/T0/phases", "--coarsen", "500"], "larger than the volume"),
+             ([tmp_path / "none.h5"], "does not exist")]
+    for args, words in cases:
+        r = cli("mesh", *args, "--out", tmp_path / "out")
+        assert r.code == 2 and words in r.err and "Traceback" not in r.err, (args, r.err)
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    with pytest.raises(ParameterError):
+        coarsen(Labels(np.full((4, 4, 4), 2, np.uint8)), 0)
