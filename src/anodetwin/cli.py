@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phase codes left out of the mesh, e.g. 0 (pores) or 0,5")
     p.add_argument("--min-speck-voxels", type=int, default=0,
                    help="pieces of a phase smaller than this take the phase around them")
+    p.add_argument("--smooth", type=int, default=0, metavar="N",
+                   help="N passes of constrained Taubin smoothing of the interfaces (0)")
     p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
     p.set_defaults(func=cmd_mesh)
 
@@ -674,10 +676,11 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         raise ParameterError(f"--drop-phases '{args.drop_phases}' is not a list of codes",
                              "give e.g. --drop-phases 0,5") from None
     labels = read_labels_volume(args.labels, args.particles, args.voxel_size)
-    hm = voxel_mesh(comm, labels, args.coarsen, drop, args.min_speck_voxels)
+    hm = voxel_mesh(comm, labels, args.coarsen, drop, args.min_speck_voxels, args.smooth)
     inputs = [input_record(args.labels.split(":/")[0])] if comm.rank == 0 else []
     prov = make_provenance("mesh", inputs, {"coarsen": args.coarsen, "drop_phases": drop,
-                                            "min_speck_voxels": args.min_speck_voxels})
+                                            "min_speck_voxels": args.min_speck_voxels,
+                                            "smooth": args.smooth})
     out = write_mesh(args.out, hm, {"provenance": prov})
     if args.preview:
         preview(args.preview, hm)

@@ -187,17 +187,23 @@ def _hex_cells(flat: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _node_coords(start: int, stop: int, shape: tuple[int, int, int], vs: np.ndarray,
-                 origin: np.ndarray) -> np.ndarray:
-    """(x, y, z) in um of lattice nodes start <= g < stop (z-major numbering)."""
+                 origin: np.ndarray, displacement: np.ndarray | None = None) -> np.ndarray:
+    """(x, y, z) in um of lattice nodes start <= g < stop (z-major numbering), moved by a
+    lattice ``displacement`` (voxels, components z y x) when given."""
     nz, ny, nx = shape
     g = np.arange(start, stop, dtype=np.int64)
     iz, rem = np.divmod(g, (ny + 1) * (nx + 1))
     iy, ix = np.divmod(rem, nx + 1)
-    return np.stack([origin[2] + (ix - 0.5) * vs[2], origin[1] + (iy - 0.5) * vs[1],
-                     origin[0] + (iz - 0.5) * vs[0]], axis=1)
+    fz, fy, fx = iz - 0.5, iy - 0.5, ix - 0.5
+    if displacement is not None:
+        dd = displacement[iz, iy, ix]
+        fz, fy, fx = fz + dd[:, 0], fy + dd[:, 1], fx + dd[:, 2]
+    return np.stack([origin[2] + fx * vs[2], origin[1] + fy * vs[1],
+                     origin[0] + fz * vs[0]], axis=1)
 
 
-def hex_mesh(comm, labels: Labels, drop_phases: tuple = ()) -> HexMesh:
+def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
+             displacement: np.ndarray | None = None) -> HexMesh:
     """Hexahedral mesh of the voxels of ``labels`` not in ``drop_phases``, with tags.
 
     Parameters
@@ -207,6 +213,9 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = ()) -> HexMesh:
         The (possibly coarsened) labels; every rank holds them.
     drop_phases : tuple of int
         Phase codes left out of the mesh (e.g. pores); their walls get ``pore_surface``.
+    displacement : numpy.ndarray, optional
+        Node-lattice displacement (voxels, z y x) from
+        :func:`anodetwin.mesh.smooth.smooth_interfaces`.
     """
     import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
     import basix.ufl
@@ -223,7 +232,7 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = ()) -> HexMesh:
     n_nodes = (shape[0] + 1) * (shape[1] + 1) * (shape[2] + 1)
     n0, n1 = n_nodes * r // size, n_nodes * (r + 1) // size
     vs, origin = np.asarray(labels.voxel_size_um), np.asarray(labels.origin_um)
-    x = _node_coords(n0, n1, shape, vs, origin)
+    x = _node_coords(n0, n1, shape, vs, origin, displacement)
     element = basix.ufl.element("Lagrange", "hexahedron", 1, shape=(3,))
     partitioner = dmesh.create_cell_partitioner(dmesh.GhostMode.shared_facet, 2)
     mesh = dmesh.create_mesh(comm, cells, element, x, partitioner)
@@ -245,7 +254,25 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = ()) -> HexMesh:
     summary = _summary(comm, mesh, ph_cell[:n_owned],
                        None if labels.particles is None else pa_cell[:n_owned], vs, areas,
                        labels)
+    summary["volume_um3"] = _phase_volumes(mesh, phases)
     return HexMesh(mesh, phases, particles, facets, summary)
+
+
+def _phase_volumes(mesh, phases) -> dict:
+    """Volume (um3) of each phase integrated over the mesh cells (exact for moved nodes)."""
+    import dolfinx.fem as fem
+    import ufl
+    from mpi4py import MPI
+
+    dx = ufl.Measure("dx", domain=mesh, subdomain_data=phases)
+    codes = set().union(*mesh.comm.allgather(np.unique(phases.values).tolist()))
+    out = {}
+    one = fem.Constant(mesh, 1.0)
+    for name, code in PHASE.items():
+        if code in codes:
+            v = fem.assemble_scalar(fem.form(one * dx(int(code))))
+            out[name] = float(mesh.comm.allreduce(v, op=MPI.SUM))
+    return out
 
 
 def _facet_tags(mesh, ph_cell: np.ndarray, voxel_of: np.ndarray, shape, vs, origin):
@@ -330,7 +357,7 @@ def _summary(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
         "facets": {name: int(fc[v]) for name, v in FACET.items() if fc[v]},
         "area_um2": {name: float(fa[v]) for name, v in FACET.items()
                      if fc[v] and name != "pore_surface"},
-        "jacobian": {"min": cell_volume, "max": cell_volume},
+        "jacobian": {"min": cell_volume, "max": cell_volume},  # um3, reference cell [0, 1]^3
     }
     if pa is not None:
         ids = _allsum(comm, np.bincount(pa))
@@ -343,15 +370,24 @@ def _summary(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
 
 
 def voxel_mesh(comm, labels: Labels, coarsen_by: int = 1, drop_phases: tuple = (),
-               min_speck_voxels: int = 0) -> HexMesh:
-    """Coarsen, clean and mesh ``labels`` (the voxel route); the summary records the
-    parameters, the planes cut by coarsening, the specks changed and the time."""
+               min_speck_voxels: int = 0, smooth: int = 0) -> HexMesh:
+    """Coarsen, clean, optionally smooth (``smooth`` Taubin passes of the interfaces, see
+    :mod:`anodetwin.mesh.smooth`) and mesh ``labels`` (the voxel route); the summary records
+    the parameters, the planes cut by coarsening, the specks changed and the time."""
     import time
+
+    from anodetwin.mesh.smooth import corner_jacobians, smooth_interfaces
 
     t0 = time.perf_counter()
     lab, cut = coarsen(labels, coarsen_by)
     lab, changed = remove_specks(lab, min_speck_voxels)
-    hm = hex_mesh(comm, lab, tuple(drop_phases))
+    disp, info = (smooth_interfaces(lab.phases, smooth) if smooth else (None, {}))
+    hm = hex_mesh(comm, lab, tuple(drop_phases), disp)
+    cell = float(np.prod(lab.voxel_size_um))
+    if disp is not None:
+        jac = corner_jacobians(disp)
+        hm.summary["jacobian"] = {"min": float(jac.min()) * cell, "max": float(jac.max()) * cell}
+    hm.summary.update({"smoothing": {"iterations": int(smooth), **info}} if smooth else {})
     hm.summary.update({
         "route": "voxel", "ranks": comm.size, "coarsen": int(coarsen_by),
         "planes_cut": list(cut), "speck_voxels_changed": changed,
