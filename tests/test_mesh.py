@@ -157,6 +157,38 @@ def test_smoothing_never_inverts_a_cell(phantom):
     assert res["reason"] > 0
 
 
+def test_conforming_route(phantom, tmp_path):
+    from dolfinx.mesh import exterior_facet_indices
+
+    from anodetwin.mesh.conforming import conforming_mesh
+
+    _, lab = phantom
+    sub = Labels(lab.phases[:, :30, :30], lab.particles[:, :30, :30], lab.voxel_size_um)
+    hm = conforming_mesh(COMM, sub, coarsen_by=2)
+    s = hm.summary
+    ref, _ = coarsen(sub, 2)
+    for name, v in s["voxel_volume_um3"].items():  # unsmoothed surfaces: voxel faces
+        assert abs(s["volume_um3"][name] - v) <= 0.01 * v, name
+    ids = np.unique(ref.particles[ref.particles > 0])
+    assert np.array_equal(np.unique(hm.particles.values[hm.particles.values > 0]), ids)
+    top = hm.mesh.topology
+    ext = exterior_facet_indices(top)
+    on_boundary = hm.facets.indices[hm.facets.values <= FACET["y_max"]]
+    assert np.array_equal(np.sort(on_boundary), np.sort(ext))
+    area = s["area_um2"]
+    nz, ny, nx = ref.phases.shape
+    assert area["collector"] == pytest.approx(nx * ny * 0.4**2, rel=1e-5)
+    assert area["x_min"] == pytest.approx(ny * nz * 0.4**2, rel=1e-5)
+    assert area["si_interface"] == pytest.approx(
+        _faces_between(ref.phases, (2, 3), (0, 1)) * 0.4**2, rel=1e-5)
+    assert s["jacobian"]["min"] > 0
+    res = swelling_solve(hm.mesh, hm.phases, hm.facets, e0=0.02)
+    assert res["reason"] > 0
+    write_mesh(tmp_path / "tet", hm)
+    assert _stats(*read_mesh(tmp_path / "tet", COMM)) == _stats(hm.mesh, hm.phases,
+                                                                hm.particles, hm.facets)
+
+
 MPI_WRITE = textwrap.dedent("""
     import dolfinx_solver
     import sys, h5py, numpy as np
@@ -240,6 +272,14 @@ def test_cli_mesh(tmp_path, cli, phantom):
     assert s["provenance"]["command"] == "mesh"
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "m" / "mesh.h5").exists()
+    r = cli("mesh", f"{path}:/steps/T0/phases", "--coarsen", "3", "--conforming",
+            "--out", tmp_path / "t")
+    assert r.code == 0, r.err
+    s = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert s["route"] == "conforming" and s["cells"] > 0
+    r = cli("mesh", f"{path}:/steps/T0/phases", "--conforming", "--smooth", "3",
+            "--out", tmp_path / "u")
+    assert r.code == 2 and "voxel route" in r.err and not (tmp_path / "u").exists()
 
 
 def test_cli_mesh_bad_input(tmp_path, cli, phantom):

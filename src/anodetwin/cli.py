@@ -249,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pieces of a phase smaller than this take the phase around them")
     p.add_argument("--smooth", type=int, default=0, metavar="N",
                    help="N passes of constrained Taubin smoothing of the interfaces (0)")
+    p.add_argument("--conforming", action="store_true",
+                   help="tetrahedra with shared interfaces (SurfaceNets + TetGen) instead of "
+                        "voxel hexahedra")
+    p.add_argument("--quality", action="store_true",
+                   help="with --conforming: TetGen quality refinement (radius-edge ratio 2)")
     p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
     p.set_defaults(func=cmd_mesh)
 
@@ -676,11 +681,20 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         raise ParameterError(f"--drop-phases '{args.drop_phases}' is not a list of codes",
                              "give e.g. --drop-phases 0,5") from None
     labels = read_labels_volume(args.labels, args.particles, args.voxel_size)
-    hm = voxel_mesh(comm, labels, args.coarsen, drop, args.min_speck_voxels, args.smooth)
+    if args.conforming:
+        from anodetwin.mesh.conforming import conforming_mesh
+
+        if drop or args.smooth or args.min_speck_voxels:
+            raise ParameterError("--drop-phases, --smooth and --min-speck-voxels belong to the "
+                                 "voxel route", "leave them out with --conforming")
+        hm = conforming_mesh(comm, labels, args.coarsen, quality=args.quality)
+    else:
+        hm = voxel_mesh(comm, labels, args.coarsen, drop, args.min_speck_voxels, args.smooth)
     inputs = [input_record(args.labels.split(":/")[0])] if comm.rank == 0 else []
     prov = make_provenance("mesh", inputs, {"coarsen": args.coarsen, "drop_phases": drop,
                                             "min_speck_voxels": args.min_speck_voxels,
-                                            "smooth": args.smooth})
+                                            "smooth": args.smooth,
+                                            "conforming": args.conforming})
     out = write_mesh(args.out, hm, {"provenance": prov})
     if args.preview:
         preview(args.preview, hm)

@@ -250,7 +250,7 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
         pa_cell = labels.particles.ravel()[voxel_of]
         particles = dmesh.meshtags(mesh, tdim, owned, pa_cell[:n_owned].astype(np.int32))
         particles.name = "particles"
-    facets, areas = _facet_tags(mesh, ph_cell, voxel_of, shape, vs, origin)
+    facets, areas = _facet_tags(mesh, ph_cell, shape, vs, origin)
     summary = _summary(comm, mesh, ph_cell[:n_owned],
                        None if labels.particles is None else pa_cell[:n_owned], vs, areas,
                        labels)
@@ -275,7 +275,23 @@ def _phase_volumes(mesh, phases) -> dict:
     return out
 
 
-def _facet_tags(mesh, ph_cell: np.ndarray, voxel_of: np.ndarray, shape, vs, origin):
+def _facet_areas(mesh, facets: np.ndarray) -> np.ndarray:
+    """Area (um2) of triangle or quadrilateral facets from their vertex coordinates
+    (quadrilaterals in DOLFINx order: half the cross product of the diagonals)."""
+    import dolfinx.mesh as dmesh
+
+    if facets.size == 0:
+        return np.zeros(0)
+    geo = dmesh.entities_to_geometry(mesh, 2, facets.astype(np.int32))
+    p = mesh.geometry.x[geo]
+    if p.shape[1] == 3:
+        cr = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    else:
+        cr = np.cross(p[:, 3] - p[:, 0], p[:, 2] - p[:, 1])
+    return 0.5 * np.linalg.norm(cr, axis=1)
+
+
+def _facet_tags(mesh, ph_cell: np.ndarray, shape, vs, origin):
     """Facet tags (module notes) of the owned facets and the tagged area (um2) per tag."""
     import dolfinx.mesh as dmesh
 
@@ -314,19 +330,8 @@ def _facet_tags(mesh, ph_cell: np.ndarray, voxel_of: np.ndarray, shape, vs, orig
     tagged = np.flatnonzero(values).astype(np.int32)
     facets = dmesh.meshtags(mesh, 2, tagged, values[tagged])
     facets.name = "facets"
-    # area of each tagged facet from its normal axis (interior: the two voxels' offset)
-    nz, ny, nx = shape
-    face = {1: vs[1] * vs[0], nx: vs[2] * vs[0], nx * ny: vs[2] * vs[1]}  # x, y, z normals
-    area = np.zeros(n_f)
-    if both.size:
-        step = np.abs(voxel_of[first[both]] - voxel_of[second[both]])
-        area[both] = np.select([step == 1, step == nx], [face[1], face[nx]], face[nx * ny])
-    if ext.size:
-        axis = np.where(np.isin(values[ext], (FACET["x_min"], FACET["x_max"])), 0,
-                        np.where(np.isin(values[ext], (FACET["y_min"], FACET["y_max"])), 1, 2))
-        area[ext] = np.array([face[1], face[nx], face[nx * ny]])[axis]
-        area[ext[values[ext] == FACET["pore_surface"]]] = np.nan  # orientation not tracked
-    areas = np.bincount(values[tagged], weights=np.nan_to_num(area[tagged]),
+    area = _facet_areas(mesh, tagged)
+    areas = np.bincount(values[tagged], weights=area,
                         minlength=max(FACET.values()) + 1)
     counts = np.bincount(values[tagged], minlength=max(FACET.values()) + 1)
     return facets, (counts, areas)
