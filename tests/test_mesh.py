@@ -299,3 +299,42 @@ def test_cli_mesh_bad_input(tmp_path, cli, phantom):
         assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
     with pytest.raises(ParameterError):
         coarsen(Labels(np.full((4, 4, 4), 2, np.uint8)), 0)
+
+
+def test_gmsh_single_particle(tmp_path):
+    """One sphere in a cube: volume and surface within 1% / 2% of the sphere's, box faces
+    tagged once, interface tagged, a swelling solve converges."""
+    from dolfinx.mesh import exterior_facet_indices
+
+    from anodetwin.mesh.packing import Spheres, packing_mesh
+
+    r = 2.0
+    sph = Spheres([4], [[5.0, 5.0, 5.0]], [r], [[0, 0, 0], [10, 10, 10]])
+    hm = packing_mesh(COMM, sph, mesh_size=1.0, surface_size=0.3, out_dir=tmp_path)
+    s = hm.summary
+    assert s["particle_volume_um3"]["4"] == pytest.approx(4 / 3 * np.pi * r**3, rel=0.01)
+    assert s["area_um2"]["si_interface"] == pytest.approx(4 * np.pi * r**2, rel=0.02)
+    assert sum(s["volume_um3"].values()) == pytest.approx(1000.0, rel=1e-9)
+    for face in ("collector", "separator", "x_min", "x_max", "y_min", "y_max"):
+        assert s["area_um2"][face] == pytest.approx(100.0, rel=1e-9)
+    ext = exterior_facet_indices(hm.mesh.topology)
+    assert np.array_equal(np.sort(hm.facets.indices[hm.facets.values <= FACET["y_max"]]),
+                          np.sort(ext))
+    assert set(np.unique(hm.particles.values)) == {0, 4}
+    assert (tmp_path / "model.geo_unrolled").exists()
+    res = swelling_solve(hm.mesh, hm.phases, hm.facets, e0=0.02)
+    assert res["reason"] > 0
+
+
+def test_cli_mesh_packing(tmp_path, cli, phantom):
+    path, lab = phantom
+    r = cli("mesh-packing", path, "--out", tmp_path / "p", "--box", "2.5,7,0,4,0,4",
+            "--mesh-size", "0.8")
+    assert r.code == 0, r.err
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert s["route"] == "gmsh" and 1 <= s["particles"] <= s["spheres"]  # overlaps merge
+    assert (tmp_path / "p" / "model.geo_unrolled").exists()
+    r = cli("mesh-packing", path, "--out", tmp_path / "q", "--box", "1,2,3")
+    assert r.code == 2 and "--box" in r.err and not (tmp_path / "q").exists()
+    r = cli("mesh-packing", path, "--out", tmp_path / "q", "--ids", "99999")
+    assert r.code == 2 and "no particle" in r.err

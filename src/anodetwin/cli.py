@@ -257,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
     p.set_defaults(func=cmd_mesh)
 
+    p = add("mesh-packing", "tetrahedral mesh of particles as spheres in a box (gmsh OCC): "
+                            "single particles, VOIs, small packings")
+    p.add_argument("source", help="phantom series.h5, labels file of 'anodetwin segment' "
+                                  "(their particle tables) or a CSV with id, centroid_z_um, "
+                                  "centroid_y_um, centroid_x_um, equivalent_diameter_um")
+    p.add_argument("--out", required=True, help="output folder (as 'anodetwin mesh')")
+    p.add_argument("--box", metavar="Z0,Z1,Y0,Y1,X0,X1",
+                   help="box in um (default: the electrode layer of a phantom, else the "
+                        "volume of a labels file; required for a CSV)")
+    p.add_argument("--ids", help="only these particle ids, e.g. 3,7")
+    p.add_argument("--mesh-size", type=float, help="largest element (um)")
+    p.add_argument("--surface-size", type=float, help="element size on particle surfaces (um)")
+    p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
+    p.set_defaults(func=cmd_mesh_packing)
+
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
@@ -702,6 +717,63 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         s = hm.summary
         log.info("%d cells, %d vertices on %d rank(s) in %.1f s", s["cells"], s["vertices"],
                  comm.size, s["seconds"])
+        print(out)
+    return 0
+
+
+def cmd_mesh_packing(args: argparse.Namespace) -> int:
+    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    from mpi4py import MPI
+
+    from anodetwin.errors import ParameterError
+    from anodetwin.io import check_output_path, input_record, make_provenance
+    from anodetwin.mesh.io import preview, write_mesh
+    from anodetwin.mesh.packing import packing_mesh, read_particle_source, spheres_from_table
+
+    comm = MPI.COMM_WORLD
+    check_output_path(args.out)
+
+    def floats(text: str, what: str, n: int | None = None, kind=float) -> list:
+        try:
+            vals = [kind(v) for v in text.split(",")]
+        except ValueError:
+            vals = []
+        if not vals or (n is not None and len(vals) != n):
+            raise ParameterError(f"{what} '{text}' is not {n or 'a list of'} numbers",
+                                 f"give e.g. {what} " + ",".join(["0"] * (n or 2)))
+        return vals
+
+    table, default_box = read_particle_source(args.source)
+    box = default_box
+    if args.box:
+        b = floats(args.box, "--box", 6)
+        box = [[b[0], b[2], b[4]], [b[1], b[3], b[5]]]
+    if box is None:
+        raise ParameterError(f"no box for '{args.source}'", "give --box Z0,Z1,Y0,Y1,X0,X1 (um)")
+    ids = floats(args.ids, "--ids", kind=int) if args.ids else None
+    spheres = spheres_from_table(table, box, ids)
+    if len(spheres.ids) == 0:
+        raise ParameterError("no particle intersects the box", "check --box and --ids")
+    tmp_model = Path(args.out).with_name(f".{Path(args.out).name}.model")
+    if comm.rank == 0:
+        tmp_model.mkdir(exist_ok=True)
+    comm.barrier()
+    hm = packing_mesh(comm, spheres, args.mesh_size, args.surface_size, tmp_model)
+    prov = make_provenance("mesh-packing", [input_record(args.source)] if comm.rank == 0
+                           else [], {"box": box, "ids": ids, "mesh_size": args.mesh_size,
+                                     "surface_size": args.surface_size})
+    out = write_mesh(args.out, hm, {"provenance": prov})
+    if comm.rank == 0:
+        import shutil
+
+        for f in tmp_model.iterdir():
+            shutil.move(str(f), out / f.name)
+        tmp_model.rmdir()
+    if args.preview:
+        preview(args.preview, hm)
+    if comm.rank == 0:
+        log.info("%d spheres, %d cells in %.1f s", len(spheres.ids), hm.summary["cells"],
+                 hm.summary["seconds"])
         print(out)
     return 0
 
