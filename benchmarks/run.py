@@ -369,7 +369,7 @@ def segment_section(repeat: int) -> tuple[str, list[str]]:
 
 #: Meshing benchmark: 256 x 256 x 128 phantom labels (0.2 um voxels).
 MESH_CONFIG = {"geometry": {"voxel_size_um": 0.2, "lateral_um": 51.2,
-                            "separator_thickness_um": 2.0, "headroom_um": 0.0},
+                            "separator_thickness_um": 2.6, "headroom_um": 0.0},
                "series": {"soc": [0.0]}}
 MESH_CODE = (
     "import dolfinx_solver\n"

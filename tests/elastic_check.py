@@ -11,31 +11,10 @@ from __future__ import annotations
 import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
 import numpy as np
 
+from anodetwin.simulate.mechanics import near_nullspace
+
 E_GPA = {0: 0.05, 1: 0.5, 2: 150.0, 3: 30.0, 4: 110.0, 5: 0.5}
 NU = 0.25
-
-
-def _near_nullspace(V):
-    import dolfinx.la
-    from petsc4py import PETSc
-
-    bs = V.dofmap.index_map_bs
-    n = V.dofmap.index_map.size_local
-    vecs = [dolfinx.la.vector(V.dofmap.index_map, bs=bs, dtype=PETSc.ScalarType)
-            for _ in range(6)]
-    b = [v.array for v in vecs]
-    dofs = [V.sub(i).dofmap.list.flatten() for i in range(3)]
-    x = V.tabulate_dof_coordinates()
-    blk = V.dofmap.list.flatten()
-    x0, x1, x2 = x[blk, 0], x[blk, 1], x[blk, 2]
-    for i in range(3):
-        b[i][dofs[i]] = 1.0
-    b[3][dofs[0]], b[3][dofs[1]] = -x1, x0
-    b[4][dofs[0]], b[4][dofs[2]] = x2, -x0
-    b[5][dofs[2]], b[5][dofs[1]] = x1, -x2
-    dolfinx.la.orthonormalize(vecs)
-    basis = [PETSc.Vec().createWithArray(a[: bs * n], bsize=bs, comm=V.mesh.comm) for a in b]
-    return PETSc.NullSpace().create(vectors=basis)
 
 
 def swelling_solve(mesh, phases, facets, e0: float = 0.01,
@@ -88,7 +67,7 @@ def swelling_solve(mesh, phases, facets, e0: float = 0.01,
         a, L, bcs=bcs, petsc_options_prefix="swell_",
         petsc_options={"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-9,
                        "ksp_max_it": 500})
-    problem.A.setNearNullSpace(_near_nullspace(V))
+    problem.A.setNearNullSpace(near_nullspace(V))
     uh = problem.solve()
     ksp = problem.solver
     return {"u": uh, "iterations": ksp.getIterationNumber(),

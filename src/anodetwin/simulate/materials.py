@@ -1,0 +1,87 @@
+"""Material parameter sets (``models/*.toml``): every parameter with value, unit and source.
+
+A material applies to phase codes (:mod:`anodetwin.phases`) and gives the Young's modulus
+at theta = 0 and theta = 1 (linear in between: lithiated Si softens), the Poisson ratio and
+the swelling coefficient beta (volume change at theta = 1). Units in the files: GPa for
+moduli; inside the solver lengths are um and stresses MPa (GPa x 1000), so forces are uN.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
+
+__all__ = ["Material", "load_material", "MODELS_DIR", "default_materials"]
+
+MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+_KEYS = {"youngs_modulus_theta0": "GPa", "youngs_modulus_theta1": "GPa",
+         "poisson_ratio": "1", "swelling_beta": "1"}
+
+
+@dataclass(frozen=True)
+class Material:
+    """One material: moduli in MPa (converted from the file's GPa)."""
+
+    name: str
+    phases: tuple[int, ...]
+    E0_mpa: float
+    E1_mpa: float
+    nu: float
+    beta: float
+    sources: dict
+
+    def __post_init__(self) -> None:
+        if not (self.E0_mpa > 0 and self.E1_mpa > 0):
+            raise ParameterError(f"material '{self.name}': Young's modulus "
+                                 f"{self.E0_mpa / 1e3:g} / {self.E1_mpa / 1e3:g} GPa is not "
+                                 "positive", "give moduli > 0 GPa")
+        if not -1.0 < self.nu < 0.5:
+            raise ParameterError(f"material '{self.name}': Poisson ratio {self.nu} is outside "
+                                 "(-1, 0.5)", "give 0 <= nu < 0.5 (compressible)")
+        if self.beta < 0:
+            raise ParameterError(f"material '{self.name}': swelling beta {self.beta} < 0",
+                                 "give beta >= 0")
+
+
+def load_material(name_or_path: str | os.PathLike) -> Material:
+    """Read ``models/<name>.toml`` (or a path) into a :class:`Material`."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = MODELS_DIR / f"{name_or_path}.toml"
+    if not p.is_file():
+        known = sorted(q.stem for q in MODELS_DIR.glob("*.toml"))
+        raise InputNotFoundError(p, f"material '{name_or_path}'",
+                                 f"use one of {', '.join(known)} or a TOML path")
+    try:
+        d = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CorruptFileError(f"material file '{p}' is not valid TOML ({exc})",
+                               "fix the file") from None
+    vals, sources = {}, {}
+    for key, unit in _KEYS.items():
+        entry = d.get(key)
+        if not isinstance(entry, dict) or "value" not in entry:
+            raise ParameterError(f"material file '{p}' lacks [{key}] value",
+                                 f"add [{key}] with value, unit = \"{unit}\" and source")
+        if entry.get("unit", unit) != unit:
+            raise ParameterError(f"material file '{p}': [{key}] unit '{entry.get('unit')}'",
+                                 f"give it in {unit}")
+        vals[key] = float(entry["value"])
+        sources[key] = entry.get("source", "")
+    return Material(str(d.get("name", p.stem)), tuple(int(c) for c in d.get("phases", ())),
+                    vals["youngs_modulus_theta0"] * 1e3, vals["youngs_modulus_theta1"] * 1e3,
+                    vals["poisson_ratio"], vals["swelling_beta"], sources)
+
+
+def default_materials() -> dict[int, Material]:
+    """Phase code -> material from the shipped models (LixSi, matrix, copper, separator)."""
+    out: dict[int, Material] = {}
+    for name in ("matrix", "lixsi", "copper", "separator"):
+        m = load_material(name)
+        for c in m.phases:
+            out[c] = m
+    return out

@@ -1,0 +1,113 @@
+"""Simulation: finite-strain swelling mechanics against exact solutions, materials files."""
+
+from __future__ import annotations
+
+import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+import numpy as np
+import pytest
+from mpi4py import MPI
+from scipy.optimize import brentq
+
+from anodetwin.errors import InputNotFoundError, ParameterError
+from anodetwin.mesh.voxel import Labels, voxel_mesh
+from anodetwin.phases import PHASE
+from anodetwin.simulate import Boundary, default_materials, load_material, solve_swelling
+from anodetwin.simulate.materials import Material
+
+COMM = MPI.COMM_SELF
+SI = Material("si", (2,), 150e3, 35e3, 0.24, 2.8, {})
+
+
+def _block(shape=(6, 3, 3), vs=1.0):
+    hm = voxel_mesh(COMM, Labels(np.full(shape, PHASE["si"], np.uint8), None, vs))
+    return hm, shape[0] * vs  # mesh, height (um)
+
+
+def _stress(u, mat, theta):
+    """Cauchy stress at the cell midpoints (MPa, 3x3 per cell) of the solved field."""
+    import dolfinx.fem as fem
+    import ufl
+
+    mesh = u.function_space.mesh
+    F = ufl.Identity(3) + ufl.grad(u)
+    Js = 1 + mat.beta * theta
+    s = Js ** (1 / 3)
+    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
+    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
+    mu = E / (2 * (1 + mat.nu))
+    Fe = F / s
+    Je = ufl.det(Fe)
+    dpsi = mu * Fe - mu * ufl.inv(Fe).T + lam * ufl.ln(Je) * ufl.inv(Fe).T
+    P = Js * dpsi / s
+    sigma = P * F.T / ufl.det(F)
+    expr = fem.Expression(sigma, np.array([[0.5, 0.5, 0.5]]))
+    n = mesh.topology.index_map(3).size_local
+    return expr.eval(mesh, np.arange(n, dtype=np.int32)).reshape(n, 3, 3), \
+        fem.Expression(ufl.det(F), np.array([[0.5, 0.5, 0.5]])).eval(
+            mesh, np.arange(n, dtype=np.int32)).ravel()
+
+
+def test_free_swelling_is_stress_free():
+    """(1) Homogeneous block, uniform theta, symmetry planes only: no stress, J = 1 + beta
+    theta."""
+    hm, _ = _block()
+    theta = 0.3
+    res = solve_swelling(hm.mesh, hm.phases, hm.facets, {2: SI}, theta,
+                         Boundary(collector="rollers", lateral="symmetry", top="free"),
+                         steps=2)
+    sigma, J = _stress(res.u, SI, theta)
+    assert np.abs(sigma).max() < 1e-6 * SI.E1_mpa
+    assert np.allclose(J, 1 + SI.beta * theta, rtol=1e-8)
+
+
+def _nominal_zz(lz, mat, theta):
+    """Exact first Piola-Kirchhoff P_zz of uniaxial strain F = diag(1, 1, lz)."""
+    Js = 1 + mat.beta * theta
+    s = Js ** (1 / 3)
+    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
+    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
+    mu = E / (2 * (1 + mat.nu))
+    fz = lz / s
+    je = lz / Js
+    dpsi = mu * fz - mu / fz + lam * np.log(je) / fz
+    return Js * dpsi / s
+
+
+def test_uniaxial_strain_between_plates_and_against_a_spring():
+    """(2) Lateral rollers, bonded collector: between rigid plates F = I and the stress is
+    exact; against a preloaded spring the top settles where P_zz = -(p0 + k u_top)."""
+    hm, H = _block()
+    theta = 0.2
+    res = solve_swelling(hm.mesh, hm.phases, hm.facets, {2: SI}, theta,
+                         Boundary(top="plate"), steps=2)
+    sigma, J = _stress(res.u, SI, theta)
+    exact = _nominal_zz(1.0, SI, theta)  # F = I: Cauchy = nominal
+    assert np.allclose(np.abs(res.u.x.array).max(), 0, atol=1e-10)
+    assert np.allclose(sigma[:, 2, 2], exact, rtol=1e-8)
+    assert np.allclose(sigma[:, 0, 0], exact, rtol=1e-8)  # isotropic: fully confined
+    p0, k = 0.3, 50.0  # MPa, MPa/um (a stiff stack, to test the coupling)
+    res = solve_swelling(hm.mesh, hm.phases, hm.facets, {2: SI}, theta,
+                         Boundary(top="spring", p0_mpa=p0, k_mpa_per_um=k), steps=2)
+    lz = brentq(lambda lz: _nominal_zz(lz, SI, theta) + p0 + k * H * (lz - 1), 1.0, 2.0,
+                xtol=1e-14)
+    assert res.top_displacement_um == pytest.approx(H * (lz - 1), rel=1e-6)
+    assert res.stack_pressure_mpa == pytest.approx(p0 + k * H * (lz - 1), rel=1e-6)
+    uz = res.u.x.array.reshape(-1, 3)[:, 2]
+    assert uz.max() == pytest.approx(H * (lz - 1), rel=1e-6)
+    assert res.spring_passes > 2  # the spring needed the fixed-point loop
+
+
+def test_materials_files():
+    mats = default_materials()
+    assert set(mats) == {0, 1, 2, 3, 4, 5}
+    si = load_material("lixsi")
+    assert si.E0_mpa == 150e3 and si.beta == 2.8 and "Obrovac" in si.sources["swelling_beta"]
+    with pytest.raises(InputNotFoundError, match="lixsi"):
+        load_material("unobtainium")
+    with pytest.raises(ParameterError, match="Poisson"):
+        Material("x", (2,), 1.0, 1.0, 0.5, 0.0, {})
+    with pytest.raises(ParameterError, match="not positive"):
+        Material("x", (2,), -1.0, 1.0, 0.3, 0.0, {})
+    hm, _ = _block()
+    with pytest.raises(ParameterError, match="no material"):
+        solve_swelling(hm.mesh, hm.phases, hm.facets, {1: si}, 0.1, Boundary())
