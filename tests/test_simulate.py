@@ -111,3 +111,31 @@ def test_materials_files():
     hm, _ = _block()
     with pytest.raises(ParameterError, match="no material"):
         solve_swelling(hm.mesh, hm.phases, hm.facets, {1: si}, 0.1, Boundary())
+
+
+def test_eshelby_spherical_inclusion():
+    """(3) A swelling sphere in a large matrix (one octant, symmetry planes, free outer
+    faces): the interior stress is uniform and hydrostatic, sigma = -12 K1 mu2 e* /
+    (3 K1 + 4 mu2) (Eshelby), within 2% (small strain: e* = 1e-3)."""
+    from anodetwin.mesh.packing import Spheres, packing_mesh
+
+    a, L = 1.0, 8.0
+    hm = packing_mesh(COMM, Spheres([1], [[0, 0, 0]], [a], [[0, 0, 0], [L, L, L]]),
+                      mesh_size=0.4, surface_size=0.06)  # stress of P1: O(h), 1.1% here
+    e_star = 1e-3
+    inc = Material("inclusion", (2,), 150e3, 150e3, 0.24, 3 * e_star * 10, {})
+    mat = Material("matrix", (1,), 70e3, 70e3, 0.3, 0.0, {})
+    theta = 0.1  # Js = 1 + beta theta = 1 + 3 e*  (linear eigenstrain e*)
+    res = solve_swelling(hm.mesh, hm.phases, hm.facets, {2: inc, 1: mat}, theta,
+                         Boundary(collector="rollers", lateral="symmetry", top="free"))
+    sigma, _ = _stress(res.u, inc, theta)
+    inside = hm.phases.indices[hm.phases.values == 2]
+    s_in = sigma[inside]
+    hyd = np.trace(s_in, axis1=1, axis2=2) / 3
+    K1 = inc.E0_mpa / (3 * (1 - 2 * inc.nu))
+    mu2 = mat.E0_mpa / (2 * (1 + mat.nu))
+    e_lin = (1 + 3 * e_star) ** (1 / 3) - 1
+    exact = -12 * K1 * mu2 * e_lin / (3 * K1 + 4 * mu2)
+    assert np.median(hyd) == pytest.approx(exact, rel=0.02), (np.median(hyd), exact)
+    dev = s_in - hyd[:, None, None] * np.eye(3)
+    assert np.median(np.linalg.norm(dev, axis=(1, 2))) < 0.05 * abs(exact)  # hydrostatic
