@@ -112,7 +112,8 @@ def _cell_field(mesh, Q, phases, values: dict, default: float):
 
 def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Boundary,
                    steps: int = 1, rtol: float = 1e-9, spring_tol: float = 1e-8,
-                   max_spring_passes: int = 50, prefix: str = "swell_") -> SwellingResult:
+                   max_spring_passes: int = 50, prefix: str = "swell_",
+                   linear_solver: str = "iterative") -> SwellingResult:
     """Equilibrium of the swollen electrode (module notes).
 
     Parameters
@@ -126,6 +127,9 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
     boundary : Boundary
     steps : int
         Load increments of theta.
+    linear_solver : {"iterative", "direct"}
+        GMRES + GAMG (large meshes), or MUMPS LU (small meshes; robust when the stiffness
+        contrast between Si and the matrix makes the multigrid struggle).
     """
     import dolfinx.fem as fem
     import dolfinx.fem.petsc
@@ -191,12 +195,15 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
     if boundary.top == "plate":
         bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
             V.sub(2), fdim, faces("separator")), V.sub(2)))
+    if linear_solver not in ("iterative", "direct"):
+        raise ParameterError(f"linear solver '{linear_solver}'", "use 'iterative' or 'direct'")
+    lin = ({"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-10, "ksp_max_it": 1000}
+           if linear_solver == "iterative" else
+           {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
     problem = dolfinx.fem.petsc.NonlinearProblem(
         R, u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
         petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "basic",
-                       "snes_rtol": rtol, "snes_atol": 1e-10, "snes_max_it": 50,
-                       "ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-10,
-                       "ksp_max_it": 1000})
+                       "snes_rtol": rtol, "snes_atol": 1e-10, "snes_max_it": 50, **lin})
     problem.A.setNearNullSpace(near_nullspace(V))
     snes = problem.solver
     top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
