@@ -85,7 +85,8 @@ def solve_diffusion(mesh, cell_tags, particle_codes: Sequence[int], surface: Cal
     w = ufl.TestFunction(V)
     dt = fem.Constant(sub, 1.0)
     D = D0_um2_s * ufl.exp(a * th)
-    R = ((th - th_old) / dt * w + D * ufl.dot(ufl.grad(th), ufl.grad(w))) * ufl.dx
+    dx = ufl.Measure("dx", domain=sub, metadata={"quadrature_degree": 2})  # exp(a theta)
+    R = ((th - th_old) / dt * w + D * ufl.dot(ufl.grad(th), ufl.grad(w))) * dx
     bcs = []
     if mode == "flux":
         tags = dmesh.meshtags(sub, 2, np.sort(inlet).astype(np.int32),
