@@ -223,3 +223,30 @@ def test_one_and_two_ranks_agree(tmp_path):
     assert a["u_top"] > 0 and a["p"] > 0.3
     for key in ("u_top", "p"):
         assert b[key] == pytest.approx(a[key], rel=1e-6), (a, b)
+
+
+def test_eshelby_mesh_convergence_order():
+    """(6) The error of the inclusion stress falls with the element size at the order of
+    P1 stresses (about 1)."""
+    from anodetwin.mesh.packing import Spheres, packing_mesh
+
+    a, L, e_star = 1.0, 8.0, 1e-3
+    inc = Material("inclusion", (2,), 150e3, 150e3, 0.24, 3 * e_star * 10, {})
+    mat = Material("matrix", (1,), 70e3, 70e3, 0.3, 0.0, {})
+    K1 = inc.E0_mpa / (3 * (1 - 2 * inc.nu))
+    mu2 = mat.E0_mpa / (2 * (1 + mat.nu))
+    exact = -12 * K1 * mu2 * ((1 + 3 * e_star) ** (1 / 3) - 1) / (3 * K1 + 4 * mu2)
+    sizes, errors = [], []
+    for h, hs in ((1.0, 0.12), (0.6, 0.08), (0.4, 0.06)):
+        hm = packing_mesh(COMM, Spheres([1], [[0, 0, 0]], [a], [[0, 0, 0], [L, L, L]]),
+                          mesh_size=h, surface_size=hs)
+        res = solve_swelling(hm.mesh, hm.phases, hm.facets, {2: inc, 1: mat}, 0.1,
+                             Boundary(collector="rollers", lateral="symmetry", top="free"))
+        sigma, _ = _stress(res.u, inc, 0.1)
+        inside = hm.phases.indices[hm.phases.values == 2]
+        hyd = np.trace(sigma[inside], axis1=1, axis2=2) / 3
+        sizes.append(hs)
+        errors.append(abs(np.median(hyd) / exact - 1))
+    order = np.polyfit(np.log(sizes), np.log(errors), 1)[0]
+    assert errors[0] > errors[1] > errors[2]
+    assert 0.7 <= order <= 1.6, (order, errors)
