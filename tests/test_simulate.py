@@ -24,6 +24,14 @@ def _block(shape=(6, 3, 3), vs=1.0):
     return hm, shape[0] * vs  # mesh, height (um)
 
 
+def _constants(mat, theta):
+    """Swelling Js, its cube root s and the Lame constants (MPa) of a material at theta."""
+    Js = 1 + mat.beta * theta
+    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
+    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
+    return Js, Js ** (1 / 3), lam, E / (2 * (1 + mat.nu))
+
+
 def _stress(u, mat, theta):
     """Cauchy stress at the cell midpoints (MPa, 3x3 per cell) of the solved field."""
     import dolfinx.fem as fem
@@ -31,11 +39,7 @@ def _stress(u, mat, theta):
 
     mesh = u.function_space.mesh
     F = ufl.Identity(3) + ufl.grad(u)
-    Js = 1 + mat.beta * theta
-    s = Js ** (1 / 3)
-    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
-    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
-    mu = E / (2 * (1 + mat.nu))
+    Js, s, lam, mu = _constants(mat, theta)
     Fe = F / s
     Je = ufl.det(Fe)
     dpsi = mu * Fe - mu * ufl.inv(Fe).T + lam * ufl.ln(Je) * ufl.inv(Fe).T
@@ -63,11 +67,7 @@ def test_free_swelling_is_stress_free():
 
 def _nominal_zz(lz, mat, theta):
     """Exact first Piola-Kirchhoff P_zz of uniaxial strain F = diag(1, 1, lz)."""
-    Js = 1 + mat.beta * theta
-    s = Js ** (1 / 3)
-    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
-    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
-    mu = E / (2 * (1 + mat.nu))
+    Js, s, lam, mu = _constants(mat, theta)
     fz = lz / s
     je = lz / Js
     dpsi = mu * fz - mu / fz + lam * np.log(je) / fz
@@ -114,6 +114,14 @@ def test_materials_files():
         solve_swelling(hm.mesh, hm.phases, hm.facets, {1: si}, 0.1, Boundary())
 
 
+def _eshelby(inc, mat, e_star):
+    """Eshelby's interior hydrostatic stress of a dilating sphere in an infinite matrix:
+    -12 K1 mu2 e / (3 K1 + 4 mu2), e the linear eigenstrain of Js = 1 + 3 e*."""
+    K1 = inc.E0_mpa / (3 * (1 - 2 * inc.nu))
+    mu2 = mat.E0_mpa / (2 * (1 + mat.nu))
+    return -12 * K1 * mu2 * ((1 + 3 * e_star) ** (1 / 3) - 1) / (3 * K1 + 4 * mu2)
+
+
 def test_eshelby_spherical_inclusion():
     """(3) A swelling sphere in a large matrix (one octant, symmetry planes, free outer
     faces): the interior stress is uniform and hydrostatic, sigma = -12 K1 mu2 e* /
@@ -133,10 +141,7 @@ def test_eshelby_spherical_inclusion():
     inside = hm.phases.indices[hm.phases.values == 2]
     s_in = sigma[inside]
     hyd = np.trace(s_in, axis1=1, axis2=2) / 3
-    K1 = inc.E0_mpa / (3 * (1 - 2 * inc.nu))
-    mu2 = mat.E0_mpa / (2 * (1 + mat.nu))
-    e_lin = (1 + 3 * e_star) ** (1 / 3) - 1
-    exact = -12 * K1 * mu2 * e_lin / (3 * K1 + 4 * mu2)
+    exact = _eshelby(inc, mat, e_star)
     assert np.median(hyd) == pytest.approx(exact, rel=0.02), (np.median(hyd), exact)
     dev = s_in - hyd[:, None, None] * np.eye(3)
     assert np.median(np.linalg.norm(dev, axis=(1, 2))) < 0.05 * abs(exact)  # hydrostatic
@@ -233,9 +238,7 @@ def test_eshelby_mesh_convergence_order():
     a, L, e_star = 1.0, 8.0, 1e-3
     inc = Material("inclusion", (2,), 150e3, 150e3, 0.24, 3 * e_star * 10, {})
     mat = Material("matrix", (1,), 70e3, 70e3, 0.3, 0.0, {})
-    K1 = inc.E0_mpa / (3 * (1 - 2 * inc.nu))
-    mu2 = mat.E0_mpa / (2 * (1 + mat.nu))
-    exact = -12 * K1 * mu2 * ((1 + 3 * e_star) ** (1 / 3) - 1) / (3 * K1 + 4 * mu2)
+    exact = _eshelby(inc, mat, e_star)
     sizes, errors = [], []
     for h, hs in ((1.0, 0.12), (0.6, 0.08), (0.4, 0.06)):
         hm = packing_mesh(COMM, Spheres([1], [[0, 0, 0]], [a], [[0, 0, 0], [L, L, L]]),
