@@ -376,6 +376,17 @@ class PixelClassifier:
                 f"forest expects {n_expected} features", "retrain the model")
         return feats.reshape(-1, feats.shape[-1])
 
+    def _forest_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities with the trees summed in one fixed order: threads would add
+        them in completion order, and the rounding could flip a tie between two classes,
+        so predictions are single-threaded and reproducible whatever ``n_jobs`` says."""
+        n_jobs = self.forest.n_jobs
+        self.forest.n_jobs = 1
+        try:
+            return self.forest.predict_proba(x)
+        finally:
+            self.forest.n_jobs = n_jobs
+
     def _run(self, volume: Any, slab: int, progress: bool, proba: bool) -> np.ndarray:
         volume = _as_volume(volume)
         slab = _check_slab(slab)
@@ -390,10 +401,12 @@ class PixelClassifier:
             for z0 in range(0, nz, slab):
                 z1 = min(nz, z0 + slab)
                 x = self._slab_features(volume, z0, z1)
+                p = self._forest_proba(x)
                 if proba:
-                    out[z0:z1] = self.forest.predict_proba(x).reshape(z1 - z0, ny, nx, -1)
+                    out[z0:z1] = p.reshape(z1 - z0, ny, nx, -1)
                 else:
-                    out[z0:z1] = self.forest.predict(x).reshape(z1 - z0, ny, nx)
+                    out[z0:z1] = self.forest.classes_.take(np.argmax(p, axis=1)).reshape(
+                        z1 - z0, ny, nx)
                 del x
                 advance((z1 - z0) * bytes_per_slice)
         return out
