@@ -72,3 +72,20 @@ def swelling_solve(mesh, phases, facets, e0: float = 0.01,
     ksp = problem.solver
     return {"u": uh, "iterations": ksp.getIterationNumber(),
             "reason": ksp.getConvergedReason()}
+
+
+def constants(mat, theta):
+    """Swelling Js, its cube root s and the Lame constants (MPa) of a material at theta."""
+    Js = 1 + mat.beta * theta
+    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
+    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
+    return Js, Js ** (1 / 3), lam, E / (2 * (1 + mat.nu))
+
+
+def nominal_zz(lz, mat, theta):
+    """Exact first Piola-Kirchhoff P_zz of uniaxial strain F = diag(1, 1, lz)."""
+    Js, s, lam, mu = constants(mat, theta)
+    fz = lz / s
+    je = lz / Js
+    dpsi = mu * fz - mu / fz + lam * np.log(je) / fz
+    return Js * dpsi / s

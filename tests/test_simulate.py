@@ -15,6 +15,8 @@ from anodetwin.phases import PHASE
 from anodetwin.simulate import Boundary, default_materials, load_material, solve_swelling
 from anodetwin.simulate.materials import Material
 
+from elastic_check import constants as _constants, nominal_zz as _nominal_zz
+
 COMM = MPI.COMM_SELF
 SI = Material("si", (2,), 150e3, 35e3, 0.24, 2.8, {})
 
@@ -22,14 +24,6 @@ SI = Material("si", (2,), 150e3, 35e3, 0.24, 2.8, {})
 def _block(shape=(6, 3, 3), vs=1.0):
     hm = voxel_mesh(COMM, Labels(np.full(shape, PHASE["si"], np.uint8), None, vs))
     return hm, shape[0] * vs  # mesh, height (um)
-
-
-def _constants(mat, theta):
-    """Swelling Js, its cube root s and the Lame constants (MPa) of a material at theta."""
-    Js = 1 + mat.beta * theta
-    E = mat.E0_mpa + (mat.E1_mpa - mat.E0_mpa) * theta
-    lam = E * mat.nu / ((1 + mat.nu) * (1 - 2 * mat.nu))
-    return Js, Js ** (1 / 3), lam, E / (2 * (1 + mat.nu))
 
 
 def _stress(u, mat, theta):
@@ -63,15 +57,6 @@ def test_free_swelling_is_stress_free():
     sigma, J = _stress(res.u, SI, theta)
     assert np.abs(sigma).max() < 1e-6 * SI.E1_mpa
     assert np.allclose(J, 1 + SI.beta * theta, rtol=1e-8)
-
-
-def _nominal_zz(lz, mat, theta):
-    """Exact first Piola-Kirchhoff P_zz of uniaxial strain F = diag(1, 1, lz)."""
-    Js, s, lam, mu = _constants(mat, theta)
-    fz = lz / s
-    je = lz / Js
-    dpsi = mu * fz - mu / fz + lam * np.log(je) / fz
-    return Js * dpsi / s
 
 
 def test_uniaxial_strain_between_plates_and_against_a_spring():

@@ -272,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
     p.set_defaults(func=cmd_mesh_packing)
 
+    p = add("simulate", "chemo-mechanical simulation of a meshed electrode through the cell "
+                        "protocol (run under mpiexec -n N for MPI)")
+    p.add_argument("case", help="case file (TOML): mesh, materials, cell, lithiation, "
+                                "boundary, solver, output")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped or killed run from its checkpoint")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop (resumable) after this many steps, e.g. for batch time limits")
+    p.add_argument("--check", action="store_true",
+                   help="validate the case and its cell protocol, run nothing")
+    p.set_defaults(func=cmd_simulate)
+
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
@@ -778,6 +791,37 @@ def cmd_mesh_packing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import h5py  # noqa: F401  (before dolfinx's HDF5: h5py then fails with "Not a datatype")
+    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    from mpi4py import MPI
+
+    from anodetwin.errors import ParameterError
+    from anodetwin.simulate.case import load_case
+    from anodetwin.simulate.protocol import simulate_cell
+    from anodetwin.simulate.run import run_case
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ParameterError(f"--max-steps {args.max_steps}", "give at least 1")
+    case = load_case(args.case)
+    comm = MPI.COMM_WORLD
+    if args.check:
+        hist = simulate_cell(case.cell)
+        if comm.rank == 0:
+            for name, t in hist.scans.items():
+                print(f"{name}: t = {t / 3600:.3f} h, SoC {hist.soc_at(t):.3f}, "
+                      f"mean theta {hist.theta_mean_at(t):.4f}")
+        return 0
+    rows = run_case(case, args.out, resume=args.resume, max_steps=args.max_steps, comm=comm)
+    if comm.rank == 0:
+        last = rows[-1]
+        log.info("%d steps; t = %.2f h, thickness %.2f um, volumetric strain %.4f",
+                 int(last["step"]), last["time_h"], last["thickness_um"],
+                 last["volumetric_strain"])
+        print(args.out)
+    return 0
+
+
 def cmd_phantom(args: argparse.Namespace) -> int:
     from anodetwin.phantom import load_config
     from anodetwin.phantom.report import write_phantom
@@ -818,6 +862,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anodetwin: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        mpi = sys.modules.get("mpi4py.MPI")
+        if mpi is not None and mpi.Is_initialized() and mpi.COMM_WORLD.size > 1:
+            traceback.print_exc()  # the other ranks would wait for this one for ever
+            sys.stderr.flush()
+            mpi.COMM_WORLD.Abort(1)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,20 @@
 """Lithium transport inside the Si particles: nonlinear diffusion of theta on a submesh.
 
-``d theta / dt = div(D(theta) grad theta)`` in the particle cells (a submesh of the
-electrode mesh), with theta the normalised Li content (0 crystalline Si, 1 Li15Si4). The
-particle surface (the Si/matrix interface, where Li enters) receives either a prescribed
-concentration (``surface="concentration"``) or a prescribed inward flux in um/s of theta
-(``surface="flux"``); every other boundary (symmetry planes, box faces) is insulated.
-A concentration-dependent ``D(theta) = D0 exp(a theta)`` makes the front sharp when the
-crystalline core diffuses far slower than the lithiated shell (core-shell lithiation).
+``d theta / dt = div(D grad theta)`` in the particle cells (a submesh of the electrode
+mesh), with theta the normalised Li content (0 crystalline Si, 1 Li15Si4) and
+``D = m D0 exp(a theta)``: a concentration-dependent diffusivity makes the front sharp when
+the crystalline core diffuses far slower than the lithiated shell (core-shell lithiation);
+the cell multiplier ``m`` (1 by default) marks fast-diffusion defect pathways (network-like
+lithiation). Li enters through the particle surface (the Si/matrix interface): either a
+prescribed concentration (``mode="concentration"``) or a prescribed inward flux (``"flux"``,
+um/s of theta) with a spatial weight (a reaction profile through the thickness). Every other
+boundary (symmetry planes, box faces) is insulated.
+
+With a supply rate ``Q`` (um3/s of theta, :meth:`LithiumTransport.step`), the flux density is
+``Q w(x) (1 - theta_old) / int w (1 - theta_old) dA`` (``theta_old`` instead of
+``1 - theta_old`` when Li leaves, Q < 0): the reaction prefers the weighted surfaces, a full
+surface (theta = 1) takes no more Li, an empty one gives none, and the Li inserted over a
+step is exactly ``Q dt`` (backward Euler conserves it).
 
 Time stepping: backward Euler, Newton (SNES) with CG + algebraic multigrid; P1 elements.
 Units: um, s.
@@ -21,7 +29,7 @@ import numpy as np
 
 from anodetwin.errors import NumericalError, ParameterError
 
-__all__ = ["DiffusionResult", "solve_diffusion"]
+__all__ = ["DiffusionResult", "LithiumTransport", "solve_diffusion"]
 
 
 @dataclass
@@ -34,84 +42,176 @@ class DiffusionResult:
     volume_um3: float
 
 
-def solve_diffusion(mesh, cell_tags, particle_codes: Sequence[int], surface: Callable,
-                    times: Sequence[float], D0_um2_s: float, a: float = 0.0,
-                    mode: str = "concentration", value: float = 1.0, theta0: float = 0.0,
-                    prefix: str = "diff_") -> DiffusionResult:
+class LithiumTransport:
     """Diffusion of theta in the particle cells of ``mesh`` (module notes).
 
     Parameters
     ----------
-    cell_tags : MeshTags
-        Phase tags; cells with a code in ``particle_codes`` form the particles.
+    mesh, cell_tags
+        Electrode mesh and its phase tags; cells with a code in ``particle_codes`` form
+        the particles.
     surface : callable
         ``surface(x) -> bool`` for points x (3, n) on the particle surface where Li enters
         (exterior facets of the particle submesh that satisfy it).
-    times : sequence of float
-        Output times (s), increasing, starting after 0; each is one backward-Euler step
-        (give a fine sequence for accuracy).
     D0_um2_s, a : float
-        Diffusivity D(theta) = D0 exp(a theta) in um2/s.
+        ``D(theta) = D0 exp(a theta)`` in um2/s.
     mode : {"concentration", "flux"}
-        Surface condition: theta = value, or inward flux value (um/s).
+        Surface condition: theta = ``value``, or an inward flux (``value`` um/s, or the
+        supply of :meth:`step` when ``supply=True``).
+    weight : callable, optional
+        ``weight(x)`` UFL expression of the coordinates: the reaction profile of the supply.
+    multiplier : ndarray, optional
+        Diffusivity multiplier per local cell of ``mesh`` (defect pathways).
     """
-    import dolfinx.fem as fem
-    import dolfinx.fem.petsc
-    import dolfinx.mesh as dmesh
-    import ufl
-    from mpi4py import MPI
 
-    if mode not in ("concentration", "flux"):
-        raise ParameterError(f"surface mode '{mode}'", "use 'concentration' or 'flux'")
-    if D0_um2_s <= 0:
-        raise ParameterError(f"diffusivity {D0_um2_s} um2/s is not positive", "give D0 > 0")
+    def __init__(self, mesh, cell_tags, particle_codes: Sequence[int], surface: Callable,
+                 D0_um2_s: float, a: float = 0.0, mode: str = "concentration",
+                 value: float = 1.0, theta0: float = 0.0, supply: bool = False,
+                 weight: Callable | None = None, multiplier: np.ndarray | None = None,
+                 prefix: str = "diff_"):
+        import dolfinx.fem as fem
+        import dolfinx.fem.petsc
+        import dolfinx.mesh as dmesh
+        import ufl
+        from mpi4py import MPI
+
+        if mode not in ("concentration", "flux"):
+            raise ParameterError(f"surface mode '{mode}'", "use 'concentration' or 'flux'")
+        if not D0_um2_s > 0:
+            raise ParameterError(f"diffusivity {D0_um2_s} um2/s is not positive",
+                                 "give D0 > 0")
+        n = mesh.topology.index_map(3).size_local
+        cells = cell_tags.indices[np.isin(cell_tags.values, particle_codes)
+                                  & (cell_tags.indices < n)].astype(np.int32)
+        if mesh.comm.allreduce(cells.size, op=MPI.SUM) == 0:
+            raise ParameterError(f"the mesh has no cells of phases {list(particle_codes)}",
+                                 "give a mesh with Si particles")
+        sub, cmap, *_ = dmesh.create_submesh(mesh, 3, cells)
+        self.sub, self.parent = sub, mesh
+        sub.topology.create_connectivity(2, 3)
+        ns = sub.topology.index_map(3).size_local + sub.topology.index_map(3).num_ghosts
+        self.parent_cells = cmap.sub_topology_to_topology(np.arange(ns, dtype=np.int32),
+                                                          False)
+        ext = dmesh.exterior_facet_indices(sub.topology)
+        mid = dmesh.compute_midpoints(sub, 2, ext) if ext.size else np.zeros((0, 3))
+        inlet = ext[np.asarray(surface(mid.T), bool)] if ext.size else ext
+        V = fem.functionspace(sub, ("Lagrange", 1))
+        self.V = V
+        th = fem.Function(V, name="theta")
+        th.x.array[:] = theta0
+        self.theta = th
+        self.theta_old = fem.Function(V)
+        self.theta_old.x.array[:] = theta0
+        w = ufl.TestFunction(V)
+        self.dt = fem.Constant(sub, 1.0)
+        D = D0_um2_s * ufl.exp(a * th)
+        if multiplier is not None:
+            m = fem.Function(fem.functionspace(sub, ("DG", 0)))
+            m.x.array[:] = np.asarray(multiplier, float)[self.parent_cells]
+            D = m * D
+        dx = ufl.Measure("dx", domain=sub, metadata={"quadrature_degree": 2})  # exp(a theta)
+        R = ((th - self.theta_old) / self.dt * w + D * ufl.dot(ufl.grad(th), ufl.grad(w))) * dx
+        bcs = []
+        tags = dmesh.meshtags(sub, 2, np.sort(inlet).astype(np.int32),
+                              np.ones(inlet.size, np.int32))
+        ds = ufl.Measure("ds", domain=sub, subdomain_data=tags,
+                         metadata={"quadrature_degree": 2})
+        self._area = sub.comm.allreduce(fem.assemble_scalar(fem.form(
+            fem.Constant(sub, 1.0) * ds(1))), op=MPI.SUM)
+        self.rate = fem.Constant(sub, float(value))  # flux (um/s) or supply (um3/s)
+        self.supply = supply and mode == "flux"
+        if mode == "flux":
+            flux = self.rate
+            if self.supply:
+                wx = weight(ufl.SpatialCoordinate(sub)) if weight else 1.0
+                # free sites (1 - theta) when inserting, Li (theta) when extracting
+                self._sites = fem.Constant(sub, (1.0, -1.0))
+                avail = wx * (self._sites[0] + self._sites[1] * self.theta_old)
+                self._avail_form = fem.form(avail * ds(1))
+                self.norm = fem.Constant(sub, 1.0)
+                flux = self.rate * avail / self.norm
+            R = R - flux * w * ds(1)
+        else:
+            dofs = fem.locate_dofs_topological(V, 2, inlet)
+            bcs.append(fem.dirichletbc(fem.Constant(sub, float(value)), dofs, V))
+        self.problem = dolfinx.fem.petsc.NonlinearProblem(
+            R, th, bcs=bcs, petsc_options_prefix=prefix,
+            petsc_options={"snes_type": "newtonls", "snes_rtol": 1e-10, "snes_atol": 1e-12,
+                           "ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-12})
+        self.volume_um3 = sub.comm.allreduce(fem.assemble_scalar(fem.form(
+            fem.Constant(sub, 1.0) * ufl.dx)), op=MPI.SUM)
+        self._total = fem.form(th * ufl.dx)
+        self._mid = fem.Expression(th, np.array([[0.5, 0.5, 0.5]]) if
+                                   sub.topology.cell_type.name == "hexahedron" else
+                                   np.array([[0.25, 0.25, 0.25]]))
+
+    @property
+    def inlet_area_um2(self) -> float:
+        """Area of the surface where Li enters (um2)."""
+        return self._area
+
+    def mean_theta(self) -> float:
+        """Volume-mean theta of the particles."""
+        import dolfinx.fem as fem
+        from mpi4py import MPI
+
+        return self.sub.comm.allreduce(fem.assemble_scalar(self._total),
+                                       op=MPI.SUM) / self.volume_um3
+
+    def step(self, dt_s: float, rate: float | None = None, where: str = "") -> int:
+        """One backward-Euler step of ``dt_s`` seconds; ``rate``: the flux (um/s) or, with
+        a supply, the Li inserted per second (um3/s of theta). Returns Newton iterations;
+        on failure theta is reset to the start of the step and NumericalError is raised."""
+        import dolfinx.fem as fem
+        from mpi4py import MPI
+
+        self.dt.value = dt_s
+        if rate is not None:
+            self.rate.value = rate
+        if self.supply:
+            self._sites.value = (1.0, -1.0) if self.rate.value >= 0 else (0.0, 1.0)
+            avail = self.sub.comm.allreduce(fem.assemble_scalar(self._avail_form), op=MPI.SUM)
+            if avail <= 0 and self.rate.value:
+                raise NumericalError(f"no particle surface can take or give Li {where}",
+                                     "lower the supply or check the capacity")
+            self.norm.value = avail if avail > 0 else 1.0
+        self.problem.solve()
+        snes = self.problem.solver
+        reason = snes.getConvergedReason()
+        if reason <= 0:
+            self.theta.x.array[:] = self.theta_old.x.array
+            raise NumericalError(f"diffusion did not converge {where} (SNES reason {reason})",
+                                 "use smaller time steps")
+        self.theta_old.x.array[:] = self.theta.x.array
+        return snes.getIterationNumber()
+
+    def to_parent_cells(self, out) -> None:
+        """Write the cell means of theta into the DG0 function ``out`` of the parent mesh
+        (0 outside the particles)."""
+        ns = self.sub.topology.index_map(3).size_local
+        vals = self._mid.eval(self.sub, np.arange(ns, dtype=np.int32)).ravel()
+        dofs = out.function_space.dofmap.list[:, 0]
+        out.x.array[:] = 0.0
+        out.x.array[dofs[self.parent_cells[:ns]]] = vals
+        out.x.scatter_forward()
+
+
+def solve_diffusion(mesh, cell_tags, particle_codes: Sequence[int], surface: Callable,
+                    times: Sequence[float], D0_um2_s: float, a: float = 0.0,
+                    mode: str = "concentration", value: float = 1.0, theta0: float = 0.0,
+                    prefix: str = "diff_") -> DiffusionResult:
+    """Diffusion of theta in the particle cells of ``mesh`` (:class:`LithiumTransport`),
+    stepping through ``times`` (s, increasing, after 0; each one backward-Euler step: give a
+    fine sequence for accuracy) at a constant surface concentration or flux ``value``."""
     t = np.asarray(times, float)
     if t.size == 0 or t[0] <= 0 or np.any(np.diff(t) <= 0):
         raise ParameterError("output times must be positive and increasing",
                              "give e.g. times = numpy.linspace(dt, t_end, n)")
-    n = mesh.topology.index_map(3).size_local
-    cells = cell_tags.indices[np.isin(cell_tags.values, particle_codes)
-                              & (cell_tags.indices < n)].astype(np.int32)
-    sub, *_ = dmesh.create_submesh(mesh, 3, cells)
-    sub.topology.create_connectivity(2, 3)
-    ext = dmesh.exterior_facet_indices(sub.topology)
-    mid = dmesh.compute_midpoints(sub, 2, ext) if ext.size else np.zeros((0, 3))
-    inlet = ext[np.asarray(surface(mid.T), bool)] if ext.size else ext
-    V = fem.functionspace(sub, ("Lagrange", 1))
-    th = fem.Function(V, name="theta")
-    th.x.array[:] = theta0
-    th_old = fem.Function(V)
-    th_old.x.array[:] = theta0
-    w = ufl.TestFunction(V)
-    dt = fem.Constant(sub, 1.0)
-    D = D0_um2_s * ufl.exp(a * th)
-    dx = ufl.Measure("dx", domain=sub, metadata={"quadrature_degree": 2})  # exp(a theta)
-    R = ((th - th_old) / dt * w + D * ufl.dot(ufl.grad(th), ufl.grad(w))) * dx
-    bcs = []
-    if mode == "flux":
-        tags = dmesh.meshtags(sub, 2, np.sort(inlet).astype(np.int32),
-                              np.ones(inlet.size, np.int32))
-        ds = ufl.Measure("ds", domain=sub, subdomain_data=tags)
-        R = R - value * w * ds(1)
-    else:
-        dofs = fem.locate_dofs_topological(V, 2, inlet)
-        bcs.append(fem.dirichletbc(fem.Constant(sub, float(value)), dofs, V))
-    problem = dolfinx.fem.petsc.NonlinearProblem(
-        R, th, bcs=bcs, petsc_options_prefix=prefix,
-        petsc_options={"snes_type": "newtonls", "snes_rtol": 1e-10, "snes_atol": 1e-12,
-                       "ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-12})
-    one = fem.form(fem.Constant(sub, 1.0) * ufl.dx)
-    volume = sub.comm.allreduce(fem.assemble_scalar(one), op=MPI.SUM)
-    total = fem.form(th * ufl.dx)
+    tr = LithiumTransport(mesh, cell_tags, particle_codes, surface, D0_um2_s, a, mode, value,
+                          theta0, prefix=prefix)
     means, t_prev = [], 0.0
     for k, tk in enumerate(t):
-        dt.value = tk - t_prev
-        problem.solve()
-        reason = problem.solver.getConvergedReason()
-        if reason <= 0:
-            raise NumericalError(f"diffusion step {k} (t = {tk:g} s) did not converge "
-                                 f"(SNES reason {reason})", "use smaller time steps")
-        th_old.x.array[:] = th.x.array
-        means.append(sub.comm.allreduce(fem.assemble_scalar(total), op=MPI.SUM) / volume)
+        tr.step(tk - t_prev, where=f"at step {k} (t = {tk:g} s)")
+        means.append(tr.mean_theta())
         t_prev = tk
-    return DiffusionResult(th, t, np.array(means), volume)
+    return DiffusionResult(tr.theta, t, np.array(means), tr.volume_um3)

@@ -34,7 +34,8 @@ import numpy as np
 
 from anodetwin.errors import NumericalError, ParameterError
 
-__all__ = ["Boundary", "SwellingResult", "near_nullspace", "solve_swelling"]
+__all__ = ["Boundary", "SwellingProblem", "SwellingResult", "cauchy_stress", "near_nullspace",
+           "solve_swelling"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,152 @@ def _cell_field(mesh, Q, phases, values: dict, default: float):
     return f
 
 
+class SwellingProblem:
+    """The swelling equilibrium of one mesh, built once and solved for many theta fields.
+
+    ``theta`` is a DG0 function (one value per cell, 0 outside Si) that the caller updates
+    between solves; ``load`` scales it (load stepping). Parameters as in
+    :func:`solve_swelling`.
+    """
+
+    def __init__(self, mesh, phases, facets, materials: dict, boundary: Boundary,
+                 theta=None, rtol: float = 1e-9, spring_tol: float = 1e-8,
+                 max_spring_passes: int = 50, prefix: str = "swell_",
+                 linear_solver: str = "iterative", quadrature_degree: int = 2):
+        import dolfinx.fem as fem
+        import dolfinx.fem.petsc
+        import ufl
+        from mpi4py import MPI
+
+        from anodetwin.mesh.voxel import FACET
+
+        codes = set().union(*mesh.comm.allgather(np.unique(phases.values).tolist()))
+        missing = sorted(c for c in codes if c not in materials)
+        if missing:
+            raise ParameterError(f"no material for phase codes {missing}",
+                                 "map every phase of the mesh to a material")
+        if linear_solver not in ("iterative", "direct"):
+            raise ParameterError(f"linear solver '{linear_solver}'",
+                                 "use 'iterative' or 'direct'")
+        self.mesh, self.boundary = mesh, boundary
+        self.spring_tol, self.max_spring_passes = spring_tol, max_spring_passes
+        Q = fem.functionspace(mesh, ("DG", 0))
+        self.Q = Q
+        fields = {}
+        for key, attr, default in (("E0", "E0_mpa", 1.0), ("E1", "E1_mpa", 1.0),
+                                   ("nu", "nu", 0.3), ("beta", "beta", 0.0)):
+            fields[key] = _cell_field(mesh, Q, phases, {c: getattr(m, attr) for c, m in
+                                                        materials.items()}, default)
+        self.cell_constants = {k: f.x.array for k, f in fields.items()}
+        self.load = fem.Constant(mesh, 1.0)  # fraction of theta applied
+        if theta is None:
+            theta = fem.Function(Q, name="theta")
+        self.theta = theta
+        th_now = self.load * theta
+        E = fields["E0"] + (fields["E1"] - fields["E0"]) * th_now
+        nu = fields["nu"]
+        lam = E * nu / ((1 + nu) * (1 - 2 * nu))
+        mu = E / (2 * (1 + nu))
+        V = fem.functionspace(mesh, ("Lagrange", 1, (3,)))
+        self.V = V
+        u = fem.Function(V, name="displacement")
+        self.u = u
+        v, du = ufl.TestFunction(V), ufl.TrialFunction(V)
+        F = ufl.Identity(3) + ufl.grad(u)
+        Js = 1 + fields["beta"] * th_now
+        Fe = F / Js ** (1 / 3)
+        Je = ufl.det(F) / Js
+        psi = mu / 2 * (ufl.tr(Fe.T * Fe) - 3) - mu * ufl.ln(Je) + lam / 2 * ufl.ln(Je) ** 2
+        self.p_top = fem.Constant(mesh, 0.0)
+        ds = ufl.Measure("ds", domain=mesh, subdomain_data=facets)
+        # the energy holds logs and powers: UFL's degree estimate would ask for huge
+        # quadrature rules; 2 (exact for the P1/Q1 stiffness, Gauss 2 per direction on
+        # hexahedra) suffices
+        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": quadrature_degree})
+        Pi = Js * psi * dx
+        if boundary.top == "spring":
+            Pi = Pi + self.p_top * u[2] * ds(FACET["separator"])
+        R = ufl.derivative(Pi, u, v)
+        Jac = ufl.derivative(R, u, du)
+
+        def faces(*names):
+            return np.concatenate([facets.indices[facets.values == FACET[n]] for n in names]
+                                  ).astype(np.int32)
+
+        bcs = []
+        if boundary.collector == "bonded":
+            bcs.append(fem.dirichletbc(np.zeros(3), fem.locate_dofs_topological(
+                V, 2, faces("collector")), V))
+        else:
+            bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
+                V.sub(2), 2, faces("collector")), V.sub(2)))
+        lateral = {"rollers": (("x_min", "x_max"), ("y_min", "y_max")),
+                   "symmetry": (("x_min",), ("y_min",)), "free": ((), ())}[boundary.lateral]
+        for comp, names in enumerate(lateral):
+            if names:
+                bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
+                    V.sub(comp), 2, faces(*names)), V.sub(comp)))
+        if boundary.top == "plate":
+            bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
+                V.sub(2), 2, faces("separator")), V.sub(2)))
+        lin = ({"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-10, "ksp_max_it": 1000}
+               if linear_solver == "iterative" else
+               {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
+        self.problem = dolfinx.fem.petsc.NonlinearProblem(
+            R, u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
+            petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "basic",
+                           "snes_rtol": rtol, "snes_atol": 1e-10, "snes_max_it": 50, **lin})
+        self.problem.A.setNearNullSpace(near_nullspace(V))
+        self._top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
+            fem.Constant(mesh, 1.0) * ds(FACET["separator"]))), op=MPI.SUM)
+        self._uz_form = fem.form(u[2] * ds(FACET["separator"]))
+
+    @property
+    def dofs(self) -> int:
+        """Global number of displacement unknowns."""
+        im = self.V.dofmap.index_map
+        return im.size_global * self.V.dofmap.index_map_bs
+
+    def mean_top(self) -> float:
+        """Mean axial displacement of the top face (um)."""
+        import dolfinx.fem as fem
+        from mpi4py import MPI
+
+        if self._top_area <= 0:
+            return 0.0
+        return self.mesh.comm.allreduce(fem.assemble_scalar(self._uz_form),
+                                        op=MPI.SUM) / self._top_area
+
+    def stack_pressure(self) -> float:
+        """Spring pressure on the top (MPa): p0 + k u_top, or 0 without a spring."""
+        b = self.boundary
+        return b.p0_mpa + b.k_mpa_per_um * self.mean_top() if b.top == "spring" else 0.0
+
+    def solve(self, where: str = "") -> tuple[list, list, int]:
+        """Newton with the spring fixed point; returns (Newton its, Krylov its, passes)
+        and raises :class:`NumericalError` naming ``where`` when a solve fails."""
+        snes = self.problem.solver
+        b = self.boundary
+        newton, krylov = [], []
+        for passes in range(1, self.max_spring_passes + 1):
+            u_top = self.mean_top()
+            self.p_top.value = b.p0_mpa + b.k_mpa_per_um * u_top
+            self.problem.solve()
+            reason = snes.getConvergedReason()
+            newton.append(snes.getIterationNumber())
+            krylov.append(snes.getLinearSolveIterations())
+            if reason <= 0:
+                raise NumericalError(f"Newton did not converge {where} (SNES reason {reason},"
+                                     f" {newton[-1]} iterations)",
+                                     "use smaller steps or check the materials")
+            if b.top != "spring" or b.k_mpa_per_um == 0:
+                return newton, krylov, passes
+            if abs(self.mean_top() - u_top) <= self.spring_tol * max(1.0, abs(u_top)):
+                return newton, krylov, passes
+        raise NumericalError(f"the spring did not settle {where}",
+                             "lower the spring stiffness or use smaller steps")
+
+
 def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Boundary,
                    steps: int = 1, rtol: float = 1e-9, spring_tol: float = 1e-8,
                    max_spring_passes: int = 50, prefix: str = "swell_",
@@ -135,115 +282,34 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
         contrast between Si and the matrix makes the multigrid struggle).
     """
     import dolfinx.fem as fem
-    import dolfinx.fem.petsc
-    import ufl
-    from mpi4py import MPI
 
-    from anodetwin.mesh.voxel import FACET
-
-    codes = set().union(*mesh.comm.allgather(np.unique(phases.values).tolist()))
-    missing = sorted(c for c in codes if c not in materials)
-    if missing:
-        raise ParameterError(f"no material for phase codes {missing}",
-                             "map every phase of the mesh to a material")
-    Q = fem.functionspace(mesh, ("DG", 0))
-    E0 = _cell_field(mesh, Q, phases, {c: m.E0_mpa for c, m in materials.items()}, 1.0)
-    E1 = _cell_field(mesh, Q, phases, {c: m.E1_mpa for c, m in materials.items()}, 1.0)
-    nu = _cell_field(mesh, Q, phases, {c: m.nu for c, m in materials.items()}, 0.3)
-    beta = _cell_field(mesh, Q, phases, {c: m.beta for c, m in materials.items()}, 0.0)
-    load = fem.Constant(mesh, 0.0)  # fraction of theta applied
     th = theta if not isinstance(theta, (int, float)) else fem.Constant(mesh, float(theta))
-    th_now = load * th
-    E = E0 + (E1 - E0) * th_now
+    sp = SwellingProblem(mesh, phases, facets, materials, boundary, th, rtol, spring_tol,
+                         max_spring_passes, prefix, linear_solver, quadrature_degree)
+    newton, krylov, passes = [], [], 0
+    for k in range(1, int(steps) + 1):
+        sp.load.value = k / steps
+        n, kr, p = sp.solve(f"at load step {k}/{steps}")
+        newton += n
+        krylov += kr
+        passes += p
+    return SwellingResult(sp.u, sp.mean_top(), sp.stack_pressure(), newton, krylov, passes)
+
+
+def cauchy_stress(F: np.ndarray, theta: np.ndarray, E0: np.ndarray, E1: np.ndarray,
+                  nu: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Cauchy stress (MPa) of the material model at given deformation gradients.
+
+    With ``Fe = F / Js^(1/3)`` and ``Je = det Fe``: ``sigma = (mu (Fe Fe^T - I) + lambda ln Je
+    I) / Je``. Arrays: F (n, 3, 3); theta and the cell constants (n,). Returns (n, 3, 3).
+    """
+    Js = 1 + beta * theta
+    Fe = F / np.cbrt(Js)[:, None, None]
+    Je = np.linalg.det(Fe)
+    E = E0 + (E1 - E0) * theta
     lam = E * nu / ((1 + nu) * (1 - 2 * nu))
     mu = E / (2 * (1 + nu))
-    V = fem.functionspace(mesh, ("Lagrange", 1, (3,)))
-    u = fem.Function(V, name="displacement")
-    v = ufl.TestFunction(V)
-    du = ufl.TrialFunction(V)
-    I3 = ufl.Identity(3)
-    F = I3 + ufl.grad(u)
-    Js = 1 + beta * th_now
-    s = Js ** (1 / 3)
-    Fe = F / s
-    Je = ufl.det(F) / Js
-    psi = mu / 2 * (ufl.tr(Fe.T * Fe) - 3) - mu * ufl.ln(Je) + lam / 2 * ufl.ln(Je) ** 2
-    W = Js * psi
-    p_top = fem.Constant(mesh, 0.0)
-    ds = ufl.Measure("ds", domain=mesh, subdomain_data=facets)
-    # the energy holds logs and powers: UFL's degree estimate would ask for huge quadrature
-    # rules; 2 (exact for the P1/Q1 stiffness, Gauss 2 per direction on hexahedra) suffices
-    dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": quadrature_degree})
-    Pi = W * dx
-    if boundary.top == "spring":
-        Pi = Pi + p_top * u[2] * ds(FACET["separator"])
-    R = ufl.derivative(Pi, u, v)
-    Jac = ufl.derivative(R, u, du)
-    fdim = 2
-
-    def faces(*names):
-        return np.concatenate([facets.indices[facets.values == FACET[n]] for n in names]
-                              ).astype(np.int32)
-
-    bcs = []
-    if boundary.collector == "bonded":
-        bcs.append(fem.dirichletbc(np.zeros(3), fem.locate_dofs_topological(
-            V, fdim, faces("collector")), V))
-    else:
-        bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
-            V.sub(2), fdim, faces("collector")), V.sub(2)))
-    lateral = {"rollers": (("x_min", "x_max"), ("y_min", "y_max")),
-               "symmetry": (("x_min",), ("y_min",)), "free": ((), ())}[boundary.lateral]
-    for comp, names in enumerate(lateral):
-        if names:
-            bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
-                V.sub(comp), fdim, faces(*names)), V.sub(comp)))
-    if boundary.top == "plate":
-        bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
-            V.sub(2), fdim, faces("separator")), V.sub(2)))
-    if linear_solver not in ("iterative", "direct"):
-        raise ParameterError(f"linear solver '{linear_solver}'", "use 'iterative' or 'direct'")
-    lin = ({"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-10, "ksp_max_it": 1000}
-           if linear_solver == "iterative" else
-           {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
-    problem = dolfinx.fem.petsc.NonlinearProblem(
-        R, u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
-        petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "basic",
-                       "snes_rtol": rtol, "snes_atol": 1e-10, "snes_max_it": 50, **lin})
-    problem.A.setNearNullSpace(near_nullspace(V))
-    snes = problem.solver
-    top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
-        fem.Constant(mesh, 1.0) * ds(FACET["separator"]))), op=MPI.SUM)
-    uz_form = fem.form(u[2] * ds(FACET["separator"]))
-
-    def mean_top() -> float:
-        if top_area <= 0:
-            return 0.0
-        return mesh.comm.allreduce(fem.assemble_scalar(uz_form), op=MPI.SUM) / top_area
-
-    newton, krylov = [], []
-    passes = 0
-    for k in range(1, int(steps) + 1):
-        load.value = k / steps
-        for _ in range(max_spring_passes):
-            u_top = mean_top()
-            p_top.value = boundary.p0_mpa + boundary.k_mpa_per_um * u_top
-            problem.solve()
-            reason = snes.getConvergedReason()
-            if reason <= 0:
-                raise NumericalError(f"Newton did not converge at load step {k}/{steps} "
-                                     f"(SNES reason {reason})",
-                                     "use more load steps or check the materials")
-            newton.append(snes.getIterationNumber())
-            krylov.append(snes.getLinearSolveIterations())
-            passes += 1
-            if boundary.top != "spring" or boundary.k_mpa_per_um == 0:
-                break
-            if abs(mean_top() - u_top) <= spring_tol * max(1.0, abs(u_top)):
-                break
-        else:
-            raise NumericalError(f"the spring did not settle at load step {k}/{steps}",
-                                 "lower the spring stiffness or use more load steps")
-    u_top = mean_top()
-    p = boundary.p0_mpa + boundary.k_mpa_per_um * u_top if boundary.top == "spring" else 0.0
-    return SwellingResult(u, u_top, p, newton, krylov, passes)
+    eye = np.eye(3)
+    B = Fe @ np.swapaxes(Fe, 1, 2)
+    return (mu[:, None, None] * (B - eye) + (lam * np.log(Je))[:, None, None] * eye) \
+        / Je[:, None, None]

@@ -1,0 +1,242 @@
+"""Post-processing of a simulated state: cell fields, electrode means, files for ParaView
+and the displacement on a DVC grid.
+
+Cell fields (one value per cell, at the cell centre): J = det F, Cauchy stress (von Mises,
+hydrostatic = tr/3, largest principal; MPa), Hencky strain ``1/2 ln(F^T F)`` (Lagrangian
+log strain), the small-strain tensor ``sym(F) - I`` (the DVC module's convention) and theta.
+
+Electrode means are volume averages over the cells of the electrode phases (pore, CBD,
+Si, LixSi) in the reference configuration, so the mean of ``J - 1`` is the electrode's
+volume change; the collector-side and separator-side halves split the electrode at its
+reference mid-plane. The thickness is the reference thickness plus the mean axial
+displacement of the electrode's top face minus that of its bottom face.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from anodetwin.phases import ELECTRODE_PHASES, PHASE
+
+__all__ = ["CellFields", "hencky_strain", "merge_xdmf", "sample_displacement"]
+
+XI = "https://www.w3.org/2001/XInclude"
+
+
+def hencky_strain(F: np.ndarray) -> np.ndarray:
+    """Lagrangian Hencky strain ``1/2 ln(F^T F)`` of (n, 3, 3) deformation gradients."""
+    C = np.swapaxes(F, 1, 2) @ F
+    w, Q = np.linalg.eigh(C)
+    return (Q * (0.5 * np.log(w))[:, None, :]) @ np.swapaxes(Q, 1, 2)
+
+
+class CellFields:
+    """Cell fields and electrode means of a :class:`~anodetwin.simulate.mechanics.
+    SwellingProblem` (module notes)."""
+
+    def __init__(self, sp, phases, facets):
+        import dolfinx.fem as fem
+        import ufl
+        from mpi4py import MPI
+
+        from anodetwin.mesh.voxel import FACET
+
+        mesh = sp.mesh
+        self.sp, self.mesh, self.comm = sp, mesh, mesh.comm
+        n = mesh.topology.index_map(3).size_local
+        self.n = n
+        Q = sp.Q
+        self.dof = Q.dofmap.list[:n, 0]
+        ref = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name == "hexahedron"
+                       else [[0.25, 0.25, 0.25]])
+        self._F = fem.Expression(ufl.Identity(3) + ufl.grad(sp.u), ref)
+        w = ufl.TestFunction(Q)
+        vol = fem.assemble_vector(fem.form(w * ufl.dx))
+        self.volume = vol.array[self.dof].copy()
+        ph = np.full(n, -1, np.int32)
+        own = phases.indices < n
+        ph[phases.indices[own]] = phases.values[own]
+        self.phase = ph
+        gx = mesh.geometry.x
+        cz = gx[mesh.geometry.dofmaps[0][:n], 2]
+        self.z = cz.mean(axis=1)
+        self.electrode = np.isin(ph, ELECTRODE_PHASES)
+        self.si = np.isin(ph, (PHASE["si"], PHASE["lithiated"]))
+        lo = cz[self.electrode].min() if self.electrode.any() else np.inf
+        hi = cz[self.electrode].max() if self.electrode.any() else -np.inf
+        self.z_bottom = self.comm.allreduce(float(lo), op=MPI.MIN)
+        self.z_top = self.comm.allreduce(float(hi), op=MPI.MAX)
+        self.thickness0 = self.z_top - self.z_bottom
+        mid = 0.5 * (self.z_bottom + self.z_top)
+        self.collector_half = self.electrode & (self.z < mid)
+        self.separator_half = self.electrode & (self.z >= mid)
+        ds = ufl.Measure("ds", domain=mesh, subdomain_data=facets)
+        dS = ufl.Measure("dS", domain=mesh, subdomain_data=facets)
+        present = set().union(*self.comm.allgather(np.unique(facets.values).tolist()))
+
+        def face(interface: str, outer: str):
+            if FACET[interface] in present:  # interior facets: both sides agree (P1)
+                return ufl.avg(sp.u[2]) * dS(FACET[interface]), 1.0 * dS(FACET[interface])
+            return sp.u[2] * ds(FACET[outer]), 1.0 * ds(FACET[outer])
+
+        self._faces = []
+        for interface, outer in (("separator_interface", "separator"),
+                                 ("cu_interface", "collector")):
+            num, den = face(interface, outer)
+            area = self.comm.allreduce(fem.assemble_scalar(fem.form(
+                fem.Constant(mesh, 1.0) * den)), op=MPI.SUM)
+            self._faces.append((fem.form(num), area))
+
+    def _sum(self, a: np.ndarray, mask: np.ndarray) -> float:
+        from mpi4py import MPI
+
+        return self.comm.allreduce(float(np.sum(a[mask] * self.volume[mask])), op=MPI.SUM)
+
+    def mean(self, a: np.ndarray, mask: np.ndarray) -> float:
+        """Volume mean of the cell values ``a`` over ``mask`` (all ranks)."""
+        v = self._sum(np.ones_like(a), mask)
+        return self._sum(a, mask) / v if v > 0 else float("nan")
+
+    def compute(self) -> dict:
+        """Cell arrays (local owned cells) of the current state."""
+        c = self.sp.cell_constants
+        F = self._F.eval(self.mesh, np.arange(self.n, dtype=np.int32)).reshape(self.n, 3, 3)
+        theta = self.sp.theta.x.array[self.dof] * float(self.sp.load.value)
+        from anodetwin.simulate.mechanics import cauchy_stress
+
+        sig = cauchy_stress(F, theta, *(c[k][self.dof] for k in ("E0", "E1", "nu", "beta")))
+        pr = np.linalg.eigvalsh(sig)
+        hydro = np.trace(sig, axis1=1, axis2=2) / 3
+        dev = sig - hydro[:, None, None] * np.eye(3)
+        vm = np.sqrt(1.5 * np.einsum("nij,nij->n", dev, dev))
+        eps = 0.5 * (F + np.swapaxes(F, 1, 2)) - np.eye(3)
+        return {"F": F, "J": np.linalg.det(F), "theta": theta, "stress": sig,
+                "von_mises": vm, "hydrostatic": hydro, "max_principal": pr[:, -1],
+                "hencky": hencky_strain(F), "strain": eps}
+
+    def face_uz(self) -> tuple[float, float]:
+        """Mean axial displacement (um) of the electrode's top and bottom faces."""
+        import dolfinx.fem as fem
+        from mpi4py import MPI
+
+        out = []
+        for form, area in self._faces:
+            s = self.comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
+            out.append(s / area if area > 0 else 0.0)
+        return out[0], out[1]
+
+    def summary(self, f: dict) -> dict:
+        """Electrode means of a :meth:`compute` result (module notes)."""
+        from mpi4py import MPI
+
+        top, bottom = self.face_uz()
+        e = f["strain"]
+        smax = np.max(f["max_principal"][self.si]) if self.si.any() else -np.inf
+        vmax = np.max(f["von_mises"][self.si]) if self.si.any() else -np.inf
+        return {
+            "thickness_um": self.thickness0 + top - bottom,
+            "volumetric_strain": self.mean(f["J"] - 1, self.electrode),
+            "volumetric_strain_collector_half": self.mean(f["J"] - 1, self.collector_half),
+            "volumetric_strain_separator_half": self.mean(f["J"] - 1, self.separator_half),
+            "exx": self.mean(e[:, 0, 0], self.electrode),
+            "eyy": self.mean(e[:, 1, 1], self.electrode),
+            "ezz": self.mean(e[:, 2, 2], self.electrode),
+            "theta_si_cells": self.mean(f["theta"], self.si),
+            "max_principal_si_mpa": self.comm.allreduce(float(smax), op=MPI.MAX),
+            "max_von_mises_si_mpa": self.comm.allreduce(float(vmax), op=MPI.MAX),
+        }
+
+    def write_xdmf(self, path: str | os.PathLike, f: dict, time_s: float) -> None:
+        """Fields for ParaView (XDMF + HDF5, reference configuration; warp by
+        ``displacement``): written in a temporary folder, then moved beside ``path``."""
+        import dolfinx.fem as fem
+        from dolfinx.io import XDMFFile
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.tmp")
+        if self.comm.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.comm.barrier()
+        Q = self.sp.Q
+        T = fem.functionspace(self.mesh, ("DG", 0, (3, 3)))
+        funcs = [self.sp.u]
+        for name, vals in (("theta", f["theta"]), ("J", f["J"]), ("von_mises", f["von_mises"]),
+                           ("hydrostatic", f["hydrostatic"]),
+                           ("max_principal", f["max_principal"]), ("phase", self.phase)):
+            g = fem.Function(Q, name=name)
+            g.x.array[self.dof] = vals
+            g.x.scatter_forward()
+            funcs.append(g)
+        h = fem.Function(T, name="hencky")
+        tdof = T.dofmap.list[: self.n, 0]
+        h.x.array.reshape(-1, 9)[tdof] = f["hencky"].reshape(-1, 9)
+        h.x.scatter_forward()
+        funcs.append(h)
+        with XDMFFile(self.comm, str(tmp / path.name), "w") as xf:
+            xf.write_mesh(self.mesh)
+            for g in funcs:
+                xf.write_function(g, time_s)
+        self.comm.barrier()
+        if self.comm.rank == 0:
+            h5 = path.with_suffix(".h5")
+            os.replace(tmp / h5.name, h5)
+            os.replace(tmp / path.name, path)
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.comm.barrier()
+
+
+def merge_xdmf(files: list[Path], out: Path) -> None:
+    """One temporal XDMF collection over per-time files of one mesh (same folder): the mesh
+    of the first file, then each function's grids of every file in order."""
+    from anodetwin.io import atomic_write_text
+
+    ET.register_namespace("xi", XI)
+    roots = [ET.parse(p).getroot() for p in files]
+    dom0 = roots[0].find("Domain")
+    root = ET.Element("Xdmf", {"Version": "3.0"})
+    dom = ET.SubElement(root, "Domain")
+    dom.append(dom0.find("Grid[@GridType='Uniform']"))
+    for coll in dom0.findall("Grid[@GridType='Collection']"):
+        name = coll.get("Name")
+        merged = ET.SubElement(dom, "Grid", {"Name": name, "GridType": "Collection",
+                                             "CollectionType": "Temporal"})
+        for r in roots:
+            for g in r.find("Domain").findall(f"Grid[@Name='{name}']/Grid"):
+                merged.append(g)
+    text = ET.tostring(root, encoding="unicode")
+    atomic_write_text(out, '<?xml version="1.0"?>\n' + text.replace(
+        "<Xdmf ", f'<Xdmf xmlns:xi="{XI}" ', 1) if "xmlns:xi" not in text else
+        '<?xml version="1.0"?>\n' + text)
+
+
+def sample_displacement(u, points: np.ndarray) -> np.ndarray | None:
+    """Displacement (um, x y z) of ``u`` at points (N, 3) (x, y, z um), NaN outside the
+    mesh; all ranks take part, rank 0 gets the array (None elsewhere)."""
+    import dolfinx.geometry as geo
+
+    mesh = u.function_space.mesh
+    pts = np.ascontiguousarray(points, dtype=mesh.geometry.x.dtype)
+    tree = geo.bb_tree(mesh, 3)
+    coll = geo.compute_collisions_points(tree, pts)
+    cells = geo.compute_colliding_cells(mesh, coll, pts)
+    found, first = [], []
+    for i in range(len(pts)):
+        c = cells.links(i)
+        if len(c):
+            found.append(i)
+            first.append(c[0])
+    vals = (u.eval(pts[found], np.asarray(first, np.int32)) if found
+            else np.zeros((0, 3)))
+    parts = mesh.comm.gather((np.asarray(found, int), vals), root=0)
+    if mesh.comm.rank != 0:
+        return None
+    out = np.full((len(pts), 3), np.nan)
+    for idx, v in reversed(parts):  # the lowest rank wins on shared faces
+        out[idx] = v
+    return out

@@ -1,0 +1,436 @@
+"""Cell protocol (``models/<name>.toml``) and an equivalent-circuit cell: SoC versus time.
+
+The cell is ``V = OCV(SoC) + I R`` (I > 0 charging, R in ohm cm2) with a piecewise-linear
+open-circuit voltage and ``dSoC/dt = I / Q`` (Q the cathode-limited capacity, mAh/cm2; a
+current density ``c_rate * Q`` mA/cm2 moves the SoC by ``c_rate`` per hour). Every regime has an
+exact solution that :func:`simulate_cell` evaluates piece by piece: CC is linear in time and
+stops exactly where ``OCV(SoC) + I R`` meets the cut-off (inverse interpolation of the
+piecewise-linear OCV); on each linear OCV piece (slope k, V per unit SoC) CV is exponential,
+``I(t) = I0 exp(-k t / (3.6 R Q))`` (t in s); rests and scans hold the SoC. The SoC is kept in
+[0, 1]: a CC charge that would pass SoC 1 stops there (I = 0). The Si's mean Li content is
+``theta = SoC * theta_full * (1 - irreversible loss)`` with ``theta_full`` = cathode capacity /
+Si capacity (theta = 1 is Li15Si4). ``CellHistory.breakpoints_s`` lists the regime changes
+(segment, CC -> CV, rest and scan boundaries) for a time stepper to land on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
+from anodetwin.simulate.materials import MODELS_DIR
+
+__all__ = ["Segment", "Protocol", "CellHistory", "load_protocol", "simulate_cell"]
+
+_MODES = ("cc", "cv", "cccv", "rest")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One protocol step.
+
+    Parameters
+    ----------
+    mode : {"cc", "cv", "cccv", "rest"}
+        "cc": constant current until the cut-off ``voltage_v`` or ``max_minutes``; "cv": hold
+        ``voltage_v`` until ``|I| < until_c_rate`` or ``max_minutes``; "cccv": CC until
+        ``voltage_v``, then CV at it for the rest of the segment's ``max_minutes``; "rest": I = 0.
+    direction : {"charge", "discharge"}
+        Sign of the CC current (charge: I > 0). The CV current's sign follows V - OCV.
+    c_rate : float
+        CC current magnitude in 1/h (current density = c_rate * Q, mA/cm2).
+    voltage_v : float or None
+        CC cut-off and/or CV hold voltage (V); a "cc" segment without one runs for its time.
+    until_c_rate : float
+        CV end current magnitude (1/h); 0: none.
+    max_minutes : float
+        Time limit of the segment (min); inf: none.
+    scan : str or None
+        Name of the tomogram taken after the segment (after the protocol's OCV rest).
+    """
+
+    mode: str
+    direction: str = "charge"
+    c_rate: float = 0.0
+    voltage_v: float | None = None
+    until_c_rate: float = 0.0
+    max_minutes: float = math.inf
+    scan: str | None = None
+
+    def __post_init__(self) -> None:
+        def bad(msg: str, fix: str) -> None:
+            raise ParameterError(f"segment ({self.scan or self.mode}): {msg}", fix)
+
+        if self.mode not in _MODES:
+            bad(f"unknown mode '{self.mode}'", f"use one of {', '.join(_MODES)}")
+        if self.direction not in ("charge", "discharge"):
+            bad(f"direction '{self.direction}'", "use 'charge' or 'discharge'")
+        for key in ("c_rate", "until_c_rate", "max_minutes"):
+            if not getattr(self, key) >= 0:
+                bad(f"{key} = {getattr(self, key)} is negative", "give a value >= 0 (rates in "
+                    "1/h, times in min)")
+        if self.mode in ("cc", "cccv") and not self.c_rate > 0:
+            bad(f"{self.mode} segment with c_rate {self.c_rate}", "give c_rate > 0 (1/h)")
+        if self.mode in ("cv", "cccv") and self.voltage_v is None:
+            bad(f"{self.mode} segment without voltage_v", "give the hold voltage in V")
+        if math.isinf(self.max_minutes) and (
+                self.mode == "rest" or (self.mode != "cc" and self.until_c_rate == 0)):
+            bad(f"{self.mode} segment that never ends (no max_minutes, no until_c_rate)",
+                "give max_minutes (or until_c_rate for a CV hold)")
+
+    @property
+    def sign(self) -> float:
+        """+1 for charge, -1 for discharge."""
+        return 1.0 if self.direction == "charge" else -1.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A cell (capacities, OCV, resistance) and its protocol.
+
+    Capacities in mAh/cm2, OCV table ``ocv_soc`` (0..1, strictly increasing) -> ``ocv_v`` (V,
+    strictly increasing), resistance in ohm cm2, rest/scan durations in min. Before each
+    segment scan the cell rests ``rest_minutes`` at open circuit, then the scan lasts
+    ``scan_minutes`` (I = 0). ``initial_scan`` is the pristine scan, taken at t = 0.
+    """
+
+    name: str
+    cathode_capacity_mah_cm2: float
+    si_capacity_mah_cm2: float
+    ocv_soc: tuple[float, ...]
+    ocv_v: tuple[float, ...]
+    resistance_ohm_cm2: float
+    segments: tuple[Segment, ...]
+    rest_minutes: float = 1.0
+    scan_minutes: float = 10.0
+    initial_soc: float = 0.0
+    initial_scan: str | None = "T0"
+    irreversible_loss: float = 0.0
+    sources: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        def bad(msg: str, fix: str) -> None:
+            raise ParameterError(f"protocol '{self.name}': {msg}", fix)
+
+        if not (self.cathode_capacity_mah_cm2 > 0 and self.si_capacity_mah_cm2 > 0):
+            bad("capacities must be > 0", "give cathode and Si capacities in mAh/cm2")
+        if not self.resistance_ohm_cm2 > 0:
+            bad(f"resistance {self.resistance_ohm_cm2} ohm*cm2", "give R > 0 ohm*cm2")
+        s, v = np.asarray(self.ocv_soc, float), np.asarray(self.ocv_v, float)
+        if s.ndim != 1 or s.shape != v.shape or s.size < 2:
+            bad("ocv_soc and ocv_voltage differ in length or have < 2 points",
+                "give two equally long lists")
+        if s[0] != 0 or s[-1] != 1 or np.any(np.diff(s) <= 0):
+            bad(f"ocv_soc {s.tolist()} must rise strictly from 0 to 1", "fix the SoC column")
+        if np.any(np.diff(v) <= 0) or not np.all(np.isfinite(v)):
+            bad(f"ocv_voltage {v.tolist()} is not strictly increasing",
+                "give a monotonic OCV(SoC) table in V")
+        if not 0 <= self.initial_soc <= 1:
+            bad(f"initial_soc {self.initial_soc} is outside [0, 1]", "give an SoC in [0, 1]")
+        if not 0 <= self.irreversible_loss < 1:
+            bad(f"irreversible_loss {self.irreversible_loss} is outside [0, 1)",
+                "give a fraction 0 <= loss < 1")
+        if not (self.rest_minutes >= 0 and self.scan_minutes >= 0):
+            bad("negative rest/scan minutes", "give durations >= 0 min")
+        names = [g.scan for g in self.segments if g.scan] + [self.initial_scan or ""]
+        if len(set(names)) != len(names):
+            bad(f"scan names {names} repeat", "give every scan its own name")
+        for i, g in enumerate(self.segments):
+            where = f"segments[{i}] ({g.scan or g.mode})"
+            if g.mode in ("cv", "cccv") and not v[0] <= g.voltage_v <= v[-1]:
+                bad(f"{where}: hold voltage {g.voltage_v} V is outside the OCV range "
+                    f"[{v[0]}, {v[-1]}] V", "give a voltage_v inside the OCV table")
+            drop = g.c_rate / 3600 * self.r_vs
+            end = v[-1] + drop if g.sign > 0 else v[0] - drop
+            if g.mode == "cc" and math.isinf(g.max_minutes) and (
+                    g.voltage_v is None or (g.voltage_v - end) * g.sign > 0):
+                bad(f"{where}: cut-off {g.voltage_v} V is never reached (the voltage ends at "
+                    f"{end:.3f} V = OCV +- I*R at SoC {int(g.sign > 0)}) and there is no "
+                    "max_minutes", "move the cut-off inside that range or give max_minutes")
+
+    @property
+    def theta_full(self) -> float:
+        """Mean Si Li content (theta, 1 = Li15Si4) at SoC 1: cathode / Si capacity."""
+        return self.cathode_capacity_mah_cm2 / self.si_capacity_mah_cm2
+
+    @property
+    def r_vs(self) -> float:
+        """Voltage drop per SoC rate: ``V = OCV + (dSoC/dt in 1/s) * r_vs`` (V s)."""
+        return 3.6 * self.cathode_capacity_mah_cm2 * self.resistance_ohm_cm2
+
+    def ocv(self, soc):
+        """Open-circuit voltage (V) at ``soc`` (piecewise linear)."""
+        return np.interp(soc, self.ocv_soc, self.ocv_v)
+
+
+@dataclass(frozen=True)
+class CellHistory:
+    """Result of :func:`simulate_cell`: dense samples, scan times and the exact pieces.
+
+    ``time_s``, ``soc``, ``current_ma_cm2`` (> 0 charging), ``voltage_v``, ``segment`` (index;
+    -1 for the initial scan; a segment's OCV rest and scan carry its index) and ``phase``
+    ("cc", "cv", "rest", "ocv", "scan") are dense samples, both sides of every jump included.
+    ``scans`` maps scan name -> start time (s); ``breakpoints_s`` are the regime changes.
+    ``pieces`` rows are (t0 s, duration s, soc0, rate0 1/s, decay 1/s):
+    ``soc = soc0 + rate0 (1 - exp(-decay dt)) / decay`` (``soc0 + rate0 dt`` when decay = 0).
+    """
+
+    protocol: Protocol
+    time_s: np.ndarray
+    soc: np.ndarray
+    current_ma_cm2: np.ndarray
+    voltage_v: np.ndarray
+    segment: np.ndarray
+    phase: np.ndarray
+    scans: dict[str, float]
+    breakpoints_s: np.ndarray
+    pieces: np.ndarray
+
+    def _eval(self, t):
+        t = np.asarray(t, float)
+        p = self.pieces[np.clip(np.searchsorted(self.pieces[:, 0], t, "right") - 1, 0, None)]
+        soc, q = _piece_eval(p, np.clip(t - p[..., 0], 0.0, p[..., 1]))
+        return soc, q * (t < p[..., 0] + p[..., 1])
+
+    def soc_at(self, t):
+        """Exact cell SoC at time(s) ``t`` (s); constant after the end."""
+        s = self._eval(t)[0]
+        return float(s) if s.ndim == 0 else s
+
+    def current_at(self, t):
+        """Exact current density (mA/cm2, > 0 charging) at time(s) ``t`` (s)."""
+        i = self._eval(t)[1] * 3600 * self.protocol.cathode_capacity_mah_cm2
+        return float(i) if i.ndim == 0 else i
+
+    def theta_mean_at(self, t):
+        """Mean Li content of the Si (theta, 1 = Li15Si4) at time(s) ``t`` (s)."""
+        p = self.protocol
+        return self.soc_at(t) * p.theta_full * (1.0 - p.irreversible_loss)
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the dense samples as CSV (atomic); returns the path."""
+        from anodetwin.io.atomic import atomic_write_text
+
+        rows = ["time_s,time_h,soc,current_ma_cm2,voltage_v,segment,phase"] + [
+            f"{t:.6f},{t / 3600:.9f},{s:.12g},{i:.9g},{v:.9g},{g},{ph}" for t, s, i, v, g, ph
+            in zip(self.time_s, self.soc, self.current_ma_cm2, self.voltage_v, self.segment,
+                   self.phase)]
+        return Path(atomic_write_text(path, "\n".join(rows) + "\n"))
+
+
+def _piece_eval(rows: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SoC and SoC rate (1/s) ``dt`` seconds into pieces ``rows`` (see :class:`CellHistory`)."""
+    lam, q0 = rows[..., 4], rows[..., 3]
+    safe = np.where(lam > 0, lam, 1.0)
+    phi = np.where(lam > 0, -np.expm1(-safe * dt) / safe, dt)
+    return np.clip(rows[..., 2] + q0 * phi, 0.0, 1.0), q0 * np.exp(-lam * dt)
+
+
+def simulate_cell(protocol: Protocol, dense_step_s: float = 30.0) -> CellHistory:
+    """Run ``protocol`` on the equivalent-circuit cell, piece by exact piece.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        Cell and protocol, e.g. ``load_protocol("reference_cell")``.
+    dense_step_s : float
+        Largest spacing of the dense samples (s); :meth:`CellHistory.soc_at` is exact anyway.
+    """
+    if not dense_step_s > 0:
+        raise ParameterError(f"dense_step_s = {dense_step_s}", "give a sample spacing > 0 s")
+    p = protocol
+    sk, vk, rs = np.asarray(p.ocv_soc), np.asarray(p.ocv_v), p.r_vs
+    pieces, tags, bps, scans = [], [], {0.0}, {}
+    st = {"t": 0.0, "s": float(p.initial_soc)}
+
+    def add(dt, q0, lam, seg, phase, s_end=None):
+        if dt > 0:
+            pieces.append((st["t"], dt, st["s"], q0, lam))
+            tags.append((seg, phase))
+            phi = dt if lam == 0 else -math.expm1(-lam * dt) / lam
+            st["t"] += dt
+            st["s"] = min(1.0, max(0.0, st["s"] + q0 * phi if s_end is None else s_end))
+
+    def cc(g, i, budget):
+        q, s = g.sign * g.c_rate / 3600, st["s"]
+        if g.voltage_v is not None and (p.ocv(s) + q * rs - g.voltage_v) * g.sign >= 0:
+            return 0.0, True
+        target = math.nan if g.voltage_v is None else g.voltage_v - q * rs
+        s_v = float(np.interp(target, vk, sk)) if vk[0] <= target <= vk[-1] else math.nan
+        t_v = (s_v - s) / q if s_v == s_v else math.inf
+        bound = 1.0 if q > 0 else 0.0
+        t_b = (bound - s) / q
+        dt = min(t_v, t_b, budget)
+        add(dt, q, 0.0, i, "cc", s_v if dt == t_v else bound if dt == t_b else None)
+        if dt == t_b and dt < min(t_v, budget):  # SoC limit: I = 0 for the rest of the time
+            bps.add(st["t"])
+            add(budget - dt, 0.0, 0.0, i, "cc")
+            return budget, False
+        return dt, dt == t_v
+
+    def cv(g, i, budget):
+        used, until = 0.0, g.until_c_rate / 3600
+        while used < budget:
+            s = st["s"]
+            q0 = (g.voltage_v - p.ocv(s)) / rs
+            if abs(q0) <= until or q0 == 0:
+                if until == 0:
+                    add(budget - used, 0.0, 0.0, i, "cv")
+                return
+            j = min(max(int(np.searchsorted(sk, s, "right" if q0 > 0 else "left")) - 1, 0),
+                    len(sk) - 2)
+            lam = (vk[j + 1] - vk[j]) / (sk[j + 1] - sk[j]) / rs
+            t_ev = math.log(abs(q0) / until) / lam if until > 0 else math.inf
+            s_b = sk[j + 1] if q0 > 0 else sk[j]
+            x = lam * (s_b - s) / q0
+            t_b = -math.log1p(-x) / lam if x < 1 else math.inf
+            dt = min(t_ev, t_b, budget - used)
+            add(dt, q0, lam, i, "cv", float(s_b) if dt == t_b else None)
+            used += dt
+            if dt != t_b:
+                return
+
+    def scan(name, seg):
+        scans[name] = float(st["t"])
+        add(p.scan_minutes * 60, 0.0, 0.0, seg, "scan")
+        bps.add(st["t"])
+
+    if p.initial_scan:
+        scan(p.initial_scan, -1)
+    for i, g in enumerate(p.segments):
+        bps.add(st["t"])
+        budget = g.max_minutes * 60
+        if g.mode == "rest":
+            add(budget, 0.0, 0.0, i, "rest")
+        elif g.mode == "cv":
+            cv(g, i, budget)
+        else:
+            used, hit = cc(g, i, budget)
+            if g.mode == "cccv" and hit:
+                bps.add(st["t"])
+                cv(g, i, budget - used)
+        bps.add(st["t"])
+        if g.scan:
+            add(p.rest_minutes * 60, 0.0, 0.0, i, "ocv")
+            bps.add(st["t"])
+            scan(g.scan, i)
+    if not pieces:
+        pieces.append((0.0, 0.0, st["s"], 0.0, 0.0))
+        tags.append((-1, "rest"))
+    arr = np.array(pieces, float)
+    ns = [max(2, math.ceil(dt / dense_step_s) + 1) for dt in arr[:, 1]]
+    rows = np.repeat(arr, ns, axis=0)  # each sample on its own piece (both sides of jumps)
+    t = np.concatenate([np.linspace(t0, t0 + dt, n) for (t0, dt, *_), n in zip(arr, ns)])
+    soc, q = _piece_eval(rows, t - rows[:, 0])
+    seg, phase = (np.repeat(np.array(c), ns) for c in zip(*tags))
+    return CellHistory(p, t, soc, q * 3600 * p.cathode_capacity_mah_cm2, p.ocv(soc) + q * rs,
+                       seg, phase, scans, np.array(sorted(bps)), arr)
+
+
+_CELL = {"cathode_capacity": "mAh/cm2", "anode_loading": "mg/cm2", "si_mass_fraction": "1",
+         "si_specific_capacity": "mAh/g", "ocv_soc": "1", "ocv_voltage": "V",
+         "resistance": "ohm*cm2", "initial_soc": "1", "rest_minutes": "min",
+         "scan_minutes": "min", "irreversible_loss": "1"}
+_DEFAULTS = {"initial_soc": 0.0, "rest_minutes": 1.0, "scan_minutes": 10.0,
+             "irreversible_loss": 0.0}
+_SEG_KEYS = {"mode", "direction", "c_rate", "voltage_v", "until_c_rate", "max_minutes", "scan",
+             "source"}
+
+
+def _rate(v, where: str) -> float:
+    """A C-rate in 1/h: a number or ``"C/n"`` / ``"nC"``."""
+    m = re.fullmatch(r"\s*(?:C/([0-9.]+)|([0-9.]+)\s*C)\s*", v) if isinstance(v, str) else None
+    try:
+        return 1.0 / float(m[1]) if m and m[1] else float(m[2] if m else v)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ParameterError(f"{where} = {v!r} is not a C-rate",
+                             "give a number in 1/h or a string like \"C/3\"") from None
+
+
+def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
+    """Read ``models/<name>.toml`` (or a ``.toml`` path) into a :class:`Protocol`.
+
+    Every cell parameter is a table with ``value``, ``unit`` and ``source``; the segments are
+    an array of tables ``[[segments]]`` with the :class:`Segment` fields (``c_rate`` and
+    ``until_c_rate`` as numbers in 1/h or strings like ``"C/3"``, ``voltage_v`` in V,
+    ``max_minutes`` in min, absent = no limit).
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError, ParameterError
+        Missing file, invalid TOML, missing keys, wrong units, non-physical values.
+    """
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = MODELS_DIR / f"{name_or_path}.toml"
+    if not p.is_file():
+        known = sorted(q.stem for q in MODELS_DIR.glob("*.toml"))
+        raise InputNotFoundError(p, f"protocol '{name_or_path}'",
+                                 f"use one of {', '.join(known)} or a TOML path")
+    try:
+        d = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CorruptFileError(f"protocol file '{p}' is not valid TOML ({exc})",
+                               "fix the file") from None
+    vals, sources = {}, {}
+    for key, unit in _CELL.items():
+        entry = d.get(key)
+        if entry is None and key in _DEFAULTS:
+            vals[key] = _DEFAULTS[key]
+            continue
+        if not isinstance(entry, dict) or "value" not in entry:
+            raise ParameterError(f"protocol file '{p}' lacks [{key}] value",
+                                 f"add [{key}] with value, unit = \"{unit}\" and source")
+        if entry.get("unit", unit) != unit:
+            raise ParameterError(f"protocol file '{p}': [{key}] unit '{entry.get('unit')}'",
+                                 f"give it in {unit}")
+        try:
+            v = entry["value"]
+            vals[key] = tuple(map(float, v)) if key.startswith("ocv") else float(v)
+        except (TypeError, ValueError):
+            raise ParameterError(f"protocol file '{p}': [{key}] value {entry['value']!r} is "
+                                 "not a number" + (" list" if key.startswith("ocv") else ""),
+                                 f"give a number in {unit}") from None
+        sources[key] = entry.get("source", "")
+    segs, raw = [], d.get("segments", [])
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise ParameterError(f"protocol file '{p}': 'segments' is not an array of tables",
+                             "write each step as a [[segments]] table")
+    for i, r in enumerate(raw):
+        where = f"protocol file '{p}': segments[{i}]"
+        if unknown := sorted(set(r) - _SEG_KEYS):
+            raise ParameterError(f"{where} has unknown keys {unknown}",
+                                 f"use only {', '.join(sorted(_SEG_KEYS))}")
+        if "mode" not in r:
+            raise ParameterError(f"{where} lacks mode", f"give mode = one of {_MODES}")
+        kw = {k: v for k, v in r.items() if k != "source"}
+        for k in ("c_rate", "until_c_rate"):
+            if k in kw:
+                kw[k] = _rate(kw[k], f"{where}.{k}")
+        try:
+            kw.update({k: float(kw[k]) for k in ("voltage_v", "max_minutes") if k in kw})
+            segs.append(Segment(**kw))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ParameterError):
+                raise ParameterError(f"{where} {exc.problem.removeprefix('segment ')}",
+                                     exc.fix) from None
+            raise ParameterError(f"{where}: {exc}", "give voltage_v in V and max_minutes in "
+                                 "min as numbers") from None
+    s_cap = vals["anode_loading"] * vals["si_mass_fraction"] * vals["si_specific_capacity"] / 1e3
+    name = str(d.get("name", p.stem))
+    try:
+        return Protocol(name, vals["cathode_capacity"], s_cap,
+                        vals["ocv_soc"], vals["ocv_voltage"], vals["resistance"], tuple(segs),
+                        vals["rest_minutes"], vals["scan_minutes"], vals["initial_soc"],
+                        d.get("initial_scan", "T0") or None, vals["irreversible_loss"], sources)
+    except ParameterError as exc:
+        raise ParameterError(f"protocol file '{p}': "
+                             f"{exc.problem.removeprefix(f'protocol {name!r}: ')}",
+                             exc.fix) from None

@@ -1,0 +1,430 @@
+"""Running a simulation case: the first (de)lithiation cycle of the cell, step by step.
+
+Scheme (staggered, per time step ``[t, t + dt]``):
+
+1. the cell model gives the mean Li content of the Si at ``t + dt`` from the protocol
+   (:mod:`anodetwin.simulate.protocol`); the difference is inserted through the particle
+   surfaces with the reaction profile (:class:`~anodetwin.simulate.diffusion.
+   LithiumTransport`), backward Euler, exactly conserving Li;
+2. the new theta (cell means) drives the finite-strain swelling equilibrium with the stack
+   spring (:class:`~anodetwin.simulate.mechanics.SwellingProblem`), Newton from the previous
+   displacement.
+
+Staggered rather than monolithic: without the stress term in the chemical potential the
+transport does not depend on the mechanics, so the staggered scheme is exact, and each field
+keeps the solver that suits it (CG + AMG for diffusion, GMRES + AMG with rigid-body modes for
+mechanics). The time step adapts: it lands on every protocol breakpoint and output time,
+keeps the change of mean theta below ``dtheta_max``, halves on a failed solve (down to
+``dt_min_s``) and grows by 1.5 after a success.
+
+Output folder::
+
+    run.json          case, mesh, cell, provenance, status ("running", "done", "failed")
+    cell.csv          the protocol's time, SoC, current, voltage
+    summary.csv       one row per step (columns: SUMMARY_COLUMNS)
+    fields/<T>.xdmf   u, theta, J, von_mises, hydrostatic, max_principal, hencky, phase at
+                      each scan T and output time; fields/fields.xdmf: all of them in time
+    dvc/<T>.h5        displacement on a regular voxel grid in the DVC pair layout
+                      (anodetwin.dvc.pair: nodes, displacement, strain, in voxels)
+    checkpoint/       the state after the last finished step (resume)
+    failure.json      where and why a run stopped (only after a failure)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from anodetwin.errors import InputError, NumericalError, ParameterError
+from anodetwin.log import get_logger
+from anodetwin.phases import PHASE
+
+__all__ = ["run_case", "SUMMARY_COLUMNS", "read_summary", "defect_multiplier"]
+
+log = get_logger("simulate")
+
+SUMMARY_COLUMNS = (
+    "step", "output", "time_s", "time_h", "dt_s", "soc", "li_inserted_mah_cm2", "theta_mean",
+    "theta_si_cells", "thickness_um", "volumetric_strain", "volumetric_strain_collector_half",
+    "volumetric_strain_separator_half", "exx", "eyy", "ezz", "stack_pressure_mpa",
+    "max_principal_si_mpa", "max_von_mises_si_mpa", "newton_iterations",
+    "krylov_iterations", "diffusion_iterations", "wall_s")
+
+
+def defect_multiplier(mesh, phases, particles, fraction: float, factor: float,
+                      width_um: float, seed: int = 0) -> np.ndarray | None:
+    """Diffusivity multiplier per local cell: in a share ``fraction`` of the particles
+    (chosen by ``seed``), two planar defect bands through the particle's centroid with
+    random normals carry ``factor`` times the diffusivity within ``width_um`` of the plane
+    (fast-diffusion pathways: network-like lithiation). None when ``fraction`` is 0."""
+    from mpi4py import MPI
+
+    if fraction <= 0:
+        return None
+    if particles is None:
+        raise ParameterError("[lithiation] network_fraction > 0 needs particle labels",
+                             "mesh labels with particle instances, or set it to 0")
+    n = mesh.topology.index_map(3).size_local
+    lab = np.zeros(n, np.int64)
+    own = particles.indices < n
+    lab[particles.indices[own]] = particles.values[own]
+    x = mesh.geometry.x[mesh.geometry.dofmaps[0][:n]].mean(axis=1)
+    ids = np.unique(np.concatenate(mesh.comm.allgather(np.unique(lab[lab > 0]))))
+    sums = np.zeros((ids.size, 4))
+    k = np.searchsorted(ids, lab)
+    sel = lab > 0
+    np.add.at(sums, k[sel], np.c_[x[sel], np.ones(sel.sum())])
+    sums = mesh.comm.allreduce(sums, op=MPI.SUM)
+    centre = sums[:, :3] / np.maximum(sums[:, 3:], 1)
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(ids.size) < fraction
+    normals = rng.normal(size=(ids.size, 2, 3))
+    normals /= np.linalg.norm(normals, axis=2, keepdims=True)
+    m = np.ones(n)
+    for j in range(2):
+        dist = np.abs(np.einsum("nd,nd->n", x - centre[k], normals[k, j]))
+        m[sel & chosen[k] & (dist <= width_um)] = factor
+    return m
+
+
+def read_summary(path: str | os.PathLike) -> list[dict]:
+    """Rows of a ``summary.csv`` (numbers as float, ``output`` as str)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: (v if k == "output" else float(v)) for k, v in r.items()} for r in rows]
+
+
+def _write_csv(path: Path, rows: list[dict], columns) -> None:
+    from anodetwin.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+class _Checkpoint:
+    """The state after a finished step: per-rank arrays plus the rank-0 state (JSON)."""
+
+    def __init__(self, out: Path, comm):
+        self.dir, self.comm = out / "checkpoint", comm
+
+    def save(self, arrays: dict, state: dict) -> None:
+        from anodetwin.io import atomic_path, atomic_write_json
+
+        if self.comm.rank == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.comm.barrier()
+        with atomic_path(self.dir / f"rank{self.comm.rank}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        self.comm.barrier()
+        if self.comm.rank == 0:
+            atomic_write_json(self.dir / "state.json", {**state, "ranks": self.comm.size})
+        self.comm.barrier()
+
+    def load(self) -> tuple[dict, dict] | None:
+        sp = self.dir / "state.json"
+        if not sp.is_file():
+            return None
+        state = json.loads(sp.read_text())
+        if state["ranks"] != self.comm.size:
+            raise InputError(f"checkpoint '{self.dir}' was written by {state['ranks']} ranks, "
+                             f"not {self.comm.size}",
+                             f"resume with mpiexec -n {state['ranks']}")
+        with np.load(self.dir / f"rank{self.comm.rank}.npz") as z:
+            return {k: z[k] for k in z.files}, state
+
+
+def _bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Corners (x, y, z um) of the mesh's bounding box, on all ranks."""
+    from mpi4py import MPI
+
+    x = mesh.geometry.x
+    lo, hi = np.empty(3), np.empty(3)
+    mesh.comm.Allreduce(np.ascontiguousarray(x.min(axis=0), float), lo, op=MPI.MIN)
+    mesh.comm.Allreduce(np.ascontiguousarray(x.max(axis=0), float), hi, op=MPI.MAX)
+    return lo, hi
+
+
+def _dvc_grid(case, fields, mesh_summary: dict):
+    """Nodes (N, 3, voxels z y x), grid shape, spacing (voxels), voxel size and origin of
+    the DVC sampling grid (spam's makeGrid convention on the mesh's box)."""
+
+    from anodetwin.dvc.correlate import node_grid
+
+    o = case.output
+    if o.dvc_node_spacing_um <= 0:
+        return None
+    lo, hi = _bounds(fields.mesh)
+    lo, hi = lo[::-1], hi[::-1]  # z, y, x
+    vs = o.dvc_voxel_size_um or float(np.min(mesh_summary.get("voxel_size_um", [1.0])))
+    origin = np.array(o.dvc_origin_um) if o.dvc_origin_um else lo + vs / 2
+    shape = tuple(int(v) for v in np.round((hi - lo) / vs))
+    spacing = max(1, int(round(o.dvc_node_spacing_um / vs)))
+    nodes, gshape = node_grid(shape, spacing)
+    if min(gshape) < 2:
+        raise ParameterError(f"[output] dvc_node_spacing_um = {o.dvc_node_spacing_um} leaves "
+                             f"a node grid of {gshape} on the mesh",
+                             "give a smaller spacing (2 nodes per axis at least) or 0")
+    return nodes, gshape, spacing, vs, origin
+
+
+def _write_dvc(path: Path, grid, u, params: dict) -> None:
+    """Sample ``u`` at the grid's nodes and write it as a DVC pair result (rank 0)."""
+    from anodetwin.dvc.pair import PairResult, write_pair
+    from anodetwin.dvc.strain import cell_strain
+    from anodetwin.simulate.fields import sample_displacement
+
+    nodes, gshape, spacing, vs, origin = grid
+    xyz = (origin + nodes * vs)[:, ::-1]
+    disp = sample_displacement(u, xyz)
+    if disp is None:
+        return
+    d = disp[:, ::-1] / vs  # um (x y z) -> voxels (z y x)
+    N = len(nodes)
+    phi = np.tile(np.eye(4), (N, 1, 1))
+    phi[:, :3, 3] = d
+    ok = np.isfinite(d).all(axis=1)
+    res = PairResult(
+        nodes=nodes, grid_shape=gshape, displacement=d, displacement_raw=d, Phi=phi,
+        status=np.where(ok, 2, -5), error=np.zeros(N), iterations=np.zeros(N, int),
+        delta_phi_norm=np.zeros(N), residual=np.zeros(N), flag=np.where(ok, 0, 2),
+        strain=cell_strain(d.reshape(*gshape, 3), spacing),
+        params={**params, "levels": [{"node_spacing": [spacing] * 3, "hws": [0, 0, 0]}],
+                "source": "simulation", "origin_um": list(map(float, origin))},
+        global_phi=np.eye(4), global_centre=np.zeros(3), voxel_size_um=np.full(3, vs))
+    write_pair(path, res, voxel_size_um=vs)
+
+
+def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
+             comm=None, progress: bool = True) -> list[dict]:
+    """Run a validated case (:func:`anodetwin.simulate.case.load_case`) into ``out``.
+
+    Parameters
+    ----------
+    resume : bool
+        Continue from ``out/checkpoint`` (same number of ranks); without it an existing
+        run folder is refused.
+    max_steps : int, optional
+        Stop (checkpointed, resumable) after this many steps of this call: for wall-time
+        limits of batch jobs.
+
+    Returns the summary rows (all ranks). Raises :class:`NumericalError` after writing
+    ``failure.json`` when a step fails at the smallest time step; the finished steps stay.
+    """
+    import h5py  # noqa: F401  (before dolfinx's HDF5, see the README's pitfalls)
+    import dolfinx_solver  # noqa: F401
+    import dolfinx.fem as fem
+    from mpi4py import MPI
+
+    from anodetwin.io import atomic_write_json, make_provenance
+    from anodetwin.mesh.io import read_mesh
+    from anodetwin.simulate.diffusion import LithiumTransport
+    from anodetwin.simulate.fields import CellFields, merge_xdmf
+    from anodetwin.simulate.mechanics import SwellingProblem
+    from anodetwin.simulate.protocol import simulate_cell
+
+    comm = comm or MPI.COMM_WORLD
+    out = Path(out)
+    ckpt = _Checkpoint(out, comm)
+    if (out / "run.json").exists() and not resume:  # every rank sees the same folder
+        raise InputError(f"output folder '{out}' holds a run",
+                         "pass --resume to continue it, or choose another --out")
+    if resume and not (out / "checkpoint" / "state.json").is_file():
+        raise InputError(f"'{out}' has no checkpoint to resume", "run without --resume first")
+    if comm.rank == 0:
+        for sub in ("fields", "dvc"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    t_wall = time.perf_counter()
+    history = simulate_cell(case.cell)
+    mesh, phases, particles, facets = read_mesh(case.mesh, comm)
+    mesh_summary = {}
+    if (case.mesh / "summary.json").is_file():
+        mesh_summary = json.loads((case.mesh / "summary.json").read_text())
+
+    # --- Li transport in the Si ---------------------------------------------------------
+    lith = case.lithiation
+    x = mesh.geometry.x
+    lo, hi = _bounds(mesh)
+    tol = 1e-6 * float(np.max(hi - lo))
+    z_cu = -np.inf
+    ncell = mesh.topology.index_map(3).size_local
+    cu = phases.indices[(phases.values == PHASE["copper"]) & (phases.indices < ncell)]
+    if cu.size:
+        z_cu = x[mesh.geometry.dofmaps[0][cu], 2].max()
+    z_cu = comm.allreduce(float(z_cu), op=MPI.MAX)
+
+    def surface(p):  # particle surface inside the box, off the copper
+        inside = np.all((p > lo[:, None] + tol) & (p < hi[:, None] - tol), axis=0)
+        return inside & (p[2] > z_cu + tol)
+
+    mult = defect_multiplier(mesh, phases, particles, lith.network_fraction,
+                             lith.network_factor, lith.network_width_um, lith.seed)
+    D1 = lith.diffusivity_um2_s
+    a = float(np.log(lith.diffusivity_ratio))
+    z_top_box = float(hi[2])
+
+    def weight(X):
+        import ufl
+
+        if lith.profile == "uniform":
+            return 1.0
+        return ufl.exp((X[2] - z_top_box) / lith.penetration_um)
+
+    transport = LithiumTransport(mesh, phases, (PHASE["si"], PHASE["lithiated"]), surface,
+                                 D1 / lith.diffusivity_ratio, a, mode="flux", value=0.0,
+                                 supply=True, weight=weight, multiplier=mult,
+                                 prefix="lith_")
+    if transport.inlet_area_um2 <= 0:
+        raise InputError(f"mesh '{case.mesh}' has no Si surface where Li can enter",
+                         "give a mesh with Si particles inside the electrode")
+    v_si = transport.volume_um3
+
+    # --- mechanics ----------------------------------------------------------------------
+    Q = fem.functionspace(mesh, ("DG", 0))
+    theta_cells = fem.Function(Q, name="theta")
+    sp = SwellingProblem(mesh, phases, facets, case.materials, case.boundary, theta_cells,
+                         rtol=case.solver.rtol, prefix="mech_",
+                         linear_solver=case.solver.linear)
+    fields_probe = CellFields(sp, phases, facets)
+    grid = _dvc_grid(case, fields_probe, mesh_summary)
+
+    outputs = {name: float(t) for name, t in history.scans.items()}
+    for t in case.output.times_s:
+        outputs.setdefault(f"t{t:g}s", float(t))
+    t_end = max(outputs.values()) if outputs else float(history.time_s[-1])
+    targets = sorted(set(outputs.values()) | {float(b) for b in history.breakpoints_s
+                                               if 0 < b <= t_end})
+    name_at = {}
+    for name, t in outputs.items():
+        name_at.setdefault(t, name)
+
+    capacity = float(case.cell.cathode_capacity_mah_cm2)
+    rows: list[dict] = []
+    done_outputs: list[str] = []
+    t, dt, step = 0.0, min(case.solver.dt_max_s, 60.0), 0
+    loaded = ckpt.load() if resume else None
+    if loaded:
+        arrays, state = loaded
+        if arrays["u"].shape != sp.u.x.array.shape:
+            raise InputError(f"checkpoint '{ckpt.dir}' does not match the mesh partition",
+                             "resume with the same mesh and number of ranks")
+        sp.u.x.array[:] = arrays["u"]
+        transport.theta.x.array[:] = arrays["theta"]
+        transport.theta_old.x.array[:] = arrays["theta"]
+        theta_cells.x.array[:] = arrays["theta_cells"]
+        t, dt, step = state["time_s"], state["dt_s"], state["step"]
+        rows, done_outputs = state["rows"], state["outputs"]
+        if comm.rank == 0:
+            log.info("resuming at step %d, t = %.1f s", step, t)
+
+    def provenance(status: str, extra: dict | None = None) -> None:
+        if comm.rank != 0:
+            return
+        prov = make_provenance("simulate", [str(case.path), str(case.mesh / "mesh.xdmf")],
+                               case.raw)
+        atomic_write_json(out / "run.json", {
+            "status": status, "case": case.raw, "mesh": str(case.mesh),
+            "ranks": comm.size, "dofs": {"displacement": sp.dofs},
+            "cell": {"model": case.cell.name, "theta_full": case.cell.theta_full,
+                     "scans_s": history.scans},
+            "si_volume_um3": v_si, "inlet_area_um2": transport.inlet_area_um2,
+            "electrode_thickness0_um": fields_probe.thickness0, "outputs": done_outputs,
+            "provenance": prov, **(extra or {})})
+
+    provenance("running")
+    if comm.rank == 0:
+        history.to_csv(out / "cell.csv")
+
+    def record(dt_s, its: dict, name: str) -> None:
+        f = fields_probe.compute()
+        theta_mean = transport.mean_theta()
+        row = {"step": step, "output": name, "time_s": t, "time_h": t / 3600, "dt_s": dt_s,
+               "soc": float(history.soc_at(t)),
+               "li_inserted_mah_cm2": float(history.soc_at(t)) * capacity,
+               "theta_mean": theta_mean, **fields_probe.summary(f),
+               "stack_pressure_mpa": sp.stack_pressure(), **its,
+               "wall_s": time.perf_counter() - t_wall}
+        rows.append({k: row[k] for k in SUMMARY_COLUMNS})
+        if name:
+            fields_probe.write_xdmf(out / "fields" / f"{name}.xdmf", f, t)
+            if grid is not None:
+                _write_dvc(out / "dvc" / f"{name}.h5", grid, sp.u,
+                           {"case": str(case.path), "output": name, "time_s": t})
+            done_outputs.append(name)
+            if comm.rank == 0:
+                merge_xdmf([out / "fields" / f"{n}.xdmf" for n in done_outputs],
+                           out / "fields" / "fields.xdmf")
+        if comm.rank == 0:
+            _write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)
+        ckpt.save({"u": sp.u.x.array, "theta": transport.theta.x.array,
+                   "theta_cells": theta_cells.x.array},
+                  {"time_s": t, "dt_s": dt, "step": step, "rows": rows,
+                   "outputs": done_outputs})
+
+    zero = {"newton_iterations": 0, "krylov_iterations": 0, "diffusion_iterations": 0}
+    if not rows:
+        record(0.0, zero, name_at.get(0.0, ""))
+    sol = case.solver
+    steps_here = 0
+    failures: list[dict] = []
+    while t < t_end - 1e-9 and (max_steps is None or steps_here < max_steps):
+        nxt = next(b for b in targets if b > t + 1e-9)
+        dt_try = min(dt, nxt - t, sol.dt_max_s)
+        th0 = history.theta_mean_at(t)
+        while dt_try > sol.dt_min_s and abs(history.theta_mean_at(t + dt_try) - th0) \
+                > sol.dtheta_max:
+            dt_try /= 2
+        if nxt - t - dt_try < 0.25 * dt_try:
+            dt_try = nxt - t  # no sliver before a target
+        saved = (sp.u.x.array.copy(), transport.theta.x.array.copy(),
+                 theta_cells.x.array.copy())
+        where = f"at step {step + 1} (t = {t + dt_try:.1f} s, dt = {dt_try:.3g} s)"
+        try:
+            rate = (history.theta_mean_at(t + dt_try) - th0) * v_si / dt_try
+            d_its = transport.step(dt_try, rate, where)
+            transport.to_parent_cells(theta_cells)
+            newton, krylov, _ = sp.solve(where)
+        except NumericalError as exc:
+            sp.u.x.array[:], transport.theta.x.array[:], theta_cells.x.array[:] = saved
+            transport.theta_old.x.array[:] = saved[1]
+            failures.append({"time_s": t + dt_try, "dt_s": dt_try, "error": str(exc)})
+            if dt_try / 2 < sol.dt_min_s:
+                if comm.rank == 0:
+                    atomic_write_json(out / "failure.json", {
+                        "step": step + 1, "time_s": t, "message": str(exc),
+                        "attempts": failures[-8:]})
+                provenance("failed")
+                raise NumericalError(f"{exc} — stopped at the smallest step; "
+                                     f"{step} finished steps are kept in '{out}'") from None
+            dt = dt_try / 2
+            continue
+        t += dt_try
+        step += 1
+        steps_here += 1
+        hit = abs(t - nxt) < 1e-9
+        if hit:
+            t = nxt
+        dt = min(max(dt_try, dt) * 1.5, sol.dt_max_s)  # before the checkpoint: resumable
+        record(dt_try, {"newton_iterations": int(sum(newton)),
+                        "krylov_iterations": int(sum(krylov)),
+                        "diffusion_iterations": int(d_its)},
+               name_at.get(t, "") if hit else "")
+        if comm.rank == 0:
+            log.info("step %d  t = %.0f s  SoC %.3f  thickness %.2f um  J-1 %.4f", step, t,
+                     rows[-1]["soc"], rows[-1]["thickness_um"], rows[-1]["volumetric_strain"])
+    finished = t >= t_end - 1e-9
+    provenance("done" if finished else "stopped",
+               {"seconds": time.perf_counter() - t_wall, "steps": step})
+    return rows
+
