@@ -80,7 +80,7 @@ def test_uniaxial_strain_between_plates_and_against_a_spring():
     assert res.stack_pressure_mpa == pytest.approx(p0 + k * H * (lz - 1), rel=1e-6)
     uz = res.u.x.array.reshape(-1, 3)[:, 2]
     assert uz.max() == pytest.approx(H * (lz - 1), rel=1e-6)
-    assert res.spring_passes > 2  # the spring needed the fixed-point loop
+    assert res.spring_passes >= 2  # the spring settles inside Newton (lagged pressure)
 
 
 def test_materials_files():

@@ -377,6 +377,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
         record(0.0, zero, name_at.get(0.0, ""))
     sol = case.solver
     steps_here = 0
+    last = None  # (u before the last step, its change of mean theta) for the predictor
     failures: list[dict] = []
     while t < t_end - 1e-9 and (max_steps is None or steps_here < max_steps):
         nxt = next(b for b in targets if b > t + 1e-9)
@@ -389,6 +390,10 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             dt_try = nxt - t  # no sliver before a target
         saved = (sp.u.x.array.copy(), transport.theta.x.array.copy(),
                  theta_cells.x.array.copy())
+        if last is not None and last[1] != 0:  # secant predictor in the Li inserted
+            r = (history.theta_mean_at(t + dt_try) - th0) / last[1]
+            if 0 < r <= 2:
+                sp.u.x.array[:] += r * (saved[0] - last[0])
         where = f"at step {step + 1} (t = {t + dt_try:.1f} s, dt = {dt_try:.3g} s)"
         try:
             rate = (history.theta_mean_at(t + dt_try) - th0) * v_si / dt_try
@@ -409,6 +414,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
                                      f"{step} finished steps are kept in '{out}'") from None
             dt = dt_try / 2
             continue
+        last = (saved[0], history.theta_mean_at(t + dt_try) - th0)
         t += dt_try
         step += 1
         steps_here += 1

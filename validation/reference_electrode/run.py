@@ -1,0 +1,89 @@
+"""Reference validation case: phantom of the reference electrode -> mesh -> simulation
+through the reference protocol -> side-by-side table with the publication (results.md).
+
+    mpiexec -n 2 python validation/reference_electrode/run.py [--coarsen 3] [--resume]
+
+Writes work/ (mesh, run) and results.md beside this file. Nothing is fitted to the
+mechanical numbers: the parameters are those of models/ and case.toml (see results.md).
+"""
+
+from __future__ import annotations
+
+import h5py  # noqa: F401  (before dolfinx's HDF5)
+import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def make_mesh(out: Path, coarsen: int, comm) -> None:
+    """T0 labels of the phantom (validation/phantom/reference.toml), cut above the
+    electrode, meshed with voxel hexahedra."""
+    from anodetwin.mesh.io import write_mesh
+    from anodetwin.mesh.voxel import Labels, voxel_mesh
+    from anodetwin.phantom.config import load_config
+    from anodetwin.phantom.microstructure import make_microstructure
+
+    ms = None
+    if comm.rank == 0:
+        ms = make_microstructure(load_config(ROOT / "validation" / "phantom" / "reference.toml"))
+        top = ms.layers.anode[1]
+        ms = (ms.phases[:top].copy(), ms.particles[:top].copy(), ms.voxel_size_um)
+    ph, pa, vs = comm.bcast(ms, root=0)
+    hm = voxel_mesh(comm, Labels(ph, pa, (vs,) * 3), coarsen_by=coarsen)
+    write_mesh(out, hm, {"validation": "reference_electrode", "phantom_voxel_um": vs})
+
+
+def table(rows: list[dict], expected: dict) -> str:
+    """Markdown table: quantity, publication, twin, whether it lies within the band."""
+    by = {r["output"]: r for r in rows if r["output"]}
+    t0 = by["T0"]["thickness_um"]
+    lines = ["| quantity | publication | twin | within the band |", "|---|---|---|---|"]
+    for key, e in expected.items():
+        scan, col = e["scan"], e["column"]
+        if scan not in by:
+            continue
+        v = by[scan][col]
+        if e.get("relative_to_t0"):
+            v = v / t0 - 1
+        lo, hi = e["value"] - e["band"], e["value"] + e["band"]
+        ok = lo <= v <= hi if "max" not in e else abs(v) <= e["max"]
+        ref = f"{e['value']:g} ± {e['band']:g}" if "max" not in e else f"< {e['max']:g}"
+        lines.append(f"| {e['label']} | {ref} | {v:.3f} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from anodetwin.log import configure_logging
+    from anodetwin.simulate.case import load_case
+    from anodetwin.simulate.run import read_summary, run_case
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--coarsen", type=int, default=3, help="phantom voxels per mesh cell")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    configure_logging(0)
+    comm = MPI.COMM_WORLD
+    work = HERE / "work"
+    if not (work / "mesh" / "mesh.xdmf").is_file():
+        make_mesh(work / "mesh", args.coarsen, comm)
+    case = load_case(HERE / "case.toml")
+    run_case(case, work / "run", resume=args.resume, comm=comm)
+    if comm.rank == 0:
+        rows = read_summary(work / "run" / "summary.csv")
+        expected = tomllib.loads((HERE / "expected.toml").read_text())["metrics"]
+        text = (HERE / "results_head.md").read_text() + "\n" + table(rows, expected) + "\n"
+        (HERE / "results.md").write_text(text)
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
