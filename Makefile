@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.anodetwin-installed
 DEMO_OUT  ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test test-all test-mpi bench clean distclean help
+.PHONY: all venv demo test test-all test-mpi bench validation clean distclean help
 
 all: demo
 
@@ -17,6 +17,8 @@ help:
 	@echo "make test      install (once) and run the test suite (MPI tests with mpiexec -n 2)"
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make bench     benchmarks; numbers land in benchmarks/RESULTS.md"
+	@echo "make validation  the reference electrode through the reference protocol (2 ranks,"
+	@echo "               about an hour); validation/reference_electrode/results.md"
 
 $(PY):
 	@PYBIN=$$(bash scripts/find-python.sh) || exit 1; \
@@ -41,8 +43,14 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/run.py --out benchmarks/RESULTS.md
 
+validation: $(STAMP)
+	$(VENV)/bin/mpiexec -n 2 $(PY) validation/reference_electrode/run.py
+
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build src/*.egg-info
 
-distclean: clean
+distvalidation: $(STAMP)
+	$(VENV)/bin/mpiexec -n 2 $(PY) validation/reference_electrode/run.py
+
+clean: clean
 	rm -rf $(VENV)

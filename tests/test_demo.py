@@ -23,6 +23,12 @@ def test_demo(tmp_path, cli):
     assert ph["noise_floor"]["matches_rendered_noise"]
     assert 1.3 < ph["thickness_um"][-1] / ph["thickness_um"][0] < 1.55  # reference: +44%
     assert read_volume(f"{tmp_path}/demo/{ph['series']}:/steps/T6/tomogram").dtype == "uint16"
+    sim = summary["simulation"]
+    assert sim["li_conserved"] and sim["swells_and_recovers"]
+    t0, t1, t2 = sim["thickness_um"]
+    assert 20.0 < t0 < 22.0 and t1 > t0 * 1.02  # T1 of the reference: ~6% volumetric
+    run = tmp_path / "demo" / "simulation" / "run"
+    assert (run / "fields" / "fields.xdmf").is_file() and (run / "dvc" / "T1.h5").is_file()
     # a second run replaces the outputs in place; data files without embedded metadata
     # (npy, raw: metadata lives in the sidecar) come out byte for byte the same
     again = run_demo(tmp_path / "demo")

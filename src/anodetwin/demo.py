@@ -6,7 +6,7 @@ Stages that exist so far:
    series T0..T6 with exact ground truth (:mod:`anodetwin.phantom`), and the noise floor of
    its double scan (:mod:`anodetwin.dvc.noise`) checked against the rendered noise level.
 2. **Simulation**: the phantom's pristine electrode (T0 labels, cut above the electrode)
-   meshed with voxel hexahedra (2x coarser) and run through a short protocol
+   meshed with voxel hexahedra (4x coarser) and run through a short protocol
    (``models/quick_cell.toml``: a C/3 charge of 30 min, a C/6 discharge of 20 min) with the
    finite-strain chemo-mechanical twin (:mod:`anodetwin.simulate`); checks: Li inserted
    equals the protocol's, the electrode swells on charge and recovers part of it on
@@ -152,7 +152,7 @@ dvc_voxel_size_um = {voxel}
 """
 
 
-def _simulation_stage(folder: Path, series: Path, coarsen: int = 2) -> dict:
+def _simulation_stage(folder: Path, series: Path, coarsen: int = 4) -> dict:
     """Mesh the phantom's T0 electrode and run the short protocol through the twin."""
     import json
     import shutil

@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anodetwin.errors import NumericalError, ParameterError
+from anodetwin.log import get_logger
+
+log = get_logger("simulate")
 
 __all__ = ["Boundary", "SwellingProblem", "SwellingResult", "cauchy_stress", "near_nullspace",
            "solve_swelling"]
@@ -201,13 +204,16 @@ class SwellingProblem:
                 V.sub(2), 2, faces("separator")), V.sub(2)))
         # inexact Newton: each linear solve to 1e-6 (the Newton residual still goes to
         # rtol); tighter Krylov tolerances only cost iterations
-        lin = ({"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-6, "ksp_max_it": 1000}
+        lin = ({"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-6, "ksp_max_it": 400}
                if linear_solver == "iterative" else
                {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
             R, u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
-            petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "basic",
-                           "snes_rtol": rtol, "snes_atol": 1e-8, "snes_max_it": 50, **lin})
+            # backtracking cuts steps that would invert cells (NaN energy); convergence only
+            # by the residual (a step-length test would accept a stalled iterate)
+            petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "bt",
+                           "snes_rtol": rtol, "snes_atol": 1e-8, "snes_stol": 0.0,
+                           "snes_max_it": 50, **lin})
         self.problem.A.setNearNullSpace(near_nullspace(V))
         self._top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
             fem.Constant(mesh, 1.0) * ds(FACET["separator"]))), op=MPI.SUM)
@@ -263,6 +269,9 @@ class SwellingProblem:
             u_top = float(self.p_top.value - b.p0_mpa) / b.k_mpa_per_um \
                 if b.k_mpa_per_um else 0.0  # the top displacement the last pressure used
             reason = snes.getConvergedReason()
+            log.debug("mechanics %s: pass %d, SNES reason %d, %d iterations, residuals %s",
+                      where, passes, reason, snes.getIterationNumber(),
+                      snes.getConvergenceHistory()[0][:8])
             newton.append(snes.getIterationNumber())
             krylov.append(snes.getLinearSolveIterations())
             if reason <= 0:

@@ -383,9 +383,11 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
         nxt = next(b for b in targets if b > t + 1e-9)
         dt_try = min(dt, nxt - t, sol.dt_max_s)
         th0 = history.theta_mean_at(t)
-        while dt_try > sol.dt_min_s and abs(history.theta_mean_at(t + dt_try) - th0) \
-                > sol.dtheta_max:
-            dt_try /= 2
+        for _ in range(30):  # the largest step with |change of mean theta| <= dtheta_max
+            dth = abs(history.theta_mean_at(t + dt_try) - th0)
+            if dth <= sol.dtheta_max or dt_try <= sol.dt_min_s:
+                break
+            dt_try = max(sol.dt_min_s, dt_try * 0.95 * sol.dtheta_max / dth)
         if nxt - t - dt_try < 0.25 * dt_try:
             dt_try = nxt - t  # no sliver before a target
         saved = (sp.u.x.array.copy(), transport.theta.x.array.copy(),
@@ -404,6 +406,8 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             sp.u.x.array[:], transport.theta.x.array[:], theta_cells.x.array[:] = saved
             transport.theta_old.x.array[:] = saved[1]
             failures.append({"time_s": t + dt_try, "dt_s": dt_try, "error": str(exc)})
+            if comm.rank == 0:
+                log.info("step %d: %s; retrying with dt = %.3g s", step + 1, exc, dt_try / 2)
             if dt_try / 2 < sol.dt_min_s:
                 if comm.rank == 0:
                     atomic_write_json(out / "failure.json", {
