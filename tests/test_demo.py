@@ -31,7 +31,7 @@ def test_demo(tmp_path, cli):
     assert (run / "fields" / "fields.xdmf").is_file() and (run / "dvc" / "T1.h5").is_file()
     # a second run replaces the outputs in place; data files without embedded metadata
     # (npy, raw: metadata lives in the sidecar) come out byte for byte the same
-    again = run_demo(tmp_path / "demo")
+    again = run_demo(tmp_path / "demo", simulate=False)
     for kind in ("npy", "raw"):
         assert again.summary["formats"][kind]["hash"] == summary["formats"][kind]["hash"]
     assert not [p for p in (tmp_path / "demo").rglob(".*tmp-*")]

