@@ -209,9 +209,11 @@ class SwellingProblem:
                {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
             R, u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
-            # backtracking cuts steps that would invert cells (NaN energy); convergence only
-            # by the residual (a step-length test would accept a stalled iterate)
-            petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "bt",
+            # full Newton steps (a step that inverts cells gives NaN and the caller retries
+            # with a smaller load step; a backtracking search on the residual norm fights the
+            # lagged spring pressure); convergence only by the residual: a step-length test
+            # accepted a stalled iterate
+            petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "basic",
                            "snes_rtol": rtol, "snes_atol": 1e-8, "snes_stol": 0.0,
                            "snes_max_it": 50, **lin})
         self.problem.A.setNearNullSpace(near_nullspace(V))
