@@ -3,7 +3,7 @@ through the reference protocol -> side-by-side table with the publication (resul
 
     mpiexec -n 2 python validation/reference_electrode/run.py [--coarsen 3] [--resume]
 
-Writes work/ (mesh, run) and results.md beside this file. Nothing is fitted to the
+Writes out/ (mesh, run) and results.md beside this file. Nothing is fitted to the
 mechanical numbers: the parameters are those of models/ and case.toml (see results.md).
 """
 
@@ -71,7 +71,7 @@ def main() -> int:
     args = ap.parse_args()
     configure_logging(0)
     comm = MPI.COMM_WORLD
-    work = HERE / "work"
+    work = HERE / "out"
     if not (work / "mesh" / "mesh.xdmf").is_file():
         make_mesh(work / "mesh", args.coarsen, comm)
     case = load_case(HERE / "case.toml")

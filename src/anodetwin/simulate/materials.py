@@ -47,20 +47,26 @@ class Material:
                                  "give beta >= 0")
 
 
-def load_material(name_or_path: str | os.PathLike) -> Material:
-    """Read ``models/<name>.toml`` (or a path) into a :class:`Material`."""
+def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, dict]:
+    """``models/<name>.toml`` (or a ``.toml`` path) and its content; ``what`` names the kind
+    of model in the errors (a missing file, invalid TOML)."""
     p = Path(name_or_path)
     if p.suffix != ".toml":
         p = MODELS_DIR / f"{name_or_path}.toml"
     if not p.is_file():
         known = sorted(q.stem for q in MODELS_DIR.glob("*.toml"))
-        raise InputNotFoundError(p, f"material '{name_or_path}'",
+        raise InputNotFoundError(p, f"{what} '{name_or_path}'",
                                  f"use one of {', '.join(known)} or a TOML path")
     try:
-        d = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise CorruptFileError(f"material file '{p}' is not valid TOML ({exc})",
+        return p, tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{what} file '{p}' is not valid TOML ({exc})",
                                "fix the file") from None
+
+
+def load_material(name_or_path: str | os.PathLike) -> Material:
+    """Read ``models/<name>.toml`` (or a path) into a :class:`Material`."""
+    p, d = read_model_toml(name_or_path, "material")
     vals, sources = {}, {}
     for key, unit in _KEYS.items():
         entry = d.get(key)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
-from anodetwin.simulate.materials import MODELS_DIR
+from anodetwin.errors import ParameterError
+from anodetwin.simulate.materials import read_model_toml
 
 __all__ = ["Segment", "Protocol", "CellHistory", "load_protocol", "simulate_cell"]
 
@@ -367,18 +366,7 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     InputNotFoundError, CorruptFileError, ParameterError
         Missing file, invalid TOML, missing keys, wrong units, non-physical values.
     """
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        p = MODELS_DIR / f"{name_or_path}.toml"
-    if not p.is_file():
-        known = sorted(q.stem for q in MODELS_DIR.glob("*.toml"))
-        raise InputNotFoundError(p, f"protocol '{name_or_path}'",
-                                 f"use one of {', '.join(known)} or a TOML path")
-    try:
-        d = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise CorruptFileError(f"protocol file '{p}' is not valid TOML ({exc})",
-                               "fix the file") from None
+    p, d = read_model_toml(name_or_path, "protocol")
     vals, sources = {}, {}
     for key, unit in _CELL.items():
         entry = d.get(key)
