@@ -64,20 +64,25 @@ def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, d
                                "fix the file") from None
 
 
+def model_value(d: dict, key: str, unit: str, path: Path, what: str):
+    """The ``value`` of table ``[key]`` of a model file, checked to be given in ``unit``."""
+    entry = d.get(key)
+    if not isinstance(entry, dict) or "value" not in entry:
+        raise ParameterError(f"{what} file '{path}' lacks [{key}] value",
+                             f"add [{key}] with value, unit = \"{unit}\" and source")
+    if entry.get("unit", unit) != unit:
+        raise ParameterError(f"{what} file '{path}': [{key}] unit '{entry.get('unit')}'",
+                             f"give it in {unit}")
+    return entry["value"]
+
+
 def load_material(name_or_path: str | os.PathLike) -> Material:
     """Read ``models/<name>.toml`` (or a path) into a :class:`Material`."""
     p, d = read_model_toml(name_or_path, "material")
     vals, sources = {}, {}
     for key, unit in _KEYS.items():
-        entry = d.get(key)
-        if not isinstance(entry, dict) or "value" not in entry:
-            raise ParameterError(f"material file '{p}' lacks [{key}] value",
-                                 f"add [{key}] with value, unit = \"{unit}\" and source")
-        if entry.get("unit", unit) != unit:
-            raise ParameterError(f"material file '{p}': [{key}] unit '{entry.get('unit')}'",
-                                 f"give it in {unit}")
-        vals[key] = float(entry["value"])
-        sources[key] = entry.get("source", "")
+        vals[key] = float(model_value(d, key, unit, p, "material"))
+        sources[key] = d[key].get("source", "")
     return Material(str(d.get("name", p.stem)), tuple(int(c) for c in d.get("phases", ())),
                     vals["youngs_modulus_theta0"] * 1e3, vals["youngs_modulus_theta1"] * 1e3,
                     vals["poisson_ratio"], vals["swelling_beta"], sources)

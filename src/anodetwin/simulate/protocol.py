@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from anodetwin.errors import ParameterError
-from anodetwin.simulate.materials import read_model_toml
+from anodetwin.simulate.materials import model_value, read_model_toml
 
 __all__ = ["Segment", "Protocol", "CellHistory", "load_protocol", "simulate_cell"]
 
@@ -373,14 +373,8 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
         if entry is None and key in _DEFAULTS:
             vals[key] = _DEFAULTS[key]
             continue
-        if not isinstance(entry, dict) or "value" not in entry:
-            raise ParameterError(f"protocol file '{p}' lacks [{key}] value",
-                                 f"add [{key}] with value, unit = \"{unit}\" and source")
-        if entry.get("unit", unit) != unit:
-            raise ParameterError(f"protocol file '{p}': [{key}] unit '{entry.get('unit')}'",
-                                 f"give it in {unit}")
+        v = model_value(d, key, unit, p, "protocol")
         try:
-            v = entry["value"]
             vals[key] = tuple(map(float, v)) if key.startswith("ocv") else float(v)
         except (TypeError, ValueError):
             raise ParameterError(f"protocol file '{p}': [{key}] value {entry['value']!r} is "
