@@ -238,3 +238,89 @@ def test_eshelby_mesh_convergence_order():
     order = np.polyfit(np.log(sizes), np.log(errors), 1)[0]
     assert errors[0] > errors[1] > errors[2]
     assert 0.7 <= order <= 1.6, (order, errors)
+
+
+def _film_state(mat, theta, sign):
+    """Exact elastic stretches (a in-plane, c axial) of a laterally confined film on the
+    yield surface: sigma_zz = 0 and sigma_xx - sigma_zz = sign sigma_y(theta)."""
+    from scipy.optimize import fsolve
+
+    _, _, lam, mu = _constants(mat, theta)
+    s_y = mat.flow_stress0_mpa + (mat.flow_stress1_mpa - mat.flow_stress0_mpa) * theta
+
+    def eqs(x):
+        a, c = x
+        je = a * a * c
+        return [mu * (c * c - 1) + lam * np.log(je), mu * (a * a - c * c) - sign * s_y * je]
+
+    a, c = fsolve(eqs, [1.0, 1.0], xtol=1e-12)
+    return a, c, s_y
+
+
+def test_plastic_film_flows_at_the_flow_stress():
+    """Plastic flow: a homogeneous LixSi film, laterally confined (rollers), top free,
+    charged then discharged with uniform theta. Rate-independent: once yielding, the
+    in-plane stress is -sigma_y(theta) on charge and +sigma_y on discharge (reverse
+    flow), sigma_zz = 0, and the thickness is H Je Js with Je from the yield condition
+    (exact to 1e-6); the plastic flow is isochoric. With a rate-dependent flow rule each
+    step satisfies the overstress law sigma_e = sigma_y (1 + (deps_p / (rate0 dt))^(1/m))."""
+    from anodetwin.simulate.mechanics import SwellingProblem, cauchy_stress
+
+    mat = Material("lixsi", (2,), 150e3, 35e3, 0.24, 2.8, {}, flow_stress0_mpa=1750.0,
+                   flow_stress1_mpa=1000.0, flow_rate_per_s=1e-3, flow_exponent=4.0)
+    hm, H = _block((3, 2, 2))
+    bc = Boundary(collector="rollers", lateral="rollers", top="free")
+    sp = SwellingProblem(hm.mesh, hm.phases, hm.facets, {2: mat}, bc, plastic=True,
+                         plastic_tol=1e-10, linear_solver="direct")
+    assert sp.plastic
+    c = {k: np.full(sp.cell_F().shape[0], getattr(mat, a)) for k, a in
+         (("E0", "E0_mpa"), ("E1", "E1_mpa"), ("nu", "nu"), ("beta", "beta"))}
+    for theta, sign in ((0.05, -1), (0.1, -1), (0.2, -1), (0.3, -1), (0.2, 1), (0.1, 1)):
+        sp.theta.x.array[:] = theta
+        _, _, passes = sp.solve(f"theta {theta}")
+        sp.commit()
+        assert passes >= 2  # the return changed Fp, Newton ran again, then it settled
+        a, cz, s_y = _film_state(mat, theta, sign)
+        sig = cauchy_stress(sp.cell_F(), np.full(len(c["E0"]), theta), **c,
+                            Fp_inv=sp.cell_Fp_inv())
+        assert np.allclose(sig[:, 0, 0], sign * s_y, rtol=1e-6), (theta, sig[0], s_y)
+        assert np.allclose(sig[:, 2, 2], 0, atol=1e-6 * s_y)
+        assert sp.mean_top() == pytest.approx(H * (a * a * cz * (1 + mat.beta * theta) - 1),
+                                              rel=1e-6)
+        assert np.allclose(np.linalg.det(sp.cell_Fp_inv()), 1, atol=1e-10)
+    # rate-dependent flow: one more charge step of 600 s
+    before = sp.plastic_strain.x.array.copy()
+    sp.theta.x.array[:] = 0.25
+    sp.solve("rate-dependent", dt=600.0)
+    deps = sp.plastic_strain.x.array - before
+    sig = cauchy_stress(sp.cell_F(), np.full(len(c["E0"]), 0.25), **c,
+                        Fp_inv=sp.cell_Fp_inv())
+    hyd = np.trace(sig, axis1=1, axis2=2) / 3
+    dev = sig - hyd[:, None, None] * np.eye(3)
+    vm = np.sqrt(1.5 * np.einsum("nij,nij->n", dev, dev))
+    s_y = mat.flow_stress0_mpa + (mat.flow_stress1_mpa - mat.flow_stress0_mpa) * 0.25
+    assert deps.min() > 0
+    assert np.allclose(vm, s_y * (1 + (deps[:len(vm)] / (1e-3 * 600)) ** 0.25), rtol=1e-6)
+    assert vm.min() > 1.1 * s_y  # a real overstress
+
+
+def test_return_map_leaves_elastic_cells_alone():
+    """The local return: states below the flow stress and crystalline cells are untouched;
+    a returned state lies on the flow surface with an isochoric Fp."""
+    from anodetwin.simulate.plasticity import FlowRule, return_map
+
+    rng = np.random.default_rng(0)
+    F = np.eye(3) + 0.05 * rng.standard_normal((50, 3, 3))
+    E, nu = 100e3, 0.25
+    mu, lam = E / (2 * (1 + nu)), E * nu / ((1 + nu) * (1 - 2 * nu))
+    rule = FlowRule(np.full(50, 1000.0), np.full(50, 1000.0), 1.0, 4.0, theta_min=0.02)
+    theta = np.where(np.arange(50) < 10, 0.0, 0.3)
+    s_y = rule.flow_stress(theta)
+    assert np.isinf(s_y[:10]).all()
+    r = return_map(F, np.broadcast_to(np.eye(3), (50, 3, 3)).copy(), np.full(50, 1.0), mu,
+                   lam, s_y, 1.0, 4.0, np.inf)
+    elastic = r.dgamma == 0
+    assert elastic[:10].all() and (~elastic).sum() > 10
+    assert np.allclose(r.Fp_inv[elastic], np.eye(3))
+    assert np.allclose(r.von_mises[~elastic], 1000.0, rtol=1e-9)
+    assert np.allclose(np.linalg.det(r.Fp_inv), 1, atol=1e-12)

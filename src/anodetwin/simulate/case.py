@@ -91,6 +91,7 @@ class Solver:
     dt_max_s: float = 600.0
     dt_min_s: float = 0.5
     rtol: float = 1e-9
+    plasticity: bool = True   # plastic flow of the materials that define it (LixSi)
 
     def __post_init__(self) -> None:
         if self.linear not in ("iterative", "direct"):

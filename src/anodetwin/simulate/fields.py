@@ -2,7 +2,8 @@
 and the displacement on a DVC grid.
 
 Cell fields (one value per cell, at the cell centre): J = det F, Cauchy stress (von Mises,
-hydrostatic = tr/3, largest principal; MPa), Hencky strain ``1/2 ln(F^T F)`` (Lagrangian
+hydrostatic = tr/3, largest principal; MPa), accumulated equivalent plastic strain, Hencky
+strain ``1/2 ln(F^T F)`` (Lagrangian
 log strain), the small-strain tensor ``sym(F) - I`` (the DVC module's convention) and theta.
 
 Electrode means are volume averages over the cells of the electrode phases (pore, CBD,
@@ -52,9 +53,6 @@ class CellFields:
         self.n = n
         Q = sp.Q
         self.dof = Q.dofmap.list[:n, 0]
-        ref = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name == "hexahedron"
-                       else [[0.25, 0.25, 0.25]])
-        self._F = fem.Expression(ufl.Identity(3) + ufl.grad(sp.u), ref)
         w = ufl.TestFunction(Q)
         vol = fem.assemble_vector(fem.form(w * ufl.dx))
         self.volume = vol.array[self.dof].copy()
@@ -105,17 +103,20 @@ class CellFields:
     def compute(self) -> dict:
         """Cell arrays (local owned cells) of the current state."""
         c = self.sp.cell_constants
-        F = self._F.eval(self.mesh, np.arange(self.n, dtype=np.int32)).reshape(self.n, 3, 3)
-        theta = self.sp.theta.x.array[self.dof] * float(self.sp.load.value)
+        F, theta = self.sp.cell_F(), self.sp.cell_theta()
         from anodetwin.simulate.mechanics import cauchy_stress
 
-        sig = cauchy_stress(F, theta, *(c[k][self.dof] for k in ("E0", "E1", "nu", "beta")))
+        sig = cauchy_stress(F, theta, *(c[k][self.dof] for k in ("E0", "E1", "nu", "beta")),
+                            Fp_inv=self.sp.cell_Fp_inv())
         pr = np.linalg.eigvalsh(sig)
         hydro = np.trace(sig, axis1=1, axis2=2) / 3
         dev = sig - hydro[:, None, None] * np.eye(3)
         vm = np.sqrt(1.5 * np.einsum("nij,nij->n", dev, dev))
         eps = 0.5 * (F + np.swapaxes(F, 1, 2)) - np.eye(3)
+        eps_p = self.sp.plastic_strain.x.array[self.dof] if self.sp.plastic else \
+            np.zeros(self.n)
         return {"F": F, "J": np.linalg.det(F), "theta": theta, "stress": sig,
+                "plastic_strain": eps_p,
                 "von_mises": vm, "hydrostatic": hydro, "max_principal": pr[:, -1],
                 "hencky": hencky_strain(F), "strain": eps}
 
@@ -138,6 +139,7 @@ class CellFields:
         e = f["strain"]
         smax = np.max(f["max_principal"][self.si]) if self.si.any() else -np.inf
         vmax = np.max(f["von_mises"][self.si]) if self.si.any() else -np.inf
+        pmax = np.max(f["plastic_strain"][self.si]) if self.si.any() else 0.0
         return {
             "thickness_um": self.thickness0 + top - bottom,
             "volumetric_strain": self.mean(f["J"] - 1, self.electrode),
@@ -149,6 +151,7 @@ class CellFields:
             "theta_si_cells": self.mean(f["theta"], self.si),
             "max_principal_si_mpa": self.comm.allreduce(float(smax), op=MPI.MAX),
             "max_von_mises_si_mpa": self.comm.allreduce(float(vmax), op=MPI.MAX),
+            "max_plastic_strain_si": self.comm.allreduce(float(pmax), op=MPI.MAX),
         }
 
     def write_xdmf(self, path: str | os.PathLike, f: dict, time_s: float) -> None:
@@ -168,7 +171,8 @@ class CellFields:
         funcs = [self.sp.u]
         for name, vals in (("theta", f["theta"]), ("J", f["J"]), ("von_mises", f["von_mises"]),
                            ("hydrostatic", f["hydrostatic"]),
-                           ("max_principal", f["max_principal"]), ("phase", self.phase)):
+                           ("max_principal", f["max_principal"]),
+                           ("plastic_strain", f["plastic_strain"]), ("phase", self.phase)):
             g = fem.Function(Q, name=name)
             g.x.array[self.dof] = vals
             g.x.scatter_forward()

@@ -2,12 +2,15 @@
 
 A material applies to phase codes (:mod:`anodetwin.phases`) and gives the Young's modulus
 at theta = 0 and theta = 1 (linear in between: lithiated Si softens), the Poisson ratio and
-the swelling coefficient beta (volume change at theta = 1). Units in the files: GPa for
+the swelling coefficient beta (volume change at theta = 1). Optionally it flows plastically
+(:mod:`anodetwin.simulate.plasticity`): flow stress at theta = 0 and 1 (GPa), reference
+plastic strain rate (1/s), rate exponent, and the theta below which it stays elastic. Units in the files: GPa for
 moduli; inside the solver lengths are um and stresses MPa (GPa x 1000), so forces are uN.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -20,6 +23,12 @@ __all__ = ["Material", "load_material", "MODELS_DIR", "default_materials"]
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 _KEYS = {"youngs_modulus_theta0": "GPa", "youngs_modulus_theta1": "GPa",
          "poisson_ratio": "1", "swelling_beta": "1"}
+# optional plastic flow: key -> (unit, Material field, factor to solver units)
+_FLOW_KEYS = {"flow_stress_theta0": ("GPa", "flow_stress0_mpa", 1e3),
+              "flow_stress_theta1": ("GPa", "flow_stress1_mpa", 1e3),
+              "flow_reference_rate": ("1/s", "flow_rate_per_s", 1.0),
+              "flow_rate_exponent": ("1", "flow_exponent", 1.0),
+              "flow_theta_min": ("1", "flow_theta_min", 1.0)}
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,16 @@ class Material:
     nu: float
     beta: float
     sources: dict
+    flow_stress0_mpa: float = math.inf
+    flow_stress1_mpa: float = math.inf
+    flow_rate_per_s: float = 1.0
+    flow_exponent: float = 4.0
+    flow_theta_min: float = 0.0
+
+    @property
+    def plastic(self) -> bool:
+        """Whether the material flows (a finite flow stress)."""
+        return math.isfinite(self.flow_stress0_mpa) or math.isfinite(self.flow_stress1_mpa)
 
     def __post_init__(self) -> None:
         if not (self.E0_mpa > 0 and self.E1_mpa > 0):
@@ -45,6 +64,11 @@ class Material:
         if self.beta < 0:
             raise ParameterError(f"material '{self.name}': swelling beta {self.beta} < 0",
                                  "give beta >= 0")
+        if self.plastic and not (self.flow_stress0_mpa > 0 and self.flow_stress1_mpa > 0
+                                 and self.flow_rate_per_s > 0 and self.flow_exponent > 0):
+            raise ParameterError(f"material '{self.name}': plastic flow parameters must be "
+                                 "positive", "give both flow stresses, the reference rate "
+                                 "and the exponent > 0")
 
 
 def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, dict]:
@@ -83,9 +107,14 @@ def load_material(name_or_path: str | os.PathLike) -> Material:
     for key, unit in _KEYS.items():
         vals[key] = float(model_value(d, key, unit, p, "material"))
         sources[key] = d[key].get("source", "")
+    flow = {}
+    for key, (unit, name, factor) in _FLOW_KEYS.items():
+        if key in d:
+            flow[name] = float(model_value(d, key, unit, p, "material")) * factor
+            sources[key] = d[key].get("source", "")
     return Material(str(d.get("name", p.stem)), tuple(int(c) for c in d.get("phases", ())),
                     vals["youngs_modulus_theta0"] * 1e3, vals["youngs_modulus_theta1"] * 1e3,
-                    vals["poisson_ratio"], vals["swelling_beta"], sources)
+                    vals["poisson_ratio"], vals["swelling_beta"], sources, **flow)
 
 
 def default_materials() -> dict[int, Material]:

@@ -1,7 +1,8 @@
 """Finite-strain swelling mechanics of an electrode mesh (DOLFINx, MPI).
 
-Kinematics: ``F = I + grad u = Fe Fs`` with isotropic swelling ``Fs = (1 + beta theta)^(1/3)
-I`` (theta: normalised Li content, 1 = Li15Si4). Material: compressible neo-Hookean in the
+Kinematics: ``F = I + grad u = Fe Fp Fs`` with isotropic swelling ``Fs = (1 + beta
+theta)^(1/3) I`` (theta: normalised Li content, 1 = Li15Si4) and an isochoric plastic part
+``Fp`` (identity unless plastic flow is on; one per cell, :mod:`anodetwin.simulate.plasticity`). Material: compressible neo-Hookean in the
 elastic part, per unit intermediate volume
 
     psi(Fe) = mu / 2 (tr(Fe^T Fe) - 3) - mu ln Je + lambda / 2 (ln Je)^2,
@@ -19,6 +20,12 @@ so the spring follows the swelling. The spring is solved by a fixed-point loop a
 Newton on ``u_top`` (its stiffness term is a rank-one coupling of the whole top face that a
 sparse tangent cannot hold); it converges in a few passes for stack springs much softer
 than the electrode.
+
+Plastic flow (``plastic=True`` and materials with a flow stress) is staggered within each
+step: Newton with ``Fp`` fixed, then every cell's backward-Euler return from the step's
+starting ``Fp`` at the new ``F``, repeated until ``Fp`` changes by less than
+``plastic_tol``; the fixed point is the implicit elastic-viscoplastic solution of the step
+(it satisfies equilibrium and the discrete flow rule together).
 
 Newton: PETSc SNES (line search), Krylov GMRES (the tangent of a swelling-prestressed
 state can be indefinite, which stops CG) preconditioned by algebraic multigrid (GAMG)
@@ -125,7 +132,9 @@ class SwellingProblem:
     def __init__(self, mesh, phases, facets, materials: dict, boundary: Boundary,
                  theta=None, rtol: float = 1e-9, spring_tol: float = 1e-8,
                  max_spring_passes: int = 50, prefix: str = "swell_",
-                 linear_solver: str = "iterative", quadrature_degree: int = 2):
+                 linear_solver: str = "iterative", quadrature_degree: int = 2,
+                 plastic: bool = False, plastic_tol: float = 1e-6,
+                 max_plastic_passes: int = 40):
         import dolfinx.fem as fem
         import dolfinx.fem.petsc
         import ufl
@@ -167,7 +176,13 @@ class SwellingProblem:
         v, du = ufl.TestFunction(V), ufl.TrialFunction(V)
         F = ufl.Identity(3) + ufl.grad(u)
         Js = 1 + fields["beta"] * th_now
-        Fe = F / Js ** (1 / 3)
+        self.flow = None
+        self.plastic_tol, self.max_plastic_passes = plastic_tol, max_plastic_passes
+        if plastic and any(m.plastic for m in materials.values()):
+            self._init_plastic(phases, materials)
+            Fe = F * self.Fp_inv / Js ** (1 / 3)
+        else:
+            Fe = F / Js ** (1 / 3)
         Je = ufl.det(F) / Js
         psi = mu / 2 * (ufl.tr(Fe.T * Fe) - 3) - mu * ufl.ln(Je) + lam / 2 * ufl.ln(Je) ** 2
         self.p_top = fem.Constant(mesh, 0.0)
@@ -220,10 +235,100 @@ class SwellingProblem:
         self._top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
             fem.Constant(mesh, 1.0) * ds(FACET["separator"]))), op=MPI.SUM)
         self._uz_form = fem.form(u[2] * ds(FACET["separator"]))
+        self._ncell = mesh.topology.index_map(3).size_local
+        ref = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name == "hexahedron"
+                       else [[0.25, 0.25, 0.25]])
+        self._F_expr = fem.Expression(F, ref)
         if boundary.top == "spring" and boundary.k_mpa_per_um > 0:
             # the spring follows the top inside Newton: its pressure is updated from the
             # current iterate before every iteration (a lagged rank-one term)
             self.problem.solver.setUpdate(lambda snes, it: self._set_spring())
+
+    def _init_plastic(self, phases, materials: dict) -> None:
+        """Cell state of plastic flow: Fp^-1 (DG0 tensor), accumulated equivalent plastic
+        strain, their values at the start of the step, and the flow parameters per cell."""
+        import dolfinx.fem as fem
+
+        from anodetwin.simulate.plasticity import FlowRule
+
+        mesh = self.mesh
+        n = mesh.topology.index_map(3).size_local
+        self.Qt = fem.functionspace(mesh, ("DG", 0, (3, 3)))
+        self.Fp_inv = fem.Function(self.Qt, name="Fp_inv")
+        self.Fp_inv.x.array.reshape(-1, 9)[:] = np.eye(3).ravel()
+        self.plastic_strain = fem.Function(self.Q, name="plastic_strain")
+        self._tdof = self.Qt.dofmap.list[:n, 0]
+        self._sdof = self.Q.dofmap.list[:n, 0]
+        vals = {}
+        for attr in ("flow_stress0_mpa", "flow_stress1_mpa", "flow_rate_per_s",
+                     "flow_exponent"):
+            arr = np.full(n, np.inf if attr.startswith("flow_stress") else 1.0)
+            for code, m in materials.items():
+                sel = phases.indices[(phases.values == code) & (phases.indices < n)]
+                arr[sel] = getattr(m, attr) if m.plastic else arr[sel]
+            vals[attr] = arr
+        tmin = min((m.flow_theta_min for m in materials.values() if m.plastic), default=0.0)
+        self.flow = FlowRule(vals["flow_stress0_mpa"], vals["flow_stress1_mpa"],
+                             vals["flow_rate_per_s"], vals["flow_exponent"], tmin)
+        self.commit()
+
+    @property
+    def plastic(self) -> bool:
+        """Whether plastic flow is on (materials with a flow stress and ``plastic=True``)."""
+        return self.flow is not None
+
+    def commit(self) -> None:
+        """Accept the current plastic state as the start of the next step."""
+        if self.plastic:
+            self._Fp_inv_n = self.Fp_inv.x.array.copy()
+            self._eps_p_n = self.plastic_strain.x.array.copy()
+
+    def rollback(self) -> None:
+        """Back to the plastic state at the start of the step (after a failed step)."""
+        if self.plastic:
+            self.Fp_inv.x.array[:] = self._Fp_inv_n
+            self.plastic_strain.x.array[:] = self._eps_p_n
+
+    def cell_F(self) -> np.ndarray:
+        """Deformation gradient at the centre of each owned cell, (n, 3, 3)."""
+        n = self._ncell
+        return self._F_expr.eval(self.mesh, np.arange(n, dtype=np.int32)).reshape(n, 3, 3)
+
+    def cell_Fp_inv(self) -> np.ndarray | None:
+        """Fp^-1 of each owned cell, (n, 3, 3); None without plastic flow."""
+        if not self.plastic:
+            return None
+        return self.Fp_inv.x.array.reshape(-1, 3, 3)[self._tdof]
+
+    def cell_theta(self) -> np.ndarray:
+        """theta (times the load factor) of each owned cell."""
+        return self.theta.x.array[self.Q.dofmap.list[:self._ncell, 0]] * \
+            float(self.load.value)
+
+    def _plastic_return(self, dt: float) -> float:
+        """Return every cell from the step's starting state at the current F; sets Fp^-1
+        and the plastic strain; returns the largest change of Fp^-1 (all ranks)."""
+        from mpi4py import MPI
+
+        from anodetwin.simulate.plasticity import return_map
+
+        c = {k: v[self._sdof] for k, v in self.cell_constants.items()}
+        theta = self.cell_theta()
+        E = c["E0"] + (c["E1"] - c["E0"]) * theta
+        lam = E * c["nu"] / ((1 + c["nu"]) * (1 - 2 * c["nu"]))
+        mu = E / (2 * (1 + c["nu"]))
+        start = self._Fp_inv_n.reshape(-1, 3, 3)[self._tdof]
+        r = return_map(self.cell_F(), start, 1 + c["beta"] * theta, mu, lam,
+                       self.flow.flow_stress(theta), self.flow.rate0, self.flow.m, dt)
+        cur = self.Fp_inv.x.array.reshape(-1, 3, 3)
+        change = float(np.abs(r.Fp_inv - cur[self._tdof]).max()) if self._ncell else 0.0
+        cur[self._tdof] = r.Fp_inv
+        self.plastic_strain.x.array[self._sdof] = self._eps_p_n[self._sdof] + r.dgamma
+        self.Fp_inv.x.scatter_forward()
+        self.plastic_strain.x.scatter_forward()
+        buf = np.array([change])
+        self.mesh.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
+        return float(buf[0])
 
     @property
     def dofs(self) -> int:
@@ -252,9 +357,29 @@ class SwellingProblem:
         self.p_top.value = b.p0_mpa + b.k_mpa_per_um * u_top
         return u_top
 
-    def solve(self, where: str = "") -> tuple[list, list, int]:
-        """Newton with the spring fixed point; returns (Newton its, Krylov its, passes)
-        and raises :class:`NumericalError` naming ``where`` when a solve fails."""
+    def solve(self, where: str = "", dt: float = np.inf) -> tuple[list, list, int]:
+        """Equilibrium at the current theta: Newton with the spring fixed point and, with
+        plastic flow, the staggered return over a step of ``dt`` seconds (``inf``: rate-
+        independent). Returns (Newton its, Krylov its, passes: spring passes, or plastic
+        passes with plastic flow) and raises :class:`NumericalError` naming ``where`` when a
+        solve fails."""
+        newton, krylov, passes = self._solve_elastic(where)
+        if not self.plastic:
+            return newton, krylov, passes
+        for passes in range(1, self.max_plastic_passes + 1):
+            change = self._plastic_return(dt)
+            log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g", where, passes,
+                      change)
+            if change <= self.plastic_tol:
+                return newton, krylov, passes
+            n, k, _ = self._solve_elastic(where)
+            newton += n
+            krylov += k
+        raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
+                             f"(Fp changed by {change:.2g})", "use smaller steps")
+
+    def _solve_elastic(self, where: str) -> tuple[list, list, int]:
+        """Newton at fixed plastic state, with the spring fixed point."""
         snes = self.problem.solver
         b = self.boundary
         newton, krylov = [], []
@@ -329,14 +454,18 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
 
 
 def cauchy_stress(F: np.ndarray, theta: np.ndarray, E0: np.ndarray, E1: np.ndarray,
-                  nu: np.ndarray, beta: np.ndarray) -> np.ndarray:
+                  nu: np.ndarray, beta: np.ndarray, Fp_inv: np.ndarray | None = None
+                  ) -> np.ndarray:
     """Cauchy stress (MPa) of the material model at given deformation gradients.
 
-    With ``Fe = F / Js^(1/3)`` and ``Je = det Fe``: ``sigma = (mu (Fe Fe^T - I) + lambda ln Je
-    I) / Je``. Arrays: F (n, 3, 3); theta and the cell constants (n,). Returns (n, 3, 3).
+    With ``Fe = F Fp^-1 / Js^(1/3)``, ``Je = det Fe`` and ``be = Fe Fe^T``: ``sigma = (mu (be
+    - I) + lambda ln Je I) / Je``. Arrays: F and Fp_inv (n, 3, 3; Fp_inv None: no plastic
+    flow); theta and the cell constants (n,). Returns (n, 3, 3).
     """
     Js = 1 + beta * theta
     Fe = F / np.cbrt(Js)[:, None, None]
+    if Fp_inv is not None:
+        Fe = Fe @ Fp_inv
     Je = np.linalg.det(Fe)
     E = E0 + (E1 - E0) * theta
     lam = E * nu / ((1 + nu) * (1 - 2 * nu))

@@ -8,7 +8,8 @@ Scheme (staggered, per time step ``[t, t + dt]``):
    LithiumTransport`), backward Euler, exactly conserving Li;
 2. the new theta (cell means) drives the finite-strain swelling equilibrium with the stack
    spring (:class:`~anodetwin.simulate.mechanics.SwellingProblem`), Newton from the previous
-   displacement.
+   displacement; with plastic flow (``[solver] plasticity``, on for LixSi) the cells' return
+   and Newton alternate until the plastic state settles (the step's implicit solution).
 
 Staggered rather than monolithic: without the stress term in the chemical potential the
 transport does not depend on the mechanics, so the staggered scheme is exact, and each field
@@ -22,8 +23,9 @@ Output folder::
     run.json          case, mesh, cell, provenance, status ("running", "done", "failed")
     cell.csv          the protocol's time, SoC, current, voltage
     summary.csv       one row per step (columns: SUMMARY_COLUMNS)
-    fields/<T>.xdmf   u, theta, J, von_mises, hydrostatic, max_principal, hencky, phase at
-                      each scan T and output time; fields/fields.xdmf: all of them in time
+    fields/<T>.xdmf   u, theta, J, von_mises, hydrostatic, max_principal, plastic_strain,
+                      hencky, phase at each scan T and output time; fields/fields.xdmf:
+                      all of them in time
     dvc/<T>.h5        displacement on a regular voxel grid in the DVC pair layout
                       (anodetwin.dvc.pair: nodes, displacement, strain, in voxels)
     checkpoint/       the state after the last finished step (resume)
@@ -53,8 +55,9 @@ SUMMARY_COLUMNS = (
     "step", "output", "time_s", "time_h", "dt_s", "soc", "li_inserted_mah_cm2", "theta_mean",
     "theta_si_cells", "thickness_um", "volumetric_strain", "volumetric_strain_collector_half",
     "volumetric_strain_separator_half", "exx", "eyy", "ezz", "stack_pressure_mpa",
-    "max_principal_si_mpa", "max_von_mises_si_mpa", "newton_iterations",
-    "krylov_iterations", "diffusion_iterations", "wall_s")
+    "max_principal_si_mpa", "max_von_mises_si_mpa", "max_plastic_strain_si",
+    "newton_iterations", "krylov_iterations", "plastic_passes", "diffusion_iterations",
+    "wall_s")
 
 
 def defect_multiplier(mesh, phases, particles, fraction: float, factor: float,
@@ -295,7 +298,8 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     theta_cells = fem.Function(Q, name="theta")
     sp = SwellingProblem(mesh, phases, facets, case.materials, case.boundary, theta_cells,
                          rtol=case.solver.rtol, prefix="mech_",
-                         linear_solver=case.solver.linear)
+                         linear_solver=case.solver.linear,
+                         plastic=case.solver.plasticity)
     fields_probe = CellFields(sp, phases, facets)
     grid = _dvc_grid(case, fields_probe, mesh_summary)
 
@@ -323,6 +327,10 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
         transport.theta.x.array[:] = arrays["theta"]
         transport.theta_old.x.array[:] = arrays["theta"]
         theta_cells.x.array[:] = arrays["theta_cells"]
+        if sp.plastic:
+            sp.Fp_inv.x.array[:] = arrays["Fp_inv"]
+            sp.plastic_strain.x.array[:] = arrays["plastic_strain"]
+            sp.commit()
         t, dt, step = state["time_s"], state["dt_s"], state["step"]
         rows, done_outputs = state["rows"], state["outputs"]
         if comm.rank == 0:
@@ -367,12 +375,15 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
                            out / "fields" / "fields.xdmf")
         if comm.rank == 0:
             _write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)
+        plastic = {"Fp_inv": sp.Fp_inv.x.array, "plastic_strain": sp.plastic_strain.x.array} \
+            if sp.plastic else {}
         ckpt.save({"u": sp.u.x.array, "theta": transport.theta.x.array,
-                   "theta_cells": theta_cells.x.array},
+                   "theta_cells": theta_cells.x.array, **plastic},
                   {"time_s": t, "dt_s": dt, "step": step, "rows": rows,
                    "outputs": done_outputs})
 
-    zero = {"newton_iterations": 0, "krylov_iterations": 0, "diffusion_iterations": 0}
+    zero = {"newton_iterations": 0, "krylov_iterations": 0, "plastic_passes": 0,
+            "diffusion_iterations": 0}
     if not rows:
         record(0.0, zero, name_at.get(0.0, ""))
     sol = case.solver
@@ -401,9 +412,10 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             rate = (history.theta_mean_at(t + dt_try) - th0) * v_si / dt_try
             d_its = transport.step(dt_try, rate, where)
             transport.to_parent_cells(theta_cells)
-            newton, krylov, _ = sp.solve(where)
+            newton, krylov, passes = sp.solve(where, dt=dt_try)
         except NumericalError as exc:
             sp.u.x.array[:], transport.theta.x.array[:], theta_cells.x.array[:] = saved
+            sp.rollback()
             transport.theta_old.x.array[:] = saved[1]
             failures.append({"time_s": t + dt_try, "dt_s": dt_try, "error": str(exc)})
             if comm.rank == 0:
@@ -418,6 +430,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
                                      f"{step} finished steps are kept in '{out}'") from None
             dt = dt_try / 2
             continue
+        sp.commit()
         last = (saved[0], history.theta_mean_at(t + dt_try) - th0)
         t += dt_try
         step += 1
@@ -428,6 +441,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
         dt = min(max(dt_try, dt) * 1.5, sol.dt_max_s)  # before the checkpoint: resumable
         record(dt_try, {"newton_iterations": int(sum(newton)),
                         "krylov_iterations": int(sum(krylov)),
+                        "plastic_passes": int(passes) if sp.plastic else 0,
                         "diffusion_iterations": int(d_its)},
                name_at.get(t, "") if hit else "")
         if comm.rank == 0:
