@@ -49,8 +49,5 @@ validation: $(STAMP)
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build src/*.egg-info
 
-distvalidation: $(STAMP)
-	$(VENV)/bin/mpiexec -n 2 $(PY) validation/reference_electrode/run.py
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV)

@@ -187,6 +187,35 @@ def test_separator_profile_lithiates_the_separator_side_first(tmp_path, micro_me
     assert out["separator"] > out["uniform"] + 0.005
 
 
+def test_stress_coupling_in_a_run(tmp_path, micro_mesh):
+    """[lithiation] stress_coupling: the mechanics' hydrostatic stress drives the Li (the
+    Li distribution differs from the uncoupled run's) while the Li inserted still equals
+    the protocol's; a coupled run stopped and resumed equals the uninterrupted one."""
+    hist, theta = None, {}
+    for coupled in (False, True):
+        d = tmp_path / str(coupled)
+        d.mkdir()
+        case = load_case(_case(d, micro_mesh, lithiation={
+            "diffusivity_um2_s": 0.01, "stress_coupling": coupled},
+            output={"dvc_node_spacing_um": 0.0}))
+        hist = simulate_cell(case.cell)
+        rows = run_case(case, d / "out", comm=COMM, max_steps=6)
+        for r in rows:
+            assert r["theta_mean"] == pytest.approx(hist.theta_mean_at(r["time_s"]),
+                                                    abs=1e-9)
+        theta[coupled] = np.load(d / "out" / "checkpoint" / "rank0.npz")["theta"]
+    assert np.abs(theta[True] - theta[False]).max() > 1e-4
+    d = tmp_path / "resumed"
+    d.mkdir()
+    case = load_case(_case(d, micro_mesh, lithiation={
+        "diffusivity_um2_s": 0.01, "stress_coupling": True},
+        output={"dvc_node_spacing_um": 0.0}))
+    run_case(case, d / "out", comm=COMM, max_steps=3)
+    run_case(case, d / "out", comm=COMM, max_steps=3, resume=True)
+    again = np.load(d / "out" / "checkpoint" / "rank0.npz")["theta"]
+    assert np.allclose(again, theta[True], rtol=1e-9, atol=1e-12)
+
+
 def test_defect_pathways(micro_mesh):
     """Defect bands: in the chosen particles only, within the band width of planes through
     the particle centroid."""
@@ -255,8 +284,14 @@ def test_bad_cases(tmp_path, micro_mesh):
         case_from_dict({**base, "boundary": {"top": "glue"}})
     src = Path(load_material("lixsi").sources and "models/lixsi.toml")
     text = (Path(__file__).resolve().parents[1] / src).read_text()
+    with pytest.raises(ParameterError, match="plastic_tol"):
+        case_from_dict({**base, "solver": {"plastic_tol": 0.0}})
+    with pytest.raises(ParameterError, match="plasticity"):
+        case_from_dict({**base, "solver": {"plasticity": "yes"}})
     for old, new, match in (("value = 150.0", "value = -150.0", "not positive"),
-                            ("value = 0.24", "value = 0.5", "Poisson")):
+                            ("value = 0.24", "value = 0.5", "Poisson"),
+                            ("value = 1.75", "value = -1.75", "plastic flow"),
+                            ('unit = "1/s"', 'unit = "1/h"', "unit")):
         bad = tmp_path / "bad_si.toml"
         bad.write_text(text.replace(old, new, 1))
         with pytest.raises(ParameterError, match=match):

@@ -24,6 +24,8 @@ the outputs::
     network_factor = 100.0      # diffusivity multiplier in the bands
     network_width_um = 0.5      # half-width of a band
     seed = 0
+    stress_coupling = false     # hydrostatic stress in the chemical potential (drift)
+    temperature_k = 298.15
 
     [boundary]                  # see anodetwin.simulate.mechanics.Boundary
     collector = "bonded"
@@ -37,6 +39,8 @@ the outputs::
     dtheta_max = 0.01           # largest change of mean theta per step (adaptive steps)
     dt_max_s = 600.0
     dt_min_s = 0.5
+    plasticity = true           # plastic flow of the materials that define it (LixSi)
+    plastic_tol = 1e-5          # largest change of Fp^-1 when a step's flow has settled
 
     [output]
     times_s = []                # extra output times besides the scans
@@ -70,10 +74,13 @@ class Lithiation:
     network_factor: float = 100.0
     network_width_um: float = 0.5
     seed: int = 0
+    stress_coupling: bool = False  # hydrostatic stress in the chemical potential
+    temperature_k: float = 298.15
 
     def __post_init__(self) -> None:
         _positive(self, "lithiation", ("diffusivity_um2_s", "diffusivity_ratio",
-                                       "penetration_um", "network_factor", "network_width_um"))
+                                       "penetration_um", "network_factor", "network_width_um",
+                                       "temperature_k"))
         if self.profile not in ("uniform", "separator"):
             raise ParameterError(f"[lithiation] profile = '{self.profile}'",
                                  "use 'uniform' or 'separator'")
@@ -92,12 +99,14 @@ class Solver:
     dt_min_s: float = 0.5
     rtol: float = 1e-9
     plasticity: bool = True   # plastic flow of the materials that define it (LixSi)
+    plastic_tol: float = 1e-5  # settled when Fp^-1 changes less (~0.1% of the flow stress)
 
     def __post_init__(self) -> None:
         if self.linear not in ("iterative", "direct"):
             raise ParameterError(f"[solver] linear = '{self.linear}'",
                                  "use 'iterative' or 'direct'")
-        _positive(self, "solver", ("dtheta_max", "dt_max_s", "dt_min_s", "rtol"))
+        _positive(self, "solver", ("dtheta_max", "dt_max_s", "dt_min_s", "rtol",
+                                   "plastic_tol"))
         if self.dt_min_s > self.dt_max_s:
             raise ParameterError("[solver] dt_min_s > dt_max_s", "give dt_min_s <= dt_max_s")
 

@@ -16,8 +16,16 @@ With a supply rate ``Q`` (um3/s of theta, :meth:`LithiumTransport.step`), the fl
 surface (theta = 1) takes no more Li, an empty one gives none, and the Li inserted over a
 step is exactly ``Q dt`` (backward Euler conserves it).
 
-Time stepping: backward Euler, Newton (SNES) with CG + algebraic multigrid; P1 elements.
-Units: um, s.
+Stress coupling (optional, ``stress_factor`` kappa > 0): the chemical potential ``mu = mu0 +
+RT ln(theta / (1 - theta)) - Omega sigma_h`` adds a drift up the hydrostatic stress
+gradient, ``J = -D grad theta + D kappa theta (1 - theta) grad sigma_h`` with ``kappa =
+Omega / (R T)`` (1/MPa): Li moves towards tensile regions. At rest (J = 0) the Li follows
+``ln(theta / (1 - theta)) - kappa sigma_h = const``. ``sigma_h`` is a P1 field on the
+particles (:meth:`LithiumTransport.set_hydrostatic`: from cell values of the mechanics),
+held fixed over a step.
+
+Time stepping: backward Euler, Newton (SNES) with CG + algebraic multigrid (GMRES with the
+stress drift, which makes the tangent non-symmetric); P1 elements. Units: um, s, MPa.
 """
 
 from __future__ import annotations
@@ -62,13 +70,15 @@ class LithiumTransport:
         ``weight(x)`` UFL expression of the coordinates: the reaction profile of the supply.
     multiplier : ndarray, optional
         Diffusivity multiplier per local cell of ``mesh`` (defect pathways).
+    stress_factor : float
+        ``kappa = Omega / (R T)`` (1/MPa) of the stress drift; 0: no stress coupling.
     """
 
     def __init__(self, mesh, cell_tags, particle_codes: Sequence[int], surface: Callable,
                  D0_um2_s: float, a: float = 0.0, mode: str = "concentration",
                  value: float = 1.0, theta0: float = 0.0, supply: bool = False,
                  weight: Callable | None = None, multiplier: np.ndarray | None = None,
-                 prefix: str = "diff_"):
+                 prefix: str = "diff_", stress_factor: float = 0.0):
         import dolfinx.fem as fem
         import dolfinx.fem.petsc
         import dolfinx.mesh as dmesh
@@ -111,6 +121,14 @@ class LithiumTransport:
             D = m * D
         dx = ufl.Measure("dx", domain=sub, metadata={"quadrature_degree": 2})  # exp(a theta)
         R = ((th - self.theta_old) / self.dt * w + D * ufl.dot(ufl.grad(th), ufl.grad(w))) * dx
+        self.sigma_h = fem.Function(V, name="hydrostatic")  # MPa, P1 on the particles
+        self.stress_factor = float(stress_factor)
+        if self.stress_factor:
+            R = R - D * self.stress_factor * th * (1 - th) * ufl.dot(
+                ufl.grad(self.sigma_h), ufl.grad(w)) * dx
+            self._cell_sigma = fem.Function(fem.functionspace(sub, ("DG", 0)))
+            self._lumped = fem.form(w * ufl.dx)
+            self._sigma_rhs = fem.form(self._cell_sigma * w * ufl.dx)
         bcs = []
         tags = dmesh.meshtags(sub, 2, np.sort(inlet).astype(np.int32),
                               np.ones(inlet.size, np.int32))
@@ -137,7 +155,8 @@ class LithiumTransport:
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
             R, th, bcs=bcs, petsc_options_prefix=prefix,
             petsc_options={"snes_type": "newtonls", "snes_rtol": 1e-10, "snes_atol": 1e-12,
-                           "ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-12})
+                           "ksp_type": "gmres" if self.stress_factor else "cg",
+                           "pc_type": "gamg", "ksp_rtol": 1e-12})
         self.volume_um3 = sub.comm.allreduce(fem.assemble_scalar(fem.form(
             fem.Constant(sub, 1.0) * ufl.dx)), op=MPI.SUM)
         self._total = fem.form(th * ufl.dx)
@@ -184,6 +203,29 @@ class LithiumTransport:
                                  "use smaller time steps")
         self.theta_old.x.array[:] = self.theta.x.array
         return snes.getIterationNumber()
+
+    def set_hydrostatic(self, parent_values: np.ndarray) -> None:
+        """The hydrostatic stress (MPa) that drives the stress drift, from values on the
+        owned cells of the parent mesh: the lumped L2 projection onto P1 of the particles
+        (the volume-weighted mean of the cells around each vertex)."""
+        import dolfinx.fem as fem
+        from dolfinx.la import InsertMode
+
+        if not self.stress_factor:
+            return
+        ns = self.sub.topology.index_map(3).size_local
+        cs = self._cell_sigma
+        dofs = cs.function_space.dofmap.list[:ns, 0]
+        cs.x.array[dofs] = np.asarray(parent_values, float)[self.parent_cells[:ns]]
+        cs.x.scatter_forward()
+        vecs = []
+        for form in (self._sigma_rhs, self._lumped):
+            b = fem.assemble_vector(form)
+            b.scatter_reverse(InsertMode.add)
+            vecs.append(b.array.copy())
+        n = self.V.dofmap.index_map.size_local
+        self.sigma_h.x.array[:n] = vecs[0][:n] / vecs[1][:n]
+        self.sigma_h.x.scatter_forward()
 
     def to_parent_cells(self, out) -> None:
         """Write the cell means of theta into the DG0 function ``out`` of the parent mesh

@@ -24,7 +24,7 @@ than the electrode.
 Plastic flow (``plastic=True`` and materials with a flow stress) is staggered within each
 step: Newton with ``Fp`` fixed, then every cell's backward-Euler return from the step's
 starting ``Fp`` at the new ``F``, repeated until ``Fp`` changes by less than
-``plastic_tol``; the fixed point is the implicit elastic-viscoplastic solution of the step
+``plastic_tol`` (Aitken's dynamic relaxation of the update between passes); the fixed point is the implicit elastic-viscoplastic solution of the step
 (it satisfies equilibrium and the discrete flow rule together).
 
 Newton: PETSc SNES (line search), Krylov GMRES (the tangent of a swelling-prestressed
@@ -305,9 +305,11 @@ class SwellingProblem:
         return self.theta.x.array[self.Q.dofmap.list[:self._ncell, 0]] * \
             float(self.load.value)
 
-    def _plastic_return(self, dt: float) -> float:
-        """Return every cell from the step's starting state at the current F; sets Fp^-1
-        and the plastic strain; returns the largest change of Fp^-1 (all ranks)."""
+    def _plastic_return(self, dt: float, state: dict) -> float:
+        """Return every cell from the step's starting state at the current F and move
+        Fp^-1 towards it, with Aitken's relaxation across passes (``state`` carries the
+        previous residual and factor); sets the plastic strain; returns the largest
+        distance of Fp^-1 from its return (all ranks)."""
         from mpi4py import MPI
 
         from anodetwin.simulate.plasticity import return_map
@@ -321,14 +323,27 @@ class SwellingProblem:
         r = return_map(self.cell_F(), start, 1 + c["beta"] * theta, mu, lam,
                        self.flow.flow_stress(theta), self.flow.rate0, self.flow.m, dt)
         cur = self.Fp_inv.x.array.reshape(-1, 3, 3)
-        change = float(np.abs(r.Fp_inv - cur[self._tdof]).max()) if self._ncell else 0.0
-        cur[self._tdof] = r.Fp_inv
+        res = (r.Fp_inv - cur[self._tdof]).ravel()
+        buf = np.array([np.abs(res).max() if res.size else 0.0])
+        self.mesh.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
+        change = float(buf[0])
+        omega = 1.0
+        prev = state.get("residual")
+        if prev is not None and change > self.plastic_tol:
+            d = res - prev
+            dots = np.array([float(prev @ d), float(d @ d)])
+            self.mesh.comm.Allreduce(MPI.IN_PLACE, dots, op=MPI.SUM)
+            if dots[1] > 0:
+                omega = float(np.clip(-state["omega"] * dots[0] / dots[1], 0.2, 5.0))
+        state.update(residual=res, omega=omega)
+        if change <= self.plastic_tol:  # converged: the returned state itself
+            cur[self._tdof] = r.Fp_inv
+        else:
+            cur[self._tdof] += omega * res.reshape(-1, 3, 3)
         self.plastic_strain.x.array[self._sdof] = self._eps_p_n[self._sdof] + r.dgamma
         self.Fp_inv.x.scatter_forward()
         self.plastic_strain.x.scatter_forward()
-        buf = np.array([change])
-        self.mesh.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
-        return float(buf[0])
+        return change
 
     @property
     def dofs(self) -> int:
@@ -363,33 +378,39 @@ class SwellingProblem:
         independent). Returns (Newton its, Krylov its, passes: spring passes, or plastic
         passes with plastic flow) and raises :class:`NumericalError` naming ``where`` when a
         solve fails."""
-        newton, krylov, passes = self._solve_elastic(where)
+        newton, krylov, passes, atol = self._solve_elastic(where)
         if not self.plastic:
             return newton, krylov, passes
+        state: dict = {}
         for passes in range(1, self.max_plastic_passes + 1):
-            change = self._plastic_return(dt)
-            log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g", where, passes,
-                      change)
+            change = self._plastic_return(dt, state)
+            log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g (relaxation "
+                      "%.2f)", where, passes, change, state["omega"])
             if change <= self.plastic_tol:
                 return newton, krylov, passes
-            n, k, _ = self._solve_elastic(where)
+            n, k, _, _ = self._solve_elastic(where, atol)
             newton += n
             krylov += k
         raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
                              f"(Fp changed by {change:.2g})", "use smaller steps")
 
-    def _solve_elastic(self, where: str) -> tuple[list, list, int]:
-        """Newton at fixed plastic state, with the spring fixed point."""
+    def _solve_elastic(self, where: str, atol: float | None = None
+                       ) -> tuple[list, list, int, float]:
+        """Newton at fixed plastic state, with the spring fixed point; ``atol`` the
+        absolute residual target of a correction within a step (None: the first solve of
+        the step, whose target is rtol times its initial residual). Returns the iterations,
+        passes and that target."""
         snes = self.problem.solver
         b = self.boundary
         newton, krylov = [], []
         snes.setConvergenceHistory(length=200, reset=True)
-        atol = 1e-8
+        first = atol is None
+        atol = 1e-8 if first else atol
         for passes in range(1, self.max_spring_passes + 1):
             self._set_spring()
             snes.setTolerances(atol=atol)
             self.problem.solve()
-            if passes == 1:  # later passes only correct the spring: same absolute target
+            if passes == 1 and first:  # later passes only correct: same absolute target
                 hist = snes.getConvergenceHistory()[0]
                 atol = max(atol, snes.getTolerances()[0] * float(hist[0])) if len(hist) \
                     else atol
@@ -408,7 +429,7 @@ class SwellingProblem:
             if b.top != "spring" or b.k_mpa_per_um == 0 or \
                     abs(self.mean_top() - u_top) <= self.spring_tol * max(1.0, abs(u_top)):
                 snes.setTolerances(atol=1e-8)
-                return newton, krylov, passes
+                return newton, krylov, passes, atol
         snes.setTolerances(atol=1e-8)
         raise NumericalError(f"the spring did not settle {where}",
                              "lower the spring stiffness or use smaller steps")

@@ -12,7 +12,9 @@ Scheme (staggered, per time step ``[t, t + dt]``):
    and Newton alternate until the plastic state settles (the step's implicit solution).
 
 Staggered rather than monolithic: without the stress term in the chemical potential the
-transport does not depend on the mechanics, so the staggered scheme is exact, and each field
+transport does not depend on the mechanics, so the staggered scheme is exact (with it,
+``[lithiation] stress_coupling``, the hydrostatic stress of the previous step drives the
+drift: explicit coupling, first order in dt, Li still exactly conserved), and each field
 keeps the solver that suits it (CG + AMG for diffusion, GMRES + AMG with rigid-body modes for
 mechanics). The time step adapts: it lands on every protocol breakpoint and output time,
 keeps the change of mean theta below ``dtheta_max``, halves on a failed solve (down to
@@ -47,7 +49,8 @@ from anodetwin.errors import InputError, NumericalError, ParameterError
 from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
 
-__all__ = ["run_case", "SUMMARY_COLUMNS", "read_summary", "defect_multiplier"]
+__all__ = ["run_case", "SUMMARY_COLUMNS", "read_summary", "defect_multiplier",
+           "stress_factor"]
 
 log = get_logger("simulate")
 
@@ -58,6 +61,19 @@ SUMMARY_COLUMNS = (
     "max_principal_si_mpa", "max_von_mises_si_mpa", "max_plastic_strain_si",
     "newton_iterations", "krylov_iterations", "plastic_passes", "diffusion_iterations",
     "wall_s")
+
+
+R_GAS = 8.314462618  # J / (mol K)
+SI_MOL_PER_M3 = 2.329e6 / 28.0855  # crystalline Si: 2.329 g/cm3, 28.0855 g/mol
+LI_PER_SI_FULL = 3.75  # Li15Si4: theta = 1
+
+
+def stress_factor(beta: float, temperature_k: float) -> float:
+    """``kappa = Omega / (R T)`` in 1/MPa, with the partial molar volume of Li ``Omega =
+    beta / c_max`` (m3/mol; c_max = 3.75 Li per Si atom: ~3.1e5 mol/m3, Omega ~ 9e-6 m3/mol
+    for beta = 2.8; DESIGN.md section 4)."""
+    omega = beta / (LI_PER_SI_FULL * SI_MOL_PER_M3)
+    return omega * 1e6 / (R_GAS * temperature_k)
 
 
 def defect_multiplier(mesh, phases, particles, fraction: float, factor: float,
@@ -284,10 +300,12 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             return 1.0
         return ufl.exp((X[2] - z_top_box) / lith.penetration_um)
 
+    kappa = stress_factor(case.materials[PHASE["si"]].beta, lith.temperature_k) \
+        if lith.stress_coupling else 0.0
     transport = LithiumTransport(mesh, phases, (PHASE["si"], PHASE["lithiated"]), surface,
                                  D1 / lith.diffusivity_ratio, a, mode="flux", value=0.0,
                                  supply=True, weight=weight, multiplier=mult,
-                                 prefix="lith_")
+                                 prefix="lith_", stress_factor=kappa)
     if transport.inlet_area_um2 <= 0:
         raise InputError(f"mesh '{case.mesh}' has no Si surface where Li can enter",
                          "give a mesh with Si particles inside the electrode")
@@ -299,7 +317,8 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     sp = SwellingProblem(mesh, phases, facets, case.materials, case.boundary, theta_cells,
                          rtol=case.solver.rtol, prefix="mech_",
                          linear_solver=case.solver.linear,
-                         plastic=case.solver.plasticity)
+                         plastic=case.solver.plasticity,
+                         plastic_tol=case.solver.plastic_tol)
     fields_probe = CellFields(sp, phases, facets)
     grid = _dvc_grid(case, fields_probe, mesh_summary)
 
@@ -356,6 +375,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
 
     def record(dt_s, its: dict, name: str) -> None:
         f = fields_probe.compute()
+        transport.set_hydrostatic(f["hydrostatic"])  # drives the next step (if coupled)
         theta_mean = transport.mean_theta()
         row = {"step": step, "output": name, "time_s": t, "time_h": t / 3600, "dt_s": dt_s,
                "soc": float(history.soc_at(t)),
@@ -386,6 +406,8 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             "diffusion_iterations": 0}
     if not rows:
         record(0.0, zero, name_at.get(0.0, ""))
+    else:  # resumed: the stress that drives the next step
+        transport.set_hydrostatic(fields_probe.compute()["hydrostatic"])
     sol = case.solver
     steps_here = 0
     last = None  # (u before the last step, its change of mean theta) for the predictor
