@@ -285,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate the case and its cell protocol, run nothing")
     p.set_defaults(func=cmd_simulate)
 
+    p = add("validate", "model versus DVC: the simulated and measured fields on one grid, "
+                        "metrics, pass/fail table and an HTML report")
+    p.add_argument("--sim", required=True, help="folder of 'anodetwin simulate'")
+    p.add_argument("--dvc", required=True, help="folder of 'anodetwin dvc-series'")
+    p.add_argument("--out", required=True, help="report folder (report.html, metrics.json, "
+                                                "metrics.csv, checks.csv, figures/)")
+    p.add_argument("--config", help="validate.toml: frame, steps, nodes, regions, tolerances")
+    p.set_defaults(func=cmd_validate)
+
     p = add("phantom", "synthetic Si anode and in situ tomogram series with exact ground truth")
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
@@ -819,6 +828,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                  int(last["step"]), last["time_h"], last["thickness_um"],
                  last["volumetric_strain"])
         print(args.out)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from anodetwin.validate import load_config, validate_run
+
+    cfg = load_config(args.config)
+    res = validate_run(args.sim, args.dvc, args.out, cfg)
+    failed = [c for c in res.checks if not c["passed"]]
+    log.info("%d steps, %d of %d checks passed%s", len(res.metrics),
+             len(res.checks) - len(failed), len(res.checks),
+             "" if not failed else "; failed: " + ", ".join(
+                 sorted({f"{c['check']} ({c['region']})" for c in failed})))
+    print(res.report)
     return 0
 
 

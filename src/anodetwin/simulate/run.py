@@ -366,7 +366,9 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             "cell": {"model": case.cell.name, "theta_full": case.cell.theta_full,
                      "scans_s": history.scans},
             "si_volume_um3": v_si, "inlet_area_um2": transport.inlet_area_um2,
-            "electrode_thickness0_um": fields_probe.thickness0, "outputs": done_outputs,
+            "electrode_thickness0_um": fields_probe.thickness0,
+            "electrode_z_um": [fields_probe.z_bottom, fields_probe.z_top],
+            "outputs": done_outputs,
             "provenance": prov, **(extra or {})})
 
     provenance("running")

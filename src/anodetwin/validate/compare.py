@@ -1,0 +1,188 @@
+"""Simulation and DVC on one grid: frames, steps, and the simulated displacement sampled at
+the DVC nodes with the DVC's own strain operator.
+
+Frames. DVC nodes are in voxels of the reference tomogram (z, y, x); their position in um is
+``origin + node * voxel + offset`` (``[frame]`` settings; the voxel size from the files when
+they carry it). The simulation writes its displacement on a regular node grid
+(``run/dvc/<T>.h5``, :mod:`anodetwin.simulate.run`) with its own voxel and origin (in the
+file's parameters). Two voxel sizes that differ with no size given are an error: there is no
+transform to bring them together.
+
+Like with like. The simulated displacement (um) is interpolated trilinearly from its grid to
+the DVC node positions, converted to DVC voxels, and the strain computed by
+:func:`anodetwin.dvc.strain.cell_strain` with the DVC's node spacing — exactly the operator
+that turned the measured displacement into strain. DVC nodes flagged excluded (NaN) are out;
+repaired nodes are out too unless ``[nodes] repaired = "include"``; a cell counts when its
+eight nodes are valid in both fields and its centre lies inside the electrode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anodetwin.dvc.pair import FLAG, PairResult, read_pair
+from anodetwin.dvc.strain import CellStrain, cell_mean, cell_strain
+from anodetwin.errors import InputError, InputNotFoundError, ParameterError
+from anodetwin.validate.config import ValidateConfig
+
+__all__ = ["StepPair", "SimulationRun", "load_simulation", "dvc_steps", "pair_steps"]
+
+
+@dataclass
+class SimulationRun:
+    """What validation reads of a simulation folder."""
+
+    path: Path
+    run: dict            # run.json
+    summary: list[dict]  # summary.csv rows
+    outputs: dict        # output name -> time (s)
+    electrode_z_um: tuple
+
+
+@dataclass
+class StepPair:
+    """One DVC step and its simulated counterpart on the DVC grid.
+
+    Attributes
+    ----------
+    step, output, time_s
+        DVC step k (T0 -> Tk), the simulation output name and its time.
+    nodes_um : (N, 3)
+        DVC node positions in the simulation frame (z, y, x, um).
+    u_dvc_um, u_sim_um : (N, 3)
+        Displacements (z, y, x, um); NaN where a node is not used.
+    strain_dvc, strain_sim : CellStrain
+        Strain on the DVC cells by the same operator.
+    cells_um : (..., 3)
+        Cell centres (um).
+    valid : bool array of the cells
+        Both fields defined and the cell inside the electrode.
+    """
+
+    step: int
+    output: str
+    time_s: float
+    nodes_um: np.ndarray
+    grid_shape: tuple
+    u_dvc_um: np.ndarray
+    u_sim_um: np.ndarray
+    strain_dvc: CellStrain
+    strain_sim: CellStrain
+    cells_um: np.ndarray
+    valid: np.ndarray
+    electrode_z_um: tuple
+    dvc_voxel_um: float
+
+
+def load_simulation(sim_dir: str | os.PathLike) -> SimulationRun:
+    """Read run.json and summary.csv of an ``anodetwin simulate`` folder."""
+    from anodetwin.simulate.run import read_summary
+
+    p = Path(sim_dir)
+    if not (p / "run.json").is_file():
+        raise InputNotFoundError(p / "run.json", "simulation run",
+                                 "give the --out folder of 'anodetwin simulate'")
+    run = json.loads((p / "run.json").read_text())
+    rows = read_summary(p / "summary.csv")
+    outputs = {r["output"]: float(r["time_s"]) for r in rows if r["output"]}
+    ez = run.get("electrode_z_um")
+    if ez is None:
+        raise InputError(f"simulation '{p}' does not record the electrode's extent",
+                         "re-run it with this version, or give [regions] electrode_z_um")
+    return SimulationRun(p, run, rows, outputs, tuple(float(v) for v in ez))
+
+
+def dvc_steps(dvc_dir: str | os.PathLike) -> dict[int, Path]:
+    """DVC step k -> ``cumulative_0_<k>.h5`` of a ``dvc-series`` folder (or pair files
+    named ``T0_T<k>.h5``)."""
+    p = Path(dvc_dir)
+    if not p.is_dir():
+        raise InputNotFoundError(p, "DVC series folder",
+                                 "give the --out folder of 'anodetwin dvc-series'")
+    out = {}
+    for f in p.iterdir():
+        m = re.fullmatch(r"(?:cumulative_0_|T0_T)(\d+)\.h5", f.name)
+        if m:
+            out[int(m.group(1))] = f
+    if not out:
+        raise InputError(f"'{p}' holds no cumulative DVC fields (cumulative_0_<k>.h5)",
+                         "give the --out folder of 'anodetwin dvc-series'")
+    return dict(sorted(out.items()))
+
+
+def _grid_axes(nodes: np.ndarray, gshape: tuple) -> list[np.ndarray]:
+    g = nodes.reshape(*gshape, 3)
+    return [g[:, 0, 0, 0], g[0, :, 0, 1], g[0, 0, :, 2]]
+
+
+def _sample(sim: PairResult, points_um: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of the simulated displacement (um) at points (um)."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    vs = float(np.atleast_1d(sim.voxel_size_um)[0])
+    origin = np.asarray(sim.params.get("origin_um", [0, 0, 0]), float)
+    axes = [origin[i] + a * vs for i, a in enumerate(_grid_axes(sim.nodes, sim.grid_shape))]
+    u = sim.displacement.reshape(*sim.grid_shape, 3) * vs
+    f = RegularGridInterpolator(axes, u, bounds_error=False, fill_value=np.nan)
+    return f(points_um)
+
+
+def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
+               cfg: ValidateConfig) -> list[StepPair]:
+    """Every DVC step with its simulated counterpart on the DVC grid (module notes)."""
+    steps = dvc_steps(dvc_dir)
+    mapping = {k: cfg.steps.get(k, f"T{k}") for k in steps}
+    missing = [f"{k} -> {name}" for k, name in mapping.items() if name not in sim.outputs]
+    if missing:
+        raise InputError(f"DVC steps without a simulation output: {', '.join(missing)} "
+                         f"(the simulation has {sorted(sim.outputs)})",
+                         "map the steps in [steps] of the settings or simulate those scans")
+    ez = cfg.electrode_z_um or sim.electrode_z_um
+    out = []
+    for k, path in steps.items():
+        name = mapping[k]
+        dvc = read_pair(path)
+        simf = sim.path / "dvc" / f"{name}.h5"
+        if not simf.is_file():
+            raise InputNotFoundError(simf, f"simulated displacement of {name}",
+                                     "simulate with [output] dvc_node_spacing_um > 0")
+        simp = read_pair(simf)
+        vs_file = None if dvc.voxel_size_um is None else float(np.atleast_1d(
+            dvc.voxel_size_um)[0])
+        vs = cfg.dvc_voxel_size_um or vs_file
+        if vs is None:
+            raise ParameterError(f"DVC result '{path}' has no voxel size",
+                                 "give [frame] dvc_voxel_size_um in the settings")
+        if cfg.dvc_voxel_size_um and vs_file and abs(vs_file - vs) > 1e-9 * vs:
+            raise ParameterError(f"DVC voxel {vs_file} um in '{path}' differs from the "
+                                 f"settings' {vs} um", "give one voxel size")
+        spacing = dvc.node_spacing
+        nodes_um = np.asarray(cfg.dvc_origin_um) + dvc.nodes * vs + np.asarray(cfg.offset_um)
+        u_dvc = dvc.displacement * vs
+        use = np.isfinite(u_dvc).all(axis=1)
+        if cfg.repaired == "exclude":
+            use &= dvc.flag != FLAG["repaired"]
+        u_sim = _sample(simp, nodes_um)
+        inside = np.isfinite(u_sim).all(axis=1)
+        if not inside.any():
+            raise InputError(f"the DVC nodes of step {k} and the simulated grid of {name} do "
+                             "not overlap in space",
+                             "check [frame] dvc_origin_um / offset_um and the voxel sizes")
+        use &= inside
+        u_dvc = np.where(use[:, None], u_dvc, np.nan)
+        u_sim = np.where(use[:, None], u_sim, np.nan)
+        g = dvc.grid_shape
+        s_dvc = cell_strain((u_dvc / vs).reshape(*g, 3), spacing)
+        s_sim = cell_strain((u_sim / vs).reshape(*g, 3), spacing)
+        cells = cell_mean(nodes_um.reshape(*g, 3))
+        valid = np.isfinite(s_dvc.volumetric) & np.isfinite(s_sim.volumetric) & \
+            (cells[..., 0] >= ez[0]) & (cells[..., 0] <= ez[1])
+        out.append(StepPair(k, name, sim.outputs[name], nodes_um, g, u_dvc, u_sim, s_dvc,
+                            s_sim, cells, valid, tuple(ez), vs))
+    return out
