@@ -69,18 +69,29 @@ def main() -> int:
     ap.add_argument("--coarsen", type=int, default=4,
                     help="phantom voxels per mesh cell (4: 0.8 um hexahedra)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write results.md from the scans finished so far, run nothing")
     args = ap.parse_args()
     configure_logging(0)
     comm = MPI.COMM_WORLD
     work = HERE / "out"
-    if not (work / "mesh" / "mesh.xdmf").is_file():
-        make_mesh(work / "mesh", args.coarsen, comm)
-    case = load_case(HERE / "case.toml")
-    run_case(case, work / "run", resume=args.resume, comm=comm)
+    if not args.report_only:
+        if not (work / "mesh" / "mesh.xdmf").is_file():
+            make_mesh(work / "mesh", args.coarsen, comm)
+        case = load_case(HERE / "case.toml")
+        run_case(case, work / "run", resume=args.resume, comm=comm)
     if comm.rank == 0:
         rows = read_summary(work / "run" / "summary.csv")
         expected = tomllib.loads((HERE / "expected.toml").read_text())["metrics"]
-        text = (HERE / "results_head.md").read_text() + "\n" + table(rows, expected) + "\n"
+        import json
+
+        run = json.loads((work / "run" / "run.json").read_text())
+        done = [r["output"] for r in rows if r["output"]]
+        status = (f"Run status: {run['status']}; scans simulated: {', '.join(done)} "
+                  f"({int(rows[-1]['step'])} steps, t = {rows[-1]['time_h']:.2f} h of the "
+                  f"protocol, SoC {rows[-1]['soc']:.3f}).\n")
+        text = (HERE / "results_head.md").read_text() + "\n" + status + "\n" + \
+            table(rows, expected) + "\n"
         (HERE / "results.md").write_text(text)
         print(text)
     return 0

@@ -134,7 +134,7 @@ class SwellingProblem:
                  max_spring_passes: int = 50, prefix: str = "swell_",
                  linear_solver: str = "iterative", quadrature_degree: int = 2,
                  plastic: bool = False, plastic_tol: float = 1e-6,
-                 max_plastic_passes: int = 40):
+                 max_plastic_passes: int = 80):
         import dolfinx.fem as fem
         import dolfinx.fem.petsc
         import ufl
@@ -382,17 +382,41 @@ class SwellingProblem:
         if not self.plastic:
             return newton, krylov, passes
         state: dict = {}
-        for passes in range(1, self.max_plastic_passes + 1):
-            change = self._plastic_return(dt, state)
-            log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g (relaxation "
-                      "%.2f)", where, passes, change, state["omega"])
-            if change <= self.plastic_tol:
-                return newton, krylov, passes
-            n, k, _, _ = self._solve_elastic(where, atol)
-            newton += n
-            krylov += k
+        snes = self.problem.solver
+        snes.setTolerances(atol=atol)
+        try:
+            # each pass: the return, then one Newton iteration; once the plastic state has
+            # settled, Newton finishes the equilibrium to the step's tolerance
+            for passes in range(1, self.max_plastic_passes + 1):
+                change = self._plastic_return(dt, state)
+                log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g (relaxation"
+                          " %.2f)", where, passes, change, state["omega"])
+                if change <= self.plastic_tol:
+                    n, k, _, _ = self._solve_elastic(where, atol)
+                    return newton + n, krylov + k, passes
+                n, k = self._one_iteration(where)
+                newton.append(n)
+                krylov.append(k)
+        finally:
+            snes.setTolerances(atol=1e-8)
         raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
                              f"(Fp changed by {change:.2g})", "use smaller steps")
+
+    def _one_iteration(self, where: str) -> tuple[int, int]:
+        """A single Newton iteration at fixed plastic state (a plastic pass's correction);
+        returns (1 or 0, Krylov iterations)."""
+        snes = self.problem.solver
+        snes.setTolerances(max_it=1)
+        try:
+            self._set_spring()
+            self.problem.solve()
+        finally:
+            snes.setTolerances(max_it=50)
+        reason = snes.getConvergedReason()
+        if reason <= 0 and reason != -5:  # -5: the one iteration allowed was taken
+            raise NumericalError(f"Newton did not converge {where} (SNES reason {reason})",
+                                 "use smaller steps or check the materials")
+        return snes.getIterationNumber(), snes.getLinearSolveIterations()
 
     def _solve_elastic(self, where: str, atol: float | None = None
                        ) -> tuple[list, list, int, float]:

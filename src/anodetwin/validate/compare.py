@@ -9,7 +9,9 @@ file's parameters). Two voxel sizes that differ with no size given are an error:
 transform to bring them together.
 
 Like with like. The simulated displacement (um) is interpolated trilinearly from its grid to
-the DVC node positions, converted to DVC voxels, and the strain computed by
+the DVC node positions and averaged over each node's correlation window (the DVC measures
+the mean motion of a window, ``[nodes] window_average``, on by default), converted to DVC
+voxels, and the strain computed by
 :func:`anodetwin.dvc.strain.cell_strain` with the DVC's node spacing — exactly the operator
 that turned the measured displacement into strain. DVC nodes flagged excluded (NaN) are out;
 repaired nodes are out too unless ``[nodes] repaired = "include"``; a cell counts when its
@@ -31,7 +33,8 @@ from anodetwin.dvc.strain import CellStrain, cell_mean, cell_strain
 from anodetwin.errors import InputError, InputNotFoundError, ParameterError
 from anodetwin.validate.config import ValidateConfig
 
-__all__ = ["StepPair", "SimulationRun", "load_simulation", "dvc_steps", "pair_steps"]
+__all__ = ["StepPair", "SimulationRun", "load_simulation", "dvc_steps", "pair_steps",
+           "sample_grid_displacement", "window_average"]
 
 
 @dataclass
@@ -121,8 +124,11 @@ def _grid_axes(nodes: np.ndarray, gshape: tuple) -> list[np.ndarray]:
     return [g[:, 0, 0, 0], g[0, :, 0, 1], g[0, 0, :, 2]]
 
 
-def _sample(sim: PairResult, points_um: np.ndarray) -> np.ndarray:
-    """Trilinear interpolation of the simulated displacement (um) at points (um)."""
+def sample_grid_displacement(sim: PairResult, points_um: np.ndarray,
+                             clip: bool = False) -> np.ndarray:
+    """Trilinear interpolation of a simulated grid displacement (um, z y x) at points (um,
+    z y x): NaN outside the grid, or (``clip``) the value at the nearest point of the grid's
+    box (a constant extension)."""
     from scipy.interpolate import RegularGridInterpolator
 
     vs = float(np.atleast_1d(sim.voxel_size_um)[0])
@@ -130,7 +136,25 @@ def _sample(sim: PairResult, points_um: np.ndarray) -> np.ndarray:
     axes = [origin[i] + a * vs for i, a in enumerate(_grid_axes(sim.nodes, sim.grid_shape))]
     u = sim.displacement.reshape(*sim.grid_shape, 3) * vs
     f = RegularGridInterpolator(axes, u, bounds_error=False, fill_value=np.nan)
+    if clip:
+        lo = np.array([a[0] for a in axes])
+        hi = np.array([a[-1] for a in axes])
+        points_um = np.clip(points_um, lo, hi)
     return f(points_um)
+
+
+def window_average(sim: PairResult, points_um: np.ndarray, half_um: np.ndarray,
+                   samples: int = 5) -> np.ndarray:
+    """Mean simulated displacement over a DVC window (a box of half-widths ``half_um``, z
+    y x) around each point: what a correlation window sees of the field (``samples``^3
+    points per window; beyond the simulated grid the field is extended as constant, as
+    the rendered tomograms are)."""
+    offs = np.stack(np.meshgrid(*[np.linspace(-h, h, samples) for h in half_um],
+                                indexing="ij"), axis=-1).reshape(-1, 3)
+    out = np.zeros((len(points_um), 3))
+    for o in offs:
+        out += sample_grid_displacement(sim, points_um + o, clip=True)
+    return out / len(offs)
 
 
 def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
@@ -168,8 +192,10 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
         use = np.isfinite(u_dvc).all(axis=1)
         if cfg.repaired == "exclude":
             use &= dvc.flag != FLAG["repaired"]
-        u_sim = _sample(simp, nodes_um)
-        inside = np.isfinite(u_sim).all(axis=1)
+        inside = np.isfinite(sample_grid_displacement(simp, nodes_um)).all(axis=1)
+        hws = np.asarray(dvc.params["levels"][-1].get("hws", [0, 0, 0]), float)
+        u_sim = window_average(simp, nodes_um, hws * vs) if cfg.window_average and \
+            hws.any() else sample_grid_displacement(simp, nodes_um)
         if not inside.any():
             raise InputError(f"the DVC nodes of step {k} and the simulated grid of {name} do "
                              "not overlap in space",

@@ -1,0 +1,91 @@
+"""Closing the loop on phantoms: a simulation of a phantom's electrode deforms the
+phantom's tomograms, so DVC measures a field whose truth is that simulation.
+
+1. :func:`electrode_labels`: the pristine phantom (its T0 labels) below the anode top, the
+   microstructure the simulation meshes (same seed, same particles);
+2. the simulation writes its displacement on a grid of a few phantom voxels
+   (``[output] dvc_node_spacing_um``, ``dvc_voxel_size_um`` = the phantom's voxel);
+3. :func:`render_series`: that displacement, interpolated trilinearly to every phantom voxel
+   (constant above the electrode top: the separator rides on it), becomes the phantom's
+   external displacement (``[series] displacement_file``), and the phantom renders T0..Tn
+   at the states of charge of the simulated scans;
+4. ``anodetwin dvc-series`` on those tomograms and :func:`anodetwin.validate.validate_run`
+   against the simulation close the loop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from anodetwin.dvc.pair import read_pair
+from anodetwin.errors import InputError
+from anodetwin.validate.compare import load_simulation, sample_grid_displacement
+
+__all__ = ["electrode_labels", "displacement_volume", "render_series"]
+
+
+def electrode_labels(cfg):
+    """The phantom's pristine labels from the bottom up to the anode top (copper + anode),
+    as :class:`anodetwin.mesh.voxel.Labels` (um, origin at the centre of voxel 0)."""
+    from anodetwin.mesh.voxel import Labels
+    from anodetwin.phantom.microstructure import make_microstructure
+
+    ms = make_microstructure(cfg)
+    top = ms.layers.anode[1]
+    v = ms.voxel_size_um
+    return Labels(ms.phases[:top].copy(), ms.particles[:top].copy(), (v, v, v))
+
+
+def displacement_volume(sim_dir: str | os.PathLike, output: str, shape: tuple,
+                        voxel_um: float, origin_um=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """The simulated displacement of ``output`` at every voxel centre of a grid of
+    ``shape`` (z, y, x): (3, z, y, x) float32 in um, components z, y, x."""
+    pr = read_pair(Path(sim_dir) / "dvc" / f"{output}.h5")
+    axes = [np.asarray(origin_um[i], float) + np.arange(n) * voxel_um
+            for i, n in enumerate(shape)]
+    out = np.empty((3, *shape), np.float32)
+    zz, yy = np.meshgrid(axes[1], axes[2], indexing="ij")
+    for k, z in enumerate(axes[0]):  # slab by slab: bounded memory
+        pts = np.stack([np.full(zz.size, z), zz.ravel(), yy.ravel()], axis=1)
+        u = sample_grid_displacement(pr, pts, clip=True)
+        out[:, k] = u.T.reshape(3, shape[1], shape[2])
+    return out
+
+
+def render_series(sim_dir: str | os.PathLike, cfg, out_h5: str | os.PathLike,
+                  outputs: tuple = ("T0", "T1", "T2"), progress: bool = False):
+    """Render the phantom of ``cfg`` deformed by the simulated displacement of ``outputs``
+    (module notes); returns the phantom's SeriesResult. The displacement file is written
+    beside ``out_h5`` (``<stem>_displacement.h5``)."""
+    import h5py
+
+    from anodetwin.io import atomic_path
+    from anodetwin.phantom import generate_series
+    from anodetwin.phantom.microstructure import layers_for
+
+    sim = load_simulation(sim_dir)
+    missing = [o for o in outputs if o not in sim.outputs]
+    if missing:
+        raise InputError(f"simulation '{sim_dir}' has no outputs {missing}",
+                         f"give outputs among {sorted(sim.outputs)}")
+    soc = {r["output"]: float(r["soc"]) for r in sim.summary if r["output"]}
+    layers = layers_for(cfg)
+    shape, v = layers.shape, layers.voxel_size_um
+    out_h5 = Path(out_h5)
+    disp_path = out_h5.with_name(f"{out_h5.stem}_displacement.h5")
+    with atomic_path(disp_path) as tmp, h5py.File(tmp, "w") as f:
+        for k, name in enumerate(outputs):
+            f.create_dataset(f"steps/T{k}/displacement_um",
+                             data=displacement_volume(sim_dir, name, shape, v))
+    series = replace(cfg.series, soc=tuple(soc[o] for o in outputs), protocol=(),
+                     displacement_file=str(disp_path))
+    # the same grid as the simulated microstructure's, whatever the new states of charge
+    n_sep = int(round(cfg.geometry.separator_thickness_um / v))
+    head = (shape[0] - layers.anode[1] - n_sep) * v
+    geometry = replace(cfg.geometry, headroom_um=head)
+    return generate_series(replace(cfg, series=series, geometry=geometry), out_h5,
+                           progress=progress)
