@@ -211,7 +211,7 @@ path = "{mesh}"
 [materials]
 si = "{si}"
 [cell]
-model = "{cell}"
+model = "quick_cell"
 [lithiation]
 diffusivity_um2_s = 0.05
 profile = "separator"
@@ -225,12 +225,12 @@ dvc_voxel_size_um = 0.4
 """
 
 
-@pytest.mark.slow
 def test_closed_loop_phantom_simulation_dvc_validation(tmp_path):
-    """The closed loop: a phantom's electrode is meshed and simulated; its tomograms are
-    rendered deformed by the simulated displacement; spam DVC measures them; validated
-    against that simulation the series passes (Pearson of the cell J-1 >= 0.9, mean
-    differences within 0.01), validated against a model without swelling it fails on the
+    """The closed loop: a phantom's electrode (16 x 16 um, 0.4 um voxels) is meshed and
+    simulated (30 min at C/3, elastic); T0 and T1 are rendered deformed by the simulated
+    displacement; spam DVC measures them; validated against that simulation the series
+    passes (Pearson of the cell J-1 >= 0.9, mean differences within 0.01: measured 0.925
+    and 0.0754 vs 0.0767), validated against a model without swelling it fails on the
     correlation and the means."""
     import time
 
@@ -246,25 +246,22 @@ def test_closed_loop_phantom_simulation_dvc_validation(tmp_path):
     cfg = config_from_dict({"geometry": {"lateral_um": 16.0, "voxel_size_um": 0.4},
                             "render": {"grey_lithiated": 30000.0},
                             "series": {"double_scan": False}}, seed=3)
-    write_mesh(tmp_path / "mesh", voxel_mesh(COMM, electrode_labels(cfg), coarsen_by=2))
+    write_mesh(tmp_path / "mesh", voxel_mesh(COMM, electrode_labels(cfg), coarsen_by=4))
     models = Path(__file__).resolve().parents[1] / "models"
     rigid = tmp_path / "lixsi_no_swelling.toml"
     rigid.write_text((models / "lixsi.toml").read_text().replace(
         "[swelling_beta]\nvalue = 2.8", "[swelling_beta]\nvalue = 0.0"))
-    cell = tmp_path / "cell.toml"  # the short protocol with a 40-min charge
-    cell.write_text((models / "quick_cell.toml").read_text().replace(
-        "max_minutes = 30", "max_minutes = 40"))
     sims = {}
     for name, si in (("model", models / "lixsi.toml"), ("no_swelling", rigid)):
         (tmp_path / name).mkdir()
         case = tmp_path / name / "case.toml"
-        case.write_text(LOOP_CASE.format(mesh=tmp_path / "mesh", si=si, cell=cell))
+        case.write_text(LOOP_CASE.format(mesh=tmp_path / "mesh", si=si))
         run_case(load_case(case), tmp_path / name / "run", comm=COMM)
         sims[name] = tmp_path / name / "run"
     t_sim = time.perf_counter() - t0
-    ser = render_series(sims["model"], cfg, tmp_path / "series.h5")
+    ser = render_series(sims["model"], cfg, tmp_path / "series.h5", outputs=("T0", "T1"))
     with h5py.File(ser.path) as f:
-        vols = [f[f"steps/T{k}/tomogram"][...].astype(np.float32) for k in range(3)]
+        vols = [f[f"steps/T{k}/tomogram"][...].astype(np.float32) for k in range(2)]
         phases = f["steps/T0/phases"][...]
         u1 = f["steps/T1/displacement_um"][...]
     assert np.abs(u1[0]).max() > 0.5  # the simulated swelling moves the top by > 0.5 um
@@ -276,9 +273,9 @@ def test_closed_loop_phantom_simulation_dvc_validation(tmp_path):
     for m in good.metrics:
         e = m["regions"]["electrode"]["volumetric"]
         print(m["output"], e["cells"], e["pearson"], e["sim_mean"], e["dvc_mean"],
-              m["derived"], f"sim {t_sim:.0f} s, dvc {t_dvc:.0f} s")
+              m["derived"], f"simulations {t_sim:.0f} s, DVC {t_dvc:.0f} s")
     assert good.passed, [c for c in good.checks if not c["passed"]]
-    assert good.metrics[0]["regions"]["electrode"]["volumetric"]["cells"] > 100
+    assert good.metrics[0]["regions"]["electrode"]["volumetric"]["cells"] >= 50
     wrong = validate_run(sims["no_swelling"], tmp_path / "dvc", tmp_path / "wrong",
                          figures=False)
     failed = {(c["output"], c["check"], c["region"]) for c in wrong.checks

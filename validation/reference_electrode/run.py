@@ -87,9 +87,18 @@ def main() -> int:
 
         run = json.loads((work / "run" / "run.json").read_text())
         done = [r["output"] for r in rows if r["output"]]
-        status = (f"Run status: {run['status']}; scans simulated: {', '.join(done)} "
+        failed = (work / "run" / "failure.json").is_file()
+        status = (f"Run status: {'failed' if failed else run['status']}; scans simulated: {', '.join(done)} "
                   f"({int(rows[-1]['step'])} steps, t = {rows[-1]['time_h']:.2f} h of the "
-                  f"protocol, SoC {rows[-1]['soc']:.3f}).\n")
+                  f"protocol, SoC {rows[-1]['soc']:.3f}). Last step: thickness "
+                  f"{rows[-1]['thickness_um']:.2f} um, mean J-1 "
+                  f"{rows[-1]['volumetric_strain']:.3f} (collector half "
+                  f"{rows[-1]['volumetric_strain_collector_half']:.3f}, separator half "
+                  f"{rows[-1]['volumetric_strain_separator_half']:.3f}), exx "
+                  f"{rows[-1]['exx']:.1e}, eyy {rows[-1]['eyy']:.1e}.\n")
+        if failed:
+            fail = json.loads((work / "run" / "failure.json").read_text())
+            status += f"\nStopped: {fail['message']}\n"
         text = (HERE / "results_head.md").read_text() + "\n" + status + "\n" + \
             table(rows, expected) + "\n"
         (HERE / "results.md").write_text(text)
