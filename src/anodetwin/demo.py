@@ -146,6 +146,8 @@ diffusivity_um2_s = 0.01
 profile = "separator"
 [boundary]
 p0_mpa = 0.3
+[solver]
+plasticity = false          # elastic LixSi: the demo stays a few minutes long
 [output]
 dvc_node_spacing_um = 3.5
 dvc_voxel_size_um = {voxel}
