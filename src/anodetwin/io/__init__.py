@@ -22,6 +22,7 @@ from anodetwin.io.formats import (
     write_volume,
 )
 from anodetwin.io.provenance import content_hash, input_record, make_provenance
+from anodetwin.io.tomlfile import read_toml
 from anodetwin.io.volume import (
     LazyVolume,
     SlabVolume,
@@ -38,6 +39,7 @@ from anodetwin.io.volume import (
 )
 
 __all__ = [
+    "read_toml",
     "FORMATS",
     "LazyVolume",
     "SlabVolume",

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,15 +242,9 @@ def load_config(path: str | Path | None = None, seed: int | None = None) -> Phan
     """Read a TOML phantom configuration (None: all defaults) and validate it."""
     if path is None:
         return config_from_dict({}, seed)
-    p = Path(path)
-    if not p.is_file():
-        raise InputNotFoundError(p, "phantom config")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"config '{p}' is not valid TOML ({' '.join(str(exc).split())})",
-                             "fix the syntax") from None
-    return config_from_dict(data, seed)
+    from anodetwin.io import read_toml
+
+    return config_from_dict(read_toml(path, "phantom config"), seed)
 
 
 def _positive(value: Any, name: str, allow_zero: bool = False) -> float:

@@ -52,11 +52,10 @@ the outputs::
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
+from anodetwin.errors import InputNotFoundError, ParameterError
 from anodetwin.phases import PHASE
 
 __all__ = ["Case", "Lithiation", "Solver", "Output", "load_case", "case_from_dict"]
@@ -225,12 +224,8 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
 
 def load_case(path: str | os.PathLike) -> Case:
     """Read and validate a case file (module notes)."""
+    from anodetwin.io import read_toml
+
     p = Path(path)
-    if not p.is_file():
-        raise InputNotFoundError(p, "case file", "give a TOML case file (see the README)")
-    try:
-        d = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"case file '{p}' is not valid TOML ({exc})",
-                               "fix the file") from None
+    d = read_toml(p, "case file", "give a TOML case file (see the README)")
     return case_from_dict(d, p.parent, p)

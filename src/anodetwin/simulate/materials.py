@@ -4,19 +4,18 @@ A material applies to phase codes (:mod:`anodetwin.phases`) and gives the Young'
 at theta = 0 and theta = 1 (linear in between: lithiated Si softens), the Poisson ratio and
 the swelling coefficient beta (volume change at theta = 1). Optionally it flows plastically
 (:mod:`anodetwin.simulate.plasticity`): flow stress at theta = 0 and 1 (GPa), reference
-plastic strain rate (1/s), rate exponent, and the theta below which it stays elastic. Units in the files: GPa for
-moduli; inside the solver lengths are um and stresses MPa (GPa x 1000), so forces are uN.
+plastic strain rate (1/s), rate exponent, and the theta below which it stays elastic.
+Units in the files: GPa for moduli; inside the solver lengths are um and stresses MPa (GPa x 1000), so forces are uN.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
+from anodetwin.errors import InputNotFoundError, ParameterError
 
 __all__ = ["Material", "load_material", "MODELS_DIR", "default_materials"]
 
@@ -81,11 +80,9 @@ def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, d
         known = sorted(q.stem for q in MODELS_DIR.glob("*.toml"))
         raise InputNotFoundError(p, f"{what} '{name_or_path}'",
                                  f"use one of {', '.join(known)} or a TOML path")
-    try:
-        return p, tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{what} file '{p}' is not valid TOML ({exc})",
-                               "fix the file") from None
+    from anodetwin.io import read_toml
+
+    return p, read_toml(p, f"{what} file")
 
 
 def model_value(d: dict, key: str, unit: str, path: Path, what: str):

@@ -26,11 +26,9 @@ pass/fail table, all optional::
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
+from anodetwin.errors import ParameterError
 
 __all__ = ["ValidateConfig", "Tolerances", "load_config", "config_from_dict"]
 
@@ -115,19 +113,15 @@ def config_from_dict(d: dict) -> ValidateConfig:
         dvc_voxel_size_um=float(vs),
         dvc_origin_um=_vector(fr.get("dvc_origin_um", [0, 0, 0]), "[frame] dvc_origin_um"),
         offset_um=_vector(fr.get("offset_um", [0, 0, 0]), "[frame] offset_um"),
-        steps=steps, repaired=rep, window_average=wa, electrode_z_um=ez, tolerances=Tolerances(**tol), raw=d)
+        steps=steps, repaired=rep, window_average=wa, electrode_z_um=ez,
+        tolerances=Tolerances(**tol), raw=d)
 
 
 def load_config(path: str | os.PathLike | None) -> ValidateConfig:
     """Read ``validate.toml`` (None: the defaults)."""
     if path is None:
         return config_from_dict({})
-    p = Path(path)
-    if not p.is_file():
-        raise InputNotFoundError(p, "validation settings", "give a validate.toml or leave it out")
-    try:
-        d = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"validation settings '{p}' are not valid TOML ({exc})",
-                               "fix the file") from None
-    return config_from_dict(d)
+    from anodetwin.io import read_toml
+
+    return config_from_dict(read_toml(path, "validation settings",
+                                      "give a validate.toml or leave it out"))
