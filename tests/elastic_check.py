@@ -83,9 +83,13 @@ def constants(mat, theta):
 
 
 def nominal_zz(lz, mat, theta):
-    """Exact first Piola-Kirchhoff P_zz of uniaxial strain F = diag(1, 1, lz)."""
+    """Exact first Piola-Kirchhoff P_zz of uniaxial strain F = diag(1, 1, lz), written out
+    from the stored energy psi = mu/2 (I1 - 3) - mu ln Je + lam/4 (Je^2 - 1 - 2 ln Je)
+    + Kc a ((Je - 1) - a ln((Je - Jmin)/a)), a = 1 - Jmin."""
     Js, s, lam, mu = constants(mat, theta)
     fz = lz / s
     je = lz / Js
-    dpsi = mu * fz - mu / fz + lam * np.log(je) / fz
+    kc, jmin = mat.compaction_mpa, mat.compaction_jmin
+    dU = lam / 2 * (je - 1 / je) + kc * (1 - jmin) * (je - 1) / (je - jmin)  # dU/dJe
+    dpsi = mu * fz - mu / fz + dU * je / fz
     return Js * dpsi / s

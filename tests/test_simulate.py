@@ -36,7 +36,7 @@ def _stress(u, mat, theta):
     Js, s, lam, mu = _constants(mat, theta)
     Fe = F / s
     Je = ufl.det(Fe)
-    dpsi = mu * Fe - mu * ufl.inv(Fe).T + lam * ufl.ln(Je) * ufl.inv(Fe).T
+    dpsi = mu * Fe - mu * ufl.inv(Fe).T + lam / 2 * (Je * Je - 1) * ufl.inv(Fe).T
     P = Js * dpsi / s
     sigma = P * F.T / ufl.det(F)
     expr = fem.Expression(sigma, np.array([[0.5, 0.5, 0.5]]))
@@ -57,6 +57,59 @@ def test_free_swelling_is_stress_free():
     sigma, J = _stress(res.u, SI, theta)
     assert np.abs(sigma).max() < 1e-6 * SI.E1_mpa
     assert np.allclose(J, 1 + SI.beta * theta, rtol=1e-8)
+
+
+def test_volumetric_energy_is_convex_and_its_pressure_exact():
+    """The volumetric energy: zero with zero slope at J = 1, the pressure is J dU/dJ (finite
+    differences), convex for every J > J_min (the (ln J)^2 form is not beyond J = e), and
+    the compaction stiffness grows without bound towards J_min."""
+    from anodetwin.simulate.mechanics import kirchhoff_pressure, volumetric_energy
+
+    lam, kc, jmin = 170.0, 30.0, 0.5
+    J = np.linspace(jmin + 0.01, 10.0, 400)
+    h = 1e-6
+    U = volumetric_energy(J, lam, kc, jmin)
+    dU = (volumetric_energy(J + h, lam, kc, jmin) - volumetric_energy(J - h, lam, kc, jmin)
+          ) / (2 * h)
+    assert volumetric_energy(1.0, lam, kc, jmin) == 0 and U.min() >= 0
+    assert np.allclose(J * dU, kirchhoff_pressure(J, lam, kc, jmin), rtol=1e-6, atol=1e-6)
+    assert np.all(np.diff(dU) > 0)  # convex
+    d2 = np.diff(lam / 2 * np.log(J) ** 2, 2)
+    assert d2[J[1:-1] > np.e + 0.05].max() < 0  # what the old form did
+
+    def stiffness(j):  # d2U/dJ2 of the compaction term
+        return (kirchhoff_pressure(j + h, 0.0, kc, jmin) / (j + h)
+                - kirchhoff_pressure(j - h, 0.0, kc, jmin) / (j - h)) / (2 * h)
+
+    assert stiffness(1.0) == pytest.approx(kc, rel=1e-6)
+    assert stiffness(jmin + 0.05) == pytest.approx(100 * kc, rel=1e-6)
+
+
+def test_porous_matrix_locks_at_its_solid_fraction():
+    """Compaction: a Si layer swelling between rigid plates (lateral rollers) crushes a
+    porous matrix layer above it. Uniaxial strain in both layers with one axial stress and
+    a fixed total height: the exact stretches follow from one equation. With a compaction
+    limit J_min = 0.5 the matrix stops just above it (Si takes the load); without, the same
+    swelling crushes it below its solid fraction."""
+    shape = (6, 2, 2)
+    lab = np.full(shape, PHASE["si"], np.uint8)
+    lab[3:] = PHASE["cbd"]
+    hm = voxel_mesh(COMM, Labels(lab, None, 1.0))
+    for kc, theta in ((30.0, 0.6), (0.0, 0.6)):
+        cbd = Material("cbd", (1,), 300.0, 300.0, 0.3, 0.0, {}, compaction_mpa=kc,
+                       compaction_jmin=0.5)
+        res = solve_swelling(hm.mesh, hm.phases, hm.facets, {1: cbd, 2: SI}, theta,
+                             Boundary(top="plate"), steps=12, linear_solver="direct")
+        _, J = _stress(res.u, SI, theta)
+        lo = 0.5 + 1e-12 if kc else 1e-3
+        lz = brentq(lambda m: _nominal_zz(2 - m, SI, theta) - _nominal_zz(m, cbd, 0.0),
+                    lo, 1.0, xtol=1e-15)
+        matrix = np.zeros(len(J), bool)
+        matrix[hm.phases.indices[hm.phases.values == PHASE["cbd"]]] = True
+        assert matrix.sum() == 12
+        assert np.allclose(J[matrix], lz, rtol=1e-6), (kc, J[matrix].min(), lz)
+        assert np.allclose(J[~matrix], 2 - lz, rtol=1e-6)
+        assert (lz > 0.5) if kc else (lz < 0.45)
 
 
 def test_uniaxial_strain_between_plates_and_against_a_spring():
@@ -94,6 +147,13 @@ def test_materials_files():
         Material("x", (2,), 1.0, 1.0, 0.5, 0.0, {})
     with pytest.raises(ParameterError, match="not positive"):
         Material("x", (2,), -1.0, 1.0, 0.3, 0.0, {})
+    cbd = load_material("matrix")
+    assert cbd.phases == (1,) and cbd.lock_volume_ratio == 0.5 and cbd.compaction_mpa == 30.0
+    assert mats[0].name == "pore" and mats[0].lock_volume_ratio == 0.1
+    with pytest.raises(ParameterError, match="compaction"):
+        Material("x", (1,), 1.0, 1.0, 0.3, 0.0, {}, compaction_mpa=30.0, compaction_jmin=1.0)
+    assert Material("x", (1,), 1.0, 1.0, 0.3, 0.0, {}, compaction_jmin=0.5
+                    ).lock_volume_ratio == 0  # no modulus, no limit
     hm, _ = _block()
     with pytest.raises(ParameterError, match="no material"):
         solve_swelling(hm.mesh, hm.phases, hm.facets, {1: si}, 0.1, Boundary())
@@ -251,7 +311,8 @@ def _film_state(mat, theta, sign):
     def eqs(x):
         a, c = x
         je = a * a * c
-        return [mu * (c * c - 1) + lam * np.log(je), mu * (a * a - c * c) - sign * s_y * je]
+        return [mu * (c * c - 1) + lam / 2 * (je * je - 1),
+                mu * (a * a - c * c) - sign * s_y * je]
 
     a, c = fsolve(eqs, [1.0, 1.0], xtol=1e-12)
     return a, c, s_y
@@ -318,7 +379,7 @@ def test_return_map_leaves_elastic_cells_alone():
     s_y = rule.flow_stress(theta)
     assert np.isinf(s_y[:10]).all()
     r = return_map(F, np.broadcast_to(np.eye(3), (50, 3, 3)).copy(), np.full(50, 1.0), mu,
-                   lam, s_y, 1.0, 4.0, np.inf)
+                   s_y, 1.0, 4.0, np.inf)
     elastic = r.dgamma == 0
     assert elastic[:10].all() and (~elastic).sum() > 10
     assert np.allclose(r.Fp_inv[elastic], np.eye(3))

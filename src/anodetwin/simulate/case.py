@@ -9,7 +9,7 @@ the outputs::
     path = "mesh"
 
     [materials]                 # phase name (anodetwin.phases) -> models/<name>.toml
-    pore = "matrix"             # default: every phase from the model files' own lists
+    cbd = "matrix"              # default: every phase from the model files' own lists
     si = "lixsi"
 
     [cell]

@@ -107,7 +107,8 @@ class CellFields:
         from anodetwin.simulate.mechanics import cauchy_stress
 
         sig = cauchy_stress(F, theta, *(c[k][self.dof] for k in ("E0", "E1", "nu", "beta")),
-                            Fp_inv=self.sp.cell_Fp_inv())
+                            Fp_inv=self.sp.cell_Fp_inv(), Kc=c["Kc"][self.dof],
+                            Jmin=c["Jmin"][self.dof])
         pr = np.linalg.eigvalsh(sig)
         hydro = np.trace(sig, axis1=1, axis2=2) / 3
         dev = sig - hydro[:, None, None] * np.eye(3)

@@ -5,6 +5,10 @@ at theta = 0 and theta = 1 (linear in between: lithiated Si softens), the Poisso
 the swelling coefficient beta (volume change at theta = 1). Optionally it flows plastically
 (:mod:`anodetwin.simulate.plasticity`): flow stress at theta = 0 and 1 (GPa), reference
 plastic strain rate (1/s), rate exponent, and the theta below which it stays elastic.
+A porous material (the carbon-binder matrix, pores) may stiffen as it compacts: a
+compaction modulus (GPa, the bulk stiffness it adds at J = 1) and the volume ratio
+``J_min`` (its solid fraction) at which its pores are closed
+(:func:`anodetwin.simulate.mechanics.volumetric_energy`).
 Units in the files: GPa for moduli; inside the solver lengths are um and stresses MPa (GPa x 1000), so forces are uN.
 """
 
@@ -22,12 +26,15 @@ __all__ = ["Material", "load_material", "MODELS_DIR", "default_materials"]
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 _KEYS = {"youngs_modulus_theta0": "GPa", "youngs_modulus_theta1": "GPa",
          "poisson_ratio": "1", "swelling_beta": "1"}
-# optional plastic flow: key -> (unit, Material field, factor to solver units)
-_FLOW_KEYS = {"flow_stress_theta0": ("GPa", "flow_stress0_mpa", 1e3),
+# optional plastic flow and compaction: key -> (unit, Material field, factor to solver units)
+_OPTIONAL_KEYS = {"flow_stress_theta0": ("GPa", "flow_stress0_mpa", 1e3),
               "flow_stress_theta1": ("GPa", "flow_stress1_mpa", 1e3),
               "flow_reference_rate": ("1/s", "flow_rate_per_s", 1.0),
               "flow_rate_exponent": ("1", "flow_exponent", 1.0),
-              "flow_theta_min": ("1", "flow_theta_min", 1.0)}
+              "flow_theta_min": ("1", "flow_theta_min", 1.0),
+              # optional compaction of a porous material
+              "compaction_modulus": ("GPa", "compaction_mpa", 1e3),
+              "compaction_limit": ("1", "compaction_jmin", 1.0)}
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,18 @@ class Material:
     flow_rate_per_s: float = 1.0
     flow_exponent: float = 4.0
     flow_theta_min: float = 0.0
+    compaction_mpa: float = 0.0
+    compaction_jmin: float = 0.0
 
     @property
     def plastic(self) -> bool:
         """Whether the material flows (a finite flow stress)."""
         return math.isfinite(self.flow_stress0_mpa) or math.isfinite(self.flow_stress1_mpa)
+
+    @property
+    def lock_volume_ratio(self) -> float:
+        """The volume ratio where compaction locks (0 without compaction)."""
+        return self.compaction_jmin if self.compaction_mpa > 0 else 0.0
 
     def __post_init__(self) -> None:
         if not (self.E0_mpa > 0 and self.E1_mpa > 0):
@@ -68,6 +82,11 @@ class Material:
             raise ParameterError(f"material '{self.name}': plastic flow parameters must be "
                                  "positive", "give both flow stresses, the reference rate "
                                  "and the exponent > 0")
+        if not (self.compaction_mpa >= 0 and 0 <= self.compaction_jmin < 1):
+            raise ParameterError(f"material '{self.name}': compaction modulus "
+                                 f"{self.compaction_mpa / 1e3:g} GPa, limit "
+                                 f"{self.compaction_jmin:g}", "give a modulus >= 0 GPa and "
+                                 "a limit (solid volume fraction) in [0, 1)")
 
 
 def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, dict]:
@@ -105,7 +124,7 @@ def load_material(name_or_path: str | os.PathLike) -> Material:
         vals[key] = float(model_value(d, key, unit, p, "material"))
         sources[key] = d[key].get("source", "")
     flow = {}
-    for key, (unit, name, factor) in _FLOW_KEYS.items():
+    for key, (unit, name, factor) in _OPTIONAL_KEYS.items():
         if key in d:
             flow[name] = float(model_value(d, key, unit, p, "material")) * factor
             sources[key] = d[key].get("source", "")
@@ -115,9 +134,10 @@ def load_material(name_or_path: str | os.PathLike) -> Material:
 
 
 def default_materials() -> dict[int, Material]:
-    """Phase code -> material from the shipped models (LixSi, matrix, copper, separator)."""
+    """Phase code -> material from the shipped models (pore, CBD matrix, LixSi, copper,
+    separator)."""
     out: dict[int, Material] = {}
-    for name in ("matrix", "lixsi", "copper", "separator"):
+    for name in ("pore", "matrix", "lixsi", "copper", "separator"):
         m = load_material(name)
         for c in m.phases:
             out[c] = m

@@ -5,9 +5,13 @@ theta)^(1/3) I`` (theta: normalised Li content, 1 = Li15Si4) and an isochoric pl
 ``Fp`` (identity unless plastic flow is on; one per cell, :mod:`anodetwin.simulate.plasticity`). Material: compressible neo-Hookean in the
 elastic part, per unit intermediate volume
 
-    psi(Fe) = mu / 2 (tr(Fe^T Fe) - 3) - mu ln Je + lambda / 2 (ln Je)^2,
+    psi(Fe) = mu / 2 (tr(Fe^T Fe) - 3) - mu ln Je + U(Je),
 
-stored per reference volume as ``Js psi``; Lame constants from E(theta) = E0 + (E1 - E0)
+stored per reference volume as ``Js psi``, with the volumetric energy ``U`` of
+:func:`volumetric_energy`: ``lambda / 4 (Je^2 - 1 - 2 ln Je)``, convex for every Je (the
+common ``lambda / 2 (ln Je)^2`` is not beyond Je = e, where a stretched soft matrix loses
+ellipticity), plus for porous materials a compaction term that stiffens without bound as
+Je approaches the solid fraction ``J_min``. Lame constants from E(theta) = E0 + (E1 - E0)
 theta (lithiated Si softens) and nu, per phase (:mod:`anodetwin.simulate.materials`).
 Units: um, MPa, uN.
 
@@ -44,8 +48,42 @@ from anodetwin.log import get_logger
 
 log = get_logger("simulate")
 
-__all__ = ["Boundary", "SwellingProblem", "SwellingResult", "cauchy_stress", "near_nullspace",
-           "solve_swelling"]
+__all__ = ["Boundary", "SwellingProblem", "SwellingResult", "cauchy_stress",
+           "kirchhoff_pressure", "near_nullspace", "solve_swelling", "volumetric_energy"]
+
+
+def volumetric_energy(Je, lam, K_c=0.0, J_min=0.0, ln=np.log):
+    """Volumetric stored energy per intermediate volume (MPa).
+
+    ``U = lam / 4 (Je^2 - 1 - 2 ln Je) + K_c a ((Je - 1) - a ln((Je - J_min) / a))`` with
+    ``a = 1 - J_min``. Both terms vanish with zero slope at Je = 1 and are convex: the first
+    has ``U'' = lam / 2 (1 + Je^-2)`` (bulk modulus lam + 2 mu / 3 at Je = 1 with the
+    isochoric part), the second adds the compaction stiffness ``K_c (a / (Je - J_min))^2``:
+    K_c at Je = 1, 100 K_c when a tenth of the pore volume is left, unbounded at J_min.
+
+    Parameters
+    ----------
+    Je : array or UFL expression
+        Elastic volume ratio.
+    lam, K_c : array, float or UFL expression
+        Lame's first constant and the compaction modulus (MPa).
+    J_min : array, float or UFL expression
+        Solid volume fraction, where the pores are closed (0 <= J_min < 1).
+    ln : callable
+        The logarithm (``numpy.log``, or ``ufl.ln`` for forms).
+    """
+    a = 1 - J_min
+    # ln x written as 2 ln x^(1/2): its derivative (the residual) holds x^(1/2) and so is
+    # NaN past the limit, where the plain 1/x would lead Newton to the energy's mirror
+    # branch (J < J_min); a NaN residual makes the step control cut the step instead
+    return lam / 4 * (Je ** 2 - 1 - 2 * ln(Je)) + \
+        K_c * a * ((Je - 1) - 2 * a * ln(((Je - J_min) / a) ** 0.5))
+
+
+def kirchhoff_pressure(Je, lam, K_c=0.0, J_min=0.0):
+    """``Je dU/dJe`` (MPa) of :func:`volumetric_energy`: the volumetric part of the
+    Kirchhoff stress, ``lam / 2 (Je^2 - 1) + K_c Je a (Je - 1) / (Je - J_min)``."""
+    return lam / 2 * (Je ** 2 - 1) + K_c * Je * (1 - J_min) * (Je - 1) / (Je - J_min)
 
 
 @dataclass(frozen=True)
@@ -156,7 +194,9 @@ class SwellingProblem:
         self.Q = Q
         fields = {}
         for key, attr, default in (("E0", "E0_mpa", 1.0), ("E1", "E1_mpa", 1.0),
-                                   ("nu", "nu", 0.3), ("beta", "beta", 0.0)):
+                                   ("nu", "nu", 0.3), ("beta", "beta", 0.0),
+                                   ("Kc", "compaction_mpa", 0.0),
+                                   ("Jmin", "lock_volume_ratio", 0.0)):
             fields[key] = _cell_field(mesh, Q, phases, {c: getattr(m, attr) for c, m in
                                                         materials.items()}, default)
         self.cell_constants = {k: f.x.array for k, f in fields.items()}
@@ -184,7 +224,8 @@ class SwellingProblem:
         else:
             Fe = F / Js ** (1 / 3)
         Je = ufl.det(F) / Js
-        psi = mu / 2 * (ufl.tr(Fe.T * Fe) - 3) - mu * ufl.ln(Je) + lam / 2 * ufl.ln(Je) ** 2
+        psi = mu / 2 * (ufl.tr(Fe.T * Fe) - 3) - mu * ufl.ln(Je) + \
+            volumetric_energy(Je, lam, fields["Kc"], fields["Jmin"], ln=ufl.ln)
         self.p_top = fem.Constant(mesh, 0.0)
         ds = ufl.Measure("ds", domain=mesh, subdomain_data=facets)
         # the energy holds logs and powers: UFL's degree estimate would ask for huge
@@ -239,10 +280,64 @@ class SwellingProblem:
         ref = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name == "hexahedron"
                        else [[0.25, 0.25, 0.25]])
         self._F_expr = fem.Expression(F, ref)
+        self._init_step_control(Je, fields["Jmin"], quadrature_degree)
         if boundary.top == "spring" and boundary.k_mpa_per_um > 0:
             # the spring follows the top inside Newton: its pressure is updated from the
             # current iterate before every iteration (a lagged rank-one term)
             self.problem.solver.setUpdate(lambda snes, it: self._set_spring())
+
+    def _init_step_control(self, Je, Jmin, degree: int) -> None:
+        """Keep Newton inside the material's domain: before each update the step is
+        halved until every quadrature point keeps ``Je - J_min`` above a quarter of its
+        current value (a fraction-to-the-boundary rule, as in interior-point methods),
+        so no iterate inverts a cell or closes a porous cell past its solid fraction."""
+        import basix
+        import dolfinx.fem as fem
+        import ufl
+        from mpi4py import MPI
+
+        cell = basix.CellType[self.mesh.topology.cell_type.name]
+        pts, _ = basix.make_quadrature(cell, degree)
+        self._u_try = fem.Function(self.V)
+        Je_try = ufl.replace(Je, {self.u: self._u_try})
+        self._margin = fem.Expression(Je_try - Jmin, pts)
+        cells = np.arange(self._ncell, dtype=np.int32)
+        nb = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
+
+        def margin(x_arr):
+            self._u_try.x.array[:nb] = x_arr
+            self._u_try.x.scatter_forward()
+            return self._margin.eval(self.mesh, cells).ravel()
+
+        def fraction(x_arr, dx_arr):
+            now = margin(x_arr)
+            alpha = 1.0
+            for _ in range(30):
+                ok = np.array([bool(np.all(margin(x_arr + alpha * dx_arr) > 0.25 * now))],
+                              dtype=np.int32)
+                self.mesh.comm.Allreduce(MPI.IN_PLACE, ok, op=MPI.MIN)
+                if ok[0]:
+                    return alpha
+                alpha *= 0.5
+            return 0.0
+
+        def precheck(x, y):  # the update is x - y
+            alpha = fraction(x.array_r, -y.array_r)
+            if alpha < 1.0:
+                y.scale(alpha)
+                log.debug("Newton step scaled by %.3g to stay in the material's domain",
+                          alpha)
+
+        self._fraction = fraction
+        self._nb = nb
+        self.problem.solver.setLineSearchPreCheck(precheck)
+
+    def admissible_fraction(self, du: np.ndarray) -> float:
+        """The largest ``2^-k`` (k >= 0) for which ``u + alpha du`` keeps every quadrature
+        point's ``Je - J_min`` above a quarter of its present value (0 if none): how far a
+        predictor may move the displacement (owned entries of ``u.x.array``)."""
+        nb = self._nb
+        return self._fraction(self.u.x.array[:nb].copy(), du[:nb])
 
     def _init_plastic(self, phases, materials: dict) -> None:
         """Cell state of plastic flow: Fp^-1 (DG0 tensor), accumulated equivalent plastic
@@ -316,11 +411,9 @@ class SwellingProblem:
 
         c = {k: v[self._sdof] for k, v in self.cell_constants.items()}
         theta = self.cell_theta()
-        E = c["E0"] + (c["E1"] - c["E0"]) * theta
-        lam = E * c["nu"] / ((1 + c["nu"]) * (1 - 2 * c["nu"]))
-        mu = E / (2 * (1 + c["nu"]))
+        mu = (c["E0"] + (c["E1"] - c["E0"]) * theta) / (2 * (1 + c["nu"]))
         start = self._Fp_inv_n.reshape(-1, 3, 3)[self._tdof]
-        r = return_map(self.cell_F(), start, 1 + c["beta"] * theta, mu, lam,
+        r = return_map(self.cell_F(), start, 1 + c["beta"] * theta, mu,
                        self.flow.flow_stress(theta), self.flow.rate0, self.flow.m, dt)
         cur = self.Fp_inv.x.array.reshape(-1, 3, 3)
         res = (r.Fp_inv - cur[self._tdof]).ravel()
@@ -499,13 +592,15 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
 
 
 def cauchy_stress(F: np.ndarray, theta: np.ndarray, E0: np.ndarray, E1: np.ndarray,
-                  nu: np.ndarray, beta: np.ndarray, Fp_inv: np.ndarray | None = None
+                  nu: np.ndarray, beta: np.ndarray, Fp_inv: np.ndarray | None = None,
+                  Kc: np.ndarray | float = 0.0, Jmin: np.ndarray | float = 0.0
                   ) -> np.ndarray:
     """Cauchy stress (MPa) of the material model at given deformation gradients.
 
     With ``Fe = F Fp^-1 / Js^(1/3)``, ``Je = det Fe`` and ``be = Fe Fe^T``: ``sigma = (mu (be
-    - I) + lambda ln Je I) / Je``. Arrays: F and Fp_inv (n, 3, 3; Fp_inv None: no plastic
-    flow); theta and the cell constants (n,). Returns (n, 3, 3).
+    - I) + p I) / Je`` with the Kirchhoff pressure ``p`` of :func:`kirchhoff_pressure`.
+    Arrays: F and Fp_inv (n, 3, 3; Fp_inv None: no plastic flow); theta and the cell
+    constants (n,) (compaction modulus ``Kc``, MPa, and limit ``Jmin``). Returns (n, 3, 3).
     """
     Js = 1 + beta * theta
     Fe = F / np.cbrt(Js)[:, None, None]
@@ -517,5 +612,5 @@ def cauchy_stress(F: np.ndarray, theta: np.ndarray, E0: np.ndarray, E1: np.ndarr
     mu = E / (2 * (1 + nu))
     eye = np.eye(3)
     B = Fe @ np.swapaxes(Fe, 1, 2)
-    return (mu[:, None, None] * (B - eye) + (lam * np.log(Je))[:, None, None] * eye) \
-        / Je[:, None, None]
+    p = kirchhoff_pressure(Je, lam, Kc, Jmin)
+    return (mu[:, None, None] * (B - eye) + p[:, None, None] * eye) / Je[:, None, None]

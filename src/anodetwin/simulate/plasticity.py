@@ -3,7 +3,8 @@
 Kinematics: ``F = Fe Fp Fs`` with the isochoric plastic part ``Fp`` (det Fp = 1) and the
 isotropic swelling ``Fs = Js^(1/3) I``; the elastic part ``Fe`` carries the neo-Hookean
 energy of :mod:`anodetwin.simulate.mechanics`, whose Kirchhoff stress is ``tau = mu (be -
-I) + lambda ln Je I`` with ``be = Fe Fe^T``.
+I) + p(Je) I`` with ``be = Fe Fe^T``: its deviator, which drives the flow, is ``mu
+dev(be)`` whatever the volumetric energy.
 
 Flow rule (Perzyna overstress, J2, associative; as used for LixSi by Bower, Guduru &
 Sethuraman, J. Mech. Phys. Solids 59 (2011) 804): the equivalent plastic strain rate is
@@ -86,7 +87,7 @@ def _principal(be: np.ndarray):
 
 
 def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarray,
-               lam: np.ndarray, sigma_y: np.ndarray, rate0: np.ndarray, m: np.ndarray,
+               sigma_y: np.ndarray, rate0: np.ndarray, m: np.ndarray,
                dt: float, iterations: int = 80) -> ReturnResult:
     """Backward-Euler return of every cell (module notes).
 
@@ -98,8 +99,8 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
         Inverse plastic part at the start of the step.
     Js : (n,) array
         Swelling volume ratio ``1 + beta theta``.
-    mu, lam : (n,) arrays
-        Lame constants at the current theta (MPa).
+    mu : (n,) array
+        Shear modulus at the current theta (MPa).
     sigma_y : (n,) array
         Flow stress (MPa), ``inf`` for elastic cells.
     rate0, m : (n,) arrays or float
@@ -108,16 +109,15 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
         Step length (s); ``inf`` gives the rate-independent return.
     """
     n = F.shape[0]
-    mu, lam = np.broadcast_to(mu, (n,)), np.broadcast_to(lam, (n,))
+    mu = np.broadcast_to(mu, (n,))
     sigma_y = np.broadcast_to(sigma_y, (n,))
     rate0, m = np.broadcast_to(rate0, (n,)), np.broadcast_to(m, (n,))
     Fe = F @ Fp_inv_n / np.cbrt(Js)[:, None, None]
     w, Q = _principal(Fe @ np.swapaxes(Fe, 1, 2))
     Je = np.sqrt(np.prod(w, axis=1))
-    p = (lam * np.log(Je))[:, None]
 
     def deviator(sel, dg, N):  # Kirchhoff deviator (principal) after a return by dg
-        tau = mu[sel, None] * (w[sel] * np.exp(-2 * dg[:, None] * N) - 1) + p[sel]
+        tau = mu[sel, None] * w[sel] * np.exp(-2 * dg[:, None] * N)
         return tau - tau.mean(axis=1, keepdims=True)
 
     def von_mises(dev):

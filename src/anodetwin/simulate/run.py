@@ -429,8 +429,10 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
                  theta_cells.x.array.copy())
         if last is not None and last[1] != 0:  # secant predictor in the Li inserted
             r = (history.theta_mean_at(t + dt_try) - th0) / last[1]
-            if 0 < r <= 2:
-                sp.u.x.array[:] += r * (saved[0] - last[0])
+            if 0 < r <= 2:  # as far as it keeps cells valid
+                du = r * (saved[0] - last[0])
+                sp.u.x.array[:] += sp.admissible_fraction(du) * du
+                sp.u.x.scatter_forward()
         where = f"at step {step + 1} (t = {t + dt_try:.1f} s, dt = {dt_try:.3g} s)"
         try:
             rate = (history.theta_mean_at(t + dt_try) - th0) * v_si / dt_try
