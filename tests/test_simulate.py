@@ -148,7 +148,7 @@ def test_materials_files():
     with pytest.raises(ParameterError, match="not positive"):
         Material("x", (2,), -1.0, 1.0, 0.3, 0.0, {})
     cbd = load_material("matrix")
-    assert cbd.phases == (1,) and cbd.lock_volume_ratio == 0.5 and cbd.compaction_mpa == 30.0
+    assert cbd.phases == (1,) and cbd.lock_volume_ratio == 0.25 and cbd.compaction_mpa == 30.0
     assert mats[0].name == "pore" and mats[0].lock_volume_ratio == 0.1
     with pytest.raises(ParameterError, match="compaction"):
         Material("x", (1,), 1.0, 1.0, 0.3, 0.0, {}, compaction_mpa=30.0, compaction_jmin=1.0)

@@ -157,6 +157,29 @@ def test_matching_model_passes_and_wrong_models_fail(tmp_path):
         pytest.approx(res.metrics[1]["regions"]["separator_half"]["ezz"]["dvc_mean"],
                       rel=1e-12)
     assert (out / "checks.csv").read_text().count("\n") == len(res.checks) + 1
+    # particle-centred VOIs around the three swelling blobs (balls of 1 um in the labels)
+    labels = tmp_path / "labels.h5"
+    zz, yy, xx = np.meshgrid(*[np.arange(n) * vs for n in shape], indexing="ij")
+    pa = np.zeros(shape, np.int32)
+    for i, c in enumerate(([3.0, 3.0, 3.0], [6.5, 5.0, 6.0], [8.0, 2.5, 7.5]), start=1):
+        pa[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 1.0] = i
+    with h5py.File(labels, "w") as f:
+        for name, a in (("phases", np.where(pa > 0, 2, 1).astype(np.uint8)),
+                        ("particles", pa)):
+            f.create_dataset(name, data=a).attrs["voxel_size_um"] = [vs] * 3
+    ms = {"microstructure": {"labels": f"{labels}:/phases",
+                             "particles": f"{labels}:/particles", "voi_scale": 2.5}}
+    vres = validate_run(good, dvc, tmp_path / "r_vois", config_from_dict(ms))
+    pm = vres.metrics[1]["particles"]
+    assert pm["count"] == 3 and pm["mean_abs_difference"] < 0.01
+    assert [v["particle"] for v in pm["vois"]] == [1, 2, 3]
+    assert pm["vois"][0]["centre_um"] == pytest.approx([3.0, 3.0, 3.0], abs=1e-9)
+    assert min(v["dvc_mean"] for v in pm["vois"]) > 0.1  # the blobs swell
+    assert (tmp_path / "r_vois" / "figures" / "particle3d_T2.png").stat().st_size > 5000
+    assert (tmp_path / "r_vois" / "particles.csv").read_text().count("\n") == 7
+    vsmooth = validate_run(smooth, dvc, tmp_path / "r_vsmooth", config_from_dict(ms),
+                           figures=False)
+    assert vsmooth.metrics[1]["particles"]["mean_abs_difference"] > 3 * pm["mean_abs_difference"]
     bad = validate_run(uniform, dvc, tmp_path / "r_uniform", figures=False)
     failed = {(c["check"], c["region"]) for c in bad.checks if not c["passed"]}
     assert not bad.passed
@@ -168,8 +191,9 @@ def test_matching_model_passes_and_wrong_models_fail(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
-    """One-line errors: no overlap in space, steps the simulation lacks, voxel sizes that
-    disagree, unknown settings; and the CLI exits 2 without a traceback."""
+    """One-line errors: no overlap in space or in time, steps the simulation lacks, voxel
+    sizes that disagree (with the settings, or with the simulation's grid when no transform
+    is given), unknown settings; and the CLI exits 2 without a traceback."""
     vs = 0.25
     nodes, g = node_grid((20, 20, 20), 2)
     sim = _fake_simulation(tmp_path / "sim", {
@@ -182,7 +206,17 @@ def test_bad_inputs(tmp_path):
     shutil.copy(dvc / "cumulative_0_1.h5", dvc / "cumulative_0_3.h5")
     with pytest.raises(InputError, match="3 -> T3"):
         validate_run(sim, dvc, tmp_path / "r")
+    (dvc / "cumulative_0_1.h5").rename(dvc / "cumulative_0_5.h5")
+    with pytest.raises(InputError, match="no overlap in time"):
+        validate_run(sim, dvc, tmp_path / "r")
+    (dvc / "cumulative_0_5.h5").rename(dvc / "cumulative_0_1.h5")
     (dvc / "cumulative_0_3.h5").unlink()
+    coarse = _fake_simulation(tmp_path / "coarse", {
+        "T1": _pair(nodes, g, 2, np.zeros((len(nodes), 3)), 2 * vs, [0, 0, 0])})
+    with pytest.raises(ParameterError, match="no transform"):
+        validate_run(coarse, dvc, tmp_path / "r")
+    validate_run(coarse, dvc, tmp_path / "r", config_from_dict(  # the frame stated: fine
+        {"frame": {"dvc_voxel_size_um": vs}}), figures=False)
     with pytest.raises(ParameterError, match="differs"):
         validate_run(sim, dvc, tmp_path / "r", config_from_dict(
             {"frame": {"dvc_voxel_size_um": 0.5}}))

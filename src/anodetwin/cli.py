@@ -861,6 +861,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(args.out)
     print(f"demo output: {result.out_dir}")
     print(f"summary:     {result.summary_path}")
+    if "report" in result.summary.get("validation", {}):
+        print(f"report:      {result.out_dir / result.summary['validation']['report']}")
     return 0
 
 

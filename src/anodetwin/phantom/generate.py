@@ -14,7 +14,7 @@ HDF5 layout (``anodetwin-phantom-series``, version 1; lengths in um, arrays (z, 
     /steps/T<n>/tomogram      uint16 scan (chunked; readable as file.h5:/steps/T3/tomogram)
     /steps/T<n>/phases        uint8 phase codes (0 pore, 1 CBD, 2 Si, 3 lithiated Si,
                               4 copper, 5 separator)
-    /steps/T<n>/particles     int32 particle ids (0 = none)
+    /steps/T<n>/particles     int32 particle ids (0 = none); both with attr voxel_size_um
     /steps/T<n>/displacement_um   float32 (3, z, y, x): u_z, u_y, u_x on the T0 grid
     /steps/T<n>/strain/<name>     float32: volumetric (J - 1), ezz, eyy, exx, eyz, exz, exy
     /steps/T<n>/lithiated         uint8 (0/1) on the T0 grid: the voxels lithiated at Tn
@@ -189,9 +189,10 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
                 d = g.create_dataset("tomogram", data=scan, chunks=_chunks(shape))
                 d.attrs["voxel_size_um"] = [v, v, v]
                 d.attrs["element_size_um"] = [v, v, v]
-                g.create_dataset("phases", data=truth.phases, chunks=_chunks(shape), **_LZF)
-                g.create_dataset("particles", data=truth.particles, chunks=_chunks(shape),
-                                 **_LZF)
+                for name in ("phases", "particles"):  # with their voxel: readable alone
+                    d = g.create_dataset(name, data=getattr(truth, name),
+                                         chunks=_chunks(shape), **_LZF)
+                    d.attrs["voxel_size_um"] = [v, v, v]
                 g.create_dataset("displacement_um", data=truth.displacement,
                                  chunks=(1,) + _chunks(shape), **_LZF)
                 for name, arr in strain_fields(truth.displacement, v).items():

@@ -41,6 +41,7 @@ the outputs::
     dt_min_s = 0.5
     plasticity = true           # plastic flow of the materials that define it (LixSi)
     plastic_tol = 1e-5          # largest change of Fp^-1 when a step's flow has settled
+    compaction = true           # compaction stiffening of the materials that define it
 
     [output]
     times_s = []                # extra output times besides the scans
@@ -99,6 +100,7 @@ class Solver:
     rtol: float = 1e-9
     plasticity: bool = True   # plastic flow of the materials that define it (LixSi)
     plastic_tol: float = 1e-5  # settled when Fp^-1 changes less (~0.1% of the flow stress)
+    compaction: bool = True   # compaction stiffening of CBD and pores (models' limits)
 
     def __post_init__(self) -> None:
         if self.linear not in ("iterative", "direct"):
@@ -214,11 +216,16 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
         raise ParameterError(f"[cell] has unknown keys {unknown}", "use only 'model'")
     model = cell.get("model", "reference_cell")
     protocol = load_protocol(Path(base) / model if str(model).endswith(".toml") else model)
+    solver = _build(Solver, "solver", d.get("solver", {}))
+    if not solver.compaction:  # the matrix as a plain compressible neo-Hookean solid
+        from dataclasses import replace
+
+        materials = {c: replace(m, compaction_mpa=0.0) for c, m in materials.items()}
     return Case(path=path or Path(base) / "case.toml", mesh=mesh_path, materials=materials,
                 cell=protocol,
                 lithiation=_build(Lithiation, "lithiation", d.get("lithiation", {})),
                 boundary=_build(Boundary, "boundary", d.get("boundary", {})),
-                solver=_build(Solver, "solver", d.get("solver", {})),
+                solver=solver,
                 output=_build(Output, "output", d.get("output", {})), raw=d)
 
 

@@ -189,6 +189,7 @@ class SwellingProblem:
             raise ParameterError(f"linear solver '{linear_solver}'",
                                  "use 'iterative' or 'direct'")
         self.mesh, self.boundary = mesh, boundary
+        self.linear_solver, self.direct_fallbacks = linear_solver, 0
         self.spring_tol, self.max_spring_passes = spring_tol, max_spring_passes
         Q = fem.functionspace(mesh, ("DG", 0))
         self.Q = Q
@@ -260,7 +261,10 @@ class SwellingProblem:
                 V.sub(2), 2, faces("separator")), V.sub(2)))
         # inexact Newton: each linear solve to 1e-6 (the Newton residual still goes to
         # rtol); tighter Krylov tolerances only cost iterations
-        lin = ({"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-6, "ksp_max_it": 400}
+        # (a long GMRES restart: cells near their compaction limit are stiff, the contrast
+        # with the soft matrix around them slows the multigrid)
+        lin = ({"ksp_type": "gmres", "ksp_gmres_restart": 150, "pc_type": "gamg",
+                "ksp_rtol": 1e-6, "ksp_max_it": 1000}
                if linear_solver == "iterative" else
                {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
@@ -309,11 +313,11 @@ class SwellingProblem:
             self._u_try.x.scatter_forward()
             return self._margin.eval(self.mesh, cells).ravel()
 
-        def fraction(x_arr, dx_arr):
+        def fraction(x_arr, dx_arr, keep=0.25):
             now = margin(x_arr)
             alpha = 1.0
             for _ in range(30):
-                ok = np.array([bool(np.all(margin(x_arr + alpha * dx_arr) > 0.25 * now))],
+                ok = np.array([bool(np.all(margin(x_arr + alpha * dx_arr) > keep * now))],
                               dtype=np.int32)
                 self.mesh.comm.Allreduce(MPI.IN_PLACE, ok, op=MPI.MIN)
                 if ok[0]:
@@ -332,12 +336,13 @@ class SwellingProblem:
         self._nb = nb
         self.problem.solver.setLineSearchPreCheck(precheck)
 
-    def admissible_fraction(self, du: np.ndarray) -> float:
+    def admissible_fraction(self, du: np.ndarray, keep: float = 0.75) -> float:
         """The largest ``2^-k`` (k >= 0) for which ``u + alpha du`` keeps every quadrature
-        point's ``Je - J_min`` above a quarter of its present value (0 if none): how far a
-        predictor may move the displacement (owned entries of ``u.x.array``)."""
+        point's ``Je - J_min`` above ``keep`` times its present value (0 if none): how far a
+        predictor may move the displacement (owned entries of ``u.x.array``) and still
+        leave Newton room near the compaction limits."""
         nb = self._nb
-        return self._fraction(self.u.x.array[:nb].copy(), du[:nb])
+        return self._fraction(self.u.x.array[:nb].copy(), du[:nb], keep)
 
     def _init_plastic(self, phases, materials: dict) -> None:
         """Cell state of plastic flow: Fp^-1 (DG0 tensor), accumulated equivalent plastic
@@ -495,6 +500,32 @@ class SwellingProblem:
         raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
                              f"(Fp changed by {change:.2g})", "use smaller steps")
 
+    def _snes_solve(self) -> None:
+        """Newton from the current state; with the iterative linear solver, a Krylov
+        failure (SNES reason -3: GMRES + GAMG can stall when cells near their compaction
+        limit make the matrix nearly incompressible there) repeats the solve from the same
+        state with a direct factorisation (MUMPS), then returns to the iterative solver."""
+        snes = self.problem.solver
+        start = self.u.x.array.copy()
+        self.problem.solve()
+        if snes.getConvergedReason() != -3 or self.linear_solver != "iterative":
+            return
+        its, lin = snes.getIterationNumber(), snes.getLinearSolveIterations()
+        ksp = snes.getKSP()
+        ksp_type, pc_type = ksp.getType(), ksp.getPC().getType()
+        self.u.x.array[:] = start
+        ksp.setType("preonly")
+        ksp.getPC().setType("lu")
+        ksp.getPC().setFactorSolverType("mumps")
+        self.direct_fallbacks += 1
+        log.debug("Krylov solver failed (%d Newton, %d Krylov iterations): direct solve",
+                  its, lin)
+        try:
+            self.problem.solve()
+        finally:
+            ksp.setType(ksp_type)
+            ksp.getPC().setType(pc_type)
+
     def _one_iteration(self, where: str) -> tuple[int, int]:
         """A single Newton iteration at fixed plastic state (a plastic pass's correction);
         returns (1 or 0, Krylov iterations)."""
@@ -502,7 +533,7 @@ class SwellingProblem:
         snes.setTolerances(max_it=1)
         try:
             self._set_spring()
-            self.problem.solve()
+            self._snes_solve()
         finally:
             snes.setTolerances(max_it=50)
         reason = snes.getConvergedReason()
@@ -526,7 +557,7 @@ class SwellingProblem:
         for passes in range(1, self.max_spring_passes + 1):
             self._set_spring()
             snes.setTolerances(atol=atol)
-            self.problem.solve()
+            self._snes_solve()
             if passes == 1 and first:  # later passes only correct: same absolute target
                 hist = snes.getConvergenceHistory()[0]
                 atol = max(atol, snes.getTolerances()[0] * float(hist[0])) if len(hist) \

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from anodetwin.validate.compare import StepPair, load_simulation, pair_steps
 from anodetwin.validate.config import ValidateConfig, config_from_dict, load_config
-from anodetwin.validate.metrics import checks, step_metrics
+from anodetwin.validate.metrics import checks, particle_table, step_metrics
 
 __all__ = ["ValidationResult", "validate_run", "load_config", "config_from_dict",
            "ValidateConfig", "StepPair"]
@@ -46,7 +46,17 @@ def validate_run(sim_dir: str | os.PathLike, dvc_dir: str | os.PathLike,
     cfg = config or config_from_dict({})
     sim = load_simulation(sim_dir)
     pairs = pair_steps(sim, dvc_dir, cfg)
-    metrics = [step_metrics(p) for p in pairs]
+    labels, particles = None, None
+    if cfg.labels:
+        from anodetwin.errors import ParameterError
+        from anodetwin.mesh.io import read_labels_volume
+
+        labels = read_labels_volume(cfg.labels, cfg.particles or None)
+        if labels.particles is None:
+            raise ParameterError(f"labels '{cfg.labels}' hold no particle ids",
+                                 "give [microstructure] particles (a particle-id volume)")
+        particles = particle_table(labels)
+    metrics = [step_metrics(p, particles, cfg.voi_scale) for p in pairs]
     table = checks(metrics, cfg.tolerances)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,12 +68,13 @@ def validate_run(sim_dir: str | os.PathLike, dvc_dir: str | os.PathLike,
                   "transform": "translation only (DVC voxels -> simulation um)",
                   "electrode_z_um": list(pairs[0].electrode_z_um)},
         "settings": {**{k: v for k, v in asdict(cfg).items() if k != "raw"}},
+        "settings_file": cfg.raw,  # as given: config_from_dict(settings_file) rebuilds them
         "simulation_case": sim.run.get("case", {}),
         "dvc_parameters": json.loads(series.read_text()).get("parameters", {})
         if series.is_file() else {},
         "provenance": make_provenance("validate", [str(sim_dir), str(dvc_dir)], cfg.raw)}
     extra["settings"]["steps"] = {str(k): v for k, v in cfg.steps.items()}
     write_tables(out, metrics, table, extra)
-    figs = write_figures(out, pairs, metrics) if figures else []
+    figs = write_figures(out, pairs, metrics, labels) if figures else []
     report = write_html(out, metrics, table, figs, extra)
     return ValidationResult(metrics, table, all(c["passed"] for c in table), report)

@@ -163,6 +163,10 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
     steps = dvc_steps(dvc_dir)
     mapping = {k: cfg.steps.get(k, f"T{k}") for k in steps}
     missing = [f"{k} -> {name}" for k, name in mapping.items() if name not in sim.outputs]
+    if len(missing) == len(mapping):
+        raise InputError(f"the DVC steps {sorted(mapping)} and the simulation's outputs "
+                         f"{sorted(sim.outputs)} have no scan in common (no overlap in time)",
+                         "simulate the DVC's scans, or map them in [steps] of the settings")
     if missing:
         raise InputError(f"DVC steps without a simulation output: {', '.join(missing)} "
                          f"(the simulation has {sorted(sim.outputs)})",
@@ -186,6 +190,14 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
         if cfg.dvc_voxel_size_um and vs_file and abs(vs_file - vs) > 1e-9 * vs:
             raise ParameterError(f"DVC voxel {vs_file} um in '{path}' differs from the "
                                  f"settings' {vs} um", "give one voxel size")
+        vs_sim = None if simp.voxel_size_um is None else float(np.atleast_1d(
+            simp.voxel_size_um)[0])
+        stated = bool(cfg.raw.get("frame")) or bool(cfg.dvc_voxel_size_um)
+        if not stated and vs_sim and abs(vs_sim - vs) > 1e-6 * vs:
+            raise ParameterError(f"DVC voxel {vs} um in '{path}' differs from the "
+                                 f"simulation grid's {vs_sim} um and no transform is given",
+                                 "state the DVC frame in [frame] of the settings "
+                                 "(dvc_voxel_size_um, dvc_origin_um)")
         spacing = dvc.node_spacing
         nodes_um = np.asarray(cfg.dvc_origin_um) + dvc.nodes * vs + np.asarray(cfg.offset_um)
         u_dvc = dvc.displacement * vs

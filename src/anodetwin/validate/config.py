@@ -16,6 +16,11 @@ pass/fail table, all optional::
     [regions]
     electrode_z_um = []           # [bottom, top] of the electrode (default: the simulation's)
 
+    [microstructure]              # optional: particle-centred VOIs and 3D views
+    labels = ""                   # labels file, or a phase volume (series.h5:/steps/T0/phases)
+    particles = ""                # particle ids (with a phase volume), same grid
+    voi_scale = 1.5               # VOI radius / the particle's equivalent-sphere radius
+
     [tolerances]                  # checked per step on the electrode (and its halves)
     min_pearson_volumetric = 0.9  # correlation of the nodal (cell) volumetric strain
     max_mean_difference = 0.01    # |mean sim - mean DVC| of J-1 and e_zz (the DVC noise)
@@ -54,6 +59,9 @@ class ValidateConfig:
     repaired: str = "exclude"
     window_average: bool = True
     electrode_z_um: tuple = ()
+    labels: str = ""
+    particles: str = ""
+    voi_scale: float = 1.5
     tolerances: Tolerances = field(default_factory=Tolerances)
     raw: dict = field(default_factory=dict)
 
@@ -69,6 +77,7 @@ def config_from_dict(d: dict) -> ValidateConfig:
     """Check and build the settings; unknown sections or keys are errors."""
     known = {"frame": {"dvc_voxel_size_um", "dvc_origin_um", "offset_um"}, "steps": None,
              "nodes": {"repaired", "window_average"}, "regions": {"electrode_z_um"},
+             "microstructure": {"labels", "particles", "voi_scale"},
              "tolerances": {f.name for f in fields(Tolerances)}}
     extra = sorted(set(d) - set(known))
     if extra:
@@ -104,6 +113,13 @@ def config_from_dict(d: dict) -> ValidateConfig:
     if ez and not ez[0] < ez[1]:
         raise ParameterError(f"[regions] electrode_z_um = {list(ez)}",
                              "give [bottom, top] with bottom < top")
+    ms = d.get("microstructure", {})
+    for key in ("labels", "particles"):
+        if not isinstance(ms.get(key, ""), str):
+            raise ParameterError(f"[microstructure] {key} = {ms[key]!r}", "give a path")
+    scale = ms.get("voi_scale", 1.5)
+    if not isinstance(scale, (int, float)) or scale <= 0:
+        raise ParameterError(f"[microstructure] voi_scale = {scale!r}", "give a number > 0")
     tol = {}
     for k, v in d.get("tolerances", {}).items():
         if not isinstance(v, (int, float)) or v < 0:
@@ -114,6 +130,8 @@ def config_from_dict(d: dict) -> ValidateConfig:
         dvc_origin_um=_vector(fr.get("dvc_origin_um", [0, 0, 0]), "[frame] dvc_origin_um"),
         offset_um=_vector(fr.get("offset_um", [0, 0, 0]), "[frame] offset_um"),
         steps=steps, repaired=rep, window_average=wa, electrode_z_um=ez,
+        labels=ms.get("labels", ""), particles=ms.get("particles", ""),
+        voi_scale=float(scale),
         tolerances=Tolerances(**tol), raw=d)
 
 
@@ -121,7 +139,14 @@ def load_config(path: str | os.PathLike | None) -> ValidateConfig:
     """Read ``validate.toml`` (None: the defaults)."""
     if path is None:
         return config_from_dict({})
+    from pathlib import Path
+
     from anodetwin.io import read_toml
 
-    return config_from_dict(read_toml(path, "validation settings",
-                                      "give a validate.toml or leave it out"))
+    d = read_toml(path, "validation settings", "give a validate.toml or leave it out")
+    ms = d.get("microstructure")
+    if isinstance(ms, dict):  # relative paths: from the settings file's folder
+        for key in ("labels", "particles"):
+            if isinstance(ms.get(key), str) and ms[key] and not Path(ms[key]).is_absolute():
+                ms[key] = str(Path(path).parent / ms[key])
+    return config_from_dict(d)

@@ -13,6 +13,12 @@ Report folder::
     figures/hist_<T>.png     J-1 distributions of the halves, sim vs DVC
     figures/slices_<T>.png   x-z mid-slices of J-1 and e_zz: DVC, simulation, difference
     figures/scatter_<T>.png  cell values of J-1, simulation against DVC
+    figures/particles_<T>.png  mean J-1 per particle-centred VOI, simulation against DVC
+                             (with [microstructure] labels)
+    figures/particle3d_<T>.png 3D view (pyvista, off-screen) of the measured and the
+                             simulated J-1 on three planes through the particle whose VOI
+                             swells most in the DVC, with its surface (last step)
+    particles.csv            the VOIs per step: particle, cells, sim and DVC mean J-1
 """
 
 from __future__ import annotations
@@ -119,16 +125,96 @@ def _scatter(path: Path, p: StepPair, m: dict) -> None:
     save_png(fig, path)
 
 
-def write_figures(out: Path, pairs: list[StepPair], metrics: list[dict]) -> list[Path]:
-    """All figures of the report (module notes); returns their paths."""
+def _particles(path: Path, m: dict) -> None:
+    plt = pyplot()
+    pm = m["particles"]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    a = np.array([v["dvc_mean"] for v in pm["vois"]])
+    b = np.array([v["sim_mean"] for v in pm["vois"]])
+    r = np.array([v["radius_um"] for v in pm["vois"]])
+    sc = ax.scatter(a, b, s=8 + 6 * r ** 2, c=r, cmap="viridis", alpha=0.8)
+    fig.colorbar(sc, ax=ax, shrink=0.8, label="particle radius (um)")
+    if a.size:
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        ax.plot([lo, hi], [lo, hi], "r-", lw=1)
+    ax.set_title(f"{m['output']}: J-1 per particle VOI ({pm['count']}), Pearson "
+                 f"{pm['pearson']:.3f}", fontsize=9)
+    ax.set_xlabel("DVC")
+    ax.set_ylabel("simulation")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
+    """Three planes of the DVC cell grid through the particle whose VOI swells most in the
+    DVC, coloured by J-1, measured beside simulated, with the particle's surface."""
+    import pyvista as pv
+    import vtk
+
+    from anodetwin.io import atomic_path
+
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # no X server: fine
+    q = max(m["particles"]["vois"], key=lambda v: v["dvc_mean"])
+    c = np.asarray(q["centre_um"])
+    half = 2.0 * q["radius_um"] + 1e-9
+    cu = p.cells_um
+    step = [(cu[1, 0, 0, 0] - cu[0, 0, 0, 0]) if cu.shape[0] > 1 else 1.0,
+            (cu[0, 1, 0, 1] - cu[0, 0, 0, 1]) if cu.shape[1] > 1 else 1.0,
+            (cu[0, 0, 1, 2] - cu[0, 0, 0, 2]) if cu.shape[2] > 1 else 1.0]
+    gz, gy, gx = p.valid.shape
+    grid = pv.ImageData(dimensions=(gx + 1, gy + 1, gz + 1), spacing=step[::-1],
+                        origin=(cu[0, 0, 0, 2] - step[2] / 2, cu[0, 0, 0, 1] - step[1] / 2,
+                                cu[0, 0, 0, 0] - step[0] / 2))
+    for who, st in (("DVC", p.strain_dvc), ("simulation", p.strain_sim)):
+        grid.cell_data[who] = np.where(p.valid, st.volumetric, np.nan).ravel()
+    box = (c[2] - half, c[2] + half, c[1] - half, c[1] + half, c[0] - half, c[0] + half)
+    sub = grid.clip_box(box, invert=False)
+    vals = np.concatenate([np.asarray(sub.cell_data[w]) for w in ("DVC", "simulation")])
+    vals = vals[np.isfinite(vals)]
+    clim = (float(np.percentile(vals, 2)), float(np.percentile(vals, 98))) if vals.size \
+        else (0.0, 1.0)
+    # the particle's surface from the labels (um, x y z), cropped around it
+    vs = np.asarray(labels.voxel_size_um, float)
+    org = np.asarray(labels.origin_um, float)
+    lo = np.maximum(np.floor((c - half - org) / vs).astype(int), 0)
+    hi = np.minimum(np.ceil((c + half - org) / vs).astype(int) + 1, labels.particles.shape)
+    crop = (labels.particles[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == q["particle"])
+    img = pv.ImageData(dimensions=crop.shape[::-1], spacing=vs[::-1],
+                       origin=tuple((org + lo * vs)[::-1]))
+    img.point_data["inside"] = crop.astype(np.float32).ravel()
+    surface = img.contour([0.5], scalars="inside")
+    pl = pv.Plotter(off_screen=True, shape=(1, 2), window_size=(1200, 560))
+    for col, who in enumerate(("DVC", "simulation")):
+        pl.subplot(0, col)
+        planes = sub.slice_orthogonal(x=c[2], y=c[1], z=c[0])
+        pl.add_mesh(planes, scalars=who, cmap="viridis", clim=clim, nan_opacity=0.0,
+                    scalar_bar_args={"title": f"J-1 {who}", "fmt": "%.2f"})
+        if surface.n_points:
+            pl.add_mesh(surface, color="white", opacity=0.45)
+        pl.add_text(f"{p.output} {who}: particle {q['particle']} "
+                    f"(r = {q['radius_um']:.1f} um)", font_size=9)
+        pl.camera_position = "iso"
+    with atomic_path(path) as tmp:
+        pl.screenshot(str(tmp))
+    pl.close()
+
+
+def write_figures(out: Path, pairs: list[StepPair], metrics: list[dict],
+                  labels=None) -> list[Path]:
+    """All figures of the report (module notes); returns their paths. ``labels``
+    (:class:`anodetwin.mesh.voxel.Labels` with particle ids) adds the 3D view."""
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = [fig_dir / "timeseries.png"]
     _timeseries(paths[0], metrics)
     for p, m in zip(pairs, metrics):
-        for kind, fn in (("hist", lambda q: _histograms(q, p)),
-                         ("slices", lambda q: _slices(q, p)),
-                         ("scatter", lambda q: _scatter(q, p, m))):
+        figs = [("hist", lambda q: _histograms(q, p)), ("slices", lambda q: _slices(q, p)),
+                ("scatter", lambda q: _scatter(q, p, m))]
+        if m.get("particles", {}).get("count"):
+            figs.append(("particles", lambda q: _particles(q, m)))
+            if labels is not None and p is pairs[-1]:
+                figs.append(("particle3d", lambda q: _particle3d(q, p, m, labels)))
+        for kind, fn in figs:
             q = fig_dir / f"{kind}_{p.output}.png"
             fn(q)
             paths.append(q)
@@ -164,6 +250,12 @@ def write_tables(out: Path, metrics: list[dict], checks: list[dict], extra: dict
                                              "passed": all(c["passed"] for c in checks)})
     atomic_write_text(out / "metrics.csv", _csv(metric_rows(metrics)))
     atomic_write_text(out / "checks.csv", _csv(checks))
+    vois = [{"step": m["step"], "output": m["output"],
+             **{k: v for k, v in voi.items() if k != "centre_um"},
+             **{f"centre_{a}_um": c for a, c in zip("zyx", voi["centre_um"])}}
+            for m in metrics for voi in m.get("particles", {}).get("vois", [])]
+    if vois:
+        atomic_write_text(out / "particles.csv", _csv(vois))
 
 
 def _img(path: Path) -> str:
@@ -198,7 +290,7 @@ def write_html(out: Path, metrics: list[dict], checks: list[dict], figures: list
                  "<th>time (h)</th><th>J-1 sim</th><th>J-1 DVC</th><th>e_zz sim</th>"
                  "<th>e_zz DVC</th><th>Pearson</th><th>Spearman</th><th>Wasserstein</th>"
                  "<th>KS</th><th>u RMSE (um)</th><th>asymmetry sim / DVC</th>"
-                 "<th>axial share sim / DVC</th></tr>")
+                 "<th>axial share sim / DVC</th><th>particle VOIs: n, Pearson</th></tr>")
     for m in metrics:
         v, z = m["regions"]["electrode"]["volumetric"], m["regions"]["electrode"]["ezz"]
         d = m["derived"]
@@ -210,7 +302,9 @@ def write_html(out: Path, metrics: list[dict], checks: list[dict], figures: list
             f"<td>{v['wasserstein']:.4f}</td><td>{v['ks']:.3f}</td>"
             f"<td>{m['displacement_rmse_um']:.4f}</td>"
             f"<td>{d['sim']['asymmetry']:.3f} / {d['dvc']['asymmetry']:.3f}</td>"
-            f"<td>{d['sim']['axial_share']:.3f} / {d['dvc']['axial_share']:.3f}</td></tr>")
+            f"<td>{d['sim']['axial_share']:.3f} / {d['dvc']['axial_share']:.3f}</td>"
+            + (f"<td>{m['particles']['count']}, {m['particles']['pearson']:.3f}</td>"
+               if "particles" in m else "<td>-</td>") + "</tr>")
     parts.append("</table><h2>Figures</h2>")
     for f in figures:
         parts.append(f"<h3>{e(f.stem)}</h3>{_img(f)}")
