@@ -373,7 +373,7 @@ def test_return_map_leaves_elastic_cells_alone():
     rng = np.random.default_rng(0)
     F = np.eye(3) + 0.05 * rng.standard_normal((50, 3, 3))
     E, nu = 100e3, 0.25
-    mu, lam = E / (2 * (1 + nu)), E * nu / ((1 + nu) * (1 - 2 * nu))
+    mu = E / (2 * (1 + nu))
     rule = FlowRule(np.full(50, 1000.0), np.full(50, 1000.0), 1.0, 4.0, theta_min=0.02)
     theta = np.where(np.arange(50) < 10, 0.0, 0.3)
     s_y = rule.flow_stress(theta)

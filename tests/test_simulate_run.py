@@ -288,6 +288,11 @@ def test_bad_cases(tmp_path, micro_mesh):
         case_from_dict({**base, "solver": {"plastic_tol": 0.0}})
     with pytest.raises(ParameterError, match="plasticity"):
         case_from_dict({**base, "solver": {"plasticity": "yes"}})
+    with pytest.raises(ParameterError, match="compaction"):
+        case_from_dict({**base, "solver": {"compaction": 1}})
+    assert case_from_dict(base).materials[1].lock_volume_ratio == 0.25
+    assert case_from_dict({**base, "solver": {"compaction": False}}
+                          ).materials[1].lock_volume_ratio == 0.0
     for old, new, match in (("value = 150.0", "value = -150.0", "not positive"),
                             ("value = 0.24", "value = 0.5", "Poisson"),
                             ("value = 1.75", "value = -1.75", "plastic flow"),

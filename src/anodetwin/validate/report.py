@@ -16,8 +16,8 @@ Report folder::
     figures/particles_<T>.png  mean J-1 per particle-centred VOI, simulation against DVC
                              (with [microstructure] labels)
     figures/particle3d_<T>.png 3D view (pyvista, off-screen) of the measured and the
-                             simulated J-1 on three planes through the particle whose VOI
-                             swells most in the DVC, with its surface (last step)
+                             simulated J-1 of the DVC cells around the particle whose VOI
+                             holds the most cells, with its surface (last step)
     particles.csv            the VOIs per step: particle, cells, sim and DVC mean J-1
 """
 
@@ -146,15 +146,16 @@ def _particles(path: Path, m: dict) -> None:
 
 
 def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
-    """Three planes of the DVC cell grid through the particle whose VOI swells most in the
-    DVC, coloured by J-1, measured beside simulated, with the particle's surface."""
+    """The DVC cells (electrode, valid) around the particle whose VOI holds the most cells,
+    coloured by J-1 (translucent), measured beside simulated, with the particle's
+    surface."""
     import pyvista as pv
     import vtk
 
     from anodetwin.io import atomic_path
 
     vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # no X server: fine
-    q = max(m["particles"]["vois"], key=lambda v: v["dvc_mean"])
+    q = max(m["particles"]["vois"], key=lambda v: (v["cells"], v["dvc_mean"]))
     c = np.asarray(q["centre_um"])
     half = 2.0 * q["radius_um"] + 1e-9
     cu = p.cells_um
@@ -167,8 +168,13 @@ def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
                                 cu[0, 0, 0, 0] - step[0] / 2))
     for who, st in (("DVC", p.strain_dvc), ("simulation", p.strain_sim)):
         grid.cell_data[who] = np.where(p.valid, st.volumetric, np.nan).ravel()
-    box = (c[2] - half, c[2] + half, c[1] - half, c[1] + half, c[0] - half, c[0] + half)
-    sub = grid.clip_box(box, invert=False)
+    # the cells within `half` of the centre (an index box: the subset stays a grid)
+    first = cu[0, 0, 0]
+    lo_i = [int(np.clip(np.floor((c[a] - half - first[a]) / step[a]), 0, n - 1))
+            for a, n in zip(range(3), (gz, gy, gx))]
+    hi_i = [int(np.clip(np.ceil((c[a] + half - first[a]) / step[a]) + 1, lo_i[a] + 1, n))
+            for a, n in zip(range(3), (gz, gy, gx))]
+    sub = grid.extract_subset((lo_i[2], hi_i[2], lo_i[1], hi_i[1], lo_i[0], hi_i[0]))
     vals = np.concatenate([np.asarray(sub.cell_data[w]) for w in ("DVC", "simulation")])
     vals = vals[np.isfinite(vals)]
     clim = (float(np.percentile(vals, 2)), float(np.percentile(vals, 98))) if vals.size \
@@ -186,11 +192,13 @@ def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
     pl = pv.Plotter(off_screen=True, shape=(1, 2), window_size=(1200, 560))
     for col, who in enumerate(("DVC", "simulation")):
         pl.subplot(0, col)
-        planes = sub.slice_orthogonal(x=c[2], y=c[1], z=c[0])
-        pl.add_mesh(planes, scalars=who, cmap="viridis", clim=clim, nan_opacity=0.0,
-                    scalar_bar_args={"title": f"J-1 {who}", "fmt": "%.2f"})
+        valid = np.flatnonzero(np.isfinite(np.asarray(sub.cell_data[who])))
+        if valid.size:
+            pl.add_mesh(sub.extract_cells(valid), scalars=who, cmap="viridis", clim=clim,
+                        opacity=0.55, show_edges=True, edge_color="grey",
+                        scalar_bar_args={"title": f"J-1 {who}", "fmt": "%.2f"})
         if surface.n_points:
-            pl.add_mesh(surface, color="white", opacity=0.45)
+            pl.add_mesh(surface, color="white", opacity=1.0)
         pl.add_text(f"{p.output} {who}: particle {q['particle']} "
                     f"(r = {q['radius_um']:.1f} um)", font_size=9)
         pl.camera_position = "iso"
