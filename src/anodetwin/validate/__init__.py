@@ -65,7 +65,11 @@ def validate_run(sim_dir: str | os.PathLike, dvc_dir: str | os.PathLike,
         "inputs": {"simulation": str(sim_dir), "dvc": str(dvc_dir)},
         "frame": {"dvc_origin_um": list(cfg.dvc_origin_um), "offset_um": list(cfg.offset_um),
                   "dvc_voxel_size_um": pairs[0].dvc_voxel_um,
-                  "transform": "translation only (DVC voxels -> simulation um)",
+                  "transform": "translation (DVC voxels -> simulation um)" + (
+                      ", then per step the collector's rigid motion removed"
+                      if cfg.register == "collector" else ""),
+                  "registration": {p.output: p.registration for p in pairs
+                                   if p.registration is not None},
                   "electrode_z_um": list(pairs[0].electrode_z_um)},
         "settings": {**{k: v for k, v in asdict(cfg).items() if k != "raw"}},
         "settings_file": cfg.raw,  # as given: config_from_dict(settings_file) rebuilds them

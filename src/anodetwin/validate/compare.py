@@ -81,6 +81,42 @@ class StepPair:
     valid: np.ndarray
     electrode_z_um: tuple
     dvc_voxel_um: float
+    registration: dict | None = None
+
+
+def rigid_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares rigid motion ``y ~ R x + t`` of point sets (N, 3) (Kabsch): returns
+    (R, t)."""
+    cx, cy = x.mean(axis=0), y.mean(axis=0)
+    U, _, Vt = np.linalg.svd((x - cx).T @ (y - cy))
+    d = np.sign(np.linalg.det(Vt.T @ U.T))
+    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
+    return R, cy - R @ cx
+
+
+def register_on_collector(nodes_um: np.ndarray, u_um: np.ndarray, use: np.ndarray,
+                          z_bottom_um: float, where: str) -> tuple[np.ndarray, dict]:
+    """Remove the rigid motion of the current collector from a DVC displacement: the rigid
+    fit of the measured nodes below the electrode (``z < z_bottom_um``), applied inverted
+    to every deformed node position. Returns the corrected displacement and the transform
+    (translation um, rotation angle deg and axis, RMS residual of the collector nodes)."""
+    from scipy.spatial.transform import Rotation
+
+    sel = use & (nodes_um[:, 0] < z_bottom_um) & np.isfinite(u_um).all(axis=1)
+    pts = nodes_um[sel]
+    if sel.sum() < 3 or np.linalg.matrix_rank(pts - pts.mean(axis=0)) < 2:  # not collinear
+        raise InputError(f"{where}: {int(sel.sum())} measured DVC nodes lie in the collector "
+                         f"(z < {z_bottom_um:.3g} um), too few to register on",
+                         "correlate a volume that includes the current collector, or set "
+                         "[frame] register = \"none\"")
+    R, t = rigid_fit(pts, pts + u_um[sel])
+    fixed = (nodes_um + u_um - t) @ R - nodes_um  # R^T (y - t) - x, row-wise
+    rv = Rotation.from_matrix(R).as_rotvec()
+    ang = float(np.linalg.norm(rv))
+    res = float(np.sqrt(np.mean(np.sum(fixed[sel] ** 2, axis=1))))
+    return fixed, {"translation_um": t.tolist(), "rotation_deg": float(np.degrees(ang)),
+                   "rotation_axis_zyx": (rv / ang).tolist() if ang > 0 else [0.0, 0.0, 0.0],
+                   "collector_nodes": int(sel.sum()), "collector_rms_um": res}
 
 
 def load_simulation(sim_dir: str | os.PathLike) -> SimulationRun:
@@ -204,6 +240,11 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
         use = np.isfinite(u_dvc).all(axis=1)
         if cfg.repaired == "exclude":
             use &= dvc.flag != FLAG["repaired"]
+        registration = None
+        if cfg.register == "collector":
+            u_dvc, registration = register_on_collector(
+                nodes_um, u_dvc, use & (dvc.flag == FLAG["measured"]), ez[0],
+                f"DVC step {k}")
         inside = np.isfinite(sample_grid_displacement(simp, nodes_um)).all(axis=1)
         hws = np.asarray(dvc.params["levels"][-1].get("hws", [0, 0, 0]), float)
         u_sim = window_average(simp, nodes_um, hws * vs) if cfg.window_average and \
@@ -222,5 +263,5 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
         valid = np.isfinite(s_dvc.volumetric) & np.isfinite(s_sim.volumetric) & \
             (cells[..., 0] >= ez[0]) & (cells[..., 0] <= ez[1])
         out.append(StepPair(k, name, sim.outputs[name], nodes_um, g, u_dvc, u_sim, s_dvc,
-                            s_sim, cells, valid, tuple(ez), vs))
+                            s_sim, cells, valid, tuple(ez), vs, registration))
     return out

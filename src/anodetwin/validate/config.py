@@ -5,6 +5,7 @@ pass/fail table, all optional::
     dvc_voxel_size_um = 0.0       # voxel of the DVC reference tomogram (0: from the files)
     dvc_origin_um = [0, 0, 0]     # centre of its voxel 0 in the simulation frame (z, y, x)
     offset_um = [0, 0, 0]         # a known shift of the DVC frame (z, y, x), added
+    register = "none"             # "collector": remove the collector's rigid motion per step
 
     [steps]                       # DVC step k -> simulation output (default: k -> "T<k>")
     1 = "T1"
@@ -55,6 +56,7 @@ class ValidateConfig:
     dvc_voxel_size_um: float = 0.0
     dvc_origin_um: tuple = (0.0, 0.0, 0.0)
     offset_um: tuple = (0.0, 0.0, 0.0)
+    register: str = "none"
     steps: dict = field(default_factory=dict)   # DVC step (int) -> simulation output name
     repaired: str = "exclude"
     window_average: bool = True
@@ -75,7 +77,8 @@ def _vector(value, name: str, n: int = 3) -> tuple:
 
 def config_from_dict(d: dict) -> ValidateConfig:
     """Check and build the settings; unknown sections or keys are errors."""
-    known = {"frame": {"dvc_voxel_size_um", "dvc_origin_um", "offset_um"}, "steps": None,
+    known = {"frame": {"dvc_voxel_size_um", "dvc_origin_um", "offset_um", "register"},
+             "steps": None,
              "nodes": {"repaired", "window_average"}, "regions": {"electrode_z_um"},
              "microstructure": {"labels", "particles", "voi_scale"},
              "tolerances": {f.name for f in fields(Tolerances)}}
@@ -96,6 +99,9 @@ def config_from_dict(d: dict) -> ValidateConfig:
     if not isinstance(vs, (int, float)) or vs < 0:
         raise ParameterError(f"[frame] dvc_voxel_size_um = {vs!r}",
                              "give the DVC voxel size in um (> 0) or 0 to read it")
+    reg = fr.get("register", "none")
+    if reg not in ("none", "collector"):
+        raise ParameterError(f"[frame] register = {reg!r}", "use 'none' or 'collector'")
     steps = {}
     for k, v in d.get("steps", {}).items():
         if not (str(k).isdigit() and int(k) > 0 and isinstance(v, str)):
@@ -129,6 +135,7 @@ def config_from_dict(d: dict) -> ValidateConfig:
         dvc_voxel_size_um=float(vs),
         dvc_origin_um=_vector(fr.get("dvc_origin_um", [0, 0, 0]), "[frame] dvc_origin_um"),
         offset_um=_vector(fr.get("offset_um", [0, 0, 0]), "[frame] offset_um"),
+        register=reg,
         steps=steps, repaired=rep, window_average=wa, electrode_z_um=ez,
         labels=ms.get("labels", ""), particles=ms.get("particles", ""),
         voi_scale=float(scale),
