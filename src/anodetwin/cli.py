@@ -285,6 +285,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate the case and its cell protocol, run nothing")
     p.set_defaults(func=cmd_simulate)
 
+    p = add("study", "design what-if study: many twins (phantom -> mesh -> simulation) over "
+                     "particle size, porosity, pressure, ... on Dask; resumable")
+    p.add_argument("study", help="study file (TOML): parameters, design, replicates, base "
+                                 "phantom and simulation")
+    p.add_argument("--out", required=True, help="output folder (results.csv, designs.csv, "
+                                                "main_effects.png, summary.html, cases/)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler "
+                                       "(default: a local cluster)")
+    p.add_argument("--workers", type=int, help="local workers, cases at a time "
+                                               "(default: cores // ranks per case)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run the cases whose last attempt failed again")
+    p.add_argument("--check", action="store_true",
+                   help="validate the study and list its cases, run nothing")
+    p.set_defaults(func=cmd_study)
+
+    p = add("study-case", "mesh and simulate one prepared case folder of a study (what each "
+                          "study task runs under mpiexec)")
+    p.add_argument("folder", help="case folder with labels.h5 and case.toml")
+    p.add_argument("--coarsen", type=int, default=2, metavar="K", help="mesh coarsening (2)")
+    p.set_defaults(func=cmd_study_case)
+
     p = add("validate", "model versus DVC: the simulated and measured fields on one grid, "
                         "metrics, pass/fail table and an HTML report")
     p.add_argument("--sim", required=True, help="folder of 'anodetwin simulate'")
@@ -828,6 +850,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                  int(last["step"]), last["time_h"], last["thickness_um"],
                  last["volumetric_strain"])
         print(args.out)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from anodetwin.study import load_study, run_study
+
+    study = load_study(args.study)  # every case checked before anything runs
+    if args.check:
+        for c in study.cases:
+            print(f"{c.key}  {c.label}")
+        return 0
+    res = run_study(study, args.out, scheduler=args.scheduler, workers=args.workers,
+                    retry_failed=args.retry_failed)
+    log.info("%d cases: %d run now, %d finished earlier, %d failed", len(res.rows), res.ran,
+             res.skipped, res.failed)
+    print(res.summary_html)
+    return 0
+
+
+def cmd_study_case(args: argparse.Namespace) -> int:
+    from anodetwin.study.execute import mesh_and_simulate
+
+    mesh_and_simulate(args.folder, args.coarsen)
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from anodetwin.io import atomic_path
 
-__all__ = ["pyplot", "save_png"]
+__all__ = ["pyplot", "save_png", "img_tag"]
 
 
 def pyplot() -> Any:
@@ -25,3 +25,14 @@ def save_png(fig: Any, path: str | os.PathLike, dpi: int = 90) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     pyplot().close(fig)
+
+
+def img_tag(path: str | os.PathLike) -> str:
+    """An HTML ``<img>`` with the PNG at ``path`` embedded (self-contained reports)."""
+    import base64
+    import html
+    from pathlib import Path
+
+    p = Path(path)
+    data = base64.b64encode(p.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(p.stem)}">'

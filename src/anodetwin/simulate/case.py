@@ -48,6 +48,7 @@ the outputs::
     dvc_node_spacing_um = 3.5   # displacement sampled on a DVC grid (0: none)
     dvc_voxel_size_um = 0.0     # voxel of that grid (0: the mesh's voxel)
     dvc_origin_um = []          # centre of voxel 0, (z, y, x) (empty: the mesh's)
+    stress_threshold_mpa = 1000.0  # heterogeneity.json: Si volume share above it (MPa)
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Output:
     dvc_node_spacing_um: float = 3.5
     dvc_voxel_size_um: float = 0.0
     dvc_origin_um: tuple = ()
+    stress_threshold_mpa: float = 1000.0
 
     def __post_init__(self) -> None:
         if any(t < 0 for t in self.times_s):
@@ -127,6 +129,9 @@ class Output:
         if self.dvc_node_spacing_um < 0 or self.dvc_voxel_size_um < 0:
             raise ParameterError("[output] DVC grid spacing / voxel size is negative",
                                  "give values >= 0 (0: no grid / the mesh's voxel)")
+        if not self.stress_threshold_mpa > 0:
+            raise ParameterError(f"[output] stress_threshold_mpa = {self.stress_threshold_mpa}",
+                                 "give a positive stress in MPa")
         if len(self.dvc_origin_um) not in (0, 3):
             raise ParameterError("[output] dvc_origin_um needs 3 values (z, y, x)",
                                  "give [z, y, x] in um or leave it empty")

@@ -24,7 +24,8 @@ import numpy as np
 
 from anodetwin.phases import ELECTRODE_PHASES, PHASE
 
-__all__ = ["CellFields", "hencky_strain", "merge_xdmf", "sample_displacement"]
+__all__ = ["CellFields", "hencky_strain", "merge_xdmf", "sample_displacement",
+           "weighted_stats"]
 
 XI = "https://www.w3.org/2001/XInclude"
 
@@ -155,6 +156,29 @@ class CellFields:
             "max_plastic_strain_si": self.comm.allreduce(float(pmax), op=MPI.MAX),
         }
 
+    def distribution(self, f: dict, threshold_mpa: float) -> dict | None:
+        """Volume-weighted distributions of a :meth:`compute` result (rank 0 gets the dict,
+        the other ranks None): percentiles 5/50/95 and the maximum of ``J - 1`` in the
+        electrode and its halves, of the largest principal and the hydrostatic stress in
+        the Si (MPa, with the minimum of the hydrostatic: the strongest compression), and
+        the Si volume fraction whose largest principal stress exceeds ``threshold_mpa``."""
+        parts = self.comm.gather((self.volume, f["J"] - 1, f["max_principal"],
+                                  f["hydrostatic"], self.electrode, self.collector_half,
+                                  self.separator_half, self.si), root=0)
+        if self.comm.rank != 0:
+            return None
+        vol, dj, smax, hyd, el, ch, sh, si = (np.concatenate(a) for a in zip(*parts))
+        out = {"volumetric_strain": weighted_stats(dj[el], vol[el]),
+               "volumetric_strain_collector_half": weighted_stats(dj[ch], vol[ch]),
+               "volumetric_strain_separator_half": weighted_stats(dj[sh], vol[sh]),
+               "max_principal_si_mpa": weighted_stats(smax[si], vol[si]),
+               "hydrostatic_si_mpa": {**weighted_stats(hyd[si], vol[si]),
+                                      "min": float(hyd[si].min()) if si.any() else None},
+               "stress_threshold_mpa": float(threshold_mpa),
+               "si_fraction_above_threshold": float(vol[si][smax[si] > threshold_mpa].sum()
+                                                    / vol[si].sum()) if si.any() else None}
+        return out
+
     def write_xdmf(self, path: str | os.PathLike, f: dict, time_s: float) -> None:
         """Fields for ParaView (XDMF + HDF5, reference configuration; warp by
         ``displacement``): written in a temporary folder, then moved beside ``path``."""
@@ -194,6 +218,18 @@ class CellFields:
             os.replace(tmp / path.name, path)
             shutil.rmtree(tmp, ignore_errors=True)
         self.comm.barrier()
+
+
+def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
+    """Percentiles 5, 50 and 95 (inverted CDF of the weights: the value below which that
+    share of the total weight lies), maximum and weighted mean of ``values``; None for an
+    empty set."""
+    if values.size == 0:
+        return {"p5": None, "p50": None, "p95": None, "max": None, "mean": None}
+    w = weights / weights.max()  # equal cells: exact integer sums, the plain percentiles
+    p = np.percentile(values, (5, 50, 95), weights=w, method="inverted_cdf")
+    return {"p5": float(p[0]), "p50": float(p[1]), "p95": float(p[2]),
+            "max": float(values.max()), "mean": float(np.average(values, weights=weights))}
 
 
 def merge_xdmf(files: list[Path], out: Path) -> None:

@@ -25,6 +25,10 @@ Output folder::
     run.json          case, mesh, cell, provenance, status ("running", "done", "failed")
     cell.csv          the protocol's time, SoC, current, voltage
     summary.csv       one row per step (columns: SUMMARY_COLUMNS)
+    heterogeneity.json  per scan and output time: volume-weighted percentiles (5/50/95,
+                      max, mean) of J - 1 in the electrode and its halves, of the largest
+                      principal and the hydrostatic stress in the Si (MPa), and the Si
+                      volume share above ``[output] stress_threshold_mpa``
     fields/<T>.xdmf   u, theta, J, von_mises, hydrostatic, max_principal, plastic_strain,
                       hencky, phase at each scan T and output time; fields/fields.xdmf:
                       all of them in time
@@ -335,6 +339,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     capacity = float(case.cell.cathode_capacity_mah_cm2)
     rows: list[dict] = []
     done_outputs: list[str] = []
+    dists: dict[str, dict] = {}
     t, dt, step = 0.0, min(case.solver.dt_max_s, 60.0), 0
     loaded = ckpt.load() if resume else None
     if loaded:
@@ -352,6 +357,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             sp.commit()
         t, dt, step = state["time_s"], state["dt_s"], state["step"]
         rows, done_outputs = state["rows"], state["outputs"]
+        dists = state.get("heterogeneity", {})
         if comm.rank == 0:
             log.info("resuming at step %d, t = %.1f s", step, t)
 
@@ -392,7 +398,10 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
                 _write_dvc(out / "dvc" / f"{name}.h5", grid, sp.u,
                            {"case": str(case.path), "output": name, "time_s": t})
             done_outputs.append(name)
+            d = fields_probe.distribution(f, case.output.stress_threshold_mpa)
             if comm.rank == 0:
+                dists[name] = {"time_s": t, "soc": row["soc"], **d}
+                atomic_write_json(out / "heterogeneity.json", dists)
                 merge_xdmf([out / "fields" / f"{n}.xdmf" for n in done_outputs],
                            out / "fields" / "fields.xdmf")
         if comm.rank == 0:
@@ -402,7 +411,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
         ckpt.save({"u": sp.u.x.array, "theta": transport.theta.x.array,
                    "theta_cells": theta_cells.x.array, **plastic},
                   {"time_s": t, "dt_s": dt, "step": step, "rows": rows,
-                   "outputs": done_outputs})
+                   "outputs": done_outputs, "heterogeneity": dists})
 
     zero = {"newton_iterations": 0, "krylov_iterations": 0, "plastic_passes": 0,
             "diffusion_iterations": 0}

@@ -23,7 +23,6 @@ Report folder::
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from anodetwin.io import atomic_write_text
-from anodetwin.plotting import pyplot, save_png
+from anodetwin.plotting import img_tag, pyplot, save_png
 from anodetwin.validate.compare import StepPair
 from anodetwin.validate.metrics import MEASURES, REGIONS, region_masks
 
@@ -266,11 +265,6 @@ def write_tables(out: Path, metrics: list[dict], checks: list[dict], extra: dict
         atomic_write_text(out / "particles.csv", _csv(vois))
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-
-
 def write_html(out: Path, metrics: list[dict], checks: list[dict], figures: list[Path],
                extra: dict) -> Path:
     """report.html with the figures embedded."""
@@ -315,7 +309,7 @@ def write_html(out: Path, metrics: list[dict], checks: list[dict], figures: list
                if "particles" in m else "<td>-</td>") + "</tr>")
     parts.append("</table><h2>Figures</h2>")
     for f in figures:
-        parts.append(f"<h3>{e(f.stem)}</h3>{_img(f)}")
+        parts.append(f"<h3>{e(f.stem)}</h3>{img_tag(f)}")
     parts.append("<h2>Frame, settings and provenance</h2><pre>"
                  + e(json.dumps({k: extra[k] for k in ("frame", "settings", "inputs",
                                                         "simulation_case", "dvc_parameters",

@@ -1,0 +1,14 @@
+"""Design what-if studies: many twins over particle size, porosity, pressure, ... on Dask.
+
+``load_study`` reads and checks a study file (:mod:`anodetwin.study.spec`), ``run_study``
+runs its cases on Dask, each case phantom -> mesh -> simulation as an MPI job
+(:mod:`anodetwin.study.execute`), resumable, and writes the results table, main effects and
+an HTML summary (:mod:`anodetwin.study.run`, :mod:`anodetwin.study.report`).
+"""
+
+from anodetwin.study.metrics import METRICS, case_metrics
+from anodetwin.study.run import StudyResult, read_results, run_study
+from anodetwin.study.spec import PARAMETERS, CaseSpec, Study, load_study, study_from_dict
+
+__all__ = ["PARAMETERS", "METRICS", "Study", "CaseSpec", "StudyResult", "load_study",
+           "study_from_dict", "run_study", "read_results", "case_metrics"]
