@@ -20,7 +20,7 @@ from anodetwin.phases import ELECTRODE_PHASES
 from anodetwin.simulate.fields import weighted_stats
 from anodetwin.simulate.protocol import load_protocol
 from anodetwin.simulate.run import read_summary
-from anodetwin.study import METRICS, PARAMETERS, read_results, run_study, study_from_dict
+from anodetwin.study import METRICS, read_results, run_study, study_from_dict
 from anodetwin.study.report import main_effects
 from anodetwin.study.spec import REFERENCE_NP_RATIO, to_toml
 
