@@ -8,6 +8,7 @@ import importlib.resources  # noqa: F401  (spam.datasets needs it)
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
 import h5py
@@ -241,6 +242,68 @@ def test_mesh_files_cross_rank_counts(tmp_path, phantom):
     two = json.loads(proc.stdout.strip().splitlines()[-1])
     assert one == two
     assert one == _stats(hm.mesh, hm.phases, hm.particles, hm.facets)
+
+
+SLAB_MPI = textwrap.dedent("""
+    import dolfinx_solver
+    import sys, json, numpy as np
+    from mpi4py import MPI
+    import dolfinx.fem as fem, ufl
+    from anodetwin.mesh.voxel import Labels, voxel_mesh
+    sys.path.insert(0, sys.argv[3])
+    from elastic_check import swelling_solve
+    comm = MPI.COMM_WORLD
+    d = np.load(sys.argv[1])
+    lab = Labels(d["ph"], d["pa"], (0.2, 0.2, 0.2), (1.0, -2.0, 0.5))
+    hm = voxel_mesh(comm, lab, coarsen_by=2, drop_phases=(0,), smooth=int(sys.argv[2]))
+    top = hm.mesh.topology
+    n = top.index_map(3).size_local
+    # shared-facet ghosts: every owned cell sees all its face neighbours locally
+    top.create_connectivity(3, 2)
+    top.create_connectivity(2, 3)
+    c2f, f2c = top.connectivity(3, 2), top.connectivity(2, 3)
+    links = np.diff(f2c.offsets)[c2f.array[:c2f.offsets[n]]]
+    ext = len(set(c2f.array[:c2f.offsets[n]][links == 1].tolist()))
+    vol = fem.assemble_scalar(fem.form(fem.Constant(hm.mesh, 1.0) * ufl.dx))
+    res = swelling_solve(hm.mesh, hm.phases, hm.facets, e0=0.02)
+    out = {"summary": hm.summary, "ghosts": top.index_map(3).num_ghosts,
+           "one_sided": comm.allreduce(ext), "volume": comm.allreduce(vol),
+           "reason": res["reason"]}
+    if comm.rank == 0:
+        print(json.dumps(out))
+""")
+
+
+def test_slab_mesh_two_ranks_equals_one(tmp_path, phantom):
+    """The slab-assembled mesh on 2 ranks (each rank owns a z slab and ghosts its face
+    neighbours) has the 1-rank mesh's tags, areas and volumes, with and without
+    smoothing, pores left out; every owned cell sees its face neighbours; it solves."""
+    _, lab = phantom
+    assert lab.phases.shape[0] // 2 >= 32  # thick enough for slabs on 2 ranks
+    np.savez(tmp_path / "lab.npz", ph=lab.phases, pa=lab.particles)
+    script = tmp_path / "slab.py"
+    script.write_text(SLAB_MPI)
+    for smooth in (0, 3):
+        proc = _mpiexec(sys.executable, str(script), str(tmp_path / "lab.npz"), str(smooth),
+                        str(Path(__file__).parent))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        two = json.loads(proc.stdout.strip().splitlines()[-1])
+        one = voxel_mesh(COMM, Labels(lab.phases, lab.particles, (0.2, 0.2, 0.2),
+                                      (1.0, -2.0, 0.5)),
+                         coarsen_by=2, drop_phases=(0,), smooth=smooth).summary
+        assert two["ghosts"] > 0 and two["reason"] > 0
+        # facets with one local cell: exactly the box faces and the pore walls
+        walls = sum(v for k, v in two["summary"]["facets"].items()
+                    if k in ("collector", "separator", "x_min", "x_max", "y_min", "y_max",
+                             "pore_surface"))
+        assert two["one_sided"] == walls
+        for key in ("cells", "vertices", "facets", "particles", "jacobian"):
+            assert two["summary"][key] == one[key], key
+        for key in ("volume_um3", "area_um2", "particle_volume_um3"):
+            assert two["summary"][key].keys() == one[key].keys()
+            for k, v in one[key].items():
+                assert two["summary"][key][k] == pytest.approx(v, rel=1e-9), (key, k)
+        assert two["volume"] == pytest.approx(sum(one["volume_um3"].values()), rel=1e-9)
 
 
 def test_snow_mesh_and_solve():
