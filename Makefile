@@ -18,7 +18,8 @@ help:
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make bench     benchmarks; numbers land in benchmarks/RESULTS.md"
 	@echo "make validation  the reference electrode through the reference protocol (2 ranks,"
-	@echo "               about an hour); validation/reference_electrode/results.md"
+	@echo "               hours), then its DVC closed loop; validation/reference_electrode/"
+	@echo "               results.md, loop.md and report/"
 
 $(PY):
 	@PYBIN=$$(bash scripts/find-python.sh) || exit 1; \
@@ -45,6 +46,7 @@ bench: $(STAMP)
 
 validation: $(STAMP)
 	$(VENV)/bin/mpiexec -n 2 $(PY) validation/reference_electrode/run.py
+	$(PY) validation/reference_electrode/closed_loop.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build src/*.egg-info

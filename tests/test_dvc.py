@@ -58,6 +58,27 @@ def _inner(points, margin, shape):
 
 # -- strain -------------------------------------------------------------------------------------
 
+def test_coherence_keeps_a_steep_field_at_its_edge_and_repairs_an_outlier():
+    """A steep but smooth field (5 voxels per node spacing, like the separator side of a
+    swelling electrode) ending at excluded nodes keeps every measured node; a planted
+    outlier is flagged and repaired to the field's value."""
+    from anodetwin.dvc.pair import repair_nodes
+
+    g = (8, 6, 6)
+    z, y, x = np.meshgrid(*[np.arange(n) for n in g], indexing="ij")
+    truth = np.stack([5.0 * z + 0.3 * x, 0.5 * y, 0.0 * x], -1).reshape(-1, 3)
+    excluded = (z >= 6).ravel()
+    u = np.where(excluded[:, None], np.nan, truth)
+    outlier = np.ravel_multi_index((3, 2, 2), g)
+    u[outlier] += (6.0, 0.0, 0.0)
+    out, flag = repair_nodes(u, g, np.zeros(len(u), bool), excluded, coherence=1.0)
+    assert flag[outlier] == FLAG["repaired"]
+    assert np.allclose(out[outlier], truth[outlier], atol=0.05)
+    keep = ~excluded & (np.arange(len(u)) != outlier)
+    assert np.all(flag[keep] == FLAG["measured"])
+    assert np.all(flag[excluded] == FLAG["excluded"])
+
+
 def test_q8_gradient_equals_spam():
     u = np.random.default_rng(0).normal(size=(5, 6, 7, 3))
     ours = deformation_gradient_q8(u, 10)

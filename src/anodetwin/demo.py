@@ -202,45 +202,18 @@ def _simulation_stage(folder: Path, series: Path, coarsen: int = 4) -> dict:
 
 
 def _validation_stage(folder: Path, sim_dir: Path, node_spacing_um: float = 2.4) -> dict:
-    """The closed loop: the phantom rendered deformed by the simulated displacement, spam
-    DVC on that series (nodes every ``node_spacing_um``, half-window the same), and the
-    model-versus-DVC report against the same simulation. Lithiated Si is rendered brighter
-    than in the reference scans (whose phase contrast makes it look like the CBD), so the
-    swollen shells keep the texture DVC follows."""
+    """The closed loop (:func:`anodetwin.validate.loop.closed_loop`): the phantom rendered
+    deformed by the simulated displacement at T0..T2, spam DVC on that series (nodes every
+    ``node_spacing_um``, half-windows of 2 um) and the model-versus-DVC report against the
+    same simulation."""
     import shutil
 
-    import h5py
-
-    from anodetwin.dvc.series import correlate_series
     from anodetwin.phantom import load_config
-    from anodetwin.validate import config_from_dict, validate_run
-    from anodetwin.validate.loop import render_series
+    from anodetwin.validate.loop import closed_loop
 
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    from dataclasses import replace
-
-    cfg = load_config(seed=1)
-    cfg = replace(cfg, render=replace(cfg.render, grey_lithiated=30000.0))
-    log.info("validation: phantom tomograms T0..T2 deformed by the simulated displacement")
-    ser = render_series(sim_dir, cfg, folder / "series.h5", outputs=("T0", "T1", "T2"))
-    v = cfg.geometry.voxel_size_um
-    import json
-
-    with h5py.File(ser.path, "r") as f:  # up to 4 um above the electrode: no separator
-        top = min(f["steps/T0/phases"].shape[0],
-                  json.loads(f.attrs["layers"])["anode"][1] + int(np.ceil(4.0 / v)))
-        vols = [f[f"steps/T{k}/tomogram"][:top].astype(np.float32) for k in range(3)]
-        phases = f["steps/T0/phases"][:top]
-    spacing = int(round(node_spacing_um / v))
-    log.info("validation: DVC of the rendered series (node spacing %d voxels)", spacing)
-    correlate_series(vols, folder / "dvc", voxel_size_um=v, node_spacing=spacing,
-                     hws=int(round(2.0 / v)), search_range=(8, 3, 3), processes=2,
-                     progress=True, quicklook=True,
-                     regions={"phases": phases, "cube_um": None, "voi_um": None})
-    res = validate_run(sim_dir, folder / "dvc", folder / "report", config_from_dict(
-        {"microstructure": {"labels": f"{ser.path}:/steps/T0/phases",
-                            "particles": f"{ser.path}:/steps/T0/particles"}}))
+    ser, res = closed_loop(sim_dir, load_config(seed=1), folder, ("T0", "T1", "T2"),
+                           node_spacing_um=node_spacing_um)
     e = {m["output"]: m["regions"]["electrode"]["volumetric"] for m in res.metrics}
     log.info("validation: %s", ", ".join(f"{k} Pearson {x['pearson']:.3f}, J-1 sim "
                                          f"{x['sim_mean']:.4f} vs DVC {x['dvc_mean']:.4f}"

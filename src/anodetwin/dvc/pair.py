@@ -93,6 +93,21 @@ def _neighbour_offsets() -> np.ndarray:
     return o[np.any(o != 0, axis=1)]
 
 
+def _affine_centre(neigh: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """Value at the centre of a least-squares affine fit ``u(o) = a + G o`` to the valid
+    neighbours (``neigh``: (..., 26, 3), NaN where invalid; ``offs``: (26, 3) grid offsets);
+    NaN where the valid neighbours do not determine the fit."""
+    valid = np.isfinite(neigh).all(axis=-1).astype(float)
+    A = np.concatenate([np.ones((len(offs), 1)), offs], axis=1)
+    normal = np.einsum("...j,jk,jl->...kl", valid, A, A)
+    rhs = np.einsum("...j,jk,...jc->...kc", valid, A,
+                    np.where(valid[..., None] > 0, neigh, 0.0))
+    ok = np.linalg.eigvalsh(normal)[..., 0] > 0.5  # neighbours span all three axes
+    out = np.full(neigh.shape[:-2] + (3,), np.nan)
+    out[ok] = np.linalg.solve(normal[ok], rhs[ok])[:, 0, :]
+    return out
+
+
 def repair_nodes(displacement: np.ndarray, grid_shape: tuple[int, int, int],
                  bad: np.ndarray, excluded: np.ndarray, coherence: float | None = 1.0,
                  min_neighbours: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +122,10 @@ def repair_nodes(displacement: np.ndarray, grid_shape: tuple[int, int, int],
     excluded : numpy.ndarray of bool
         Nodes that carry no measurement (outside, masked, no texture): never repaired.
     coherence : float or None
-        A measured node whose displacement differs from the median of its valid
-        neighbours by more than this (voxels) is bad too.
+        A measured node whose displacement differs by more than this (voxels) both from
+        the median of its valid neighbours and from an affine fit to them is bad too (the
+        fit keeps nodes at the edge of a steep but smooth field, e.g. where a swelling
+        electrode ends; the median keeps those next to an outlier).
     min_neighbours : int
         Valid neighbours (of 26) needed to repair a node.
 
@@ -136,6 +153,8 @@ def repair_nodes(displacement: np.ndarray, grid_shape: tuple[int, int, int],
             warnings.simplefilter("ignore", RuntimeWarning)
             med = np.nanmedian(neigh, axis=-2)
         dev = np.linalg.norm(u - med, axis=-1)
+        fit = np.linalg.norm(u - _affine_centre(neigh, offs), axis=-1)
+        dev = np.where(np.isfinite(fit), np.minimum(dev, fit), dev)
         incoherent = ok & np.isfinite(dev) & (dev > coherence)
         ok &= ~incoherent
         neigh = neighbours(ok)

@@ -10,7 +10,7 @@ phantom's tomograms, so DVC measures a field whose truth is that simulation.
    external displacement (``[series] displacement_file``), and the phantom renders T0..Tn
    at the states of charge of the simulated scans;
 4. ``anodetwin dvc-series`` on those tomograms and :func:`anodetwin.validate.validate_run`
-   against the simulation close the loop.
+   against the simulation close the loop (:func:`closed_loop` does 3 and 4).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from anodetwin.dvc.pair import read_pair
 from anodetwin.errors import InputError
 from anodetwin.validate.compare import load_simulation, sample_grid_displacement
 
-__all__ = ["electrode_labels", "displacement_volume", "render_series"]
+__all__ = ["electrode_labels", "displacement_volume", "render_series", "closed_loop"]
 
 
 def electrode_labels(cfg):
@@ -89,3 +89,54 @@ def render_series(sim_dir: str | os.PathLike, cfg, out_h5: str | os.PathLike,
     geometry = replace(cfg.geometry, headroom_um=head)
     return generate_series(replace(cfg, series=series, geometry=geometry), out_h5,
                            progress=progress)
+
+
+def closed_loop(sim_dir: str | os.PathLike, cfg, folder: str | os.PathLike,
+                outputs: tuple = ("T0", "T1", "T2"), node_spacing_um: float = 2.4,
+                hws_um: float = 2.0, search_range=(8, 3, 3), above_um: float | None = 4.0,
+                processes: int = 2, validate_config: dict | None = None):
+    """Render the phantom of ``cfg`` deformed by the simulation of ``sim_dir`` at
+    ``outputs``, measure the series with spam DVC (nodes every ``node_spacing_um``,
+    half-windows of ``hws_um``) and validate the simulation against it.
+
+    Lithiated Si is rendered brighter than in the reference scans (whose phase contrast
+    makes it look like the CBD), so the swollen shells keep the texture DVC follows. The
+    volumes are cut ``above_um`` above the pristine anode top (None: the whole grid,
+    separator included, for large swelling). Writes ``series.h5``, ``dvc/`` and
+    ``report/`` in ``folder``; returns (series result, validation result).
+    """
+    import json
+
+    import h5py
+
+    from anodetwin.dvc.series import correlate_series
+    from anodetwin.log import get_logger
+    from anodetwin.validate import config_from_dict, validate_run
+
+    log = get_logger("validate")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, render=replace(cfg.render, grey_lithiated=30000.0))
+    log.info("closed loop: phantom tomograms %s deformed by the simulated displacement",
+             ", ".join(outputs))
+    ser = render_series(sim_dir, cfg, folder / "series.h5", outputs=outputs)
+    v = cfg.geometry.voxel_size_um
+    with h5py.File(ser.path, "r") as f:
+        top = f["steps/T0/phases"].shape[0]
+        if above_um is not None:
+            top = min(top, json.loads(f.attrs["layers"])["anode"][1]
+                      + int(np.ceil(above_um / v)))
+        vols = [f[f"steps/T{k}/tomogram"][:top].astype(np.float32)
+                for k in range(len(outputs))]
+        phases = f["steps/T0/phases"][:top]
+    spacing = int(round(node_spacing_um / v))
+    log.info("closed loop: DVC of the rendered series (node spacing %d voxels)", spacing)
+    correlate_series(vols, folder / "dvc", voxel_size_um=v, node_spacing=spacing,
+                     hws=int(round(hws_um / v)), search_range=search_range,
+                     processes=processes, progress=True, quicklook=True,
+                     regions={"phases": phases, "cube_um": None, "voi_um": None})
+    res = validate_run(sim_dir, folder / "dvc", folder / "report", config_from_dict(
+        {"microstructure": {"labels": f"{ser.path}:/steps/T0/phases",
+                            "particles": f"{ser.path}:/steps/T0/particles"},
+         **(validate_config or {})}))
+    return ser, res
