@@ -16,7 +16,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
 from mpi4py import MPI
 
 HERE = Path(__file__).resolve().parent
