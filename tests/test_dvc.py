@@ -418,6 +418,42 @@ def test_series_cumulative_matches_direct_truth(tmp_path, snow, cli):
     assert res.code == 2 and "--interfaces" in res.err
 
 
+def test_series_keeps_composed_increments_where_refinement_fails(tmp_path, snow,
+                                                                monkeypatch):
+    """Nodes the direct T0 -> Tk correlation loses (here: made to fail in the upper half,
+    as large strain does) keep the composed increments, flagged as measured, while the
+    others keep the refined value."""
+    import anodetwin.dvc.series as series
+    from anodetwin.dvc.pair import read_pair
+
+    step = spam.deformation.computePhi({"t": [0.4, -0.2, 0.1], "z": [1.004, 1.0, 0.998]})
+    vols = _affine_series(snow, step, 2, 0.005, np.random.default_rng(5))
+    real = series.correlate_pair
+
+    def failing(ref, deformed, **kw):
+        res = real(ref, deformed, **kw)
+        if kw.get("initial") is not None:  # the refinement: lose the upper half
+            up = res.nodes[:, 0] > snow.shape[0] / 2
+            res.displacement[up] = np.nan
+            res.flag[up] = FLAG["excluded"]
+        return res
+
+    series.correlate_series(vols, tmp_path / "plain", node_spacing=20, hws=10,
+                            refine=False, progress=False, quicklook=False)
+    monkeypatch.setattr(series, "correlate_pair", failing)
+    series.correlate_series(vols, tmp_path / "ser", node_spacing=20, hws=10,
+                            progress=False, quicklook=False)
+    for k in (1, 2):
+        plain = read_pair(tmp_path / "plain" / f"cumulative_0_{k}.h5")
+        res = read_pair(tmp_path / "ser" / f"cumulative_0_{k}.h5")
+        up = res.nodes[:, 0] > snow.shape[0] / 2
+        carried = up & np.isfinite(plain.displacement).all(axis=1)
+        assert carried.sum() > 10 and res.params["composed_nodes"] == carried.sum()
+        np.testing.assert_array_equal(res.displacement[carried], plain.displacement[carried])
+        np.testing.assert_array_equal(res.flag[carried], plain.flag[carried])
+        assert np.isfinite(res.strain.volumetric).sum() > 0
+
+
 @pytest.mark.slow
 def test_residuals_with_measured_series_separate_modes(tmp_path):
     """The whole measurement chain on a lithiating phantom: incremental DVC of T0..T6,

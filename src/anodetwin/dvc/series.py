@@ -10,8 +10,10 @@ Sub-voxel interpolation bias of each increment (~0.01-0.03 voxel with trilinear
 registration) adds up along the chain; with ``refine=True`` (default) the composed field is
 only the starting point of a direct T0 -> Tk correlation, which removes that drift while
 keeping the robustness of small increments (``refine=False`` keeps the pure composition,
-as in the reference). Strain T0 -> Tk is computed from the cumulative field on the T0 grid
-with the same Q8 operator as a pair. A node excluded in any increment it passes through is
+as in the reference). Nodes the direct correlation cannot measure (at large strain the
+windows change too much from T0) but the increments carried keep the composed value
+(counted in the result's ``composed_nodes``). Strain T0 -> Tk is computed from the
+cumulative field on the T0 grid with the same Q8 operator as a pair. A node excluded in any increment it passes through is
 excluded from then on (NaN), never extrapolated.
 
 Output folder layout::
@@ -128,18 +130,30 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     cumulative = compose_increments(first.nodes, increments)
     results: list[PairResult] = []
     for k, u in enumerate(cumulative, start=1):
+        # the composed increments' flags: measured unless repaired in the first increment
+        flag = np.where(np.isfinite(u).all(axis=1), FLAG["measured"], FLAG["excluded"])
+        flag = np.where((flag == FLAG["measured"]) & (first.flag == FLAG["repaired"]),
+                        FLAG["repaired"], flag).astype(np.uint8)
         if refine:
             kw = {key: v for key, v in pair_kw.items()
                   if key not in ("pyramid", "search_range", "global_registration")}
             res = correlate_pair(volumes[0], volumes[k],
                                  initial=(first.nodes, first.grid_shape, u), **kw)
+            # where the direct T0 -> Tk correlation fails (large strain changes the windows
+            # too much) but the increments carried the node, keep the composed increments
+            back = (res.flag != FLAG["measured"]) & (flag != FLAG["excluded"])
+            if back.any():
+                v = res.displacement.copy()
+                v[back] = u[back]
+                res = replace(res, displacement=v,
+                              flag=np.where(back, flag, res.flag).astype(np.uint8),
+                              strain=cell_strain(v.reshape(*first.grid_shape, 3),
+                                                 first.node_spacing))
             res.params["cumulative"] = [0, k]
             res.params["refined"] = True
+            res.params["composed_nodes"] = int(back.sum())
             u = res.displacement
         else:
-            flag = np.where(np.isfinite(u).all(axis=1), FLAG["measured"], FLAG["excluded"])
-            flag = np.where((flag == FLAG["measured"]) & (first.flag == FLAG["repaired"]),
-                            FLAG["repaired"], flag).astype(np.uint8)
             strain = cell_strain(u.reshape(*first.grid_shape, 3), first.node_spacing)
             res = replace(first, displacement=u, displacement_raw=u, flag=flag, strain=strain,
                           params={**first.params, "cumulative": [0, k], "refined": False})
