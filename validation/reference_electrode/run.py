@@ -98,8 +98,9 @@ def main() -> int:
         if failed:
             fail = json.loads((work / "run" / "failure.json").read_text())
             status += f"\nStopped: {fail['message']}\n"
+        tail = HERE / "results_tail.md"  # reading of the finished run, when written
         text = (HERE / "results_head.md").read_text() + "\n" + status + "\n" + \
-            table(rows, expected) + "\n"
+            table(rows, expected) + "\n" + (tail.read_text() if tail.is_file() else "")
         (HERE / "results.md").write_text(text)
         print(text)
     return 0
