@@ -32,7 +32,7 @@ the outputs::
     lateral = "rollers"
     top = "spring"
     p0_mpa = 0.3
-    k_mpa_per_um = 0.001
+    k_mpa_per_um = 0.0          # spring stiffness (0: constant stack pressure p0)
 
     [solver]
     linear = "iterative"        # iterative (GMRES + GAMG) | direct (MUMPS)
