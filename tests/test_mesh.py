@@ -304,6 +304,15 @@ def test_slab_mesh_two_ranks_equals_one(tmp_path, phantom):
             for k, v in one[key].items():
                 assert two["summary"][key][k] == pytest.approx(v, rel=1e-9), (key, k)
         assert two["volume"] == pytest.approx(sum(one["volume_um3"].values()), rel=1e-9)
+    # DOLFINx's create_mesh with its graph partitioner builds the same mesh
+    slab, graph = (voxel_mesh(COMM, lab, coarsen_by=2, drop_phases=(0,), partition=p).summary
+                   for p in ("slab", "graph"))
+    for key in ("cells", "vertices", "facets", "particles", "jacobian"):
+        assert graph[key] == slab[key], key
+    for key in ("volume_um3", "area_um2"):
+        assert graph[key] == pytest.approx(slab[key], rel=1e-9), key
+    with pytest.raises(ParameterError, match="partition"):
+        voxel_mesh(COMM, lab, coarsen_by=2, partition="metis")
 
 
 def test_snow_mesh_and_solve():

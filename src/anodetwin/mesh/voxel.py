@@ -283,7 +283,7 @@ def _slab_mesh(comm, kept: np.ndarray, shape: tuple[int, int, int], vs: np.ndarr
 
 
 def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
-             displacement: np.ndarray | None = None) -> HexMesh:
+             displacement: np.ndarray | None = None, partition: str = "slab") -> HexMesh:
     """Hexahedral mesh of the voxels of ``labels`` not in ``drop_phases``, with tags.
 
     Parameters
@@ -296,6 +296,10 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
     displacement : numpy.ndarray, optional
         Node-lattice displacement (voxels, z y x) from
         :func:`anodetwin.mesh.smooth.smooth_interfaces`.
+    partition : {"slab", "graph"}
+        ``slab``: each rank owns a z slab, assembled from the lattice (module notes; a graph
+        partitioner takes over for slabs thinner than ``MIN_SLAB_LAYERS``); ``graph``:
+        :func:`dolfinx.mesh.create_mesh` with DOLFINx's graph partitioner in any case.
     """
     import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
     import basix.ufl
@@ -309,7 +313,9 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
     vs, origin = np.asarray(labels.voxel_size_um), np.asarray(labels.origin_um)
     element = basix.ufl.element("Lagrange", "hexahedron", 1, shape=(3,))
     size = comm.size
-    if size == 1 or shape[0] >= MIN_SLAB_LAYERS * size:
+    if partition not in ("slab", "graph"):
+        raise ParameterError(f"partition {partition!r} is unknown", "use 'slab' or 'graph'")
+    if partition == "slab" and (size == 1 or shape[0] >= MIN_SLAB_LAYERS * size):
         mesh = _slab_mesh(comm, kept, shape, vs, origin, displacement, element)
     else:  # thin slabs: distribute the cells with the graph partitioner
         r = comm.rank
@@ -461,7 +467,7 @@ def _summary(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
 
 
 def voxel_mesh(comm, labels: Labels, coarsen_by: int = 1, drop_phases: tuple = (),
-               min_speck_voxels: int = 0, smooth: int = 0) -> HexMesh:
+               min_speck_voxels: int = 0, smooth: int = 0, partition: str = "slab") -> HexMesh:
     """Coarsen, clean, optionally smooth (``smooth`` Taubin passes of the interfaces, see
     :mod:`anodetwin.mesh.smooth`) and mesh ``labels`` (the voxel route); the summary records
     the parameters, the planes cut by coarsening, the specks changed and the time."""
@@ -473,14 +479,15 @@ def voxel_mesh(comm, labels: Labels, coarsen_by: int = 1, drop_phases: tuple = (
     lab, cut = coarsen(labels, coarsen_by)
     lab, changed = remove_specks(lab, min_speck_voxels)
     disp, info = (smooth_interfaces(lab.phases, smooth) if smooth else (None, {}))
-    hm = hex_mesh(comm, lab, tuple(drop_phases), disp)
+    hm = hex_mesh(comm, lab, tuple(drop_phases), disp, partition)
     cell = float(np.prod(lab.voxel_size_um))
     if disp is not None:
         jac = corner_jacobians(disp)
         hm.summary["jacobian"] = {"min": float(jac.min()) * cell, "max": float(jac.max()) * cell}
     hm.summary.update({"smoothing": {"iterations": int(smooth), **info}} if smooth else {})
     hm.summary.update({
-        "route": "voxel", "ranks": comm.size, "coarsen": int(coarsen_by),
+        "route": "voxel", "ranks": comm.size, "partition": partition,
+        "coarsen": int(coarsen_by),
         "planes_cut": list(cut), "speck_voxels_changed": changed,
         "drop_phases": list(drop_phases), "voxel_size_um": list(labels.voxel_size_um),
         "origin_um": list(labels.origin_um), "source": labels.source,
