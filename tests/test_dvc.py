@@ -95,7 +95,7 @@ def test_strain_measures_of_an_affine_field():
     np.testing.assert_allclose(s.F, np.broadcast_to(F, s.F.shape), atol=1e-12)
     np.testing.assert_allclose(s.volumetric, np.linalg.det(F) - 1, atol=1e-12)
     eps = 0.5 * (F + F.T) - np.eye(3)
-    idx = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+    idx = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))  # eyz: z with y; exy: y with x
     for name, (i, j) in zip(("ezz", "eyy", "exx", "eyz", "exz", "exy"), idx, strict=True):
         np.testing.assert_allclose(s.small[name], eps[i, j], atol=1e-12)
     H = 0.5 * scipy.linalg.logm(F.T @ F).real

@@ -28,7 +28,7 @@ SPACING = 10
 VS = 0.5  # um
 
 
-def field_result(u_of_nodes, shape=SHAPE, spacing=SPACING) -> PairResult:
+def field_result(u_of_nodes, shape=SHAPE, spacing=SPACING, vs=VS) -> PairResult:
     """A pair result carrying an exact nodal displacement field u(nodes) (voxels)."""
     nodes, gshape = node_grid(shape, spacing)
     u = np.asarray(u_of_nodes(nodes), float)
@@ -37,7 +37,7 @@ def field_result(u_of_nodes, shape=SHAPE, spacing=SPACING) -> PairResult:
     params = {"levels": [{"node_spacing": [spacing] * 3, "hws": [spacing] * 3}]}
     return PairResult(nodes, gshape, u, u, np.repeat(np.eye(4)[None], n, 0), z + 2, z, z, z,
                       z, z.astype(np.uint8), cell_strain(u.reshape(*gshape, 3), spacing),
-                      params, np.eye(4), np.zeros(3), np.full(3, VS))
+                      params, np.eye(4), np.zeros(3), np.full(3, vs))
 
 
 def two_slope(e1, e2, zmid):
@@ -280,7 +280,8 @@ def test_cli_residual_map(tmp_path, cli):
         return np.stack([ndimage.map_coordinates(u[c], nodes.T, order=1) for c in range(3)],
                         axis=1)
 
-    write_pair(tmp_path / "pair.h5", field_result(exact, shape=shape, spacing=4))
+    # the field's voxel size is the tomograms' (dvc-residual checks that they agree)
+    write_pair(tmp_path / "pair.h5", field_result(exact, shape=shape, spacing=4, vs=0.2))
     t0, t1 = f"{s}:/steps/T0/tomogram", f"{s}:/steps/T1/tomogram"
     parts = f"{s}:/steps/T0/particles"
     r = cli("dvc-residual", t0, t1, tmp_path / "pair.h5", "--out", tmp_path / "res.h5",

@@ -167,8 +167,10 @@ def test_stored_strain_is_gradient_of_stored_displacement(small_series):
             grad = [[np.gradient(u[i], v, axis=j) for j in range(3)] for i in range(3)]
             F = np.array(grad).transpose(2, 3, 4, 0, 1) + np.eye(3)
             np.testing.assert_allclose(g["strain/ezz"][...], grad[0][0], atol=1e-5)
-            np.testing.assert_allclose(g["strain/exy"][...], 0.5 * (grad[0][1] + grad[1][0]),
-                                       atol=1e-5)
+            np.testing.assert_allclose(g["strain/eyz"][...], 0.5 * (grad[0][1] + grad[1][0]),
+                                       atol=1e-5)  # z with y
+            np.testing.assert_allclose(g["strain/exy"][...], 0.5 * (grad[1][2] + grad[2][1]),
+                                       atol=1e-5)  # y with x
             np.testing.assert_allclose(g["strain/volumetric"][...], np.linalg.det(F) - 1,
                                        atol=1e-4)
 

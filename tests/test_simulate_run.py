@@ -318,7 +318,9 @@ def test_cli_simulate_errors_and_check(tmp_path, micro_mesh):
     r = run_cli_process("simulate", bad, "--out", tmp_path / "o")
     assert r.code == 2 and "Traceback" not in r.err
     assert len([ln for ln in r.err.splitlines() if ln.strip()]) == 1
-    good = _case(tmp_path, micro_mesh)
+    # the default 3.5 um DVC grid leaves one node on this 8 x 6 x 6 um mesh: --check refuses
+    # it as the run would (tests/test_inputs_agree.py), so sample on a 2 um grid here
+    good = _case(tmp_path, micro_mesh, output={"dvc_node_spacing_um": 2.0})
     r = run_cli_process("simulate", good, "--out", tmp_path / "o", "--check")
     assert r.code == 0 and "T1" in r.out and "SoC 0.167" in r.out
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from anodetwin._version import __version__
 from anodetwin.errors import AnodetwinError
@@ -26,6 +27,123 @@ log = get_logger("cli")
 EXIT_USER_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``anodetwin: error: <option and fix>``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        import re
+
+        # converters name their option themselves: drop argparse's "argument X: " before it
+        message = re.sub(r"^argument ([^:]+): (?=\1 )", "", message)
+        self.exit(EXIT_USER_ERROR, f"anodetwin: error: {message} (see '{self.prog} --help')\n")
+
+
+def value_list(option: str, kind: type = int, n: int | tuple | None = None,
+               low: float | None = None, above: bool = False, example: str = "",
+               empty: bool = False, single: bool = False):
+    """An argparse ``type`` for a number or a comma-separated list of numbers.
+
+    Parameters
+    ----------
+    option : str
+        The option's name, for the message (e.g. ``"--pyramid"``).
+    kind : int or float
+        Type of each value (floats must be finite).
+    n : int or tuple of int, optional
+        Allowed numbers of values (e.g. ``(1, 3)`` for ``N`` or ``Z,Y,X``).
+    low : float, optional
+        Smallest value allowed (``above``: values must be larger than it).
+    example : str
+        A valid value for the fix, e.g. ``"100,70"``.
+    empty : bool
+        Accept an empty string (an empty list).
+    single : bool
+        Return the one value instead of a list when exactly one is given.
+
+    Returns
+    -------
+    callable
+        ``text -> list`` (or a number with ``single``); a bad value raises
+        :class:`argparse.ArgumentTypeError` whose one-line message names the option, the
+        value and the fix (argparse then exits with status 2).
+    """
+    counts = (n,) if isinstance(n, int) else n
+    noun = "integer" if kind is int else "number"
+    bound = "" if low is None else f" {'>' if above else '>='} {low:g}"
+    if counts == (1,):
+        shape = f"one {noun}{bound}"
+    elif counts:
+        shape = f"{' or '.join(map(str, counts))} comma-separated {noun}s{bound}"
+    else:
+        shape = f"comma-separated {noun}s{bound}"
+
+    def convert(text: str):
+        shown = text if str(text).strip() and " " not in str(text) else repr(text)
+
+        def fail(why: str):
+            return argparse.ArgumentTypeError(f"{option} {shown}: {why}; give {shape}, "
+                                              f"e.g. {option} {example}")
+
+        parts = [p.strip() for p in str(text).split(",")] if str(text).strip() else []
+        if not parts and not empty:
+            raise fail("empty")
+        vals = []
+        for p in parts:
+            try:
+                v = kind(p)
+            except ValueError:
+                raise fail(f"{p!r} is not a{'n' if kind is int else ''} {noun}") from None
+            if kind is float and not math.isfinite(v):
+                raise fail(f"{p!r} is not a finite number")
+            if low is not None and (v <= low if above else v < low):
+                raise fail(f"{p} is not{bound}")
+            vals.append(v)
+        if counts and parts and len(vals) not in counts:
+            raise fail(f"{len(vals)} value{'s' if len(vals) != 1 else ''}")
+        return vals[0] if single and len(vals) == 1 else vals
+
+    convert.__name__ = f"{noun} list"
+    return convert
+
+
+def int_list(option: str, **kw: Any):
+    """:func:`value_list` of integers."""
+    return value_list(option, int, **kw)
+
+
+def float_list(option: str, **kw: Any):
+    """:func:`value_list` of floats."""
+    return value_list(option, float, **kw)
+
+
+def int_value(option: str, low: float | None = None, example: str = "1", **kw: Any):
+    """One integer (:func:`value_list` with one value)."""
+    return value_list(option, int, n=1, low=low, example=example, single=True, **kw)
+
+
+def float_value(option: str, low: float | None = None, example: str = "1", **kw: Any):
+    """One finite float (:func:`value_list` with one value)."""
+    return value_list(option, float, n=1, low=low, example=example, single=True, **kw)
+
+
+def voxel_size_value(option: str = "--voxel-size"):
+    """A voxel size in um: one value (isotropic) or Z,Y,X (per axis), all positive."""
+    return value_list(option, float, n=(1, 3), low=0, above=True,
+                      example="0.05 (or 0.1,0.05,0.05 for z, y, x)", single=True)
+
+
+def roi_value(text: str) -> str:
+    """A region of interest ``Z0:Z1,Y0:Y1,X0:X1``, checked here and passed on as text."""
+    from anodetwin.errors import ParameterError
+    from anodetwin.io import parse_roi
+
+    try:
+        parse_roi(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(f"--roi {text!r}: {exc}") from None
+    return text
+
+
 def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
     d = None if top else argparse.SUPPRESS
     g = p.add_mutually_exclusive_group()
@@ -35,13 +153,19 @@ def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
                    help="only warnings and errors, no progress bars")
 
 
+VOXEL_SIZE_HELP = ("voxel size in um, one value or Z,Y,X, for every input of the command: "
+                   "their files' voxel sizes and origins are then not compared (a mismatch "
+                   "is logged)")
+
+
 def _volume_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1",
+    p.add_argument("--roi", type=roi_value, metavar="Z0:Z1,Y0:Y1,X0:X1",
                    help="region of interest in voxels of the input (end exclusive), e.g. 0:200,:,:")
-    p.add_argument("--bin", dest="binning", type=int, default=1, metavar="N",
+    p.add_argument("--bin", dest="binning", type=int_value("--bin", low=1, example="2"),
+                   default=1, metavar="N",
                    help="mean-bin by N along each axis after cropping (dtype kept)")
-    p.add_argument("--voxel-size", type=float, metavar="UM",
-                   help="voxel size in micrometres, overriding the file's metadata")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
 
 
 def _region_options(p: argparse.ArgumentParser) -> None:
@@ -49,32 +173,23 @@ def _region_options(p: argparse.ArgumentParser) -> None:
                                     "collector and separator for the electrode halves")
     p.add_argument("--particles", help="particle labels of T0: particle-centred VOIs")
     p.add_argument("--interfaces", metavar="ZC,ZS",
+                   type=float_list("--interfaces", n=2, example="10.5,60.5"),
                    help="collector and separator interface z in voxels (instead of --phases)")
-    p.add_argument("--cube-um", type=float, default=40.0,
+    p.add_argument("--cube-um", type=float_value("--cube-um", low=0, example="40"), default=40.0,
                    help="edge of the sub-volume cubes in um (40; 0: none)")
-    p.add_argument("--voi-um", type=float, default=15.0,
+    p.add_argument("--voi-um", type=float_value("--voi-um", low=0, example="15"), default=15.0,
                    help="edge of the particle-centred VOIs in um (15; 0: none)")
 
 
 def _region_kw(args: argparse.Namespace) -> dict:
-    from anodetwin.errors import ParameterError
-
-    interfaces = None
-    if args.interfaces:
-        try:
-            interfaces = tuple(float(v) for v in args.interfaces.split(","))
-        except ValueError:
-            interfaces = ()
-        if len(interfaces) != 2:
-            raise ParameterError(f"--interfaces '{args.interfaces}' is not two numbers",
-                                 "give ZC,ZS in voxels, e.g. --interfaces 10.5,60.5")
+    interfaces = tuple(args.interfaces) if args.interfaces else None
     return {"phases": args.phases, "particles": args.particles, "interfaces": interfaces,
             "cube_um": args.cube_um or None, "voi_um": args.voi_um or None}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``anodetwin`` with all subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="anodetwin",
         description="Digital twin and measurement comparison for silicon-rich Li-ion anodes "
                     "imaged by in situ X-ray tomography. Arrays are (z, y, x), lengths in um.")
@@ -117,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scan_a", help="first scan")
     p.add_argument("scan_b", help="second scan (same grid)")
     _volume_options(p)
-    p.add_argument("--sigma", type=float, default=2.0,
+    p.add_argument("--sigma", type=float_value("--sigma", low=0, example="2"), default=2.0,
                    help="Gaussian blur of the difference in voxels (default 2, as the reference)")
-    p.add_argument("--percentile", type=float, default=99.0,
+    p.add_argument("--percentile",
+                   type=float_value("--percentile", low=0, above=True, example="99"), default=99.0,
                    help="percentile of |blurred difference| taken as threshold (default 99)")
     p.add_argument("--out", help="write the difference volume (float32) here")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -130,18 +246,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="reference volume (e.g. T0)")
     p.add_argument("deformed", help="deformed volume (same grid)")
     p.add_argument("--out", required=True, help="result HDF5 (layout: anodetwin.dvc.pair)")
-    p.add_argument("--node-spacing", type=int, default=35, help="node spacing in voxels (35)")
-    p.add_argument("--hws", type=int, help="half-window size in voxels (default: spacing)")
-    p.add_argument("--pyramid", help="coarser node spacings run first, e.g. 100,70")
+    p.add_argument("--node-spacing", type=int_value("--node-spacing", low=1, example="35"),
+                   default=35, help="node spacing in voxels (35)")
+    p.add_argument("--hws", type=int_value("--hws", low=1, example="10"),
+                   help="half-window size in voxels (default: spacing)")
+    p.add_argument("--pyramid", type=int_list("--pyramid", low=1, example="100,70"),
+                   help="coarser node spacings run first, e.g. 100,70")
     p.add_argument("--mask", help="labels volume; windows mostly outside material are skipped")
-    p.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="correlate only this region")
-    p.add_argument("--margin", type=int, default=3, help="search margin in voxels (3)")
-    p.add_argument("--search-range", default="0", metavar="N or Z,Y,X",
+    p.add_argument("--roi", type=roi_value,
+                   metavar="Z0:Z1,Y0:Y1,X0:X1", help="correlate only this region")
+    p.add_argument("--margin", type=int_value("--margin", low=0, example="3"),
+                   default=3, help="search margin in voxels (3)")
+    p.add_argument("--search-range", default="0",
+                   type=int_list("--search-range", n=(1, 3), low=0, example="15 (or 15,5,5)"),
+                   metavar="N or Z,Y,X",
                    help="integer pixel search +-N voxels (per axis) before the first level")
-    p.add_argument("--processes", type=int, default=1, help="local worker processes (1)")
+    p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
+                   default=1, help="local worker processes (1)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
     p.add_argument("--no-global", action="store_true", help="skip the global registration")
-    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
     p.add_argument("--vtk", help="also write the node grid as VTK ImageData (.vti, ParaView)")
     p.add_argument("--png", help="also write a quick-look PNG (mid-slices of J-1 and e_zz)")
     p.set_defaults(func=cmd_dvc)
@@ -149,13 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dvc-series", "DVC of a series T0 T1 ... Tn: incremental and cumulative fields")
     p.add_argument("volumes", nargs="+", help="T0 T1 ... Tn (same grid)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--node-spacing", type=int, default=35, help="node spacing in voxels (35)")
-    p.add_argument("--hws", type=int, help="half-window size in voxels (default: spacing)")
-    p.add_argument("--pyramid", help="coarser node spacings for each increment, e.g. 100,70")
-    p.add_argument("--search-range", default="0", metavar="N or Z,Y,X",
+    p.add_argument("--node-spacing", type=int_value("--node-spacing", low=1, example="35"),
+                   default=35, help="node spacing in voxels (35)")
+    p.add_argument("--hws", type=int_value("--hws", low=1, example="10"),
+                   help="half-window size in voxels (default: spacing)")
+    p.add_argument("--pyramid", type=int_list("--pyramid", low=1, example="100,70"),
+                   help="coarser node spacings for each increment, e.g. 100,70")
+    p.add_argument("--search-range", default="0",
+                   type=int_list("--search-range", n=(1, 3), low=0, example="15 (or 15,5,5)"),
+                   metavar="N or Z,Y,X",
                    help="integer pixel search per increment (0: off)")
-    p.add_argument("--processes", type=int, default=1, help="local worker processes (1)")
+    p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
+                   default=1, help="local worker processes (1)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local'")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
     p.add_argument("--no-refine", action="store_true",
                    help="keep the pure composition of increments (no direct T0->Tk refinement)")
     _region_options(p)
@@ -168,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(e.g. cumulative_0_1.h5 ... cumulative_0_n.h5)")
     p.add_argument("--out", required=True, help="regions HDF5 (a .csv table is written beside)")
     _region_options(p)
-    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
-    p.add_argument("--steps", help="step label of each result, e.g. 1,2,3 (default 1..n)")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
+    p.add_argument("--steps", type=int_list("--steps", example="1,2,3"),
+                   help="step label of each result, e.g. 1,2,3 (default 1..n)")
     p.add_argument("--png-dir", help="also write quick-look PNGs into this folder")
     p.set_defaults(func=cmd_dvc_regions)
 
@@ -179,14 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("deformed", help="deformed volume (same grid)")
     p.add_argument("result", help="DVC result of the pair (anodetwin dvc)")
     p.add_argument("--out", required=True, help="output HDF5: /residual volume (+ /particles)")
-    p.add_argument("--sigma", type=float, default=2.0, help="Gaussian blur in voxels (2)")
+    p.add_argument("--sigma", type=float_value("--sigma", low=0, example="2"),
+                   default=2.0, help="Gaussian blur in voxels (2)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--floor", type=float, help="noise floor in grey levels "
+    g.add_argument("--floor", type=float_value("--floor", low=0, example="5000"),
+                    help="noise floor in grey levels "
                                                "(default 5000, the reference's 16-bit level)")
     g.add_argument("--double-scan", nargs=2, metavar=("A", "B"),
                    help="estimate the floor from two scans of the unchanged sample")
     p.add_argument("--particles", help="particle labels of REF: per-particle statistics")
-    p.add_argument("--shell", type=float, default=3.0,
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
+    p.add_argument("--shell", type=float_value("--shell", low=0, example="3"), default=3.0,
                    help="surface-shell thickness in voxels for the particle statistics (3)")
     p.set_defaults(func=cmd_dvc_residual)
 
@@ -200,13 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grey-value normalisation first")
     p.add_argument("--align-to", metavar="REF", help="move the volume onto REF (e.g. T0) by "
                                                      "the translation of the copper foil")
-    p.add_argument("--h", type=float, default=1.0,
+    p.add_argument("--h", type=float_value("--h", low=0, example="1"), default=1.0,
                    help="h-maxima height of the watershed in voxels (1; larger merges more)")
-    p.add_argument("--min-particle-voxels", type=int, default=27,
+    p.add_argument("--min-particle-voxels",
+                   type=int_value("--min-particle-voxels", low=1, example="27"), default=27,
                    help="smallest particle kept (27 voxels)")
-    p.add_argument("--surface-window-um", type=float, default=10.0,
+    p.add_argument("--surface-window-um",
+                   type=float_value("--surface-window-um", low=0, above=True, example="10"),
+                   default=10.0,
                    help="lateral window of the electrode-top envelope in um (10)")
-    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
     p.add_argument("--tiff", action="store_true", help="also write phases/particles as TIFF")
     p.add_argument("--no-resolution", action="store_true",
                    help="skip the edge-profile resolution estimate")
@@ -218,10 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("annotations", help="label volume of the same shape: phase codes where "
                                        "annotated, 255 elsewhere")
     p.add_argument("--out", required=True, help="model file (.joblib), e.g. models/si.joblib")
-    p.add_argument("--slices", help="use only these z slices of the annotations, e.g. 5,20,35")
-    p.add_argument("--trees", type=int, default=100, help="random-forest trees (100)")
-    p.add_argument("--sigmas", help="filter scales in voxels (default 0.7,1,1.6,3.5,5)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel jobs of the forest (1)")
+    p.add_argument("--slices", type=int_list("--slices", low=0, example="5,20,35"),
+                   help="use only these z slices of the annotations, e.g. 5,20,35")
+    p.add_argument("--trees", type=int_value("--trees", low=1, example="100"),
+                   default=100, help="random-forest trees (100)")
+    p.add_argument("--sigmas", type=float_list("--sigmas", low=0, above=True, example="0.7,1,1.6"),
+                   help="filter scales in voxels (default 0.7,1,1.6,3.5,5)")
+    p.add_argument("--jobs", type=int_value("--jobs", example="2"),
+                   default=1, help="parallel jobs of the forest (1)")
     p.set_defaults(func=cmd_segment_train)
 
     p = add("morphology", "thickness, RNL volume, particle sizes and tracks of a segmented "
@@ -232,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "tracking prior")
     p.add_argument("--prior", choices=("thickness", "none"), default="thickness",
                    help="tracking prior without --dvc: uniform swelling along z (default)")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
     p.set_defaults(func=cmd_morphology)
 
     p = add("mesh", "hexahedral finite element mesh of labels with phase, particle and "
@@ -240,14 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(e.g. series.h5:/steps/T0/phases)")
     p.add_argument("--out", required=True, help="output folder: mesh.xdmf/.h5, summary.json")
     p.add_argument("--particles", help="particle-id volume (for a plain phase volume)")
-    p.add_argument("--coarsen", type=int, default=1, metavar="K",
+    p.add_argument("--coarsen", type=int_value("--coarsen", low=1, example="2"),
+                   default=1, metavar="K",
                    help="majority coarsening by K along each axis (1)")
-    p.add_argument("--voxel-size", type=float, metavar="UM", help="override the voxel size")
-    p.add_argument("--drop-phases", default="", metavar="CODES",
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
+    p.add_argument("--drop-phases", default="",
+                   type=int_list("--drop-phases", low=0, example="0,5", empty=True),
+                   metavar="CODES",
                    help="phase codes left out of the mesh, e.g. 0 (pores) or 0,5")
-    p.add_argument("--min-speck-voxels", type=int, default=0,
+    p.add_argument("--min-speck-voxels",
+                   type=int_value("--min-speck-voxels", low=0, example="8"), default=0,
                    help="pieces of a phase smaller than this take the phase around them")
-    p.add_argument("--smooth", type=int, default=0, metavar="N",
+    p.add_argument("--smooth", type=int_value("--smooth", low=0, example="3"),
+                   default=0, metavar="N",
                    help="N passes of constrained Taubin smoothing of the interfaces (0)")
     p.add_argument("--conforming", action="store_true",
                    help="tetrahedra with shared interfaces (SurfaceNets + TetGen) instead of "
@@ -263,12 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(their particle tables) or a CSV with id, centroid_z_um, "
                                   "centroid_y_um, centroid_x_um, equivalent_diameter_um")
     p.add_argument("--out", required=True, help="output folder (as 'anodetwin mesh')")
-    p.add_argument("--box", metavar="Z0,Z1,Y0,Y1,X0,X1",
+    p.add_argument("--box", type=float_list("--box", n=6, example="2.5,7,0,4,0,4"),
+                   metavar="Z0,Z1,Y0,Y1,X0,X1",
                    help="box in um (default: the electrode layer of a phantom, else the "
                         "volume of a labels file; required for a CSV)")
-    p.add_argument("--ids", help="only these particle ids, e.g. 3,7")
-    p.add_argument("--mesh-size", type=float, help="largest element (um)")
-    p.add_argument("--surface-size", type=float, help="element size on particle surfaces (um)")
+    p.add_argument("--ids", type=int_list("--ids", low=1, example="3,7"),
+                   help="only these particle ids, e.g. 3,7")
+    p.add_argument("--mesh-size",
+                   type=float_value("--mesh-size", low=0, above=True, example="0.8"),
+                   help="largest element (um)")
+    p.add_argument("--surface-size",
+                   type=float_value("--surface-size", low=0, above=True, example="0.3"),
+                   help="element size on particle surfaces (um)")
     p.add_argument("--preview", metavar="PNG", help="render the mesh off-screen (pyvista)")
     p.set_defaults(func=cmd_mesh_packing)
 
@@ -279,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped or killed run from its checkpoint")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=int_value("--max-steps", low=1, example="100"), default=None,
                    help="stop (resumable) after this many steps, e.g. for batch time limits")
     p.add_argument("--check", action="store_true",
                    help="validate the case and its cell protocol, run nothing")
@@ -293,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "main_effects.png, summary.html, cases/)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler "
                                        "(default: a local cluster)")
-    p.add_argument("--workers", type=int, help="local workers, cases at a time "
+    p.add_argument("--workers", type=int_value("--workers", low=1, example="4"),
+                   help="local workers, cases at a time "
                                                "(default: cores // ranks per case)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run the cases whose last attempt failed again")
@@ -304,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("study-case", "mesh and simulate one prepared case folder of a study (what each "
                           "study task runs under mpiexec)")
     p.add_argument("folder", help="case folder with labels.h5 and case.toml")
-    p.add_argument("--coarsen", type=int, default=2, metavar="K", help="mesh coarsening (2)")
+    p.add_argument("--coarsen", type=int_value("--coarsen", low=1, example="2"),
+                   default=2, metavar="K", help="mesh coarsening (2)")
     p.set_defaults(func=cmd_study_case)
 
     p = add("validate", "model versus DVC: the simulated and measured fields on one grid, "
@@ -320,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder: series.h5, summary.json, preview.png "
                                "(and tiff/T<n>.tif with --tiff)")
     p.add_argument("--config", help="phantom TOML (defaults: the reference electrode)")
-    p.add_argument("--seed", type=int, help="random seed (overrides the config's)")
+    p.add_argument("--seed", type=int_value("--seed", low=0, example="2"),
+                   help="random seed (overrides the config's)")
     p.add_argument("--tiff", action="store_true", help="also export every step as TIFF")
     p.set_defaults(func=cmd_phantom)
 
@@ -397,8 +561,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
                                 "voxel_size_um": args.voxel_size, "format": kind})
         out = write_volume(args.output, lazy, provenance=prov, fmt=args.format,
                            finite=not args.allow_nonfinite, compression=args.compression)
-    log.info("wrote %s: shape %s, %s, voxel size %s um", out, lazy.shape, lazy.dtype,
-             _fmt_vs(lazy.voxel_size))
+    note = lazy.attrs.get("voxel_size_note")  # kept in the output's metadata too
+    log.info("wrote %s: shape %s, %s, voxel size %s um%s", out, lazy.shape, lazy.dtype,
+             _fmt_vs(lazy.voxel_size), f" (partly assumed: {note})" if note else "")
     print(out)
     return 0
 
@@ -423,9 +588,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "origin_um": list(lazy.origin),
             "extent_um": [n * v for n, v in zip(lazy.shape, lazy.voxel_size, strict=True)]
             if lazy.voxel_size else None,
+            "voxel_size_note": src.voxel_size_note,
             "nbytes": lazy.nbytes,
             "provenance": src.attrs.get("provenance"),
         }
+        if len(getattr(src, "series_found", ())) > 1:
+            rep["series"] = [{"index": i, "shape": list(s), "dtype": d}
+                             for i, s, d in src.series_found]
         if not args.no_stats:
             rep["stats"] = grey_value_stats(lazy)
     if args.json:
@@ -437,6 +606,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  dtype            {rep['dtype']}  ({rep['nbytes'] / 2**20:.1f} MiB)")
     print("  voxel size       " + (f"{_fmt_vs(rep['voxel_size_um'])} um" if rep["voxel_size_um"]
                                    else "unknown (not in the file; give --voxel-size)"))
+    if rep["voxel_size_note"]:  # an assumed value must be visibly marked as assumed
+        print(f"                   partly assumed, not read from the file: {rep['voxel_size_note']}"
+              " (give --voxel-size if this is wrong)")
+    if "series" in rep:
+        print("  TIFF series      " + ", ".join(
+            f"{s['index']}: {tuple(s['shape'])} {s['dtype']}" for s in rep["series"])
+            + " (choose one with FILE.tif:series=N)")
     if rep["extent_um"]:
         print("  extent           " + " x ".join(f"{e:.4g}" for e in rep["extent_um"]) + " um")
     unit = "um" if rep["voxel_size_um"] else "voxels"
@@ -457,13 +633,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_noise_floor(args: argparse.Namespace) -> int:
     from anodetwin.dvc.noise import noise_floor, scan_difference
-    from anodetwin.io import (input_record, make_provenance, open_volume, require_same_shape,
-                              write_volume)
+    from anodetwin.io import input_record, make_provenance, open_volume, write_volume
+    from anodetwin.io.agree import require_same_grid
     from anodetwin.io.volume import Volume
 
-    with open_volume(args.scan_a, voxel_size=args.voxel_size) as sa, \
-            open_volume(args.scan_b, voxel_size=args.voxel_size) as sb:
-        require_same_shape(sa.shape, sb.shape, f"scan '{args.scan_a}'", f"scan '{args.scan_b}'")
+    with open_volume(args.scan_a) as sa, open_volume(args.scan_b) as sb:
+        grid = require_same_grid(sa, sb, f"scan '{args.scan_a}'", f"scan '{args.scan_b}'",
+                                 voxel_size=args.voxel_size)
+        sa.voxel_size = sb.voxel_size = grid.voxel_size  # the agreed (or given) voxel size
+        sb.origin = sa.origin
         a = sa.read(args.roi, args.binning)
         b = sb.read(args.roi, args.binning)
         inputs = [input_record(sa.path, sa.dataset), input_record(sb.path, sb.dataset)]
@@ -487,20 +665,18 @@ def cmd_dvc(args: argparse.Namespace) -> int:
     import numpy as np
 
     from anodetwin.dvc.pair import correlate_pair, write_pair
-    from anodetwin.io import (check_output_path, input_record, make_provenance, open_volume,
-                              require_same_shape)
+    from anodetwin.io import check_output_path, input_record, make_provenance, open_volume
+    from anodetwin.io.agree import require_same_grid
 
     check_output_path(args.out)
     for extra in (args.vtk, args.png):
         if extra:
             check_output_path(extra)
-    pyramid = [int(v) for v in args.pyramid.split(",")] if args.pyramid else None
-    with open_volume(args.ref, voxel_size=args.voxel_size) as a, \
-            open_volume(args.deformed, voxel_size=args.voxel_size) as b:
-        require_same_shape(a.shape, b.shape, f"reference '{args.ref}'",
-                           f"deformed '{args.deformed}'")
+    with open_volume(args.ref) as a, open_volume(args.deformed) as b:
+        grid = require_same_grid(a, b, f"reference '{args.ref}'", f"deformed '{args.deformed}'",
+                                 voxel_size=args.voxel_size)
         inputs = [input_record(a.path, a.dataset), input_record(b.path, b.dataset)]
-        vs = a.voxel_size
+        vs = grid.voxel_size
         if args.roi:
             ref, deformed = a.read(args.roi).data, b.read(args.roi).data
             origin = [s.start for s in a.lazy(args.roi).roi]
@@ -509,13 +685,19 @@ def cmd_dvc(args: argparse.Namespace) -> int:
     mask = None
     if args.mask:
         with open_volume(args.mask) as m:
+            require_same_grid(grid, m, f"reference '{args.ref}'", f"mask '{args.mask}'",
+                              voxel_size=args.voxel_size)
             mask = m.read(args.roi).data
     res = correlate_pair(ref, deformed, node_spacing=args.node_spacing, hws=args.hws,
-                         pyramid=pyramid, mask=mask, processes=args.processes,
+                         pyramid=args.pyramid, mask=mask, processes=args.processes,
                          scheduler=args.scheduler, global_registration=not args.no_global,
                          margin=args.margin,
-                         search_range=[int(v) for v in args.search_range.split(",")])
+                         search_range=args.search_range,
+                         voxel_size_um=vs)
     res.params["roi_origin"] = origin
+    res.params["reference_grid"] = {  # the whole reference volume (nodes + roi_origin)
+        "shape": list(grid.shape), "voxel_size_um": None if vs is None else list(vs),
+        "origin_um": list(grid.origin)}
     prov = make_provenance("dvc", inputs, res.params)
     out = write_pair(args.out, res, vs, prov)
     if args.vtk:
@@ -535,27 +717,22 @@ def cmd_dvc(args: argparse.Namespace) -> int:
 
 
 def cmd_dvc_series(args: argparse.Namespace) -> int:
-    from anodetwin.dvc.series import correlate_series
+    from anodetwin.dvc.series import check_series_inputs, correlate_series
     from anodetwin.errors import ParameterError
-    from anodetwin.io import input_record, open_volume, require_same_shape
+    from anodetwin.io import input_record, open_volume
 
     if len(args.volumes) < 2:
         raise ParameterError(f"dvc-series got {len(args.volumes)} volume", "give T0 T1 [T2 ...]")
-    shapes, inputs, vs = [], [], None
+    check_series_inputs(args.volumes, _region_kw(args), args.voxel_size)  # before any work
+    inputs = []
     for v in args.volumes:
         with open_volume(v) as src:
-            shapes.append(src.shape)
             inputs.append(input_record(src.path, src.dataset))
-            vs = vs or src.voxel_size
-    for v, sh in zip(args.volumes[1:], shapes[1:], strict=True):
-        require_same_shape(shapes[0], sh, f"'{args.volumes[0]}'", f"'{v}'")
     summary = correlate_series(
-        list(args.volumes), args.out, vs, inputs, refine=not args.no_refine,
+        list(args.volumes), args.out, args.voxel_size, inputs, refine=not args.no_refine,
         regions=_region_kw(args), quicklook=not args.no_quicklook,
-        node_spacing=args.node_spacing, hws=args.hws,
-        pyramid=[int(p) for p in args.pyramid.split(",")] if args.pyramid else None,
-        search_range=[int(v) for v in args.search_range.split(",")],
-        processes=args.processes, scheduler=args.scheduler)
+        node_spacing=args.node_spacing, hws=args.hws, pyramid=args.pyramid,
+        search_range=args.search_range, processes=args.processes, scheduler=args.scheduler)
     for st in summary["steps"]:
         log.info("T0 -> T%d: %d/%d nodes, mean J-1 %s", st["step"], st["valid_nodes"],
                  st["nodes"], st["mean_volumetric_strain"])
@@ -566,20 +743,13 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
 def cmd_dvc_regions(args: argparse.Namespace) -> int:
     from anodetwin.dvc.pair import read_pair
     from anodetwin.dvc.regions import region_statistics, write_regions
-    from anodetwin.errors import ParameterError
     from anodetwin.io import check_output_path, input_record, make_provenance
 
     check_output_path(args.out)
     results = [read_pair(r) for r in args.results]
-    steps = None
-    if args.steps:
-        try:
-            steps = [int(v) for v in args.steps.split(",")]
-        except ValueError:
-            raise ParameterError(f"--steps '{args.steps}' is not a list of integers",
-                                 "give e.g. --steps 1,2,3") from None
-    rs = region_statistics(results, voxel_size_um=args.voxel_size, steps=steps,
-                           **_region_kw(args))
+    names = [f"DVC result '{r}'" for r in args.results]
+    rs = region_statistics(results, voxel_size_um=args.voxel_size, steps=args.steps,
+                           names=names, **_region_kw(args))
     inputs = [input_record(r) for r in args.results]
     write_regions(args.out, rs, make_provenance("dvc-regions", inputs, rs.params))
     if args.png_dir:
@@ -605,27 +775,30 @@ def cmd_dvc_residual(args: argparse.Namespace) -> int:
     from anodetwin.dvc.pair import read_pair
     from anodetwin.dvc.residual import dense_displacement, particle_residuals, residual_map
     from anodetwin.io import (atomic_path, check_output_path, input_record, make_provenance,
-                              read_volume, require_finite, require_same_shape)
+                              read_volume, require_finite)
+    from anodetwin.io.agree import require_same_grid
 
     check_output_path(args.out)
     res = read_pair(args.result)
+    name = f"reference '{args.ref}'"
+    grid = _residual_inputs_agree(args, res)  # before reading any voxel
     ref, deformed = read_volume(args.ref), read_volume(args.deformed)
-    require_same_shape(ref.shape, deformed.shape, f"reference '{args.ref}'",
-                       f"deformed '{args.deformed}'")
-    for v, name in ((ref, args.ref), (deformed, args.deformed)):
-        require_finite(v.data, f"volume '{name}'")
+    for v, path in ((ref, args.ref), (deformed, args.deformed)):
+        require_finite(v.data, f"volume '{path}'")
     floor = args.floor
     if args.double_scan:
-        a, b = (read_volume(p).data for p in args.double_scan)
-        require_same_shape(a.shape, b.shape, f"double scan '{args.double_scan[0]}'",
-                           f"'{args.double_scan[1]}'")
-        floor = noise_floor(a, b, sigma=args.sigma).residual_threshold
+        a, b = (read_volume(p) for p in args.double_scan)
+        floor = noise_floor(a, b, sigma=args.sigma, voxel_size_um=args.voxel_size,
+                            names=[f"double scan '{p}'" for p in args.double_scan]
+                            ).residual_threshold
     labels = None
     if args.particles:
-        labels = read_volume(args.particles).data
-        require_same_shape(labels.shape, ref.shape, f"particles '{args.particles}'",
-                           f"reference '{args.ref}'")
-    u = dense_displacement(res.nodes, res.grid_shape, res.displacement, ref.shape)
+        labels = read_volume(args.particles)
+        require_same_grid(ref, labels, name, f"particles '{args.particles}'",
+                          voxel_size=args.voxel_size)
+        labels = labels.data
+    nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
+    u = dense_displacement(nodes, res.grid_shape, res.displacement, ref.shape)
     rmap = residual_map(ref.data, deformed.data, u, sigma=args.sigma, floor=floor)
     inputs = [input_record(p) for p in (args.ref, args.deformed, args.result)]
     prov = make_provenance("dvc-residual", inputs, {"sigma": rmap.sigma, "floor": rmap.floor})
@@ -636,8 +809,8 @@ def cmd_dvc_residual(args: argparse.Namespace) -> int:
         f.attrs["sigma_voxels"] = rmap.sigma
         f.attrs["provenance"] = json.dumps(prov, default=str)
         d = f.create_dataset("residual", data=rmap.residual, chunks=True)
-        if ref.voxel_size is not None:
-            d.attrs["element_size_um"] = np.asarray(ref.voxel_size)
+        if grid.voxel_size is not None:
+            d.attrs["element_size_um"] = np.asarray(grid.voxel_size)
         if labels is not None:
             table = particle_residuals(rmap, labels, shell_voxels=args.shell)
             f.create_dataset("particles", data=table)
@@ -649,14 +822,39 @@ def cmd_dvc_residual(args: argparse.Namespace) -> int:
     return 0
 
 
+def _residual_inputs_agree(args: argparse.Namespace, result: Any) -> Any:
+    """The inputs of ``dvc-residual`` on one grid: reference and deformed (voxel size, shape,
+    origin), the DVC result's reference volume, and the double scan (voxel size: its noise
+    must come from the same voxels; it may be another region). Returns the common grid."""
+    from anodetwin.io.agree import require_same_grid
+
+    name = f"reference '{args.ref}'"
+    grid = require_same_grid(args.ref, args.deformed, name, f"deformed '{args.deformed}'",
+                             voxel_size=args.voxel_size)
+    require_same_grid(grid, result, name, f"the reference volume of DVC result "
+                                          f"'{args.result}'", voxel_size=args.voxel_size)
+    if args.double_scan:
+        a, b = args.double_scan
+        require_same_grid(a, b, f"double scan '{a}'", f"double scan '{b}'",
+                          voxel_size=args.voxel_size)
+        require_same_grid(grid, a, name, f"double scan '{a}'", voxel_size=args.voxel_size,
+                          shape=False, origin=False)
+    return grid
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from anodetwin.io import check_output_path, input_record, make_provenance, read_volume
+    from anodetwin.io.agree import require_same_grid
     from anodetwin.segment.pipeline import segment_volume, write_labels
 
     check_output_path(args.out)
-    vol = read_volume(args.volume, voxel_size=args.voxel_size)
+    if args.align_to:  # before reading any voxel
+        require_same_grid(args.volume, args.align_to, f"volume '{args.volume}'",
+                          f"--align-to reference '{args.align_to}'", voxel_size=args.voxel_size)
+    vol = read_volume(args.volume)
     inputs = [input_record(args.volume)] + ([input_record(args.model)] if args.model else [])
-    seg = segment_volume(vol, model=args.model, denoise=args.denoise,
+    seg = segment_volume(vol, model=args.model, voxel_size_um=args.voxel_size,
+                         denoise=args.denoise,
                          normalise=args.normalise, align_to=args.align_to, h=args.h,
                          min_particle_voxels=args.min_particle_voxels,
                          surface_window_um=args.surface_window_um,
@@ -669,21 +867,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_segment_train(args: argparse.Namespace) -> int:
-    from anodetwin.errors import ParameterError
     from anodetwin.io import check_output_path, read_volume
     from anodetwin.segment.classifier import DEFAULT_SIGMAS, train_classifier
 
     check_output_path(args.out)
-
-    def ints(text: str, what: str, kind=int) -> list:
-        try:
-            return [kind(v) for v in text.split(",")]
-        except ValueError:
-            raise ParameterError(f"{what} '{text}' is not a comma-separated list",
-                                 f"give e.g. {what} 1,2,3") from None
-
-    slices = ints(args.slices, "--slices") if args.slices else None
-    sigmas = tuple(ints(args.sigmas, "--sigmas", float)) if args.sigmas else DEFAULT_SIGMAS
+    slices = args.slices or None
+    sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS
     vol = read_volume(args.volume).data
     ann = read_volume(args.annotations).data
     clf = train_classifier(vol, ann, slices=slices, sigmas=sigmas, n_estimators=args.trees,
@@ -707,7 +896,8 @@ def cmd_morphology(args: argparse.Namespace) -> int:
                 raise InputNotFoundError(p, "DVC increment",
                                          "give the folder written by 'anodetwin dvc-series' "
                                          "for these steps")
-    m = series_morphology(args.labels, prior=args.prior, dvc_increments=increments)
+    m = series_morphology(args.labels, prior=args.prior, dvc_increments=increments,
+                          voxel_size_um=args.voxel_size)
     inputs = [input_record(p) for p in args.labels]
     write_morphology(args.out, m, make_provenance("morphology", inputs,
                                                   {"prior": args.prior, "dvc": args.dvc}))
@@ -731,14 +921,7 @@ def cmd_mesh(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     if args.preview:
         check_output_path(args.preview)
-    if args.voxel_size is not None and not args.voxel_size > 0:
-        raise ParameterError(f"--voxel-size {args.voxel_size} is not positive",
-                             "give the voxel edge in um, e.g. --voxel-size 0.05")
-    try:
-        drop = tuple(int(c) for c in args.drop_phases.split(",") if c.strip())
-    except ValueError:
-        raise ParameterError(f"--drop-phases '{args.drop_phases}' is not a list of codes",
-                             "give e.g. --drop-phases 0,5") from None
+    drop = tuple(args.drop_phases)
     labels = read_labels_volume(args.labels, args.particles, args.voxel_size)
     if args.conforming:
         from anodetwin.mesh.conforming import conforming_mesh
@@ -776,25 +959,14 @@ def cmd_mesh_packing(args: argparse.Namespace) -> int:
 
     comm = MPI.COMM_WORLD
     check_output_path(args.out)
-
-    def floats(text: str, what: str, n: int | None = None, kind=float) -> list:
-        try:
-            vals = [kind(v) for v in text.split(",")]
-        except ValueError:
-            vals = []
-        if not vals or (n is not None and len(vals) != n):
-            raise ParameterError(f"{what} '{text}' is not {n or 'a list of'} numbers",
-                                 f"give e.g. {what} " + ",".join(["0"] * (n or 2)))
-        return vals
-
     table, default_box = read_particle_source(args.source)
     box = default_box
     if args.box:
-        b = floats(args.box, "--box", 6)
+        b = args.box
         box = [[b[0], b[2], b[4]], [b[1], b[3], b[5]]]
     if box is None:
         raise ParameterError(f"no box for '{args.source}'", "give --box Z0,Z1,Y0,Y1,X0,X1 (um)")
-    ids = floats(args.ids, "--ids", kind=int) if args.ids else None
+    ids = args.ids or None
     spheres = spheres_from_table(table, box, ids)
     if len(spheres.ids) == 0:
         raise ParameterError("no particle intersects the box", "check --box and --ids")
@@ -827,17 +999,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
     from mpi4py import MPI
 
-    from anodetwin.errors import ParameterError
     from anodetwin.simulate.case import load_case
-    from anodetwin.simulate.protocol import simulate_cell
-    from anodetwin.simulate.run import run_case
+    from anodetwin.simulate.run import check_case, run_case
 
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ParameterError(f"--max-steps {args.max_steps}", "give at least 1")
     case = load_case(args.case)
     comm = MPI.COMM_WORLD
-    if args.check:
-        hist = simulate_cell(case.cell)
+    if args.check:  # everything the run checks before its work, writing nothing
+        hist = check_case(case, args.out, resume=args.resume, comm=comm).history
         if comm.rank == 0:
             for name, t in hist.scans.items():
                 print(f"{name}: t = {t / 3600:.3f} h, SoC {hist.soc_at(t):.3f}, "

@@ -11,11 +11,16 @@ Hierarchy::
     |   +-- InputNotFoundError     a path that does not exist
     |   +-- UnknownFormatError     an extension no reader knows
     |   +-- CorruptFileError       a truncated or unreadable file
+    |   +-- MissingDataError       data a volume refers to is not there (a missing source or
+    |   |                          linked file, a gap in a slice numbering, unwritten chunks)
+    |   +-- MissingCodecError      a compressed file whose decoder is not installed
+    |   +-- AmbiguousInputError    an input holding several candidates (e.g. two slice series)
     |   +-- DatasetNotFoundError   an HDF5/Zarr path inside a container that does not exist
     |   +-- SidecarError           a raw volume whose JSON sidecar is missing or wrong
     |   +-- DimensionError         2D/4D data where a 3D volume (z, y, x) is needed
     |   +-- NonFiniteError         NaN or inf in a float volume
     |   +-- ShapeMismatchError     volumes whose shapes must match but do not
+    |   |   +-- GridMismatchError  inputs that meet but differ in voxel size, shape or origin
     |   +-- ParameterError         a non-physical or malformed parameter
     +-- OutputError                an output that cannot be written
     +-- NumericalError             a computation that failed (no convergence, ...)
@@ -31,6 +36,9 @@ __all__ = [
     "InputNotFoundError",
     "UnknownFormatError",
     "CorruptFileError",
+    "MissingDataError",
+    "MissingCodecError",
+    "AmbiguousInputError",
     "DatasetNotFoundError",
     "SidecarError",
     "DimensionError",
@@ -39,6 +47,7 @@ __all__ = [
     "ParameterError",
     "OutputError",
     "NumericalError",
+    "GridMismatchError",
 ]
 
 
@@ -83,6 +92,22 @@ class CorruptFileError(InputError):
     """A truncated or otherwise unreadable file."""
 
 
+class MissingDataError(InputError):
+    """Data that a volume refers to is not there: a missing source file of an HDF5 virtual
+    dataset, the target of a broken external link, a gap in a slice numbering, chunks that
+    were never written. Such data is never read as fill values (zeros)."""
+
+
+class MissingCodecError(InputError):
+    """A compressed file whose decoder (e.g. LZW, zstd, a floating-point predictor) is not
+    installed; the message names the codec."""
+
+
+class AmbiguousInputError(InputError):
+    """An input that holds several candidates where one is needed (e.g. a folder mixing two
+    numbered slice series)."""
+
+
 class DatasetNotFoundError(InputError, KeyError):
     """A dataset path inside an HDF5 file or Zarr store that does not exist."""
 
@@ -116,3 +141,8 @@ class OutputError(AnodetwinError, OSError):
 
 class NumericalError(AnodetwinError, RuntimeError):
     """A computation that failed; the message says where and when."""
+
+
+class GridMismatchError(ShapeMismatchError):
+    """Two inputs that meet (scans of a series, labels and their tomogram, a DVC result and
+    its volumes) but differ in voxel size, shape or origin."""

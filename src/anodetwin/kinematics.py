@@ -4,6 +4,10 @@ displacement field, inverse mappings (deformed -> reference positions) and warpi
 Convention: a displacement field u (3, z, y, x) lives on the reference grid; the material at
 reference position X is at x = X + u(X) in the deformed state; a deformed volume is
 ``D(x) = R(X(x))``.
+
+Gradients use the voxel size per axis (z, y, x) in um, so anisotropic voxels give the right
+strain; tensor components are named by axis letters (``eyz``: z with y, entry (0, 1);
+``exz``: (0, 2); ``exy``: y with x, (1, 2)), as in :mod:`anodetwin.dvc.strain`.
 """
 
 from __future__ import annotations
@@ -14,26 +18,47 @@ from scipy import ndimage
 from anodetwin.errors import ParameterError
 
 __all__ = ["strain_fields", "inverse_map_1d", "inverse_coordinates", "sample_nearest",
-           "sample_linear", "warp_labels"]
+           "sample_linear", "warp_labels", "voxel_size_triple"]
 
 
-def strain_fields(displacement: np.ndarray, voxel_size_um: float) -> dict[str, np.ndarray]:
+def voxel_size_triple(voxel_size_um) -> np.ndarray:
+    """A voxel size, one float or a (z, y, x) triple (None: 1), as a (3,) float array.
+
+    Raises
+    ------
+    ParameterError
+        When a size is not positive and finite.
+    """
+    v = np.broadcast_to(np.asarray(1.0 if voxel_size_um is None else voxel_size_um,
+                                   dtype=np.float64), (3,)).copy()
+    if not (np.isfinite(v).all() and np.all(v > 0)):
+        raise ParameterError(f"voxel size {voxel_size_um} is not positive",
+                             "give a voxel size > 0 um (one value or z, y, x)")
+    return v
+
+
+def strain_fields(displacement: np.ndarray, voxel_size_um) -> dict[str, np.ndarray]:
     """Strain of a displacement field on the voxel grid.
 
     Parameters
     ----------
     displacement : numpy.ndarray
         (3, z, y, x) components (u_z, u_y, u_x) in um on voxel centres.
-    voxel_size_um : float
+    voxel_size_um : float or 3 floats
+        Voxel size (um), one value or per axis (z, y, x): the gradient along axis j divides
+        by ``voxel_size_um[j]``.
 
     Returns
     -------
     dict
         ``volumetric`` = det(I + grad u) - 1, and the small-strain components ``ezz``,
         ``eyy``, ``exx``, ``eyz``, ``exz``, ``exy`` (float32), from central differences
-        (one-sided at the faces, :func:`numpy.gradient`).
+        (one-sided at the faces, :func:`numpy.gradient`). Components are named by axis
+        letters: ``eyz`` = (du_z/dy + du_y/dz)/2 (entry (0, 1)), ``exz`` = (du_z/dx +
+        du_x/dz)/2 (entry (0, 2)), ``exy`` = (du_y/dx + du_x/dy)/2 (entry (1, 2)).
     """
-    g = [[np.gradient(displacement[i], voxel_size_um, axis=j).astype(np.float32, copy=False)
+    vs = voxel_size_triple(voxel_size_um)
+    g = [[np.gradient(displacement[i], vs[j], axis=j).astype(np.float32, copy=False)
           for j in range(3)] for i in range(3)]
     # det(I + g) - 1 expanded, so that no 3x3 field is copied
     a, b, c = g[0][0] + 1, g[0][1], g[0][2]
@@ -41,8 +66,8 @@ def strain_fields(displacement: np.ndarray, voxel_size_um: float) -> dict[str, n
     gg, hh, ii = g[2][0], g[2][1], g[2][2] + 1
     det = a * (e * ii - f * hh) - b * (d * ii - f * gg) + c * (d * hh - e * gg)
     return {"volumetric": det - 1.0, "ezz": g[0][0], "eyy": g[1][1], "exx": g[2][2],
-            "eyz": 0.5 * (g[1][2] + g[2][1]), "exz": 0.5 * (g[0][2] + g[2][0]),
-            "exy": 0.5 * (g[0][1] + g[1][0])}
+            "eyz": 0.5 * (g[0][1] + g[1][0]), "exz": 0.5 * (g[0][2] + g[2][0]),
+            "exy": 0.5 * (g[1][2] + g[2][1])}
 
 
 def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
@@ -63,22 +88,26 @@ def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
     return X
 
 
-def inverse_coordinates(displacement: np.ndarray, voxel_size_um: float,
+def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
                         axial_profile: np.ndarray | None = None, tol: float = 1e-4,
                         max_iterations: int = 20) -> np.ndarray:
     """Reference coordinates X (voxels) of every deformed voxel x, solving x = X + u(X).
 
-    With ``axial_profile`` (u_z per plane, um) the inverse is exact: a (z,) array of plane
+    ``displacement`` (3, z, y, x; um) is converted to voxels per axis (component i over
+    ``voxel_size_um[i]``; one value or a (z, y, x) triple), so the iteration runs in voxel
+    index coordinates, where ``grad u`` is the index-space Jacobian. With
+    ``axial_profile`` (u_z per plane, um) the inverse is exact: a (z,) array of plane
     coordinates. Otherwise a (3, z, y, x) array from Newton iterations
     ``X <- X - (I + grad u(X))^-1 (X + u(X) - x)`` with trilinear interpolation of u and its
     gradient, until the residual is below ``tol`` voxels (converges for strains beyond 100%,
     where a fixed-point iteration would not).
     """
+    vs = voxel_size_triple(voxel_size_um)
     if axial_profile is not None:
-        return inverse_map_1d(axial_profile / voxel_size_um)
+        return inverse_map_1d(axial_profile / vs[0])
     shape = displacement.shape[1:]
     x = np.indices(shape, dtype=np.float64).reshape(3, -1)
-    u = displacement.astype(np.float64) / voxel_size_um
+    u = displacement.astype(np.float64) / vs[:, None, None, None]
     grad = [[np.gradient(u[i], axis=j) for j in range(3)] for i in range(3)]
     X = x.copy()
     for _ in range(max_iterations):
@@ -110,7 +139,7 @@ def sample_nearest(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(labels, coords, order=0, mode="nearest")
 
 
-def warp_labels(labels: np.ndarray, displacement: np.ndarray, voxel_size_um: float,
+def warp_labels(labels: np.ndarray, displacement: np.ndarray, voxel_size_um,
                 axial_profile: np.ndarray | None = None) -> np.ndarray:
     """Deformed labels ``L(x) = L0(X)`` with ``x = X + u(X)`` (nearest-neighbour sampling)."""
     return sample_nearest(labels, inverse_coordinates(displacement, voxel_size_um,

@@ -15,12 +15,15 @@ between them) differ only by noise and small drifts. Their difference gives
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
+from anodetwin.io.agree import require_same_grid
 from anodetwin.io.volume import require_3d, require_finite, require_same_shape
 
 __all__ = ["NoiseFloor", "noise_floor", "scan_difference"]
@@ -67,24 +70,34 @@ def scan_difference(scan_a: np.ndarray, scan_b: np.ndarray) -> np.ndarray:
     return np.subtract(scan_b, scan_a, dtype=dt)
 
 
-def noise_floor(scan_a: np.ndarray, scan_b: np.ndarray, sigma: float = 2.0,
-                percentile: float = 99.0) -> NoiseFloor:
+def noise_floor(scan_a: Any, scan_b: Any, sigma: float = 2.0, percentile: float = 99.0,
+                voxel_size_um: Any = None, names: Sequence[str] | None = None) -> NoiseFloor:
     """Noise floor from two scans of an unchanged sample.
 
     Parameters
     ----------
-    scan_a, scan_b : numpy.ndarray
-        The two scans (z, y, x), same shape, already aligned.
+    scan_a, scan_b : numpy.ndarray or Volume
+        The two scans (z, y, x), already aligned: same shape and, for volumes that carry
+        them, same voxel size and origin (:func:`anodetwin.io.agree.require_same_grid`).
     sigma : float
         Standard deviation (voxels) of the Gaussian applied to the difference before the
         residual threshold is taken (reference: 2 voxels).
     percentile : float
         Percentile (0-100) of the blurred absolute difference taken as residual threshold.
+    voxel_size_um : float or 3 float, optional
+        Explicit voxel size (um) of both scans: a difference of their own voxel sizes or
+        origins is then logged, not refused.
+    names : (str, str), optional
+        How messages name the scans (default "first scan", "second scan").
 
     Returns
     -------
     NoiseFloor
     """
+    name_a, name_b = names or ("first scan", "second scan")
+    require_same_grid(scan_a, scan_b, name_a, name_b, voxel_size=voxel_size_um)
+    scan_a = np.asarray(getattr(scan_a, "data", scan_a))
+    scan_b = np.asarray(getattr(scan_b, "data", scan_b))
     if not (np.isfinite(sigma) and sigma >= 0):
         raise ParameterError(f"sigma {sigma} is not a non-negative number of voxels",
                              "give sigma >= 0, e.g. 2")

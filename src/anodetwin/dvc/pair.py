@@ -25,7 +25,14 @@ z, y, x)::
     /cells/centres     (gz-1, gy-1, gx-1, 3) cell centres
     /strain/<name>     on cells: volumetric (J-1), ezz, eyy, exx, eyz, exz, exy, deviatoric,
                        principal (.., 3), hencky (.., 6: zz yy xx yz xz xy),
-                       hencky_volumetric (log J), green_lagrange (.., 6)
+                       hencky_volumetric (log J), green_lagrange (.., 6); group attrs
+                       components, length_unit, operator
+
+Strain is computed from displacements in um over node spacings in um *per axis* (voxel
+counts times ``voxel_size_um[axis]``; :func:`pair_strain`), so anisotropic voxels give the
+right shear, principal and finite strains; without a voxel size both stay in voxels
+(isotropic voxels assumed, ``length_unit = "voxels"``). Components are named by axis
+letters: ``eyz`` is entry (0, 1) (z with y), ``exz`` (0, 2), ``exy`` (1, 2) (y with x).
 """
 
 from __future__ import annotations
@@ -49,13 +56,14 @@ from anodetwin.dvc.correlate import (
     node_grid,
     quiet_spam,
 )
-from anodetwin.dvc.strain import CellStrain, cell_mean, cell_strain
+from anodetwin.dvc.strain import COMPONENTS, CellStrain, cell_mean, cell_strain
 from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.io import atomic_path, require_same_shape
+from anodetwin.io.agree import input_name, require_same_grid
 from anodetwin.log import get_logger
 
 __all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "write_pair_vtk",
-           "read_pair", "FLAG"]
+           "read_pair", "pair_strain", "FLAG"]
 
 log = get_logger("dvc")
 FLAG = {"measured": 0, "repaired": 1, "excluded": 2}
@@ -86,6 +94,28 @@ class PairResult:
     @property
     def node_spacing(self) -> tuple:
         return tuple(self.params["levels"][-1]["node_spacing"])
+
+
+def pair_strain(result: PairResult, voxel_size_um: Any = None) -> CellStrain:
+    """Strain of a pair result with its displacements and node spacing in um per axis.
+
+    Parameters
+    ----------
+    result : PairResult
+        Displacements and node spacing in voxels (z, y, x).
+    voxel_size_um : float or 3 floats, optional
+        Voxel size (z, y, x); default: the result's own (None: isotropic voxels).
+
+    Returns
+    -------
+    CellStrain
+        Recomputed from ``result.displacement`` with the Q8 operator of
+        :func:`anodetwin.dvc.strain.cell_strain` (so a file's strain always matches its
+        displacement and voxel size, whatever ``result.strain`` holds).
+    """
+    vs = result.voxel_size_um if voxel_size_um is None else voxel_size_um
+    return cell_strain(np.reshape(result.displacement, (*result.grid_shape, 3)),
+                       result.node_spacing, voxel_size_um=vs)
 
 
 def _neighbour_offsets() -> np.ndarray:
@@ -174,9 +204,53 @@ def repair_nodes(displacement: np.ndarray, grid_shape: tuple[int, int, int],
     return out.reshape(-1, 3), flag.reshape(-1)
 
 
+#: Normalised residual of the global registration (0: the scans match, ~2: unrelated) above
+#: which the drift between the scans is likely more than it found.
+REGISTRATION_RESIDUAL_WARN = 0.5
+
+
+def coarse_translation(im1: np.ndarray, im2: np.ndarray) -> np.ndarray:
+    """Rigid translation (z, y, x, voxels) that moves ``im1`` onto ``im2``, by phase
+    correlation of the mean-free, Hann-windowed volumes (to a quarter voxel): the
+    material at X in ``im1`` is near X + t in ``im2``. Finds shifts up to half the size
+    along each axis."""
+    from skimage.registration import phase_cross_correlation
+
+    a = np.asarray(im1, np.float64)
+    b = np.asarray(im2, np.float64)
+    if min(a.shape) < 8:
+        return np.zeros(3)
+    w = np.ones(a.shape)
+    for ax, n in enumerate(a.shape):
+        w = w * np.hanning(n).reshape([n if i == ax else 1 for i in range(3)])
+    shift, _, _ = phase_cross_correlation((a - a.mean()) * w, (b - b.mean()) * w,
+                                          normalization="phase", upsample_factor=4)
+    t = -np.asarray(shift, float)
+    return t if np.isfinite(t).all() else np.zeros(3)
+
+
+def registration_residual(im1: np.ndarray, im2: np.ndarray, phi: np.ndarray) -> float:
+    """Mean squared grey residual between ``im1`` deformed by ``phi`` (about the volume
+    centre, spam's convention) and ``im2``, over the variance of ``im2``, inside a margin
+    that the mapping keeps in the volume: ~0 when ``phi`` matches, ~2 for unrelated
+    volumes."""
+    import spam.DIC
+
+    with quiet_spam():
+        d = spam.DIC.applyPhi(np.asarray(im1, np.float32), Phi=phi, interpolationOrder=1)
+    m = min(int(np.ceil(np.abs(phi[:3, 3]).max())) + 2, min(im1.shape) // 4)
+    inner = tuple(slice(m, n - m) for n in im1.shape)
+    ref = np.asarray(im2, np.float64)[inner]
+    var = float(ref.var())
+    return float(np.mean((d[inner] - ref) ** 2) / var) if var > 0 else float("inf")
+
+
 def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int = 96**3
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Affine registration of the whole volumes (binned to at most ``max_voxels``)."""
+                         ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Affine registration of the whole volumes (binned to at most ``max_voxels``), started
+    from no motion and from the phase-correlation translation; the candidate (these two
+    and the registrations from them) with the smallest residual wins. Returns Phi, its
+    centre (voxels) and what was measured (``coarse_shift``, ``residual``)."""
     import spam.DIC
 
     from anodetwin.io import bin_volume, open_volume
@@ -191,16 +265,69 @@ def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int 
         return bin_volume(arr, b).astype(np.float32) if b > 1 else arr.astype(np.float32)
 
     im1, im2 = load(ref), load(deformed)
-    with quiet_spam():
-        bin_start = 2 if min(im1.shape) >= 32 else 1
-        r = spam.DIC.registerMultiscale(im1, im2, bin_start, margin=2, maxIterations=50,
-                                        deltaPhiMin=1e-4, verbose=False)
-    phi = np.array(r["Phi"], dtype=np.float64)
-    if r.get("returnStatus", 2) < 0 or not np.isfinite(phi).all():
-        return np.eye(4), (np.array(shape) - 1) / 2.0
+    coarse = np.eye(4)
+    coarse[:3, 3] = coarse_translation(im1, im2)
+    candidates = [np.eye(4), coarse]
+    for start in (np.eye(4), coarse) if coarse[:3, 3].any() else (np.eye(4),):
+        with quiet_spam():
+            r = spam.DIC.registerMultiscale(im1, im2, 2 if min(im1.shape) >= 32 else 1,
+                                            PhiInit=start, margin=2, maxIterations=50,
+                                            deltaPhiMin=1e-4, verbose=False)
+        phi = np.array(r["Phi"], dtype=np.float64)
+        if r.get("returnStatus", 2) >= 0 and np.isfinite(phi).all():
+            candidates.append(phi)
+    residuals = [registration_residual(im1, im2, c) for c in candidates]
+    best = int(np.argmin(residuals))
+    phi = candidates[best].copy()
     phi[:3, 3] *= b
     centre = (np.array(im1.shape) - 1) / 2.0 * b + (b - 1) / 2.0
-    return phi, centre
+    info = {"coarse_shift": (coarse[:3, 3] * b).tolist(), "residual": residuals[best],
+            "binning": b}
+    return phi, centre, info
+
+
+def _listed(v: Any) -> list | None:
+    return None if v is None else [float(x) for x in v]
+
+
+def _report_registration(phi: np.ndarray, reg: dict) -> None:
+    """Log the global registration; warn when its residual says it missed the drift."""
+    log.info("global registration: translation %s voxels (phase correlation %s), "
+             "residual %.3f", np.round(phi[:3, 3], 3), np.round(reg["coarse_shift"], 2),
+             reg["residual"])
+    if reg["residual"] > REGISTRATION_RESIDUAL_WARN:
+        log.warning("the global registration left a normalised residual of %.2f (0: the "
+                    "scans match, ~2: unrelated): the drift between the scans is likely "
+                    "larger than it found; if nodes fail, give --search-range N (voxels, "
+                    "above the drift; library: search_range=N)", reg["residual"])
+
+
+def no_node_cause(reg: dict | None, status: np.ndarray, first: DVCParams,
+                  from_field: bool = False) -> tuple[str, str]:
+    """Message and fix when no node could be measured, naming the likely cause from what
+    was measured: the global registration's residual (``reg``; None when it did not run),
+    the search range, the node statuses (spam: -5 window outside the volume, masked or
+    flat; other < 2: diverged). ``from_field``: the nodes started from a given field."""
+    st = np.asarray(status)
+    outside, failed = int((st <= -5).sum()), int(((st > -5) & (st != 2)).sum())
+    what = (f"no node could be measured (all {st.size} windows excluded: {outside} outside "
+            f"the volume, masked or without texture, {failed} not converged)")
+    search = "give --search-range N (voxels, above the drift; library: search_range=N)"
+    if max(first.search_range) > 0:
+        return what, ("the drift may exceed the search range " f"{first.search_range}: give "
+                      "a larger --search-range, or check the mask, the region of interest "
+                      "and the window size")
+    if reg is None and not from_field:
+        return (what + f"; without the global registration a drift beyond the search "
+                       f"margin ({first.margin} voxels) loses every window",
+                search + ", or leave the global registration on")
+    if reg is not None and reg["residual"] > REGISTRATION_RESIDUAL_WARN:
+        return (what + f"; the global registration left a normalised residual of "
+                       f"{reg['residual']:.2f} (0: the scans match, ~2: unrelated), so the "
+                       f"drift between the scans is likely larger than it found",
+                search + ", or check that both volumes show the same sample")
+    return what, ("check the mask, the region of interest and the window size; if the scans "
+                  "drift by more than " f"{first.margin} voxels locally, " + search)
 
 
 def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=None,
@@ -208,7 +335,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    global_registration: bool = True, margin: int = 3,
                    search_range=0,
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
-                   initial: tuple | None = None, progress: bool = True) -> PairResult:
+                   initial: tuple | None = None, progress: bool = True,
+                   voxel_size_um: Any = None) -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -239,7 +367,17 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     initial : (nodes, grid_shape, displacement), optional
         A displacement field (e.g. composed increments) to start from, interpolated at the
         nodes; replaces the global registration and the pyramid.
+    voxel_size_um : float or 3 floats, optional
+        Voxel size (z, y, x) of the volumes, for the strain (um displacements over um node
+        spacings per axis) and stored with the result; default: the reference volume's
+        (a :class:`~anodetwin.io.Volume` or a file), else isotropic voxels. Given
+        explicitly, it states the grid of both volumes: a difference of their own voxel
+        sizes or origins is then logged, not refused (else both must agree in voxel size,
+        shape and origin: :func:`anodetwin.io.agree.require_same_grid`).
     """
+    grid = require_same_grid(ref, deformed, input_name("reference volume", ref),
+                             input_name("deformed volume", deformed), voxel_size=voxel_size_um)
+    vs = grid.voxel_size  # the explicit voxel size, else the volumes' (None: unknown)
     r = as_worker_volume(ref, "reference volume")
     d = as_worker_volume(deformed, "deformed volume")
     require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
@@ -254,16 +392,18 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                                               "search_range": search_range}), shape)
     if mask is not None:
         m = as_worker_volume(mask)
-        require_same_shape(m.shape, shape, "mask", "reference volume")
+        require_same_grid(ref, mask, input_name("reference volume", ref),
+                          input_name("mask", mask), voxel_size=voxel_size_um)
         if m.array is not None and not np.any(m.array):
             raise ParameterError("the mask holds no material (all zero)",
                                  "give labels with non-zero material or no mask")
     prev = None
     if initial is not None:
         levels, prev = [final], tuple(initial)
+    reg = None
     if global_registration and initial is None:
-        gphi, gcentre = _global_registration(ref, deformed, shape)
-        log.info("global registration: translation %s voxels", np.round(gphi[:3, 3], 3))
+        gphi, gcentre, reg = _global_registration(ref, deformed, shape)
+        _report_registration(gphi, reg)
     else:
         gphi, gcentre = np.eye(4), (np.array(shape) - 1) / 2.0
     for lv in levels:
@@ -285,21 +425,26 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                  (flag == 2).sum())
         prev = (nodes, gshape, u_fixed)
     if np.all(flag == FLAG["excluded"]):
-        raise NumericalError("no node could be measured (all windows excluded)",
-                             "check the mask, the region of interest and the window size")
-    strain = cell_strain(u_fixed.reshape(*gshape, 3), lv.node_spacing)
+        raise NumericalError(*no_node_cause(reg, res["status"], levels[0],
+                                            from_field=initial is not None))
+    strain = cell_strain(u_fixed.reshape(*gshape, 3), lv.node_spacing, voxel_size_um=vs)
     params = {"levels": [lvl.to_dict() for lvl in levels], "coherence": coherence,
               "max_residual": max_residual, "global_registration": global_registration,
-              "processes": processes, "scheduler": scheduler}
+              "processes": processes, "scheduler": scheduler, "registration": reg,
+              "reference_grid": {"shape": list(shape), "origin_um": _listed(grid.origin),
+                                 "voxel_size_um": _listed(grid.voxel_size)}}
     return PairResult(nodes, gshape, u_fixed, u, res["Phi"], res["status"], res["error"],
                       res["iterations"], res["delta_phi_norm"], res["residual"], flag, strain,
-                      params, gphi,
-                      np.asarray(gcentre, float))
+                      params, gphi, np.asarray(gcentre, float),
+                      None if vs is None else np.broadcast_to(np.asarray(vs, float), (3,)))
 
 
 def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any = None,
                provenance: dict | None = None) -> Path:
-    """Write a :class:`PairResult` to HDF5 atomically (layout in the module notes)."""
+    """Write a :class:`PairResult` to HDF5 atomically (layout in the module notes).
+
+    The strain written is :func:`pair_strain` with the voxel size written (``voxel_size_um``,
+    default the result's), so it matches what :func:`read_pair` recomputes."""
     import h5py
 
     from anodetwin.io import make_provenance
@@ -307,6 +452,7 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
     prov = provenance or make_provenance("dvc", [], result.params)
     if voxel_size_um is None:
         voxel_size_um = result.voxel_size_um
+    s = pair_strain(result, voxel_size_um)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = 1
@@ -322,7 +468,7 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
         f.create_dataset("grid_shape", data=np.array(result.grid_shape))
         f.create_dataset("cells/centres",
                          data=cell_mean(np.reshape(result.nodes, (*result.grid_shape, 3))))
-        s = result.strain
+        _strain_attrs(f.create_group("strain"), voxel_size_um)
         f.create_dataset("strain/volumetric", data=s.volumetric)
         for k, v in s.small.items():
             f.create_dataset(f"strain/{k}", data=v)
@@ -333,6 +479,15 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
         f.create_dataset("strain/green_lagrange", data=s.green_lagrange)
         f.create_dataset("strain/F", data=s.F)
     return Path(path)
+
+
+def _strain_attrs(group: Any, voxel_size_um: Any) -> None:
+    """Units and component names of the strain datasets (HDF5 group attributes)."""
+    group.attrs["components"] = " ".join(COMPONENTS)
+    group.attrs["component_entries"] = "zz (0,0) yy (1,1) xx (2,2) yz (0,1) xz (0,2) xy (1,2)"
+    group.attrs["length_unit"] = "voxels" if voxel_size_um is None else "um"
+    group.attrs["operator"] = ("Q8 cell gradient: displacement (z, y, x) in length_unit over "
+                               "node spacing in length_unit per axis")
 
 
 def read_pair(path: str | os.PathLike) -> PairResult:
@@ -363,7 +518,7 @@ def read_pair(path: str | os.PathLike) -> PairResult:
                                "give a file written by 'anodetwin dvc' or 'dvc-series'"
                                ) from None
     spacing = params["levels"][-1]["node_spacing"]
-    strain = cell_strain(d["displacement"].reshape(*gshape, 3), spacing)
+    strain = cell_strain(d["displacement"].reshape(*gshape, 3), spacing, voxel_size_um=vs)
     return PairResult(grid_shape=gshape, strain=strain, params=params, global_phi=gphi,
                       global_centre=gcentre, voxel_size_um=vs, **d)
 
@@ -372,12 +527,18 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
                    voxel_size_um: Any = None) -> Path:
     """Write the node grid as VTK ImageData (``.vti``) for ParaView, atomically.
 
-    Points are the nodes (x, y, z in um when ``voxel_size_um`` is given, else voxels) with
-    point data ``displacement`` (u_x, u_y, u_z, same unit), ``flag`` and ``residual``; cells
-    carry every strain measure (``volumetric``, ``ezz`` ..., ``deviatoric``, ``hencky_*``).
+    Points are the nodes (x, y, z in um when the voxel size is known: ``voxel_size_um``,
+    default the result's; else voxels) with point data ``displacement`` (u_x, u_y, u_z, same
+    unit), ``flag`` and ``residual``; cells carry every strain measure (``volumetric``,
+    ``ezz`` ..., ``eyz`` (z with y), ``exz``, ``exy`` (y with x), ``deviatoric``,
+    ``hencky_*``, ``green_lagrange_*``), computed from that displacement over the node
+    spacing in the same unit per axis (:func:`pair_strain`). Field data ``length_unit``
+    names the unit.
     """
     import pyvista as pv
 
+    if voxel_size_um is None:
+        voxel_size_um = result.voxel_size_um
     vs = np.broadcast_to(np.asarray(1.0 if voxel_size_um is None else voxel_size_um,
                                     float), (3,))
     gz, gy, gx = result.grid_shape
@@ -397,10 +558,11 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
     img.point_data["displacement"] = pts(u)
     img.point_data["flag"] = pts(result.flag)
     img.point_data["residual"] = pts(result.residual)
-    st = result.strain
+    st = pair_strain(result, voxel_size_um)
     cells = {"volumetric": st.volumetric, "deviatoric": st.deviatoric, **st.small,
              "hencky_volumetric": st.hencky_volumetric}
-    for i, c in enumerate(("zz", "yy", "xx", "yz", "xz", "xy")):
+    img.field_data["length_unit"] = ["voxels" if voxel_size_um is None else "um"]
+    for i, c in enumerate(COMPONENTS):
         cells[f"hencky_{c}"] = st.hencky[..., i]
         cells[f"green_lagrange_{c}"] = st.green_lagrange[..., i]
     for name, a in cells.items():

@@ -24,7 +24,9 @@ For each step, region and measure (``volumetric`` = J-1, ``ezz``, ``eyy``, ``exx
 ``deviatoric``, ``hencky_volumetric`` = log J) the statistics over the valid cells are
 ``n, mean, std, min, p5, p25, p50, p75, p95, max`` and a histogram (values beyond the bin
 range counted in the end bins); ``volumetric_of_mean_F`` is det(mean F) - 1, the
-volumetric strain of the region as a whole.
+volumetric strain of the region as a whole. Every measure is recomputed from the nodal
+displacement in um over the node spacing in um per axis (the voxel size given, else the
+results'), so anisotropic voxels give the right strain.
 
 Result file (HDF5, ``anodetwin-dvc-regions`` v1)::
 
@@ -60,13 +62,15 @@ from typing import Any
 import numpy as np
 
 from anodetwin.dvc.correlate import interpolate_displacement
-from anodetwin.dvc.pair import PairResult, read_pair
+from anodetwin.dvc.pair import PairResult, pair_strain, read_pair
 from anodetwin.dvc.strain import cell_mean
 from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.io.agree import input_name, require_same_grid, require_series_grid
 from anodetwin.phases import ELECTRODE_PHASES, PHASE
 
 __all__ = ["MEASURES", "STAT_COLUMNS", "DEFAULT_BINS", "RegionStats", "cell_mean",
-           "electrode_interfaces", "particle_centres", "region_statistics", "write_regions"]
+           "electrode_interfaces", "particle_centres", "region_statistics", "write_regions",
+           "check_region_inputs"]
 
 MEASURES = ("volumetric", "ezz", "eyy", "exx", "deviatoric", "hencky_volumetric")
 STAT_COLUMNS = ("n", "mean", "std", "min", "p5", "p25", "p50", "p75", "p95", "max")
@@ -215,12 +219,25 @@ def _stats(v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[v.size, v.mean(), v.std(), v.min(), q, v.max()], h
 
 
+def check_region_inputs(results: Sequence[PairResult], names: Sequence[str], phases: Any = None,
+                        particles: Any = None, voxel_size_um: Any = None) -> None:
+    """Raise :class:`~anodetwin.errors.GridMismatchError` unless the results' reference
+    volumes agree with each other, and the phases and particle labels with them, in voxel
+    size, shape and origin (:func:`anodetwin.io.agree.require_same_grid`; a result written
+    before the reference grid was recorded is checked for its voxel size only)."""
+    require_series_grid(results, names, voxel_size=voxel_size_um)
+    for what, labels in (("phases", phases), ("particles", particles)):
+        if labels is not None:
+            require_same_grid(results[0], labels, f"the reference volume of {names[0]}",
+                              input_name(what, labels), voxel_size=voxel_size_um)
+
+
 def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any = None,
                       interfaces: tuple[float, float] | None = None,
                       voxel_size_um: Any = None, cube_um: float | None = 40.0,
                       voi_um: float | None = 15.0, steps: Sequence[int] | None = None,
-                      bins: np.ndarray = DEFAULT_BINS, min_particle_voxels: int = 1
-                      ) -> RegionStats:
+                      bins: np.ndarray = DEFAULT_BINS, min_particle_voxels: int = 1,
+                      names: Sequence[str] | None = None) -> RegionStats:
     """Strain statistics over electrode halves, sub-volume cubes and particle VOIs.
 
     Parameters
@@ -234,7 +251,10 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
     interfaces : (float, float), optional
         Collector and separator interface z (voxels); overrides ``phases``.
     voxel_size_um : float or 3 float, optional
-        Voxel size; default: from the result files.
+        Voxel size (z, y, x) for the cube/VOI sizes and the strain; default: from the
+        result files. The results, phases and particles must agree in voxel size, shape
+        and origin with the results' reference volume (:func:`check_region_inputs`); given
+        explicitly, it states the grid of all of them (their differences are only logged).
     cube_um, voi_um : float or None
         Edge of the sub-volume cubes and of the particle VOIs (um); None skips them.
     steps : sequence of int, optional
@@ -243,10 +263,16 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
         Histogram bin edges (strain).
     min_particle_voxels : int
         Smaller particles get no VOI.
+    names : sequence of str, optional
+        How messages name the results (default: their paths, else their positions).
     """
     results = [_as_pair(p) for p in pairs]
     if not results:
         raise ParameterError("no DVC result given", "give at least one pair result")
+    if names is None:
+        names = [input_name("DVC result", p) if isinstance(p, (str, os.PathLike))
+                 else f"DVC result {i + 1}" for i, p in enumerate(pairs)]
+    check_region_inputs(results, names, phases, particles, voxel_size_um)
     first = results[0]
     gshape = tuple(first.grid_shape)
     for r in results[1:]:
@@ -312,7 +338,7 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
     com = np.zeros((S, len(pid), 3))
     voi_bounds = np.zeros((S, len(pid), 2, 3))
     for s, res in enumerate(results):
-        st = res.strain
+        st = pair_strain(res, vs)  # um displacements over um node spacings, per axis
         fields = {"volumetric": st.volumetric, "deviatoric": st.deviatoric,
                   "hencky_volumetric": st.hencky_volumetric, **st.small}
         F = np.asarray(st.F).reshape(-1, 3, 3)

@@ -19,12 +19,14 @@ interior fraction above the floor is below ``ratio`` times its shell fraction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from anodetwin.dvc.correlate import filled_grid, grid_index
 from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.io.agree import require_same_grid
 from anodetwin.kinematics import inverse_coordinates, sample_linear, sample_nearest
 
 __all__ = ["DEFAULT_FLOOR", "ResidualMap", "dense_displacement", "residual_map",
@@ -74,14 +76,16 @@ def dense_displacement(nodes: np.ndarray, grid_shape, displacement: np.ndarray,
                      for c in range(3)]).astype(np.float32)
 
 
-def residual_map(ref: np.ndarray, deformed: np.ndarray, displacement: np.ndarray,
-                 sigma: float = 2.0, floor: float | None = None) -> ResidualMap:
+def residual_map(ref: Any, deformed: Any, displacement: np.ndarray,
+                 sigma: float = 2.0, floor: float | None = None,
+                 voxel_size_um: Any = None) -> ResidualMap:
     """Residual map of a pair given a dense displacement field.
 
     Parameters
     ----------
-    ref, deformed : numpy.ndarray
-        Reference and deformed volumes (z, y, x), same shape.
+    ref, deformed : numpy.ndarray or Volume
+        Reference and deformed volumes (z, y, x): same shape and, for volumes that carry
+        them, same voxel size and origin (:func:`anodetwin.io.agree.require_same_grid`).
     displacement : numpy.ndarray
         (3, z, y, x) displacement in voxels on the reference grid (e.g. from
         :func:`dense_displacement`).
@@ -89,7 +93,14 @@ def residual_map(ref: np.ndarray, deformed: np.ndarray, displacement: np.ndarray
         Gaussian blur of the difference (voxels).
     floor : float, optional
         Noise floor (grey levels); :data:`DEFAULT_FLOOR` if omitted.
+    voxel_size_um : float or 3 float, optional
+        Explicit voxel size (um) of both volumes: a difference of their own voxel sizes or
+        origins is then logged, not refused.
     """
+    require_same_grid(ref, deformed, "reference volume", "deformed volume",
+                      voxel_size=voxel_size_um)
+    ref = np.asarray(getattr(ref, "data", ref))
+    deformed = np.asarray(getattr(deformed, "data", deformed))
     if ref.shape != deformed.shape or displacement.shape[1:] != ref.shape:
         raise ShapeMismatchError(
             f"reference {ref.shape}, deformed {deformed.shape} and displacement "

@@ -13,8 +13,10 @@ keeping the robustness of small increments (``refine=False`` keeps the pure comp
 as in the reference). Nodes the direct correlation cannot measure (at large strain the
 windows change too much from T0) but the increments carried keep the composed value
 (counted in the result's ``composed_nodes``). Strain T0 -> Tk is computed from the
-cumulative field on the T0 grid with the same Q8 operator as a pair. A node excluded in any increment it passes through is
-excluded from then on (NaN), never extrapolated.
+cumulative field on the T0 grid with the same Q8 operator as a pair, from displacements in
+um over node spacings in um per axis (``voxel_size_um``; anisotropic voxels allowed). A node
+excluded in any increment it passes through is excluded from then on (NaN), never
+extrapolated.
 
 Output folder layout::
 
@@ -46,9 +48,10 @@ from anodetwin.dvc.regions import region_statistics, write_regions
 from anodetwin.dvc.strain import cell_strain
 from anodetwin.errors import ParameterError
 from anodetwin.io import atomic_write_json, make_provenance
+from anodetwin.io.agree import Grid, input_name, require_same_grid, require_series_grid
 from anodetwin.log import get_logger
 
-__all__ = ["compose_increments", "correlate_series"]
+__all__ = ["compose_increments", "correlate_series", "check_series_inputs"]
 
 log = get_logger("dvc")
 
@@ -77,6 +80,21 @@ def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[
     return out
 
 
+def check_series_inputs(volumes: list[Any], regions: dict | None = None,
+                        voxel_size_um: Any = None) -> Grid:
+    """Check before any work that the volumes of a series, and the phases and particle
+    labels of ``regions``, lie on one grid (voxel size, shape, origin:
+    :func:`anodetwin.io.agree.require_series_grid`); an explicit ``voxel_size_um`` accepts
+    differences of the files' voxel sizes and origins (logged). Returns the common grid."""
+    names = [input_name(f"T{k}", v) for k, v in enumerate(volumes)]
+    grid = require_series_grid(volumes, names, voxel_size=voxel_size_um)
+    for key in ("phases", "particles"):
+        if (regions or {}).get(key) is not None:
+            require_same_grid(volumes[0], regions[key], names[0],
+                              input_name(key, regions[key]), voxel_size=voxel_size_um)
+    return grid
+
+
 def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_um: Any = None,
                      inputs: list | None = None, refine: bool = True,
                      regions: dict | None = None, quicklook: bool = True,
@@ -90,7 +108,11 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     out_dir : path-like
         Output folder (created).
     voxel_size_um : float or 3 floats, optional
-        Stored with the results.
+        Voxel size (z, y, x) of the volumes: the strain's length unit per axis, stored with
+        the results; default: the volumes' own (Volume objects or files), else isotropic.
+        The volumes (and ``regions``' phases and particles) must agree in voxel size, shape
+        and origin (:func:`check_series_inputs`, before any work); given explicitly, it
+        states the grid of all of them and their files' differences are only logged.
     inputs : list, optional
         Provenance input records.
     refine : bool
@@ -114,6 +136,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     if len(volumes) < 2:
         raise ParameterError(f"a series needs at least 2 volumes, got {len(volumes)}",
                              "give T0 T1 [T2 ...]")
+    given = voxel_size_um  # explicit: states the grid of every input (mismatches logged)
+    voxel_size_um = check_series_inputs(volumes, regions, given).voxel_size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     increments: list[PairResult] = []
@@ -121,7 +145,9 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
                                                  if k != "mask"}}
     for k in range(len(volumes) - 1):
         log.info("increment T%d -> T%d", k, k + 1)
-        inc = correlate_pair(volumes[k], volumes[k + 1], **pair_kw)
+        inc = correlate_pair(volumes[k], volumes[k + 1], voxel_size_um=voxel_size_um, **pair_kw)
+        if voxel_size_um is None:  # from the volumes (Volume objects or files), if they say
+            voxel_size_um = inc.voxel_size_um
         prov = make_provenance("dvc-series", inputs or [], {"increment": [k, k + 1],
                                                             **inc.params})
         write_pair(out / f"increment_{k}_{k + 1}.h5", inc, voxel_size_um, prov)
@@ -138,7 +164,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
             kw = {key: v for key, v in pair_kw.items()
                   if key not in ("pyramid", "search_range", "global_registration")}
             res = correlate_pair(volumes[0], volumes[k],
-                                 initial=(first.nodes, first.grid_shape, u), **kw)
+                                 initial=(first.nodes, first.grid_shape, u),
+                                 voxel_size_um=voxel_size_um, **kw)
             # where the direct T0 -> Tk correlation fails (large strain changes the windows
             # too much) but the increments carried the node, keep the composed increments
             back = (res.flag != FLAG["measured"]) & (flag != FLAG["excluded"])
@@ -148,13 +175,14 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
                 res = replace(res, displacement=v,
                               flag=np.where(back, flag, res.flag).astype(np.uint8),
                               strain=cell_strain(v.reshape(*first.grid_shape, 3),
-                                                 first.node_spacing))
+                                                 first.node_spacing, voxel_size_um))
             res.params["cumulative"] = [0, k]
             res.params["refined"] = True
             res.params["composed_nodes"] = int(back.sum())
             u = res.displacement
         else:
-            strain = cell_strain(u.reshape(*first.grid_shape, 3), first.node_spacing)
+            strain = cell_strain(u.reshape(*first.grid_shape, 3), first.node_spacing,
+                                 voxel_size_um)
             res = replace(first, displacement=u, displacement_raw=u, flag=flag, strain=strain,
                           params={**first.params, "cumulative": [0, k], "refined": False})
         strain = res.strain
@@ -171,7 +199,7 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     rkw = dict(regions or {})
     if voxel_size_um is None:
         rkw.update(cube_um=None, voi_um=None)
-    rs = region_statistics(results, voxel_size_um=voxel_size_um, **rkw)
+    rs = region_statistics(results, voxel_size_um=given, **rkw)
     write_regions(out / "regions.h5", rs,
                   make_provenance("dvc-series", inputs or [], rs.params))
     if quicklook:

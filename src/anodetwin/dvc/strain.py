@@ -7,6 +7,9 @@ edge differences along each axis divided by the node spacing — the scheme of
 
 * ``volumetric``: J - 1 = det F - 1;
 * the small-strain tensor ``eps = sym(F - I)``: ``ezz, eyy, exx, eyz, exz, exy`` (z, y, x);
+  components are named by axis letters, never by index position: with arrays indexed
+  (z, y, x) = (0, 1, 2), ``eyz`` is entry (0, 1) (z with y), ``exz`` entry (0, 2) and
+  ``exy`` entry (1, 2) (y with x);
 * ``deviatoric``: the norm of the deviatoric small strain, sqrt(dev(eps) : dev(eps));
 * ``principal``: eigenvalues of eps, ascending;
 * ``green_lagrange``: E = (F^T F - I) / 2, six components;
@@ -14,7 +17,13 @@ edge differences along each axis divided by the node spacing — the scheme of
   equals log J).
 
 Cells with a NaN corner give NaN everywhere. Components are stored in the order
-``zz, yy, xx, yz, xz, xy``.
+``zz, yy, xx, yz, xz, xy`` (:data:`COMPONENTS`, entries :data:`COMPONENT_INDEX`).
+
+Units: ``grad u`` is a length over a length, so the displacement and the node spacing must
+be in one length unit *per axis*. DVC displacements and node spacings are in voxels, which
+differ between axes when the voxels are anisotropic; give ``voxel_size_um`` to
+:func:`cell_strain` and both are converted to um per axis first (``u_i * voxel_size_um[i]``
+over ``spacing_j * voxel_size_um[j]``), or pass displacements and spacings already in um.
 """
 
 from __future__ import annotations
@@ -24,12 +33,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.kinematics import voxel_size_triple
 
 __all__ = ["CellStrain", "cell_mean", "deformation_gradient_q8", "strain_from_F", "cell_strain",
-           "COMPONENTS"]
+           "COMPONENTS", "COMPONENT_INDEX"]
 
+#: Six-component order of every published symmetric tensor (DESIGN.md section 2).
 COMPONENTS = ("zz", "yy", "xx", "yz", "xz", "xy")
-_IDX = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+#: Array entry (i, j), axes (z, y, x) = (0, 1, 2), of each of :data:`COMPONENTS`:
+#: ``yz`` is z with y (0, 1), ``xz`` is z with x (0, 2), ``xy`` is y with x (1, 2).
+COMPONENT_INDEX = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
 
 
 @dataclass
@@ -43,7 +56,8 @@ class CellStrain:
     volumetric : numpy.ndarray
         J - 1.
     small : dict
-        Small-strain components by name ``ezz, eyy, exx, eyz, exz, exy``.
+        Small-strain components by name ``ezz, eyy, exx, eyz, exz, exy`` (``eyz``: entry
+        (0, 1), z with y; ``exz``: (0, 2); ``exy``: (1, 2), y with x).
     deviatoric : numpy.ndarray
         Norm of the deviatoric small strain.
     principal : numpy.ndarray
@@ -105,7 +119,7 @@ def deformation_gradient_q8(displacement: np.ndarray, node_spacing) -> np.ndarra
 
 
 def _sym6(t: np.ndarray) -> np.ndarray:
-    return np.stack([t[..., i, j] for i, j in _IDX], axis=-1)
+    return np.stack([t[..., i, j] for i, j in COMPONENT_INDEX], axis=-1)
 
 
 def strain_from_F(F: np.ndarray) -> CellStrain:
@@ -125,7 +139,8 @@ def strain_from_F(F: np.ndarray) -> CellStrain:
     out = CellStrain(
         F=F,
         volumetric=np.linalg.det(Fs) - 1.0,
-        small={f"e{n}": eps[..., i, j] for n, (i, j) in zip(COMPONENTS, _IDX, strict=True)},
+        small={f"e{n}": eps[..., i, j]
+               for n, (i, j) in zip(COMPONENTS, COMPONENT_INDEX, strict=True)},
         deviatoric=np.sqrt(np.sum(dev * dev, axis=(-2, -1))),
         principal=np.linalg.eigvalsh(eps),
         green_lagrange=_sym6(0.5 * (C - eye)),
@@ -151,6 +166,28 @@ def cell_mean(a: np.ndarray) -> np.ndarray:
                        for i in (0, 1) for j in (0, 1) for k in (0, 1))
 
 
-def cell_strain(displacement: np.ndarray, node_spacing) -> CellStrain:
-    """Strain measures on the cells of a regular node grid (see the module notes)."""
-    return strain_from_F(deformation_gradient_q8(displacement, node_spacing))
+def cell_strain(displacement: np.ndarray, node_spacing, voxel_size_um=None) -> CellStrain:
+    """Strain measures on the cells of a regular node grid (see the module notes).
+
+    Parameters
+    ----------
+    displacement : numpy.ndarray
+        (gz, gy, gx, 3) nodal displacements, components (z, y, x).
+    node_spacing : float or 3 floats
+        Node spacing along z, y, x, in the unit of ``displacement``.
+    voxel_size_um : float or 3 floats, optional
+        When given, ``displacement`` and ``node_spacing`` are in voxels and are converted to
+        um per axis (component i times ``voxel_size_um[i]``, spacing along j times
+        ``voxel_size_um[j]``) before the gradient: required for anisotropic voxels.
+
+    Returns
+    -------
+    CellStrain
+    """
+    if voxel_size_um is None:
+        return strain_from_F(deformation_gradient_q8(displacement, node_spacing))
+    vs = voxel_size_triple(voxel_size_um)
+    u = np.asarray(displacement, dtype=np.float64)
+    u = u * vs if u.shape[-1:] == (3,) else u  # a wrong shape is reported below
+    s = np.broadcast_to(np.asarray(node_spacing, dtype=np.float64), (3,)) * vs
+    return strain_from_F(deformation_gradient_q8(u, s))

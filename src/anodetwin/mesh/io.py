@@ -31,13 +31,16 @@ __all__ = ["read_labels_volume", "write_mesh", "read_mesh", "preview"]
 
 
 def read_labels_volume(path: str | os.PathLike, particles: str | None = None,
-                       voxel_size_um: float | None = None) -> Labels:
+                       voxel_size_um: Any = None) -> Labels:
     """Labels for meshing from a labels file of ``anodetwin segment`` (phases + particles),
     or a phase-code volume in any readable format (``series.h5:/steps/T0/phases``) with an
-    optional particle volume."""
+    optional particle volume, which must lie on the phases' grid (voxel size, shape,
+    origin: :func:`anodetwin.io.agree.require_same_grid`). ``voxel_size_um`` (one value or
+    z, y, x) overrides the files' voxel size; their differences are then only logged."""
     import h5py
 
-    from anodetwin.io import read_volume
+    from anodetwin.io import normalize_voxel_size, read_volume
+    from anodetwin.io.agree import require_same_grid
 
     p = str(path)
     file = Path(p.split(":/")[0]) if ":/" in p else Path(p)
@@ -51,15 +54,15 @@ def read_labels_volume(path: str | os.PathLike, particles: str | None = None,
         except OSError as exc:
             raise CorruptFileError(f"cannot read '{file}' ({exc})", "give an HDF5 file") \
                 from None
-    if is_labels:
-        ph = read_volume(f"{file}:/phases", voxel_size=voxel_size_um, progress=False)
-        pa = read_volume(f"{file}:/particles", progress=False).data
-    else:
-        ph = read_volume(p, voxel_size=voxel_size_um, progress=False)
-        pa = read_volume(particles, progress=False).data if particles else None
-    if particles and is_labels:
-        pa = read_volume(particles, progress=False).data
-    vs = ph.voxel_size if voxel_size_um is None else (voxel_size_um,) * 3
+    given = normalize_voxel_size(voxel_size_um, "--voxel-size")
+    phases = f"{file}:/phases" if is_labels else p
+    pa_path = particles or (f"{file}:/particles" if is_labels else None)
+    if pa_path is not None:  # before reading any voxel
+        require_same_grid(phases, pa_path, f"phases '{phases}'", f"particles '{pa_path}'",
+                          voxel_size=given)
+    ph = read_volume(phases, progress=False)
+    pa = read_volume(pa_path, progress=False).data if pa_path is not None else None
+    vs = given or ph.voxel_size
     return Labels(ph.data, pa, vs or (1.0, 1.0, 1.0), ph.origin, str(path))
 
 

@@ -30,13 +30,14 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.errors import ParameterError
+from anodetwin.io.agree import input_name, require_series_grid
 from anodetwin.phases import PHASE
 from anodetwin.segment.pipeline import Segmentation, read_labels
 
@@ -50,7 +51,7 @@ STEP_COLUMNS = ("step", "thickness_mean_um", "thickness_std_um", "si_volume_um3"
 
 def step_morphology(seg: Segmentation, step: int = 0) -> dict:
     """Morphology numbers of one segmented step (module notes); ``rnl`` is left NaN."""
-    vs = float(seg.voxel_size_um[0])
+    vs = float(seg.voxel_size_um[0])  # z: the thickness is along z
     th = (seg.separator_z - seg.collector_z) * vs
     if seg.collector_face == "high":
         th = -th
@@ -68,7 +69,8 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
     return {"step": step,
             "thickness_mean_um": float(np.nanmean(th)) if np.isfinite(th).any() else np.nan,
             "thickness_std_um": float(np.nanstd(th)) if np.isfinite(th).any() else np.nan,
-            "si_volume_um3": n_si * vs**3, "si_fraction": si_fraction,
+            "si_volume_um3": n_si * float(np.prod(seg.voxel_size_um)),  # per-axis voxel
+            "si_fraction": si_fraction,
             "non_si_fraction": 1 - si_fraction, "rnl": np.nan, "particles": int(len(d)),
             "d10_um": float(q[0]), "d50_um": float(q[1]), "d90_um": float(q[2]),
             "resolution_fwhm_um": seg.resolution_fwhm_um,
@@ -88,29 +90,33 @@ class SeriesMorphology:
 
 
 def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
-                      dvc_increments: Sequence[Any] | None = None) -> SeriesMorphology:
+                      dvc_increments: Sequence[Any] | None = None,
+                      voxel_size_um: Any = None) -> SeriesMorphology:
     """Morphology of every step, RNL relative to T0 and particle tracks.
 
     Parameters
     ----------
     labels : sequence of Segmentation or labels-file paths
-        T0, T1, ... on one grid (aligned).
+        T0, T1, ... on one grid (aligned): same voxel size, shape and origin
+        (:func:`anodetwin.io.agree.require_series_grid`).
     prior : {"thickness", "none"} or callable
         Tracking prior when no DVC increments are given.
     dvc_increments : sequence of DVC results, optional
         Increments T(k) -> T(k+1) (files ``increment_<k>_<k+1>.h5`` of ``dvc-series``):
         the tracking prior.
+    voxel_size_um : float or 3 float, optional
+        Explicit voxel size (um) of every step: differences of the files' voxel sizes and
+        origins are then logged, not refused.
     """
     from anodetwin.segment.tracking import dvc_prior, thickness_prior, track_particles
 
     segs = [s if isinstance(s, Segmentation) else read_labels(s) for s in labels]
     if not segs:
         raise ParameterError("no labels given", "give the labels of T0 [T1 ...]")
-    for k, s in enumerate(segs[1:], start=1):
-        if s.phases.shape != segs[0].phases.shape:
-            raise ShapeMismatchError(f"labels of step {k} have shape {s.phases.shape}, "
-                                     f"T0 {segs[0].phases.shape}",
-                                     "segment every step on one (aligned) grid")
+    names = [input_name(f"labels of T{k}", v) for k, v in enumerate(labels)]
+    grid = require_series_grid(segs, names, voxel_size=voxel_size_um)
+    if voxel_size_um is not None:
+        segs = [replace(s, voxel_size_um=grid.voxel_size) for s in segs]
     vs = float(segs[0].voxel_size_um[0])
     rows = [step_morphology(s, k) for k, s in enumerate(segs)]
     v0 = rows[0]["si_volume_um3"]

@@ -51,6 +51,7 @@ class Segmentation:
     resolution_fwhm_um: float = float("nan")
     alignment_shift: tuple = (0.0, 0.0, 0.0)
     params: dict = field(default_factory=dict)
+    origin_um: tuple | None = None  # first voxel centre (z, y, x); None: not recorded
 
 
 def interfaces_from_phases(phases: np.ndarray, window: int) -> tuple[str | None, np.ndarray,
@@ -88,8 +89,10 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
         The tomogram.
     model : PixelClassifier or path, optional
         A classifier from ``anodetwin segment-train``; default: unsupervised thresholds.
-    voxel_size_um : float, optional
-        Default: the volume's (else 1).
+    voxel_size_um : float or 3 float, optional
+        Default: the volume's (else 1). Given explicitly, it is also taken for ``align_to``:
+        a difference of the two volumes' own voxel sizes or origins is then logged, not
+        refused (else they must agree in voxel size, shape and origin).
     denoise, normalise : str, optional
         Preprocessing (:mod:`anodetwin.segment.preprocess`).
     align_to : array, Volume or path, optional
@@ -102,7 +105,8 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
     resolution : bool
         Estimate the edge resolution (FWHM) at the Si surfaces.
     """
-    from anodetwin.io import Volume, read_volume
+    from anodetwin.io import Volume, normalize_voxel_size, read_volume
+    from anodetwin.io.agree import input_name, require_same_grid
     from anodetwin.segment import preprocess
     from anodetwin.segment.particles import label_particles, particle_table
     from anodetwin.segment.phases import _check_volume, segment_phases
@@ -110,12 +114,17 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
     vol = read_volume(volume) if isinstance(volume, (str, os.PathLike)) else volume
     if not isinstance(vol, Volume):
         vol = Volume(np.asarray(vol))
-    vs = float(voxel_size_um if voxel_size_um is not None else (vol.voxel_size or (1.0,))[0])
+    given = normalize_voxel_size(voxel_size_um, "voxel size")
+    vs = float((given or vol.voxel_size or (1.0,))[0])
     data = _check_volume(vol.data)
     shift = np.zeros(3)
+    origin = vol.origin
     if align_to is not None:
-        ref = read_volume(align_to).data if isinstance(align_to, (str, os.PathLike)) \
-            else np.asarray(getattr(align_to, "data", align_to))
+        ref = read_volume(align_to) if isinstance(align_to, (str, os.PathLike)) else align_to
+        require_same_grid(vol, ref, input_name("volume", volume),
+                          input_name("--align-to reference", align_to), voxel_size=given)
+        origin = getattr(ref, "origin", None) or origin  # the aligned data lies on ref's grid
+        ref = np.asarray(getattr(ref, "data", ref))
         shift = preprocess.collector_shift(ref, data)
         log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
         data = preprocess.align(data, shift)
@@ -152,7 +161,8 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
         except AnodetwinError as exc:  # too little surface: keep the rest of the result
             log.warning("no resolution estimate: %s", exc)
     return Segmentation(phases, particles, table, col, sep, (vs, vs, vs), method, face,
-                        thresholds, fwhm, tuple(float(x) for x in shift), params)
+                        thresholds, fwhm, tuple(float(x) for x in shift), params,
+                        tuple(float(o) for o in origin))
 
 
 def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | None = None,
@@ -180,6 +190,8 @@ def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | 
         for name, data in (("phases", seg.phases), ("particles", seg.particles)):
             d = f.create_dataset(name, data=data, chunks=chunks, compression="lzf")
             d.attrs["element_size_um"] = np.asarray(seg.voxel_size_um, float)
+            if seg.origin_um is not None:
+                d.attrs["origin_um"] = np.asarray(seg.origin_um, float)
         f.create_dataset("particle_table", data=seg.table)
         f.create_dataset("interfaces/collector_z", data=seg.collector_z)
         f.create_dataset("interfaces/separator_z", data=seg.separator_z)
@@ -190,6 +202,12 @@ def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | 
             write_volume(q, Volume(data, seg.voxel_size_um))
             out.append(q)
     return out
+
+
+def _stored_origin(attrs: Any) -> tuple | None:
+    """The origin (um, z y x) stored with a labels volume, None if not recorded."""
+    o = attrs.get("origin_um")
+    return None if o is None else tuple(float(x) for x in np.asarray(o).reshape(3))
 
 
 def read_labels(path: str | os.PathLike) -> Segmentation:
@@ -211,7 +229,8 @@ def read_labels(path: str | os.PathLike) -> Segmentation:
                 tuple(float(x) for x in a["voxel_size_um"]), str(a["method"]),
                 str(a["collector_face"]) or None, json.loads(a["thresholds"]),
                 float(a["resolution_fwhm_um"]),
-                tuple(float(x) for x in a["alignment_shift_voxels"]), json.loads(a["params"]))
+                tuple(float(x) for x in a["alignment_shift_voxels"]), json.loads(a["params"]),
+                _stored_origin(f["phases"].attrs))
     except OSError as exc:
         raise CorruptFileError(f"'{p}' is not an anodetwin labels file ({exc})",
                                "give a file written by 'anodetwin segment'") from None

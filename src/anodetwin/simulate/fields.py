@@ -5,6 +5,10 @@ Cell fields (one value per cell, at the cell centre): J = det F, Cauchy stress (
 hydrostatic = tr/3, largest principal; MPa), accumulated equivalent plastic strain, Hencky
 strain ``1/2 ln(F^T F)`` (Lagrangian
 log strain), the small-strain tensor ``sym(F) - I`` (the DVC module's convention) and theta.
+Tensors here are in the mesh's coordinate order (x, y, z) = (0, 1, 2), not the (z, y, x) of
+arrays: entry (0, 0) is ``xx``, (2, 2) is ``zz``, (0, 1) is ``xy``; the 3x3 ``hencky`` field
+in the XDMF files follows that order (ParaView's XX, XY, ... labels are right). The DVC-grid
+output (:mod:`anodetwin.simulate.run`) reorders the displacement to (z, y, x).
 
 Electrode means are volume averages over the cells of the electrode phases (pore, CBD,
 Si, LixSi) in the reference configuration, so the mean of ``J - 1`` is the electrode's

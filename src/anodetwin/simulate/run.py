@@ -45,7 +45,9 @@ import io
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +55,8 @@ from anodetwin.errors import InputError, NumericalError, ParameterError
 from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
 
-__all__ = ["run_case", "SUMMARY_COLUMNS", "read_summary", "defect_multiplier",
-           "stress_factor"]
+__all__ = ["run_case", "check_case", "SetUp", "SUMMARY_COLUMNS", "read_summary",
+           "defect_multiplier", "stress_factor"]
 
 log = get_logger("simulate")
 
@@ -178,7 +180,7 @@ def _bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _dvc_grid(case, fields, mesh_summary: dict):
+def _dvc_grid(case, mesh, mesh_summary: dict):
     """Nodes (N, 3, voxels z y x), grid shape, spacing (voxels), voxel size and origin of
     the DVC sampling grid (spam's makeGrid convention on the mesh's box)."""
 
@@ -187,22 +189,72 @@ def _dvc_grid(case, fields, mesh_summary: dict):
     o = case.output
     if o.dvc_node_spacing_um <= 0:
         return None
-    lo, hi = _bounds(fields.mesh)
+    lo, hi = _bounds(mesh)
     lo, hi = lo[::-1], hi[::-1]  # z, y, x
     vs = o.dvc_voxel_size_um or float(np.min(mesh_summary.get("voxel_size_um", [1.0])))
     origin = np.array(o.dvc_origin_um) if o.dvc_origin_um else lo + vs / 2
     shape = tuple(int(v) for v in np.round((hi - lo) / vs))
     spacing = max(1, int(round(o.dvc_node_spacing_um / vs)))
-    nodes, gshape = node_grid(shape, spacing)
+    gshape = tuple(len(range(spacing, n, spacing)) for n in shape)  # node_grid's nodes
     if min(gshape) < 2:
         raise ParameterError(f"[output] dvc_node_spacing_um = {o.dvc_node_spacing_um} leaves "
-                             f"a node grid of {gshape} on the mesh",
+                             f"a node grid of {gshape} on the mesh of "
+                             f"{' x '.join(f'{e:.3g}' for e in hi - lo)} um (z, y, x)",
                              "give a smaller spacing (2 nodes per axis at least) or 0")
+    nodes, gshape = node_grid(shape, spacing)
     return nodes, gshape, spacing, vs, origin
 
 
+@dataclass
+class SetUp:
+    """What :func:`check_case` read and checked: the cell history, the mesh (mesh, phases,
+    particles, facets), the mesh's summary.json and the DVC sampling grid (or None)."""
+
+    history: Any
+    mesh: tuple
+    mesh_summary: dict
+    dvc_grid: tuple | None
+
+
+def check_case(case, out: str | os.PathLike | None = None, resume: bool = False,
+               comm=None) -> SetUp:
+    """Everything a run checks before any work (``anodetwin simulate --check`` runs it):
+    the output folder (no run there unless ``resume``, a checkpoint when resuming), the
+    cell protocol, the mesh (readable, with Si), and the DVC sampling grid on the mesh.
+    Writes nothing. Raises the typed error of the first failed check."""
+    from mpi4py import MPI
+
+    from anodetwin.mesh.io import read_mesh
+    from anodetwin.simulate.protocol import simulate_cell
+
+    comm = comm or MPI.COMM_WORLD
+    if out is not None:
+        out = Path(out)
+        if (out / "run.json").exists() and not resume:  # every rank sees the same folder
+            raise InputError(f"output folder '{out}' holds a run",
+                             "pass --resume to continue it, or choose another --out")
+        if resume and not (out / "checkpoint" / "state.json").is_file():
+            raise InputError(f"'{out}' has no checkpoint to resume",
+                             "run without --resume first")
+    history = simulate_cell(case.cell)
+    mesh = read_mesh(case.mesh, comm)
+    phases = mesh[1]
+    si = np.isin(phases.values, (PHASE["si"], PHASE["lithiated"])).any()
+    if not comm.allreduce(bool(si), op=MPI.LOR):
+        raise InputError(f"mesh '{case.mesh}' has no Si where Li can enter",
+                         "give a mesh with Si particles inside the electrode")
+    mesh_summary = {}
+    if (case.mesh / "summary.json").is_file():
+        mesh_summary = json.loads((case.mesh / "summary.json").read_text())
+    return SetUp(history, mesh, mesh_summary, _dvc_grid(case, mesh[0], mesh_summary))
+
+
 def _write_dvc(path: Path, grid, u, params: dict) -> None:
-    """Sample ``u`` at the grid's nodes and write it as a DVC pair result (rank 0)."""
+    """Sample ``u`` at the grid's nodes and write it as a DVC pair result (rank 0).
+
+    The FE displacement comes in mesh order (u_x, u_y, u_z, um) and is stored in DVC order
+    (z, y, x) in voxels; its strain is taken in um over um node spacings per axis, with the
+    components named as everywhere (``eyz``: z with y, ``exz``, ``exy``: y with x)."""
     from anodetwin.dvc.pair import PairResult, write_pair
     from anodetwin.dvc.strain import cell_strain
     from anodetwin.simulate.fields import sample_displacement
@@ -221,7 +273,7 @@ def _write_dvc(path: Path, grid, u, params: dict) -> None:
         nodes=nodes, grid_shape=gshape, displacement=d, displacement_raw=d, Phi=phi,
         status=np.where(ok, 2, -5), error=np.zeros(N), iterations=np.zeros(N, int),
         delta_phi_norm=np.zeros(N), residual=np.zeros(N), flag=np.where(ok, 0, 2),
-        strain=cell_strain(d.reshape(*gshape, 3), spacing),
+        strain=cell_strain(d.reshape(*gshape, 3), spacing, voxel_size_um=vs),  # um / um
         params={**params, "levels": [{"node_spacing": [spacing] * 3, "hws": [0, 0, 0]}],
                 "source": "simulation", "origin_um": list(map(float, origin))},
         global_phi=np.eye(4), global_centre=np.zeros(3), voxel_size_um=np.full(3, vs))
@@ -250,30 +302,17 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     from mpi4py import MPI
 
     from anodetwin.io import atomic_write_json, make_provenance
-    from anodetwin.mesh.io import read_mesh
     from anodetwin.simulate.diffusion import LithiumTransport
     from anodetwin.simulate.fields import CellFields, merge_xdmf
     from anodetwin.simulate.mechanics import SwellingProblem
-    from anodetwin.simulate.protocol import simulate_cell
 
     comm = comm or MPI.COMM_WORLD
     out = Path(out)
     ckpt = _Checkpoint(out, comm)
-    if (out / "run.json").exists() and not resume:  # every rank sees the same folder
-        raise InputError(f"output folder '{out}' holds a run",
-                         "pass --resume to continue it, or choose another --out")
-    if resume and not (out / "checkpoint" / "state.json").is_file():
-        raise InputError(f"'{out}' has no checkpoint to resume", "run without --resume first")
-    if comm.rank == 0:
-        for sub in ("fields", "dvc"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-    comm.barrier()
     t_wall = time.perf_counter()
-    history = simulate_cell(case.cell)
-    mesh, phases, particles, facets = read_mesh(case.mesh, comm)
-    mesh_summary = {}
-    if (case.mesh / "summary.json").is_file():
-        mesh_summary = json.loads((case.mesh / "summary.json").read_text())
+    setup = check_case(case, out, resume, comm)  # nothing is written before it passes
+    history, grid = setup.history, setup.dvc_grid
+    mesh, phases, particles, facets = setup.mesh
 
     # --- Li transport in the Si ---------------------------------------------------------
     lith = case.lithiation
@@ -324,7 +363,6 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
                          plastic=case.solver.plasticity,
                          plastic_tol=case.solver.plastic_tol)
     fields_probe = CellFields(sp, phases, facets)
-    grid = _dvc_grid(case, fields_probe, mesh_summary)
 
     outputs = {name: float(t) for name, t in history.scans.items()}
     for t in case.output.times_s:
@@ -377,6 +415,10 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
             "outputs": done_outputs,
             "provenance": prov, **(extra or {})})
 
+    if comm.rank == 0:  # set-up passed: only now the output folders
+        for sub in ("fields", "dvc"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    comm.barrier()
     provenance("running")
     if comm.rank == 0:
         history.to_csv(out / "cell.csv")

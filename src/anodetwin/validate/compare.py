@@ -10,12 +10,13 @@ transform to bring them together.
 
 Like with like. The simulated displacement (um) is interpolated trilinearly from its grid to
 the DVC node positions and averaged over each node's correlation window (the DVC measures
-the mean motion of a window, ``[nodes] window_average``, on by default), converted to DVC
-voxels, and the strain computed by
-:func:`anodetwin.dvc.strain.cell_strain` with the DVC's node spacing — exactly the operator
-that turned the measured displacement into strain. DVC nodes flagged excluded (NaN) are out;
-repaired nodes are out too unless ``[nodes] repaired = "include"``; a cell counts when its
-eight nodes are valid in both fields and its centre lies inside the electrode.
+the mean motion of a window, ``[nodes] window_average``, on by default), and the strain of
+both fields computed by :func:`anodetwin.dvc.strain.cell_strain` from the displacement in um
+over the DVC's node spacing in um per axis (voxels times the voxel size along that axis) —
+exactly the operator that turned the measured displacement into strain. DVC nodes flagged
+excluded (NaN) are out; repaired nodes are out too unless ``[nodes] repaired = "include"``;
+a cell counts when its eight nodes are valid in both fields and its centre lies inside the
+electrode.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 from anodetwin.dvc.pair import FLAG, PairResult, read_pair
 from anodetwin.dvc.strain import CellStrain, cell_mean, cell_strain
 from anodetwin.errors import InputError, InputNotFoundError, ParameterError
+from anodetwin.kinematics import voxel_size_triple
 from anodetwin.validate.config import ValidateConfig
 
 __all__ = ["StepPair", "SimulationRun", "load_simulation", "dvc_steps", "pair_steps",
@@ -66,6 +68,8 @@ class StepPair:
         Cell centres (um).
     valid : bool array of the cells
         Both fields defined and the cell inside the electrode.
+    dvc_voxel_um : tuple of 3 float
+        Voxel size (z, y, x, um) of the DVC reference tomogram.
     """
 
     step: int
@@ -80,7 +84,7 @@ class StepPair:
     cells_um: np.ndarray
     valid: np.ndarray
     electrode_z_um: tuple
-    dvc_voxel_um: float
+    dvc_voxel_um: tuple
     registration: dict | None = None
 
 
@@ -167,9 +171,10 @@ def sample_grid_displacement(sim: PairResult, points_um: np.ndarray,
     box (a constant extension)."""
     from scipy.interpolate import RegularGridInterpolator
 
-    vs = float(np.atleast_1d(sim.voxel_size_um)[0])
+    vs = voxel_size_triple(sim.voxel_size_um)
     origin = np.asarray(sim.params.get("origin_um", [0, 0, 0]), float)
-    axes = [origin[i] + a * vs for i, a in enumerate(_grid_axes(sim.nodes, sim.grid_shape))]
+    axes = [origin[i] + a * vs[i]
+            for i, a in enumerate(_grid_axes(sim.nodes, sim.grid_shape))]
     u = sim.displacement.reshape(*sim.grid_shape, 3) * vs
     f = RegularGridInterpolator(axes, u, bounds_error=False, fill_value=np.nan)
     if clip:
@@ -191,6 +196,33 @@ def window_average(sim: PairResult, points_um: np.ndarray, half_um: np.ndarray,
     for o in offs:
         out += sample_grid_displacement(sim, points_um + o, clip=True)
     return out / len(offs)
+
+
+def _fmt_um(v: np.ndarray) -> str:
+    return f"{v[0]:g}" if np.allclose(v, v[0]) else "(" + ", ".join(f"{a:g}" for a in v) + ")"
+
+
+def _dvc_voxel(dvc: PairResult, simp: PairResult, cfg: ValidateConfig, path: Path
+               ) -> np.ndarray:
+    """Voxel size (z, y, x, um) of a DVC result: the settings' or the file's, checked
+    against each other and, when no frame is stated, against the simulation grid's."""
+    vs_file = None if dvc.voxel_size_um is None else voxel_size_triple(dvc.voxel_size_um)
+    vs = voxel_size_triple(cfg.dvc_voxel_size_um) if cfg.dvc_voxel_size_um else vs_file
+    if vs is None:
+        raise ParameterError(f"DVC result '{path}' has no voxel size",
+                             "give [frame] dvc_voxel_size_um in the settings")
+    if cfg.dvc_voxel_size_um and vs_file is not None and \
+            not np.allclose(vs_file, vs, rtol=1e-9, atol=0):
+        raise ParameterError(f"DVC voxel {_fmt_um(vs_file)} um in '{path}' differs from the "
+                             f"settings' {_fmt_um(vs)} um", "give one voxel size")
+    vs_sim = None if simp.voxel_size_um is None else voxel_size_triple(simp.voxel_size_um)
+    stated = bool(cfg.raw.get("frame")) or bool(cfg.dvc_voxel_size_um)
+    if not stated and vs_sim is not None and not np.allclose(vs_sim, vs, rtol=1e-6, atol=0):
+        raise ParameterError(f"DVC voxel {_fmt_um(vs)} um in '{path}' differs from the "
+                             f"simulation grid's {_fmt_um(vs_sim)} um and no transform is "
+                             "given", "state the DVC frame in [frame] of the settings "
+                             "(dvc_voxel_size_um, dvc_origin_um)")
+    return vs
 
 
 def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
@@ -217,24 +249,8 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
             raise InputNotFoundError(simf, f"simulated displacement of {name}",
                                      "simulate with [output] dvc_node_spacing_um > 0")
         simp = read_pair(simf)
-        vs_file = None if dvc.voxel_size_um is None else float(np.atleast_1d(
-            dvc.voxel_size_um)[0])
-        vs = cfg.dvc_voxel_size_um or vs_file
-        if vs is None:
-            raise ParameterError(f"DVC result '{path}' has no voxel size",
-                                 "give [frame] dvc_voxel_size_um in the settings")
-        if cfg.dvc_voxel_size_um and vs_file and abs(vs_file - vs) > 1e-9 * vs:
-            raise ParameterError(f"DVC voxel {vs_file} um in '{path}' differs from the "
-                                 f"settings' {vs} um", "give one voxel size")
-        vs_sim = None if simp.voxel_size_um is None else float(np.atleast_1d(
-            simp.voxel_size_um)[0])
-        stated = bool(cfg.raw.get("frame")) or bool(cfg.dvc_voxel_size_um)
-        if not stated and vs_sim and abs(vs_sim - vs) > 1e-6 * vs:
-            raise ParameterError(f"DVC voxel {vs} um in '{path}' differs from the "
-                                 f"simulation grid's {vs_sim} um and no transform is given",
-                                 "state the DVC frame in [frame] of the settings "
-                                 "(dvc_voxel_size_um, dvc_origin_um)")
-        spacing = dvc.node_spacing
+        vs = _dvc_voxel(dvc, simp, cfg, path)  # (z, y, x) um
+        spacing_um = np.asarray(dvc.node_spacing, float) * vs
         nodes_um = np.asarray(cfg.dvc_origin_um) + dvc.nodes * vs + np.asarray(cfg.offset_um)
         u_dvc = dvc.displacement * vs
         use = np.isfinite(u_dvc).all(axis=1)
@@ -257,11 +273,12 @@ def pair_steps(sim: SimulationRun, dvc_dir: str | os.PathLike,
         u_dvc = np.where(use[:, None], u_dvc, np.nan)
         u_sim = np.where(use[:, None], u_sim, np.nan)
         g = dvc.grid_shape
-        s_dvc = cell_strain((u_dvc / vs).reshape(*g, 3), spacing)
-        s_sim = cell_strain((u_sim / vs).reshape(*g, 3), spacing)
+        s_dvc = cell_strain(u_dvc.reshape(*g, 3), spacing_um)  # um over um, per axis
+        s_sim = cell_strain(u_sim.reshape(*g, 3), spacing_um)
         cells = cell_mean(nodes_um.reshape(*g, 3))
         valid = np.isfinite(s_dvc.volumetric) & np.isfinite(s_sim.volumetric) & \
             (cells[..., 0] >= ez[0]) & (cells[..., 0] <= ez[1])
         out.append(StepPair(k, name, sim.outputs[name], nodes_um, g, u_dvc, u_sim, s_dvc,
-                            s_sim, cells, valid, tuple(ez), vs, registration))
+                            s_sim, cells, valid, tuple(ez), tuple(map(float, vs)),
+                            registration))
     return out
