@@ -216,7 +216,7 @@ def test_segment_align_to_and_morphology_check_the_grid(cli, tmp_path, scans):
     with pytest.raises(GridMismatchError, match="labels of T1 has 0.4 um"):
         series_morphology([seg(0.2), seg(0.4)], prior="none")
     assert series_morphology([seg(0.2), seg(0.4)], prior="none",
-                             voxel_size_um=0.2).voxel_size_um == 0.2
+                             voxel_size_um=0.2).voxel_size_um == (0.2, 0.2, 0.2)
     write_labels(tmp_path / "a.h5", seg(0.2))
     write_labels(tmp_path / "b.h5", seg(0.4))
     res = cli("morphology", tmp_path / "a.h5", tmp_path / "b.h5", "--out", tmp_path / "m",

@@ -168,6 +168,27 @@ def _volume_options(p: argparse.ArgumentParser) -> None:
                    help=VOXEL_SIZE_HELP)
 
 
+def _correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
+    """The DVC options shared by ``dvc`` and ``dvc-series`` (grid, windows, search, workers)."""
+    what = " for each increment" if series else " run first"
+    p.add_argument("--node-spacing", type=int_value("--node-spacing", low=1, example="35"),
+                   default=35, help="node spacing in voxels (35)")
+    p.add_argument("--hws", type=int_value("--hws", low=1, example="10"),
+                   help="half-window size in voxels (default: spacing)")
+    p.add_argument("--pyramid", type=int_list("--pyramid", low=1, example="100,70"),
+                   help=f"coarser node spacings{what}, e.g. 100,70")
+    p.add_argument("--search-range", default="0",
+                   type=int_list("--search-range", n=(1, 3), low=0, example="15 (or 15,5,5)"),
+                   metavar="N or Z,Y,X",
+                   help="integer pixel search +-N voxels (per axis) before the first level "
+                        "(0: off)")
+    p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
+                   default=1, help="local worker processes (1)")
+    p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
+    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
+                   help=VOXEL_SIZE_HELP)
+
+
 def _region_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phases", help="phase volume of T0 (anodetwin codes): interfaces of the "
                                     "collector and separator for the electrode halves")
@@ -246,27 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="reference volume (e.g. T0)")
     p.add_argument("deformed", help="deformed volume (same grid)")
     p.add_argument("--out", required=True, help="result HDF5 (layout: anodetwin.dvc.pair)")
-    p.add_argument("--node-spacing", type=int_value("--node-spacing", low=1, example="35"),
-                   default=35, help="node spacing in voxels (35)")
-    p.add_argument("--hws", type=int_value("--hws", low=1, example="10"),
-                   help="half-window size in voxels (default: spacing)")
-    p.add_argument("--pyramid", type=int_list("--pyramid", low=1, example="100,70"),
-                   help="coarser node spacings run first, e.g. 100,70")
+    _correlation_options(p, series=False)
     p.add_argument("--mask", help="labels volume; windows mostly outside material are skipped")
     p.add_argument("--roi", type=roi_value,
                    metavar="Z0:Z1,Y0:Y1,X0:X1", help="correlate only this region")
     p.add_argument("--margin", type=int_value("--margin", low=0, example="3"),
                    default=3, help="search margin in voxels (3)")
-    p.add_argument("--search-range", default="0",
-                   type=int_list("--search-range", n=(1, 3), low=0, example="15 (or 15,5,5)"),
-                   metavar="N or Z,Y,X",
-                   help="integer pixel search +-N voxels (per axis) before the first level")
-    p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
-                   default=1, help="local worker processes (1)")
-    p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
     p.add_argument("--no-global", action="store_true", help="skip the global registration")
-    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
-                   help=VOXEL_SIZE_HELP)
     p.add_argument("--vtk", help="also write the node grid as VTK ImageData (.vti, ParaView)")
     p.add_argument("--png", help="also write a quick-look PNG (mid-slices of J-1 and e_zz)")
     p.set_defaults(func=cmd_dvc)
@@ -274,21 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dvc-series", "DVC of a series T0 T1 ... Tn: incremental and cumulative fields")
     p.add_argument("volumes", nargs="+", help="T0 T1 ... Tn (same grid)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--node-spacing", type=int_value("--node-spacing", low=1, example="35"),
-                   default=35, help="node spacing in voxels (35)")
-    p.add_argument("--hws", type=int_value("--hws", low=1, example="10"),
-                   help="half-window size in voxels (default: spacing)")
-    p.add_argument("--pyramid", type=int_list("--pyramid", low=1, example="100,70"),
-                   help="coarser node spacings for each increment, e.g. 100,70")
-    p.add_argument("--search-range", default="0",
-                   type=int_list("--search-range", n=(1, 3), low=0, example="15 (or 15,5,5)"),
-                   metavar="N or Z,Y,X",
-                   help="integer pixel search per increment (0: off)")
-    p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
-                   default=1, help="local worker processes (1)")
-    p.add_argument("--scheduler", help="Dask scheduler address, or 'local'")
-    p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
-                   help=VOXEL_SIZE_HELP)
+    _correlation_options(p, series=True)
     p.add_argument("--no-refine", action="store_true",
                    help="keep the pure composition of increments (no direct T0->Tk refinement)")
     _region_options(p)

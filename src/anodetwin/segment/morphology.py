@@ -15,7 +15,7 @@ Output folder of :func:`write_morphology` (``anodetwin morphology``)::
     OUT/particles_T<k>.csv    particle table of each step
     OUT/tracks.csv            one row per track and step (TRACK_TABLE)
     OUT/thickness.h5          /T<k>/thickness_um (y, x) maps (NaN: undefined), attrs
-                              voxel_size_um, provenance
+                              voxel_size_um (z, y, x), provenance
     OUT/summary.json          per-step numbers, inputs, parameters, provenance
     OUT/thickness_rnl.png     thickness (mean +- std) and RNL per step
     OUT/psd.png               particle size distributions per step
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from anodetwin.errors import ParameterError
+from anodetwin.io import normalize_voxel_size
 from anodetwin.io.agree import input_name, require_series_grid
 from anodetwin.phases import PHASE
 from anodetwin.segment.pipeline import Segmentation, read_labels
@@ -50,9 +51,12 @@ STEP_COLUMNS = ("step", "thickness_mean_um", "thickness_std_um", "si_volume_um3"
 
 
 def step_morphology(seg: Segmentation, step: int = 0) -> dict:
-    """Morphology numbers of one segmented step (module notes); ``rnl`` is left NaN."""
-    vs = float(seg.voxel_size_um[0])  # z: the thickness is along z
-    th = (seg.separator_z - seg.collector_z) * vs
+    """Morphology numbers of one segmented step (module notes); ``rnl`` is left NaN.
+
+    Thickness uses the z voxel size (the thickness axis), volumes the product of the
+    (z, y, x) sizes, particle sizes the table of ``seg`` (um)."""
+    vs = normalize_voxel_size(seg.voxel_size_um, "voxel size")
+    th = (seg.separator_z - seg.collector_z) * vs[0]  # z: the thickness is along z
     if seg.collector_face == "high":
         th = -th
     th = np.where(np.isfinite(th) & (th > 0), th, np.nan)
@@ -80,13 +84,14 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
 
 @dataclass
 class SeriesMorphology:
-    """Per-step rows (dicts of STEP_COLUMNS), thickness maps, particle tables and tracks."""
+    """Per-step rows (dicts of STEP_COLUMNS), thickness maps (um), particle tables, tracks
+    and the (z, y, x) voxel size (um) of the series."""
 
     steps: list[dict]
     thickness_maps: list[np.ndarray]
     tables: list[np.ndarray]
     tracks: Any
-    voxel_size_um: float
+    voxel_size_um: tuple
 
 
 def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
@@ -115,14 +120,19 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
         raise ParameterError("no labels given", "give the labels of T0 [T1 ...]")
     names = [input_name(f"labels of T{k}", v) for k, v in enumerate(labels)]
     grid = require_series_grid(segs, names, voxel_size=voxel_size_um)
-    if voxel_size_um is not None:
-        segs = [replace(s, voxel_size_um=grid.voxel_size) for s in segs]
-    vs = float(segs[0].voxel_size_um[0])
+    if voxel_size_um is not None:  # the tables then follow the given voxel size
+        from anodetwin.segment.particles import particle_table
+
+        segs = [s if np.allclose(s.voxel_size_um, grid.voxel_size) else
+                replace(s, voxel_size_um=grid.voxel_size,
+                        table=particle_table(s.particles, grid.voxel_size, s.collector_z))
+                for s in segs]
+    vs = tuple(float(v) for v in normalize_voxel_size(segs[0].voxel_size_um, "voxel size"))
     rows = [step_morphology(s, k) for k, s in enumerate(segs)]
     v0 = rows[0]["si_volume_um3"]
     for r in rows:
         r["rnl"] = r["si_volume_um3"] / v0 if v0 > 0 else np.nan
-    maps = [(s.separator_z - s.collector_z) * vs for s in segs]
+    maps = [(s.separator_z - s.collector_z) * vs[0] for s in segs]  # z: thickness axis
     tracks = None
     if len(segs) > 1:
         if dvc_increments is not None:
@@ -224,7 +234,7 @@ def write_morphology(out_dir: str | os.PathLike, m: SeriesMorphology,
     if m.tracks is not None:
         atomic_write_text(out / "tracks.csv", _csv(m.tracks.table))
     with atomic_path(out / "thickness.h5") as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["voxel_size_um"] = m.voxel_size_um
+        f.attrs["voxel_size_um"] = np.asarray(m.voxel_size_um, float)
         f.attrs["provenance"] = json.dumps(prov, default=str)
         for r, th in zip(m.steps, m.thickness_maps, strict=True):
             f.create_dataset(f"T{r['step']}/thickness_um", data=th)

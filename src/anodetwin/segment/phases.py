@@ -22,8 +22,9 @@ Method:
    binder or a lithiated shell alike; cleaned by an opening (radius 1) and removal of objects
    below ``min_si_voxels``;
 4. the electrode top (separator interface) per column: the highest Si voxel of the column,
-   taken over a lateral window of ``surface_window_um`` (the envelope of the particles),
-   plus half a voxel; everything beyond it is the separator layer (5).
+   taken over a lateral window of ``surface_window_um`` (the envelope of the particles;
+   converted to voxels with the y and x voxel sizes separately), plus half a voxel;
+   everything beyond it is the separator layer (5).
 
 Interfaces are z positions between slices (voxels), per (y, x) column: the collector
 interface is the top of the foil (``z_last_cu + 0.5``), the separator interface the
@@ -39,11 +40,11 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
-from anodetwin.io import require_3d, require_finite
+from anodetwin.io import normalize_voxel_size, require_3d, require_finite
 from anodetwin.phases import PHASE
 
-__all__ = ["PhaseSegmentation", "segment_phases", "thresholds", "electrode_surface"]
-
+__all__ = ["PhaseSegmentation", "segment_phases", "thresholds", "electrode_surface",
+           "lateral_window"]
 
 
 @dataclass
@@ -189,23 +190,44 @@ def _local_midpoint(s: np.ndarray, fg_mask: np.ndarray, valid: np.ndarray, lo: f
     return m
 
 
-def electrode_surface(si: np.ndarray, window: int, face: str = "low") -> np.ndarray:
+def lateral_window(window_um: float, voxel_size_um: float | tuple) -> tuple[int, int]:
+    """A lateral window (um) as (y, x) voxel counts, each axis with its own voxel size.
+
+    Parameters
+    ----------
+    window_um : float
+        Window width (um).
+    voxel_size_um : float or (z, y, x) floats
+        Voxel size (um; one value: isotropic).
+
+    Returns
+    -------
+    tuple of int
+        (ny, nx) window in voxels, at least 1 each.
+    """
+    _, vy, vx = normalize_voxel_size(voxel_size_um, "voxel size")
+    return (max(1, int(round(window_um / vy))), max(1, int(round(window_um / vx))))
+
+
+def electrode_surface(si: np.ndarray, window: int | tuple, face: str = "low") -> np.ndarray:
     """Separator-side interface z per column: the Si envelope (highest Si voxel within a
-    lateral window of ``window`` voxels) plus half a voxel (NaN where no Si is near)."""
+    lateral window of ``window`` voxels, one count or (y, x) counts, see
+    :func:`lateral_window`) plus half a voxel (NaN where no Si is near); (y, x) voxels."""
+    window = tuple(max(1, int(w)) for w in np.broadcast_to(np.asarray(window), (2,)))
     nz = si.shape[0]
     any_si = si.any(axis=0)
     if face == "low":
         top = np.where(any_si, nz - 1 - np.argmax(si[::-1], axis=0), -1).astype(float)
-        env = ndimage.maximum_filter(top, size=max(1, int(window)), mode="nearest")
+        env = ndimage.maximum_filter(top, size=window, mode="nearest")
         return np.where(env >= 0, env + 0.5, np.nan)
     bottom = np.where(any_si, np.argmax(si, axis=0), nz).astype(float)
-    env = ndimage.minimum_filter(bottom, size=max(1, int(window)), mode="nearest")
+    env = ndimage.minimum_filter(bottom, size=window, mode="nearest")
     return np.where(env < nz, env - 0.5, np.nan)
 
 
 def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None = None,
                    min_si_voxels: int = 8, surface_window_um: float = 10.0,
-                   voxel_size_um: float | None = None, local_sigma: float = 2.0,
+                   voxel_size_um: float | tuple | None = None, local_sigma: float = 2.0,
                    iterations: int = 3, separator: bool = True) -> PhaseSegmentation:
     """Segment a tomogram into the phases phase contrast supports (module notes).
 
@@ -221,8 +243,9 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
         Si objects smaller than this (voxels) are noise and become CBD+E.
     surface_window_um : float
         Lateral window of the electrode-top envelope (um); about two particle diameters.
-    voxel_size_um : float, optional
-        Voxel size (um); default: the volume's, else 1 (the window is then in voxels).
+    voxel_size_um : float or (z, y, x) floats, optional
+        Voxel size (um; one value: isotropic); default: the volume's, else 1 (the window is
+        then in voxels). The window is converted per lateral axis (y, x).
     local_sigma, iterations : float, int
         Window (voxels) and passes of the local half-height refinement of the Si edges.
     separator : bool
@@ -232,9 +255,9 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
 
     from anodetwin.segment.preprocess import denoise as _denoise
 
-    vs = voxel_size_um
+    vs = normalize_voxel_size(voxel_size_um, "voxel size")
     if vs is None:
-        vs = (getattr(volume, "voxel_size", None) or (1.0,))[0]
+        vs = normalize_voxel_size(getattr(volume, "voxel_size", None) or 1.0, "voxel size")
     v = _check_volume(volume).astype(np.float32)
     if denoise:
         v = _denoise(v, denoise)
@@ -256,7 +279,7 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
     phases[si] = PHASE["si"]
     phases[cu] = PHASE["copper"]
     col = _collector_z(s, cu, face, t_edge)
-    window = max(1, int(round(surface_window_um / float(vs))))
+    window = lateral_window(surface_window_um, vs)
     sep = electrode_surface(si, window, face or "low")
     if separator:
         z = np.arange(nz, dtype=float)[:, None, None]
@@ -264,7 +287,7 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
         beyond &= np.isfinite(sep)[None] & (phases != PHASE["copper"])
         phases[beyond] = PHASE["separator"]
     params = {"sigma": sigma, "denoise": denoise, "min_si_voxels": min_si_voxels,
-              "surface_window_um": surface_window_um, "voxel_size_um": float(vs),
+              "surface_window_um": surface_window_um, "voxel_size_um": list(vs),
               "local_sigma": local_sigma, "iterations": iterations, "separator": separator,
               "multiotsu": [t1, t2]}
     return PhaseSegmentation(phases, th, face, np.asarray(col, float), sep, params)

@@ -54,11 +54,11 @@ class Segmentation:
     origin_um: tuple | None = None  # first voxel centre (z, y, x); None: not recorded
 
 
-def interfaces_from_phases(phases: np.ndarray, window: int) -> tuple[str | None, np.ndarray,
-                                                                     np.ndarray]:
+def interfaces_from_phases(phases: np.ndarray, window: int | tuple
+                           ) -> tuple[str | None, np.ndarray, np.ndarray]:
     """Collector face and interfaces per column (voxels) from phase codes: the top of the
-    copper (last copper voxel + 0.5) and the Si envelope (see
-    :func:`anodetwin.segment.phases.electrode_surface`)."""
+    copper (last copper voxel + 0.5) and the Si envelope over a lateral ``window`` (voxels,
+    one count or (y, x) counts; see :func:`anodetwin.segment.phases.electrode_surface`)."""
     from anodetwin.segment.phases import electrode_surface
 
     cu = phases == PHASE["copper"]
@@ -75,7 +75,20 @@ def interfaces_from_phases(phases: np.ndarray, window: int) -> tuple[str | None,
     return face, np.asarray(col, float), sep
 
 
-def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None = None,
+def _resolution(data: np.ndarray, si: np.ndarray, vs: tuple) -> float:
+    """Edge resolution FWHM (um) at the Si surfaces, NaN (logged) when it cannot be
+    estimated; ``vs`` is the (z, y, x) voxel size (um)."""
+    from anodetwin.errors import AnodetwinError
+    from anodetwin.segment.resolution import edge_resolution
+
+    try:
+        return edge_resolution(data, si, vs).fwhm_um
+    except AnodetwinError as exc:  # too little surface: keep the rest of the result
+        log.warning("no resolution estimate: %s", exc)
+        return float("nan")
+
+
+def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | tuple | None = None,
                    denoise: str | None = None, normalise: str | None = None,
                    align_to: Any = None, h: float = 1.0, min_particle_voxels: int = 27,
                    surface_window_um: float = 10.0, resolution: bool = True,
@@ -90,16 +103,19 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
     model : PixelClassifier or path, optional
         A classifier from ``anodetwin segment-train``; default: unsupervised thresholds.
     voxel_size_um : float or 3 float, optional
-        Default: the volume's (else 1). Given explicitly, it is also taken for ``align_to``:
-        a difference of the two volumes' own voxel sizes or origins is then logged, not
-        refused (else they must agree in voxel size, shape and origin).
+        (z, y, x) voxel size in um (one value: isotropic); every physical quantity and the
+        labels file use the size of each axis. Default: the volume's (else 1). Given
+        explicitly, it is also taken for ``align_to``: a difference of the two volumes' own
+        voxel sizes or origins is then logged, not refused (else they must agree in voxel
+        size, shape and origin).
     denoise, normalise : str, optional
         Preprocessing (:mod:`anodetwin.segment.preprocess`).
     align_to : array, Volume or path, optional
         Reference step (e.g. T0): the volume is first moved onto it by the translation of
         the copper foil.
     h, min_particle_voxels : float, int
-        Watershed h-maxima height (voxels) and smallest particle kept (voxels).
+        Watershed h-maxima height (edges of the finest voxel axis) and smallest particle
+        kept (voxels).
     surface_window_um : float
         Lateral window of the electrode-top envelope.
     resolution : bool
@@ -109,13 +125,13 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
     from anodetwin.io.agree import input_name, require_same_grid
     from anodetwin.segment import preprocess
     from anodetwin.segment.particles import label_particles, particle_table
-    from anodetwin.segment.phases import _check_volume, segment_phases
+    from anodetwin.segment.phases import _check_volume, lateral_window, segment_phases
 
     vol = read_volume(volume) if isinstance(volume, (str, os.PathLike)) else volume
     if not isinstance(vol, Volume):
         vol = Volume(np.asarray(vol))
     given = normalize_voxel_size(voxel_size_um, "voxel size")
-    vs = float((given or vol.voxel_size or (1.0,))[0])
+    vs = normalize_voxel_size(given or vol.voxel_size or 1.0, "voxel size")  # (z, y, x)
     data = _check_volume(vol.data)
     shift = np.zeros(3)
     origin = vol.origin
@@ -145,22 +161,15 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | None =
 
         clf = model if isinstance(model, PixelClassifier) else load_classifier(model)
         phases = clf.predict(data, progress=progress)
-        window = max(1, int(round(surface_window_um / vs)))
+        window = lateral_window(surface_window_um, vs)
         face, col, sep = interfaces_from_phases(phases, window)
         thresholds, method = {}, "classifier"
         params["model"] = clf.params
-    particles = label_particles(phases == PHASE["si"], h=h, min_voxels=min_particle_voxels)
+    particles = label_particles(phases == PHASE["si"], h=h, min_voxels=min_particle_voxels,
+                                voxel_size_um=vs)
     table = particle_table(particles, vs, col)
-    fwhm = float("nan")
-    if resolution:
-        from anodetwin.errors import AnodetwinError
-        from anodetwin.segment.resolution import edge_resolution
-
-        try:
-            fwhm = edge_resolution(data, phases == PHASE["si"], vs).fwhm_um
-        except AnodetwinError as exc:  # too little surface: keep the rest of the result
-            log.warning("no resolution estimate: %s", exc)
-    return Segmentation(phases, particles, table, col, sep, (vs, vs, vs), method, face,
+    fwhm = _resolution(data, phases == PHASE["si"], vs) if resolution else float("nan")
+    return Segmentation(phases, particles, table, col, sep, vs, method, face,
                         thresholds, fwhm, tuple(float(x) for x in shift), params,
                         tuple(float(o) for o in origin))
 

@@ -7,6 +7,11 @@ each normalised between its two plateaus, aligned at its half-height crossing an
 into one edge spread function (ESF). The ESF is fitted by a blurred step
 ``a + b (1 + erf((t - t0) / (sigma sqrt 2))) / 2``: the line spread function (its
 derivative) is a Gaussian of FWHM 2 sqrt(2 ln 2) sigma, reported in um.
+
+Anisotropic voxels: the normal is the grey gradient in physical space (each axis divided
+by its voxel size) and the profile runs along it in um, so every edge is measured in the
+same physical length whatever its orientation; profile lengths and steps are given in
+edges of the finest voxel axis.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import NumericalError, ParameterError, ShapeMismatchError
+from anodetwin.io import normalize_voxel_size
 
 __all__ = ["EdgeResolution", "edge_resolution"]
 
@@ -25,8 +31,9 @@ _FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 @dataclass(frozen=True)
 class EdgeResolution:
-    """Result of :func:`edge_resolution`: ``fwhm_um`` (and voxels), the number of
-    profiles averaged, the mean ESF (``t`` in voxels along the normal, ``esf`` in [0, 1])."""
+    """Result of :func:`edge_resolution`: ``fwhm_um`` (and in edges of the finest voxel
+    axis, ``fwhm_voxels``), the number of profiles averaged, the mean ESF (``t`` along the
+    normal in edges of the finest voxel axis, ``esf`` in [0, 1])."""
 
     fwhm_um: float
     fwhm_voxels: float
@@ -35,8 +42,41 @@ class EdgeResolution:
     esf: np.ndarray
 
 
-def edge_resolution(volume: np.ndarray, mask: np.ndarray, voxel_size_um: float = 1.0,
-                    n_profiles: int = 3000, half_length: float = 6.0, step: float = 0.25,
+def _surface_normals(v: np.ndarray, m: np.ndarray, vs: np.ndarray, half_length: float,
+                     n_profiles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Surface voxels of ``m`` away from the border, at the strongest half of the grey
+    gradient, and their unit normals in physical space.
+
+    Returns
+    -------
+    pts : numpy.ndarray
+        (n, 3) voxel positions (z, y, x), float.
+    normal : numpy.ndarray
+        (n, 3) unit normals in um space (gradient divided by the (z, y, x) voxel size).
+    """
+    surface = m & ~ndimage.binary_erosion(m)
+    # keep surface voxels away from the volume border (the profile's reach along each axis)
+    L = [int(np.ceil(half_length * (vs.min() / v) - 1e-9)) + 2 for v in vs]
+    inner = np.zeros_like(surface)
+    inner[L[0]:-L[0], L[1]:-L[1], L[2]:-L[2]] = True
+    pts = np.argwhere(surface & inner)
+    if len(pts) < 50:
+        raise ParameterError(f"only {len(pts)} surface voxels inside the volume",
+                             "give a larger volume or a mask with more particle surface")
+    s = ndimage.gaussian_filter(v, 1.0)
+    g = np.stack([ndimage.sobel(s, axis=a) for a in range(3)])
+    gp = g[:, pts[:, 0], pts[:, 1], pts[:, 2]].T / vs  # physical gradient (per um)
+    mag = np.linalg.norm(gp, axis=1)
+    strong = mag >= np.median(mag)
+    pts, gp, mag = pts[strong], gp[strong], mag[strong]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(pts), size=min(n_profiles, len(pts)), replace=False)
+    return pts[pick].astype(float), gp[pick] / mag[pick, None]
+
+
+def edge_resolution(volume: np.ndarray, mask: np.ndarray,
+                    voxel_size_um: float | tuple = 1.0, n_profiles: int = 3000,
+                    half_length: float = 6.0, step: float = 0.25,
                     seed: int = 0) -> EdgeResolution:
     """Resolution (FWHM of the line spread function) at the surfaces of ``mask``.
 
@@ -46,12 +86,13 @@ def edge_resolution(volume: np.ndarray, mask: np.ndarray, voxel_size_um: float =
         Grey values (z, y, x).
     mask : numpy.ndarray of bool
         Segmented objects (e.g. Si particles) whose surfaces are the edges.
-    voxel_size_um : float
-        Voxel edge (um).
+    voxel_size_um : float or (z, y, x) floats
+        Voxel size (um; one value: isotropic).
     n_profiles : int
         Surface points sampled (the strongest-gradient half of the surface).
     half_length, step : float
-        Profile extent either side of the surface and sampling step (voxels).
+        Profile extent either side of the surface and sampling step (edges of the finest
+        voxel axis).
     """
     from scipy.optimize import curve_fit
     from scipy.special import erf
@@ -61,26 +102,11 @@ def edge_resolution(volume: np.ndarray, mask: np.ndarray, voxel_size_um: float =
     if v.shape != m.shape:
         raise ShapeMismatchError(f"volume {v.shape} and mask {m.shape} differ",
                                  "give the mask segmented from this volume")
-    surface = m & ~ndimage.binary_erosion(m)
-    # keep surface voxels away from the volume border
-    L = int(np.ceil(half_length)) + 2
-    inner = np.zeros_like(surface)
-    inner[L:-L, L:-L, L:-L] = True
-    pts = np.argwhere(surface & inner)
-    if len(pts) < 50:
-        raise ParameterError(f"only {len(pts)} surface voxels inside the volume",
-                             "give a larger volume or a mask with more particle surface")
-    s = ndimage.gaussian_filter(v, 1.0)
-    g = np.stack([ndimage.sobel(s, axis=a) for a in range(3)])
-    gp = g[:, pts[:, 0], pts[:, 1], pts[:, 2]].T
-    mag = np.linalg.norm(gp, axis=1)
-    strong = mag >= np.median(mag)
-    pts, gp, mag = pts[strong], gp[strong], mag[strong]
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(pts), size=min(n_profiles, len(pts)), replace=False)
-    pts, normal = pts[pick].astype(float), gp[pick] / mag[pick, None]
+    vs = np.asarray(normalize_voxel_size(voxel_size_um, "voxel size"), float)
+    h = float(vs.min())  # profile unit (um): the finest voxel edge
+    pts, normal = _surface_normals(v, m, vs, half_length, n_profiles, seed)
     t = np.arange(-half_length, half_length + step / 2, step)
-    coords = pts[:, None, :] + t[None, :, None] * normal[:, None, :]
+    coords = pts[:, None, :] + t[None, :, None] * (normal * (h / vs))[:, None, :]
     prof = ndimage.map_coordinates(v, coords.reshape(-1, 3).T, order=3, mode="nearest")
     prof = prof.reshape(len(pts), len(t))
     k = max(2, int(1.0 / step))
@@ -116,4 +142,4 @@ def edge_resolution(volume: np.ndarray, mask: np.ndarray, voxel_size_um: float =
         raise NumericalError(f"edge-profile fit failed ({exc})",
                              "check the segmentation mask and the contrast") from None
     fwhm = _FWHM * abs(sigma)
-    return EdgeResolution(float(fwhm * voxel_size_um), float(fwhm), int(good.sum()), tt, esf)
+    return EdgeResolution(float(fwhm * h), float(fwhm), int(good.sum()), tt, esf)

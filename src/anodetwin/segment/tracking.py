@@ -3,7 +3,8 @@
 Each particle of step k is carried to step k+1 by a displacement prior and linked to the
 particle of step k+1 its carried voxels overlap most (at least ``min_overlap`` of them);
 a particle that overlaps nothing is linked to the nearest carried centroid within
-``max_distance_um``, otherwise its track ends. Lithiation shrinks the visible core, so a
+``max_distance_um`` (a physical distance: each axis scaled by its voxel size), otherwise
+its track ends. Lithiation shrinks the visible core, so a
 core at k+1 lies inside the carried particle of k: overlap tolerates the loss of contrast.
 Several particles of k may link to one of k+1 (cores merging in the image: their tracks
 share it from then on) and a core that splits links to its largest piece.
@@ -14,7 +15,8 @@ of each step) or a callable ``prior(k, points) -> displacement`` giving the moti
 points of step k to step k+1 (e.g. from the DVC increments, :func:`dvc_prior`).
 
 Tracks start at step 0 (or where a particle first appears unlinked) and hold per step the
-particle id, its centroid (um), its visible (non-lithiated) volume (um3) and the centroid
+particle id, its centroid (um: voxel position times the (z, y, x) voxel size), its visible
+(non-lithiated) volume (um3: voxels times the product of the three sizes) and the centroid
 displacement from the start of the track.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError, ShapeMismatchError
+from anodetwin.io import normalize_voxel_size
 
 __all__ = ["TRACK_TABLE", "Tracks", "link_steps", "track_particles", "dvc_prior",
            "thickness_prior"]
@@ -97,7 +100,7 @@ def _voxels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def link_steps(a: np.ndarray, b: np.ndarray, shift: Callable[[np.ndarray], np.ndarray]
                | None = None, min_overlap: float = 0.1, max_distance: float = 10.0,
-               subsample: int = 1) -> np.ndarray:
+               subsample: int = 1, spacing: float | tuple = 1.0) -> np.ndarray:
     """Links (id_a, id_b, overlap fraction) from particles of ``a`` to those of ``b``.
 
     Parameters
@@ -109,9 +112,18 @@ def link_steps(a: np.ndarray, b: np.ndarray, shift: Callable[[np.ndarray], np.nd
     min_overlap : float
         Fraction of a particle's carried voxels that must fall in one particle of ``b``.
     max_distance : float
-        Gate (voxels) of the nearest-centroid fallback.
+        Gate of the nearest-centroid fallback, in the unit of ``spacing`` (voxels by
+        default).
     subsample : int
         Use every n-th voxel of each particle (speed on large volumes).
+    spacing : float or (z, y, x) floats
+        Length of a voxel step along each axis for the fallback distance (e.g. the voxel
+        size in um, then ``max_distance`` is in um).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 3) float rows: id in ``a``, id in ``b``, overlap fraction (0: fallback).
     """
     if a.shape != b.shape:
         raise ShapeMismatchError(f"steps of shapes {a.shape} and {b.shape}",
@@ -121,6 +133,7 @@ def link_steps(a: np.ndarray, b: np.ndarray, shift: Callable[[np.ndarray], np.nd
         pts, ids = pts[::subsample], ids[::subsample]
     if not len(ids):
         return np.zeros((0, 3))
+    sp = np.asarray(normalize_voxel_size(spacing, "spacing"), float)
     uniq, start, count = np.unique(ids, return_index=True, return_counts=True)
     cent = np.array([pts[s: s + c].mean(axis=0) for s, c in zip(start, count, strict=True)])
     d_cent = shift(cent) if shift is not None else np.zeros_like(cent)
@@ -146,14 +159,14 @@ def link_steps(a: np.ndarray, b: np.ndarray, shift: Callable[[np.ndarray], np.nd
                 out.append((pid, vals[j], n[j] / c))
                 continue
         if len(cb):
-            d = np.linalg.norm(cb - (cent[i] + d_cent[i]), axis=1)
+            d = np.linalg.norm((cb - (cent[i] + d_cent[i])) * sp, axis=1)
             j = int(np.argmin(d))
             if d[j] <= max_distance:
                 out.append((pid, ids_b[j], 0.0))
     return np.array(out, float).reshape(-1, 3)
 
 
-def track_particles(labels: Sequence[Any], voxel_size_um: float = 1.0,
+def track_particles(labels: Sequence[Any], voxel_size_um: float | tuple = 1.0,
                     prior: Callable[[int, np.ndarray], np.ndarray] | None = None,
                     min_overlap: float = 0.1, max_distance_um: float = 2.0,
                     subsample: int = 1) -> Tracks:
@@ -163,11 +176,16 @@ def track_particles(labels: Sequence[Any], voxel_size_um: float = 1.0,
     ----------
     labels : sequence of arrays or paths
         Instance labels of T0, T1, ... on one grid (paths: ``file.h5:/particles``).
-    voxel_size_um : float
-        Voxel edge (um).
+    voxel_size_um : float or (z, y, x) floats
+        Voxel size (um; one value: isotropic).
     prior : callable, optional
         ``prior(k, points) -> displacement`` (voxels) from step k to k+1.
-    min_overlap, max_distance_um, subsample : see :func:`link_steps`.
+    min_overlap, max_distance_um, subsample : see :func:`link_steps` (the gate in um).
+
+    Returns
+    -------
+    Tracks
+        Rows of :data:`TRACK_TABLE` and the links per transition.
     """
     from anodetwin.io import read_volume
 
@@ -176,19 +194,20 @@ def track_particles(labels: Sequence[Any], voxel_size_um: float = 1.0,
     if len(vols) < 2:
         raise ParameterError(f"tracking needs at least 2 steps, got {len(vols)}",
                              "give the labels of T0 T1 [...]")
-    vs = float(voxel_size_um)
+    vs = np.asarray(normalize_voxel_size(voxel_size_um, "voxel size"), float)
     links = []
     for k in range(len(vols) - 1):
         sh = (lambda pts, k=k: prior(k, pts)) if prior is not None else None
-        links.append(link_steps(vols[k], vols[k + 1], sh, min_overlap, max_distance_um / vs,
-                                subsample))
+        links.append(link_steps(vols[k], vols[k + 1], sh, min_overlap, max_distance_um,
+                                subsample, spacing=vs))
     stats = []
     for v in vols:
         ids = np.unique(v[v > 0])
         com = np.array(ndimage.center_of_mass(np.ones(v.shape, np.float32), v, ids)) \
             if len(ids) else np.zeros((0, 3))
         cnt = np.bincount(v.ravel())[ids] if len(ids) else np.zeros(0)
-        stats.append({int(i): (com[n] * vs, cnt[n] * vs**3) for n, i in enumerate(ids)})
+        cell = float(np.prod(vs))
+        stats.append({int(i): (com[n] * vs, cnt[n] * cell) for n, i in enumerate(ids)})
     rows = []
     started: dict[int, list[int]] = {}  # particle id at the current step -> its tracks
     n_tracks = 0
