@@ -485,11 +485,14 @@ def test_assumed_note_survives_convert(tmp_path, cli):
 def test_hdf5_nexus_pixel_size_fields(tmp_path, unit, scale):
     a = _values((4, 5, 6), "float32")
     p = tmp_path / "nx.h5"
+    # 50 m voxels would be refused as implausible (> 10 cm): metres get micrometre values
+    per = 1e-6 if unit == "m" else 1.0
+    scale *= per
     with h5py.File(p, "w") as f:
         det = f.create_group("entry/instrument/detector")
         det["data"] = a
         for ax, v in (("x", 50.0), ("y", 40.0), ("z", 30.0)):
-            det[f"{ax}_pixel_size"] = v
+            det[f"{ax}_pixel_size"] = v * per
             det[f"{ax}_pixel_size"].attrs["units"] = unit
     with open_volume(f"{p}:/entry/instrument/detector/data") as src:
         assert src.voxel_size == pytest.approx((30 * scale, 40 * scale, 50 * scale), rel=1e-12)

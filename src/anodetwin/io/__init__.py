@@ -12,6 +12,7 @@ Quick use::
         write_volume("crop.zarr", src.lazy(roi="100:900,:,:"))      # streamed slab by slab
 """
 
+from anodetwin.io.agree import Grid, grid_of, require_same_grid, require_series_grid
 from anodetwin.io.atomic import atomic_path, atomic_write_json, atomic_write_text, check_output_path
 from anodetwin.io.formats import (
     FORMATS,
@@ -39,6 +40,10 @@ from anodetwin.io.volume import (
 )
 
 __all__ = [
+    "Grid",
+    "grid_of",
+    "require_same_grid",
+    "require_series_grid",
     "read_toml",
     "FORMATS",
     "LazyVolume",

@@ -47,6 +47,10 @@ SLAB_BYTES = 32 * 1024**2
 ROI = tuple[slice, slice, slice]
 Triple = tuple[float, float, float]
 
+#: Voxel sizes accepted, in um (0.1 nm to 10 cm): outside, the value was surely typed in
+#: another unit (1e-9 for 1 nm in metres).
+VOXEL_SIZE_RANGE_UM = (1e-4, 1e5)
+
 
 def normalize_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | None:
     """Voxel size as a (z, y, x) tuple of positive finite floats in um, or None.
@@ -57,6 +61,12 @@ def normalize_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | 
         Isotropic size or per-axis (z, y, x) sizes, in micrometres.
     name : str
         Name of the input, used in error messages.
+
+    Raises
+    ------
+    ParameterError
+        If a value is not a positive number, or lies outside :data:`VOXEL_SIZE_RANGE_UM`
+        (a value in metres or nanometres typed as micrometres).
     """
     if voxel_size is None:
         return None
@@ -70,11 +80,18 @@ def normalize_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | 
     if arr.size != 3 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ParameterError(f"{name} {voxel_size!r} is not a positive size",
                              "give one positive value or three (z, y, x) values in micrometres")
+    lo, hi = VOXEL_SIZE_RANGE_UM
+    if np.any(arr < lo) or np.any(arr > hi):
+        raise ParameterError(
+            f"{name} {voxel_size!r} um is outside {lo:g}-{hi:g} um",
+            "the unit is micrometres (1 nm = 0.001, 1 mm = 1000): give the size in um")
     return (float(arr[0]), float(arr[1]), float(arr[2]))
 
 
 def normalize_binning(binning: Any) -> tuple[int, int, int]:
-    """Binning factors as a (z, y, x) tuple of positive integers."""
+    """Binning factors as a (z, y, x) tuple of positive integers (None: no binning)."""
+    if binning is None:
+        return (1, 1, 1)
     try:
         arr = np.asarray(binning).reshape(-1)
         vals = [int(v) for v in arr]
@@ -175,6 +192,7 @@ def bin_volume(data: np.ndarray, binning: Any) -> np.ndarray:
 
     Trailing voxels that do not fill a whole bin are dropped. Integer results are rounded to
     the nearest integer (ties to even); boolean volumes take the majority (ties -> True).
+    64-bit integers are binned in integer arithmetic, exact over their whole range.
 
     Parameters
     ----------
@@ -192,6 +210,9 @@ def bin_volume(data: np.ndarray, binning: Any) -> np.ndarray:
                              "use a smaller binning")
     v = data[: n[0] * b[0], : n[1] * b[1], : n[2] * b[2]]
     v = v.reshape(n[0], b[0], n[1], b[1], n[2], b[2])
+    count = b[0] * b[1] * b[2]
+    if data.dtype.kind in "iu" and (data.dtype.itemsize > 4 or count >= 2**21):
+        return _int_bin_mean(v, count)  # a float64 sum would round (or overflow) these
     s = v.sum(axis=(1, 3, 5), dtype=np.float64)
     s /= b[0] * b[1] * b[2]
     if data.dtype == np.bool_:
@@ -200,6 +221,34 @@ def bin_volume(data: np.ndarray, binning: Any) -> np.ndarray:
         info = np.iinfo(data.dtype)
         return np.clip(np.rint(s), info.min, info.max).astype(data.dtype)
     return s.astype(data.dtype)
+
+
+def _int_bin_mean(v: np.ndarray, count: int) -> np.ndarray:
+    """Mean over axes 1, 3, 5 of integer array ``v`` (``count`` values each), rounded half
+    to even, in integer arithmetic. Types of <= 32 bits are summed in int64; 64-bit signed
+    values are shifted to uint64 (order and parity kept), where sum(v // count) cannot
+    overflow."""
+    if v.dtype.itemsize < 8:
+        whole, frac = np.divmod(v.sum(axis=(1, 3, 5), dtype=np.int64), count)
+        up = (2 * frac > count) | ((2 * frac == count) & (whole % 2 == 1))
+        return (whole + up).astype(v.dtype)
+    if v.dtype.kind == "i":
+        udt = np.dtype(f"u{v.dtype.itemsize}")
+        flip = udt.type(1 << (8 * v.dtype.itemsize - 1))
+        return (_uint_bin_mean(v.view(udt) ^ flip, count) ^ flip).view(v.dtype)
+    return _uint_bin_mean(v, count)
+
+
+def _uint_bin_mean(v: np.ndarray, count: int) -> np.ndarray:
+    """:func:`_int_bin_mean` of unsigned ``v``: sum(v // count) + round(sum(v % count) /
+    count), each quotient <= max / count so that their sum fits the type."""
+    axes = (1, 3, 5)
+    quot = (v // count).sum(axis=axes, dtype=v.dtype)
+    rem = (v % count).astype(np.int64).sum(axis=axes)  # each < count: < count**2 in all
+    whole, frac = np.divmod(rem, count)
+    base = quot + whole.astype(v.dtype)
+    up = (2 * frac > count) | ((2 * frac == count) & (base % 2 == 1))
+    return base + up.astype(v.dtype)
 
 
 def require_3d(shape: Sequence[int], name: str) -> None:
@@ -425,44 +474,218 @@ class LazyVolume:
         return Volume(out, self.voxel_size, self.origin, dict(self.attrs))
 
 
+#: Percentiles reported by :func:`grey_value_stats`.
+PERCENTILES = (1, 50, 99)
+_HIST_BINS = 4096
+_COLLECT = 1 << 21  # values of one percentile's bin gathered for an exact selection
+_MAX_PASSES = 8  # 64-bit keys, 12 bits per pass: 6 histograms, then one value per bin
+
+
 def grey_value_stats(vol: VolumeLike) -> dict[str, Any]:
     """Grey-value statistics of a volume, computed slab by slab (bounded memory).
 
     Parameters
     ----------
     vol : Volume or LazyVolume
-        The volume; a lazy one is read twice (range, then histogram).
+        The volume; a lazy one is read once for integer types of at most 16 bits (and bool),
+        else once for the moments and usually twice more for the percentiles.
 
     Returns
     -------
     dict
-        ``voxels``, ``nonfinite`` (NaN/inf count), ``min``, ``max``, ``mean``, ``std`` and the
-        percentiles ``p1``, ``p50``, ``p99`` (upper edges of a 4096-bin histogram between
-        min and max, so within (max - min) / 4096 of the exact value).
-    """
+        ``voxels`` (finite), ``nonfinite`` (NaN/inf count), ``min``, ``max``, ``mean``,
+        ``std`` (population) and the percentiles ``p1``, ``p50``, ``p99``.
 
-    lo, hi, n, s, s2, nonfinite = np.inf, -np.inf, 0, 0.0, 0.0, 0
+    Notes
+    -----
+    Percentiles are exact, with the definition of ``numpy.percentile(...,
+    method="inverted_cdf")``: the smallest value v with at least ``ceil(n q / 100)`` values
+    <= v. Integers of <= 16 bits are counted per value (one pass). Other types are mapped to
+    order-preserving 64-bit integer keys (a float's bit pattern, so one outlier does not
+    squash the rest into one bin) and radix-selected: each pass histograms the key interval
+    holding the percentile into 4096 bins and keeps the bin holding it, until the bin holds
+    one distinct value or at most 2**21 values, which are then selected from exactly. That
+    takes at most 7 passes, usually 1-2. The mean and std merge per-slab means and sums of
+    squared deviations (Chan et al.), so a large offset does not cancel the spread.
+    """
+    dt = np.dtype(vol.dtype)
+    if dt.kind == "b" or (dt.kind in "iu" and dt.itemsize <= 2):
+        return _small_int_stats(vol, dt)
+    moments = _moments(vol)
+    lo, hi = moments.pop("_lo", None), moments.pop("_hi", None)
+    if moments["voxels"] == 0:
+        return moments
+    ranks = {q: _rank(moments["voxels"], q) for q in PERCENTILES}
+    pct = _select_ranks(vol, ranks, moments["voxels"], lo, hi)
+    return {**moments, **{f"p{q}": pct[q] for q in PERCENTILES}}
+
+
+def _rank(n: int, q: int) -> int:
+    """1-based rank of percentile ``q`` (inverted CDF) among ``n`` values."""
+    return max(1, -(-n * q // 100))
+
+
+def _codes(block: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """Values of a <= 16-bit integer (or bool) block as order-preserving unsigned codes."""
+    b = np.asarray(block)
+    if not b.dtype.isnative:
+        b = b.astype(b.dtype.newbyteorder("="))
+    if dt.kind == "b":
+        return b.view(np.uint8)
+    if dt.kind == "u":
+        return b
+    u = b.view(np.uint8 if dt.itemsize == 1 else np.uint16)
+    return u ^ np.asarray(1 << (8 * dt.itemsize - 1), dtype=u.dtype)  # flip the sign bit
+
+
+def _small_int_stats(vol: VolumeLike, dt: np.dtype) -> dict[str, Any]:
+    """Exact statistics of a bool or <= 16-bit integer volume from one counting pass."""
+    size = 1 << (8 * dt.itemsize if dt.kind != "b" else 8)
+    counts = np.zeros(size, dtype=np.int64)
     for block in vol.blocks():
-        b = block
-        if np.issubdtype(b.dtype, np.floating):
-            fin = np.isfinite(b)
-            nonfinite += int(b.size - fin.sum())
-            b = b[fin]
-        if b.size:
-            lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
-            n += b.size
-            s += float(b.sum(dtype=np.float64))
-            s2 += float(np.square(b, dtype=np.float64).sum())
+        flat = _codes(block, dt).reshape(-1)
+        for i in range(0, flat.size, 1 << 22):  # bounds bincount's int64 copy
+            counts += np.bincount(flat[i : i + (1 << 22)], minlength=size)
+    n = int(counts.sum())
+    if n == 0:
+        return {"voxels": 0, "nonfinite": 0}
+    values = np.arange(size, dtype=np.int64)
+    if dt.kind == "i":
+        values -= size // 2
+    used = np.flatnonzero(counts)
+    mean = int((counts[used] * values[used]).sum()) / n
+    m2 = float((counts[used] * np.square(values[used] - mean)).sum())
+    cum = np.cumsum(counts)
+    pct = {f"p{q}": float(values[int(np.searchsorted(cum, _rank(n, q)))]) for q in PERCENTILES}
+    return {"voxels": n, "nonfinite": 0, "min": float(values[used[0]]),
+            "max": float(values[used[-1]]), "mean": mean, "std": float(np.sqrt(m2 / n)), **pct}
+
+
+def _finite(block: np.ndarray) -> tuple[np.ndarray, int]:
+    """The finite values of a block (flat) and how many were not finite."""
+    flat = np.asarray(block).reshape(-1)
+    if flat.dtype.kind != "f":
+        return flat, 0
+    fin = np.isfinite(flat)
+    bad = flat.size - int(np.count_nonzero(fin))
+    return (flat[fin] if bad else flat), bad
+
+
+def _moments(vol: VolumeLike) -> dict[str, Any]:
+    """Count, non-finite count, min, max, mean and std in one pass; per-slab means and sums
+    of squared deviations merged with Chan et al.'s parallel formula. ``_lo``/``_hi`` are
+    the extremes in the volume's own type (exact for 64-bit integers)."""
+    lo = hi = None
+    n, mean, m2, nonfinite = 0, 0.0, 0.0, 0
+    for block in vol.blocks():
+        b, bad = _finite(block)
+        nonfinite += bad
+        if not b.size:
+            continue
+        bl, bh = b.min(), b.max()
+        lo = bl if lo is None or bl < lo else lo
+        hi = bh if hi is None or bh > hi else hi
+        f = b.astype(np.float64, copy=False)
+        nb, mb = b.size, float(f.mean())
+        m2b = float(np.square(f - mb).sum())
+        delta, tot = mb - mean, n + b.size
+        mean += delta * nb / tot
+        m2 += m2b + delta * delta * n * nb / tot
+        n = tot
     if n == 0:
         return {"voxels": 0, "nonfinite": nonfinite}
-    mean = s / n
-    edges = np.linspace(lo, hi if hi > lo else lo + 1, 4097)
-    hist = np.zeros(4096, dtype=np.int64)
-    for block in vol.blocks():
-        b = block[np.isfinite(block)] if np.issubdtype(block.dtype, np.floating) else block
-        hist += np.histogram(b, bins=edges)[0]
-    cdf = np.cumsum(hist) / n
-    pct = {f"p{q}": float(edges[min(4096, int(np.searchsorted(cdf, q / 100.0)) + 1)])
-           for q in (1, 50, 99)}
-    return {"voxels": int(n), "nonfinite": nonfinite, "min": lo, "max": hi, "mean": mean,
-            "std": float(np.sqrt(max(0.0, s2 / n - mean * mean))), **pct}
+    return {"voxels": n, "nonfinite": nonfinite, "min": float(lo), "max": float(hi),
+            "mean": mean, "std": float(np.sqrt(max(0.0, m2 / n))), "_lo": lo, "_hi": hi}
+
+
+_SIGN = np.uint64(1 << 63)
+_MAGNITUDE = np.int64((1 << 63) - 1)
+
+
+def _keys(values: np.ndarray) -> np.ndarray:
+    """Order-preserving int64 keys of finite values (ints as they are, uint64 with the top
+    bit flipped, floats from their float64 bit pattern); :func:`_unkey` inverts them."""
+    v = np.asarray(values)
+    if v.dtype.kind == "f":
+        bits = v.astype(np.float64).view(np.int64)
+        return bits ^ ((bits >> 63) & _MAGNITUDE)
+    if v.dtype == np.uint64:
+        return (v ^ _SIGN).view(np.int64)
+    return v.astype(np.int64)
+
+
+def _unkey(key: int, dt: np.dtype) -> float:
+    """The value (as float) whose key is ``key``."""
+    k = np.asarray([key], dtype=np.int64)
+    if dt.kind == "f":
+        return float((k ^ ((k >> 63) & _MAGNITUDE)).view(np.float64)[0])
+    if dt == np.uint64:
+        return float((k.view(np.uint64) ^ _SIGN)[0])
+    return float(k[0])
+
+
+class _Search:
+    """Radix selection of the rank-``k`` key in the key interval [a, b) (Python ints),
+    with ``below`` keys under it; one pass either histograms the interval into
+    :data:`_HIST_BINS` equal integer bins or gathers its keys for an exact selection."""
+
+    def __init__(self, k: int, a: int, b: int, n: int):
+        self.k, self.a, self.b = k, a, b
+        self.collect = n <= _COLLECT
+        self.key: int | None = None
+
+    def start_pass(self) -> None:
+        self.width = -(-(self.b - self.a) // _HIST_BINS)  # >= 1
+        self.below, self.hist = 0, np.zeros(_HIST_BINS, np.int64)
+        self.lo: int | None = None
+        self.hi: int | None = None
+        self.found: list[np.ndarray] = []
+
+    def add(self, keys: np.ndarray) -> None:
+        a = np.int64(self.a)
+        self.below += int(np.count_nonzero(keys < a))
+        inside = keys[(keys >= a) & (keys <= np.int64(self.b - 1))]
+        if not inside.size:
+            return
+        lo, hi = int(inside.min()), int(inside.max())
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        if self.collect:
+            self.found.append(inside)
+        else:  # offsets from a, as uint64 (wrap-free: 0 <= offset < 2**64)
+            off = inside.view(np.uint64) - np.asarray(self.a, np.int64).view(np.uint64)
+            self.hist += np.bincount((off // np.uint64(self.width)).astype(np.intp),
+                                     minlength=_HIST_BINS)
+
+    def end_pass(self) -> None:
+        if self.lo == self.hi:  # one distinct value in the interval
+            self.key = self.lo
+        elif self.collect:
+            keys = np.concatenate(self.found)
+            self.key = int(np.partition(keys, self.k - self.below - 1)[self.k - self.below - 1])
+        else:
+            i = int(np.searchsorted(self.below + np.cumsum(self.hist), self.k))
+            self.a, self.b = self.a + i * self.width, min(self.b, self.a + (i + 1) * self.width)
+            self.collect = int(self.hist[i]) <= _COLLECT
+
+
+def _select_ranks(vol: VolumeLike, ranks: dict[int, int], n: int, lo: Any,
+                  hi: Any) -> dict[int, float]:
+    """Value of each rank (1-based, among the ``n`` finite values, from ``lo`` to ``hi``);
+    see :func:`grey_value_stats`."""
+    dt = np.dtype(vol.dtype)
+    a, b = int(_keys(np.asarray([lo]))[0]), int(_keys(np.asarray([hi]))[0]) + 1
+    searches = {q: _Search(k, a, b, n) for q, k in ranks.items()}
+    for _ in range(_MAX_PASSES):
+        todo = [s for s in searches.values() if s.key is None]
+        if not todo:
+            break
+        for s in todo:
+            s.start_pass()
+        for block in vol.blocks():
+            keys = _keys(_finite(block)[0])
+            for s in todo:
+                s.add(keys)
+        for s in todo:
+            s.end_pass()
+    return {q: _unkey(s.key if s.key is not None else s.a, dt) for q, s in searches.items()}
