@@ -679,3 +679,49 @@ def test_binning_none_is_one(tmp_path):
     a = _values((3, 4, 5), "int16")
     np.save(tmp_path / "a.npy", a)
     np.testing.assert_array_equal(read_volume(tmp_path / "a.npy", binning=None).data, a)
+
+
+# --------------------------------------------------------------------------------------------
+# third round: ImageJ frames saved instead of slices, sparse files
+
+@pytest.mark.parametrize("axes,word", [("TYX", "time frames"), ("CYX", "channels")])
+def test_imagej_frames_or_channels_are_not_z(tmp_path, axes, word):
+    """A Fiji stack saved as 4 time frames (or channels) is not silently taken as z."""
+    a = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
+    p = tmp_path / "frames.tif"
+    tifffile.imwrite(p, a, imagej=True, metadata={"axes": axes, "unit": "um"})
+    with pytest.raises(DimensionError, match=f"4 {word}.*Slices = 4"):
+        read_volume(p)
+    q = tmp_path / "slices.tif"  # the same data saved as z slices reads as written
+    tifffile.imwrite(q, a, imagej=True, metadata={"axes": "ZYX", "spacing": 0.5, "unit": "um"})
+    v = read_volume(q)
+    assert np.array_equal(v.data, a) and v.voxel_size == (0.5, 1.0, 1.0)
+
+
+def _sparse(path, a, written_planes):
+    with open(path, "wb") as fh:
+        fh.truncate(a.nbytes)
+        fh.write(a[:written_planes].tobytes())
+    path.with_name(path.name + ".json").write_text(
+        json.dumps({"shape": list(a.shape), "dtype": "uint16"}))
+
+
+def test_sparse_raw_holes_are_noted(tmp_path, caplog):
+    """Planes never written (holes of a sparse file) read as zeros: warned, noted, carried."""
+    a = np.random.default_rng(4).integers(1, 999, (64, 64, 64)).astype(np.uint16)
+    p = tmp_path / "sparse.raw"
+    _sparse(p, a, 32)
+    if p.stat().st_blocks * 512 >= p.stat().st_size:
+        pytest.skip("this file system allocates sparse files")
+    with caplog.at_level(logging.WARNING):
+        v = read_volume(p)
+    note = v.attrs["missing_data_note"]
+    assert "planes 32..63" in note and "262144 bytes" in note
+    assert any("sparse" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(v.data[:32], a[:32])
+    out = write_volume(tmp_path / "copy.h5", v)  # the note travels with the data
+    assert "planes 32..63" in read_volume(out).attrs["missing_data_note"]
+    d = tmp_path / "dense.raw"
+    a.tofile(d)
+    d.with_name("dense.raw.json").write_text(json.dumps({"shape": [64] * 3, "dtype": "uint16"}))
+    assert "missing_data_note" not in read_volume(d).attrs

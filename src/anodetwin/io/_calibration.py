@@ -330,8 +330,9 @@ def from_meta(meta: Any, extra: Fields | None = None, order: Any = None) -> Cali
             prov = None
     if isinstance(prov, dict):
         attrs["provenance"] = prov
-    if text(meta.get("missing_chunks_note")):  # the source this was converted from
-        attrs["missing_chunks_note"] = text(meta["missing_chunks_note"])
+    for key in ("missing_chunks_note", "missing_data_note"):  # of the source converted from
+        if text(meta.get(key)):
+            attrs[key] = text(meta[key])
     stored = text(meta.get("voxel_size_note"))
     joined = list(dict.fromkeys(([stored] if stored else []) + notes))
     if joined:

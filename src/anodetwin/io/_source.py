@@ -270,6 +270,20 @@ class ContiguousSource(VolumeSource):
                 f"{self._file_dtype} needs {need}",
                 "the file is incomplete; copy or export it again")
         self._fh = open(self.path, "rb")
+        self._note_holes(need)
+
+    def _note_holes(self, need: int) -> None:
+        """Warn about (and note) holes of a sparse file within the voxel data."""
+        holes = file_holes(self._fh.fileno(), self._offset, need)
+        if holes:
+            plane = int(np.prod(self.shape[1:])) * self._file_dtype.itemsize
+            zs = sorted({(a - self._offset) // plane for a, _ in holes}
+                        | {(b - 1 - self._offset) // plane for _, b in holes})
+            note = (f"{sum(b - a for a, b in holes)} bytes of the voxel data (planes "
+                    f"{zs[0]}..{zs[-1]}) are holes of a sparse file, never written: read as "
+                    "zeros (a sparse copy of real zeros looks the same; check the export)")
+            log.warning("%s: %s", self.name, note)
+            self.attrs["missing_data_note"] = note
 
     def _read_block(self, z: slice, y: slice, x: slice,
                     out: np.ndarray | None = None) -> np.ndarray:
@@ -281,6 +295,35 @@ class ContiguousSource(VolumeSource):
         if fh is not None:
             fh.close()
             self._fh = None
+
+
+def file_holes(fd: int, start: int, stop: int) -> list[tuple[int, int]]:
+    """Byte ranges [a, b) within [start, stop) of an open file that are holes (a sparse file:
+    never written, read back as zeros), found with ``SEEK_HOLE``/``SEEK_DATA``; empty where
+    the file system or platform cannot tell (and at once when every block is allocated)."""
+    import os
+
+    st = os.fstat(fd)
+    if not hasattr(os, "SEEK_HOLE") or getattr(st, "st_blocks", None) is None \
+            or st.st_blocks * 512 >= st.st_size:
+        return []
+    holes, pos = [], start
+    try:
+        while pos < stop:
+            a = os.lseek(fd, pos, os.SEEK_HOLE)
+            if a >= stop:
+                break
+            try:
+                b = os.lseek(fd, a, os.SEEK_DATA)
+            except OSError:  # a hole up to the end of the file
+                b = st.st_size
+            holes.append((a, min(b, stop)))
+            pos = b
+    except OSError:
+        return []
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    return holes
 
 
 def pick_dataset(names: list[tuple[str, tuple]], container: Path, kind: str) -> str:

@@ -106,6 +106,21 @@ def _select_series(tif: Any, path: Path, selector: str | None) -> tuple[int, Any
     return best, series[best]
 
 
+_NOT_Z = {"T": "time frames", "C": "channels"}
+
+
+def _refuse_frames(series: Any, path: Path) -> None:
+    """Refuse a 3D series whose first axis is not depth: e.g. an ImageJ stack saved as time
+    frames (axes ``TYX``, a common Fiji slip) is not a z stack until the user says so."""
+    axes = str(getattr(series, "axes", "") or "")
+    if len(series.shape) == 3 and axes[:1] in _NOT_Z:
+        n = int(series.shape[0])
+        raise DimensionError(
+            f"TIFF '{path}' is a stack of {n} {_NOT_Z[axes[0]]} (axes {axes}), not of z slices",
+            f"if they are z slices, make them so (Fiji: Image > Properties, Slices = {n}, "
+            "Frames = 1, Channels = 1) and save again")
+
+
 class TiffSource(ContiguousSource):
     """A multi-page TIFF (or ImageJ hyperstack); ``dataset`` ``"series=N"`` picks a series.
 
@@ -138,6 +153,7 @@ class TiffSource(ContiguousSource):
             self._tif = tifffile.TiffFile(path)
             len(self._tif.pages)  # walks the whole page chain: broken links are logged
             index, series = _select_series(self._tif, path, selector)
+            _refuse_frames(series, path)
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
             meta = tiff_meta(self._tif, series.keyframe, shape[0] if len(shape) == 3 else 1,
                              index)

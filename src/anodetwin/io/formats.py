@@ -178,15 +178,15 @@ def detect_format(path: str | os.PathLike, for_writing: bool = False,
 
 def _meta_dict(vol: VolumeLike, provenance: dict | None) -> dict[str, Any]:
     """``axes``, ``voxel_size_um`` + ``origin_um`` (or, without voxel size, the origin in
-    voxels as ``origin_voxels``), the notes (``voxel_size_note``, ``missing_chunks_note``)
-    and the provenance."""
+    voxels as ``origin_voxels``), the notes (``voxel_size_note``, ``missing_chunks_note``,
+    ``missing_data_note``) and the provenance."""
     meta: dict[str, Any] = {"axes": "zyx"}
     if vol.voxel_size is not None:
         meta["voxel_size_um"] = list(vol.voxel_size)
         meta["origin_um"] = list(vol.origin)
     else:  # the origin is in voxels then: never labelled um
         meta["origin_voxels"] = list(vol.origin)
-    for key in ("voxel_size_note", "missing_chunks_note"):
+    for key in ("voxel_size_note", "missing_chunks_note", "missing_data_note"):
         note = (vol.attrs or {}).get(key)
         if note:  # an assumed (or ignored) voxel size, fill-value chunks: marked in the output
             meta[key] = str(note)
@@ -303,6 +303,7 @@ class RawSource(ContiguousSource):
                 f"{dtype} + {self._offset} header bytes = {need}",
                 "correct shape, dtype or header_bytes in the sidecar")
         self._fh = open(path, "rb")
+        self._note_holes(need)
 
 
 def _byte_order(meta: dict, dtype: np.dtype, side: Path | None) -> str:
