@@ -231,8 +231,9 @@ def config_from_dict(data: dict, seed: int | None = None) -> PhantomConfig:
             raise ParameterError(f"config [{name}] is not a table", f"write it as [{name}]")
         kw[name] = _build(cls, sec, name)
     s = data.get("seed", 0) if seed is None else seed
-    if not isinstance(s, int) or s < 0:
-        raise ParameterError(f"seed {s!r} is not a non-negative integer", "give e.g. seed = 1")
+    if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63:
+        raise ParameterError(f"seed {s!r} is not an integer in 0 .. 2^63 - 1",
+                             "give e.g. seed = 1")
     cfg = PhantomConfig(seed=s, **kw)
     validate(cfg)
     return cfg

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,15 @@ def write_phantom(cfg: PhantomConfig, out_dir: str | os.PathLike, tiff: bool = F
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output '{out}' is a file", "give a folder for the phantom output")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    res = generate_series(cfg, out / "series.h5", str(out / "tiff") if tiff else None,
-                          progress=progress)
+    try:
+        res = generate_series(cfg, out / "series.h5", str(out / "tiff") if tiff else None,
+                              progress=progress)
+    except BaseException:
+        if created:  # a failed run leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     with h5py.File(res.path, "r") as f:
         layers = json.loads(f.attrs["layers"])
         a0, a1 = layers["anode"]

@@ -116,13 +116,9 @@ def _write_table(out: Path, rows: list[dict]) -> Path:
 
 
 def _client(scheduler: str | None, workers: int):
-    from dask.distributed import Client, LocalCluster
+    from anodetwin.cluster import dask_client
 
-    if scheduler:
-        return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, memory_limit=0)
-    return Client(cluster), cluster
+    return dask_client(scheduler, workers, memory_limit=0)
 
 
 def run_study(study, out: str | os.PathLike, scheduler: str | None = None,
