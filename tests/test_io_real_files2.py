@@ -725,3 +725,17 @@ def test_sparse_raw_holes_are_noted(tmp_path, caplog):
     a.tofile(d)
     d.with_name("dense.raw.json").write_text(json.dumps({"shape": [64] * 3, "dtype": "uint16"}))
     assert "missing_data_note" not in read_volume(d).attrs
+
+
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_dangling_link_is_named_without_a_dataset_path(tmp_path, kind):
+    """The file's only entry links to an object that does not exist: the error names the
+    link instead of saying that the file holds no datasets."""
+    with h5py.File(tmp_path / "target.h5", "w") as f:
+        f["other"] = np.zeros((3, 3, 3))
+    p = tmp_path / "master.h5"
+    with h5py.File(p, "w") as f:
+        f["v"] = (h5py.ExternalLink("target.h5", "/v") if kind == "external"
+                  else h5py.SoftLink("/nothing"))
+    with pytest.raises(MissingDataError, match="/v -> .*no such object"):
+        read_volume(p)

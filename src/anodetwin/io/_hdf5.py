@@ -61,11 +61,15 @@ def _h5_datasets(f: Any, master: Path) -> tuple[list[tuple[str, tuple]], list[st
                  if isinstance(o, h5py.Dataset) else None)
 
     def link(name: str, lnk: Any) -> None:
+        if isinstance(lnk, h5py.SoftLink) and f.get(name) is None:
+            broken.append(f"/{name} -> {lnk.path} (no such object)")
         if not isinstance(lnk, h5py.ExternalLink):
             return
         if _h5_find(master, lnk.filename, "HDF5_EXT_PREFIX") is None:
             broken.append(f"/{name} -> {lnk.filename}")
-        elif isinstance(obj := f.get(name), h5py.Dataset):
+        elif (obj := f.get(name)) is None:
+            broken.append(f"/{name} -> {lnk.filename}:{lnk.path} (no such object)")
+        elif isinstance(obj, h5py.Dataset):
             found.append(("/" + name, obj.shape))
 
     f.visititems_links(link)
@@ -294,11 +298,11 @@ class Hdf5Source(VolumeSource):
     def _pick(self, path: Path) -> str:
         found, broken = _h5_datasets(self._f, path)
         if broken and not any(len(s) == 3 for _, s in found):
-            raise MissingDataError(f"HDF5 file '{path}' holds no 3D dataset; its external "
-                                   f"link(s) {', '.join(broken[:4])} point to missing files",
-                                   "copy the linked files next to it")
+            raise MissingDataError(f"HDF5 file '{path}' holds no 3D dataset; its link(s) "
+                                   f"{', '.join(broken[:4])} point to missing data",
+                                   "copy the linked files next to it or fix the links")
         if broken:
-            log.warning("%s: external link(s) to missing files: %s", path, ", ".join(broken))
+            log.warning("%s: link(s) to missing data: %s", path, ", ".join(broken))
         return pick_dataset(found, path, "HDF5 file")
 
     def _read_block(self, z: slice, y: slice, x: slice,
