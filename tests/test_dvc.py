@@ -405,14 +405,16 @@ def test_series_cumulative_matches_direct_truth(tmp_path, snow, cli):
         write_volume(tmp_path / f"T{k}.tif", Volume(v, 15.0))
     res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(3)), "--out",
               tmp_path / "cli", "--node-spacing", "25", "--hws", "10", "--interfaces",
-              "20,80", "--cube-um", "300", "--no-quicklook")
+              "20,80", "--cube-um", "375", "--no-quicklook")
     assert res.code == 0, res.err
     assert (tmp_path / "cli" / "cumulative_0_2.h5").exists()
     assert not (tmp_path / "cli" / "quicklook").exists()
     with h5py.File(tmp_path / "cli" / "regions.h5") as f:
         np.testing.assert_allclose(f.attrs["interfaces_voxels"], [20, 80])
         names = [n.decode() for n in f["regions/name"][...]]
-        assert "cube_z2_y1_x1" in names  # 300 um = 20 voxels of 15 um: tiles 3 x 2 x 2
+        # 375 um = 25 voxels of 15 um, one cell (cubes below a cell are refused): the
+        # electrode 20..80 and the cells' y, x 25..75 tile 2 x 2 x 2
+        assert "cube_z1_y1_x1" in names and "cube_z2_y0_x0" not in names
     res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(2)), "--out",
               tmp_path / "bad", "--interfaces", "20")
     assert res.code == 2 and "--interfaces" in res.err

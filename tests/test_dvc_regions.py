@@ -167,7 +167,7 @@ def test_region_errors():
         region_statistics([a], interfaces=(50, 10))
     a.voxel_size_um = None
     with pytest.raises(ParameterError, match="voxel size"):
-        region_statistics([a])
+        region_statistics([a], cube_um=40.0)  # the default ("auto") then makes no cubes
     with pytest.raises(ParameterError):
         particle_centres(-np.ones((4, 4, 4), int))
 

@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 def value_list(option: str, kind: type = int, n: int | tuple | None = None,
                low: float | None = None, above: bool = False, example: str = "",
-               empty: bool = False, single: bool = False):
+               empty: bool = False, single: bool = False, high: float | None = None):
     """An argparse ``type`` for a number or a comma-separated list of numbers.
 
     Parameters
@@ -53,6 +53,8 @@ def value_list(option: str, kind: type = int, n: int | tuple | None = None,
         Allowed numbers of values (e.g. ``(1, 3)`` for ``N`` or ``Z,Y,X``).
     low : float, optional
         Smallest value allowed (``above``: values must be larger than it).
+    high : float, optional
+        Largest value allowed.
     example : str
         A valid value for the fix, e.g. ``"100,70"``.
     empty : bool
@@ -70,6 +72,8 @@ def value_list(option: str, kind: type = int, n: int | tuple | None = None,
     counts = (n,) if isinstance(n, int) else n
     noun = "integer" if kind is int else "number"
     bound = "" if low is None else f" {'>' if above else '>='} {low:g}"
+    if high is not None:
+        bound += f"{' and' if bound else ''} <= {high:g}"
     if counts == (1,):
         shape = f"one {noun}{bound}"
     elif counts:
@@ -95,7 +99,8 @@ def value_list(option: str, kind: type = int, n: int | tuple | None = None,
                 raise fail(f"{p!r} is not a{'n' if kind is int else ''} {noun}") from None
             if kind is float and not math.isfinite(v):
                 raise fail(f"{p!r} is not a finite number")
-            if low is not None and (v <= low if above else v < low):
+            if (low is not None and (v <= low if above else v < low)) or \
+                    (high is not None and v > high):
                 raise fail(f"{p} is not{bound}")
             vals.append(v)
         if counts and parts and len(vals) not in counts:
@@ -126,6 +131,21 @@ def float_value(option: str, low: float | None = None, example: str = "1", **kw:
     return value_list(option, float, n=1, low=low, example=example, single=True, **kw)
 
 
+def jobs_value(option: str = "--jobs"):
+    """Parallel jobs: N >= 1, or -1 for all cores (scikit-learn's convention)."""
+    base = int_value(option, low=-1, example="4 (or -1: all cores)")
+
+    def convert(text: str) -> int:
+        v = base(text)
+        if v == 0:
+            raise argparse.ArgumentTypeError(f"{option} {text}: no job would run; give N >= 1, "
+                                             f"or -1 for all cores, e.g. {option} 4")
+        return v
+
+    convert.__name__ = "jobs"
+    return convert
+
+
 def voxel_size_value(option: str = "--voxel-size"):
     """A voxel size in um: one value (isotropic) or Z,Y,X (per axis), all positive."""
     return value_list(option, float, n=(1, 3), low=0, above=True,
@@ -133,10 +153,15 @@ def voxel_size_value(option: str = "--voxel-size"):
 
 
 def roi_value(text: str) -> str:
-    """A region of interest ``Z0:Z1,Y0:Y1,X0:X1``, checked here and passed on as text."""
+    """A region of interest ``Z0:Z1,Y0:Y1,X0:X1``, checked here (not empty, three parts of
+    start:stop) and passed on as text; the volume's reader checks that it lies inside."""
     from anodetwin.errors import ParameterError
     from anodetwin.io import parse_roi
 
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError(f"--roi {text!r}: empty; give Z0:Z1,Y0:Y1,X0:X1 "
+                                         "(':' for a whole axis), e.g. --roi 0:200,:,:, or "
+                                         "leave --roi out for the whole volume")
     try:
         parse_roi(text)
     except ParameterError as exc:
@@ -196,16 +221,22 @@ def _region_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interfaces", metavar="ZC,ZS",
                    type=float_list("--interfaces", n=2, example="10.5,60.5"),
                    help="collector and separator interface z in voxels (instead of --phases)")
-    p.add_argument("--cube-um", type=float_value("--cube-um", low=0, example="40"), default=40.0,
-                   help="edge of the sub-volume cubes in um (40; 0: none)")
-    p.add_argument("--voi-um", type=float_value("--voi-um", low=0, example="15"), default=15.0,
-                   help="edge of the particle-centred VOIs in um (15; 0: none)")
+    p.add_argument("--cube-um", type=float_value("--cube-um", low=0, example="40"),
+                   help="edge of the sub-volume cubes in um, at least one DVC cell (default: "
+                        "40 where that is a cell or more, else none; 0: none)")
+    p.add_argument("--voi-um", type=float_value("--voi-um", low=0, example="15"),
+                   help="edge of the particle-centred VOIs in um, at least one DVC cell "
+                        "(default: 15 where that is a cell or more, else none; 0: none)")
 
 
 def _region_kw(args: argparse.Namespace) -> dict:
     interfaces = tuple(args.interfaces) if args.interfaces else None
+
+    def edge(v: float | None) -> float | str | None:  # None: not given; 0: none
+        return "auto" if v is None else (v or None)
+
     return {"phases": args.phases, "particles": args.particles, "interfaces": interfaces,
-            "cube_um": args.cube_um or None, "voi_um": args.voi_um or None}
+            "cube_um": edge(args.cube_um), "voi_um": edge(args.voi_um)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float_value("--sigma", low=0, example="2"), default=2.0,
                    help="Gaussian blur of the difference in voxels (default 2, as the reference)")
     p.add_argument("--percentile",
-                   type=float_value("--percentile", low=0, above=True, example="99"), default=99.0,
-                   help="percentile of |blurred difference| taken as threshold (default 99)")
+                   type=float_value("--percentile", low=0, above=True, high=100, example="99"),
+                   default=99.0,
+                   help="percentile (0 < p <= 100) of |blurred difference| taken as threshold "
+                        "(default 99)")
     p.add_argument("--out", help="write the difference volume (float32) here")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_noise_floor)
@@ -296,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     _region_options(p)
     p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
                    help=VOXEL_SIZE_HELP)
-    p.add_argument("--steps", type=int_list("--steps", example="1,2,3"),
-                   help="step label of each result, e.g. 1,2,3 (default 1..n)")
+    p.add_argument("--steps", type=int_list("--steps", low=0, example="1,2,3"),
+                   help="step label of each result, all different, e.g. 1,2,3 (default 1..n)")
     p.add_argument("--png-dir", help="also write quick-look PNGs into this folder")
     p.set_defaults(func=cmd_dvc_regions)
 
@@ -318,8 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--particles", help="particle labels of REF: per-particle statistics")
     p.add_argument("--voxel-size", type=voxel_size_value(), metavar="UM or Z,Y,X",
                    help=VOXEL_SIZE_HELP)
-    p.add_argument("--shell", type=float_value("--shell", low=0, example="3"), default=3.0,
-                   help="surface-shell thickness in voxels for the particle statistics (3)")
+    p.add_argument("--shell", type=float_value("--shell", low=0, above=True, example="3"),
+                   default=3.0,
+                   help="surface-shell thickness in voxels (> 0; Euclidean distance from the "
+                        "particle boundary, so 1.5 takes diagonal neighbours) for the particle "
+                        "statistics (3)")
     p.set_defaults(func=cmd_dvc_residual)
 
     p = add("segment", "phases (Cu, Si, CBD+E, separator) and particle instances of a tomogram")
@@ -332,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grey-value normalisation first")
     p.add_argument("--align-to", metavar="REF", help="move the volume onto REF (e.g. T0) by "
                                                      "the translation of the copper foil")
-    p.add_argument("--h", type=float_value("--h", low=0, example="1"), default=1.0,
+    p.add_argument("--h", type=float_value("--h", low=0, above=True, example="1"), default=1.0,
                    help="h-maxima height of the watershed in voxels (1; larger merges more)")
     p.add_argument("--min-particle-voxels",
                    type=int_value("--min-particle-voxels", low=1, example="27"), default=27,
@@ -360,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=100, help="random-forest trees (100)")
     p.add_argument("--sigmas", type=float_list("--sigmas", low=0, above=True, example="0.7,1,1.6"),
                    help="filter scales in voxels (default 0.7,1,1.6,3.5,5)")
-    p.add_argument("--jobs", type=int_value("--jobs", example="2"),
-                   default=1, help="parallel jobs of the forest (1)")
+    p.add_argument("--jobs", type=jobs_value("--jobs"),
+                   default=1, help="parallel jobs of the forest: N >= 1, or -1 for all cores (1)")
     p.set_defaults(func=cmd_segment_train)
 
     p = add("morphology", "thickness, RNL volume, particle sizes and tracks of a segmented "
@@ -432,7 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "boundary, solver, output")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true",
-                   help="continue a stopped or killed run from its checkpoint")
+                   help="continue a stopped or killed run from its checkpoint (same case: "
+                        "a changed case is refused, except [solver] linear and dt_min_s; a "
+                        "run with no finished step starts afresh with or without it)")
+    p.add_argument("--allow-case-change", action="store_true",
+                   help="with --resume: continue although the case changed (the changes "
+                        "are recorded in run.json's case_history)")
     p.add_argument("--max-steps", type=int_value("--max-steps", low=1, example="100"), default=None,
                    help="stop (resumable) after this many steps, e.g. for batch time limits")
     p.add_argument("--check", action="store_true",
@@ -556,7 +597,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                            finite=not args.allow_nonfinite, compression=args.compression)
     note = lazy.attrs.get("voxel_size_note")  # kept in the output's metadata too
     log.info("wrote %s: shape %s, %s, voxel size %s um%s", out, lazy.shape, lazy.dtype,
-             _fmt_vs(lazy.voxel_size), f" (partly assumed: {note})" if note else "")
+             _fmt_vs(lazy.voxel_size), "" if not note else f" (partly assumed: {note})"
+             if lazy.voxel_size else f" ({note})")
     print(out)
     return 0
 
@@ -578,10 +620,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "path": src.name, "format": src.format, "stored_shape": list(src.shape),
             "shape": list(lazy.shape), "dtype": str(lazy.dtype),
             "voxel_size_um": list(lazy.voxel_size) if lazy.voxel_size else None,
-            "origin_um": list(lazy.origin),
+            # without a voxel size the origin is in voxels: never labelled um
+            "origin_um": list(lazy.origin) if lazy.voxel_size else None,
+            "origin_voxels": None if lazy.voxel_size else list(lazy.origin),
             "extent_um": [n * v for n, v in zip(lazy.shape, lazy.voxel_size, strict=True)]
             if lazy.voxel_size else None,
             "voxel_size_note": src.voxel_size_note,
+            "axes_note": lazy.attrs.get("axes_note"),
+            "missing_chunks_note": lazy.attrs.get("missing_chunks_note"),
+            "missing_data_note": lazy.attrs.get("missing_data_note"),
             "nbytes": lazy.nbytes,
             "provenance": src.attrs.get("provenance"),
         }
@@ -597,19 +644,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  shape (z, y, x)  {tuple(rep['shape'])}" + (
         f"  (stored {tuple(rep['stored_shape'])})" if rep["shape"] != rep["stored_shape"] else ""))
     print(f"  dtype            {rep['dtype']}  ({rep['nbytes'] / 2**20:.1f} MiB)")
+    note = rep["voxel_size_note"]
     print("  voxel size       " + (f"{_fmt_vs(rep['voxel_size_um'])} um" if rep["voxel_size_um"]
+                                   else "unknown (the file's calibration could not be used; "
+                                   "give --voxel-size)" if note
                                    else "unknown (not in the file; give --voxel-size)"))
-    if rep["voxel_size_note"]:  # an assumed value must be visibly marked as assumed
-        print(f"                   partly assumed, not read from the file: {rep['voxel_size_note']}"
-              " (give --voxel-size if this is wrong)")
+    if note:  # an assumed value must be visibly marked as assumed, ignored metadata named
+        print("                   " + (f"partly assumed, not read from the file: {note} "
+                                       "(give --voxel-size if this is wrong)"
+                                       if rep["voxel_size_um"] else note))
+    for key in ("axes_note", "missing_chunks_note", "missing_data_note"):
+        if rep[key]:
+            print(f"  note             {rep[key]}")
     if "series" in rep:
         print("  TIFF series      " + ", ".join(
             f"{s['index']}: {tuple(s['shape'])} {s['dtype']}" for s in rep["series"])
             + " (choose one with FILE.tif:series=N)")
     if rep["extent_um"]:
         print("  extent           " + " x ".join(f"{e:.4g}" for e in rep["extent_um"]) + " um")
-    unit = "um" if rep["voxel_size_um"] else "voxels"
-    print("  origin           (" + ", ".join(f"{o:.4g}" for o in rep["origin_um"]) + f") {unit}")
+    unit, origin = ("um", rep["origin_um"]) if rep["voxel_size_um"] else ("voxels",
+                                                                         rep["origin_voxels"])
+    print("  origin           (" + ", ".join(f"{o:.4g}" for o in origin) + f") {unit}")
     prov = rep["provenance"]
     if prov:
         print(f"  written by       {prov.get('tool')} {prov.get('version')} "
@@ -716,7 +771,8 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
 
     if len(args.volumes) < 2:
         raise ParameterError(f"dvc-series got {len(args.volumes)} volume", "give T0 T1 [T2 ...]")
-    check_series_inputs(args.volumes, _region_kw(args), args.voxel_size)  # before any work
+    check_series_inputs(args.volumes, _region_kw(args), args.voxel_size,  # before any work
+                        args.node_spacing)
     inputs = []
     for v in args.volumes:
         with open_volume(v) as src:
@@ -995,16 +1051,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from anodetwin.simulate.case import load_case
     from anodetwin.simulate.run import check_case, run_case
 
+    if args.allow_case_change and not args.resume:
+        from anodetwin.errors import ParameterError
+
+        raise ParameterError("--allow-case-change without --resume",
+                             "give it with --resume (a new run takes any case)")
     case = load_case(args.case)
     comm = MPI.COMM_WORLD
     if args.check:  # everything the run checks before its work, writing nothing
-        hist = check_case(case, args.out, resume=args.resume, comm=comm).history
+        setup = check_case(case, args.out, resume=args.resume, comm=comm,
+                           allow_case_change=args.allow_case_change)
+        hist = setup.history
         if comm.rank == 0:
             for name, t in hist.scans.items():
                 print(f"{name}: t = {t / 3600:.3f} h, SoC {hist.soc_at(t):.3f}, "
                       f"mean theta {hist.theta_mean_at(t):.4f}")
+            if setup.restart:
+                print(f"'{args.out}' holds a run with no finished step: it starts afresh")
         return 0
-    rows = run_case(case, args.out, resume=args.resume, max_steps=args.max_steps, comm=comm)
+    rows = run_case(case, args.out, resume=args.resume, max_steps=args.max_steps, comm=comm,
+                    allow_case_change=args.allow_case_change)
     if comm.rank == 0:
         last = rows[-1]
         log.info("%d steps; t = %.2f h, thickness %.2f um, volumetric strain %.4f",

@@ -19,8 +19,12 @@ the work is organised:
 Conventions: node positions (z, y, x) in voxels of the reference volume (spam's
 ``makeGrid``: first node one spacing from the origin); displacement u = Phi[:3, 3] in voxels,
 so that the material at reference position X is found at X + u in the deformed volume.
-spam return status: 2 converged, 1 iteration limit, < 0 diverged, -5 window not fully
-inside the volume, masked out or without texture.
+Node status (:data:`STATUS`; spam's codes and two of anodetwin's): 2 converged,
+1 iteration limit, -1..-3 diverged or singular, -5 window not fully inside the volume or
+masked out, -6 no texture (the window's grey-value std is below ``min_texture_std``:
+:data:`TEXTURE_FACTOR` times the noise level of the reference volume,
+:func:`noise_level`; a window of noise alone has a std equal to it), -7 no valid start
+(a NaN initial guess).
 """
 
 from __future__ import annotations
@@ -41,9 +45,17 @@ from anodetwin.errors import ParameterError
 from anodetwin.log import get_logger, progress_bar
 
 __all__ = ["DVCParams", "node_grid", "correlate_nodes", "initial_phi_field",
-           "interpolate_displacement"]
+           "interpolate_displacement", "noise_level", "STATUS", "TEXTURE_FACTOR"]
 
 log = get_logger("dvc")
+
+#: Node status codes (module notes).
+STATUS = {"converged": 2, "iteration_limit": 1, "outside": -5, "no_texture": -6,
+          "no_start": -7}
+#: A window has texture when its grey-value std is at least this many times the noise level
+#: of the volume (white noise alone: 1.0; a window of noise correlated between neighbouring
+#: voxels reads up to ~1.4 at correlation 0.5).
+TEXTURE_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,9 @@ class DVCParams:
         of ``getImagettes`` + ``_pixelSearch``, as ``spam.DIC.pixelSearchLocal`` does per
         node) over +-``search_range`` voxels (per axis z, y, x) around the initial guess
         comes first, for displacements larger than the window margin.
+    min_texture_std : float
+        A window whose grey-value std is below this (grey levels) has no texture: status -6,
+        not correlated (0: only flat windows).
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -84,6 +99,7 @@ class DVCParams:
     mask_coverage: float = 0.5
     apply_f: str = "all"
     search_range: tuple = (0, 0, 0)
+    min_texture_std: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,8 +136,11 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
     if p.margin < 0 or p.max_iterations < 1 or min(sr) < 0:
         raise ParameterError("margin and search range must be >= 0 and max_iterations >= 1",
                              "fix the correlation parameters")
+    if not (np.isfinite(p.min_texture_std) and p.min_texture_std >= 0):
+        raise ParameterError(f"min_texture_std {p.min_texture_std!r}", "give a std >= 0")
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
-                     int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr)
+                     int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr,
+                     float(p.min_texture_std))
 
 
 def node_grid(shape: tuple[int, int, int], node_spacing) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -181,6 +200,33 @@ def as_worker_volume(vol: Any, name: str | None = None) -> _Vol:
     return _Vol(array=arr, shape=arr.shape)
 
 
+def noise_level(vol: Any, max_slices: int = 16, per_slice: int = 200_000) -> float:
+    """Grey-value noise std of a volume (z, y, x), read slice by slice.
+
+    1.4826 times the median absolute deviation of the differences of neighbouring voxels
+    along y and x, over sqrt(2), in up to ``max_slices`` evenly spaced z slices (at most
+    ``per_slice`` differences each). Texture hardly moves it as long as most neighbouring
+    voxels lie in one phase; a noise-free piecewise-constant volume gives 0. Noise that is
+    correlated between neighbours reads lower than its std (by sqrt(1 - correlation)).
+
+    Parameters
+    ----------
+    vol : numpy.ndarray, Volume or path
+    """
+    v = vol if isinstance(vol, _Vol) else as_worker_volume(vol)
+    nz = int(v.shape[0])
+    diffs = []
+    for z in np.unique(np.linspace(0, nz - 1, min(nz, max_slices)).round().astype(int)):
+        a = v.read((slice(z, z + 1), slice(None), slice(None)))[0].astype(np.float64)
+        d = np.concatenate([np.diff(a, axis=0).ravel(), np.diff(a, axis=1).ravel()])
+        diffs.append(d[:: max(1, d.size // per_slice)])
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+
+
 @dataclass
 class _Batch:
     """Nodes to correlate together, with the region of the volumes their windows touch.
@@ -232,6 +278,14 @@ def quiet_spam():
         yield
 
 
+def _texture(w1: np.ndarray, min_std: float) -> tuple[bool, float]:
+    """Whether a reference window has texture where ``spam.DIC.register`` compares it
+    (inside its 1-voxel margin: grey-value std >= ``min_std``, and not flat), and the
+    variance there."""
+    v_in = float(np.nanvar(w1[1:-1, 1:-1, 1:-1]))
+    return bool(np.nanvar(w1) > 0 and np.sqrt(v_in) >= min_std), v_in
+
+
 def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
     import importlib.resources  # noqa: F401  (spam.datasets needs it; harmless otherwise)
 
@@ -252,12 +306,12 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
         phi0 = b.phi[k].copy()
         if not np.isfinite(phi0).all():
             out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = -7
+            out["status"][k] = STATUS["no_start"]
             continue
         if np.any(b.nodes[k] - hws < 0) or np.any(b.nodes[k] + hws > last):
             # spam would pad the window with zeros, whose edge then correlates by itself
             out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = -5
+            out["status"][k] = STATUS["outside"]
             continue
         if max(p.search_range) > 0:
             import spam.DIC.pixelSearch as ps
@@ -283,10 +337,10 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
             out["status"][k] = im["returnStatus"]
             continue
         w1 = np.asarray(im["imagette1"], dtype=np.float64)
-        var = float(np.nanvar(w1))
-        if not var > 0:  # a flat window has nothing to correlate
+        textured, v_in = _texture(w1, p.min_texture_std)
+        if not textured:  # nothing to correlate
             out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = -5
+            out["status"][k] = STATUS["no_texture"]
             continue
         shift = np.round(phi0[:3, 3]).astype(int)
         phi0[:3, 3] -= shift
@@ -309,7 +363,6 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
         # as mean squared residual / variance it reads like 1 - correlation, ~0 for a
         # match and ~2 for unrelated windows
         inner = w1[1:-1, 1:-1, 1:-1]
-        v_in = float(np.nanvar(inner))
         out["residual"][k] = (float(r["error"]) * float(np.nanmean(inner)) / v_in
                               if v_in > 0 else np.inf)
     return b.index, out

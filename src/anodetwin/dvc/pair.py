@@ -3,7 +3,10 @@ strain, and the result file.
 
 Node flags (``flag``): 0 measured (converged, coherent), 1 repaired (replaced by the
 inverse-distance mean of its valid neighbours among the 26 around it), 2 excluded (NaN:
-window outside the volume or mask, no texture, or no valid neighbours to repair from).
+window outside the volume or mask, no texture (status -6: grey-value std below
+``TEXTURE_FACTOR`` times the reference's noise level, ``params["noise_std"]``), or no valid
+neighbours to repair from). Excluded nodes are never repaired; cells touching them get NaN
+strain.
 A node is bad when spam's return status is not 2 (converged), or its normalised residual
 (mean squared grey residual / window variance; ~0 matched, ~2 unrelated) is above
 ``max_residual``, or its displacement departs from the median of its valid neighbours by
@@ -47,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from anodetwin.dvc.correlate import (
+    STATUS,
+    TEXTURE_FACTOR,
     DVCParams,
     as_worker_volume,
     check_params,
@@ -54,6 +59,7 @@ from anodetwin.dvc.correlate import (
     initial_phi_field,
     interpolate_displacement,
     node_grid,
+    noise_level,
     quiet_spam,
 )
 from anodetwin.dvc.strain import COMPONENTS, CellStrain, cell_mean, cell_strain
@@ -290,44 +296,142 @@ def _listed(v: Any) -> list | None:
     return None if v is None else [float(x) for x in v]
 
 
+#: Normalised residual at or above which two volumes look unrelated (0: the scans match, ~2:
+#: unrelated grey values).
+UNRELATED_RESIDUAL = 1.5
+
+
 def _report_registration(phi: np.ndarray, reg: dict) -> None:
-    """Log the global registration; warn when its residual says it missed the drift."""
+    """Log the global registration; warn when its residual says it missed the drift or the
+    volumes look unrelated."""
     log.info("global registration: translation %s voxels (phase correlation %s), "
              "residual %.3f", np.round(phi[:3, 3], 3), np.round(reg["coarse_shift"], 2),
              reg["residual"])
-    if reg["residual"] > REGISTRATION_RESIDUAL_WARN:
+    if reg["residual"] >= UNRELATED_RESIDUAL:
+        log.warning("the global registration left a normalised residual of %.2f (0: the "
+                    "scans match, ~2: unrelated): the volumes may not show the same sample "
+                    "or region; if they do, they drift by more than half the volume: give "
+                    "--search-range N (voxels; library: search_range=N)", reg["residual"])
+    elif reg["residual"] > REGISTRATION_RESIDUAL_WARN:
         log.warning("the global registration left a normalised residual of %.2f (0: the "
                     "scans match, ~2: unrelated): the drift between the scans is likely "
                     "larger than it found; if nodes fail, give --search-range N (voxels, "
                     "above the drift; library: search_range=N)", reg["residual"])
 
 
+def _measured_residual(reg: dict | None, status: np.ndarray, residual: Any) -> tuple:
+    """(text naming the residuals measured, the residual that judges the match: the global
+    registration's, else the median of the correlated windows', else None)."""
+    parts, judge = [], None
+    if reg is not None:
+        judge = float(reg["residual"])
+        parts.append(f"global registration residual {judge:.2f}")
+    if residual is not None:
+        r = np.asarray(residual, float)[np.asarray(status) > STATUS["outside"]]
+        r = r[np.isfinite(r)]
+        if r.size:
+            parts.append(f"median window residual {np.median(r):.2f}")
+            judge = float(np.median(r)) if judge is None else judge
+    text = (", ".join(parts) + " (0: the scans match, ~2: unrelated)") if parts else \
+        "no residual measured (no window was correlated)"
+    return text, judge
+
+
 def no_node_cause(reg: dict | None, status: np.ndarray, first: DVCParams,
-                  from_field: bool = False) -> tuple[str, str]:
+                  from_field: bool = False, residual: Any = None) -> tuple[str, str]:
     """Message and fix when no node could be measured, naming the likely cause from what
-    was measured: the global registration's residual (``reg``; None when it did not run),
-    the search range, the node statuses (spam: -5 window outside the volume, masked or
-    flat; other < 2: diverged). ``from_field``: the nodes started from a given field."""
+    was measured, strongest evidence first: windows without texture (status -6), a residual
+    near 2 after the registration (and the search, if any: the volumes do not show the same
+    sample or region), no registration or search at all, a moderate registration residual
+    (drift: ``--search-range``). The message always gives the node statuses and the
+    residual measured (``reg``: the global registration, None when it did not run;
+    ``residual``: the windows' normalised residuals). ``from_field``: the nodes started
+    from a given field."""
     st = np.asarray(status)
-    outside, failed = int((st <= -5).sum()), int(((st > -5) & (st != 2)).sum())
-    what = (f"no node could be measured (all {st.size} windows excluded: {outside} outside "
-            f"the volume, masked or without texture, {failed} not converged)")
+    flat = int((st == STATUS["no_texture"]).sum())
+    outside = int(((st <= STATUS["outside"]) & (st != STATUS["no_texture"])).sum())
+    failed = st.size - flat - outside
+    measured, judge = _measured_residual(reg, st, residual)
+    what = (f"no node could be measured (of {st.size} windows: {flat} without texture, "
+            f"{outside} outside the volume or masked, {failed} not converged or correlated "
+            f"poorly; {measured})")
+    searched = max(first.search_range) > 0
     search = "give --search-range N (voxels, above the drift; library: search_range=N)"
-    if max(first.search_range) > 0:
-        return what, ("the drift may exceed the search range " f"{first.search_range}: give "
-                      "a larger --search-range, or check the mask, the region of interest "
-                      "and the window size")
-    if reg is None and not from_field:
+    if flat and flat >= 0.5 * (st.size - outside):
+        return what, ("the windows show no grey-value texture above the noise: correlate a "
+                      "textured region (--roi, --mask) or use larger windows (--hws)")
+    if judge is not None and judge >= UNRELATED_RESIDUAL and (reg is not None or searched
+                                                               or from_field):
+        return (what + "; the volumes do not show the same sample or region",
+                "check that both are scans of the same sample and region (same --roi)"
+                + ("" if searched or from_field else
+                   "; if they are, they drift by more than half the volume: " + search))
+    if reg is None and not from_field and not searched:
         return (what + f"; without the global registration a drift beyond the search "
                        f"margin ({first.margin} voxels) loses every window",
                 search + ", or leave the global registration on")
+    if searched:
+        return what, (f"the drift may exceed the search range {first.search_range}: give a "
+                      "larger --search-range, or check the mask, the region of interest and "
+                      "the window size")
     if reg is not None and reg["residual"] > REGISTRATION_RESIDUAL_WARN:
-        return (what + f"; the global registration left a normalised residual of "
-                       f"{reg['residual']:.2f} (0: the scans match, ~2: unrelated), so the "
-                       f"drift between the scans is likely larger than it found",
-                search + ", or check that both volumes show the same sample")
+        return (what + "; the drift between the scans is likely larger than the global "
+                       "registration found", search + ", or check that both volumes show "
+                                                      "the same sample")
     return what, ("check the mask, the region of interest and the window size; if the scans "
                   "drift by more than " f"{first.margin} voxels locally, " + search)
+
+
+def _levels(shape: tuple, node_spacing, hws, pyramid, margin: int, search_range,
+            min_texture_std: float) -> list[DVCParams]:
+    """The checked parameters of every level, coarse to final (the search on the first)."""
+    final = check_params(DVCParams(node_spacing=node_spacing,
+                                   hws=hws if hws is not None else node_spacing,
+                                   margin=margin, min_texture_std=min_texture_std), shape)
+    levels = [check_params(DVCParams(node_spacing=s, hws=s, margin=margin,
+                                     min_texture_std=min_texture_std), shape)
+              for s in (pyramid or ()) if int(s) > max(final.node_spacing)] + [final]
+    if np.any(np.asarray(search_range) > 0):
+        levels[0] = check_params(DVCParams(**{**levels[0].to_dict(),
+                                              "search_range": search_range}), shape)
+    return levels
+
+
+def _check_mask(ref: Any, mask: Any, voxel_size_um: Any) -> None:
+    """A mask on the reference's grid that holds material."""
+    if mask is None:
+        return
+    m = as_worker_volume(mask)
+    require_same_grid(ref, mask, input_name("reference volume", ref),
+                      input_name("mask", mask), voxel_size=voxel_size_um)
+    if m.array is not None and not np.any(m.array):
+        raise ParameterError("the mask holds no material (all zero)",
+                             "give labels with non-zero material or no mask")
+
+
+def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev, gphi,
+                      gcentre, kw: dict, max_residual, coherence) -> tuple:
+    """Every level, each started from the previous level's field (or ``prev``); returns
+    the last level's (params, nodes, grid shape, spam results, raw u, repaired u, flags)."""
+    for lv in levels:
+        nodes, gshape = node_grid(shape, lv.node_spacing)
+        phi0 = initial_phi_field(nodes, gphi, gcentre)
+        if prev is not None:
+            phi0[:, :3, 3] = interpolate_displacement(*prev, nodes)
+            phi0[:, :3, :3] = np.eye(3)
+        res = correlate_nodes(ref, deformed, nodes, lv, phi0, **kw)
+        u = res["Phi"][:, :3, 3].copy()
+        excluded = (res["status"] <= STATUS["outside"]) | ~np.isfinite(u).all(axis=1)
+        bad = (res["status"] != STATUS["converged"]) & ~excluded
+        if max_residual is not None:
+            bad |= res["residual"] > max_residual
+        u_fixed, flag = repair_nodes(u, gshape, bad, excluded, coherence)
+        log.info("level spacing %s: %d nodes, %d measured, %d repaired, %d excluded "
+                 "(%d without texture)", lv.node_spacing, len(nodes), (flag == 0).sum(),
+                 (flag == 1).sum(), (flag == 2).sum(),
+                 (res["status"] == STATUS["no_texture"]).sum())
+        prev = (nodes, gshape, u_fixed)
+    return lv, nodes, gshape, res, u, u_fixed, flag
 
 
 def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=None,
@@ -374,6 +478,13 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         explicitly, it states the grid of both volumes: a difference of their own voxel
         sizes or origins is then logged, not refused (else both must agree in voxel size,
         shape and origin: :func:`anodetwin.io.agree.require_same_grid`).
+
+    Notes
+    -----
+    Windows without texture (grey-value std below :data:`~anodetwin.dvc.correlate.
+    TEXTURE_FACTOR` times the reference volume's noise level, :func:`~anodetwin.dvc.
+    correlate.noise_level`; ``params["noise_std"]``) are excluded (status -6, flag 2, NaN),
+    never repaired from neighbours, and the cells touching them get NaN strain.
     """
     grid = require_same_grid(ref, deformed, input_name("reference volume", ref),
                              input_name("deformed volume", deformed), voxel_size=voxel_size_um)
@@ -382,55 +493,31 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     d = as_worker_volume(deformed, "deformed volume")
     require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
     shape = tuple(r.shape)
-    ns = node_spacing
-    final = check_params(DVCParams(node_spacing=ns, hws=hws if hws is not None else ns,
-                                   margin=margin), shape)
-    levels = [check_params(DVCParams(node_spacing=s, hws=s, margin=margin), shape)
-              for s in (pyramid or ()) if int(s) > max(final.node_spacing)] + [final]
-    if np.any(np.asarray(search_range) > 0):
-        levels[0] = check_params(DVCParams(**{**levels[0].to_dict(),
-                                              "search_range": search_range}), shape)
-    if mask is not None:
-        m = as_worker_volume(mask)
-        require_same_grid(ref, mask, input_name("reference volume", ref),
-                          input_name("mask", mask), voxel_size=voxel_size_um)
-        if m.array is not None and not np.any(m.array):
-            raise ParameterError("the mask holds no material (all zero)",
-                                 "give labels with non-zero material or no mask")
+    noise = noise_level(r)
+    levels = _levels(shape, node_spacing, hws, pyramid, margin, search_range,
+                     TEXTURE_FACTOR * noise)
+    _check_mask(ref, mask, voxel_size_um)
     prev = None
     if initial is not None:
-        levels, prev = [final], tuple(initial)
+        levels, prev = [levels[-1]], tuple(initial)
     reg = None
     if global_registration and initial is None:
         gphi, gcentre, reg = _global_registration(ref, deformed, shape)
         _report_registration(gphi, reg)
     else:
         gphi, gcentre = np.eye(4), (np.array(shape) - 1) / 2.0
-    for lv in levels:
-        nodes, gshape = node_grid(shape, lv.node_spacing)
-        phi0 = initial_phi_field(nodes, gphi, gcentre)
-        if prev is not None:
-            phi0[:, :3, 3] = interpolate_displacement(*prev, nodes)
-            phi0[:, :3, :3] = np.eye(3)
-        res = correlate_nodes(ref, deformed, nodes, lv, phi0, mask=mask, processes=processes,
-                              scheduler=scheduler, progress=progress)
-        u = res["Phi"][:, :3, 3].copy()
-        excluded = (res["status"] <= -5) | ~np.isfinite(u).all(axis=1)
-        bad = (res["status"] != 2) & ~excluded
-        if max_residual is not None:
-            bad |= res["residual"] > max_residual
-        u_fixed, flag = repair_nodes(u, gshape, bad, excluded, coherence)
-        log.info("level spacing %s: %d nodes, %d measured, %d repaired, %d excluded",
-                 lv.node_spacing, len(nodes), (flag == 0).sum(), (flag == 1).sum(),
-                 (flag == 2).sum())
-        prev = (nodes, gshape, u_fixed)
+    kw = {"mask": mask, "processes": processes, "scheduler": scheduler, "progress": progress}
+    lv, nodes, gshape, res, u, u_fixed, flag = _correlate_levels(
+        ref, deformed, shape, levels, prev, gphi, gcentre, kw, max_residual, coherence)
     if np.all(flag == FLAG["excluded"]):
         raise NumericalError(*no_node_cause(reg, res["status"], levels[0],
-                                            from_field=initial is not None))
+                                            from_field=initial is not None,
+                                            residual=res["residual"]))
     strain = cell_strain(u_fixed.reshape(*gshape, 3), lv.node_spacing, voxel_size_um=vs)
     params = {"levels": [lvl.to_dict() for lvl in levels], "coherence": coherence,
               "max_residual": max_residual, "global_registration": global_registration,
               "processes": processes, "scheduler": scheduler, "registration": reg,
+              "noise_std": noise, "texture_factor": TEXTURE_FACTOR,
               "reference_grid": {"shape": list(shape), "origin_um": _listed(grid.origin),
                                  "voxel_size_um": _listed(grid.voxel_size)}}
     return PairResult(nodes, gshape, u_fixed, u, res["Phi"], res["status"], res["error"],

@@ -16,7 +16,12 @@ Interfaces come from a phase volume (codes of :mod:`anodetwin.phases`: the top o
 copper foil, the bottom of the separator, each the plane where more than half of a z-slice
 changes; without copper or separator, the first/last slice that is more than half
 electrode) or are given as z positions (voxels); without either, the extent of the node
-grid is the electrode. Phases and particle labels are on the grid of the correlated
+grid is the electrode. The electrode and each half must hold cells of the grid (interfaces
+outside the grid, or closer than a cell, are refused, naming the grid's z range in voxels
+and um); cubes and VOIs must be at least one cell of the grid along every axis, and at most
+:data:`MAX_CUBES` cubes are made; step labels must differ
+(:func:`region_layout` checks a grid before any correlation). Phases and particle labels
+are on the grid of the correlated
 reference volume (the ``roi_origin`` of a cropped correlation is taken into account) and
 are read slab by slab, so they may be larger than memory.
 
@@ -66,11 +71,15 @@ from anodetwin.dvc.pair import PairResult, pair_strain, read_pair
 from anodetwin.dvc.strain import cell_mean
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import input_name, require_same_grid, require_series_grid
+from anodetwin.log import get_logger
 from anodetwin.phases import ELECTRODE_PHASES, PHASE
 
-__all__ = ["MEASURES", "STAT_COLUMNS", "DEFAULT_BINS", "RegionStats", "cell_mean",
-           "electrode_interfaces", "particle_centres", "region_statistics", "write_regions",
-           "check_region_inputs"]
+log = get_logger("dvc")
+
+__all__ = ["MEASURES", "STAT_COLUMNS", "DEFAULT_BINS", "MAX_CUBES", "DEFAULT_CUBE_UM",
+           "DEFAULT_VOI_UM", "RegionStats",
+           "RegionLayout", "cell_mean", "electrode_interfaces", "particle_centres",
+           "region_layout", "region_statistics", "write_regions", "check_region_inputs"]
 
 MEASURES = ("volumetric", "ezz", "eyy", "exx", "deviatoric", "hencky_volumetric")
 STAT_COLUMNS = ("n", "mean", "std", "min", "p5", "p25", "p50", "p75", "p95", "max")
@@ -232,10 +241,251 @@ def check_region_inputs(results: Sequence[PairResult], names: Sequence[str], pha
                               input_name(what, labels), voxel_size=voxel_size_um)
 
 
+#: Edges (um) of the reference's sub-volume cubes and particle-centred VOIs: what ``"auto"``
+#: gives when they are at least one cell of the grid.
+DEFAULT_CUBE_UM, DEFAULT_VOI_UM = 40.0, 15.0
+#: Most sub-volume cubes of one analysis: their statistics and histograms take
+#: steps x cubes x 6 measures x 130 numbers.
+MAX_CUBES = 10_000
+
+
+@dataclass
+class RegionLayout:
+    """Where the regions of a node grid lie, in the reference configuration.
+
+    Attributes
+    ----------
+    names, kinds : list of str
+        One per region (electrode, halves, cubes, then particle VOIs).
+    bounds : list of numpy.ndarray
+        (2, 3) low and high corner (z, y, x voxels) of each region.
+    masks : list of numpy.ndarray
+        Cells of each region (boolean over the grid's cells, z slowest); a particle VOI's
+        mask is its T0 box, re-centred per step by :func:`region_statistics`.
+    centres : numpy.ndarray
+        (cells, 3) cell centres (voxels of the reference volume).
+    interfaces : (float, float)
+        Collector and separator interface z (voxels).
+    particle_ids, com_ref : numpy.ndarray
+        Particles with a VOI and their centres of mass (voxels).
+    half_voi : numpy.ndarray
+        Half edge of the VOIs per axis (voxels).
+    cube_um, voi_um : float or None
+        The edges used (um; None: none).
+    """
+
+    names: list
+    kinds: list
+    bounds: list
+    masks: list
+    centres: np.ndarray
+    interfaces: tuple
+    particle_ids: np.ndarray
+    com_ref: np.ndarray
+    half_voi: np.ndarray
+    cube_um: float | None = None
+    voi_um: float | None = None
+
+    def add(self, name: str, kind: str, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Append a box region: the cells whose centres lie in [lo, hi)."""
+        self.names.append(name)
+        self.kinds.append(kind)
+        self.masks.append(np.all((self.centres >= lo) & (self.centres < hi), axis=1))
+        self.bounds.append(np.stack([lo, hi]))
+
+
+def _check_sizes(cube_um: float | None, voi_um: float | None, spacing: np.ndarray,
+                 vs: np.ndarray) -> None:
+    """Cubes and VOIs at least one DVC cell along every axis."""
+    cell = spacing * vs
+    for option, size in (("--cube-um (cube_um)", cube_um), ("--voi-um (voi_um)", voi_um)):
+        if size is None:
+            continue
+        if not (np.isfinite(size) and size >= 0):
+            raise ParameterError(f"{option} = {size}", "give an edge >= 0 um (0: none)")
+        small = [a for a in range(3) if size and size < cell[a] * (1 - 1e-9)]
+        if small:
+            a = small[0]
+            raise ParameterError(
+                f"{option} = {size:g} um is smaller than one cell of the DVC grid "
+                f"({cell[a]:g} um = {spacing[a]:g} voxels along {'zyx'[a]})",
+                f"give an edge >= {cell.max():g} um, or 0 for none")
+
+
+def _auto(size: Any, default: float, what: str, spacing: np.ndarray, vs: np.ndarray,
+          known: bool) -> float | None:
+    """``"auto"``: ``default`` um when the voxel size is known and it is at least one cell of
+    the grid, else none (logged); any other value as given."""
+    if not (isinstance(size, str) and size == "auto"):
+        return size
+    cell = float((spacing * vs).max())
+    if known and default >= cell * (1 - 1e-9):
+        return default
+    log.info("no %s: %s", what, f"the default {default:g} um is smaller than one DVC cell "
+             f"({cell:g} um)" if known else "the voxel size is unknown")
+    return None
+
+
+def _grid_extent(lo: float, hi: float, vs: float, known: bool) -> str:
+    """``z lo..hi voxels (a..b um)`` for messages."""
+    um = f" ({lo * vs:g}..{hi * vs:g} um)" if known else ""
+    return f"z {lo:g}..{hi:g} voxels{um}"
+
+
+def _electrode(layout: RegionLayout, lo_all: np.ndarray, hi_all: np.ndarray, vs: np.ndarray,
+               known: bool, source: str) -> None:
+    """The electrode and its halves; each must hold cells of the grid."""
+    zc, zs = layout.interfaces
+    mid = (zc + zs) / 2
+    layout.add("electrode", "electrode", np.r_[zc, lo_all[1:]], np.r_[zs, hi_all[1:]])
+    layout.add("collector_half", "half", np.r_[zc, lo_all[1:]], np.r_[mid, hi_all[1:]])
+    layout.add("separator_half", "half", np.r_[mid, lo_all[1:]], np.r_[zs, hi_all[1:]])
+    for name, mask, (a, b) in zip(layout.names, layout.masks,
+                                  ((zc, zs), (zc, mid), (mid, zs)), strict=True):
+        if not mask.any():
+            raise ParameterError(
+                f"the {name.replace('_', ' ')} between z {a:g} and {b:g} voxels ({source}) "
+                f"holds no cell of the DVC grid, whose cells span "
+                f"{_grid_extent(lo_all[0], hi_all[0], vs[0], known)}",
+                "give collector and separator interfaces inside that range, at least two "
+                "cells apart (--interfaces ZC,ZS in voxels)")
+
+
+def _cubes(layout: RegionLayout, size: np.ndarray, lo_e: np.ndarray, hi_e: np.ndarray,
+           cube_um: float) -> None:
+    """Cubes of ``size`` voxels tiling the electrode box (at most :data:`MAX_CUBES`)."""
+    tiles = [_tiles(lo_e[a], hi_e[a], size[a]) for a in range(3)]
+    count = int(np.prod([len(t) for t in tiles]))
+    if count > MAX_CUBES:
+        raise ParameterError(f"--cube-um (cube_um) = {cube_um:g} um gives {count} cubes",
+                             f"give a larger edge (at most {MAX_CUBES} cubes), or 0 for none")
+    for i, tz in enumerate(tiles[0]):
+        for j, ty in enumerate(tiles[1]):
+            for k, tx in enumerate(tiles[2]):
+                layout.add(f"cube_z{i}_y{j}_x{k}", "cube", np.array([tz[0], ty[0], tx[0]]),
+                           np.array([tz[1], ty[1], tx[1]]))
+
+
+def region_layout(nodes: np.ndarray, grid_shape: Sequence[int], node_spacing: Any,
+                  voxel_size_um: Any = None, origin: Any = (0, 0, 0), phases: Any = None,
+                  particles: Any = None, interfaces: tuple[float, float] | None = None,
+                  cube_um: float | str | None = "auto", voi_um: float | str | None = "auto",
+                  min_particle_voxels: int = 1) -> RegionLayout:
+    """The regions of a node grid (module notes), checked: every electrode region holds
+    cells, cubes and VOIs are at least one cell (and at most :data:`MAX_CUBES` cubes).
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray
+        (N, 3) node positions (voxels of the correlated volume, z slowest).
+    grid_shape : 3 int
+        Nodes per axis.
+    node_spacing : int or 3 int
+        Node spacing (voxels).
+    voxel_size_um : float or 3 float, optional
+        Voxel size (z, y, x); needed for ``cube_um`` and ``voi_um``.
+    origin : 3 float
+        Offset of the nodes in the reference volume (a cropped correlation's
+        ``roi_origin``).
+    phases, particles, interfaces, cube_um, voi_um, min_particle_voxels
+        As :func:`region_statistics`.
+
+    Raises
+    ------
+    ParameterError
+        Interfaces in the wrong order or leaving an electrode region without cells (the
+        message names the grid's z range in voxels and um), cubes or VOIs smaller than a
+        cell, too many cubes, an unknown voxel size with cubes or VOIs.
+    """
+    known = voxel_size_um is not None
+    vs = np.broadcast_to(np.asarray(1.0 if not known else voxel_size_um, float), (3,))
+    spacing = np.broadcast_to(np.asarray(node_spacing, float), (3,))
+    cube_um = _auto(cube_um, DEFAULT_CUBE_UM, "sub-volume cubes", spacing, vs, known)
+    voi_um = _auto(voi_um, DEFAULT_VOI_UM, "particle VOIs", spacing, vs, known) \
+        if particles is not None else None
+    if not known and (cube_um or voi_um):
+        raise ParameterError("the voxel size is unknown, needed for the cube/VOI sizes in um",
+                             "give the voxel size (--voxel-size)")
+    _check_sizes(cube_um, voi_um, spacing, vs)
+    gshape = tuple(int(n) for n in grid_shape)
+    grid = np.asarray(nodes, float).reshape(*gshape, 3) + np.asarray(origin, float)
+    centres = cell_mean(grid).reshape(-1, 3)
+    half_cell = (grid[-1, -1, -1] - grid[0, 0, 0]) / np.maximum(np.array(gshape) - 1, 1) / 2
+    lo_all, hi_all = centres.min(axis=0) - half_cell, centres.max(axis=0) + half_cell
+    if interfaces is not None:
+        zc, zs = (float(v) for v in interfaces)
+        if not zs > zc:
+            raise ParameterError(f"interfaces {tuple(interfaces)}: separator z is not above "
+                                 "the collector z", "give z_collector < z_separator (voxels)")
+        source = "given"
+    elif phases is not None:
+        (zc, zs), source = electrode_interfaces(phases), "from the phases"
+    else:
+        (zc, zs), source = (float(lo_all[0]), float(hi_all[0])), "the grid"
+    layout = RegionLayout([], [], [], [], centres, (zc, zs), np.zeros(0, int), np.zeros((0, 3)),
+                          (voi_um or 0) / vs / 2, cube_um or None, voi_um or None)
+    _electrode(layout, lo_all, hi_all, vs, known, source)
+    if cube_um:
+        _cubes(layout, cube_um / vs, np.r_[zc, lo_all[1:]], np.r_[zs, hi_all[1:]], cube_um)
+    if particles is not None and voi_um:
+        layout.particle_ids, layout.com_ref = particle_centres(particles, min_particle_voxels)
+    for p, c in zip(layout.particle_ids, layout.com_ref, strict=True):
+        layout.add(f"particle_{p}", "particle", c - layout.half_voi, c + layout.half_voi)
+    return layout
+
+
+def _check_steps(steps: Sequence[int] | None, n: int) -> list[int]:
+    """One distinct step label per field (default 1..n)."""
+    steps = list(steps) if steps is not None else list(range(1, n + 1))
+    if len(steps) != n:
+        raise ParameterError(f"{len(steps)} step labels for {n} fields",
+                             "give one step label per field")
+    repeated = sorted({s for s in steps if steps.count(s) > 1})
+    if repeated:
+        raise ParameterError(f"step labels {steps} repeat {repeated}",
+                             "give every field its own step label (e.g. --steps 1,2,3)")
+    return steps
+
+
+def _step_statistics(res: PairResult, layout: RegionLayout, first: PairResult, vs: np.ndarray,
+                     origin: np.ndarray, bins: np.ndarray) -> tuple:
+    """Statistics of one field over the layout's regions, the particles re-centred:
+    (stats per measure (R, 10), histograms (R, B), det(mean F) - 1 (R,), com (P, 3),
+    voi bounds (P, 2, 3))."""
+    gshape = tuple(first.grid_shape)
+    st = pair_strain(res, vs)  # um displacements over um node spacings, per axis
+    fields = {"volumetric": st.volumetric, "deviatoric": st.deviatoric,
+              "hencky_volumetric": st.hencky_volumetric, **st.small}
+    F = np.asarray(st.F).reshape(-1, 3, 3)
+    u = np.asarray(res.displacement, float)
+    masks = list(layout.masks)
+    n_fixed = len(masks) - len(layout.particle_ids)
+    com = layout.com_ref.copy()
+    voi = np.zeros((len(com), 2, 3))
+    if len(com):
+        com = com + interpolate_displacement(first.nodes, gshape, u, layout.com_ref - origin)
+        voi = np.stack([com - layout.half_voi, com + layout.half_voi], axis=1)
+        x_cells = layout.centres + cell_mean(u.reshape(*gshape, 3)).reshape(-1, 3)
+        for i in range(len(com)):
+            masks[n_fixed + i] = np.all((x_cells >= voi[i, 0]) & (x_cells < voi[i, 1]), axis=1)
+    R = len(masks)
+    stats = {m: np.zeros((R, len(STAT_COLUMNS))) for m in MEASURES}
+    hist = {m: np.zeros((R, len(bins) - 1), np.int64) for m in MEASURES}
+    vol_mean_F = np.full(R, np.nan)
+    for r, m in enumerate(masks):
+        for name in MEASURES:
+            stats[name][r], hist[name][r] = _stats(np.asarray(fields[name]).reshape(-1)[m], bins)
+        Fm = F[m]
+        Fm = Fm[np.isfinite(Fm).all(axis=(1, 2))]
+        if len(Fm):
+            vol_mean_F[r] = np.linalg.det(Fm.mean(axis=0)) - 1
+    return stats, hist, vol_mean_F, com, voi
+
+
 def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any = None,
                       interfaces: tuple[float, float] | None = None,
-                      voxel_size_um: Any = None, cube_um: float | None = 40.0,
-                      voi_um: float | None = 15.0, steps: Sequence[int] | None = None,
+                      voxel_size_um: Any = None, cube_um: float | str | None = "auto",
+                      voi_um: float | str | None = "auto", steps: Sequence[int] | None = None,
                       bins: np.ndarray = DEFAULT_BINS, min_particle_voxels: int = 1,
                       names: Sequence[str] | None = None) -> RegionStats:
     """Strain statistics over electrode halves, sub-volume cubes and particle VOIs.
@@ -249,16 +499,19 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
     particles : array, Volume or path, optional
         Particle ids on the reference grid (0 = none), for the particle VOIs.
     interfaces : (float, float), optional
-        Collector and separator interface z (voxels); overrides ``phases``.
+        Collector and separator interface z (voxels); overrides ``phases``. Each of the
+        electrode and its halves must hold cells of the grid.
     voxel_size_um : float or 3 float, optional
         Voxel size (z, y, x) for the cube/VOI sizes and the strain; default: from the
         result files. The results, phases and particles must agree in voxel size, shape
         and origin with the results' reference volume (:func:`check_region_inputs`); given
         explicitly, it states the grid of all of them (their differences are only logged).
-    cube_um, voi_um : float or None
-        Edge of the sub-volume cubes and of the particle VOIs (um); None skips them.
+    cube_um, voi_um : float, "auto" or None
+        Edge of the sub-volume cubes and of the particle VOIs (um; at least one cell of the
+        grid); None (or 0) skips them; ``"auto"``: the reference's 40 and 15 um where they
+        are at least one cell and the voxel size is known, else none (logged).
     steps : sequence of int, optional
-        Step label of each field (default 1, 2, ...).
+        Step label of each field, all different (default 1, 2, ...).
     bins : numpy.ndarray
         Histogram bin edges (strain).
     min_particle_voxels : int
@@ -274,99 +527,30 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
                  else f"DVC result {i + 1}" for i, p in enumerate(pairs)]
     check_region_inputs(results, names, phases, particles, voxel_size_um)
     first = results[0]
-    gshape = tuple(first.grid_shape)
     for r in results[1:]:
-        if tuple(r.grid_shape) != gshape or not np.allclose(r.nodes, first.nodes):
+        if tuple(r.grid_shape) != tuple(first.grid_shape) or \
+                not np.allclose(r.nodes, first.nodes):
             raise ShapeMismatchError("the DVC results are on different node grids",
                                      "give fields on one grid (e.g. cumulative T0 -> Tk)")
+    steps = _check_steps(steps, len(results))
     vs = voxel_size_um if voxel_size_um is not None else first.voxel_size_um
-    if vs is None and (cube_um or voi_um):
-        raise ParameterError("the voxel size is unknown, needed for the cube/VOI sizes in um",
-                             "give the voxel size (--voxel-size)")
-    vs = np.broadcast_to(np.asarray(1.0 if vs is None else vs, float), (3,))
     origin = np.asarray(first.params.get("roi_origin", (0, 0, 0)), float)
-    nodes = np.asarray(first.nodes, float).reshape(*gshape, 3) + origin
-    centres = cell_mean(nodes).reshape(-1, 3)
-    half_cell = (nodes[-1, -1, -1] - nodes[0, 0, 0]) / np.maximum(np.array(gshape) - 1, 1) / 2
-    lo_all, hi_all = centres.min(axis=0) - half_cell, centres.max(axis=0) + half_cell
-    if interfaces is not None:
-        zc, zs = (float(v) for v in interfaces)
-        if not zs > zc:
-            raise ParameterError(f"interfaces {interfaces}: separator z is not above the "
-                                 "collector z", "give z_collector < z_separator (voxels)")
-    elif phases is not None:
-        zc, zs = electrode_interfaces(phases)
-    else:
-        zc, zs = float(lo_all[0]), float(hi_all[0])
-    names, kinds, masks, bounds = [], [], [], []
-
-    def add(name: str, kind: str, lo: np.ndarray, hi: np.ndarray) -> None:
-        names.append(name)
-        kinds.append(kind)
-        masks.append(np.all((centres >= lo) & (centres < hi), axis=1))
-        bounds.append(np.stack([lo, hi]))
-
-    mid = (zc + zs) / 2
-    add("electrode", "electrode", np.r_[zc, lo_all[1:]], np.r_[zs, hi_all[1:]])
-    add("collector_half", "half", np.r_[zc, lo_all[1:]], np.r_[mid, hi_all[1:]])
-    add("separator_half", "half", np.r_[mid, lo_all[1:]], np.r_[zs, hi_all[1:]])
-    if cube_um:
-        size = cube_um / vs
-        lo_e, hi_e = np.r_[zc, lo_all[1:]], np.r_[zs, hi_all[1:]]
-        tiles = [_tiles(lo_e[a], hi_e[a], size[a]) for a in range(3)]
-        for i, tz in enumerate(tiles[0]):
-            for j, ty in enumerate(tiles[1]):
-                for k, tx in enumerate(tiles[2]):
-                    add(f"cube_z{i}_y{j}_x{k}", "cube", np.array([tz[0], ty[0], tx[0]]),
-                        np.array([tz[1], ty[1], tx[1]]))
-    pid = np.zeros(0, int)
-    com_ref = np.zeros((0, 3))
-    if particles is not None and voi_um:
-        pid, com_ref = particle_centres(particles, min_particle_voxels)
-    n_fixed = len(names)
-    half_voi = (voi_um or 0) / vs / 2
-    for p, c in zip(pid, com_ref, strict=True):
-        add(f"particle_{p}", "particle", c - half_voi, c + half_voi)
-    steps = list(steps) if steps is not None else list(range(1, len(results) + 1))
-    if len(steps) != len(results):
-        raise ParameterError(f"{len(steps)} step labels for {len(results)} fields",
-                             "give one step label per field")
-    S, R, B = len(results), len(names), len(bins) - 1
-    stats = {m: np.zeros((S, R, len(STAT_COLUMNS))) for m in MEASURES}
-    hist = {m: np.zeros((S, R, B), np.int64) for m in MEASURES}
-    vol_mean_F = np.full((S, R), np.nan)
-    com = np.zeros((S, len(pid), 3))
-    voi_bounds = np.zeros((S, len(pid), 2, 3))
-    for s, res in enumerate(results):
-        st = pair_strain(res, vs)  # um displacements over um node spacings, per axis
-        fields = {"volumetric": st.volumetric, "deviatoric": st.deviatoric,
-                  "hencky_volumetric": st.hencky_volumetric, **st.small}
-        F = np.asarray(st.F).reshape(-1, 3, 3)
-        u = np.asarray(res.displacement, float)
-        region_masks = list(masks)
-        if len(pid):
-            u_com = interpolate_displacement(first.nodes, gshape, u, com_ref - origin)
-            com[s] = com_ref + u_com
-            voi_bounds[s] = np.stack([com[s] - half_voi, com[s] + half_voi], axis=1)
-            x_cells = centres + cell_mean(u.reshape(*gshape, 3)).reshape(-1, 3)
-            for i in range(len(pid)):
-                region_masks[n_fixed + i] = np.all((x_cells >= voi_bounds[s, i, 0])
-                                                   & (x_cells < voi_bounds[s, i, 1]), axis=1)
-        for r, m in enumerate(region_masks):
-            for name in MEASURES:
-                stats[name][s, r], hist[name][s, r] = _stats(
-                    np.asarray(fields[name]).reshape(-1)[m], bins)
-            Fm = F[m]
-            Fm = Fm[np.isfinite(Fm).all(axis=(1, 2))]
-            if len(Fm):
-                vol_mean_F[s, r] = np.linalg.det(Fm.mean(axis=0)) - 1
-    params = {"cube_um": cube_um, "voi_um": voi_um, "roi_origin": origin.tolist(),
+    layout = region_layout(first.nodes, first.grid_shape, first.node_spacing, vs, origin,
+                           phases, particles, interfaces, cube_um, voi_um, min_particle_voxels)
+    vs = np.broadcast_to(np.asarray(1.0 if vs is None else vs, float), (3,))
+    per_step = [_step_statistics(res, layout, first, vs, origin, bins) for res in results]
+    stats = {m: np.stack([p[0][m] for p in per_step]) for m in MEASURES}
+    hist = {m: np.stack([p[1][m] for p in per_step]) for m in MEASURES}
+    params = {"cube_um": layout.cube_um, "voi_um": layout.voi_um, "roi_origin": origin.tolist(),
               "interfaces_from": "given" if interfaces is not None else
               ("phases" if phases is not None else "grid"),
               "min_particle_voxels": min_particle_voxels}
-    return RegionStats(steps, names, kinds, np.array(bounds).reshape(-1, 2, 3), stats, hist,
-                       np.asarray(bins, float), vol_mean_F, pid, com_ref, com, voi_bounds,
-                       (zc, zs), vs, params)
+    return RegionStats(steps, layout.names, layout.kinds,
+                       np.array(layout.bounds).reshape(-1, 2, 3), stats, hist,
+                       np.asarray(bins, float), np.stack([p[2] for p in per_step]),
+                       layout.particle_ids, layout.com_ref,
+                       np.stack([p[3] for p in per_step]), np.stack([p[4] for p in per_step]),
+                       layout.interfaces, vs, params)
 
 
 def write_regions(path: str | os.PathLike, rs: RegionStats,

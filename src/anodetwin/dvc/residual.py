@@ -126,7 +126,18 @@ def particle_residuals(rmap: ResidualMap, labels_ref: np.ndarray, shell_voxels: 
         Thickness of the surface shell (voxels from the particle boundary).
     ratio : float
         Core-shell-like when interior fraction above floor < ratio * shell fraction.
+
+    Raises
+    ------
+    ParameterError
+        A shell thickness or ratio that is not a positive finite number.
     """
+    if not (np.isfinite(shell_voxels) and shell_voxels > 0):
+        raise ParameterError(f"shell thickness {shell_voxels!r} voxels is not positive",
+                             "give --shell > 0 (voxels), e.g. 3")
+    if not (np.isfinite(ratio) and ratio > 0):
+        raise ParameterError(f"core-shell ratio {ratio!r} is not positive",
+                             "give a ratio > 0, e.g. 0.7")
     lab = sample_nearest(labels_ref, rmap.coords)
     boundary = np.zeros(lab.shape, bool)
     for ax in range(3):

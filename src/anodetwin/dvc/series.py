@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from anodetwin.dvc.correlate import interpolate_displacement
+from anodetwin.dvc.correlate import interpolate_displacement, node_grid
 from anodetwin.dvc.pair import FLAG, PairResult, correlate_pair, write_pair
 from anodetwin.dvc.quicklook import pair_quicklook, series_quicklook
-from anodetwin.dvc.regions import region_statistics, write_regions
+from anodetwin.dvc.regions import region_layout, region_statistics, write_regions
 from anodetwin.dvc.strain import cell_strain
 from anodetwin.errors import ParameterError
 from anodetwin.io import atomic_write_json, make_provenance
@@ -81,17 +81,28 @@ def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[
 
 
 def check_series_inputs(volumes: list[Any], regions: dict | None = None,
-                        voxel_size_um: Any = None) -> Grid:
+                        voxel_size_um: Any = None, node_spacing: Any = None) -> Grid:
     """Check before any work that the volumes of a series, and the phases and particle
     labels of ``regions``, lie on one grid (voxel size, shape, origin:
     :func:`anodetwin.io.agree.require_series_grid`); an explicit ``voxel_size_um`` accepts
-    differences of the files' voxel sizes and origins (logged). Returns the common grid."""
+    differences of the files' voxel sizes and origins (logged). With ``node_spacing``, the
+    regions (``regions``: keyword arguments of
+    :func:`anodetwin.dvc.regions.region_statistics`) are laid out on the node grid the
+    series will have (:func:`anodetwin.dvc.regions.region_layout`: interfaces that leave an
+    electrode region without cells, cubes or VOIs below a cell are refused). Returns the
+    common grid."""
     names = [input_name(f"T{k}", v) for k, v in enumerate(volumes)]
     grid = require_series_grid(volumes, names, voxel_size=voxel_size_um)
+    regions = dict(regions or {})
     for key in ("phases", "particles"):
-        if (regions or {}).get(key) is not None:
+        if regions.get(key) is not None:
             require_same_grid(volumes[0], regions[key], names[0],
                               input_name(key, regions[key]), voxel_size=voxel_size_um)
+    if node_spacing is not None and grid.shape is not None:
+        nodes, gshape = node_grid(grid.shape, node_spacing)
+        if grid.voxel_size is None:
+            regions.update(cube_um=None, voi_um=None)
+        region_layout(nodes, gshape, node_spacing, grid.voxel_size, **regions)
     return grid
 
 
@@ -137,7 +148,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
         raise ParameterError(f"a series needs at least 2 volumes, got {len(volumes)}",
                              "give T0 T1 [T2 ...]")
     given = voxel_size_um  # explicit: states the grid of every input (mismatches logged)
-    voxel_size_um = check_series_inputs(volumes, regions, given).voxel_size
+    voxel_size_um = check_series_inputs(volumes, regions, given,
+                                        pair_kw.get("node_spacing", 35)).voxel_size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     increments: list[PairResult] = []

@@ -34,6 +34,7 @@ from anodetwin.io.volume import normalize_voxel_size
 from anodetwin.log import get_logger
 
 __all__ = ["Grid", "grid_of", "require_same_grid", "require_series_grid", "format_voxel_size",
+           "format_number",
            "input_name", "DEFAULT_TOLERANCE"]
 
 log = get_logger("io")
@@ -68,6 +69,11 @@ class Grid:
     metadata: bool = True
 
 
+def format_number(x: float) -> str:
+    """A number for messages (``:g``), negative zero written as 0."""
+    return f"{float(x) + 0.0:g}"  # -0.0 + 0.0 == +0.0
+
+
 def format_voxel_size(vs: Any) -> str:
     """A voxel size for messages: ``0.2 um``, ``0.2 x 0.1 x 0.1 um (z, y, x)`` or
     ``unknown``."""
@@ -75,8 +81,8 @@ def format_voxel_size(vs: Any) -> str:
         return "unknown"
     v = [float(x) for x in np.broadcast_to(np.asarray(vs, float), (3,))]
     if max(v) - min(v) <= 1e-12 * max(v):
-        return f"{v[0]:g} um"
-    return " x ".join(f"{x:g}" for x in v) + " um (z, y, x)"
+        return f"{format_number(v[0])} um"
+    return " x ".join(format_number(x) for x in v) + " um (z, y, x)"
 
 
 def input_name(what: str, value: Any) -> str:
@@ -161,8 +167,8 @@ def _check_origin(ga: Grid, gb: Grid, name_a: str, name_b: str, tolerance: float
         return
     known = (ga.voxel_size is not None) + (gb.voxel_size is not None)
     unit = {2: "um", 0: "voxels"}.get(known, "(um or voxels)")
-    what = (f"{name_a} has origin ({', '.join(f'{o:g}' for o in ga.origin)}) but {name_b} "
-            f"has ({', '.join(f'{o:g}' for o in gb.origin)}) {unit}")
+    what = (f"{name_a} has origin ({', '.join(map(format_number, ga.origin))}) but {name_b} "
+            f"has ({', '.join(map(format_number, gb.origin))}) {unit}")
     if override is not None:
         log.warning("%s; --voxel-size is given: treating them as one grid", what)
         return

@@ -156,6 +156,12 @@ def normalize_roi(roi: Any, shape: Sequence[int]) -> ROI:
         if r.step not in (None, 1):
             raise ParameterError(f"ROI axis {'zyx'[axis]} has a step {r.step}",
                                  "use binning instead of a slice step")
+        outside = [b for b in (r.start, r.stop) if b is not None and not -n <= b <= n]
+        if outside:  # never clipped silently
+            raise ParameterError(
+                f"ROI axis {'zyx'[axis]} {'' if r.start is None else r.start}:"
+                f"{'' if r.stop is None else r.stop} reaches outside the volume of size {n}",
+                f"choose bounds within 0:{n} (negative ones count from the end)")
         start, stop, _ = r.indices(n)
         if stop <= start:
             raise ParameterError(

@@ -647,7 +647,8 @@ def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None
     seed : int
         Seed of the voxel subsampling and of the forest.
     n_jobs : int or None
-        Parallel jobs of the forest (training and prediction); -1 uses all cores.
+        Parallel jobs of the forest (training and prediction): N >= 1, -1 for all cores, or
+        None (scikit-learn's default, 1); 0 and other negatives are refused.
 
     Returns
     -------
@@ -683,6 +684,9 @@ def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None
             "not annotated)")
     sig = _check_sigmas(sigmas)
     n_estimators = _check_positive_int(n_estimators, "n_estimators", "give e.g. 100 trees")
+    if n_jobs is not None and n_jobs != -1:
+        n_jobs = _check_positive_int(n_jobs, "n_jobs (--jobs)",
+                                     "give N >= 1 jobs, or -1 for all cores")
     max_samples_per_class = _check_positive_int(
         max_samples_per_class, "max_samples_per_class", "give e.g. 200000 voxels")
     nz = int(volume.shape[0])

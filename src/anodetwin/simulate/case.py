@@ -49,18 +49,46 @@ the outputs::
     dvc_voxel_size_um = 0.0     # voxel of that grid (0: the mesh's voxel)
     dvc_origin_um = []          # centre of voxel 0, (z, y, x) (empty: the mesh's)
     stress_threshold_mpa = 1000.0  # heterogeneity.json: Si volume share above it (MPa)
+
+Every number is checked here, once, for the run and for ``anodetwin simulate --check``
+alike: it must be finite (TOML's ``inf`` and ``nan`` are refused, naming ``[section] key``),
+integers must be integers, and physical bounds apply where they exist: positive
+diffusivities, lengths, temperatures and tolerances, ``0 < dtheta_max <= 1``, a stack
+pressure ``0 <= p0_mpa <= 100`` MPa, a spring stiffness ``0 <= k_mpa_per_um <= 1e6``
+(stiffer: ``top = "plate"``), output times inside the protocol, and a cell protocol whose
+numbers are finite too (``max_minutes`` may be ``inf``: no limit).
+
+A run records the **fingerprint** of its case (:func:`case_values`: every validated value,
+the materials and the protocol as read from their model files, and the mesh's content
+hash; :func:`case_hash`). A resumed run must have the same fingerprint, except for
+:data:`RESUMABLE_KEYS` (``[solver] linear`` and ``dt_min_s``: how a step is solved and when
+a failed step gives up, not which steps a successful run takes).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from anodetwin.errors import InputNotFoundError, ParameterError
 from anodetwin.phases import PHASE
 
-__all__ = ["Case", "Lithiation", "Solver", "Output", "load_case", "case_from_dict"]
+__all__ = ["Case", "Lithiation", "Solver", "Output", "load_case", "case_from_dict",
+           "case_values", "case_hash", "case_changes", "format_changes", "RESUMABLE_KEYS",
+           "MAX_STACK_PRESSURE_MPA"]
+
+#: Case keys (``section.key``) that may change when a run is resumed: they change how a
+#: step is solved or when a failed step gives up, not the steps of a successful run.
+RESUMABLE_KEYS = frozenset({"solver.linear", "solver.dt_min_s"})
+#: Largest stack pressure accepted (MPa); cells run at 0.2-1 MPa, presses at a few MPa.
+MAX_STACK_PRESSURE_MPA = 100.0
+#: Largest spring stiffness accepted (MPa/um); a stiffer top is a plate (``top = "plate"``).
+MAX_SPRING_MPA_PER_UM = 1e6
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,12 @@ class Lithiation:
         if not 0 <= self.network_fraction <= 1:
             raise ParameterError(f"[lithiation] network_fraction = {self.network_fraction}",
                                  "give a share between 0 and 1")
+        if not self.diffusivity_um2_s / self.diffusivity_ratio > 0:
+            raise ParameterError(f"[lithiation] diffusivity_ratio = {self.diffusivity_ratio:g} "
+                                 f"leaves no diffusivity in crystalline Si (diffusivity_um2_s "
+                                 f"/ diffusivity_ratio = 0)", "give a smaller ratio")
+        if self.seed < 0:
+            raise ParameterError(f"[lithiation] seed = {self.seed}", "give a seed >= 0")
 
 
 @dataclass(frozen=True)
@@ -111,6 +145,11 @@ class Solver:
                                    "plastic_tol"))
         if self.dt_min_s > self.dt_max_s:
             raise ParameterError("[solver] dt_min_s > dt_max_s", "give dt_min_s <= dt_max_s")
+        if self.dtheta_max > 1:
+            raise ParameterError(f"[solver] dtheta_max = {self.dtheta_max:g} exceeds the whole "
+                                 "range of theta (0..1)", "give 0 < dtheta_max <= 1, e.g. 0.01")
+        if self.rtol >= 1:
+            raise ParameterError(f"[solver] rtol = {self.rtol:g}", "give 0 < rtol < 1, e.g. 1e-9")
 
 
 @dataclass(frozen=True)
@@ -124,11 +163,13 @@ class Output:
     stress_threshold_mpa: float = 1000.0
 
     def __post_init__(self) -> None:
+        _finite(self, "output")
         if any(t < 0 for t in self.times_s):
             raise ParameterError("[output] times_s holds negative times", "give times >= 0 s")
-        if self.dvc_node_spacing_um < 0 or self.dvc_voxel_size_um < 0:
-            raise ParameterError("[output] DVC grid spacing / voxel size is negative",
-                                 "give values >= 0 (0: no grid / the mesh's voxel)")
+        for key in ("dvc_node_spacing_um", "dvc_voxel_size_um"):
+            if getattr(self, key) < 0:
+                raise ParameterError(f"[output] {key} = {getattr(self, key):g} is negative",
+                                     "give a value >= 0 (0: no grid / the mesh's voxel)")
         if not self.stress_threshold_mpa > 0:
             raise ParameterError(f"[output] stress_threshold_mpa = {self.stress_threshold_mpa}",
                                  "give a positive stress in MPa")
@@ -153,14 +194,42 @@ class Case:
 
 
 def _positive(obj, section: str, names) -> None:
+    _finite(obj, section)
     for n in names:
         v = getattr(obj, n)
         if not (isinstance(v, (int, float)) and v > 0):
             raise ParameterError(f"[{section}] {n} = {v!r} is not positive", f"give {n} > 0")
 
 
+def _finite(obj, section: str) -> None:
+    """Every number of a section's dataclass (and of its lists) finite."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        for i, x in enumerate(v if isinstance(v, tuple) else (v,)):
+            if isinstance(x, float) and not math.isfinite(x):
+                key = f"{f.name}[{i}]" if isinstance(v, tuple) else f.name
+                raise ParameterError(f"[{section}] {key} = {x} is not a finite number",
+                                     f"give a finite {f.name}")
+
+
+def _number(section: str, key: str, v: Any, kind: type) -> float | int:
+    """A finite number (an integer for ``kind`` int) of ``[section] key``, else the typed
+    error naming it."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ParameterError(f"[{section}] {key} = {v!r} is not a number",
+                             f"give {key} as a number")
+    if not math.isfinite(v):
+        raise ParameterError(f"[{section}] {key} = {v} is not a finite number",
+                             f"give a finite value for {key.split('[')[0]}")
+    if kind is int and v != int(v):
+        raise ParameterError(f"[{section}] {key} = {v!r} is not an integer",
+                             f"give {key} as an integer")
+    return kind(v)
+
+
 def _build(cls, section: str, d: dict):
-    """A dataclass from a TOML table, rejecting unknown keys and wrong types."""
+    """A dataclass from a TOML table, rejecting unknown keys, wrong types and numbers that
+    are not finite."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
@@ -172,18 +241,59 @@ def _build(cls, section: str, d: dict):
         if isinstance(default, tuple):
             if not isinstance(v, list):
                 raise ParameterError(f"[{section}] {k} must be a list", f"give {k} = [ ... ]")
-            v = tuple(float(x) for x in v)
+            v = tuple(_number(section, f"{k}[{i}]", x, float) for i, x in enumerate(v))
         elif isinstance(default, bool) or isinstance(default, str):
             if not isinstance(v, type(default)):
                 raise ParameterError(f"[{section}] {k} = {v!r} is not a "
                                      f"{type(default).__name__}", f"give {k} as in the docs")
         elif isinstance(default, (int, float)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ParameterError(f"[{section}] {k} = {v!r} is not a number",
-                                     f"give {k} as a number")
-            v = type(default)(v)
+            v = _number(section, k, v, type(default))
         kw[k] = v
     return cls(**kw)
+
+
+def _check_boundary(b) -> None:
+    """Physical bounds of ``[boundary]`` (beyond :class:`~anodetwin.simulate.mechanics.
+    Boundary`'s own checks)."""
+    if b.p0_mpa > MAX_STACK_PRESSURE_MPA:
+        raise ParameterError(f"[boundary] p0_mpa = {b.p0_mpa:g} MPa is beyond a stack "
+                             f"pressure (cells: 0.2-1 MPa)",
+                             f"give 0 <= p0_mpa <= {MAX_STACK_PRESSURE_MPA:g} MPa")
+    if b.k_mpa_per_um > MAX_SPRING_MPA_PER_UM:
+        raise ParameterError(f"[boundary] k_mpa_per_um = {b.k_mpa_per_um:g} MPa/um",
+                             f"give 0 <= k_mpa_per_um <= {MAX_SPRING_MPA_PER_UM:g}, or "
+                             "top = \"plate\" for a rigid plate")
+
+
+def _check_protocol(protocol, model: str) -> float:
+    """Every number of the cell protocol finite (a segment's ``max_minutes`` may be inf: no
+    limit); returns the protocol's end time (s)."""
+    from anodetwin.simulate.protocol import simulate_cell
+
+    where = f"[cell] model '{model}'"
+    for key, v in asdict(protocol).items():
+        if key == "segments":
+            continue
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ParameterError(f"{where}: {key} = {x} is not a finite number",
+                                     "fix the protocol file")
+    for i, seg in enumerate(protocol.segments):
+        for key, x in asdict(seg).items():
+            if isinstance(x, float) and not math.isfinite(x) and \
+                    not (key == "max_minutes" and x == math.inf):
+                raise ParameterError(f"{where}: segments[{i}].{key} = {x} is not a finite "
+                                     "number", "fix the protocol file")
+    return float(simulate_cell(protocol).time_s[-1])
+
+
+def _check_times(output: Output, end_s: float, model: str) -> None:
+    """Output times inside the protocol ``[0, end_s]``."""
+    late = [t for t in output.times_s if t > end_s]
+    if late:
+        raise ParameterError(f"[output] times_s holds {late[0]:g} s, after the end of the "
+                             f"protocol of [cell] model '{model}' ({end_s:g} s)",
+                             f"give times between 0 and {end_s:g} s")
 
 
 def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None) -> Case:
@@ -221,17 +331,20 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
         raise ParameterError(f"[cell] has unknown keys {unknown}", "use only 'model'")
     model = cell.get("model", "reference_cell")
     protocol = load_protocol(Path(base) / model if str(model).endswith(".toml") else model)
+    end_s = _check_protocol(protocol, str(model))
     solver = _build(Solver, "solver", d.get("solver", {}))
     if not solver.compaction:  # the matrix as a plain compressible neo-Hookean solid
         from dataclasses import replace
 
         materials = {c: replace(m, compaction_mpa=0.0) for c, m in materials.items()}
+    boundary = _build(Boundary, "boundary", d.get("boundary", {}))
+    _check_boundary(boundary)
+    output = _build(Output, "output", d.get("output", {}))
+    _check_times(output, end_s, str(model))
     return Case(path=path or Path(base) / "case.toml", mesh=mesh_path, materials=materials,
                 cell=protocol,
                 lithiation=_build(Lithiation, "lithiation", d.get("lithiation", {})),
-                boundary=_build(Boundary, "boundary", d.get("boundary", {})),
-                solver=solver,
-                output=_build(Output, "output", d.get("output", {})), raw=d)
+                boundary=boundary, solver=solver, output=output, raw=d)
 
 
 def load_case(path: str | os.PathLike) -> Case:
@@ -241,3 +354,80 @@ def load_case(path: str | os.PathLike) -> Case:
     p = Path(path)
     d = read_toml(p, "case file", "give a TOML case file (see the README)")
     return case_from_dict(d, p.parent, p)
+
+
+# --------------------------------------------------------------------------------------------
+# the case's fingerprint (resume checks)
+
+def _plain(v: Any) -> Any:
+    """A JSON value that compares exactly (non-finite floats as text)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _flatten(prefix: str, obj: Any, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], dict):
+        for i, v in enumerate(obj):
+            _flatten(f"{prefix}[{i}]", v, out)
+    else:
+        out[prefix] = _plain(obj)
+
+
+def _mesh_hash(mesh: Path) -> str:
+    """Content hash of the mesh files (``mesh.xdmf`` and its ``mesh.h5``), not their path."""
+    from anodetwin.io import content_hash
+
+    xdmf = mesh / "mesh.xdmf" if mesh.is_dir() else mesh
+    files = [f for f in (xdmf, xdmf.with_suffix(".h5")) if f.is_file()]
+    return ",".join(content_hash(f) for f in files)
+
+
+def case_values(case: Case) -> dict[str, Any]:
+    """The case as ``section.key -> value``: every validated value, the materials and the
+    cell protocol as read from their model files (``materials.<phase>.<field>``,
+    ``cell.<field>``), and ``mesh`` (the content hash of the mesh files)."""
+    from anodetwin.phases import PHASE
+
+    names = {code: name for name, code in PHASE.items()}
+    tables: dict[str, Any] = {"mesh": _mesh_hash(case.mesh)}
+    for section in ("lithiation", "boundary", "solver", "output"):
+        tables[section] = asdict(getattr(case, section))
+    tables["materials"] = {names.get(c, str(c)): {k: v for k, v in asdict(m).items()
+                                                  if k != "sources"}
+                           for c, m in sorted(case.materials.items())}
+    tables["cell"] = {k: v for k, v in asdict(case.cell).items() if k != "sources"}
+    out: dict[str, Any] = {}
+    _flatten("", tables, out)
+    return out
+
+
+def case_hash(values: dict[str, Any]) -> str:
+    """BLAKE2b of :func:`case_values` (sorted JSON), as ``"blake2b:<hex>"``."""
+    text = json.dumps(values, sort_keys=True, default=str)
+    return "blake2b:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def case_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple]:
+    """``key -> (old, new)`` for every key whose value differs (None where absent)."""
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)}
+
+
+def format_changes(changes: dict[str, tuple], limit: int = 6) -> str:
+    """``[boundary] p0_mpa 0.3 -> 0.5, ...`` for messages (at most ``limit`` keys)."""
+    def key(k: str) -> str:
+        section, _, rest = k.partition(".")
+        return f"[{section}] {rest}" if rest else f"[{section}]"
+
+    def val(v: Any) -> str:
+        return "(none)" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    items = [f"{key(k)} {val(a)} -> {val(b)}" for k, (a, b) in changes.items()]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

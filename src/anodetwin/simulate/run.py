@@ -36,6 +36,15 @@ Output folder::
                       (anodetwin.dvc.pair: nodes, displacement, strain, in voxels)
     checkpoint/       the state after the last finished step (resume)
     failure.json      where and why a run stopped (only after a failure)
+
+Resuming (``resume=True``) continues from the checkpoint with the same number of ranks and
+the same case: the checkpoint records the case's fingerprint
+(:func:`anodetwin.simulate.case.case_values`), and a case that differs in anything but
+:data:`~anodetwin.simulate.case.RESUMABLE_KEYS` is refused, naming the keys (old -> new),
+unless ``allow_case_change=True`` (``--allow-case-change``); ``run.json`` lists every start
+and resume with its case file, hash and changes (``case_history``). A folder whose run
+finished no step (it stopped at T0 or before) holds nothing worth keeping: it is started
+afresh, with or without ``resume``.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +65,7 @@ from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
 
 __all__ = ["run_case", "check_case", "SetUp", "SUMMARY_COLUMNS", "read_summary",
-           "defect_multiplier", "stress_factor"]
+           "defect_multiplier", "stress_factor", "MAX_DVC_NODES"]
 
 log = get_logger("simulate")
 
@@ -67,6 +76,13 @@ SUMMARY_COLUMNS = (
     "max_principal_si_mpa", "max_von_mises_si_mpa", "max_plastic_strain_si",
     "newton_iterations", "krylov_iterations", "plastic_passes", "diffusion_iterations",
     "wall_s")
+
+#: Most nodes of the DVC sampling grid ([output] dvc_node_spacing_um); the reference's 2048^3
+#: scans at 35 voxels give 2e5.
+MAX_DVC_NODES = 10_000_000
+#: What a run writes into its folder (removed when a run with no finished step restarts).
+RUN_FILES = ("run.json", "cell.csv", "summary.csv", "heterogeneity.json", "failure.json",
+             "fields", "dvc", "checkpoint")
 
 
 R_GAS = 8.314462618  # J / (mol K)
@@ -156,17 +172,23 @@ class _Checkpoint:
             atomic_write_json(self.dir / "state.json", {**state, "ranks": self.comm.size})
         self.comm.barrier()
 
-    def load(self) -> tuple[dict, dict] | None:
+    def state(self) -> dict | None:
+        """The rank-0 state (``state.json``); None without a checkpoint."""
+        from anodetwin.errors import CorruptFileError
+
         sp = self.dir / "state.json"
         if not sp.is_file():
             return None
-        state = json.loads(sp.read_text())
-        if state["ranks"] != self.comm.size:
-            raise InputError(f"checkpoint '{self.dir}' was written by {state['ranks']} ranks, "
-                             f"not {self.comm.size}",
-                             f"resume with mpiexec -n {state['ranks']}")
+        try:
+            return json.loads(sp.read_text())
+        except (OSError, ValueError) as exc:
+            raise CorruptFileError(f"checkpoint '{sp}' is unreadable ({exc})",
+                                   "continue in a new --out") from None
+
+    def arrays(self) -> dict:
+        """This rank's arrays."""
         with np.load(self.dir / f"rank{self.comm.rank}.npz") as z:
-            return {k: z[k] for k in z.files}, state
+            return {k: z[k] for k in z.files}
 
 
 def _bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +202,26 @@ def _bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _dvc_spacing(o, vs: float, mesh_vs: float | None) -> int:
+    """The DVC node spacing in voxels of the grid: refused below one voxel, warned when
+    rounding moves it or when it is finer than the mesh's voxel."""
+    um = o.dvc_node_spacing_um
+    if um < vs * (1 - 1e-9):
+        whose = "[output] dvc_voxel_size_um" if o.dvc_voxel_size_um else "the mesh's voxel"
+        raise ParameterError(f"[output] dvc_node_spacing_um = {um:g} is below one voxel of "
+                             f"the DVC grid ({vs:g} um, {whose})",
+                             f"give a spacing >= {vs:g} um (e.g. {35 * vs:g} um = 35 voxels, "
+                             "as the reference), or 0 for no grid")
+    spacing = max(1, int(round(um / vs)))
+    if abs(spacing * vs - um) > 0.05 * um:
+        log.warning("[output] dvc_node_spacing_um = %g becomes %d voxels of %g um = %g um",
+                    um, spacing, vs, spacing * vs)
+    if mesh_vs is not None and um < mesh_vs * (1 - 1e-9):
+        log.warning("[output] dvc_node_spacing_um = %g is finer than the mesh's voxel (%g um): "
+                    "the nodes only interpolate within mesh cells", um, mesh_vs)
+    return spacing
+
+
 def _dvc_grid(case, mesh, mesh_summary: dict):
     """Nodes (N, 3, voxels z y x), grid shape, spacing (voxels), voxel size and origin of
     the DVC sampling grid (spam's makeGrid convention on the mesh's box)."""
@@ -191,16 +233,22 @@ def _dvc_grid(case, mesh, mesh_summary: dict):
         return None
     lo, hi = _bounds(mesh)
     lo, hi = lo[::-1], hi[::-1]  # z, y, x
-    vs = o.dvc_voxel_size_um or float(np.min(mesh_summary.get("voxel_size_um", [1.0])))
+    mesh_vs = mesh_summary.get("voxel_size_um")
+    mesh_vs = float(np.min(mesh_vs)) if mesh_vs else None
+    vs = o.dvc_voxel_size_um or mesh_vs or 1.0
     origin = np.array(o.dvc_origin_um) if o.dvc_origin_um else lo + vs / 2
     shape = tuple(int(v) for v in np.round((hi - lo) / vs))
-    spacing = max(1, int(round(o.dvc_node_spacing_um / vs)))
+    spacing = _dvc_spacing(o, vs, mesh_vs)
     gshape = tuple(len(range(spacing, n, spacing)) for n in shape)  # node_grid's nodes
+    extent = " x ".join(f"{e:.3g}" for e in hi - lo)
     if min(gshape) < 2:
         raise ParameterError(f"[output] dvc_node_spacing_um = {o.dvc_node_spacing_um} leaves "
-                             f"a node grid of {gshape} on the mesh of "
-                             f"{' x '.join(f'{e:.3g}' for e in hi - lo)} um (z, y, x)",
+                             f"a node grid of {gshape} on the mesh of {extent} um (z, y, x)",
                              "give a smaller spacing (2 nodes per axis at least) or 0")
+    if int(np.prod(gshape)) > MAX_DVC_NODES:
+        raise ParameterError(f"[output] dvc_node_spacing_um = {o.dvc_node_spacing_um} gives "
+                             f"{int(np.prod(gshape)):.3g} nodes on the mesh of {extent} um",
+                             f"give a larger spacing (at most {MAX_DVC_NODES:.0e} nodes)")
     nodes, gshape = node_grid(shape, spacing)
     return nodes, gshape, spacing, vs, origin
 
@@ -208,34 +256,81 @@ def _dvc_grid(case, mesh, mesh_summary: dict):
 @dataclass
 class SetUp:
     """What :func:`check_case` read and checked: the cell history, the mesh (mesh, phases,
-    particles, facets), the mesh's summary.json and the DVC sampling grid (or None)."""
+    particles, facets), the mesh's summary.json, the DVC sampling grid (or None), the
+    case's fingerprint (hash, values), and the output folder: the checkpoint state to
+    resume from (None: a new run), the case changes accepted with it, and ``restart``
+    (the folder holds a run with no finished step, to be cleared first)."""
 
     history: Any
     mesh: tuple
     mesh_summary: dict
     dvc_grid: tuple | None
+    fingerprint: tuple = ("", {})
+    checkpoint: dict | None = None
+    changes: dict = field(default_factory=dict)
+    restart: bool = False
+
+
+def _check_folder(case, out: Path, resume: bool, comm, values: dict,
+                  allow_change: bool) -> tuple[dict | None, dict, bool]:
+    """The output folder's verdict: (checkpoint state to resume or None, accepted case
+    changes, restart). Every rank reads the same folder."""
+    from anodetwin.simulate.case import RESUMABLE_KEYS, case_changes, format_changes
+
+    state = _Checkpoint(out, comm).state()
+    finished = int(state["step"]) if state else 0
+    if finished == 0:  # nothing worth keeping: started afresh, resumed or not
+        holds = state is not None or (out / "run.json").exists()
+        if resume and not holds:
+            raise InputError(f"'{out}' holds no run to resume", "run without --resume first")
+        if holds and comm.rank == 0:
+            log.info("'%s' holds a run with no finished step: starting it afresh", out)
+        return None, {}, holds
+    if not resume:
+        raise InputError(f"output folder '{out}' holds a run with {finished} finished steps",
+                         "pass --resume to continue it, or choose another --out")
+    if state["ranks"] != comm.size:
+        raise InputError(f"checkpoint '{out / 'checkpoint'}' was written by {state['ranks']} "
+                         f"ranks, not {comm.size}", f"resume with mpiexec -n {state['ranks']}")
+    if "case_values" not in state:
+        log.warning("checkpoint of '%s' predates case fingerprints: the case cannot be "
+                    "compared with the one that ran", out)
+        return state, {}, False
+    changes = case_changes(state["case_values"], values)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_KEYS}
+    if refused and not allow_change:
+        raise InputError(f"case '{case.path}' differs from the case of the run in '{out}': "
+                         f"{format_changes(refused)}",
+                         "resume with the case that ran, run the changed case into a new "
+                         "--out, or pass --resume --allow-case-change to continue with it "
+                         "(recorded in run.json)")
+    if changes and comm.rank == 0:
+        log.warning("resuming '%s' with a changed case: %s", out, format_changes(changes))
+    return state, changes, False
 
 
 def check_case(case, out: str | os.PathLike | None = None, resume: bool = False,
-               comm=None) -> SetUp:
-    """Everything a run checks before any work (``anodetwin simulate --check`` runs it):
-    the output folder (no run there unless ``resume``, a checkpoint when resuming), the
-    cell protocol, the mesh (readable, with Si), and the DVC sampling grid on the mesh.
-    Writes nothing. Raises the typed error of the first failed check."""
+               comm=None, allow_case_change: bool = False) -> SetUp:
+    """Everything a run checks before any work (``anodetwin simulate --check`` runs it).
+
+    The case's values were checked when it was loaded
+    (:func:`anodetwin.simulate.case.load_case`); here the output folder (a run with
+    finished steps only with ``resume``, then on the same number of ranks and with the
+    same case fingerprint unless ``allow_case_change``; a run with no finished step is
+    started afresh), the cell protocol, the mesh (readable, with Si) and the DVC sampling
+    grid on the mesh. Writes nothing. Raises the typed error of the first failed check."""
     from mpi4py import MPI
 
     from anodetwin.mesh.io import read_mesh
+    from anodetwin.simulate.case import case_hash, case_values
     from anodetwin.simulate.protocol import simulate_cell
 
     comm = comm or MPI.COMM_WORLD
+    values = case_values(case)
+    state, changes, restart = None, {}, False
     if out is not None:
-        out = Path(out)
-        if (out / "run.json").exists() and not resume:  # every rank sees the same folder
-            raise InputError(f"output folder '{out}' holds a run",
-                             "pass --resume to continue it, or choose another --out")
-        if resume and not (out / "checkpoint" / "state.json").is_file():
-            raise InputError(f"'{out}' has no checkpoint to resume",
-                             "run without --resume first")
+        state, changes, restart = _check_folder(case, Path(out), resume, comm, values,
+                                                allow_case_change)
     history = simulate_cell(case.cell)
     mesh = read_mesh(case.mesh, comm)
     phases = mesh[1]
@@ -246,10 +341,12 @@ def check_case(case, out: str | os.PathLike | None = None, resume: bool = False,
     mesh_summary = {}
     if (case.mesh / "summary.json").is_file():
         mesh_summary = json.loads((case.mesh / "summary.json").read_text())
-    return SetUp(history, mesh, mesh_summary, _dvc_grid(case, mesh[0], mesh_summary))
+    return SetUp(history, mesh, mesh_summary, _dvc_grid(case, mesh[0], mesh_summary),
+                 (case_hash(values), values), state, changes, restart)
 
 
 def _write_dvc(path: Path, grid, u, params: dict) -> None:
+
     """Sample ``u`` at the grid's nodes and write it as a DVC pair result (rank 0).
 
     The FE displacement comes in mesh order (u_x, u_y, u_z, um) and is stored in DVC order
@@ -280,42 +377,15 @@ def _write_dvc(path: Path, grid, u, params: dict) -> None:
     write_pair(path, res, voxel_size_um=vs)
 
 
-def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
-             comm=None, progress: bool = True) -> list[dict]:
-    """Run a validated case (:func:`anodetwin.simulate.case.load_case`) into ``out``.
-
-    Parameters
-    ----------
-    resume : bool
-        Continue from ``out/checkpoint`` (same number of ranks); without it an existing
-        run folder is refused.
-    max_steps : int, optional
-        Stop (checkpointed, resumable) after this many steps of this call: for wall-time
-        limits of batch jobs.
-
-    Returns the summary rows (all ranks). Raises :class:`NumericalError` after writing
-    ``failure.json`` when a step fails at the smallest time step; the finished steps stay.
-    """
-    import h5py  # noqa: F401  (before dolfinx's HDF5, see the README's pitfalls)
-    import dolfinx_solver  # noqa: F401
-    import dolfinx.fem as fem
+def _transport(case, mesh, phases, particles):
+    """The Li transport in the Si of ``mesh`` with the case's reaction profile (Li enters
+    through particle surfaces inside the box, off the copper), defect bands and stress
+    coupling."""
     from mpi4py import MPI
 
-    from anodetwin.io import atomic_write_json, make_provenance
     from anodetwin.simulate.diffusion import LithiumTransport
-    from anodetwin.simulate.fields import CellFields, merge_xdmf
-    from anodetwin.simulate.mechanics import SwellingProblem
 
-    comm = comm or MPI.COMM_WORLD
-    out = Path(out)
-    ckpt = _Checkpoint(out, comm)
-    t_wall = time.perf_counter()
-    setup = check_case(case, out, resume, comm)  # nothing is written before it passes
-    history, grid = setup.history, setup.dvc_grid
-    mesh, phases, particles, facets = setup.mesh
-
-    # --- Li transport in the Si ---------------------------------------------------------
-    lith = case.lithiation
+    lith, comm = case.lithiation, mesh.comm
     x = mesh.geometry.x
     lo, hi = _bounds(mesh)
     tol = 1e-6 * float(np.max(hi - lo))
@@ -332,8 +402,6 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
 
     mult = defect_multiplier(mesh, phases, particles, lith.network_fraction,
                              lith.network_factor, lith.network_width_um, lith.seed)
-    D1 = lith.diffusivity_um2_s
-    a = float(np.log(lith.diffusivity_ratio))
     z_top_box = float(hi[2])
 
     def weight(X):
@@ -346,186 +414,327 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     kappa = stress_factor(case.materials[PHASE["si"]].beta, lith.temperature_k) \
         if lith.stress_coupling else 0.0
     transport = LithiumTransport(mesh, phases, (PHASE["si"], PHASE["lithiated"]), surface,
-                                 D1 / lith.diffusivity_ratio, a, mode="flux", value=0.0,
-                                 supply=True, weight=weight, multiplier=mult,
+                                 lith.diffusivity_um2_s / lith.diffusivity_ratio,
+                                 float(np.log(lith.diffusivity_ratio)), mode="flux",
+                                 value=0.0, supply=True, weight=weight, multiplier=mult,
                                  prefix="lith_", stress_factor=kappa)
     if transport.inlet_area_um2 <= 0:
         raise InputError(f"mesh '{case.mesh}' has no Si surface where Li can enter",
                          "give a mesh with Si particles inside the electrode")
-    v_si = transport.volume_um3
+    return transport
 
-    # --- mechanics ----------------------------------------------------------------------
-    Q = fem.functionspace(mesh, ("DG", 0))
-    theta_cells = fem.Function(Q, name="theta")
+
+def _mechanics(case, mesh, phases, facets):
+    """The swelling problem with the stack spring, and the theta per cell driving it."""
+    import dolfinx.fem as fem
+
+    from anodetwin.simulate.mechanics import SwellingProblem
+
+    theta_cells = fem.Function(fem.functionspace(mesh, ("DG", 0)), name="theta")
     sp = SwellingProblem(mesh, phases, facets, case.materials, case.boundary, theta_cells,
                          rtol=case.solver.rtol, prefix="mech_",
-                         linear_solver=case.solver.linear,
-                         plastic=case.solver.plasticity,
+                         linear_solver=case.solver.linear, plastic=case.solver.plasticity,
                          plastic_tol=case.solver.plastic_tol)
-    fields_probe = CellFields(sp, phases, facets)
+    return sp, theta_cells
 
+
+def _schedule(case, history) -> tuple[dict, list, float]:
+    """Output name by time (scans, then ``[output] times_s``), the times every step lands
+    on (outputs and protocol breakpoints) and the end time."""
     outputs = {name: float(t) for name, t in history.scans.items()}
     for t in case.output.times_s:
         outputs.setdefault(f"t{t:g}s", float(t))
     t_end = max(outputs.values()) if outputs else float(history.time_s[-1])
     targets = sorted(set(outputs.values()) | {float(b) for b in history.breakpoints_s
                                                if 0 < b <= t_end})
-    name_at = {}
+    name_at: dict[float, str] = {}
     for name, t in outputs.items():
         name_at.setdefault(t, name)
+    return name_at, targets, t_end
 
-    capacity = float(case.cell.cathode_capacity_mah_cm2)
-    rows: list[dict] = []
-    done_outputs: list[str] = []
-    dists: dict[str, dict] = {}
-    t, dt, step = 0.0, min(case.solver.dt_max_s, 60.0), 0
-    loaded = ckpt.load() if resume else None
-    if loaded:
-        arrays, state = loaded
+
+def _clear_run(out: Path) -> None:
+    """Remove what a run wrote into ``out`` (:data:`RUN_FILES`), nothing else."""
+    import shutil
+
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+_NO_ITERATIONS = {"newton_iterations": 0, "krylov_iterations": 0, "plastic_passes": 0,
+                  "diffusion_iterations": 0}
+
+
+class _Run:
+    """A case running in an output folder: its fields, time, records and files (rank 0
+    writes the shared ones)."""
+
+    def __init__(self, case, out: Path, setup: SetUp, comm, t_wall: float):
+        from anodetwin.simulate.fields import CellFields
+
+        self.case, self.out, self.setup, self.comm, self.t_wall = case, out, setup, comm, t_wall
+        self.history, self.grid = setup.history, setup.dvc_grid
+        mesh, phases, particles, facets = setup.mesh
+        self.transport = _transport(case, mesh, phases, particles)
+        self.sp, self.theta_cells = _mechanics(case, mesh, phases, facets)
+        self.probe = CellFields(self.sp, phases, facets)
+        self.name_at, self.targets, self.t_end = _schedule(case, self.history)
+        self.ckpt = _Checkpoint(out, comm)
+        self.rows: list[dict] = []
+        self.outputs: list[str] = []
+        self.dists: dict[str, dict] = {}
+        self.case_history: list[dict] = []
+        self.t, self.dt, self.step = 0.0, min(case.solver.dt_max_s, 60.0), 0
+
+    def restore(self) -> None:
+        """Continue from the checkpoint that :func:`check_case` accepted."""
+        state, arrays = self.setup.checkpoint, self.ckpt.arrays()
+        sp, tr = self.sp, self.transport
         if arrays["u"].shape != sp.u.x.array.shape:
-            raise InputError(f"checkpoint '{ckpt.dir}' does not match the mesh partition",
+            raise InputError(f"checkpoint '{self.ckpt.dir}' does not match the mesh partition",
                              "resume with the same mesh and number of ranks")
         sp.u.x.array[:] = arrays["u"]
-        transport.theta.x.array[:] = arrays["theta"]
-        transport.theta_old.x.array[:] = arrays["theta"]
-        theta_cells.x.array[:] = arrays["theta_cells"]
-        if sp.plastic:
+        tr.theta.x.array[:] = arrays["theta"]
+        tr.theta_old.x.array[:] = arrays["theta"]
+        self.theta_cells.x.array[:] = arrays["theta_cells"]
+        if sp.plastic and "Fp_inv" in arrays:
             sp.Fp_inv.x.array[:] = arrays["Fp_inv"]
             sp.plastic_strain.x.array[:] = arrays["plastic_strain"]
             sp.commit()
-        t, dt, step = state["time_s"], state["dt_s"], state["step"]
-        rows, done_outputs = state["rows"], state["outputs"]
-        dists = state.get("heterogeneity", {})
-        if comm.rank == 0:
-            log.info("resuming at step %d, t = %.1f s", step, t)
+        self.t, self.dt, self.step = state["time_s"], state["dt_s"], state["step"]
+        self.rows, self.outputs = state["rows"], state["outputs"]
+        self.dists = state.get("heterogeneity", {})
+        self.case_history = state.get("case_history", [])
+        if self.comm.rank == 0:
+            log.info("resuming at step %d, t = %.1f s", self.step, self.t)
 
-    def provenance(status: str, extra: dict | None = None) -> None:
-        if comm.rank != 0:
+    def start(self) -> None:
+        """Restore or clear the folder, write run.json and cell.csv, record T0 (or take the
+        stress of the checkpoint, which drives the next step)."""
+        from datetime import datetime, timezone
+
+        if self.setup.checkpoint is not None:
+            self.restore()
+        if self.comm.rank == 0:  # set-up passed: only now the output folders
+            if self.setup.restart:
+                _clear_run(self.out)
+            for sub in ("fields", "dvc"):
+                (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.comm.barrier()
+        self.case_history.append({
+            "from_step": self.step, "from_time_s": self.t,
+            "case_file": str(Path(self.case.path).resolve()),
+            "case_hash": self.setup.fingerprint[0],
+            "changes": {k: list(v) for k, v in self.setup.changes.items()},
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        self.provenance("running")
+        if self.comm.rank == 0:
+            self.history.to_csv(self.out / "cell.csv")
+        if not self.rows:
+            self.record(0.0, dict(_NO_ITERATIONS), self.name_at.get(0.0, ""))
+        else:
+            self.transport.set_hydrostatic(self.probe.compute()["hydrostatic"])
+
+    def provenance(self, status: str, extra: dict | None = None) -> None:
+        """Write run.json (rank 0)."""
+        from anodetwin.io import atomic_write_json, make_provenance
+
+        if self.comm.rank != 0:
             return
+        case, tr, probe = self.case, self.transport, self.probe
         prov = make_provenance("simulate", [str(case.path), str(case.mesh / "mesh.xdmf")],
                                case.raw)
-        atomic_write_json(out / "run.json", {
-            "status": status, "case": case.raw, "mesh": str(case.mesh),
-            "ranks": comm.size, "dofs": {"displacement": sp.dofs},
+        atomic_write_json(self.out / "run.json", {
+            "status": status, "case": case.raw, "case_hash": self.setup.fingerprint[0],
+            "case_history": self.case_history, "mesh": str(case.mesh),
+            "ranks": self.comm.size, "dofs": {"displacement": self.sp.dofs},
             "cell": {"model": case.cell.name, "theta_full": case.cell.theta_full,
-                     "scans_s": history.scans},
-            "si_volume_um3": v_si, "inlet_area_um2": transport.inlet_area_um2,
-            "electrode_thickness0_um": fields_probe.thickness0,
-            "electrode_z_um": [fields_probe.z_bottom, fields_probe.z_top],
-            "outputs": done_outputs,
-            "provenance": prov, **(extra or {})})
+                     "scans_s": self.history.scans},
+            "si_volume_um3": tr.volume_um3, "inlet_area_um2": tr.inlet_area_um2,
+            "electrode_thickness0_um": probe.thickness0,
+            "electrode_z_um": [probe.z_bottom, probe.z_top],
+            "outputs": self.outputs, "provenance": prov, **(extra or {})})
 
-    if comm.rank == 0:  # set-up passed: only now the output folders
-        for sub in ("fields", "dvc"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-    comm.barrier()
-    provenance("running")
-    if comm.rank == 0:
-        history.to_csv(out / "cell.csv")
-
-    def record(dt_s, its: dict, name: str) -> None:
-        f = fields_probe.compute()
-        transport.set_hydrostatic(f["hydrostatic"])  # drives the next step (if coupled)
-        theta_mean = transport.mean_theta()
-        row = {"step": step, "output": name, "time_s": t, "time_h": t / 3600, "dt_s": dt_s,
-               "soc": float(history.soc_at(t)),
-               "li_inserted_mah_cm2": float(history.soc_at(t)) * capacity,
-               "theta_mean": theta_mean, **fields_probe.summary(f),
+    def record(self, dt_s: float, its: dict, name: str) -> None:
+        """The summary row of the state reached, its outputs, and the checkpoint."""
+        t, hist, sp, tr = self.t, self.history, self.sp, self.transport
+        f = self.probe.compute()
+        tr.set_hydrostatic(f["hydrostatic"])  # drives the next step (if coupled)
+        row = {"step": self.step, "output": name, "time_s": t, "time_h": t / 3600,
+               "dt_s": dt_s, "soc": float(hist.soc_at(t)),
+               "li_inserted_mah_cm2": float(hist.soc_at(t))
+               * float(self.case.cell.cathode_capacity_mah_cm2),
+               "theta_mean": tr.mean_theta(), **self.probe.summary(f),
                "stack_pressure_mpa": sp.stack_pressure(), **its,
-               "wall_s": time.perf_counter() - t_wall}
-        rows.append({k: row[k] for k in SUMMARY_COLUMNS})
+               "wall_s": time.perf_counter() - self.t_wall}
+        self.rows.append({k: row[k] for k in SUMMARY_COLUMNS})
         if name:
-            fields_probe.write_xdmf(out / "fields" / f"{name}.xdmf", f, t)
-            if grid is not None:
-                _write_dvc(out / "dvc" / f"{name}.h5", grid, sp.u,
-                           {"case": str(case.path), "output": name, "time_s": t})
-            done_outputs.append(name)
-            d = fields_probe.distribution(f, case.output.stress_threshold_mpa)
-            if comm.rank == 0:
-                dists[name] = {"time_s": t, "soc": row["soc"], **d}
-                atomic_write_json(out / "heterogeneity.json", dists)
-                merge_xdmf([out / "fields" / f"{n}.xdmf" for n in done_outputs],
-                           out / "fields" / "fields.xdmf")
-        if comm.rank == 0:
-            _write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)
+            self._write_output(name, f, row["soc"])
+        if self.comm.rank == 0:
+            _write_csv(self.out / "summary.csv", self.rows, SUMMARY_COLUMNS)
         plastic = {"Fp_inv": sp.Fp_inv.x.array, "plastic_strain": sp.plastic_strain.x.array} \
             if sp.plastic else {}
-        ckpt.save({"u": sp.u.x.array, "theta": transport.theta.x.array,
-                   "theta_cells": theta_cells.x.array, **plastic},
-                  {"time_s": t, "dt_s": dt, "step": step, "rows": rows,
-                   "outputs": done_outputs, "heterogeneity": dists})
+        self.ckpt.save({"u": sp.u.x.array, "theta": tr.theta.x.array,
+                        "theta_cells": self.theta_cells.x.array, **plastic},
+                       {"time_s": t, "dt_s": self.dt, "step": self.step, "rows": self.rows,
+                        "outputs": self.outputs, "heterogeneity": self.dists,
+                        "case_hash": self.setup.fingerprint[0],
+                        "case_values": self.setup.fingerprint[1],
+                        "case_history": self.case_history})
 
-    zero = {"newton_iterations": 0, "krylov_iterations": 0, "plastic_passes": 0,
-            "diffusion_iterations": 0}
-    if not rows:
-        record(0.0, zero, name_at.get(0.0, ""))
-    else:  # resumed: the stress that drives the next step
-        transport.set_hydrostatic(fields_probe.compute()["hydrostatic"])
-    sol = case.solver
-    steps_here = 0
-    last = None  # (u before the last step, its change of mean theta) for the predictor
-    failures: list[dict] = []
-    while t < t_end - 1e-9 and (max_steps is None or steps_here < max_steps):
-        nxt = next(b for b in targets if b > t + 1e-9)
-        dt_try = min(dt, nxt - t, sol.dt_max_s)
-        th0 = history.theta_mean_at(t)
-        for _ in range(30):  # the largest step with |change of mean theta| <= dtheta_max
-            dth = abs(history.theta_mean_at(t + dt_try) - th0)
+    def _write_output(self, name: str, f: dict, soc: float) -> None:
+        """Fields, DVC-grid displacement and heterogeneity of an output (scan or time)."""
+        from anodetwin.io import atomic_write_json
+        from anodetwin.simulate.fields import merge_xdmf
+
+        out, t = self.out, self.t
+        self.probe.write_xdmf(out / "fields" / f"{name}.xdmf", f, t)
+        if self.grid is not None:
+            _write_dvc(out / "dvc" / f"{name}.h5", self.grid, self.sp.u,
+                       {"case": str(self.case.path), "output": name, "time_s": t})
+        self.outputs.append(name)
+        d = self.probe.distribution(f, self.case.output.stress_threshold_mpa)
+        if self.comm.rank == 0:
+            self.dists[name] = {"time_s": t, "soc": soc, **d}
+            atomic_write_json(out / "heterogeneity.json", self.dists)
+            merge_xdmf([out / "fields" / f"{n}.xdmf" for n in self.outputs],
+                       out / "fields" / "fields.xdmf")
+
+    def _step_size(self, nxt: float) -> tuple[float, float]:
+        """The largest step towards ``nxt`` with |change of mean theta| <= dtheta_max (no
+        sliver before a target), and the mean theta now."""
+        sol, hist, t = self.case.solver, self.history, self.t
+        dt_try = min(self.dt, nxt - t, sol.dt_max_s)
+        th0 = hist.theta_mean_at(t)
+        for _ in range(30):
+            dth = abs(hist.theta_mean_at(t + dt_try) - th0)
             if dth <= sol.dtheta_max or dt_try <= sol.dt_min_s:
                 break
             dt_try = max(sol.dt_min_s, dt_try * 0.95 * sol.dtheta_max / dth)
         if nxt - t - dt_try < 0.25 * dt_try:
-            dt_try = nxt - t  # no sliver before a target
-        saved = (sp.u.x.array.copy(), transport.theta.x.array.copy(),
-                 theta_cells.x.array.copy())
-        if last is not None and last[1] != 0:  # secant predictor in the Li inserted
-            r = (history.theta_mean_at(t + dt_try) - th0) / last[1]
-            if 0 < r <= 2:  # as far as it keeps cells valid
-                du = r * (saved[0] - last[0])
-                sp.u.x.array[:] += sp.admissible_fraction(du) * du
-                sp.u.x.scatter_forward()
-        where = f"at step {step + 1} (t = {t + dt_try:.1f} s, dt = {dt_try:.3g} s)"
-        try:
-            rate = (history.theta_mean_at(t + dt_try) - th0) * v_si / dt_try
-            d_its = transport.step(dt_try, rate, where)
-            transport.to_parent_cells(theta_cells)
-            newton, krylov, passes = sp.solve(where, dt=dt_try)
-        except NumericalError as exc:
-            sp.u.x.array[:], transport.theta.x.array[:], theta_cells.x.array[:] = saved
-            sp.rollback()
-            transport.theta_old.x.array[:] = saved[1]
-            failures.append({"time_s": t + dt_try, "dt_s": dt_try, "error": str(exc)})
-            if comm.rank == 0:
-                log.info("step %d: %s; retrying with dt = %.3g s", step + 1, exc, dt_try / 2)
-            if dt_try / 2 < sol.dt_min_s:
-                if comm.rank == 0:
-                    atomic_write_json(out / "failure.json", {
-                        "step": step + 1, "time_s": t, "message": str(exc),
-                        "attempts": failures[-8:]})
-                provenance("failed")
-                raise NumericalError(f"{exc} — stopped at the smallest step; "
-                                     f"{step} finished steps are kept in '{out}'") from None
-            dt = dt_try / 2
-            continue
-        sp.commit()
-        last = (saved[0], history.theta_mean_at(t + dt_try) - th0)
-        t += dt_try
-        step += 1
-        steps_here += 1
-        hit = abs(t - nxt) < 1e-9
-        if hit:
-            t = nxt
-        dt = min(max(dt_try, dt) * 1.5, sol.dt_max_s)  # before the checkpoint: resumable
-        record(dt_try, {"newton_iterations": int(sum(newton)),
-                        "krylov_iterations": int(sum(krylov)),
-                        "plastic_passes": int(passes) if sp.plastic else 0,
-                        "diffusion_iterations": int(d_its)},
-               name_at.get(t, "") if hit else "")
-        if comm.rank == 0:
-            log.info("step %d  t = %.0f s  SoC %.3f  thickness %.2f um  J-1 %.4f", step, t,
-                     rows[-1]["soc"], rows[-1]["thickness_um"], rows[-1]["volumetric_strain"])
-    finished = t >= t_end - 1e-9
-    provenance("done" if finished else "stopped",
-               {"seconds": time.perf_counter() - t_wall, "steps": step})
-    return rows
+            dt_try = nxt - t
+        return dt_try, th0
 
+    def _predict(self, dt_try: float, th0: float, u0: np.ndarray, last) -> None:
+        """Secant predictor of the displacement in the Li inserted, as far as it keeps the
+        cells valid (``last``: u before the last step and its change of mean theta)."""
+        if last is None or last[1] == 0:
+            return
+        r = (self.history.theta_mean_at(self.t + dt_try) - th0) / last[1]
+        if 0 < r <= 2:
+            du = r * (u0 - last[0])
+            self.sp.u.x.array[:] += self.sp.admissible_fraction(du) * du
+            self.sp.u.x.scatter_forward()
+
+    def _solve(self, dt_try: float, th0: float) -> dict:
+        """Li transport, then mechanics, over ``dt_try``; the iteration counts."""
+        where = f"at step {self.step + 1} (t = {self.t + dt_try:.1f} s, dt = {dt_try:.3g} s)"
+        tr = self.transport
+        rate = (self.history.theta_mean_at(self.t + dt_try) - th0) * tr.volume_um3 / dt_try
+        d_its = tr.step(dt_try, rate, where)
+        tr.to_parent_cells(self.theta_cells)
+        newton, krylov, passes = self.sp.solve(where, dt=dt_try)
+        return {"newton_iterations": int(sum(newton)), "krylov_iterations": int(sum(krylov)),
+                "plastic_passes": int(passes) if self.sp.plastic else 0,
+                "diffusion_iterations": int(d_its)}
+
+    def _undo(self, saved: tuple) -> None:
+        """Back to the state before a failed step (u, theta, theta per cell)."""
+        sp, tr = self.sp, self.transport
+        sp.u.x.array[:], tr.theta.x.array[:], self.theta_cells.x.array[:] = saved
+        sp.rollback()
+        tr.theta_old.x.array[:] = saved[1]
+
+    def _retry_or_fail(self, exc: NumericalError, dt_try: float, failures: list) -> None:
+        """Halve the step after a failed solve; below ``dt_min_s`` write failure.json and
+        raise (the finished steps stay)."""
+        from anodetwin.io import atomic_write_json
+
+        failures.append({"time_s": self.t + dt_try, "dt_s": dt_try, "error": str(exc)})
+        if self.comm.rank == 0:
+            log.info("step %d: %s; retrying with dt = %.3g s", self.step + 1, exc, dt_try / 2)
+        if dt_try / 2 >= self.case.solver.dt_min_s:
+            self.dt = dt_try / 2
+            return
+        if self.comm.rank == 0:
+            atomic_write_json(self.out / "failure.json", {
+                "step": self.step + 1, "time_s": self.t, "message": str(exc),
+                "attempts": failures[-8:]})
+        self.provenance("failed")
+        kept = (f"{self.step} finished steps are kept in '{self.out}'" if self.step else
+                f"no step finished: fix the case and run it again into '{self.out}' (it "
+                "starts afresh)")
+        raise NumericalError(f"{exc} — stopped at the smallest step; {kept}") from None
+
+    def advance(self, max_steps: int | None) -> None:
+        """Step to the end of the protocol, or ``max_steps`` steps (then resumable)."""
+        steps_here, last, failures = 0, None, []
+        while self.t < self.t_end - 1e-9 and (max_steps is None or steps_here < max_steps):
+            nxt = next(b for b in self.targets if b > self.t + 1e-9)
+            dt_try, th0 = self._step_size(nxt)
+            saved = (self.sp.u.x.array.copy(), self.transport.theta.x.array.copy(),
+                     self.theta_cells.x.array.copy())
+            self._predict(dt_try, th0, saved[0], last)
+            try:
+                its = self._solve(dt_try, th0)
+            except NumericalError as exc:
+                self._undo(saved)
+                self._retry_or_fail(exc, dt_try, failures)
+                continue
+            self.sp.commit()
+            last = (saved[0], self.history.theta_mean_at(self.t + dt_try) - th0)
+            self.t += dt_try
+            self.step += 1
+            steps_here += 1
+            hit = abs(self.t - nxt) < 1e-9
+            if hit:
+                self.t = nxt
+            # before the checkpoint: resumable
+            self.dt = min(max(dt_try, self.dt) * 1.5, self.case.solver.dt_max_s)
+            self.record(dt_try, its, self.name_at.get(self.t, "") if hit else "")
+            if self.comm.rank == 0:
+                r = self.rows[-1]
+                log.info("step %d  t = %.0f s  SoC %.3f  thickness %.2f um  J-1 %.4f",
+                         self.step, self.t, r["soc"], r["thickness_um"], r["volumetric_strain"])
+        finished = self.t >= self.t_end - 1e-9
+        self.provenance("done" if finished else "stopped",
+                        {"seconds": time.perf_counter() - self.t_wall, "steps": self.step})
+
+
+def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
+             comm=None, progress: bool = True, allow_case_change: bool = False) -> list[dict]:
+    """Run a validated case (:func:`anodetwin.simulate.case.load_case`) into ``out``.
+
+    Parameters
+    ----------
+    resume : bool
+        Continue from ``out/checkpoint`` (same number of ranks, same case); without it a
+        folder holding a run with finished steps is refused. A folder whose run finished no
+        step is started afresh either way.
+    max_steps : int, optional
+        Stop (checkpointed, resumable) after this many steps of this call: for wall-time
+        limits of batch jobs.
+    allow_case_change : bool
+        Resume although the case differs from the one that ran (beyond
+        :data:`anodetwin.simulate.case.RESUMABLE_KEYS`); the changes are recorded in
+        ``run.json`` (``case_history``).
+
+    Returns the summary rows (all ranks). Raises :class:`NumericalError` after writing
+    ``failure.json`` when a step fails at the smallest time step; the finished steps stay.
+    """
+    import h5py  # noqa: F401  (before dolfinx's HDF5, see the README's pitfalls)
+    import dolfinx_solver  # noqa: F401
+    from mpi4py import MPI
+
+    comm = comm or MPI.COMM_WORLD
+    out = Path(out)
+    t_wall = time.perf_counter()
+    setup = check_case(case, out, resume, comm, allow_case_change)  # before any write
+    run = _Run(case, out, setup, comm, t_wall)
+    run.start()
+    run.advance(max_steps)
+    return run.rows
