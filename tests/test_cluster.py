@@ -55,3 +55,20 @@ def test_failed_phantom_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         report.write_phantom(load_config(None, seed=1), out)
     assert out.is_dir()
+
+
+def test_dvc_with_a_bad_scheduler_exits_2(tmp_path, capsys):
+    import numpy as np
+
+    from anodetwin.cli import main
+    from anodetwin.io import write_volume
+
+    vol = (np.random.default_rng(0).random((40, 40, 40)) * 60000).astype(np.uint16)
+    for name in ("a.h5", "b.h5"):
+        write_volume(tmp_path / name, vol, voxel_size=1.0)
+    rc = main(["dvc", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), "--out",
+               str(tmp_path / "o.h5"), "--node-spacing", "10", "--no-global",
+               "--scheduler", "notanaddress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--scheduler 'notanaddress'" in err and "Traceback" not in err
+    assert not (tmp_path / "o.h5").exists()

@@ -428,3 +428,38 @@ def test_negative_zero_is_written_as_zero():
         require_same_grid(Grid((4, 4, 4), (1.0,) * 3, (-0.0, -0.0, -2.0)),
                           Grid((4, 4, 4), (1.0,) * 3, (0.0, 0.0, 0.0)), "A", "B")
     assert "(0, 0, -2)" in str(exc.value) and "-0," not in str(exc.value)
+
+
+def test_pyramid_levels_must_be_coarser_than_the_nodes():
+    """A pyramid level at or below the final spacing was dropped without a word."""
+    from anodetwin.dvc.pair import correlate_pair
+
+    vol = np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32)
+    with pytest.raises(ParameterError, match=r"pyramid level\(s\) \[5, 10\].*node spacing 10"):
+        correlate_pair(vol, vol, node_spacing=10, pyramid=[20, 5, 10])
+
+
+def test_unknown_drop_phase_codes_are_refused():
+    from anodetwin.mesh.voxel import Labels, voxel_mesh
+
+    ph = np.full((4, 4, 4), PHASE["si"], dtype=np.uint8)
+    lab = Labels(ph, np.zeros_like(ph, dtype=np.int32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    with pytest.raises(ParameterError, match=r"drop phase\(s\) \[9\].*0 pore"):
+        voxel_mesh(MPI.COMM_WORLD, lab, drop_phases=(0, 9))
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`anodetwin ... | head -1` must not end in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    code = ("import anodetwin.cli as c\n"
+            "c.cmd_info = lambda a: [print('x' * 100) for _ in range(200000)]\n"
+            "raise SystemExit(c.main(['info']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -421,12 +421,11 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
                 adv(len(idx))
 
     if scheduler:
-        from dask.distributed import Client, LocalCluster
+        from anodetwin.cluster import dask_client
 
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None) if scheduler == "local" else None
+        client, cluster = dask_client(scheduler, workers)
         try:
-            with Client(cluster if cluster is not None else scheduler) as client:
+            with client:
                 futures = client.map(_run_batch, batches, pure=False)
                 collect(client.gather(futures))
         finally:

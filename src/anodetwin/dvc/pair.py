@@ -388,9 +388,15 @@ def _levels(shape: tuple, node_spacing, hws, pyramid, margin: int, search_range,
     final = check_params(DVCParams(node_spacing=node_spacing,
                                    hws=hws if hws is not None else node_spacing,
                                    margin=margin, min_texture_std=min_texture_std), shape)
+    fine = [int(s) for s in (pyramid or ()) if int(s) <= max(final.node_spacing)]
+    if fine:
+        raise ParameterError(f"pyramid level(s) {fine} are not coarser than the node spacing "
+                             f"{max(final.node_spacing)} voxels",
+                             "list only coarser spacings, run first, e.g. --pyramid 100,70 "
+                             "with --node-spacing 35")
     levels = [check_params(DVCParams(node_spacing=s, hws=s, margin=margin,
                                      min_texture_std=min_texture_std), shape)
-              for s in (pyramid or ()) if int(s) > max(final.node_spacing)] + [final]
+              for s in (pyramid or ())] + [final]
     if np.any(np.asarray(search_range) > 0):
         levels[0] = check_params(DVCParams(**{**levels[0].to_dict(),
                                               "search_range": search_range}), shape)

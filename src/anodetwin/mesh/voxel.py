@@ -475,6 +475,10 @@ def voxel_mesh(comm, labels: Labels, coarsen_by: int = 1, drop_phases: tuple = (
 
     from anodetwin.mesh.smooth import corner_jacobians, smooth_interfaces
 
+    unknown = sorted(set(int(c) for c in drop_phases) - set(PHASE.values()))
+    if unknown:
+        raise ParameterError(f"drop phase(s) {unknown} are not phase codes",
+                             "use codes of " + ", ".join(f"{v} {k}" for k, v in PHASE.items()))
     t0 = time.perf_counter()
     lab, cut = coarsen(labels, coarsen_by)
     lab, changed = remove_specks(lab, min_speck_voxels)
