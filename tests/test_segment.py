@@ -19,7 +19,7 @@ from anodetwin.phases import PHASE
 from anodetwin.segment.metrics import dice, instance_score, overlap_table
 from anodetwin.segment.particles import label_particles, particle_table, touching_pairs
 from anodetwin.segment.phases import segment_phases
-from anodetwin.segment.preprocess import align, collector_shift
+from anodetwin.segment.alignment import align, collector_shift
 from anodetwin.segment.resolution import edge_resolution
 from anodetwin.segment.tracking import thickness_prior, track_particles
 

@@ -532,9 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
 # commands
 
 def _print_json(obj: Any) -> None:
-    from anodetwin.io.atomic import _json_default
+    from anodetwin.io.atomic import json_default
 
-    print(json.dumps(obj, indent=2, default=_json_default))
+    print(json.dumps(obj, indent=2, default=json_default))
 
 
 def cmd_info(args: argparse.Namespace) -> int:

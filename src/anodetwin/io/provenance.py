@@ -125,6 +125,6 @@ def make_provenance(
 
 def provenance_json(prov: dict[str, Any]) -> str:
     """Serialise a provenance record to compact JSON."""
-    from anodetwin.io.atomic import _json_default
+    from anodetwin.io.atomic import json_default
 
-    return json.dumps(prov, default=_json_default, separators=(",", ":"))
+    return json.dumps(prov, default=json_default, separators=(",", ":"))

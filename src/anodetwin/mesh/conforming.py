@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from anodetwin.errors import NumericalError
-from anodetwin.mesh.voxel import HexMesh, Labels, _facet_tags, _phase_volumes, _summary, coarsen
+from anodetwin.mesh.voxel import HexMesh, Labels, facet_tags, phase_volumes, summarise_mesh, coarsen
 
 __all__ = ["region_labels", "surface_mesh", "conforming_mesh"]
 
@@ -120,12 +120,12 @@ def conforming_mesh(comm, labels: Labels, coarsen_by: int = 1, smoothing: bool =
     if lab.particles is not None:
         particles = dmesh.meshtags(mesh, 3, owned, pa_cell[:n_owned])
         particles.name = "particles"
-    facets, areas = _facet_tags(mesh, ph_cell, lab.phases.shape, vs, origin)
-    summary = _summary(comm, mesh, ph_cell[:n_owned],
+    facets, areas = facet_tags(mesh, ph_cell, lab.phases.shape, vs, origin)
+    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned],
                        None if lab.particles is None else pa_cell[:n_owned], vs, areas, lab)
-    summary["volume_um3"] = _phase_volumes(mesh, phases)
+    summary["volume_um3"] = phase_volumes(mesh, phases)
     summary.pop("cell_volume_um3", None)
-    summary["jacobian"] = _tet_quality(mesh)
+    summary["jacobian"] = tet_quality(mesh)
     summary.update({"route": "conforming", "ranks": comm.size, "coarsen": int(coarsen_by),
                     "planes_cut": list(cut), "smoothing": bool(smoothing),
                     "voxel_size_um": list(labels.voxel_size_um),
@@ -134,7 +134,7 @@ def conforming_mesh(comm, labels: Labels, coarsen_by: int = 1, smoothing: bool =
     return HexMesh(mesh, phases, particles, facets, summary)
 
 
-def _tet_quality(mesh) -> dict:
+def tet_quality(mesh) -> dict:
     """Smallest and largest Jacobian determinant (6 x tetrahedron volume, um3) and the
     smallest dihedral angle (degrees) over all ranks."""
     from mpi4py import MPI

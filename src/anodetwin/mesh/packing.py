@@ -209,7 +209,7 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
     import gmsh
     from dolfinx.io.gmsh import model_to_mesh
 
-    from anodetwin.mesh.voxel import Labels, _phase_volumes, _summary
+    from anodetwin.mesh.voxel import Labels, phase_volumes, summarise_mesh
 
     if len(spheres.ids) > PARTICLE_LIMIT:
         raise ParameterError(f"{len(spheres.ids)} spheres exceed the gmsh route's limit of "
@@ -252,24 +252,24 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
     facets.name = "facets"
     from mpi4py import MPI
 
-    from anodetwin.mesh.voxel import _facet_areas
+    from anodetwin.mesh.voxel import facet_areas
 
     counts = np.bincount(facets.values, minlength=max(FACET.values()) + 1)
-    areas = np.bincount(facets.values, weights=_facet_areas(mesh, facets.indices),
+    areas = np.bincount(facets.values, weights=facet_areas(mesh, facets.indices),
                         minlength=max(FACET.values()) + 1)
     # the summary's voxel fields do not apply: describe the spheres instead
     dummy = Labels(np.full((1, 1, 1), 2, np.uint8), np.ones((1, 1, 1), np.int32))
-    summary = _summary(comm, mesh, ph_cell[:n_owned], pa_cell[:n_owned], np.ones(3),
+    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned], pa_cell[:n_owned], np.ones(3),
                        (counts, areas), dummy)
     for k in ("cell_volume_um3", "voxel_volume_um3", "particles_in_labels"):
         summary.pop(k, None)
     summary["particle_volume_um3"] = {
         str(int(i)): float(mesh.comm.allreduce(_tag_volume(mesh, particles, int(i)),
                                                op=MPI.SUM)) for i in spheres.ids}
-    summary["volume_um3"] = _phase_volumes(mesh, phases)
-    from anodetwin.mesh.conforming import _tet_quality
+    summary["volume_um3"] = phase_volumes(mesh, phases)
+    from anodetwin.mesh.conforming import tet_quality
 
-    summary["jacobian"] = _tet_quality(mesh)
+    summary["jacobian"] = tet_quality(mesh)
     summary.update({"route": "gmsh", "ranks": comm.size, "spheres": len(spheres.ids),
                     "mesh_size_um": h, "surface_size_um": hs,
                     "box_um": spheres.box.tolist(), "seconds": time.perf_counter() - t0})

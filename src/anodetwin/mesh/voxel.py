@@ -339,15 +339,15 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
         pa_cell = labels.particles.ravel()[voxel_of]
         particles = dmesh.meshtags(mesh, tdim, owned, pa_cell[:n_owned].astype(np.int32))
         particles.name = "particles"
-    facets, areas = _facet_tags(mesh, ph_cell, shape, vs, origin)
-    summary = _summary(comm, mesh, ph_cell[:n_owned],
+    facets, areas = facet_tags(mesh, ph_cell, shape, vs, origin)
+    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned],
                        None if labels.particles is None else pa_cell[:n_owned], vs, areas,
                        labels)
-    summary["volume_um3"] = _phase_volumes(mesh, phases)
+    summary["volume_um3"] = phase_volumes(mesh, phases)
     return HexMesh(mesh, phases, particles, facets, summary)
 
 
-def _phase_volumes(mesh, phases) -> dict:
+def phase_volumes(mesh, phases) -> dict:
     """Volume (um3) of each phase integrated over the mesh cells (exact for moved nodes):
     one assembly of the cell volumes, summed per phase code over the owned cells."""
     import dolfinx.fem as fem
@@ -367,7 +367,7 @@ def _phase_volumes(mesh, phases) -> dict:
     return {name: float(sums[code]) for name, code in PHASE.items() if have[code]}
 
 
-def _facet_areas(mesh, facets: np.ndarray) -> np.ndarray:
+def facet_areas(mesh, facets: np.ndarray) -> np.ndarray:
     """Area (um2) of triangle or quadrilateral facets from their vertex coordinates
     (quadrilaterals in DOLFINx order: half the cross product of the diagonals)."""
     import dolfinx.mesh as dmesh
@@ -383,7 +383,7 @@ def _facet_areas(mesh, facets: np.ndarray) -> np.ndarray:
     return 0.5 * np.linalg.norm(cr, axis=1)
 
 
-def _facet_tags(mesh, ph_cell: np.ndarray, shape, vs, origin):
+def facet_tags(mesh, ph_cell: np.ndarray, shape, vs, origin):
     """Facet tags (module notes) of the owned facets and the tagged area (um2) per tag."""
     import dolfinx.mesh as dmesh
 
@@ -422,7 +422,7 @@ def _facet_tags(mesh, ph_cell: np.ndarray, shape, vs, origin):
     tagged = np.flatnonzero(values).astype(np.int32)
     facets = dmesh.meshtags(mesh, 2, tagged, values[tagged])
     facets.name = "facets"
-    area = _facet_areas(mesh, tagged)
+    area = facet_areas(mesh, tagged)
     areas = np.bincount(values[tagged], weights=area,
                         minlength=max(FACET.values()) + 1)
     counts = np.bincount(values[tagged], minlength=max(FACET.values()) + 1)
@@ -436,7 +436,7 @@ def _allsum(comm, a: np.ndarray) -> np.ndarray:
     return sum(np.pad(p, (0, n - len(p))) for p in parts)
 
 
-def _summary(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
+def summarise_mesh(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
              facet_stats: tuple, labels: Labels) -> dict:
     cell_volume = float(np.prod(vs))
     counts = _allsum(comm, np.bincount(ph, minlength=len(PHASE)))

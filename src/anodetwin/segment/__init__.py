@@ -14,7 +14,8 @@ from anodetwin.segment.morphology import series_morphology, step_morphology, wri
 from anodetwin.segment.particles import label_particles, particle_table
 from anodetwin.segment.phases import PhaseSegmentation, segment_phases
 from anodetwin.segment.pipeline import Segmentation, read_labels, segment_volume, write_labels
-from anodetwin.segment.preprocess import align, collector_shift, denoise, normalise
+from anodetwin.segment.alignment import align, collector_shift
+from anodetwin.segment.preprocess import denoise, normalise
 from anodetwin.segment.resolution import edge_resolution
 from anodetwin.segment.tracking import track_particles
 

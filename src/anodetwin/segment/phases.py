@@ -42,6 +42,7 @@ from scipy import ndimage
 from anodetwin.errors import ParameterError
 from anodetwin.io import normalize_voxel_size, require_3d, require_finite
 from anodetwin.phases import PHASE
+from anodetwin.segment.preprocess import denoise as denoise_volume
 
 __all__ = ["PhaseSegmentation", "segment_phases", "thresholds", "electrode_surface",
            "lateral_window"]
@@ -77,7 +78,7 @@ class PhaseSegmentation:
         return self.phases == PHASE["si"]
 
 
-def _check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
+def check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
     v = np.asarray(getattr(volume, "data", volume))
     require_3d(v.shape, name)
     require_finite(v, name)
@@ -105,7 +106,7 @@ def thresholds(smoothed: np.ndarray) -> tuple[float, float]:
     return float(t[0]), float(t[1])
 
 
-def _foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray]:
+def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray]:
     """Face holding a dense layer and the copper mask: voxels above the half level between
     foil and electrode connected to the layer, filled per column down to the face."""
     frac = (smoothed > t_cu).mean(axis=(1, 2))
@@ -253,17 +254,16 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
     """
     from skimage.morphology import ball, opening, remove_small_objects
 
-    from anodetwin.segment.preprocess import denoise as _denoise
 
     vs = normalize_voxel_size(voxel_size_um, "voxel size")
     if vs is None:
         vs = normalize_voxel_size(getattr(volume, "voxel_size", None) or 1.0, "voxel size")
-    v = _check_volume(volume).astype(np.float32)
+    v = check_volume(volume).astype(np.float32)
     if denoise:
-        v = _denoise(v, denoise)
+        v = denoise_volume(v, denoise)
     s = ndimage.gaussian_filter(v, sigma) if sigma > 0 else v
     t1, t2 = thresholds(s)
-    face, cu, t_edge = _foil(s, t2)
+    face, cu, t_edge = find_foil(s, t2)
     th: dict = {}
     valid = ~cu
     if face is not None:

@@ -123,16 +123,18 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | tuple 
     """
     from anodetwin.io import Volume, normalize_voxel_size, read_volume
     from anodetwin.io.agree import input_name, require_same_grid
-    from anodetwin.segment import preprocess
+    from anodetwin.segment.alignment import align, collector_shift
+    from anodetwin.segment.preprocess import denoise as denoise_volume
+    from anodetwin.segment.preprocess import normalise as normalise_volume
     from anodetwin.segment.particles import label_particles, particle_table
-    from anodetwin.segment.phases import _check_volume, lateral_window, segment_phases
+    from anodetwin.segment.phases import check_volume, lateral_window, segment_phases
 
     vol = read_volume(volume) if isinstance(volume, (str, os.PathLike)) else volume
     if not isinstance(vol, Volume):
         vol = Volume(np.asarray(vol))
     given = normalize_voxel_size(voxel_size_um, "voxel size")
     vs = normalize_voxel_size(given or vol.voxel_size or 1.0, "voxel size")  # (z, y, x)
-    data = _check_volume(vol.data)
+    data = check_volume(vol.data)
     shift = np.zeros(3)
     origin = vol.origin
     if align_to is not None:
@@ -141,13 +143,13 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | tuple 
                           input_name("--align-to reference", align_to), voxel_size=given)
         origin = getattr(ref, "origin", None) or origin  # the aligned data lies on ref's grid
         ref = np.asarray(getattr(ref, "data", ref))
-        shift = preprocess.collector_shift(ref, data)
+        shift = collector_shift(ref, data)
         log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
-        data = preprocess.align(data, shift)
+        data = align(data, shift)
     if denoise:
-        data = preprocess.denoise(data, denoise)
+        data = denoise_volume(data, denoise)
     if normalise:
-        data = preprocess.normalise(data, normalise)
+        data = normalise_volume(data, normalise)
     params = {"denoise": denoise, "normalise": normalise, "h": h,
               "min_particle_voxels": min_particle_voxels,
               "surface_window_um": surface_window_um}

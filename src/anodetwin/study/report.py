@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from anodetwin.io import atomic_write_json, atomic_write_text
+from anodetwin.io.table import csv_text
 from anodetwin.plotting import img_tag, pyplot, save_png
 from anodetwin.study.metrics import METRICS
 
@@ -122,11 +123,10 @@ def _fmt(v, digits: int = 4) -> str:
 def write_report(out: Path, study, rows: list[dict], extra: dict) -> Path:
     """designs.csv, main_effects.png, summary.json and summary.html (module notes of
     :mod:`anodetwin.study.run`); returns the HTML path."""
-    from anodetwin.study.run import _csv_text
 
     params = list(study.points[0])
     designs = design_table(rows, params, study.rank_by)
-    atomic_write_text(out / "designs.csv", _csv_text(designs))
+    atomic_write_text(out / "designs.csv", csv_text(designs))
     effects = main_effects(rows, params)
     metrics = [study.rank_by] + [m for m in KEY_METRICS if m != study.rank_by]
     fig = out / "main_effects.png"

@@ -22,7 +22,6 @@ half-way resumes its simulation from the checkpoint.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anodetwin.errors import ParameterError
+from anodetwin.io.table import csv_text
 from anodetwin.log import get_logger, progress_bar
 
 __all__ = ["run_study", "StudyResult", "read_results"]
@@ -77,16 +77,6 @@ def _row(study, case, result: dict | None) -> dict:
     return row
 
 
-def _csv_text(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else (f"{v:.8g}" if isinstance(v, float) else v))
-                    for k, v in r.items()})
-    return buf.getvalue()
-
-
 def read_results(path: str | os.PathLike) -> list[dict]:
     """Rows of a ``results.csv`` (numbers as float, empty cells as None)."""
     def conv(k, v):
@@ -104,7 +94,7 @@ def read_results(path: str | os.PathLike) -> list[dict]:
 def _write_table(out: Path, rows: list[dict]) -> Path:
     from anodetwin.io import atomic_path, atomic_write_text
 
-    path = atomic_write_text(out / "results.csv", _csv_text(rows))
+    path = atomic_write_text(out / "results.csv", csv_text(rows))
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
