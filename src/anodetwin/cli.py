@@ -958,7 +958,7 @@ def cmd_morphology(args: argparse.Namespace) -> int:
 
 
 def cmd_mesh(args: argparse.Namespace) -> int:
-    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
     from anodetwin.errors import ParameterError
@@ -998,7 +998,7 @@ def cmd_mesh(args: argparse.Namespace) -> int:
 
 
 def cmd_mesh_packing(args: argparse.Namespace) -> int:
-    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
     from anodetwin.errors import ParameterError
@@ -1044,8 +1044,7 @@ def cmd_mesh_packing(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import h5py  # noqa: F401  (before dolfinx's HDF5: h5py then fails with "Not a datatype")
-    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
     from anodetwin.simulate.case import load_case

@@ -161,8 +161,7 @@ def _simulation_stage(folder: Path, series: Path, coarsen: int = 4) -> dict:
     import shutil
 
     import h5py
-
-    import dolfinx_solver  # noqa: F401  (after h5py, before dolfinx)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
     from anodetwin.mesh.io import write_mesh

@@ -31,7 +31,7 @@ def _try(fn: Any) -> Any:
 
 
 def _dolfinx() -> dict[str, Any]:
-    import dolfinx_solver  # noqa: F401  (must precede dolfinx/petsc4py)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     import dolfinx
     from petsc4py import PETSc
 

@@ -70,7 +70,7 @@ def conforming_mesh(comm, labels: Labels, coarsen_by: int = 1, smoothing: bool =
                     quality: bool = False) -> HexMesh:
     """Tetrahedral mesh with shared interfaces (module notes); same tags and summary as
     :func:`anodetwin.mesh.voxel.voxel_mesh` (``route: conforming``)."""
-    import dolfinx_solver  # noqa: F401
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     import basix.ufl
     import dolfinx.mesh as dmesh
     import tetgen

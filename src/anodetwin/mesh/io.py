@@ -107,7 +107,7 @@ def write_mesh(out_dir: str | os.PathLike, hm: HexMesh, extra: dict | None = Non
 
 def read_mesh(path: str | os.PathLike, comm: Any = None) -> tuple:
     """(mesh, phases, particles or None, facets) from ``mesh.xdmf`` (or its folder)."""
-    import dolfinx_solver  # noqa: F401
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from dolfinx.io import XDMFFile
     from mpi4py import MPI
 

@@ -204,7 +204,7 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
     out_dir : path, optional
         Also write ``model.geo_unrolled`` there (rank 0).
     """
-    import dolfinx_solver  # noqa: F401
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     import dolfinx.mesh as dmesh
     import gmsh
     from dolfinx.io.gmsh import model_to_mesh

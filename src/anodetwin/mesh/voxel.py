@@ -301,7 +301,7 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
         partitioner takes over for slabs thinner than ``MIN_SLAB_LAYERS``); ``graph``:
         :func:`dolfinx.mesh.create_mesh` with DOLFINx's graph partitioner in any case.
     """
-    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     import basix.ufl
     import dolfinx.mesh as dmesh
 

@@ -726,8 +726,7 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     Returns the summary rows (all ranks). Raises :class:`NumericalError` after writing
     ``failure.json`` when a step fails at the smallest time step; the finished steps stay.
     """
-    import h5py  # noqa: F401  (before dolfinx's HDF5, see the README's pitfalls)
-    import dolfinx_solver  # noqa: F401
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
     comm = comm or MPI.COMM_WORLD

@@ -107,8 +107,7 @@ def mesh_and_simulate(folder: str | os.PathLike, coarsen: int, comm=None) -> lis
     """The MPI part of a prepared case (``anodetwin study-case``): the labels meshed with
     voxel hexahedra (skipped when ``mesh/`` is complete), then the simulation, resumed from
     its checkpoint when a previous attempt was killed. Returns the summary rows."""
-    import h5py  # noqa: F401  (before dolfinx's HDF5)
-    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
     from anodetwin.mesh.io import read_labels_volume, write_mesh
