@@ -236,12 +236,20 @@ def per_axis_sizes(fields: Fields) -> tuple[Triple | None, list[str]]:
             per[ax] = float(arr[0])
         elif arr is not None:
             notes.append(f"found {ax}_pixel_size with {arr.size} values but ignored: need 1")
+    return _zyx_from_x(per, notes,
+                       lambda ax: f"{ax} voxel size taken equal to x (no usable {ax}_pixel_size)")
+
+
+def _zyx_from_x(per: dict[str, float], notes: list[str],
+                missing: Any) -> tuple[Triple | None, list[str]]:
+    """(z, y, x) from per-axis sizes ``per`` (keys ``x``, ``y``, ``z``): None without x; a
+    missing y or z taken equal to x, with the note ``missing(axis)``."""
     if "x" not in per:
         return None, notes
     for ax in "yz":
         if ax not in per:
             per[ax] = per["x"]
-            notes.append(f"{ax} voxel size taken equal to x (no usable {ax}_pixel_size)")
+            notes.append(missing(ax))
     return (per["z"], per["y"], per["x"]), list(dict.fromkeys(notes))
 
 
@@ -465,13 +473,8 @@ def ome_tiff_calibration(xml: str, index: int) -> tuple[Triple | None, list[str]
         notes += [s.replace("found ", "found OME ", 1) for s in n]
         if arr is not None:
             per[ax.lower()] = float(arr[0])
-    if "x" not in per:
-        return None, notes
-    for ax in "yz":
-        if ax not in per:
-            per[ax] = per["x"]
-            notes.append(f"{ax} taken equal to x (no usable OME PhysicalSize{ax.upper()})")
-    return (per["z"], per["y"], per["x"]), notes
+    return _zyx_from_x(per, notes,
+                       lambda ax: f"{ax} taken equal to x (no usable OME PhysicalSize{ax.upper()})")
 
 
 # --------------------------------------------------------------------------------------------
