@@ -67,3 +67,27 @@ def random_volume(rng: np.random.Generator, shape, dtype) -> np.ndarray:
 def listing(folder: Path) -> set[str]:
     """All paths below ``folder`` (relative), hidden temporaries included."""
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def one_line_error(res, *words) -> str:
+    """Assert a CLI result is a user error: exit 2, one ``anodetwin: error:`` line holding
+    every one of ``words``, no traceback; returns that line."""
+    assert res.code == 2, (res.code, res.err)
+    assert "Traceback" not in res.err
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("anodetwin: error:"), res.err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def swap_sensitive_values(shape, dtype, seed: int = 7) -> np.ndarray:
+    """Values whose byte-swapped reading differs from the right one (no palindromic bytes)."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -30000), min(info.max, 60000), size=shape,
+                            dtype=dtype, endpoint=True)
+    return (rng.standard_normal(shape) * 1e3 + 0.25).astype(dtype)
+

@@ -18,7 +18,7 @@ from scipy import ndimage
 from anodetwin.errors import GridMismatchError, NumericalError, ShapeMismatchError
 from anodetwin.io import Volume, write_volume
 from anodetwin.io.agree import Grid, require_same_grid, require_series_grid
-from conftest import listing
+from conftest import listing, one_line_error
 
 warnings.filterwarnings("ignore", category=np.exceptions.ComplexWarning)
 
@@ -31,16 +31,6 @@ def texture(shape=(40, 40, 40), seed=0, shift=(0.0, 0.0, 0.0)) -> np.ndarray:
     v = big[12:-12, 12:-12, 12:-12]
     v = (v - v.min()) / (v.max() - v.min())
     return (1000 + 50000 * v).astype(np.uint16)
-
-
-def _one_line_error(res, *words):
-    assert res.code == 2, res.err
-    assert "Traceback" not in res.err
-    lines = [ln for ln in res.err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("anodetwin: error:"), res.err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 @pytest.fixture
@@ -83,7 +73,7 @@ def test_dvc_refuses_scans_of_different_voxel_size(cli, scans, tmp_path):
     before = listing(tmp_path)
     res = cli("dvc", t0, t1, "--out", tmp_path / "pair.h5", "--node-spacing", "12",
               "--hws", "6")
-    _one_line_error(res, "t0.tif", "t1.tif", "0.2 um", "0.4 um", "--voxel-size")
+    one_line_error(res, "t0.tif", "t1.tif", "0.2 um", "0.4 um", "--voxel-size")
     assert listing(tmp_path) == before
 
 
@@ -103,10 +93,10 @@ def test_dvc_refuses_unknown_next_to_known_voxel_size_and_other_origins(cli, sca
     t0, _, _ = scans
     write_volume(tmp_path / "nosize.tif", Volume(texture(shift=(1, 0, 0))))
     res = cli("dvc", t0, tmp_path / "nosize.tif", "--out", tmp_path / "p.h5")
-    _one_line_error(res, "nosize.tif", "unknown", "--voxel-size")
+    one_line_error(res, "nosize.tif", "unknown", "--voxel-size")
     write_volume(tmp_path / "moved.tif", Volume(texture(), 0.2, origin=(2.0, 0.0, 0.0)))
     res = cli("dvc", t0, tmp_path / "moved.tif", "--out", tmp_path / "p.h5")
-    _one_line_error(res, "moved.tif", "origin", "(2, 0, 0)")
+    one_line_error(res, "moved.tif", "origin", "(2, 0, 0)")
     res = cli("dvc", t0, tmp_path / "moved.tif", "--out", tmp_path / "p.h5", "--mask",
               tmp_path / "nosize.tif", "--voxel-size", "0.2", "--node-spacing", "12",
               "--hws", "6")
@@ -135,7 +125,7 @@ def test_library_entry_points_refuse_disagreeing_volumes(scans):
 
 def test_noise_floor_cli_refuses_different_voxel_sizes(cli, scans):
     t0, t1, t1ok = scans
-    _one_line_error(cli("noise-floor", t0, t1), "t0.tif", "t1.tif", "0.4 um")
+    one_line_error(cli("noise-floor", t0, t1), "t0.tif", "t1.tif", "0.4 um")
     assert cli("noise-floor", t0, t1, "--voxel-size", "0.2").code == 0
     assert cli("noise-floor", t0, t1ok).code == 0
 
@@ -144,12 +134,12 @@ def test_dvc_series_checks_every_scan_before_any_work(cli, scans, tmp_path):
     t0, t1, t1ok = scans
     res = cli("dvc-series", t0, t1ok, t1, "--out", tmp_path / "ser", "--node-spacing", "12",
               "--hws", "6")
-    _one_line_error(res, "T2 '", "t1.tif", "0.4 um")
+    one_line_error(res, "T2 '", "t1.tif", "0.4 um")
     assert not (tmp_path / "ser").exists()
     write_volume(tmp_path / "ph.tif", Volume(np.ones((40, 40, 40), np.uint8), 0.4))
     res = cli("dvc-series", t0, t1ok, "--out", tmp_path / "ser", "--phases",
               tmp_path / "ph.tif")
-    _one_line_error(res, "phases", "ph.tif", "0.4 um")
+    one_line_error(res, "phases", "ph.tif", "0.4 um")
     assert not (tmp_path / "ser").exists()
 
 
@@ -169,7 +159,7 @@ def test_dvc_regions_refuses_labels_of_another_grid(cli, tmp_path, pair_result):
                        (["--particles", tmp_path / "ph_small.tif"], ("shape (30, 40, 40)",))):
         res = cli("dvc-regions", pair_result, "--out", tmp_path / "reg.h5", "--cube-um", "0",
                   *bad)
-        _one_line_error(res, "pair.h5", *words)
+        one_line_error(res, "pair.h5", *words)
         assert not (tmp_path / "reg.h5").exists()
     res = cli("dvc-regions", pair_result, "--out", tmp_path / "reg.h5", "--cube-um", "0",
               "--phases", tmp_path / "ph04.tif", "--voxel-size", "0.2")
@@ -180,14 +170,14 @@ def test_dvc_residual_checks_result_double_scan_and_particles(cli, scans, tmp_pa
                                                                pair_result):
     t0, t1, t1ok = scans
     out = tmp_path / "res.h5"
-    _one_line_error(cli("dvc-residual", t0, t1, pair_result, "--out", out), "0.4 um")
-    _one_line_error(cli("dvc-residual", t0, t1ok, pair_result, "--out", out,
+    one_line_error(cli("dvc-residual", t0, t1, pair_result, "--out", out), "0.4 um")
+    one_line_error(cli("dvc-residual", t0, t1ok, pair_result, "--out", out,
                         "--double-scan", t0, t1), "double scan", "t1.tif", "0.4 um")
     write_volume(tmp_path / "small.tif", Volume(texture((30, 40, 40)), 0.2))
-    _one_line_error(cli("dvc-residual", tmp_path / "small.tif", tmp_path / "small.tif",
+    one_line_error(cli("dvc-residual", tmp_path / "small.tif", tmp_path / "small.tif",
                         pair_result, "--out", out), "DVC result", "(40, 40, 40)")
     write_volume(tmp_path / "lab.tif", Volume(np.ones((40, 40, 40), np.int32), 0.1))
-    _one_line_error(cli("dvc-residual", t0, t1ok, pair_result, "--out", out, "--particles",
+    one_line_error(cli("dvc-residual", t0, t1ok, pair_result, "--out", out, "--particles",
                         tmp_path / "lab.tif"), "particles", "0.1 um")
     assert not out.exists()
     res = cli("dvc-residual", t0, t1ok, pair_result, "--out", out, "--floor", "100")
@@ -201,7 +191,7 @@ def test_segment_align_to_and_morphology_check_the_grid(cli, tmp_path, scans):
 
     t0, t1, _ = scans
     res = cli("segment", t0, "--out", tmp_path / "lab.h5", "--align-to", t1)
-    _one_line_error(res, "--align-to reference", "t1.tif", "0.4 um")
+    one_line_error(res, "--align-to reference", "t1.tif", "0.4 um")
     assert not (tmp_path / "lab.h5").exists()
 
     def seg(vs):
@@ -221,7 +211,7 @@ def test_segment_align_to_and_morphology_check_the_grid(cli, tmp_path, scans):
     write_labels(tmp_path / "b.h5", seg(0.4))
     res = cli("morphology", tmp_path / "a.h5", tmp_path / "b.h5", "--out", tmp_path / "m",
               "--prior", "none")
-    _one_line_error(res, "b.h5", "0.4 um")
+    one_line_error(res, "b.h5", "0.4 um")
     assert not (tmp_path / "m").exists()
 
 
@@ -279,7 +269,7 @@ def test_bad_option_values_exit_2_with_one_line(capsys, args, option):
         main(args)
     err = capsys.readouterr().err
     assert exc.value.code == 2
-    line = _one_line_error(type("R", (), {"code": 2, "err": err})(), option)
+    line = one_line_error(type("R", (), {"code": 2, "err": err})(), option)
     assert args[-1] in line  # the value as given
     assert "give" in line or "write it as" in line  # and the fix
 
@@ -337,7 +327,7 @@ def test_failed_correlation_names_search_range(drifted, tmp_path, cli):
     write_volume(tmp_path / "b.tif", Volume(np.clip(moved, 0, 65535).astype(np.uint16), 1.0))
     res = cli("--quiet", "dvc", tmp_path / "a.tif", tmp_path / "b.tif", "--out",
               tmp_path / "p.h5", "--node-spacing", "20", "--hws", "10", "--no-global")
-    _one_line_error(res, "no node could be measured", "--search-range")
+    one_line_error(res, "no node could be measured", "--search-range")
     assert not (tmp_path / "p.h5").exists()
 
 
@@ -380,7 +370,7 @@ def test_simulate_check_and_run_refuse_a_one_node_dvc_grid(tmp_path, cli):
     case.write_text(f'[mesh]\npath = "{tmp_path / "mesh"}"\n[cell]\nmodel = "quick_cell"\n'
                     "[output]\ndvc_node_spacing_um = 5.0\n")
     res = cli("simulate", case, "--out", tmp_path / "run", "--check")
-    _one_line_error(res, "dvc_node_spacing_um", "give a smaller spacing")
+    one_line_error(res, "dvc_node_spacing_um", "give a smaller spacing")
     with pytest.raises(ParameterError, match="dvc_node_spacing_um"):
         run_case(load_case(case), tmp_path / "run", comm=MPI.COMM_SELF)
     assert not (tmp_path / "run").exists()  # nothing left behind

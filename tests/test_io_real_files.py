@@ -25,20 +25,9 @@ from anodetwin.errors import (
     MissingDataError,
 )
 from anodetwin.io import open_volume, read_volume
-from conftest import listing
+from conftest import listing, one_line_error, swap_sensitive_values
 
 DTYPES = ["uint8", "uint16", "int16", "uint32", "float32", "float64"]
-
-
-def _values(shape, dtype, seed=7):
-    """Values whose byte-swapped reading differs from the right one (no palindromic bytes)."""
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -30000), min(info.max, 60000), size=shape,
-                            dtype=dtype, endpoint=True)
-    return (rng.standard_normal(shape) * 1e3 + 0.25).astype(dtype)
 
 
 def _bin_ref(a, b):
@@ -59,13 +48,9 @@ def _assert_binned(actual, expected):
 
 
 def _one_line_error(res, *names):
-    assert res.code == 2, (res.out, res.err)
-    lines = [ln for ln in res.err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("anodetwin: error: "), res.err
-    assert "Traceback" not in res.err and ";" in lines[0]
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    line = one_line_error(res, *names)
+    assert ";" in line  # the fix follows the problem
+    return line
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +125,7 @@ BIG_ENDIAN = {"tiff": _write_be_tiff, "tiff-dir": _write_be_tiff_dir, "npy": _wr
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fmt", sorted(BIG_ENDIAN))
 def test_big_endian_read_roi_bin_and_out(tmp_path, fmt, dtype):
-    a = _values((6, 9, 10), dtype)
+    a = swap_sensitive_values((6, 9, 10), dtype)
     path = BIG_ENDIAN[fmt](tmp_path, a)
     vol = read_volume(path)
     assert vol.dtype == a.dtype and vol.dtype.isnative
@@ -159,7 +144,7 @@ def test_big_endian_read_roi_bin_and_out(tmp_path, fmt, dtype):
 def test_big_endian_tiff_uses_fast_path_and_cli(tmp_path, cli):
     """The user's case: float32 big-endian multi-page TIFF, via convert, --roi, --bin,
     inspect statistics (NaNs appeared that the file does not have)."""
-    a = _values((8, 12, 14), "float32")
+    a = swap_sensitive_values((8, 12, 14), "float32")
     inp = _write_be_tiff(tmp_path, a)
     with open_volume(inp) as src:
         assert src._contiguous  # plain reads, not per-page tifffile calls
@@ -176,7 +161,7 @@ def test_big_endian_tiff_uses_fast_path_and_cli(tmp_path, cli):
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
 def test_big_endian_compressed_tiff(tmp_path, dtype):
-    a = _values((5, 16, 16), dtype)
+    a = swap_sensitive_values((5, 16, 16), dtype)
     p = tmp_path / "bez.tif"
     tifffile.imwrite(p, a, byteorder=">", compression="zlib", photometric="minisblack")
     np.testing.assert_array_equal(read_volume(p, roi="1:4,2:15,3:16").data, a[1:4, 2:15, 3:16])
@@ -203,7 +188,7 @@ def _vds(tmp, a, nchunk=3, drop=None, mapped=None):
 
 
 def test_vds_reads_from_master_folder(tmp_path, monkeypatch):
-    a = _values((6, 5, 4), "uint16")
+    a = swap_sensitive_values((6, 5, 4), "uint16")
     master = _vds(tmp_path, a)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # sources resolve from the master's folder
@@ -211,7 +196,7 @@ def test_vds_reads_from_master_folder(tmp_path, monkeypatch):
 
 
 def test_vds_missing_source_file(tmp_path, cli, monkeypatch):
-    a = _values((6, 5, 4), "uint16")
+    a = swap_sensitive_values((6, 5, 4), "uint16")
     master = _vds(tmp_path, a, drop=1)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -227,7 +212,7 @@ def test_vds_missing_source_file(tmp_path, cli, monkeypatch):
 
 
 def test_vds_source_dataset_missing_or_too_small(tmp_path):
-    a = _values((6, 5, 4), "float32")
+    a = swap_sensitive_values((6, 5, 4), "float32")
     master = _vds(tmp_path, a)
     with h5py.File(tmp_path / "chunk_2.h5", "a") as f:
         del f["data"]
@@ -241,14 +226,14 @@ def test_vds_source_dataset_missing_or_too_small(tmp_path):
 
 
 def test_vds_unmapped_z_range(tmp_path):
-    a = _values((6, 5, 4), "int16")
+    a = swap_sensitive_values((6, 5, 4), "int16")
     master = _vds(tmp_path, a, mapped=2)  # z 4:6 maps to no source
     with pytest.raises(MissingDataError, match="z 4:6"):
         read_volume(f"{master}:/vol")
 
 
 def test_external_link_missing_file(tmp_path, cli):
-    a = _values((4, 5, 6), "uint16")
+    a = swap_sensitive_values((4, 5, 6), "uint16")
     with h5py.File(tmp_path / "target.h5", "w") as f:
         f["data"] = a
     with h5py.File(tmp_path / "master.h5", "w") as f:
@@ -273,7 +258,7 @@ def test_external_link_only_and_missing(tmp_path):
 
 
 def test_external_link_dataset_is_found_without_naming(tmp_path):
-    a = _values((4, 5, 6), "float64")
+    a = swap_sensitive_values((4, 5, 6), "float64")
     with h5py.File(tmp_path / "target.h5", "w") as f:
         f["data"] = a
     with h5py.File(tmp_path / "master.h5", "w") as f:
@@ -282,7 +267,7 @@ def test_external_link_dataset_is_found_without_naming(tmp_path):
 
 
 def test_hdf5_chunks_never_written(tmp_path):
-    a = _values((8, 6, 6), "uint16")
+    a = swap_sensitive_values((8, 6, 6), "uint16")
     p = tmp_path / "partial.h5"
     with h5py.File(p, "w") as f:
         d = f.create_dataset("vol", shape=a.shape, dtype=a.dtype, chunks=(2, 6, 6))
@@ -302,7 +287,7 @@ def _slices(folder, a, names):
 
 
 def test_slice_folder_gap(tmp_path, cli):
-    a = _values((41, 6, 7), "uint16")
+    a = swap_sensitive_values((41, 6, 7), "uint16")
     names = [f"recon_{k:04d}.tif" for k in range(100, 141)]
     keep = [k for k in range(41) if k != 17]
     _slices(tmp_path / "recon", a[keep], [names[k] for k in keep])
@@ -316,7 +301,7 @@ def test_slice_folder_gap(tmp_path, cli):
 
 
 def test_slice_folder_gap_unpadded_and_several(tmp_path):
-    a = _values((12, 4, 5), "float32")
+    a = swap_sensitive_values((12, 4, 5), "float32")
     keep = [k for k in range(12) if k not in (4, 5, 9)]
     _slices(tmp_path / "s", a[keep], [f"slice_{k}.tiff" for k in keep])
     with pytest.raises(MissingDataError, match=r"3 slice.*4-5 .*9 .*'slice_4.tiff'"):
@@ -324,7 +309,7 @@ def test_slice_folder_gap_unpadded_and_several(tmp_path):
 
 
 def test_slice_folder_mixed_prefixes(tmp_path):
-    a = _values((10, 4, 5), "uint8")
+    a = swap_sensitive_values((10, 4, 5), "uint8")
     _slices(tmp_path / "m", a, [f"recon_{k:04d}.tif" for k in range(7)]
             + [f"preview_{k:04d}.tif" for k in range(3)])
     with pytest.raises(AmbiguousInputError, match="recon_.*preview_|preview_.*recon_"):
@@ -333,7 +318,7 @@ def test_slice_folder_mixed_prefixes(tmp_path):
 
 def test_slice_folder_mixed_prefixes_with_gap_is_not_read(tmp_path):
     """Two series interleaved in natural order would hide the gap of each."""
-    a = _values((6, 4, 5), "uint8")
+    a = swap_sensitive_values((6, 4, 5), "uint8")
     _slices(tmp_path / "m", a, ["a_0001.tif", "a_0003.tif", "b_0002.tif", "a_0002.tif",
                                 "b_0001.tif", "b_0004.tif"])
     with pytest.raises((AmbiguousInputError, MissingDataError)):
@@ -341,14 +326,14 @@ def test_slice_folder_mixed_prefixes_with_gap_is_not_read(tmp_path):
 
 
 def test_slice_folder_duplicate_number(tmp_path):
-    a = _values((3, 4, 5), "uint16")
+    a = swap_sensitive_values((3, 4, 5), "uint16")
     _slices(tmp_path / "d", a, ["im_01.tif", "im_1.tif", "im_02.tif"])
     with pytest.raises(AmbiguousInputError, match="im_01.tif"):
         read_volume(tmp_path / "d")
 
 
 def test_slice_folder_constant_step_and_unnumbered(tmp_path):
-    a = _values((5, 4, 5), "int16")
+    a = swap_sensitive_values((5, 4, 5), "int16")
     _slices(tmp_path / "step", a, [f"z{k:03d}.tif" for k in range(10, 20, 2)])
     np.testing.assert_array_equal(read_volume(tmp_path / "step").data, a)
     _slices(tmp_path / "abc", a[:3], ["a.tif", "b.tif", "c.tif"])
@@ -361,7 +346,7 @@ def test_slice_folder_constant_step_and_unnumbered(tmp_path):
 
 def test_imagej_zunit_differs_from_unit(tmp_path):
     """The user's case: unit=nm (x, y), zunit=micron, spacing=0.1 -> z voxel 0.1 um."""
-    a = _values((4, 5, 6), "uint16")
+    a = swap_sensitive_values((4, 5, 6), "uint16")
     p = tmp_path / "fiji.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 50.0, 1 / 50.0),
                      metadata={"unit": "nm", "zunit": "micron", "spacing": 0.1, "axes": "ZYX"})
@@ -372,7 +357,7 @@ def test_imagej_zunit_differs_from_unit(tmp_path):
 
 @pytest.mark.parametrize("yunit", ["\\u00B5m", "micron", "um"])
 def test_imagej_yunit_spellings(tmp_path, yunit):
-    a = _values((3, 4, 5), "uint8")
+    a = swap_sensitive_values((3, 4, 5), "uint8")
     p = tmp_path / "y.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 40.0, 1 / 0.2),
                      metadata={"unit": "nm", "yunit": yunit, "spacing": 60, "axes": "ZYX"})
@@ -381,7 +366,7 @@ def test_imagej_yunit_spellings(tmp_path, yunit):
 
 def test_imagej_escaped_micro_unit(tmp_path):
     """ImageJ writes 'unit=\\u00B5m' (escaped) in its description."""
-    a = _values((3, 4, 5), "float32")
+    a = swap_sensitive_values((3, 4, 5), "float32")
     p = tmp_path / "mu.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 0.3, 1 / 0.3),
                      metadata={"unit": "\\u00B5m", "spacing": 0.7, "axes": "ZYX"})
@@ -391,7 +376,7 @@ def test_imagej_escaped_micro_unit(tmp_path):
 def test_imagej_origin_in_pixels(tmp_path):
     """ImageJ's xorigin/yorigin/zorigin are pixel offsets: x_um = (i - xorigin) * dx."""
     p = tmp_path / "orig.tif"
-    tifffile.imwrite(p, _values((3, 4, 5), "uint16"), imagej=True, resolution=(2.0, 4.0),
+    tifffile.imwrite(p, swap_sensitive_values((3, 4, 5), "uint16"), imagej=True, resolution=(2.0, 4.0),
                      metadata={"unit": "um", "spacing": 2.0, "xorigin": 4, "yorigin": -2,
                                "zorigin": 1, "axes": "ZYX"})
     with open_volume(p) as src:
@@ -401,7 +386,7 @@ def test_imagej_origin_in_pixels(tmp_path):
 
 def test_imagej_stack_without_spacing_is_marked(tmp_path, cli):
     """ImageJ leaves 'spacing' out when it is 1 (unit): z = 1 unit, marked as assumed."""
-    a = _values((3, 4, 5), "uint16")
+    a = swap_sensitive_values((3, 4, 5), "uint16")
     p = tmp_path / "nospacing.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
                      metadata={"unit": "micron", "axes": "ZYX"})
@@ -415,7 +400,7 @@ def test_imagej_stack_without_spacing_is_marked(tmp_path, cli):
 @pytest.mark.parametrize("unit, per_um", [("INCH", 1 / 25400.0), ("CENTIMETER", 1e-4),
                                            ("MILLIMETER", 1e-3), ("MICROMETER", 1.0)])
 def test_tiff_resolution_unit(tmp_path, unit, per_um, cli):
-    a = _values((3, 4, 5), "int16")
+    a = swap_sensitive_values((3, 4, 5), "int16")
     p = tmp_path / "res.tif"
     # 0.5 um in x, 0.25 um in y: resolution is pixels per unit
     tifffile.imwrite(p, a, resolution=(1 / (0.5 * per_um), 1 / (0.25 * per_um)),
@@ -428,7 +413,7 @@ def test_tiff_resolution_unit(tmp_path, unit, per_um, cli):
 
 
 def test_assumed_voxel_size_is_logged(tmp_path, caplog):
-    a = _values((3, 4, 5), "uint8")
+    a = swap_sensitive_values((3, 4, 5), "uint8")
     p = tmp_path / "res.tif"
     tifffile.imwrite(p, a, resolution=(1e4 / 2.0, 1e4 / 2.0), resolutionunit="CENTIMETER",
                      photometric="minisblack")
@@ -445,14 +430,14 @@ def test_assumed_voxel_size_is_logged(tmp_path, caplog):
 
 def test_voxel_size_override_clears_note(tmp_path):
     p = tmp_path / "res.tif"
-    tifffile.imwrite(p, _values((3, 4, 5), "uint8"), resolution=(1e4, 1e4),
+    tifffile.imwrite(p, swap_sensitive_values((3, 4, 5), "uint8"), resolution=(1e4, 1e4),
                      resolutionunit="CENTIMETER", photometric="minisblack")
     with open_volume(p, voxel_size=(2, 1, 1)) as src:
         assert src.voxel_size == (2.0, 1.0, 1.0) and src.voxel_size_note is None
 
 
 def test_tiff_slice_folder_z_assumed(tmp_path, cli):
-    a = _values((4, 5, 6), "uint16")
+    a = swap_sensitive_values((4, 5, 6), "uint16")
     d = tmp_path / "ij_slices"
     d.mkdir()
     for k, plane in enumerate(a):
@@ -466,7 +451,7 @@ def test_tiff_slice_folder_z_assumed(tmp_path, cli):
 
 
 def test_assumed_note_survives_convert(tmp_path, cli):
-    a = _values((3, 4, 5), "uint16")
+    a = swap_sensitive_values((3, 4, 5), "uint16")
     p = tmp_path / "res.tif"
     tifffile.imwrite(p, a, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER",
                      photometric="minisblack")
@@ -483,7 +468,7 @@ def test_assumed_note_survives_convert(tmp_path, cli):
                                           ("\u03bcm", 1.0), ("micron", 1.0), ("mm", 1e3),
                                           ("m", 1e6), (b"nm", 1e-3)])
 def test_hdf5_nexus_pixel_size_fields(tmp_path, unit, scale):
-    a = _values((4, 5, 6), "float32")
+    a = swap_sensitive_values((4, 5, 6), "float32")
     p = tmp_path / "nx.h5"
     # 50 m voxels would be refused as implausible (> 10 cm): metres get micrometre values
     per = 1e-6 if unit == "m" else 1.0
@@ -503,7 +488,7 @@ def test_hdf5_nexus_pixel_size_fields(tmp_path, unit, scale):
 def test_hdf5_nexus_xy_only_z_assumed(tmp_path):
     p = tmp_path / "nx.h5"
     with h5py.File(p, "w") as f:
-        f["det/data"] = _values((4, 5, 6), "uint16")
+        f["det/data"] = swap_sensitive_values((4, 5, 6), "uint16")
         f["det/x_pixel_size"] = 0.65
         f["det/x_pixel_size"].attrs["units"] = "um"
         f["det/y_pixel_size"] = 0.65
@@ -525,7 +510,7 @@ def test_hdf5_nexus_xy_only_z_assumed(tmp_path):
 def test_hdf5_voxel_size_attribute_with_units(tmp_path, key, value, units, expected, note):
     p = tmp_path / "a.h5"
     with h5py.File(p, "w") as f:
-        d = f.create_dataset("vol", data=_values((3, 4, 5), "uint16"))
+        d = f.create_dataset("vol", data=swap_sensitive_values((3, 4, 5), "uint16"))
         d.attrs[key] = value
         if units is not None:
             d.attrs["units"] = units
@@ -552,7 +537,7 @@ def _ome(tmp, a, axes, transforms, ms_transforms=None, v05=False):
 
 @pytest.mark.parametrize("v05", [False, True])
 def test_ome_zarr_scale_translation_units(tmp_path, v05):
-    a = _values((6, 8, 10), "uint16")
+    a = swap_sensitive_values((6, 8, 10), "uint16")
     axes = [{"name": "z", "type": "space", "unit": "micrometer"},
             {"name": "y", "type": "space", "unit": "nanometer"},
             {"name": "x", "type": "space", "unit": "nanometer"}]
@@ -573,7 +558,7 @@ def test_ome_zarr_scale_translation_units(tmp_path, v05):
 
 
 def test_ome_zarr_axes_without_unit_are_marked(tmp_path):
-    a = _values((4, 4, 4), "float32")
+    a = swap_sensitive_values((4, 4, 4), "float32")
     axes = [{"name": n, "type": "space"} for n in "zyx"]
     tf = [[{"type": "scale", "scale": [0.3, 0.2, 0.2]}], [{"type": "scale", "scale": [1, 1, 1]}]]
     with open_volume(_ome(tmp_path, a, axes, tf)) as src:
@@ -590,7 +575,7 @@ def test_ome_zarr_axes_without_unit_are_marked(tmp_path):
 ])
 @pytest.mark.parametrize("fmt", ["raw", "npy"])
 def test_json_sidecar_voxel_size_and_unit(tmp_path, side, expected, note, fmt):
-    a = _values((3, 4, 5), "uint16")
+    a = swap_sensitive_values((3, 4, 5), "uint16")
     p = tmp_path / f"scan.{fmt}"
     if fmt == "raw":
         a.tofile(p)
@@ -616,7 +601,7 @@ CODECS = {"lzw": {"compression": "lzw"},
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
 @pytest.mark.parametrize("codec", sorted(CODECS))
 def test_compressed_tiff_stack_and_folder(tmp_path, codec, dtype):
-    a = _values((5, 32, 48), dtype)
+    a = swap_sensitive_values((5, 32, 48), dtype)
     p = tmp_path / "c.tif"
     tifffile.imwrite(p, a, photometric="minisblack", **CODECS[codec])
     np.testing.assert_array_equal(read_volume(p).data, a)
@@ -646,7 +631,7 @@ def _drop_codecs(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["stack", "folder"])
 def test_missing_codec_is_named(tmp_path, cli, monkeypatch, kind):
-    a = _values((3, 16, 16), "uint16")
+    a = swap_sensitive_values((3, 16, 16), "uint16")
     if kind == "stack":
         p = tmp_path / "lzw.tif"
         tifffile.imwrite(p, a, compression="lzw", photometric="minisblack")
@@ -666,7 +651,7 @@ def test_missing_codec_is_named(tmp_path, cli, monkeypatch, kind):
 
 def test_missing_predictor_codec_is_named(tmp_path, monkeypatch):
     p = tmp_path / "fp.tif"
-    tifffile.imwrite(p, _values((3, 16, 16), "float32"), compression="zlib", predictor=3,
+    tifffile.imwrite(p, swap_sensitive_values((3, 16, 16), "float32"), compression="zlib", predictor=3,
                      photometric="minisblack")
     _drop_codecs(monkeypatch)
     with pytest.raises(MissingCodecError, match="FLOATINGPOINT predictor") as info:
@@ -677,7 +662,7 @@ def test_missing_predictor_codec_is_named(tmp_path, monkeypatch):
 def test_codec_missing_at_read_time(tmp_path, monkeypatch):
     """Opened while the codec was there, read after it went: still named, not 'damaged'."""
     p = tmp_path / "lzw.tif"
-    tifffile.imwrite(p, _values((3, 16, 16), "uint16"), compression="lzw",
+    tifffile.imwrite(p, swap_sensitive_values((3, 16, 16), "uint16"), compression="lzw",
                      photometric="minisblack")
     with open_volume(p) as src:
         _drop_codecs(monkeypatch)
@@ -692,7 +677,7 @@ def _preview_then_stack(p, a, preview_shape=(8, 10)):
 
 
 def test_tiff_with_preview_series(tmp_path, cli):
-    a = _values((6, 12, 14), "uint16")
+    a = swap_sensitive_values((6, 12, 14), "uint16")
     p = tmp_path / "vendor.tif"
     _preview_then_stack(p, a)
     with open_volume(p) as src:  # the 3D series, read with plain file reads
@@ -709,7 +694,7 @@ def test_tiff_with_preview_series(tmp_path, cli):
 
 @pytest.mark.parametrize("sel", ["series=5", "series=x", "series=-1"])
 def test_tiff_bad_series_lists_series(tmp_path, cli, sel):
-    a = _values((6, 12, 14), "float32")
+    a = swap_sensitive_values((6, 12, 14), "float32")
     p = tmp_path / "vendor.tif"
     _preview_then_stack(p, a)
     with pytest.raises(DatasetNotFoundError) as info:
@@ -720,7 +705,7 @@ def test_tiff_bad_series_lists_series(tmp_path, cli, sel):
 
 
 def test_tiff_two_stacks_largest_by_default(tmp_path):
-    small, big = _values((3, 5, 6), "uint16", 1), _values((4, 9, 10), "uint16", 2)
+    small, big = swap_sensitive_values((3, 5, 6), "uint16", 1), swap_sensitive_values((4, 9, 10), "uint16", 2)
     p = tmp_path / "two.tif"
     with tifffile.TiffWriter(p, byteorder=">") as w:
         w.write(small, photometric="minisblack")

@@ -35,27 +35,11 @@ from anodetwin.io import (
     read_volume,
     write_volume,
 )
-from conftest import listing
+from conftest import listing, one_line_error, swap_sensitive_values
 
 
 def _values(shape, dtype, seed=11):
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -30000), min(info.max, 60000), size=shape,
-                            dtype=dtype, endpoint=True)
-    return (rng.standard_normal(shape) * 1e3 + 0.25).astype(dtype)
-
-
-def _one_line_error(res, *names):
-    assert res.code == 2, (res.out, res.err)
-    lines = [ln for ln in res.err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("anodetwin: error: "), res.err
-    assert "Traceback" not in res.err
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    return swap_sensitive_values(shape, dtype, seed)
 
 
 class _Warnings:
@@ -103,7 +87,7 @@ def test_slice_folder_mixed_dtypes(tmp_path, cli, first, odd, odd_values):
     msg = str(info.value)
     assert "recon_0002.tif" in msg and odd in msg and first in msg
     before = listing(tmp_path)
-    _one_line_error(cli("convert", d, tmp_path / "out.npy"), "recon_0002.tif", odd, first)
+    one_line_error(cli("convert", d, tmp_path / "out.npy"), "recon_0002.tif", odd, first)
     assert listing(tmp_path) == before
     # the slices before the odd one are still read right
     np.testing.assert_array_equal(read_volume(d, roi="0:2,:,:").data, a[:2])
@@ -136,7 +120,7 @@ def test_raw_sidecar_byte_order_disagrees(tmp_path, cli):
     with pytest.raises(SidecarError) as info:
         read_volume(p)
     assert ">u2" in str(info.value) and "little" in str(info.value)
-    _one_line_error(cli("inspect", p), ">u2", "little")
+    one_line_error(cli("inspect", p), ">u2", "little")
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +147,7 @@ def test_anodetwin_zarr_writes_every_chunk_and_refuses_a_missing_one(tmp_path, c
     with pytest.raises(MissingDataError) as info:
         read_volume(store)
     assert "c/0/0/0" in str(info.value) and "z 0:" in str(info.value)
-    _one_line_error(cli("inspect", store, "--no-stats"), "c/0/0/0")
+    one_line_error(cli("inspect", store, "--no-stats"), "c/0/0/0")
 
 
 def _foreign_zarr(tmp, kind, a):
@@ -662,7 +646,7 @@ def test_two_sidecars_that_disagree(tmp_path, cli):
     with pytest.raises(SidecarError) as info:
         read_volume(tmp_path / "v.raw")
     assert "v.raw.json" in str(info.value) and "v.json" in str(info.value)
-    _one_line_error(cli("inspect", tmp_path / "v.raw"), "v.raw.json", "v.json")
+    one_line_error(cli("inspect", tmp_path / "v.raw"), "v.raw.json", "v.json")
 
 
 @pytest.mark.parametrize("value", [1e-9, 1e-5, 2e5])
@@ -670,7 +654,7 @@ def test_voxel_size_outside_micrometre_range(tmp_path, cli, value):
     with pytest.raises(ParameterError, match="micrometres"):
         normalize_voxel_size(value)
     np.save(tmp_path / "n.npy", np.zeros((2, 3, 4), "u1"))
-    _one_line_error(cli("inspect", tmp_path / "n.npy", "--voxel-size", str(value)),
+    one_line_error(cli("inspect", tmp_path / "n.npy", "--voxel-size", str(value)),
                     "micrometres")
     assert normalize_voxel_size((1e-4, 0.05, 1e5)) == (1e-4, 0.05, 1e5)
 

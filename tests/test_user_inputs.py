@@ -20,19 +20,11 @@ from mpi4py import MPI
 from anodetwin.errors import InputError, NumericalError, ParameterError
 from anodetwin.phases import PHASE
 
+from conftest import one_line_error
+
 warnings.filterwarnings("ignore", category=np.exceptions.ComplexWarning)
 
 COMM = MPI.COMM_SELF
-
-
-def _one_line_error(res, *words) -> str:
-    assert res.code == 2, (res.code, res.err)
-    assert "Traceback" not in res.err
-    lines = [ln for ln in res.err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("anodetwin: error:"), res.err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 # -- simulation cases ------------------------------------------------------------------------
@@ -85,7 +77,7 @@ def test_resume_refuses_a_changed_case_naming_the_keys(tmp_path, micro_mesh, cli
     assert _rows(out) == 3
     for extra in ((), ("--check",)):
         res = cli("simulate", changed, "--out", out, "--resume", "--max-steps", "1", *extra)
-        _one_line_error(res, "p0_mpa 0.3 -> 0.5", "new --out")
+        one_line_error(res, "p0_mpa 0.3 -> 0.5", "new --out")
     assert _rows(out) == 3
     # the linear solver does not change the steps: accepted as it is
     direct = _case(tmp_path / "direct.toml", micro_mesh, '[solver]\nlinear = "direct"\n')
@@ -148,7 +140,7 @@ def test_check_and_run_refuse_the_same_values_in_one_line(tmp_path, micro_mesh, 
         case.write_text(f'[mesh]\npath = "{micro_mesh}"\n[cell]\nmodel = "quick_cell"\n'
                         f"[output]\ndvc_node_spacing_um = {value}\n")
         for extra in (("--check",), ()):
-            _one_line_error(cli("simulate", case, "--out", tmp_path / "run", *extra), *words)
+            one_line_error(cli("simulate", case, "--out", tmp_path / "run", *extra), *words)
         assert not (tmp_path / "run").exists()
 
 
@@ -232,7 +224,7 @@ def test_interfaces_outside_the_grid_are_refused(tmp_path, cli):
     write_pair(tmp_path / "c1.h5", _field())
     res = cli("dvc-regions", tmp_path / "c1.h5", "--out", tmp_path / "r.h5", "--interfaces",
               "200,300")
-    _one_line_error(res, "z 10..50 voxels (5..25 um)", "--interfaces")
+    one_line_error(res, "z 10..50 voxels (5..25 um)", "--interfaces")
     assert not (tmp_path / "r.h5").exists()
 
 
@@ -248,7 +240,7 @@ def test_dvc_series_checks_the_regions_before_any_work(tmp_path, cli):
                          (["--cube-um", "2"], ["--cube-um", "smaller than one cell"])):
         res = cli("dvc-series", tmp_path / "T0.tif", tmp_path / "T1.tif", "--out",
                   tmp_path / "ser", "--node-spacing", "25", "--hws", "10", *extra)
-        _one_line_error(res, *words)
+        one_line_error(res, *words)
         assert not (tmp_path / "ser").exists()
 
 
@@ -284,7 +276,7 @@ def test_duplicate_step_labels_are_refused(tmp_path, cli):
         write_pair(tmp_path / f"c{k}.h5", _field(0.1 * k))
     res = cli("dvc-regions", tmp_path / "c1.h5", tmp_path / "c2.h5", "--out",
               tmp_path / "r.h5", "--steps", "3,3")
-    _one_line_error(res, "repeat")
+    one_line_error(res, "repeat")
 
 
 # -- DVC: texture and hints --------------------------------------------------------------------
