@@ -89,7 +89,7 @@ def nominal_zz(lz, mat, theta):
     Js, s, lam, mu = constants(mat, theta)
     fz = lz / s
     je = lz / Js
-    kc, jmin = mat.compaction_mpa, mat.compaction_jmin
+    kc, jmin = mat.compaction_modulus_mpa, mat.compaction_limit
     dU = lam / 2 * (je - 1 / je) + kc * (1 - jmin) * (je - 1) / (je - jmin)  # dU/dJe
     dpsi = mu * fz - mu / fz + dU * je / fz
     return Js * dpsi / s

@@ -126,8 +126,8 @@ def test_nodes_equal_spam_ldic(snow):
                            progress=False)
     with contextlib.redirect_stdout(io.StringIO()):
         theirs = spam.DIC.ldic(snow, deformed, nodes, np.array([10, 10, 10]), processes=1)
-    np.testing.assert_allclose(ours["Phi"], theirs[0], atol=1e-12)
-    np.testing.assert_array_equal(ours["status"], theirs[1])
+    np.testing.assert_allclose(ours.Phi, theirs[0], atol=1e-12)
+    np.testing.assert_array_equal(ours.status, theirs[1])
 
 
 def test_processes_and_dask_give_identical_results(snow):
@@ -140,8 +140,8 @@ def test_processes_and_dask_give_identical_results(snow):
     dask = correlate_nodes(snow, deformed, nodes, p, processes=2, scheduler="local",
                            progress=False)
     for other in (two, dask):
-        np.testing.assert_allclose(other["Phi"], one["Phi"], atol=1e-6)
-        np.testing.assert_array_equal(other["status"], one["status"])
+        np.testing.assert_allclose(other.Phi, one.Phi, atol=1e-6)
+        np.testing.assert_array_equal(other.status, one.status)
 
 
 # -- accuracy with exact truth -----------------------------------------------------------------

@@ -288,7 +288,7 @@ def test_cli_residual_map(tmp_path, cli):
             "--particles", parts, "--floor", sigma)
     assert r.code == 0, r.err
     res = read_volume(f"{tmp_path / 'res.h5'}:/residual")
-    assert res.shape == shape and res.voxel_size == (0.2, 0.2, 0.2)
+    assert res.shape == shape and res.voxel_size_um == (0.2, 0.2, 0.2)
     assert res.data[:5].max() == 0  # the copper foil does not change
     with h5py.File(tmp_path / "res.h5") as f:
         stats = f["particles"][...]

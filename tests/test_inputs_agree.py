@@ -47,7 +47,7 @@ def scans(tmp_path):
 def test_require_same_grid_checks_voxel_size_shape_origin():
     a = Grid((10, 10, 10), (0.2, 0.2, 0.2), (0.0, 0.0, 0.0))
     assert require_same_grid(a, Grid((10, 10, 10), (0.2 * (1 + 1e-8),) * 3, (0, 0, 0)),
-                             "A", "B").voxel_size == (0.2, 0.2, 0.2)
+                             "A", "B").voxel_size_um == (0.2, 0.2, 0.2)
     with pytest.raises(GridMismatchError, match=r"A has voxel size 0.2 um but B has "
                                                 r"0.2 x 0.2 x 0.4 um \(z, y, x\)"):
         require_same_grid(a, Grid((10, 10, 10), (0.2, 0.2, 0.4), (0, 0, 0)), "A", "B")
@@ -60,10 +60,10 @@ def test_require_same_grid_checks_voxel_size_shape_origin():
     # an explicit voxel size states the grid of both: accepted, and the result carries it
     g = require_same_grid(a, Grid((10, 10, 10), (0.4,) * 3, (0, 0, 2.0)), "A", "B",
                           voxel_size=(0.3, 0.2, 0.2))
-    assert g.voxel_size == (0.3, 0.2, 0.2)
+    assert g.voxel_size_um == (0.3, 0.2, 0.2)
     # plain arrays carry no voxel size: shape only
     assert require_same_grid(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), "A",
-                             "B").voxel_size is None
+                             "B").voxel_size_um is None
     with pytest.raises(GridMismatchError, match="T2"):
         require_series_grid([a, a, Grid((10, 10, 10), (0.21,) * 3, (0, 0, 0))])
 

@@ -78,12 +78,12 @@ def test_geometry_of_crop_and_bin(tmp_path, rng):
     write_volume(p, Volume(full, (0.1, 0.2, 0.3), (1.0, 2.0, 3.0)))
     v = read_volume(p, roi="2:10,4:10,0:9", binning=(2, 3, 3))
     assert v.shape == (4, 2, 3)
-    assert v.voxel_size == pytest.approx((0.2, 0.6, 0.9))
+    assert v.voxel_size_um == pytest.approx((0.2, 0.6, 0.9))
     # centre of the first bin = mean of the centres it covers
     assert v.origin == pytest.approx((1.0 + 2.5 * 0.1, 2.0 + 5 * 0.2, 3.0 + 1 * 0.3))
     # the in-memory Volume gives the same geometry
     w = Volume(full, (0.1, 0.2, 0.3), (1.0, 2.0, 3.0)).crop_bin("2:10,4:10,0:9", (2, 3, 3))
-    assert w.origin == pytest.approx(v.origin) and w.voxel_size == pytest.approx(v.voxel_size)
+    assert w.origin == pytest.approx(v.origin) and w.voxel_size_um == pytest.approx(v.voxel_size_um)
     np.testing.assert_array_equal(w.data, v.data)
 
 
@@ -96,7 +96,7 @@ def test_streamed_conversion(tmp_path, rng, monkeypatch):
         write_volume(tmp_path / "b.tif", src.lazy("2:18,:,1:13", 2))
     got = read_volume(tmp_path / "b.tif")
     np.testing.assert_allclose(got.data, bin_volume(full[2:18, :, 1:13], 2), rtol=1e-6)
-    assert got.voxel_size == (0.1, 0.1, 0.1)
+    assert got.voxel_size_um == (0.1, 0.1, 0.1)
 
 
 @pytest.mark.parametrize("roi", ["0:5,0:5", "0:5:2,:,:", "a:b,:,:", "5:5,:,:", "0:100,:,:"])
@@ -125,10 +125,10 @@ def test_slab_volume_streams(tmp_path, monkeypatch):
         calls.append((z0, z1))
         return np.broadcast_to(np.arange(z0, z1, dtype=np.int32)[:, None, None], (z1 - z0, 4, 5))
 
-    write_volume(tmp_path / "s.h5", SlabVolume((9, 4, 5), np.int32, make, voxel_size=0.5))
+    write_volume(tmp_path / "s.h5", SlabVolume((9, 4, 5), np.int32, make, voxel_size_um=0.5))
     v = read_volume(tmp_path / "s.h5")
     np.testing.assert_array_equal(v.data[:, 0, 0], np.arange(9))
-    assert v.voxel_size == (0.5, 0.5, 0.5) and len(calls) > 1
+    assert v.voxel_size_um == (0.5, 0.5, 0.5) and len(calls) > 1
     with pytest.raises(ValueError):
         write_volume(tmp_path / "t.h5", SlabVolume((9, 4, 5), np.int32, lambda a, b: np.zeros(3)))
     assert not (tmp_path / "t.h5").exists()

@@ -58,7 +58,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("target", ["big.tif", "big.h5:/volume", "big.raw", "big.zarr"])
 def test_roi_of_1gib_file_peak_rss(tmp_path, target):
     path = f"{tmp_path}/{target}"
-    written = write_volume(path, SlabVolume(SHAPE, np.uint16, _pattern, voxel_size=0.05))
+    written = write_volume(path, SlabVolume(SHAPE, np.uint16, _pattern, voxel_size_um=0.05))
     size = sum(p.stat().st_size for p in ([written] if written.is_file()
                                           else written.rglob("*")) if p.is_file())
     if not target.endswith(".zarr"):  # zarr compresses the pattern

@@ -351,7 +351,7 @@ def test_imagej_zunit_differs_from_unit(tmp_path):
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 50.0, 1 / 50.0),
                      metadata={"unit": "nm", "zunit": "micron", "spacing": 0.1, "axes": "ZYX"})
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((0.1, 0.05, 0.05), rel=1e-12)
+        assert src.voxel_size_um == pytest.approx((0.1, 0.05, 0.05), rel=1e-12)
         assert src.voxel_size_note is None
 
 
@@ -361,7 +361,7 @@ def test_imagej_yunit_spellings(tmp_path, yunit):
     p = tmp_path / "y.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 40.0, 1 / 0.2),
                      metadata={"unit": "nm", "yunit": yunit, "spacing": 60, "axes": "ZYX"})
-    assert read_volume(p).voxel_size == pytest.approx((0.06, 0.2, 0.04), rel=1e-12)
+    assert read_volume(p).voxel_size_um == pytest.approx((0.06, 0.2, 0.04), rel=1e-12)
 
 
 def test_imagej_escaped_micro_unit(tmp_path):
@@ -370,7 +370,7 @@ def test_imagej_escaped_micro_unit(tmp_path):
     p = tmp_path / "mu.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 0.3, 1 / 0.3),
                      metadata={"unit": "\\u00B5m", "spacing": 0.7, "axes": "ZYX"})
-    assert read_volume(p).voxel_size == pytest.approx((0.7, 0.3, 0.3), rel=1e-12)
+    assert read_volume(p).voxel_size_um == pytest.approx((0.7, 0.3, 0.3), rel=1e-12)
 
 
 def test_imagej_origin_in_pixels(tmp_path):
@@ -380,7 +380,7 @@ def test_imagej_origin_in_pixels(tmp_path):
                      metadata={"unit": "um", "spacing": 2.0, "xorigin": 4, "yorigin": -2,
                                "zorigin": 1, "axes": "ZYX"})
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((2.0, 0.25, 0.5))
+        assert src.voxel_size_um == pytest.approx((2.0, 0.25, 0.5))
         assert src.origin == pytest.approx((-2.0, 0.5, -2.0))
 
 
@@ -391,7 +391,7 @@ def test_imagej_stack_without_spacing_is_marked(tmp_path, cli):
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
                      metadata={"unit": "micron", "axes": "ZYX"})
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((1.0, 0.5, 0.5))
+        assert src.voxel_size_um == pytest.approx((1.0, 0.5, 0.5))
         assert "spacing" in src.voxel_size_note
     res = cli("inspect", p, "--no-stats")
     assert res.code == 0 and "assumed" in res.out
@@ -406,7 +406,7 @@ def test_tiff_resolution_unit(tmp_path, unit, per_um, cli):
     tifffile.imwrite(p, a, resolution=(1 / (0.5 * per_um), 1 / (0.25 * per_um)),
                      resolutionunit=unit, photometric="minisblack")
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((0.5, 0.25, 0.5), rel=1e-9)
+        assert src.voxel_size_um == pytest.approx((0.5, 0.25, 0.5), rel=1e-9)
         assert "z taken equal to x" in src.voxel_size_note
     res = cli("inspect", p, "--json", "--no-stats")
     assert "z taken equal to x" in json.loads(res.out)["voxel_size_note"]
@@ -433,7 +433,7 @@ def test_voxel_size_override_clears_note(tmp_path):
     tifffile.imwrite(p, swap_sensitive_values((3, 4, 5), "uint8"), resolution=(1e4, 1e4),
                      resolutionunit="CENTIMETER", photometric="minisblack")
     with open_volume(p, voxel_size=(2, 1, 1)) as src:
-        assert src.voxel_size == (2.0, 1.0, 1.0) and src.voxel_size_note is None
+        assert src.voxel_size_um == (2.0, 1.0, 1.0) and src.voxel_size_note is None
 
 
 def test_tiff_slice_folder_z_assumed(tmp_path, cli):
@@ -444,7 +444,7 @@ def test_tiff_slice_folder_z_assumed(tmp_path, cli):
         tifffile.imwrite(d / f"s_{k:03d}.tif", plane, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
                          metadata={"unit": "um"})
     with open_volume(d) as src:
-        assert src.voxel_size == pytest.approx((0.2, 0.2, 0.2))
+        assert src.voxel_size_um == pytest.approx((0.2, 0.2, 0.2))
         assert "z taken equal to x" in src.voxel_size_note
     res = cli("inspect", d, "--no-stats")
     assert "assumed" in res.out and "z taken equal to x" in res.out
@@ -457,7 +457,7 @@ def test_assumed_note_survives_convert(tmp_path, cli):
                      photometric="minisblack")
     assert cli("convert", p, tmp_path / "out.h5").code == 0
     with open_volume(tmp_path / "out.h5") as src:
-        assert src.voxel_size == pytest.approx((0.5, 0.5, 0.5))
+        assert src.voxel_size_um == pytest.approx((0.5, 0.5, 0.5))
         assert "z taken equal to x" in src.voxel_size_note
     assert cli("convert", p, tmp_path / "given.h5", "--voxel-size", "0.5").code == 0
     with open_volume(tmp_path / "given.h5") as src:
@@ -480,7 +480,7 @@ def test_hdf5_nexus_pixel_size_fields(tmp_path, unit, scale):
             det[f"{ax}_pixel_size"] = v * per
             det[f"{ax}_pixel_size"].attrs["units"] = unit
     with open_volume(f"{p}:/entry/instrument/detector/data") as src:
-        assert src.voxel_size == pytest.approx((30 * scale, 40 * scale, 50 * scale), rel=1e-12)
+        assert src.voxel_size_um == pytest.approx((30 * scale, 40 * scale, 50 * scale), rel=1e-12)
         assert src.voxel_size_note is None
         np.testing.assert_array_equal(src.read().data, a)
 
@@ -494,7 +494,7 @@ def test_hdf5_nexus_xy_only_z_assumed(tmp_path):
         f["det/y_pixel_size"] = 0.65
         f["det/y_pixel_size"].attrs["units"] = "um"
     with open_volume(f"{p}:/det/data") as src:
-        assert src.voxel_size == pytest.approx((0.65, 0.65, 0.65))
+        assert src.voxel_size_um == pytest.approx((0.65, 0.65, 0.65))
         assert "z voxel size taken equal to x" in src.voxel_size_note
 
 
@@ -515,7 +515,7 @@ def test_hdf5_voxel_size_attribute_with_units(tmp_path, key, value, units, expec
         if units is not None:
             d.attrs["units"] = units
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx(expected, rel=1e-12)
+        assert src.voxel_size_um == pytest.approx(expected, rel=1e-12)
         assert (src.voxel_size_note is None) if note is None else (note in src.voxel_size_note)
 
 
@@ -549,11 +549,11 @@ def test_ome_zarr_scale_translation_units(tmp_path, v05):
     with open_volume(store) as src:  # the full-resolution array "0" by default
         np.testing.assert_array_equal(src.read().data, a)
         # dataset scale, then the multiscale's: z 0.5 * 2 um, y 100 nm, x 200 nm
-        assert src.voxel_size == pytest.approx((1.0, 0.1, 0.2), rel=1e-12)
+        assert src.voxel_size_um == pytest.approx((1.0, 0.1, 0.2), rel=1e-12)
         assert src.origin == pytest.approx((2.0, 0.3, -0.4), rel=1e-12)
         assert src.voxel_size_note is None
     with open_volume(f"{store}:/1") as src:
-        assert src.voxel_size == pytest.approx((2.0, 0.2, 0.4), rel=1e-12)
+        assert src.voxel_size_um == pytest.approx((2.0, 0.2, 0.4), rel=1e-12)
         assert src.origin == pytest.approx((2.5, 0.35, -0.3), rel=1e-12)
 
 
@@ -562,7 +562,7 @@ def test_ome_zarr_axes_without_unit_are_marked(tmp_path):
     axes = [{"name": n, "type": "space"} for n in "zyx"]
     tf = [[{"type": "scale", "scale": [0.3, 0.2, 0.2]}], [{"type": "scale", "scale": [1, 1, 1]}]]
     with open_volume(_ome(tmp_path, a, axes, tf)) as src:
-        assert src.voxel_size == pytest.approx((0.3, 0.2, 0.2))
+        assert src.voxel_size_um == pytest.approx((0.3, 0.2, 0.2))
         assert "um assumed" in src.voxel_size_note
 
 
@@ -584,7 +584,7 @@ def test_json_sidecar_voxel_size_and_unit(tmp_path, side, expected, note, fmt):
         np.save(p, a)
     (tmp_path / f"scan.{fmt}.json").write_text(json.dumps(side))
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx(expected, rel=1e-12)
+        assert src.voxel_size_um == pytest.approx(expected, rel=1e-12)
         assert (src.voxel_size_note is None) if note is None else (note in src.voxel_size_note)
 
 

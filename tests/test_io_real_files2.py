@@ -30,7 +30,7 @@ from anodetwin.io import (
     Volume,
     bin_volume,
     grey_value_stats,
-    normalize_voxel_size,
+    normalise_voxel_size,
     open_volume,
     read_volume,
     write_volume,
@@ -213,7 +213,7 @@ def test_origin_without_voxel_size_is_voxels(tmp_path, cli):
     rep = json.loads(res.out)
     assert rep["origin_um"] is None and rep["origin_voxels"] == [4, 2, 0]
     with open_volume(f"{tmp_path}/o.h5:/v") as src:  # as noise-floor sets an agreed size
-        src.voxel_size = (0.5, 0.5, 0.5)
+        src.voxel_size_um = (0.5, 0.5, 0.5)
         assert src.origin == pytest.approx(truth)
     # a voxel size given when writing converts the voxel origin too
     write_volume(tmp_path / "w.h5", Volume(np.zeros((2, 2, 2), "u1"), origin=(4, 2, 0)),
@@ -257,7 +257,7 @@ def test_zarr_v3_dimension_names_permuted(tmp_path):
     z.attrs["voxel_size_um"] = [0.25, 0.5, 2.0]  # stored axis order: x, y, z
     with open_volume(p) as src:
         assert src.shape == a.shape
-        assert src.voxel_size == pytest.approx((2.0, 0.5, 0.25))
+        assert src.voxel_size_um == pytest.approx((2.0, 0.5, 0.25))
         np.testing.assert_array_equal(src.read().data, a)
         np.testing.assert_array_equal(src.read(roi="1:3,2:5,1:7").data, a[1:3, 2:5, 1:7])
         out = np.empty((2, 6, 8), a.dtype)
@@ -275,7 +275,7 @@ def test_ome_zarr_axes_xyz_scale(tmp_path):
             {"type": "scale", "scale": [0.25, 0.5, 2.0]},
             {"type": "translation", "translation": [1.0, 2.0, 3.0]}]}]}]
     with open_volume(tmp_path / "ome.zarr") as src:
-        assert src.voxel_size == pytest.approx((2.0, 0.5, 0.25))
+        assert src.voxel_size_um == pytest.approx((2.0, 0.5, 0.25))
         assert src.origin == pytest.approx((3.0, 2.0, 1.0))
         np.testing.assert_array_equal(src.read().data, a)
 
@@ -292,7 +292,7 @@ def test_ome_zarr_tczyx_singletons_squeezed(tmp_path):
             {"type": "scale", "scale": [1.0, 1.0, 300.0, 200.0, 100.0]}]}]}]
     with open_volume(tmp_path / "ome.zarr") as src:
         assert src.shape == a.shape
-        assert src.voxel_size == pytest.approx((0.3, 0.2, 0.1))
+        assert src.voxel_size_um == pytest.approx((0.3, 0.2, 0.1))
         np.testing.assert_array_equal(src.read(roi="1:3,:,2:8").data, a[1:3, :, 2:8])
 
 
@@ -307,7 +307,7 @@ def test_hdf5_dimension_labels_permuted(tmp_path):
         d.attrs["units"] = "um"
     with open_volume(f"{p}:/vol") as src:
         assert src.shape == a.shape
-        assert src.voxel_size == pytest.approx((0.3, 0.2, 0.1))
+        assert src.voxel_size_um == pytest.approx((0.3, 0.2, 0.1))
         np.testing.assert_array_equal(src.read().data, a)
         np.testing.assert_array_equal(src.read(roi="1:4,2:6,3:8", binning=1).data,
                                       a[1:4, 2:6, 3:8])
@@ -517,7 +517,7 @@ def _ij(tmp, metadata, res=(2.0, 2.0)):
 def test_imagej_negative_spacing_keeps_xy(tmp_path, cli, caplog):
     p = _ij(tmp_path, {"unit": "um", "spacing": -1.5})
     with _Warnings(caplog) as w, open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((0.5, 0.5, 0.5))
+        assert src.voxel_size_um == pytest.approx((0.5, 0.5, 0.5))
         assert "spacing" in src.voxel_size_note and "ignored" in src.voxel_size_note
     assert any("spacing" in m for m in w.messages)
     res = cli("inspect", p, "--no-stats")
@@ -528,7 +528,7 @@ def test_imagej_negative_spacing_keeps_xy(tmp_path, cli, caplog):
 def test_imagej_unknown_unit_is_named(tmp_path, cli, caplog, unit):
     p = _ij(tmp_path, {"unit": unit, "spacing": 2.0})
     with _Warnings(caplog) as w, open_volume(p) as src:
-        assert src.voxel_size is None
+        assert src.voxel_size_um is None
         assert unit in src.voxel_size_note and "ignored" in src.voxel_size_note
     assert any(unit in m for m in w.messages)
     res = cli("inspect", p, "--no-stats")
@@ -550,7 +550,7 @@ def test_hdf5_unusable_voxel_size_is_noted(tmp_path, cli, value, expected):
         d.attrs["voxel_size"] = value
         d.attrs["units"] = "um"
     with open_volume(p) as src:
-        assert src.voxel_size == (pytest.approx(expected) if expected else None)
+        assert src.voxel_size_um == (pytest.approx(expected) if expected else None)
         assert "ignored" in src.voxel_size_note and "voxel_size" in src.voxel_size_note
     res = cli("inspect", p, "--no-stats")
     assert res.code == 0 and "not in the file" not in res.out and "ignored" in res.out
@@ -565,9 +565,9 @@ def test_hdf5_voxel_size_as_json_text_and_per_axis_units(tmp_path):
         d.attrs["voxel_size"] = [2.0, 100.0, 100.0]
         d.attrs["units"] = ["um", "nm", "nm"]
     with open_volume(f"{p}:/text") as src:
-        assert src.voxel_size == pytest.approx((1.0, 0.5, 0.5)) and src.voxel_size_note is None
+        assert src.voxel_size_um == pytest.approx((1.0, 0.5, 0.5)) and src.voxel_size_note is None
     with open_volume(f"{p}:/units") as src:
-        assert src.voxel_size == pytest.approx((2.0, 0.1, 0.1)) and src.voxel_size_note is None
+        assert src.voxel_size_um == pytest.approx((2.0, 0.1, 0.1)) and src.voxel_size_note is None
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -581,7 +581,7 @@ def test_sidecar_voxel_size_unit_keys(tmp_path, key, value, expected):
     (tmp_path / "v.raw.json").write_text(json.dumps(
         {"shape": [3, 4, 5], "dtype": "uint16", key: value}))
     with open_volume(tmp_path / "v.raw") as src:
-        assert src.voxel_size == pytest.approx(expected, rel=1e-12)
+        assert src.voxel_size_um == pytest.approx(expected, rel=1e-12)
         assert src.voxel_size_note is None
 
 
@@ -596,7 +596,7 @@ def test_ome_tiff_physical_size(tmp_path):
         "axes": "ZYX", "PhysicalSizeX": 50.0, "PhysicalSizeXUnit": "nm",
         "PhysicalSizeY": 60.0, "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": 0.2})
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((0.2, 0.06, 0.05), rel=1e-12)
+        assert src.voxel_size_um == pytest.approx((0.2, 0.06, 0.05), rel=1e-12)
         assert src.voxel_size_note is None
         np.testing.assert_array_equal(src.read().data, a)
 
@@ -606,7 +606,7 @@ def test_ome_tiff_without_z_size(tmp_path):
     tifffile.imwrite(p, _values((4, 5, 6), "uint16"), metadata={
         "axes": "ZYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65})
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((0.65, 0.65, 0.65))
+        assert src.voxel_size_um == pytest.approx((0.65, 0.65, 0.65))
         assert "PhysicalSizeZ" in src.voxel_size_note
 
 
@@ -619,7 +619,7 @@ def test_72_dpi_marked_as_assumed(tmp_path):
     tifffile.imwrite(p, _values((3, 4, 5), "uint8"), resolution=(72, 72),
                      resolutionunit="INCH", photometric="minisblack")
     with open_volume(p) as src:
-        assert src.voxel_size == pytest.approx((25400 / 72,) * 3)
+        assert src.voxel_size_um == pytest.approx((25400 / 72,) * 3)
         assert "72 dpi" in src.voxel_size_note and "assumed" in src.voxel_size_note
 
 
@@ -652,11 +652,11 @@ def test_two_sidecars_that_disagree(tmp_path, cli):
 @pytest.mark.parametrize("value", [1e-9, 1e-5, 2e5])
 def test_voxel_size_outside_micrometre_range(tmp_path, cli, value):
     with pytest.raises(ParameterError, match="micrometres"):
-        normalize_voxel_size(value)
+        normalise_voxel_size(value)
     np.save(tmp_path / "n.npy", np.zeros((2, 3, 4), "u1"))
     one_line_error(cli("inspect", tmp_path / "n.npy", "--voxel-size", str(value)),
                     "micrometres")
-    assert normalize_voxel_size((1e-4, 0.05, 1e5)) == (1e-4, 0.05, 1e5)
+    assert normalise_voxel_size((1e-4, 0.05, 1e5)) == (1e-4, 0.05, 1e5)
 
 
 def test_binning_none_is_one(tmp_path):
@@ -679,7 +679,7 @@ def test_imagej_frames_or_channels_are_not_z(tmp_path, axes, word):
     q = tmp_path / "slices.tif"  # the same data saved as z slices reads as written
     tifffile.imwrite(q, a, imagej=True, metadata={"axes": "ZYX", "spacing": 0.5, "unit": "um"})
     v = read_volume(q)
-    assert np.array_equal(v.data, a) and v.voxel_size == (0.5, 1.0, 1.0)
+    assert np.array_equal(v.data, a) and v.voxel_size_um == (0.5, 1.0, 1.0)
 
 
 def _sparse(path, a, written_planes):

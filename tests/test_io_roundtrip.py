@@ -40,7 +40,7 @@ def test_roundtrip_exact(tmp_path, rng, fmt, dtype, shape):
     assert back.dtype == data.dtype
     assert back.shape == data.shape
     np.testing.assert_array_equal(back.data, data)
-    assert back.voxel_size == vs
+    assert back.voxel_size_um == vs
     assert back.origin == origin
     prov = back.attrs["provenance"]
     assert prov["tool"] == "anodetwin" and "created" in prov
@@ -51,9 +51,9 @@ def test_voxel_size_override_and_unknown(tmp_path, rng, fmt):
     data = random_volume(rng, (4, 5, 6), "uint16")
     path = f"{tmp_path}/{TARGETS[fmt]}"
     write_volume(path, data)  # no voxel size known
-    assert read_volume(path).voxel_size is None
-    assert read_volume(path, voxel_size=0.05).voxel_size == (0.05, 0.05, 0.05)
-    assert read_volume(path, voxel_size=[1, 2, 3]).voxel_size == (1.0, 2.0, 3.0)
+    assert read_volume(path).voxel_size_um is None
+    assert read_volume(path, voxel_size=0.05).voxel_size_um == (0.05, 0.05, 0.05)
+    assert read_volume(path, voxel_size=[1, 2, 3]).voxel_size_um == (1.0, 2.0, 3.0)
 
 
 def test_imagej_tiff_from_other_software(tmp_path, rng):
@@ -64,7 +64,7 @@ def test_imagej_tiff_from_other_software(tmp_path, rng):
                      metadata={"spacing": 0.1, "unit": "micron", "axes": "ZYX"})
     vol = read_volume(p)
     np.testing.assert_array_equal(vol.data, data)
-    assert vol.voxel_size == pytest.approx((0.1, 0.05, 0.05), rel=1e-9)
+    assert vol.voxel_size_um == pytest.approx((0.1, 0.05, 0.05), rel=1e-9)
 
 
 def test_imagej_tiff_in_nanometres(tmp_path, rng):
@@ -72,7 +72,7 @@ def test_imagej_tiff_in_nanometres(tmp_path, rng):
     p = tmp_path / "nm.tif"
     tifffile.imwrite(p, data, imagej=True, resolution=(1 / 50.0, 1 / 50.0),
                      metadata={"spacing": 50.0, "unit": "nm", "axes": "ZYX"})
-    assert read_volume(p).voxel_size == pytest.approx((0.05, 0.05, 0.05))
+    assert read_volume(p).voxel_size_um == pytest.approx((0.05, 0.05, 0.05))
 
 
 def test_plain_tiff_centimetre_resolution(tmp_path, rng):
@@ -80,7 +80,7 @@ def test_plain_tiff_centimetre_resolution(tmp_path, rng):
     p = tmp_path / "cm.tif"
     tifffile.imwrite(p, data, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER",
                      photometric="minisblack")
-    assert read_volume(p).voxel_size == pytest.approx((0.5, 0.5, 0.5))
+    assert read_volume(p).voxel_size_um == pytest.approx((0.5, 0.5, 0.5))
 
 
 def test_compressed_tiled_tiff(tmp_path, rng):
@@ -102,7 +102,7 @@ def test_hdf5_fiji_element_size(tmp_path, rng):
         d.attrs["element_size_um"] = [0.2, 0.1, 0.1]
     vol = read_volume(p)  # the only 3D dataset is found without naming it
     np.testing.assert_array_equal(vol.data, data)
-    assert vol.voxel_size == (0.2, 0.1, 0.1)
+    assert vol.voxel_size_um == (0.2, 0.1, 0.1)
 
 
 def test_hdf5_writes_fiji_attribute(tmp_path, rng):
@@ -123,7 +123,7 @@ def test_raw_byte_order(tmp_path, rng, order):
     vol = read_volume(p)
     assert vol.dtype == np.uint16 and vol.dtype.isnative
     np.testing.assert_array_equal(vol.data, data)
-    assert vol.voxel_size == (0.05, 0.05, 0.05)
+    assert vol.voxel_size_um == (0.05, 0.05, 0.05)
 
 
 def test_raw_header_bytes(tmp_path, rng):
@@ -147,7 +147,7 @@ def test_npy_without_sidecar(tmp_path, rng):
     np.save(tmp_path / "plain.npy", data)
     vol = read_volume(tmp_path / "plain.npy")
     np.testing.assert_array_equal(vol.data, data)
-    assert vol.voxel_size is None
+    assert vol.voxel_size_um is None
 
 
 def test_tiff_slice_folder_natural_order(tmp_path, rng):

@@ -410,3 +410,34 @@ def test_cli_mesh_packing(tmp_path, cli, phantom):
     assert r.code == 2 and "--box" in r.err and not (tmp_path / "q").exists()
     r = cli("mesh-packing", path, "--out", tmp_path / "q", "--ids", "99999")
     assert r.code == 2 and "no particle" in r.err
+
+
+def test_mesh_package_api_and_typed_read_back(tmp_path):
+    """``anodetwin.mesh`` exports the routes without importing DOLFINx; read_mesh gives a
+    named (mesh, phases, particles, facets) tuple with the written cells and tags."""
+    import subprocess
+
+    import anodetwin.mesh as am
+    from anodetwin.mesh.io import TaggedMesh
+
+    probe = ("import sys, anodetwin.mesh; print(sorted({m.split('.')[0] for m in sys.modules}"
+             " & {'dolfinx', 'petsc4py', 'gmsh', 'pyvista', 'ufl'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    for name in am.__all__:
+        assert getattr(am, name) is not None, name
+    ph = np.full((3, 4, 5), PHASE["cbd"], np.uint8)
+    ph[1:, 1:3, 1:4] = PHASE["si"]  # 2 x 2 x 3 = 12 Si voxels of 60
+    pa = np.where(ph == PHASE["si"], 7, 0).astype(np.int32)
+    hm = am.voxel_mesh(COMM, am.Labels(ph, pa, (0.5, 0.5, 0.5)))
+    am.write_mesh(tmp_path / "m", hm)
+    back = am.read_mesh(tmp_path / "m", COMM)
+    assert isinstance(back, TaggedMesh)
+    mesh, phases, particles, facets = back
+    assert mesh is back.mesh and phases is back.phases and facets is back.facets
+    assert back.mesh.topology.index_map(3).size_global == 60
+    assert _tag_counts(back.phases) == {PHASE["cbd"]: 48, PHASE["si"]: 12}
+    assert _tag_counts(back.particles) == {0: 48, 7: 12}
+    # every box face once: 2 (4 x 5) + 2 (3 x 5) + 2 (3 x 4) = 94 boundary facets
+    assert int((back.facets.values <= FACET["y_max"]).sum()) == 94

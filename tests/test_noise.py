@@ -70,5 +70,5 @@ def test_noise_floor_cli(tmp_path, cli, snow):
     rep = json.loads(res.out)
     assert rep["noise_std"] == pytest.approx(300, rel=0.02)
     diff = read_volume(tmp_path / "diff.h5")
-    assert diff.dtype == np.float32 and diff.voxel_size == (0.05, 0.05, 0.05)
+    assert diff.dtype == np.float32 and diff.voxel_size_um == (0.05, 0.05, 0.05)
     assert diff.attrs["provenance"]["command"] == "noise-floor"

@@ -358,7 +358,7 @@ def test_cli_phantom(tmp_path, cli):
     from anodetwin.io import read_volume
 
     t2 = read_volume(tmp_path / "ph" / "tiff" / "T2.tif")
-    assert t2.voxel_size == (0.25, 0.25, 0.25)
+    assert t2.voxel_size_um == (0.25, 0.25, 0.25)
     h5 = read_volume(f"{tmp_path}/ph/series.h5:/steps/T2/tomogram")
     np.testing.assert_array_equal(t2.data, h5.data)
     assert (tmp_path / "ph" / "preview.png").stat().st_size > 10_000

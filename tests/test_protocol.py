@@ -190,3 +190,19 @@ def test_missing_and_corrupt_files(tmp_path):
         load_protocol(_write(tmp_path, "name = [unclosed"))
     with pytest.raises(ParameterError, match="never ends"):
         Segment("cv", voltage_v=4.0)
+
+
+def test_cell_csv_rows_are_written_to_fixed_precision(tmp_path):
+    """cell.csv: time with 6 decimals, hours with 9, SoC with 12 significant digits, current
+    and voltage with 9; a CC charge at C/4 from SoC 0 for 60 min: the first and last rows by
+    hand (I = 0.25 Q, V = OCV(SoC) + I R, OCV linear on (0, 3.0)-(0.1, 3.55))."""
+    h = _run(Segment("cc", c_rate=0.25, max_minutes=60))
+    text = h.to_csv(tmp_path / "cell.csv").read_text()
+    lines = text.splitlines()
+    assert text.endswith("\n") and "\r" not in text
+    i = 0.25 * Q  # 0.875 mA/cm2
+    v0 = 3.0 + i * 1e-3 * R  # 3.385 V
+    assert lines[1] == f"0.000000,0.000000000,0,{i:.9g},{v0:.9g},0,cc"
+    assert lines[1] == "0.000000,0.000000000,0,0.875,3.385,0,cc"
+    v1 = 3.55 + (0.25 - 0.1) / 0.2 * 0.1 + i * 1e-3 * R  # SoC 0.25: (0.1, 3.55)-(0.3, 3.65)
+    assert lines[-1] == f"3600.000000,1.000000000,0.25,{i:.9g},{v1:.9g},0,cc"

@@ -297,3 +297,69 @@ def test_cli_learned_segmentation(tmp_path, cli, series):
     assert r.code == 2 and "shape" in r.err and not (tmp_path / "b.joblib").exists()
     r = cli("segment", tomo, "--out", tmp_path / "x.h5", "--model", tmp_path / "truth.tif")
     assert r.code == 2 and not (tmp_path / "x.h5").exists()
+
+
+def test_phase_set_is_one_definition():
+    """The classifier's classes, the mesh's phase groups and the rendering table come from
+    anodetwin.phases; the codes are those of the module notes (0 pore ... 5 separator)."""
+    from anodetwin.phases import (ELECTRODE_PHASES, MATRIX_PHASES, PARTICLE_PHASES,
+                                  PHASE_CODES, PHASE_NAMES)
+    from anodetwin.segment.classifier import KNOWN_CLASSES
+
+    assert PHASE_CODES == (0, 1, 2, 3, 4, 5) and KNOWN_CLASSES == PHASE_CODES
+    assert [PHASE_NAMES[c] for c in PHASE_CODES] == ["pore", "cbd", "si", "lithiated",
+                                                     "copper", "separator"]
+    assert set(PARTICLE_PHASES) | set(MATRIX_PHASES) == set(ELECTRODE_PHASES) == {0, 1, 2, 3}
+
+
+def test_touching_pairs_by_hand_and_in_the_phantom_table():
+    """Three bars: 1 and 2 share a face, 2 and 3 touch only along an edge (no face), 4
+    stands alone; the phantom's truth table counts the same contacts."""
+    from anodetwin.phantom.microstructure import phantom_particle_table
+
+    lab = np.zeros((3, 4, 6), np.int32)
+    lab[1, 1, 0:2] = 1
+    lab[1, 1, 2:4] = 2   # face with 1 along x
+    lab[2, 2, 4:6] = 3   # diagonal to 2 (edge contact only)
+    lab[0, 3, 0] = 4
+    assert touching_pairs(lab).tolist() == [[1, 2]]
+    t = phantom_particle_table(lab, 0.5, 0.25, cracked={3})
+    assert t["id"].tolist() == [1, 2, 3, 4]
+    assert t["touching"].tolist() == [1, 1, 0, 0]
+    assert t["cracked"].tolist() == [False, False, True, False]
+    # particle 1 occupies voxels (1, 1, 0) and (1, 1, 1): centre at voxel centres + 0.5
+    assert t["centroid_x_um"][0] == pytest.approx(1.0 * 0.5)
+    assert t["centroid_z_um"][0] == pytest.approx(1.5 * 0.5)
+    assert t["volume_um3"][0] == pytest.approx(2 * 0.125)
+    assert t["distance_to_collector_um"][3] == pytest.approx(0.5 * 0.5 - 0.25)
+
+
+def test_morphology_csv_keeps_every_float(tmp_path):
+    """The morphology CSV files read back to the same float64 values."""
+    from anodetwin.segment.morphology import SeriesMorphology, write_morphology
+    from anodetwin.segment.particles import PARTICLE_TABLE
+
+    t = np.zeros(2, PARTICLE_TABLE)
+    t["id"] = [1, 2]
+    t["volume_um3"] = [0.1, 1 / 3]
+    t["equivalent_diameter_um"] = [0.5, 0.75]
+    t["sphericity"] = [np.nan, 2.0 ** 0.5]
+    step = {"step": 0, "thickness_mean_um": 0.7, "thickness_std_um": 0.0, "rnl": 1.0,
+            "d50_um": None}
+    m = SeriesMorphology([step], [np.full((2, 2), 0.7)], [t], None, (0.2, 0.2, 0.2))
+    out = write_morphology(tmp_path / "m", m, provenance={})
+    rows = list(csv.DictReader((out / "particles_T0.csv").open()))
+    assert [float(r["volume_um3"]) for r in rows] == [0.1, 1 / 3]
+    assert np.isnan(float(rows[0]["sphericity"])) and float(rows[1]["sphericity"]) == 2.0 ** 0.5
+    assert [int(r["id"]) for r in rows] == [1, 2]
+    steps = list(csv.DictReader((out / "morphology.csv").open()))
+    assert steps[0]["thickness_mean_um"] == "0.7"  # the shortest text of 0.7, as str() writes
+    assert int(steps[0]["step"]) == 0 and steps[0]["d50_um"] == ""
+
+
+def test_segment_package_exports():
+    import anodetwin.segment as seg
+
+    for name in seg.__all__:
+        assert getattr(seg, name) is not None, name
+    assert seg.touching_pairs is touching_pairs and seg.particle_table is particle_table

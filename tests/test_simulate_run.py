@@ -351,3 +351,102 @@ def test_one_and_two_ranks_give_the_same_summary(tmp_path, micro_mesh):
     d1 = read_pair(tmp_path / "n1" / "dvc" / "T1.h5").displacement
     d2 = read_pair(tmp_path / "n2" / "dvc" / "T1.h5").displacement
     assert np.allclose(d1, d2, rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+# -- the parts of a run: step control, step records, summary file, Si physics -------------------
+
+def test_step_control_names_the_rule():
+    """The step rule's numbers are named fields; a case's [solver] sets the three limits."""
+    from anodetwin.simulate.steps import StepControl
+
+    ctl = StepControl(dt_max_s=600.0, dt_min_s=0.5, dtheta_max=0.01)
+    assert (ctl.initial_dt_s, ctl.growth, ctl.cut_back, ctl.dtheta_safety,
+            ctl.max_dtheta_cuts, ctl.sliver_fraction, ctl.time_tol_s) == \
+        (60.0, 1.5, 0.5, 0.95, 30, 0.25, 1e-9)
+    assert ctl.first_step() == 60.0
+    assert StepControl(30.0, 0.5, 0.01).first_step() == 30.0
+
+
+def test_step_control_limits_the_li_change_and_lands_on_targets():
+    """Steps from first principles: with theta rising at r per second a step changes theta
+    by r dt; one too large shrinks to 0.95 dtheta_max / r; no sliver before a target; growth
+    by 1.5 up to dt_max; a failed step retries with half, down to dt_min."""
+    from anodetwin.simulate.steps import StepControl
+
+    ctl = StepControl(dt_max_s=600.0, dt_min_s=0.5, dtheta_max=0.01)
+    r = 1e-4  # 1/s: 600 s change theta by 0.06 > 0.01
+    dt = ctl.propose(lambda t: r * t, 1000.0, 600.0, 10_000.0)
+    assert dt == pytest.approx(0.95 * 0.01 / r, rel=1e-12)  # 95 s
+    assert r * dt <= 0.01
+    flat = lambda t: 0.2  # noqa: E731  (a rest: only the target and dt_max limit)
+    assert ctl.propose(flat, 0.0, 1e9, 10_000.0) == 600.0
+    assert ctl.propose(flat, 0.0, 90.0, 100.0) == 100.0  # 10 s left < 0.25 * 90 s
+    assert ctl.propose(flat, 0.0, 70.0, 100.0) == 70.0  # 30 s left >= 0.25 * 70 s
+    assert ctl.propose(flat, 50.0, 80.0, 100.0) == 50.0  # cut to the target
+    jump = lambda t: 0.0 if t < 0.1 else 1.0  # noqa: E731  (never below dtheta_max)
+    assert ctl.propose(jump, 0.0, 600.0, 1000.0) == 0.5  # down to dt_min, then stop
+    assert ctl.grown(40.0, 30.0) == 60.0 and ctl.grown(30.0, 40.0) == 60.0
+    assert ctl.grown(500.0, 10.0) == 600.0
+    assert ctl.retry(10.0) == 5.0 and ctl.retry(1.0) == 0.5 and ctl.retry(0.8) is None
+    assert ctl.next_target([10.0, 20.0, 30.0], 10.0 - 1e-12) == 20.0
+    assert ctl.reached(20.0 + 1e-10, 20.0) and not ctl.reached(20.0 + 1e-8, 20.0)
+    assert ctl.finished(30.0 - 1e-10, 30.0) and not ctl.finished(29.0, 30.0)
+
+
+def test_step_record_is_a_typed_row_of_the_summary(tmp_path):
+    """A record reads by attribute and by column; summary.csv has the columns in their
+    order, integers as integers, floats with 10 significant digits; read back as floats."""
+    from anodetwin.simulate.steps import StepRecord
+    from anodetwin.simulate.writer import RunWriter
+
+    assert SUMMARY_COLUMNS == (
+        "step", "output", "time_s", "time_h", "dt_s", "soc", "li_inserted_mah_cm2",
+        "theta_mean", "theta_si_cells", "thickness_um", "volumetric_strain",
+        "volumetric_strain_collector_half", "volumetric_strain_separator_half", "exx", "eyy",
+        "ezz", "stack_pressure_mpa", "max_principal_si_mpa", "max_von_mises_si_mpa",
+        "max_plastic_strain_si", "newton_iterations", "krylov_iterations", "plastic_passes",
+        "diffusion_iterations", "wall_s")
+    values = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
+    values.update(step=3, output="T1", time_s=1200.0, time_h=1 / 3, soc=0.5,
+                  thickness_um=7.123456789012, max_principal_si_mpa=-np.inf,
+                  newton_iterations=12, krylov_iterations=345, plastic_passes=2,
+                  diffusion_iterations=4)
+    rec = StepRecord(**values)
+    assert rec["time_h"] == rec.time_h == 1 / 3 and rec.get("nope") is None
+    assert list(rec) == list(SUMMARY_COLUMNS) and dict(rec) == values
+    assert StepRecord.from_mapping({**values, "extra": 1}) == rec
+    with pytest.raises(KeyError):
+        rec["extra"]
+    RunWriter(tmp_path, COMM).write_summary([rec])
+    text = (tmp_path / "summary.csv").read_text()
+    assert text == (",".join(SUMMARY_COLUMNS) + "\n"
+                    "3,T1,1200,0.3333333333,0,0.5,0,0,0,7.123456789,0,0,0,0,0,0,0,-inf,0,0,"
+                    "12,345,2,4,0\n")
+    back = read_summary(tmp_path / "summary.csv")[0]
+    assert back["output"] == "T1" and back["step"] == 3.0 and back["time_h"] == 0.3333333333
+
+
+def test_stress_factor_is_omega_over_rt():
+    """kappa = Omega / (R T) with Omega = beta / c_max, c_max = 3.75 Li per Si atom of
+    crystalline Si (2.329 g/cm3, 28.0855 g/mol): about 3.63e-3 1/MPa for beta = 2.8 at
+    25 C."""
+    from anodetwin.simulate.silicon import stress_factor
+
+    c_max = 3.75 * 2.329e6 / 28.0855  # mol/m3
+    omega = 2.8 / c_max  # m3/mol
+    kappa = omega / (8.314462618 * 298.15) * 1e6  # 1/Pa -> 1/MPa
+    assert stress_factor(2.8, 298.15) == pytest.approx(kappa, rel=1e-12)
+    assert stress_factor(2.8, 298.15) == pytest.approx(3.632e-3, rel=1e-3)
+
+
+def test_simulate_package_exports_the_stage_without_dolfinx():
+    """The stage's entry points come from ``anodetwin.simulate``; importing it loads no
+    DOLFINx."""
+    code = ("import sys, anodetwin.simulate as s\n"
+            "assert 'dolfinx' not in sys.modules, 'dolfinx imported'\n"
+            "for n in ('load_case', 'check_case', 'run_case', 'read_summary', 'StepRecord',\n"
+            "          'StepControl', 'SUMMARY_COLUMNS', 'simulate_cell', 'load_protocol'):\n"
+            "    assert n in s.__all__ and hasattr(s, n), n\n")
+    proc = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

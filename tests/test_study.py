@@ -9,12 +9,15 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from anodetwin.errors import ParameterError
+from anodetwin.io.tomlfile import build_dataclass, in_file
 from anodetwin.phantom.composition import Recipe, electrode_composition
 from anodetwin.phases import ELECTRODE_PHASES
 from anodetwin.simulate.fields import weighted_stats
@@ -169,6 +172,71 @@ def test_levers_set_exact_inputs(tmp_path):
     assert load_protocol(cell).theta_full == pytest.approx(1 / REFERENCE_NP_RATIO)
 
 
+# --- TOML tables -> dataclasses (the builder every configuration, the study's too, uses) ------
+
+@dataclass(frozen=True)
+class _Inner:
+    porosity: float = 0.4
+    label: str = "base"
+
+
+@dataclass(frozen=True)
+class _Outer:
+    size_um: float = 1.0
+    steps: int = 3
+    fast: bool = False
+    headroom_um: float | str = "auto"
+    origin_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    times_s: tuple[float, ...] = ()
+    modes: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_toml_table_builder_converts_by_field_type():
+    got = build_dataclass(_Outer, tomllib.loads(
+        'size_um = 2\nsteps = 4.0\nfast = true\nheadroom_um = 1\norigin_um = [1, 2, 3.5]\n'
+        'times_s = [0, 60]\nmodes = {a = 1}\nnote = "x"\n[inner]\nporosity = 0\n'), "case")
+    assert got == _Outer(2.0, 4, True, 1.0, (1.0, 2.0, 3.5), (0.0, 60.0), {"a": 1.0}, "x",
+                         _Inner(0.0, "base"))
+    assert type(got.size_um) is float and type(got.steps) is int
+    assert type(got.headroom_um) is float and type(got.inner.porosity) is float
+    assert build_dataclass(_Outer, {"headroom_um": "auto"}) == _Outer()  # str-or-float
+    assert build_dataclass(_Outer, {}, "case") == _Outer()
+
+
+@pytest.mark.parametrize("table, words", [
+    ({"size": 1.0}, "[case] has unknown key 'size'"),
+    ({"size_um": "big"}, "[case] size_um = 'big' is not a number"),
+    ({"size_um": float("inf")}, "[case] size_um = inf is not a finite number"),
+    ({"steps": 2.5}, "[case] steps = 2.5 is not an integer"),
+    ({"fast": 1}, "[case] fast = 1 is not true or false"),
+    ({"headroom_um": [1.0]}, "[case] headroom_um = [1.0] is not a number or a string"),
+    ({"origin_um": [1.0, 2.0]}, "[case] origin_um = [1.0, 2.0] has 2 values; give 3 values"),
+    ({"times_s": 5.0}, "[case] times_s must be a list"),
+    ({"times_s": [0.0, float("nan")]}, "[case] times_s[1] = nan is not a finite number"),
+    ({"modes": {"a": "x"}}, "[case] modes.a = 'x' is not a number"),
+    ({"inner": {"porosity": True}}, "[case.inner] porosity = True is not a number"),
+    ({"inner": {"pores": 0.1}}, "[case.inner] has unknown key 'pores'"),
+    ({"inner": 3}, "[case.inner] is not a table"),
+])
+def test_toml_table_builder_names_table_key_and_fix(table, words):
+    with pytest.raises(ParameterError) as exc:
+        build_dataclass(_Outer, table, "case")
+    assert words in _one_line(exc)
+    with pytest.raises(ParameterError) as exc, in_file("case.toml"):
+        build_dataclass(_Outer, table, "case")
+    assert _one_line(exc).startswith(f"case.toml: {words.split(';')[0]}")
+
+
+def test_toml_text_reads_back_equal():
+    d = {"name": "x", "n": 3, "f": 0.1, "on": False, "big": float("inf"), "xs": [1, 2.5],
+         "tab": {"a": 1, "b": {"c": "d"}}, "rows": [{"k": 1}, {"k": 2, "s": "t"}]}
+    assert tomllib.loads(to_toml(d)) == d
+    with pytest.raises(TypeError):
+        to_toml({"none": None})
+
+
 # --- metrics -------------------------------------------------------------------------------
 
 def test_weighted_stats_and_main_effects(rng):
@@ -280,14 +348,14 @@ def test_failing_case_is_recorded_and_the_rest_runs(tmp_path, monkeypatch):
 
     import anodetwin.study.execute as ex
 
-    real = ex.write_labels
+    real = ex.write_phantom_labels
 
     def flaky(path, phantom):  # the phantom of seed 4 cannot be made
         if phantom["seed"] == 4:
             raise ParameterError("phantom seed 4 refused", "use another seed")
         return real(path, phantom)
 
-    monkeypatch.setattr(ex, "write_labels", flaky)
+    monkeypatch.setattr(ex, "write_phantom_labels", flaky)
     s = study_from_dict(_study(parameters={"median_diameter_um": [3.0]},
                                study={"replicates": 2}))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,

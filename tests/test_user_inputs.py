@@ -402,14 +402,14 @@ def test_jobs_minus_one_means_all_cores_and_the_library_checks_too():
 
 
 def test_roi_outside_the_volume_is_refused_not_clipped():
-    from anodetwin.io import normalize_roi
+    from anodetwin.io import normalise_roi
 
     with pytest.raises(ParameterError, match=r"axis z 0:100 reaches outside the volume of "
                                              r"size 40.*within 0:40"):
-        normalize_roi("0:100,:,:", (40, 50, 50))
+        normalise_roi("0:100,:,:", (40, 50, 50))
     with pytest.raises(ParameterError, match=r"axis x -60: reaches outside"):
-        normalize_roi(":,:,-60:", (40, 50, 50))
-    assert normalize_roi("-10:,0:50,:", (40, 50, 50))[0] == slice(30, 40)
+        normalise_roi(":,:,-60:", (40, 50, 50))
+    assert normalise_roi("-10:,0:50,:", (40, 50, 50))[0] == slice(30, 40)
 
 
 def test_negative_zero_is_written_as_zero():
@@ -446,7 +446,8 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     import sys
 
     code = ("import anodetwin.cli as c\n"
-            "c.cmd_info = lambda a: [print('x' * 100) for _ in range(200000)]\n"
+            "import anodetwin.cli.info as i\n"
+            "i.cmd_info = lambda a: [print('x' * 100) for _ in range(200000)]\n"
             "raise SystemExit(c.main(['info']))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

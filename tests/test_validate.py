@@ -284,6 +284,99 @@ def test_bad_inputs(tmp_path):
     assert (tmp_path / "o" / "report.html").is_file()
 
 
+def _uniaxial_pair(e_sim: float, e_dvc: float) -> "StepPair":
+    """Two uniform uniaxial fields u_z = e z on a 3 x 3 x 3 node grid (1 um spacing),
+    electrode 0..2 um: every cell valid, four per half."""
+    from anodetwin.dvc.strain import cell_mean
+    from anodetwin.validate.compare import StepPair
+
+    g = (3, 3, 3)
+    nodes = np.stack(np.meshgrid(*[np.arange(3.0)] * 3, indexing="ij"), axis=-1)
+    nodes = nodes.reshape(-1, 3)
+    u = {}
+    for who, e in (("sim", e_sim), ("dvc", e_dvc)):
+        u[who] = np.zeros_like(nodes)
+        u[who][:, 0] = e * nodes[:, 0]
+    s_sim = cell_strain(u["sim"].reshape(*g, 3), 1.0)
+    s_dvc = cell_strain(u["dvc"].reshape(*g, 3), 1.0)
+    cells = cell_mean(nodes.reshape(*g, 3))
+    return StepPair(1, "T1", 3600.0, nodes, g, u["dvc"], u["sim"], s_dvc, s_sim, cells,
+                    np.ones(cells.shape[:3], bool), (0.0, 2.0), (1.0, 1.0, 1.0))
+
+
+def test_typed_metrics_and_checks_of_uniform_fields():
+    """Uniform uniaxial strains, 0.03 simulated and 0.01 measured: by hand J - 1 = e_zz = e
+    in every cell, so per region the means are 0.03 and 0.01 (difference 0.02, std 0), the
+    Wasserstein distance of two point masses is 0.02, KS is 1 and the correlations are
+    undefined (NaN); the halves are equal (asymmetry 1, half difference 0), the axial
+    share is 1, the thickness change e x 2 um; the displacement RMSE is
+    0.02 sqrt(mean z^2) = 0.02 sqrt(5/3) over nodes at z = 0, 1, 2 um. The results are
+    typed and read as mappings too, and the checks fail exactly on the NaN Pearson and
+    the Wasserstein above its limit."""
+    from anodetwin.validate.config import Tolerances
+    from anodetwin.validate.metrics import (REGIONS, Check, RegionStatistics, StepMetrics,
+                                            checks, step_metrics)
+
+    m = step_metrics(_uniaxial_pair(0.03, 0.01))
+    assert isinstance(m, StepMetrics) and m.particles is None and "particles" not in m
+    for region in REGIONS:
+        for meas in ("volumetric", "ezz"):
+            st = m.regions[region][meas]
+            assert isinstance(st, RegionStatistics)
+            assert st.sim_mean == pytest.approx(0.03, abs=1e-15)
+            assert st.dvc_mean == pytest.approx(0.01, abs=1e-15)
+            assert st.mean_difference == pytest.approx(0.02, abs=1e-15)
+            assert st.sim_std == pytest.approx(0.0, abs=1e-15)
+            assert st.wasserstein == pytest.approx(0.02, abs=1e-15)
+            assert st.ks == 1.0 and np.isnan(st.pearson) and np.isnan(st.spearman)
+            assert st.cells == (8 if region == "electrode" else 4)
+            assert st["mean_difference"] == st.mean_difference  # mapping view
+    for who, e in (("sim", 0.03), ("dvc", 0.01)):
+        d = m.derived[who]
+        assert d.asymmetry == pytest.approx(1.0, rel=1e-12)
+        assert d.half_difference == pytest.approx(0.0, abs=1e-15)
+        assert d.axial_share == pytest.approx(1.0, rel=1e-12)
+        assert d.thickness_change_um == pytest.approx(2 * e, rel=1e-12)
+    assert m.nodes_used == 27
+    assert m.displacement_rmse_um == pytest.approx(0.02 * np.sqrt(5 / 3), rel=1e-12)
+    plain = m.as_dict()
+    assert json.loads(json.dumps(plain))["regions"]["electrode"]["ezz"]["cells"] == 8
+    assert list(plain) == ["step", "output", "time_s", "nodes_used", "displacement_rmse_um",
+                           "regions", "derived"]
+    tol = Tolerances(min_pearson_volumetric=0.9, max_mean_difference=0.025,
+                     max_wasserstein_volumetric=0.01, max_asymmetry_difference=0.02)
+    table = checks([m], tol)
+    assert all(isinstance(c, Check) for c in table) and len(table) == 1 + 6 + 1 + 1
+    assert {(c.check, c.region) for c in table if not c.passed} == {
+        ("pearson_volumetric >= min", "electrode"),
+        ("wasserstein_volumetric <= max", "electrode")}
+    assert list(dict(table[0])) == ["step", "output", "check", "region", "value", "limit",
+                                    "passed"]
+    assert table[1]["value"] == pytest.approx(0.02, abs=1e-15) and table[1]["limit"] == 0.025
+
+
+def test_particle_spheres_of_a_labelled_box():
+    """A 3 x 2 x 4 voxel box labelled 7 in anisotropic voxels (z, y, x) = (1, 2, 0.5) um,
+    origin (10, 20, 30) um, the box at voxels z 2..4, y 1..2, x 0..3: centroid by hand
+    origin + (3, 1.5, 1.5) x voxel = (13, 23, 30.75) um, volume 24 x 1 um^3, radius
+    (3 x 24 / 4 pi)^(1/3)."""
+    from types import SimpleNamespace
+
+    from anodetwin.validate.metrics import particle_spheres
+
+    pa = np.zeros((6, 4, 5), np.int32)
+    pa[2:5, 1:3, 0:4] = 7
+    labels = SimpleNamespace(particles=pa, voxel_size_um=(1.0, 2.0, 0.5),
+                             origin_um=(10.0, 20.0, 30.0))
+    (q,) = particle_spheres(labels)
+    assert q.particle == 7
+    assert q.centre_um == pytest.approx((13.0, 23.0, 30.75), abs=1e-12)
+    assert q.volume_um3 == pytest.approx(24.0, rel=1e-15)
+    assert q.radius_um == pytest.approx((3 * 24.0 / (4 * np.pi)) ** (1 / 3), rel=1e-15)
+    assert particle_spheres(SimpleNamespace(particles=np.zeros((2, 2, 2), int),
+                                            voxel_size_um=(1, 1, 1), origin_um=(0, 0, 0))) == []
+
+
 LOOP_CASE = """[mesh]
 path = "{mesh}"
 [materials]

@@ -38,23 +38,16 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
-from anodetwin.io import (
-    atomic_write_json,
-    bin_volume,
-    content_hash,
-    grey_value_stats,
-    input_record,
-    make_provenance,
-    open_volume,
-    read_volume,
-    write_volume,
-)
+from anodetwin.io import (atomic_write_json, bin_volume, content_hash, grey_value_stats,
+                          input_record, make_provenance, open_volume, read_volume,
+                          write_volume)
 from anodetwin.log import get_logger
 
-__all__ = ["DemoResult", "run_demo", "spam_tomogram_path"]
+__all__ = ["DemoResult", "ValidationSummary", "run_demo", "spam_tomogram_path"]
 
 log = get_logger("demo")
 
@@ -71,7 +64,17 @@ ROI = "10:90,10:90,10:90"
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Where the demo wrote its output."""
+    """Where the demo wrote its output.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The output folder.
+    summary_path : Path
+        Its ``summary.json``.
+    summary : dict
+        What ``summary.json`` holds (module notes: stages, files, checks, statistics).
+    """
 
     out_dir: Path
     summary_path: Path
@@ -79,8 +82,23 @@ class DemoResult:
 
 
 def spam_tomogram_path(name: str = "snow") -> Path:
-    """Path of a real tomogram shipped with spam: ``snow`` or ``concrete_x-ray`` /
-    ``concrete_neutron`` (100^3, uint16, binned by 16)."""
+    """Path of a real tomogram shipped with spam.
+
+    Parameters
+    ----------
+    name : {"snow", "concrete_x-ray", "concrete_neutron"}
+        The tomogram (100^3 voxels, uint16; the concrete ones binned by 16).
+
+    Returns
+    -------
+    Path
+        Its TIFF file inside the installed spam package.
+
+    Raises
+    ------
+    KeyError
+        An unknown name.
+    """
     rel = {"snow": "data/snow/snow.tif",
            "concrete_x-ray": "data/concrete/concrete_x-ray-bin16.tif",
            "concrete_neutron": "data/concrete/concrete_neutron-bin16.tif"}[name]
@@ -200,7 +218,28 @@ def _simulation_stage(folder: Path, series: Path, coarsen: int = 4) -> dict:
             "li_conserved": bool(li_err < 1e-8)}
 
 
-def _validation_stage(folder: Path, sim_dir: Path, node_spacing_um: float = 2.4) -> dict:
+class ValidationSummary(TypedDict):
+    """The validation stage's entry of ``summary.json`` (paths relative to the demo folder).
+
+    Keys: ``folder``, ``series`` (rendered tomograms), ``dvc`` (DVC series folder),
+    ``report`` (report.html), ``metrics`` (metrics.json); ``electrode_volumetric``: per
+    output the statistics of J - 1 on the electrode
+    (:class:`anodetwin.validate.metrics.RegionStatistics` as a dict); ``passed``: every
+    check passed; ``failed_checks``: the failed rows of the pass/fail table (dicts).
+    """
+
+    folder: str
+    series: str
+    dvc: str
+    report: str
+    metrics: str
+    electrode_volumetric: dict[str, dict]
+    passed: bool
+    failed_checks: list[dict]
+
+
+def _validation_stage(folder: Path, sim_dir: Path,
+                      node_spacing_um: float = 2.4) -> ValidationSummary:
     """The closed loop (:func:`anodetwin.validate.loop.closed_loop`): the phantom rendered
     deformed by the simulated displacement at T0..T2, spam DVC on that series (nodes every
     ``node_spacing_um``, half-windows of 2 um) and the model-versus-DVC report against the
@@ -213,38 +252,24 @@ def _validation_stage(folder: Path, sim_dir: Path, node_spacing_um: float = 2.4)
     shutil.rmtree(folder, ignore_errors=True)
     ser, res = closed_loop(sim_dir, load_config(seed=1), folder, ("T0", "T1", "T2"),
                            node_spacing_um=node_spacing_um)
-    e = {m["output"]: m["regions"]["electrode"]["volumetric"] for m in res.metrics}
+    e = {m.output: m.regions["electrode"]["volumetric"].as_dict() for m in res.steps}
     log.info("validation: %s", ", ".join(f"{k} Pearson {x['pearson']:.3f}, J-1 sim "
                                          f"{x['sim_mean']:.4f} vs DVC {x['dvc_mean']:.4f}"
                                          for k, x in e.items()))
     rel = folder.parent
-    return {"folder": str(folder.relative_to(rel)),
-            "series": str(Path(ser.path).relative_to(rel)),
-            "dvc": str((folder / "dvc").relative_to(rel)),
-            "report": str(res.report.relative_to(rel)),
-            "metrics": str((folder / "report" / "metrics.json").relative_to(rel)),
-            "electrode_volumetric": e, "passed": bool(res.passed),
-            "failed_checks": [c for c in res.checks if not c["passed"]]}
+    return ValidationSummary(
+        folder=str(folder.relative_to(rel)), series=str(Path(ser.path).relative_to(rel)),
+        dvc=str((folder / "dvc").relative_to(rel)), report=str(res.report.relative_to(rel)),
+        metrics=str((folder / "report" / "metrics.json").relative_to(rel)),
+        electrode_volumetric=e, passed=bool(res.passed),
+        failed_checks=[c.as_dict() for c in res.checks if not c.passed])
 
 
-def run_demo(out_dir: str | Path = "demo-output", simulate: bool = True) -> DemoResult:
-    """Run the demo and return where its output is.
-
-    Parameters
-    ----------
-    out_dir : path-like
-        Output folder (created if missing; files inside are replaced atomically).
-    simulate : bool
-        Run the simulation stage (the longest; False keeps an earlier run's folder).
-    """
-    out = Path(out_dir)
+def _tomogram_io_stage(out: Path) -> dict:
+    """The spam snow tomogram in every format (round trips checked), a lazy binned ROI,
+    grey-value statistics and orthogonal slices: the I/O entries of ``summary.json``."""
     vols = out / "volumes"
     vols.mkdir(parents=True, exist_ok=True)
-    phantom = _phantom_stage(out / "phantom")
-    simulation = _simulation_stage(out / "simulation", out / phantom["series"]) if simulate \
-        else {"skipped": True, "swells_and_recovers": True, "li_conserved": True}
-    validation = _validation_stage(out / "validation", out / "simulation" / "run") \
-        if simulate else {"skipped": True, "passed": True}
     src_path = spam_tomogram_path("snow")
     log.info("input: spam snow tomogram %s", src_path)
     source = read_volume(src_path)
@@ -256,7 +281,7 @@ def run_demo(out_dir: str | Path = "demo-output", simulate: bool = True) -> Demo
         written = write_volume(target, source, provenance=prov, fmt=kind)
         back = read_volume(target)
         same = bool(np.array_equal(back.data, source.data) and back.dtype == source.dtype
-                    and back.voxel_size == source.voxel_size)
+                    and back.voxel_size_um == source.voxel_size_um)
         files[kind] = {"path": str(written.relative_to(out)), "hash": content_hash(written),
                        "roundtrip_exact": same}
         log.info("%-8s %s  round trip %s", kind, written, "exact" if same else "DIFFERS")
@@ -274,12 +299,9 @@ def run_demo(out_dir: str | Path = "demo-output", simulate: bool = True) -> Demo
 
     png = out / "orthoslices.png"
     _orthoslices(png, source.data, binned.data)
-    summary = {
-        "phantom": phantom,
-        "simulation": simulation,
-        "validation": validation,
+    return {
         "input": {**src_rec, "shape": list(source.shape), "dtype": str(source.dtype),
-                  "voxel_size_um": source.voxel_size,
+                  "voxel_size_um": source.voxel_size_um,
                   "note": "real X-ray tomogram shipped with spam; its file records no voxel "
                           "size, so lengths here are in voxels"},
         "formats": files,
@@ -290,8 +312,42 @@ def run_demo(out_dir: str | Path = "demo-output", simulate: bool = True) -> Demo
         "figures": [str(png.relative_to(out))],
         "provenance": make_provenance("demo", [src_rec], {"roi": ROI, "binning": 2}),
     }
+
+
+def run_demo(out_dir: str | Path = "demo-output", simulate: bool = True) -> DemoResult:
+    """Run the demo and return where its output is.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output folder (created if missing; files inside are replaced atomically).
+    simulate : bool
+        Run the simulation and validation stages (the longest; False keeps an earlier
+        run's folders).
+
+    Returns
+    -------
+    DemoResult
+        The folder, its ``summary.json`` and what that holds.
+
+    Raises
+    ------
+    NumericalError
+        A check of the demo failed (round trips, lazy binning, noise floor, Li
+        conservation, swelling and recovery).
+    """
+    out = Path(out_dir)
+    (out / "volumes").mkdir(parents=True, exist_ok=True)
+    phantom = _phantom_stage(out / "phantom")
+    simulation = _simulation_stage(out / "simulation", out / phantom["series"]) if simulate \
+        else {"skipped": True, "swells_and_recovers": True, "li_conserved": True}
+    validation = _validation_stage(out / "validation", out / "simulation" / "run") \
+        if simulate else {"skipped": True, "passed": True}
+    summary = {"phantom": phantom, "simulation": simulation, "validation": validation,
+               **_tomogram_io_stage(out)}
     summary_path = atomic_write_json(out / "summary.json", summary)
-    if not all(f["roundtrip_exact"] for f in files.values()) or not lazy_ok \
+    if not all(f["roundtrip_exact"] for f in summary["formats"].values()) \
+            or not summary["roi_binned"]["equals_in_memory_crop_bin"] \
             or not phantom["noise_floor"]["matches_rendered_noise"] \
             or not (simulation["swells_and_recovers"] and simulation["li_conserved"]):
         from anodetwin.errors import NumericalError

@@ -66,10 +66,15 @@ def _blas() -> list[dict[str, Any]]:
 def environment_info() -> dict[str, Any]:
     """Collect versions and settings as a JSON-serialisable dict.
 
-    Keys: ``anodetwin``, ``python``, ``platform``, ``packages`` (numpy, scipy, spam, gmsh,
-    h5py, tifffile, zarr, scikit-image, pyvista, dask), ``fem`` (dolfinx, petsc), ``mpi``
-    (library, standard, size, rank), ``threads`` (cpu counts, thread environment variables,
-    BLAS thread pools).
+    Returns
+    -------
+    dict
+        ``anodetwin``, ``python``, ``platform``, ``packages`` (numpy, scipy, spam, gmsh,
+        h5py, tifffile, zarr, scikit-image, pyvista, dask, ...: version or "not
+        installed"), ``fem`` (dolfinx, petsc), ``mpi`` (library, standard, size, rank),
+        ``threads`` (cpu counts, thread environment variables, BLAS thread pools). A part
+        that cannot be read holds a string ``"unavailable (...)"`` instead: this never
+        raises.
     """
     import numpy
 

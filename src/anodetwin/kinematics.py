@@ -1,5 +1,7 @@
-"""Kinematics on voxel grids shared by the phantom and the DVC stage: strain of a dense
-displacement field, inverse mappings (deformed -> reference positions) and warping.
+"""Kinematics on voxel grids shared by the phantom and the DVC stage: inverse mappings
+(deformed -> reference positions) and warping. The strain of a dense displacement field
+(:func:`strain_fields`) and :func:`voxel_size_triple` are those of the one strain operator,
+:mod:`anodetwin.strain`, re-exported here.
 
 Convention: a displacement field u (3, z, y, x) lives on the reference grid; the material at
 reference position X is at x = X + u(X) in the deformed state; a deformed volume is
@@ -7,7 +9,7 @@ reference position X is at x = X + u(X) in the deformed state; a deformed volume
 
 Gradients use the voxel size per axis (z, y, x) in um, so anisotropic voxels give the right
 strain; tensor components are named by axis letters (``eyz``: z with y, entry (0, 1);
-``exz``: (0, 2); ``exy``: y with x, (1, 2)), as in :mod:`anodetwin.dvc.strain`.
+``exz``: (0, 2); ``exy``: y with x, (1, 2)), as in :mod:`anodetwin.strain`.
 """
 
 from __future__ import annotations
@@ -16,63 +18,32 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
+from anodetwin.strain import strain_fields, voxel_size_triple
 
 __all__ = ["strain_fields", "inverse_map_1d", "inverse_coordinates", "sample_nearest",
            "sample_linear", "warp_labels", "voxel_size_triple"]
 
 
-def voxel_size_triple(voxel_size_um) -> np.ndarray:
-    """A voxel size, one float or a (z, y, x) triple (None: 1), as a (3,) float array.
+def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
+    """Reference plane coordinate of every deformed plane of an axial displacement.
+
+    Parameters
+    ----------
+    uz_voxels : numpy.ndarray
+        (z,) displacement u(Z) of every reference plane Z (voxels).
+
+    Returns
+    -------
+    numpy.ndarray
+        (z,) reference coordinate X(z) (voxels) of every deformed plane z, solving
+        z = X + u(X) (linear interpolation); beyond the grid the last displacement
+        continues.
 
     Raises
     ------
     ParameterError
-        When a size is not positive and finite.
+        When the displacement folds the grid (z + u(z) not increasing).
     """
-    v = np.broadcast_to(np.asarray(1.0 if voxel_size_um is None else voxel_size_um,
-                                   dtype=np.float64), (3,)).copy()
-    if not (np.isfinite(v).all() and np.all(v > 0)):
-        raise ParameterError(f"voxel size {voxel_size_um} is not positive",
-                             "give a voxel size > 0 um (one value or z, y, x)")
-    return v
-
-
-def strain_fields(displacement: np.ndarray, voxel_size_um) -> dict[str, np.ndarray]:
-    """Strain of a displacement field on the voxel grid.
-
-    Parameters
-    ----------
-    displacement : numpy.ndarray
-        (3, z, y, x) components (u_z, u_y, u_x) in um on voxel centres.
-    voxel_size_um : float or 3 floats
-        Voxel size (um), one value or per axis (z, y, x): the gradient along axis j divides
-        by ``voxel_size_um[j]``.
-
-    Returns
-    -------
-    dict
-        ``volumetric`` = det(I + grad u) - 1, and the small-strain components ``ezz``,
-        ``eyy``, ``exx``, ``eyz``, ``exz``, ``exy`` (float32), from central differences
-        (one-sided at the faces, :func:`numpy.gradient`). Components are named by axis
-        letters: ``eyz`` = (du_z/dy + du_y/dz)/2 (entry (0, 1)), ``exz`` = (du_z/dx +
-        du_x/dz)/2 (entry (0, 2)), ``exy`` = (du_y/dx + du_x/dy)/2 (entry (1, 2)).
-    """
-    vs = voxel_size_triple(voxel_size_um)
-    g = [[np.gradient(displacement[i], vs[j], axis=j).astype(np.float32, copy=False)
-          for j in range(3)] for i in range(3)]
-    # det(I + g) - 1 expanded, so that no 3x3 field is copied
-    a, b, c = g[0][0] + 1, g[0][1], g[0][2]
-    d, e, f = g[1][0], g[1][1] + 1, g[1][2]
-    gg, hh, ii = g[2][0], g[2][1], g[2][2] + 1
-    det = a * (e * ii - f * hh) - b * (d * ii - f * gg) + c * (d * hh - e * gg)
-    return {"volumetric": det - 1.0, "ezz": g[0][0], "eyy": g[1][1], "exx": g[2][2],
-            "eyz": 0.5 * (g[0][1] + g[1][0]), "exz": 0.5 * (g[0][2] + g[2][0]),
-            "exy": 0.5 * (g[1][2] + g[2][1])}
-
-
-def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
-    """Reference plane coordinate X(z) of every deformed plane z for z = Z + u(Z)
-    (monotone, voxel units); beyond the grid the last displacement continues."""
     n = len(uz_voxels)
     Z = np.arange(n, dtype=np.float64)
     z_def = Z + uz_voxels
@@ -93,14 +64,38 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
                         max_iterations: int = 20) -> np.ndarray:
     """Reference coordinates X (voxels) of every deformed voxel x, solving x = X + u(X).
 
-    ``displacement`` (3, z, y, x; um) is converted to voxels per axis (component i over
-    ``voxel_size_um[i]``; one value or a (z, y, x) triple), so the iteration runs in voxel
-    index coordinates, where ``grad u`` is the index-space Jacobian. With
-    ``axial_profile`` (u_z per plane, um) the inverse is exact: a (z,) array of plane
-    coordinates. Otherwise a (3, z, y, x) array from Newton iterations
+    ``displacement`` is converted to voxels per axis (component i over
+    ``voxel_size_um[i]``), so the iteration runs in voxel index coordinates, where
+    ``grad u`` is the index-space Jacobian: Newton iterations
     ``X <- X - (I + grad u(X))^-1 (X + u(X) - x)`` with trilinear interpolation of u and its
-    gradient, until the residual is below ``tol`` voxels (converges for strains beyond 100%,
-    where a fixed-point iteration would not).
+    gradient (they converge for strains beyond 100%, where a fixed-point iteration would
+    not).
+
+    Parameters
+    ----------
+    displacement : numpy.ndarray or None
+        (3, z, y, x) displacement (u_z, u_y, u_x) in um on the reference grid (unused with
+        ``axial_profile``).
+    voxel_size_um : float or 3 floats
+        Voxel size (um), one value or per axis (z, y, x).
+    axial_profile : numpy.ndarray, optional
+        (z,) u_z per reference plane (um) of a purely axial field: the inverse is then
+        exact (:func:`inverse_map_1d`).
+    tol : float
+        Residual (voxels) below which the iteration stops.
+    max_iterations : int
+        Newton iterations at most.
+
+    Returns
+    -------
+    numpy.ndarray
+        (z,) plane coordinates with ``axial_profile``, else (3, z, y, x) reference
+        coordinates (voxels).
+
+    Raises
+    ------
+    ParameterError
+        A voxel size that is not positive, or an axial profile that folds the grid.
     """
     vs = voxel_size_triple(voxel_size_um)
     if axial_profile is not None:
@@ -131,8 +126,21 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
 
 
 def sample_nearest(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """``labels`` at reference coordinates from :func:`inverse_coordinates` (nearest voxel,
-    clipped to the grid)."""
+    """Labels at reference coordinates (nearest voxel, clipped to the grid).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (z, y, x) labels on the reference grid.
+    coords : numpy.ndarray
+        From :func:`inverse_coordinates`: (z,) plane coordinates or (3, z, y, x)
+        coordinates (voxels).
+
+    Returns
+    -------
+    numpy.ndarray
+        (z, y, x) labels of the deformed grid, dtype of ``labels``.
+    """
     if coords.ndim == 1:
         idx = np.clip(np.rint(coords), 0, labels.shape[0] - 1).astype(np.intp)
         return labels[idx]
@@ -141,13 +149,39 @@ def sample_nearest(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:
 
 def warp_labels(labels: np.ndarray, displacement: np.ndarray, voxel_size_um,
                 axial_profile: np.ndarray | None = None) -> np.ndarray:
-    """Deformed labels ``L(x) = L0(X)`` with ``x = X + u(X)`` (nearest-neighbour sampling)."""
+    """Deformed labels ``L(x) = L0(X)`` with ``x = X + u(X)`` (nearest-neighbour sampling).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (z, y, x) reference labels L0.
+    displacement, voxel_size_um, axial_profile
+        As :func:`inverse_coordinates` (um).
+
+    Returns
+    -------
+    numpy.ndarray
+        (z, y, x) deformed labels.
+    """
     return sample_nearest(labels, inverse_coordinates(displacement, voxel_size_um,
                                                       axial_profile))
 
 
 def sample_linear(volume: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """``volume`` at reference coordinates (trilinear, edge values outside), float32."""
+    """Grey values at reference coordinates (trilinear, edge values outside).
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        (z, y, x) reference volume.
+    coords : numpy.ndarray
+        Where to sample (voxels), as :func:`inverse_coordinates` returns them.
+
+    Returns
+    -------
+    numpy.ndarray
+        (z, y, x) float32 deformed volume.
+    """
     v = np.asarray(volume, dtype=np.float32)
     if coords.ndim == 1:
         z = np.clip(coords, 0, v.shape[0] - 1)

@@ -19,12 +19,12 @@ the work is organised:
 Conventions: node positions (z, y, x) in voxels of the reference volume (spam's
 ``makeGrid``: first node one spacing from the origin); displacement u = Phi[:3, 3] in voxels,
 so that the material at reference position X is found at X + u in the deformed volume.
-Node status (:data:`STATUS`; spam's codes and two of anodetwin's): 2 converged,
-1 iteration limit, -1..-3 diverged or singular, -5 window not fully inside the volume or
-masked out, -6 no texture (the window's grey-value std is below ``min_texture_std``:
-:data:`TEXTURE_FACTOR` times the noise level of the reference volume,
-:func:`noise_level`; a window of noise alone has a std equal to it), -7 no valid start
-(a NaN initial guess).
+Node status (:class:`ReturnStatus`; spam's codes and two of anodetwin's): 2 converged,
+1 iteration limit, -1 diverging error, -2 singular system, -3 diverging volume change,
+-4 singular Phi, -5 window not fully inside the volume or masked out, -6 no texture (the
+window's grey-value std is below ``min_texture_std``: :data:`TEXTURE_FACTOR` times the
+noise level of the reference volume, :func:`noise_level`; a window of noise alone has a std
+equal to it), -7 no valid start (a NaN initial guess).
 """
 
 from __future__ import annotations
@@ -34,24 +34,115 @@ import io
 import os
 import threading
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anodetwin.errors import ParameterError
 from anodetwin.log import get_logger, progress_bar
 
-__all__ = ["DVCParams", "node_grid", "correlate_nodes", "initial_phi_field",
-           "interpolate_displacement", "noise_level", "STATUS", "TEXTURE_FACTOR"]
+__all__ = ["DVCParams", "NodeResults", "ReturnStatus", "WindowStatus", "node_grid",
+           "grid_step", "correlate_nodes", "initial_phi_field", "interpolate_displacement",
+           "noise_level", "STATUS", "TEXTURE_FACTOR"]
 
 log = get_logger("dvc")
 
-#: Node status codes (module notes).
-STATUS = {"converged": 2, "iteration_limit": 1, "outside": -5, "no_texture": -6,
-          "no_start": -7}
+
+class ReturnStatus(IntEnum):
+    """Status of a node's correlation: ``spam.DIC.register``'s return codes (2 .. -4), the
+    window extraction's (-5) and anodetwin's own (-6, -7).
+
+    Attributes
+    ----------
+    CONVERGED : 2
+        The norm of the Phi increment fell below ``delta_phi_min``.
+    ITERATION_LIMIT : 1
+        ``max_iterations`` reached before that.
+    DIVERGED : -1
+        The error grew (more than 80% of the previous one) after half the iterations.
+    SINGULAR : -2
+        The Gauss-Newton matrix cannot be inverted (most often: too little texture).
+    VOLUME_CHANGE : -3
+        det U left [0.2, 3]: the iteration diverges.
+    SINGULAR_PHI : -4
+        Phi cannot be inverted.
+    OUTSIDE : -5
+        The window is not fully inside the volume, or less than ``mask_coverage`` of it is
+        inside the mask (``spam.DIC.getImagettes`` refused it).
+    NO_TEXTURE : -6
+        The window's grey-value std is below ``min_texture_std``: not correlated.
+    NO_START : -7
+        The initial guess is not finite: not correlated.
+    """
+
+    CONVERGED = 2
+    ITERATION_LIMIT = 1
+    DIVERGED = -1
+    SINGULAR = -2
+    VOLUME_CHANGE = -3
+    SINGULAR_PHI = -4
+    OUTSIDE = -5
+    NO_TEXTURE = -6
+    NO_START = -7
+
+    @classmethod
+    def not_measured(cls, status: Any) -> Any:
+        """Whether nodes carry no measurement at all.
+
+        Parameters
+        ----------
+        status : int or array of codes
+            Node statuses.
+
+        Returns
+        -------
+        bool or numpy.ndarray of bool
+            True for a window outside or masked, without texture or without start
+            (status -5 and below).
+        """
+        return np.asarray(status) <= cls.OUTSIDE
+
+    @classmethod
+    def failed(cls, status: Any) -> Any:
+        """Whether a registration ended in a failure.
+
+        Parameters
+        ----------
+        status : int or numpy.ndarray
+            What ``spam.DIC.register`` returned.
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            True where the code is negative (0-d for one code).
+        """
+        return np.asarray(status) < 0
+
+
+class WindowStatus(IntEnum):
+    """Return status of ``spam.DIC.getImagettes`` (window extraction).
+
+    Attributes
+    ----------
+    EXTRACTED : 1
+        Both windows were extracted.
+    REJECTED : -5
+        Outside the volume or masked out (becomes :attr:`ReturnStatus.OUTSIDE`).
+    """
+
+    EXTRACTED = 1
+    REJECTED = -5
+
+
+#: Node status codes by name (module notes), as :class:`ReturnStatus` members.
+STATUS = {"converged": ReturnStatus.CONVERGED, "iteration_limit": ReturnStatus.ITERATION_LIMIT,
+          "outside": ReturnStatus.OUTSIDE, "no_texture": ReturnStatus.NO_TEXTURE,
+          "no_start": ReturnStatus.NO_START}
 #: A window has texture when its grey-value std is at least this many times the noise level
 #: of the volume (white noise alone: 1.0; a window of noise correlated between neighbouring
 #: voxels reads up to ~1.4 at correlation 0.5).
@@ -102,6 +193,13 @@ class DVCParams:
     min_texture_std: float = 0.0
 
     def to_dict(self) -> dict:
+        """The parameters as a dict, e.g. for a result file.
+
+        Returns
+        -------
+        dict
+            Field name: value (spacings, half-windows and search range as given).
+        """
         return asdict(self)
 
 
@@ -118,7 +216,27 @@ def _triple(v: Any, name: str) -> tuple[int, int, int]:
 
 
 def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
-    """Validate parameters against a volume shape; returns normalised parameters."""
+    """Validate parameters against a volume shape.
+
+    Parameters
+    ----------
+    p : DVCParams
+        Parameters as given.
+    shape : 3 int
+        Shape (z, y, x) of the volumes to correlate.
+
+    Returns
+    -------
+    DVCParams
+        Normalised parameters (spacings, half-windows and search range as 3 ints).
+
+    Raises
+    ------
+    ParameterError
+        A window larger than the volume, a spacing that leaves no node, an unknown
+        ``apply_f``, a negative margin or search range, no iteration, a negative texture
+        threshold.
+    """
     ns = _triple(p.node_spacing, "node spacing")
     hws = _triple(p.hws, "half-window size")
     for ax, (h, n) in enumerate(zip(hws, shape, strict=True)):
@@ -146,12 +264,24 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
 def node_grid(shape: tuple[int, int, int], node_spacing) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Regular node grid inside a volume (spam's ``makeGrid`` convention).
 
+    Parameters
+    ----------
+    shape : 3 int
+        Volume shape (z, y, x).
+    node_spacing : int or 3 int
+        Node spacing (voxels); the first node is one spacing from the origin.
+
     Returns
     -------
     nodes : numpy.ndarray
         (N, 3) float positions (z, y, x) in voxels, z slowest.
     grid_shape : tuple of 3 int
         Nodes along z, y, x.
+
+    Raises
+    ------
+    ParameterError
+        A spacing below 1 voxel, not an integer, or leaving no node.
     """
     ns = _triple(node_spacing, "node spacing")
     axes = [np.arange(s, n, s, dtype=np.float64) for s, n in zip(ns, shape, strict=True)]
@@ -160,6 +290,30 @@ def node_grid(shape: tuple[int, int, int], node_spacing) -> tuple[np.ndarray, tu
                              "use a smaller node spacing")
     g = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     return g.reshape(-1, 3), tuple(len(a) for a in axes)  # type: ignore[return-value]
+
+
+def grid_step(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int]) -> np.ndarray:
+    """Node spacing of a regular node grid, read from its node positions.
+
+    Parameters
+    ----------
+    grid_nodes : numpy.ndarray
+        (N, 3) node positions (z, y, x; voxels), z slowest, N = prod(grid_shape).
+    grid_shape : 3 int
+        Nodes along z, y, x.
+
+    Returns
+    -------
+    numpy.ndarray
+        (3,) spacing along z, y, x in the unit of the positions (1 along an axis with a
+        single node). Times the voxel size it is the spacing in um
+        (:func:`anodetwin.strain.node_spacing_um`).
+    """
+    g = np.asarray(grid_nodes, float).reshape(*grid_shape, 3)
+    first = g[0, 0, 0]
+    return np.array([(g[1, 0, 0, 0] - first[0]) if grid_shape[0] > 1 else 1.0,
+                     (g[0, 1, 0, 1] - first[1]) if grid_shape[1] > 1 else 1.0,
+                     (g[0, 0, 1, 2] - first[2]) if grid_shape[2] > 1 else 1.0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +335,26 @@ class _Vol:
 
 
 def as_worker_volume(vol: Any, name: str | None = None) -> _Vol:
-    """Wrap an array, a :class:`~anodetwin.io.Volume` or a path for the workers; with a
-    ``name``, check that a floating-point volume is finite first (a file slab by slab)."""
+    """Wrap a volume for the correlation workers.
+
+    Parameters
+    ----------
+    vol : numpy.ndarray, Volume or path
+        The volume (z, y, x); a path is opened lazily by every worker.
+    name : str, optional
+        How messages name it; given, a floating-point volume is checked to be finite first
+        (a file slab by slab).
+
+    Returns
+    -------
+    _Vol
+        The array, or the path and shape.
+
+    Raises
+    ------
+    NonFiniteError
+        A named floating-point volume with NaN or inf.
+    """
     from anodetwin.io import require_finite
 
     if isinstance(vol, (str, os.PathLike)):
@@ -212,6 +384,16 @@ def noise_level(vol: Any, max_slices: int = 16, per_slice: int = 200_000) -> flo
     Parameters
     ----------
     vol : numpy.ndarray, Volume or path
+        The volume (z, y, x).
+    max_slices : int
+        z slices read at most.
+    per_slice : int
+        Differences taken per slice at most.
+
+    Returns
+    -------
+    float
+        Noise std (grey levels); 0 when nothing finite was read.
     """
     v = vol if isinstance(vol, _Vol) else as_worker_volume(vol)
     nz = int(v.shape[0])
@@ -272,7 +454,12 @@ def _box(nodes: np.ndarray, phi: np.ndarray, hws, margin: int, shape) -> tuple[s
 
 @contextlib.contextmanager
 def quiet_spam():
-    """Silence spam's console output and its ComplexWarning chatter inside a block."""
+    """Silence spam's console output and its ComplexWarning chatter inside a block.
+
+    Yields
+    ------
+    None
+    """
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
         yield
@@ -286,7 +473,143 @@ def _texture(w1: np.ndarray, min_std: float) -> tuple[bool, float]:
     return bool(np.nanvar(w1) > 0 and np.sqrt(v_in) >= min_std), v_in
 
 
-def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
+@dataclass(frozen=True)
+class NodeResults:
+    """Per-node results of :func:`correlate_nodes` (arrays over the N nodes).
+
+    Attributes
+    ----------
+    Phi : numpy.ndarray
+        (N, 4, 4) measured mappings (displacement ``Phi[:, :3, 3]`` in voxels; NaN
+        translation where not correlated).
+    status : numpy.ndarray
+        (N,) :class:`ReturnStatus` codes (as floats, spam's layout).
+    error : numpy.ndarray
+        (N,) spam's registration error.
+    iterations : numpy.ndarray
+        (N,) Gauss-Newton iterations.
+    delta_phi_norm : numpy.ndarray
+        (N,) norm of the last Phi increment.
+    residual : numpy.ndarray
+        (N,) mean squared grey residual over the window variance (~0 for a good match, ~2
+        for unrelated windows; inf where not correlated).
+
+    Items can also be read by name, ``results["Phi"]``, as from a dict.
+    """
+
+    Phi: NDArray[np.float64]
+    status: NDArray[np.float64]
+    error: NDArray[np.float64]
+    iterations: NDArray[np.float64]
+    delta_phi_norm: NDArray[np.float64]
+    residual: NDArray[np.float64]
+
+    @classmethod
+    def unmeasured(cls, n: int) -> NodeResults:
+        """Results of nodes not correlated yet.
+
+        Parameters
+        ----------
+        n : int
+            Number of nodes.
+
+        Returns
+        -------
+        NodeResults
+            Identity Phi, status 0, inf error, residual and increment norm, 0 iterations.
+        """
+        return cls(np.repeat(np.eye(4)[None], n, axis=0), np.zeros(n), np.full(n, np.inf),
+                   np.zeros(n), np.full(n, np.inf), np.full(n, np.inf))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    def keys(self) -> tuple[str, ...]:
+        """Field names, as a dict's keys.
+
+        Returns
+        -------
+        tuple of str
+        """
+        return tuple(f.name for f in fields(self))
+
+    def put(self, index: np.ndarray, other: NodeResults) -> None:
+        """Store the results of some nodes.
+
+        Parameters
+        ----------
+        index : numpy.ndarray
+            Rows to fill.
+        other : NodeResults
+            Results of those nodes, in the order of ``index``.
+        """
+        for name in self.keys():
+            getattr(self, name)[index] = getattr(other, name)
+
+    def exclude(self, k: int, status: ReturnStatus) -> None:
+        """Mark a node as not correlated.
+
+        Parameters
+        ----------
+        k : int
+            Row of the node: its translation becomes NaN.
+        status : ReturnStatus
+            Why it was not correlated.
+        """
+        self.Phi[k, :3, 3] = np.nan
+        self.status[k] = status
+
+
+def _search_start(p: DVCParams, im1: np.ndarray, im2: np.ndarray, mask: np.ndarray | None,
+                  position: np.ndarray, hws: np.ndarray, phi0: np.ndarray) -> None:
+    """Integer pixel search around ``phi0`` (updated in place) over ``p.search_range``."""
+    import spam.DIC
+    import spam.DIC.pixelSearch as ps
+
+    sz, sy, sx = p.search_range
+    with quiet_spam():
+        ims = spam.DIC.getImagettes(im1, position, hws, phi0.copy(), im2,
+                                    [-sz, sz, -sy, sy, -sx, sx], im1mask=mask,
+                                    minMaskCoverage=p.mask_coverage, applyF="no", twoD=False)
+        if ims["returnStatus"] == WindowStatus.EXTRACTED:
+            found = ps._pixelSearch(ims["imagette1"], ims["imagette2"],
+                                    imagette1mask=ims["imagette1mask"],
+                                    imagette2mask=ims["imagette2mask"])
+            phi0[:3, 3] = np.asarray(found[0]) + ims["pixelSearchOffset"]
+
+
+def _register(p: DVCParams, im: dict, w1: np.ndarray, v_in: float, phi0: np.ndarray,
+              out: NodeResults, k: int) -> None:
+    """``spam.DIC.register`` of the extracted windows ``im`` from ``phi0``; row ``k`` of
+    ``out`` gets the result."""
+    import spam.DIC
+
+    shift = np.round(phi0[:3, 3]).astype(int)
+    phi0[:3, 3] -= shift
+    with quiet_spam():
+        r = spam.DIC.register(im["imagette1"], im["imagette2"], im1mask=im["imagette1mask"],
+                              PhiInit=phi0, margin=1, maxIterations=p.max_iterations,
+                              deltaPhiMin=p.delta_phi_min, PhiRigid=p.apply_f == "rigid",
+                              interpolationOrder=p.interpolation_order, verbose=False,
+                              imShowProgress=False)
+    phi = r["Phi"]
+    phi[:3, 3] += shift
+    if p.apply_f == "no":
+        phi[:3, :3] = np.eye(3)
+    out.Phi[k] = phi
+    out.status[k] = r["returnStatus"]
+    out.error[k] = r["error"]
+    out.iterations[k] = r["iterations"]
+    out.delta_phi_norm[k] = r["deltaPhiNorm"]
+    # spam's error is SSD / sum over the window cropped by register's margin (1 voxel):
+    # as mean squared residual / variance it reads like 1 - correlation, ~0 for a
+    # match and ~2 for unrelated windows
+    inner = w1[1:-1, 1:-1, 1:-1]
+    out.residual[k] = (float(r["error"]) * float(np.nanmean(inner)) / v_in
+                       if v_in > 0 else np.inf)
+
+
+def _run_batch(b: _Batch) -> tuple[np.ndarray, NodeResults]:
     import importlib.resources  # noqa: F401  (spam.datasets needs it; harmless otherwise)
 
     import spam.DIC
@@ -296,128 +619,47 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, dict]:
     im2 = b.region(b.deformed)
     mask = b.region(b.mask) > 0 if b.mask is not None else None
     origin = np.array([s.start for s in b.box], dtype=np.float64)
-    n = len(b.nodes)
-    out = {"Phi": np.repeat(np.eye(4)[None], n, axis=0), "status": np.zeros(n),
-           "error": np.full(n, np.inf), "iterations": np.zeros(n),
-           "delta_phi_norm": np.full(n, np.inf), "residual": np.full(n, np.inf)}
+    out = NodeResults.unmeasured(len(b.nodes))
     hws = np.array(p.hws)
     last = np.array(b.shape) - 1
-    for k in range(n):
+    for k in range(len(b.nodes)):
         phi0 = b.phi[k].copy()
         if not np.isfinite(phi0).all():
-            out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = STATUS["no_start"]
+            out.exclude(k, ReturnStatus.NO_START)
             continue
         if np.any(b.nodes[k] - hws < 0) or np.any(b.nodes[k] + hws > last):
             # spam would pad the window with zeros, whose edge then correlates by itself
-            out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = STATUS["outside"]
+            out.exclude(k, ReturnStatus.OUTSIDE)
             continue
         if max(p.search_range) > 0:
-            import spam.DIC.pixelSearch as ps
-
-            sz, sy, sx = p.search_range
-            with quiet_spam():
-                ims = spam.DIC.getImagettes(im1, b.nodes[k] - origin, hws, phi0.copy(), im2,
-                                            [-sz, sz, -sy, sy, -sx, sx], im1mask=mask,
-                                            minMaskCoverage=p.mask_coverage, applyF="no",
-                                            twoD=False)
-                if ims["returnStatus"] == 1:
-                    found = ps._pixelSearch(ims["imagette1"], ims["imagette2"],
-                                            imagette1mask=ims["imagette1mask"],
-                                            imagette2mask=ims["imagette2mask"])
-                    phi0[:3, 3] = np.asarray(found[0]) + ims["pixelSearchOffset"]
+            _search_start(p, im1, im2, mask, b.nodes[k] - origin, hws, phi0)
         with quiet_spam():
             im = spam.DIC.getImagettes(im1, b.nodes[k] - origin, hws, phi0.copy(), im2,
                                        [-p.margin, p.margin] * 3, im1mask=mask,
                                        minMaskCoverage=p.mask_coverage, applyF="no",
                                        twoD=False)
-        if im["returnStatus"] != 1:
-            out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = im["returnStatus"]
+        if im["returnStatus"] != WindowStatus.EXTRACTED:
+            out.exclude(k, ReturnStatus.OUTSIDE)
             continue
         w1 = np.asarray(im["imagette1"], dtype=np.float64)
         textured, v_in = _texture(w1, p.min_texture_std)
         if not textured:  # nothing to correlate
-            out["Phi"][k, :3, 3] = np.nan
-            out["status"][k] = STATUS["no_texture"]
+            out.exclude(k, ReturnStatus.NO_TEXTURE)
             continue
-        shift = np.round(phi0[:3, 3]).astype(int)
-        phi0[:3, 3] -= shift
-        with quiet_spam():
-            r = spam.DIC.register(im["imagette1"], im["imagette2"], im1mask=im["imagette1mask"],
-                                  PhiInit=phi0, margin=1, maxIterations=p.max_iterations,
-                                  deltaPhiMin=p.delta_phi_min, PhiRigid=p.apply_f == "rigid",
-                                  interpolationOrder=p.interpolation_order, verbose=False,
-                                  imShowProgress=False)
-        phi = r["Phi"]
-        phi[:3, 3] += shift
-        if p.apply_f == "no":
-            phi[:3, :3] = np.eye(3)
-        out["Phi"][k] = phi
-        out["status"][k] = r["returnStatus"]
-        out["error"][k] = r["error"]
-        out["iterations"][k] = r["iterations"]
-        out["delta_phi_norm"][k] = r["deltaPhiNorm"]
-        # spam's error is SSD / sum over the window cropped by register's margin (1 voxel):
-        # as mean squared residual / variance it reads like 1 - correlation, ~0 for a
-        # match and ~2 for unrelated windows
-        inner = w1[1:-1, 1:-1, 1:-1]
-        out["residual"][k] = (float(r["error"]) * float(np.nanmean(inner)) / v_in
-                              if v_in > 0 else np.inf)
+        _register(p, im, w1, v_in, phi0, out, k)
     return b.index, out
 
 
-def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParams,
-                    phi_init: np.ndarray | None = None, mask: Any = None,
-                    processes: int = 1, scheduler: str | None = None,
-                    batch_size: int | None = None, progress: bool = True) -> dict:
-    """Correlate the windows around ``nodes`` of ``ref`` onto ``deformed``.
-
-    Parameters
-    ----------
-    ref, deformed : numpy.ndarray, Volume or path
-        Volumes (z, y, x); paths are opened lazily by every worker.
-    nodes : numpy.ndarray
-        (N, 3) node positions in voxels of ``ref``.
-    params : DVCParams
-    phi_init : numpy.ndarray, optional
-        (N, 4, 4) initial mappings (identity if omitted).
-    mask : array, Volume or path, optional
-        Labels; windows with less than ``params.mask_coverage`` of non-zero voxels are skipped.
-    processes : int
-        Local worker processes (1 = in this process).
-    scheduler : str, optional
-        Address of a Dask scheduler (``tcp://host:8786``) or ``"local"`` for a LocalCluster
-        with ``processes`` workers; batches are then run there.
-    batch_size : int, optional
-        Nodes per batch (default: the nodes split evenly over 4 batches per worker).
-
-    Returns
-    -------
-    dict
-        ``Phi`` (N, 4, 4), ``status``, ``error``, ``iterations``, ``delta_phi_norm`` (N,)
-        as spam returns them, and ``residual``: mean squared grey residual over the window
-        variance (~0 for a good match, ~2 for unrelated windows). A flat window gets status
-        -5.
-    """
-    r, d = as_worker_volume(ref), as_worker_volume(deformed)
-    m = as_worker_volume(mask) if mask is not None else None
-    n = len(nodes)
-    phi = np.repeat(np.eye(4)[None], n, axis=0) if phi_init is None else np.array(phi_init, float)
-    workers = max(1, int(processes))
-    bs = batch_size or max(1, int(np.ceil(n / (4 * workers))))
-    order = np.lexsort((nodes[:, 2], nodes[:, 1], nodes[:, 0]))  # batches are compact slabs
-    batches = [_Batch.make(order[i:i + bs], nodes[order[i:i + bs]], phi[order[i:i + bs]],
-                           params, r, d, m) for i in range(0, n, bs)]
-    out = {"Phi": np.zeros((n, 4, 4)), "status": np.zeros(n), "error": np.zeros(n),
-           "iterations": np.zeros(n), "delta_phi_norm": np.zeros(n), "residual": np.zeros(n)}
+def _run_batches(batches: list[_Batch], out: NodeResults, workers: int,
+                 scheduler: str | None, progress: bool) -> None:
+    """Run ``batches`` in this process, local worker processes or on a Dask cluster and
+    store their results in ``out``."""
+    n = len(out.status)
 
     def collect(results) -> None:
         with progress_bar("correlating nodes", total=n, enabled=progress, min_total=1) as adv:
             for idx, res in results:
-                for k, v in res.items():
-                    out[k][idx] = v
+                out.put(idx, res)
                 adv(len(idx))
 
     if scheduler:
@@ -440,26 +682,100 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
         ctx = multiprocessing.get_context(method)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             collect(pool.map(_run_batch, batches))
+
+
+def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParams,
+                    phi_init: np.ndarray | None = None, mask: Any = None,
+                    processes: int = 1, scheduler: str | None = None,
+                    batch_size: int | None = None, progress: bool = True) -> NodeResults:
+    """Correlate the windows around ``nodes`` of ``ref`` onto ``deformed``.
+
+    Parameters
+    ----------
+    ref, deformed : numpy.ndarray, Volume or path
+        Volumes (z, y, x); paths are opened lazily by every worker.
+    nodes : numpy.ndarray
+        (N, 3) node positions in voxels of ``ref``.
+    params : DVCParams
+        Checked parameters of the level (:func:`check_params`).
+    phi_init : numpy.ndarray, optional
+        (N, 4, 4) initial mappings (identity if omitted).
+    mask : array, Volume or path, optional
+        Labels; windows with less than ``params.mask_coverage`` of non-zero voxels are skipped.
+    processes : int
+        Local worker processes (1 = in this process).
+    scheduler : str, optional
+        Address of a Dask scheduler (``tcp://host:8786``) or ``"local"`` for a LocalCluster
+        with ``processes`` workers; batches are then run there.
+    batch_size : int, optional
+        Nodes per batch (default: the nodes split evenly over 4 batches per worker).
+    progress : bool
+        Show a progress bar (when logging is configured).
+
+    Returns
+    -------
+    NodeResults
+        ``Phi`` (N, 4, 4), ``status`` (:class:`ReturnStatus` codes), ``error``,
+        ``iterations``, ``delta_phi_norm`` (N,) as spam returns them, and ``residual``:
+        mean squared grey residual over the window variance (~0 for a good match, ~2 for
+        unrelated windows).
+    """
+    r, d = as_worker_volume(ref), as_worker_volume(deformed)
+    m = as_worker_volume(mask) if mask is not None else None
+    n = len(nodes)
+    phi = np.repeat(np.eye(4)[None], n, axis=0) if phi_init is None else np.array(phi_init, float)
+    workers = max(1, int(processes))
+    bs = batch_size or max(1, int(np.ceil(n / (4 * workers))))
+    order = np.lexsort((nodes[:, 2], nodes[:, 1], nodes[:, 0]))  # batches are compact slabs
+    batches = [_Batch.make(order[i:i + bs], nodes[order[i:i + bs]], phi[order[i:i + bs]],
+                           params, r, d, m) for i in range(0, n, bs)]
+    out = NodeResults.unmeasured(n)
+    _run_batches(batches, out, workers, scheduler, progress)
     return out
 
 
 def grid_index(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int],
                points: np.ndarray) -> np.ndarray:
-    """Fractional node-grid indices (3, ...) of positions ``points`` (..., 3) in voxels,
-    clipped to the grid (so that interpolation outside it takes the edge value)."""
-    g = np.asarray(grid_nodes, float).reshape(*grid_shape, 3)
-    first = g[0, 0, 0]
-    step = np.array([(g[1, 0, 0, 0] - first[0]) if grid_shape[0] > 1 else 1.0,
-                     (g[0, 1, 0, 1] - first[1]) if grid_shape[1] > 1 else 1.0,
-                     (g[0, 0, 1, 2] - first[2]) if grid_shape[2] > 1 else 1.0])
+    """Fractional node-grid indices of positions.
+
+    Parameters
+    ----------
+    grid_nodes : numpy.ndarray
+        (N, 3) node positions (voxels), z slowest.
+    grid_shape : 3 int
+        Nodes along z, y, x.
+    points : numpy.ndarray
+        (..., 3) positions (voxels).
+
+    Returns
+    -------
+    numpy.ndarray
+        (3, ...) indices, clipped to the grid (so that interpolation outside it takes the
+        edge value).
+    """
+    first = np.asarray(grid_nodes, float).reshape(-1, 3)[0]
+    step = grid_step(grid_nodes, grid_shape)
     pts = np.asarray(points, float)
     return np.stack([np.clip((pts[..., i] - first[i]) / step[i], 0, grid_shape[i] - 1)
                      for i in range(3)])
 
 
 def filled_grid(grid_shape: tuple[int, int, int], displacement: np.ndarray) -> np.ndarray:
-    """Nodal displacements as a (gz, gy, gx, 3) array with NaN nodes replaced by their
-    nearest valid node (all NaN if none is valid)."""
+    """Nodal displacements on their grid with NaN nodes filled.
+
+    Parameters
+    ----------
+    grid_shape : 3 int
+        Nodes along z, y, x.
+    displacement : numpy.ndarray
+        (N, 3) nodal displacements.
+
+    Returns
+    -------
+    numpy.ndarray
+        (gz, gy, gx, 3), NaN nodes replaced by their nearest valid node (all NaN if none
+        is valid).
+    """
     from scipy import ndimage
 
     u = np.asarray(displacement, float).reshape(*grid_shape, 3).copy()
@@ -472,9 +788,23 @@ def filled_grid(grid_shape: tuple[int, int, int], displacement: np.ndarray) -> n
 
 def interpolate_displacement(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int],
                              displacement: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Displacement of a regular node grid interpolated (trilinear, NaN-aware: nearest
-    valid values fill NaN nodes first) at ``points`` (..., 3); outside the grid the edge
-    value. Returns an array of shape (..., 3)."""
+    """Displacement of a regular node grid interpolated at positions.
+
+    Parameters
+    ----------
+    grid_nodes, grid_shape
+        The node grid, as for :func:`grid_index`.
+    displacement : numpy.ndarray
+        (N, 3) nodal displacements (voxels); NaN nodes are filled from the nearest valid
+        ones first (:func:`filled_grid`).
+    points : numpy.ndarray
+        (..., 3) positions (voxels).
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., 3) trilinear interpolation; outside the grid the edge value.
+    """
     from scipy import ndimage
 
     u = filled_grid(grid_shape, displacement)
@@ -485,8 +815,22 @@ def interpolate_displacement(grid_nodes: np.ndarray, grid_shape: tuple[int, int,
 
 def initial_phi_field(nodes: np.ndarray, phi_global: np.ndarray | None,
                       centre: np.ndarray | None) -> np.ndarray:
-    """Per-node initial Phi from a global mapping ``phi_global`` about ``centre`` (its
-    displacement at each node, and its F), or identities."""
+    """Per-node initial mappings from a global one.
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray
+        (N, 3) node positions (voxels).
+    phi_global : numpy.ndarray or None
+        4x4 global mapping (None: identities).
+    centre : numpy.ndarray or None
+        (3,) point (voxels) about which ``phi_global`` applies (None: the origin).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 4, 4): the global F and its displacement at each node.
+    """
     n = len(nodes)
     out = np.repeat(np.eye(4)[None], n, axis=0)
     if phi_global is None:

@@ -26,7 +26,39 @@ from anodetwin.errors import ParameterError
 from anodetwin.io.agree import require_same_grid
 from anodetwin.io.volume import require_3d, require_finite, require_same_shape
 
-__all__ = ["NoiseFloor", "noise_floor", "scan_difference"]
+#: Gaussian blur (voxels) of the difference before the threshold, as the reference did.
+REFERENCE_SIGMA = 2.0
+#: Percentile (0-100) of the blurred absolute difference taken as the residual threshold.
+REFERENCE_PERCENTILE = 99.0
+
+__all__ = ["NoiseFloor", "noise_floor", "scan_difference", "REFERENCE_SIGMA",
+           "REFERENCE_PERCENTILE"]
+
+
+def scan_difference(scan_a: np.ndarray, scan_b: np.ndarray) -> np.ndarray:
+    """Voxel-wise difference of two scans.
+
+    Parameters
+    ----------
+    scan_a, scan_b : numpy.ndarray
+        The two scans (z, y, x), same shape (grey levels).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``scan_b - scan_a`` in float32 (float64 if either input is float64).
+
+    Raises
+    ------
+    ShapeMismatchError
+        When a scan is not 3D or the shapes differ.
+    """
+    require_3d(scan_a.shape, "first scan")
+    require_3d(scan_b.shape, "second scan")
+    require_same_shape(scan_a.shape, scan_b.shape, "first scan", "second scan")
+    dt = np.result_type(np.float32, scan_a.dtype, scan_b.dtype)
+    dt = np.float64 if dt == np.float64 else np.float32
+    return np.subtract(scan_b, scan_a, dtype=dt)
 
 
 @dataclass(frozen=True)
@@ -42,35 +74,33 @@ class NoiseFloor:
     residual_threshold : float
         ``percentile`` of ``|G_sigma * (B - A)|``: residual values below it are noise.
     sigma : float
-        Gaussian blur (voxels) used for the threshold.
+        Gaussian blur (voxels) used for the threshold (default: the reference's).
     percentile : float
-        Percentile (0-100) used for the threshold.
+        Percentile (0-100) used for the threshold (default: the reference's).
     n_voxels : int
-        Number of voxels compared.
+        Number of voxels compared (0: not said).
     """
 
     noise_std: float
     drift: float
     residual_threshold: float
-    sigma: float
-    percentile: float
-    n_voxels: int
+    sigma: float = REFERENCE_SIGMA
+    percentile: float = REFERENCE_PERCENTILE
+    n_voxels: int = 0
 
     def to_dict(self) -> dict:
+        """The statistics as a dict.
+
+        Returns
+        -------
+        dict
+            The six fields by name (grey levels, voxels, percent, count).
+        """
         return asdict(self)
 
 
-def scan_difference(scan_a: np.ndarray, scan_b: np.ndarray) -> np.ndarray:
-    """``scan_b - scan_a`` in float32 (float64 if either input is float64)."""
-    require_3d(scan_a.shape, "first scan")
-    require_3d(scan_b.shape, "second scan")
-    require_same_shape(scan_a.shape, scan_b.shape, "first scan", "second scan")
-    dt = np.result_type(np.float32, scan_a.dtype, scan_b.dtype)
-    dt = np.float64 if dt == np.float64 else np.float32
-    return np.subtract(scan_b, scan_a, dtype=dt)
-
-
-def noise_floor(scan_a: Any, scan_b: Any, sigma: float = 2.0, percentile: float = 99.0,
+def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
+                percentile: float = REFERENCE_PERCENTILE,
                 voxel_size_um: Any = None, names: Sequence[str] | None = None) -> NoiseFloor:
     """Noise floor from two scans of an unchanged sample.
 
@@ -93,6 +123,16 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = 2.0, percentile: float 
     Returns
     -------
     NoiseFloor
+        Noise std, drift, residual threshold (grey levels) and the settings used.
+
+    Raises
+    ------
+    ParameterError
+        A negative sigma or a percentile outside (0, 100].
+    GridMismatchError, ShapeMismatchError
+        Scans on different grids.
+    NonFiniteError
+        A scan with NaN or inf.
     """
     name_a, name_b = names or ("first scan", "second scan")
     require_same_grid(scan_a, scan_b, name_a, name_b, voxel_size=voxel_size_um)

@@ -50,26 +50,35 @@ from typing import Any
 import numpy as np
 
 from anodetwin.dvc.correlate import (
-    STATUS,
     TEXTURE_FACTOR,
     DVCParams,
+    NodeResults,
+    ReturnStatus,
     as_worker_volume,
     check_params,
     correlate_nodes,
+    grid_step,
     initial_phi_field,
     interpolate_displacement,
     node_grid,
     noise_level,
     quiet_spam,
 )
-from anodetwin.dvc.strain import COMPONENTS, CellStrain, cell_mean, cell_strain
+from anodetwin.strain import (
+    COMPONENTS,
+    CellStrain,
+    cell_mean,
+    cell_strain,
+    node_spacing_um,
+    voxel_size_triple,
+)
 from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.io import atomic_path, require_same_shape
 from anodetwin.io.agree import input_name, require_same_grid
 from anodetwin.log import get_logger
 
 __all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "write_pair_vtk",
-           "read_pair", "pair_strain", "FLAG"]
+           "read_pair", "pair_strain", "strain_datasets", "FLAG"]
 
 log = get_logger("dvc")
 FLAG = {"measured": 0, "repaired": 1, "excluded": 2}
@@ -99,6 +108,12 @@ class PairResult:
 
     @property
     def node_spacing(self) -> tuple:
+        """Node spacing (z, y, x; voxels) of the last correlation level.
+
+        Returns
+        -------
+        tuple of 3 int
+        """
         return tuple(self.params["levels"][-1]["node_spacing"])
 
 
@@ -216,10 +231,22 @@ REGISTRATION_RESIDUAL_WARN = 0.5
 
 
 def coarse_translation(im1: np.ndarray, im2: np.ndarray) -> np.ndarray:
-    """Rigid translation (z, y, x, voxels) that moves ``im1`` onto ``im2``, by phase
-    correlation of the mean-free, Hann-windowed volumes (to a quarter voxel): the
-    material at X in ``im1`` is near X + t in ``im2``. Finds shifts up to half the size
-    along each axis."""
+    """Rigid translation that moves ``im1`` onto ``im2``, by phase correlation.
+
+    The mean-free, Hann-windowed volumes are correlated to a quarter voxel; shifts up to
+    half the size along each axis are found.
+
+    Parameters
+    ----------
+    im1, im2 : numpy.ndarray
+        (z, y, x) volumes of one shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        (3,) translation t (z, y, x; voxels): the material at X in ``im1`` is near X + t
+        in ``im2``; zeros for volumes under 8 voxels along an axis or no finite result.
+    """
     from skimage.registration import phase_cross_correlation
 
     a = np.asarray(im1, np.float64)
@@ -236,10 +263,22 @@ def coarse_translation(im1: np.ndarray, im2: np.ndarray) -> np.ndarray:
 
 
 def registration_residual(im1: np.ndarray, im2: np.ndarray, phi: np.ndarray) -> float:
-    """Mean squared grey residual between ``im1`` deformed by ``phi`` (about the volume
-    centre, spam's convention) and ``im2``, over the variance of ``im2``, inside a margin
-    that the mapping keeps in the volume: ~0 when ``phi`` matches, ~2 for unrelated
-    volumes."""
+    """How well a global mapping matches two volumes.
+
+    Parameters
+    ----------
+    im1, im2 : numpy.ndarray
+        (z, y, x) volumes of one shape.
+    phi : numpy.ndarray
+        4x4 mapping about the volume centre (spam's convention), voxels.
+
+    Returns
+    -------
+    float
+        Mean squared grey residual between ``im1`` deformed by ``phi`` and ``im2``, over
+        the variance of ``im2``, inside a margin that the mapping keeps in the volume: ~0
+        when ``phi`` matches, ~2 for unrelated volumes (inf for a flat ``im2``).
+    """
     import spam.DIC
 
     with quiet_spam():
@@ -280,7 +319,8 @@ def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int 
                                             PhiInit=start, margin=2, maxIterations=50,
                                             deltaPhiMin=1e-4, verbose=False)
         phi = np.array(r["Phi"], dtype=np.float64)
-        if r.get("returnStatus", 2) >= 0 and np.isfinite(phi).all():
+        if not ReturnStatus.failed(r.get("returnStatus", ReturnStatus.CONVERGED)) \
+                and np.isfinite(phi).all():
             candidates.append(phi)
     residuals = [registration_residual(im1, im2, c) for c in candidates]
     best = int(np.argmin(residuals))
@@ -327,7 +367,7 @@ def _measured_residual(reg: dict | None, status: np.ndarray, residual: Any) -> t
         judge = float(reg["residual"])
         parts.append(f"global registration residual {judge:.2f}")
     if residual is not None:
-        r = np.asarray(residual, float)[np.asarray(status) > STATUS["outside"]]
+        r = np.asarray(residual, float)[~ReturnStatus.not_measured(status)]
         r = r[np.isfinite(r)]
         if r.size:
             parts.append(f"median window residual {np.median(r):.2f}")
@@ -339,17 +379,35 @@ def _measured_residual(reg: dict | None, status: np.ndarray, residual: Any) -> t
 
 def no_node_cause(reg: dict | None, status: np.ndarray, first: DVCParams,
                   from_field: bool = False, residual: Any = None) -> tuple[str, str]:
-    """Message and fix when no node could be measured, naming the likely cause from what
-    was measured, strongest evidence first: windows without texture (status -6), a residual
-    near 2 after the registration (and the search, if any: the volumes do not show the same
-    sample or region), no registration or search at all, a moderate registration residual
-    (drift: ``--search-range``). The message always gives the node statuses and the
-    residual measured (``reg``: the global registration, None when it did not run;
-    ``residual``: the windows' normalised residuals). ``from_field``: the nodes started
-    from a given field."""
+    """Message and fix when no node could be measured, naming the likely cause.
+
+    The cause comes from what was measured, strongest evidence first: windows without
+    texture (status -6), a residual near 2 after the registration (and the search, if
+    any: the volumes do not show the same sample or region), no registration or search at
+    all, a moderate registration residual (drift: ``--search-range``).
+
+    Parameters
+    ----------
+    reg : dict or None
+        What the global registration measured (None when it did not run).
+    status : numpy.ndarray
+        (N,) :class:`~anodetwin.dvc.correlate.ReturnStatus` codes of the nodes.
+    first : DVCParams
+        Parameters of the first level (margin, search range).
+    from_field : bool
+        The nodes started from a given field.
+    residual : numpy.ndarray, optional
+        (N,) the windows' normalised residuals.
+
+    Returns
+    -------
+    (str, str)
+        The message (always with the node statuses and the residual measured) and the
+        fix.
+    """
     st = np.asarray(status)
-    flat = int((st == STATUS["no_texture"]).sum())
-    outside = int(((st <= STATUS["outside"]) & (st != STATUS["no_texture"])).sum())
+    flat = int((st == ReturnStatus.NO_TEXTURE).sum())
+    outside = int((ReturnStatus.not_measured(st) & (st != ReturnStatus.NO_TEXTURE)).sum())
     failed = st.size - flat - outside
     measured, judge = _measured_residual(reg, st, residual)
     what = (f"no node could be measured (of {st.size} windows: {flat} without texture, "
@@ -415,10 +473,24 @@ def _check_mask(ref: Any, mask: Any, voxel_size_um: Any) -> None:
                              "give labels with non-zero material or no mask")
 
 
+@dataclass(frozen=True)
+class _Level:
+    """The last correlated level: its parameters, node grid, spam's results, the measured
+    and repaired displacements (voxels) and the node flags."""
+
+    params: DVCParams
+    nodes: np.ndarray
+    grid_shape: tuple
+    results: NodeResults
+    raw: np.ndarray
+    repaired: np.ndarray
+    flag: np.ndarray
+
+
 def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev, gphi,
-                      gcentre, kw: dict, max_residual, coherence) -> tuple:
+                      gcentre, kw: dict, max_residual, coherence) -> _Level:
     """Every level, each started from the previous level's field (or ``prev``); returns
-    the last level's (params, nodes, grid shape, spam results, raw u, repaired u, flags)."""
+    the last one."""
     for lv in levels:
         nodes, gshape = node_grid(shape, lv.node_spacing)
         phi0 = initial_phi_field(nodes, gphi, gcentre)
@@ -426,24 +498,63 @@ def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev,
             phi0[:, :3, 3] = interpolate_displacement(*prev, nodes)
             phi0[:, :3, :3] = np.eye(3)
         res = correlate_nodes(ref, deformed, nodes, lv, phi0, **kw)
-        u = res["Phi"][:, :3, 3].copy()
-        excluded = (res["status"] <= STATUS["outside"]) | ~np.isfinite(u).all(axis=1)
-        bad = (res["status"] != STATUS["converged"]) & ~excluded
+        u = res.Phi[:, :3, 3].copy()
+        excluded = ReturnStatus.not_measured(res.status) | ~np.isfinite(u).all(axis=1)
+        bad = (res.status != ReturnStatus.CONVERGED) & ~excluded
         if max_residual is not None:
-            bad |= res["residual"] > max_residual
+            bad |= res.residual > max_residual
         u_fixed, flag = repair_nodes(u, gshape, bad, excluded, coherence)
         log.info("level spacing %s: %d nodes, %d measured, %d repaired, %d excluded "
-                 "(%d without texture)", lv.node_spacing, len(nodes), (flag == 0).sum(),
-                 (flag == 1).sum(), (flag == 2).sum(),
-                 (res["status"] == STATUS["no_texture"]).sum())
+                 "(%d without texture)", lv.node_spacing, len(nodes),
+                 (flag == FLAG["measured"]).sum(), (flag == FLAG["repaired"]).sum(),
+                 (flag == FLAG["excluded"]).sum(),
+                 (res.status == ReturnStatus.NO_TEXTURE).sum())
         prev = (nodes, gshape, u_fixed)
-    return lv, nodes, gshape, res, u, u_fixed, flag
+    return _Level(lv, nodes, gshape, res, u, u_fixed, flag)
+
+
+def _pair_inputs(ref: Any, deformed: Any, voxel_size_um: Any) -> tuple:
+    """Check that both volumes lie on one grid and are finite; returns the grid, the
+    reference for the workers, the shape and the reference's noise level."""
+    grid = require_same_grid(ref, deformed, input_name("reference volume", ref),
+                             input_name("deformed volume", deformed), voxel_size=voxel_size_um)
+    r = as_worker_volume(ref, "reference volume")
+    d = as_worker_volume(deformed, "deformed volume")
+    require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
+    return grid, tuple(r.shape), noise_level(r)
+
+
+def _start(ref: Any, deformed: Any, shape: tuple, register: bool) -> tuple:
+    """Initial mapping: the global registration (reported) or none; returns Phi, its
+    centre (voxels) and what the registration measured (None without it)."""
+    if not register:
+        return np.eye(4), (np.array(shape) - 1) / 2.0, None
+    gphi, gcentre, reg = _global_registration(ref, deformed, shape)
+    _report_registration(gphi, reg)
+    return gphi, gcentre, reg
+
+
+def _pair_result(last: _Level, levels: list, settings: dict, grid: Any, shape: tuple,
+                 noise: float, gphi: np.ndarray, gcentre: Any) -> PairResult:
+    """The :class:`PairResult` of the last level, with its strain and parameters."""
+    vs = grid.voxel_size_um  # the explicit voxel size, else the volumes' (None: unknown)
+    strain = cell_strain(last.repaired.reshape(*last.grid_shape, 3), last.params.node_spacing,
+                         voxel_size_um=vs)
+    params = {"levels": [lvl.to_dict() for lvl in levels], **settings, "noise_std": noise,
+              "texture_factor": TEXTURE_FACTOR,
+              "reference_grid": {"shape": list(shape), "origin_um": _listed(grid.origin),
+                                 "voxel_size_um": _listed(grid.voxel_size_um)}}
+    res = last.results
+    return PairResult(last.nodes, last.grid_shape, last.repaired, last.raw, res.Phi,
+                      res.status, res.error, res.iterations, res.delta_phi_norm,
+                      res.residual, last.flag, strain, params, gphi,
+                      np.asarray(gcentre, float),
+                      None if vs is None else voxel_size_triple(vs))
 
 
 def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=None,
                    mask: Any = None, processes: int = 1, scheduler: str | None = None,
-                   global_registration: bool = True, margin: int = 3,
-                   search_range=0,
+                   global_registration: bool = True, margin: int = 3, search_range=0,
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
                    initial: tuple | None = None, progress: bool = True,
                    voxel_size_um: Any = None) -> PairResult:
@@ -458,18 +569,18 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     hws : int or 3 int, optional
         Final half-window size (default: the node spacing, i.e. 50% window overlap).
     pyramid : sequence of int, optional
-        Node spacings of coarser levels run first (e.g. ``(100, 70)``); each level's
-        half-window equals its spacing and its field initialises the next.
+        Spacings of coarser levels run first (e.g. ``(100, 70)``), half-window = spacing.
     mask : labels, optional
         Non-zero where material is; windows mostly outside it are excluded.
-    processes, scheduler : see :func:`correlate_nodes`.
+    processes, scheduler, progress
+        As :func:`~anodetwin.dvc.correlate.correlate_nodes`.
     global_registration : bool
         Start from an affine registration of the whole volumes.
     margin : int
         Search margin (voxels) of every window.
     search_range : int or 3 int
-        Integer pixel search of +- this many voxels (z, y, x) (around the initial guess) before the
-        first level's registration; for displacements beyond the margin.
+        Integer pixel search of +- this many voxels (z, y, x) around the initial guess
+        before the first level's registration, for displacements beyond the margin.
     coherence : float or None
         Neighbour-coherence threshold (voxels) for bad-node detection.
     max_residual : float or None
@@ -478,66 +589,72 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         A displacement field (e.g. composed increments) to start from, interpolated at the
         nodes; replaces the global registration and the pyramid.
     voxel_size_um : float or 3 floats, optional
-        Voxel size (z, y, x) of the volumes, for the strain (um displacements over um node
-        spacings per axis) and stored with the result; default: the reference volume's
-        (a :class:`~anodetwin.io.Volume` or a file), else isotropic voxels. Given
-        explicitly, it states the grid of both volumes: a difference of their own voxel
-        sizes or origins is then logged, not refused (else both must agree in voxel size,
-        shape and origin: :func:`anodetwin.io.agree.require_same_grid`).
+        Voxel size (z, y, x) for the strain (um over um per axis), stored with the result;
+        default: the reference volume's, else isotropic voxels. Given, it states the grid
+        of both volumes: a difference of their own voxel sizes or origins is then logged,
+        not refused (else they must agree: :func:`anodetwin.io.agree.require_same_grid`).
+
+    Returns
+    -------
+    PairResult
+        Nodes, measured and repaired displacements (voxels), spam's per-node results,
+        flags, strain on the cells, parameters and the global mapping (module notes).
+
+    Raises
+    ------
+    GridMismatchError, ShapeMismatchError
+        Volumes (or the mask) on different grids.
+    ParameterError
+        Bad parameters, pyramid levels not coarser than the node spacing, an empty mask.
+    NumericalError
+        No node could be measured (the message names the likely cause).
 
     Notes
     -----
-    Windows without texture (grey-value std below :data:`~anodetwin.dvc.correlate.
-    TEXTURE_FACTOR` times the reference volume's noise level, :func:`~anodetwin.dvc.
-    correlate.noise_level`; ``params["noise_std"]``) are excluded (status -6, flag 2, NaN),
-    never repaired from neighbours, and the cells touching them get NaN strain.
+    Windows without texture (std below ``TEXTURE_FACTOR`` times the reference's noise
+    level, ``params["noise_std"]``) are excluded (status -6, flag 2, NaN), never repaired,
+    and the cells touching them get NaN strain.
     """
-    grid = require_same_grid(ref, deformed, input_name("reference volume", ref),
-                             input_name("deformed volume", deformed), voxel_size=voxel_size_um)
-    vs = grid.voxel_size  # the explicit voxel size, else the volumes' (None: unknown)
-    r = as_worker_volume(ref, "reference volume")
-    d = as_worker_volume(deformed, "deformed volume")
-    require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
-    shape = tuple(r.shape)
-    noise = noise_level(r)
+    grid, shape, noise = _pair_inputs(ref, deformed, voxel_size_um)
     levels = _levels(shape, node_spacing, hws, pyramid, margin, search_range,
                      TEXTURE_FACTOR * noise)
     _check_mask(ref, mask, voxel_size_um)
-    prev = None
-    if initial is not None:
-        levels, prev = [levels[-1]], tuple(initial)
-    reg = None
-    if global_registration and initial is None:
-        gphi, gcentre, reg = _global_registration(ref, deformed, shape)
-        _report_registration(gphi, reg)
-    else:
-        gphi, gcentre = np.eye(4), (np.array(shape) - 1) / 2.0
+    levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
+    gphi, gcentre, reg = _start(ref, deformed, shape, global_registration and initial is None)
     kw = {"mask": mask, "processes": processes, "scheduler": scheduler, "progress": progress}
-    lv, nodes, gshape, res, u, u_fixed, flag = _correlate_levels(
-        ref, deformed, shape, levels, prev, gphi, gcentre, kw, max_residual, coherence)
-    if np.all(flag == FLAG["excluded"]):
-        raise NumericalError(*no_node_cause(reg, res["status"], levels[0],
+    last = _correlate_levels(ref, deformed, shape, levels, prev, gphi, gcentre, kw,
+                             max_residual, coherence)
+    if np.all(last.flag == FLAG["excluded"]):
+        raise NumericalError(*no_node_cause(reg, last.results.status, levels[0],
                                             from_field=initial is not None,
-                                            residual=res["residual"]))
-    strain = cell_strain(u_fixed.reshape(*gshape, 3), lv.node_spacing, voxel_size_um=vs)
-    params = {"levels": [lvl.to_dict() for lvl in levels], "coherence": coherence,
-              "max_residual": max_residual, "global_registration": global_registration,
-              "processes": processes, "scheduler": scheduler, "registration": reg,
-              "noise_std": noise, "texture_factor": TEXTURE_FACTOR,
-              "reference_grid": {"shape": list(shape), "origin_um": _listed(grid.origin),
-                                 "voxel_size_um": _listed(grid.voxel_size)}}
-    return PairResult(nodes, gshape, u_fixed, u, res["Phi"], res["status"], res["error"],
-                      res["iterations"], res["delta_phi_norm"], res["residual"], flag, strain,
-                      params, gphi, np.asarray(gcentre, float),
-                      None if vs is None else np.broadcast_to(np.asarray(vs, float), (3,)))
+                                            residual=last.results.residual))
+    settings = {"coherence": coherence, "max_residual": max_residual,
+                "global_registration": global_registration, "processes": processes,
+                "scheduler": scheduler, "registration": reg}
+    return _pair_result(last, levels, settings, grid, shape, noise, gphi, gcentre)
 
 
 def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any = None,
                provenance: dict | None = None) -> Path:
     """Write a :class:`PairResult` to HDF5 atomically (layout in the module notes).
 
-    The strain written is :func:`pair_strain` with the voxel size written (``voxel_size_um``,
-    default the result's), so it matches what :func:`read_pair` recomputes."""
+    Parameters
+    ----------
+    path : path-like
+        Output ``.h5`` file.
+    result : PairResult
+        The result.
+    voxel_size_um : float or 3 floats, optional
+        Voxel size (z, y, x) written with it (default: the result's); the strain written
+        is :func:`pair_strain` with it, so it matches what :func:`read_pair` recomputes.
+    provenance : dict, optional
+        Provenance record (default: one made for this call).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     import h5py
 
     from anodetwin.io import make_provenance
@@ -562,16 +679,29 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
         f.create_dataset("cells/centres",
                          data=cell_mean(np.reshape(result.nodes, (*result.grid_shape, 3))))
         _strain_attrs(f.create_group("strain"), voxel_size_um)
-        f.create_dataset("strain/volumetric", data=s.volumetric)
-        for k, v in s.small.items():
-            f.create_dataset(f"strain/{k}", data=v)
-        f.create_dataset("strain/deviatoric", data=s.deviatoric)
-        f.create_dataset("strain/principal", data=s.principal)
-        f.create_dataset("strain/hencky", data=s.hencky)
-        f.create_dataset("strain/hencky_volumetric", data=s.hencky_volumetric)
-        f.create_dataset("strain/green_lagrange", data=s.green_lagrange)
-        f.create_dataset("strain/F", data=s.F)
+        for name, data in strain_datasets(s).items():
+            f.create_dataset(f"strain/{name}", data=data)
     return Path(path)
+
+
+def strain_datasets(s: CellStrain) -> dict[str, np.ndarray]:
+    """The ``/strain`` datasets of a pair result file, in the order they are written.
+
+    Parameters
+    ----------
+    s : CellStrain
+        Strain on the cells of the node grid.
+
+    Returns
+    -------
+    dict
+        ``volumetric``, the small-strain components by name, ``deviatoric``, ``principal``,
+        ``hencky``, ``hencky_volumetric``, ``green_lagrange`` and ``F`` (module notes).
+    """
+    return {"volumetric": s.volumetric, **s.small, "deviatoric": s.deviatoric,
+            "principal": s.principal, "hencky": s.hencky,
+            "hencky_volumetric": s.hencky_volumetric, "green_lagrange": s.green_lagrange,
+            "F": s.F}
 
 
 def _strain_attrs(group: Any, voxel_size_um: Any) -> None:
@@ -584,8 +714,25 @@ def _strain_attrs(group: Any, voxel_size_um: Any) -> None:
 
 
 def read_pair(path: str | os.PathLike) -> PairResult:
-    """Read a result written by :func:`write_pair` (strain recomputed from the displacement
-    with the same operator)."""
+    """Read a result written by :func:`write_pair`.
+
+    Parameters
+    ----------
+    path : path-like
+        An ``anodetwin-dvc-pair`` HDF5 file.
+
+    Returns
+    -------
+    PairResult
+        With the strain recomputed from the displacement with the same operator.
+
+    Raises
+    ------
+    InputNotFoundError
+        No such file.
+    CorruptFileError
+        Not an anodetwin DVC result, or unreadable.
+    """
     import h5py
 
     from anodetwin.errors import CorruptFileError, InputNotFoundError
@@ -620,6 +767,21 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
                    voxel_size_um: Any = None) -> Path:
     """Write the node grid as VTK ImageData (``.vti``) for ParaView, atomically.
 
+    Parameters
+    ----------
+    path, result
+        The ``.vti`` file to write and the :class:`PairResult` to write there.
+    voxel_size_um : float or 3 floats, optional
+        Voxel size (z, y, x); default the result's, else voxels.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Notes
+    -----
+
     Points are the nodes (x, y, z in um when the voxel size is known: ``voxel_size_um``,
     default the result's; else voxels) with point data ``displacement`` (u_x, u_y, u_z, same
     unit), ``flag`` and ``residual``; cells carry every strain measure (``volumetric``,
@@ -632,17 +794,12 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
 
     if voxel_size_um is None:
         voxel_size_um = result.voxel_size_um
-    vs = np.broadcast_to(np.asarray(1.0 if voxel_size_um is None else voxel_size_um,
-                                    float), (3,))
+    vs = voxel_size_triple(voxel_size_um)
     gz, gy, gx = result.grid_shape
-    g = np.asarray(result.nodes).reshape(gz, gy, gx, 3)
-    step = [(g[1, 0, 0, 0] - g[0, 0, 0, 0]) if gz > 1 else 1.0,
-            (g[0, 1, 0, 1] - g[0, 0, 0, 1]) if gy > 1 else 1.0,
-            (g[0, 0, 1, 2] - g[0, 0, 0, 2]) if gx > 1 else 1.0]
-    img = pv.ImageData(dimensions=(gx, gy, gz),
-                       spacing=(step[2] * vs[2], step[1] * vs[1], step[0] * vs[0]),
-                       origin=(g[0, 0, 0, 2] * vs[2], g[0, 0, 0, 1] * vs[1],
-                               g[0, 0, 0, 0] * vs[0]))
+    first = np.asarray(result.nodes, float).reshape(-1, 3)[0]
+    spacing = node_spacing_um(grid_step(result.nodes, result.grid_shape), vs)
+    img = pv.ImageData(dimensions=(gx, gy, gz), spacing=tuple(spacing[::-1]),
+                       origin=tuple((first * vs)[::-1]))
 
     def pts(a: np.ndarray) -> np.ndarray:  # (gz, gy, gx, ...) -> VTK order, x fastest
         return np.asarray(a).reshape(gz, gy, gx, -1).reshape(gz * gy * gx, -1).squeeze()

@@ -14,7 +14,7 @@ import numpy as np
 
 from anodetwin.dvc.pair import PairResult
 from anodetwin.dvc.regions import RegionStats
-from anodetwin.dvc.strain import cell_mean
+from anodetwin.strain import cell_mean, voxel_size_triple
 from anodetwin.plotting import pyplot, save_png
 
 __all__ = ["pair_quicklook", "series_quicklook"]
@@ -39,10 +39,13 @@ def pair_quicklook(path: str | os.PathLike, result: PairResult,
     regions : RegionStats, optional
         Histograms of the electrode and its halves at ``step_index``; without it, the
         histogram of all cells.
+    step_index : int
+        Row of ``regions`` that belongs to ``result``.
+    title : str, optional
+        Figure title.
     """
     plt = pyplot()
-    vs = np.broadcast_to(np.asarray(1.0 if result.voxel_size_um is None
-                                    else result.voxel_size_um, float), (3,))
+    vs = voxel_size_triple(result.voxel_size_um)
     unit = "um" if result.voxel_size_um is not None else "voxels"
     centres = cell_mean(np.reshape(result.nodes, (*result.grid_shape, 3)))
     y = centres.shape[1] // 2
@@ -87,7 +90,16 @@ def pair_quicklook(path: str | os.PathLike, result: PairResult,
 
 
 def series_quicklook(path: str | os.PathLike, regions: RegionStats) -> None:
-    """Mean J-1 and e_zz (with the 5-95% band) of the electrode and its halves per step."""
+    """Write a PNG of the mean J-1 and e_zz (with the 5-95% band) of the electrode and its
+    halves per step.
+
+    Parameters
+    ----------
+    path : path-like
+        PNG to write (atomically).
+    regions : RegionStats
+        Statistics of the series (:func:`anodetwin.dvc.regions.region_statistics`).
+    """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     steps = np.array(regions.steps)

@@ -55,8 +55,6 @@ Result file (HDF5, ``anodetwin-dvc-regions`` v1)::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -68,18 +66,19 @@ import numpy as np
 
 from anodetwin.dvc.correlate import interpolate_displacement
 from anodetwin.dvc.pair import PairResult, pair_strain, read_pair
-from anodetwin.dvc.strain import cell_mean
+from anodetwin.strain import cell_mean, node_spacing_um, volumetric_strain, voxel_size_triple
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import input_name, require_same_grid, require_series_grid
+from anodetwin.io.table import csv_text
 from anodetwin.log import get_logger
 from anodetwin.phases import ELECTRODE_PHASES, PHASE
 
 log = get_logger("dvc")
 
-__all__ = ["MEASURES", "STAT_COLUMNS", "DEFAULT_BINS", "MAX_CUBES", "DEFAULT_CUBE_UM",
-           "DEFAULT_VOI_UM", "RegionStats",
-           "RegionLayout", "cell_mean", "electrode_interfaces", "particle_centres",
-           "region_layout", "region_statistics", "write_regions", "check_region_inputs"]
+__all__ = ["MEASURES", "STAT_COLUMNS", "CSV_COLUMNS", "CSV_DIGITS", "DEFAULT_BINS",
+           "MAX_CUBES", "DEFAULT_CUBE_UM", "DEFAULT_VOI_UM", "RegionStats", "RegionLayout",
+           "cell_mean", "electrode_interfaces", "particle_centres", "region_layout",
+           "region_statistics", "write_regions", "check_region_inputs"]
 
 MEASURES = ("volumetric", "ezz", "eyy", "exx", "deviatoric", "hencky_volumetric")
 STAT_COLUMNS = ("n", "mean", "std", "min", "p5", "p25", "p50", "p75", "p95", "max")
@@ -110,12 +109,40 @@ class RegionStats:
 
     def value(self, step: int, region: str, measure: str = "volumetric",
               stat: str = "mean") -> float:
-        """One statistic, e.g. ``value(6, "separator_half", "volumetric", "mean")``."""
+        """One statistic, e.g. ``value(6, "separator_half", "volumetric", "mean")``.
+
+        Parameters
+        ----------
+        step : int
+            Step label (k of T0 -> Tk).
+        region : str
+            Region name (``electrode``, ``collector_half``, ``cube_z0_y0_x0``, ...).
+        measure : str
+            One of :data:`MEASURES`.
+        stat : str
+            One of :data:`STAT_COLUMNS`.
+
+        Returns
+        -------
+        float
+            The statistic (strain, dimensionless; ``n``: a count).
+
+        Raises
+        ------
+        ValueError
+            An unknown step, region or statistic (KeyError: an unknown measure).
+        """
         s, r = self.steps.index(step), self.names.index(region)
         return float(self.stats[measure][s, r, STAT_COLUMNS.index(stat)])
 
     def rows(self) -> Iterator[dict]:
-        """One dict per step, region and measure (the CSV rows)."""
+        """The rows of ``regions.csv``.
+
+        Yields
+        ------
+        dict
+            One per step, region and measure: :data:`CSV_COLUMNS`.
+        """
         for s, step in enumerate(self.steps):
             for r, (name, kind) in enumerate(zip(self.names, self.kinds, strict=True)):
                 for m, a in self.stats.items():
@@ -178,9 +205,26 @@ def electrode_interfaces(phases: Any) -> tuple[float, float]:
 
 
 def particle_centres(particles: Any, min_voxels: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and centres of mass (voxels, z, y, x) of labelled particles, slab by slab.
+    """Ids and centres of mass of labelled particles, read slab by slab.
 
-    Particles with fewer than ``min_voxels`` voxels are left out.
+    Parameters
+    ----------
+    particles : array, Volume or path
+        (z, y, x) particle ids (0 = none).
+    min_voxels : int
+        Particles with fewer voxels are left out.
+
+    Returns
+    -------
+    ids : numpy.ndarray
+        (P,) particle ids.
+    centres : numpy.ndarray
+        (P, 3) centres of mass (voxels, z, y, x).
+
+    Raises
+    ------
+    ParameterError
+        Negative labels.
     """
     n = s = None
     for z0, block in _slabs(particles):
@@ -230,10 +274,27 @@ def _stats(v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def check_region_inputs(results: Sequence[PairResult], names: Sequence[str], phases: Any = None,
                         particles: Any = None, voxel_size_um: Any = None) -> None:
-    """Raise :class:`~anodetwin.errors.GridMismatchError` unless the results' reference
-    volumes agree with each other, and the phases and particle labels with them, in voxel
-    size, shape and origin (:func:`anodetwin.io.agree.require_same_grid`; a result written
-    before the reference grid was recorded is checked for its voxel size only)."""
+    """Check that the inputs of a region analysis lie on one grid.
+
+    Parameters
+    ----------
+    results : sequence of PairResult
+        The fields.
+    names : sequence of str
+        How messages name them.
+    phases, particles : array, Volume or path, optional
+        Labels on the reference grid.
+    voxel_size_um : float or 3 floats, optional
+        Explicit voxel size: differences of the inputs' own are then only logged.
+
+    Raises
+    ------
+    GridMismatchError
+        Unless the results' reference volumes agree with each other, and the phases and
+        particle labels with them, in voxel size, shape and origin
+        (:func:`anodetwin.io.agree.require_same_grid`; a result written before the
+        reference grid was recorded is checked for its voxel size only).
+    """
     require_series_grid(results, names, voxel_size=voxel_size_um)
     for what, labels in (("phases", phases), ("particles", particles)):
         if labels is not None:
@@ -287,7 +348,15 @@ class RegionLayout:
     voi_um: float | None = None
 
     def add(self, name: str, kind: str, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Append a box region: the cells whose centres lie in [lo, hi)."""
+        """Append a box region: the cells whose centres lie in [lo, hi).
+
+        Parameters
+        ----------
+        name, kind : str
+            Region name and kind (``electrode``, ``half``, ``cube``, ``particle``).
+        lo, hi : numpy.ndarray
+            (3,) low and high corner (z, y, x; voxels).
+        """
         self.names.append(name)
         self.kinds.append(kind)
         self.masks.append(np.all((self.centres >= lo) & (self.centres < hi), axis=1))
@@ -297,7 +366,7 @@ class RegionLayout:
 def _check_sizes(cube_um: float | None, voi_um: float | None, spacing: np.ndarray,
                  vs: np.ndarray) -> None:
     """Cubes and VOIs at least one DVC cell along every axis."""
-    cell = spacing * vs
+    cell = node_spacing_um(spacing, vs)
     for option, size in (("--cube-um (cube_um)", cube_um), ("--voi-um (voi_um)", voi_um)):
         if size is None:
             continue
@@ -318,7 +387,7 @@ def _auto(size: Any, default: float, what: str, spacing: np.ndarray, vs: np.ndar
     the grid, else none (logged); any other value as given."""
     if not (isinstance(size, str) and size == "auto"):
         return size
-    cell = float((spacing * vs).max())
+    cell = float(node_spacing_um(spacing, vs).max())
     if known and default >= cell * (1 - 1e-9):
         return default
     log.info("no %s: %s", what, f"the default {default:g} um is smaller than one DVC cell "
@@ -390,6 +459,11 @@ def region_layout(nodes: np.ndarray, grid_shape: Sequence[int], node_spacing: An
     phases, particles, interfaces, cube_um, voi_um, min_particle_voxels
         As :func:`region_statistics`.
 
+    Returns
+    -------
+    RegionLayout
+        Names, kinds, bounds and cell masks of the regions.
+
     Raises
     ------
     ParameterError
@@ -398,7 +472,7 @@ def region_layout(nodes: np.ndarray, grid_shape: Sequence[int], node_spacing: An
         cell, too many cubes, an unknown voxel size with cubes or VOIs.
     """
     known = voxel_size_um is not None
-    vs = np.broadcast_to(np.asarray(1.0 if not known else voxel_size_um, float), (3,))
+    vs = voxel_size_triple(voxel_size_um)
     spacing = np.broadcast_to(np.asarray(node_spacing, float), (3,))
     cube_um = _auto(cube_um, DEFAULT_CUBE_UM, "sub-volume cubes", spacing, vs, known)
     voi_um = _auto(voi_um, DEFAULT_VOI_UM, "particle VOIs", spacing, vs, known) \
@@ -478,8 +552,28 @@ def _step_statistics(res: PairResult, layout: RegionLayout, first: PairResult, v
         Fm = F[m]
         Fm = Fm[np.isfinite(Fm).all(axis=(1, 2))]
         if len(Fm):
-            vol_mean_F[r] = np.linalg.det(Fm.mean(axis=0)) - 1
+            vol_mean_F[r] = volumetric_strain(Fm.mean(axis=0) - np.eye(3))
     return stats, hist, vol_mean_F, com, voi
+
+
+def _one_grid(pairs: Sequence[Any], names: Sequence[str] | None, phases: Any, particles: Any,
+              voxel_size_um: Any) -> list[PairResult]:
+    """The results (read where given as paths), checked to lie on one grid and one node
+    grid with the phases and particles."""
+    results = [_as_pair(p) for p in pairs]
+    if not results:
+        raise ParameterError("no DVC result given", "give at least one pair result")
+    if names is None:
+        names = [input_name("DVC result", p) if isinstance(p, (str, os.PathLike))
+                 else f"DVC result {i + 1}" for i, p in enumerate(pairs)]
+    check_region_inputs(results, names, phases, particles, voxel_size_um)
+    first = results[0]
+    for r in results[1:]:
+        if tuple(r.grid_shape) != tuple(first.grid_shape) or \
+                not np.allclose(r.nodes, first.nodes):
+            raise ShapeMismatchError("the DVC results are on different node grids",
+                                     "give fields on one grid (e.g. cumulative T0 -> Tk)")
+    return results
 
 
 def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any = None,
@@ -518,26 +612,30 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
         Smaller particles get no VOI.
     names : sequence of str, optional
         How messages name the results (default: their paths, else their positions).
+
+    Returns
+    -------
+    RegionStats
+        Statistics, histograms, det(mean F) - 1 per step and region, and the particle
+        centres and VOIs per step (module notes).
+
+    Raises
+    ------
+    ParameterError
+        No result, repeated step labels, regions that do not fit the grid.
+    ShapeMismatchError
+        Results on different node grids.
+    GridMismatchError
+        Results, phases or particles on different grids.
     """
-    results = [_as_pair(p) for p in pairs]
-    if not results:
-        raise ParameterError("no DVC result given", "give at least one pair result")
-    if names is None:
-        names = [input_name("DVC result", p) if isinstance(p, (str, os.PathLike))
-                 else f"DVC result {i + 1}" for i, p in enumerate(pairs)]
-    check_region_inputs(results, names, phases, particles, voxel_size_um)
+    results = _one_grid(pairs, names, phases, particles, voxel_size_um)
     first = results[0]
-    for r in results[1:]:
-        if tuple(r.grid_shape) != tuple(first.grid_shape) or \
-                not np.allclose(r.nodes, first.nodes):
-            raise ShapeMismatchError("the DVC results are on different node grids",
-                                     "give fields on one grid (e.g. cumulative T0 -> Tk)")
     steps = _check_steps(steps, len(results))
     vs = voxel_size_um if voxel_size_um is not None else first.voxel_size_um
     origin = np.asarray(first.params.get("roi_origin", (0, 0, 0)), float)
     layout = region_layout(first.nodes, first.grid_shape, first.node_spacing, vs, origin,
                            phases, particles, interfaces, cube_um, voi_um, min_particle_voxels)
-    vs = np.broadcast_to(np.asarray(1.0 if vs is None else vs, float), (3,))
+    vs = voxel_size_triple(vs)
     per_step = [_step_statistics(res, layout, first, vs, origin, bins) for res in results]
     stats = {m: np.stack([p[0][m] for p in per_step]) for m in MEASURES}
     hist = {m: np.stack([p[1][m] for p in per_step]) for m in MEASURES}
@@ -555,8 +653,23 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
 
 def write_regions(path: str | os.PathLike, rs: RegionStats,
                   provenance: dict | None = None) -> tuple[Path, Path]:
-    """Write ``regions.h5`` (layout in the module notes) and the CSV table beside it
-    (same name, ``.csv``), atomically. Returns both paths."""
+    """Write ``regions.h5`` and the CSV table beside it, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The HDF5 file (layout in the module notes); the table gets the same name with
+        ``.csv`` (columns :data:`CSV_COLUMNS`, floats to :data:`CSV_DIGITS` digits).
+    rs : RegionStats
+        The statistics.
+    provenance : dict, optional
+        Provenance record (default: one made for this call).
+
+    Returns
+    -------
+    (pathlib.Path, pathlib.Path)
+        The HDF5 file and the CSV table.
+    """
     import h5py
 
     from anodetwin.io import atomic_path, atomic_write_text, make_provenance
@@ -571,24 +684,28 @@ def write_regions(path: str | os.PathLike, rs: RegionStats,
         f.attrs["params"] = json.dumps(rs.params)
         f.attrs["stat_columns"] = json.dumps(STAT_COLUMNS)
         f.attrs["provenance"] = json.dumps(prov, default=str)
-        f.create_dataset("steps", data=np.array(rs.steps))
-        f.create_dataset("regions/name", data=np.array(rs.names, dtype="S"))
-        f.create_dataset("regions/kind", data=np.array(rs.kinds, dtype="S"))
-        f.create_dataset("regions/bounds_voxels", data=rs.bounds)
-        for m in rs.stats:
-            f.create_dataset(f"stats/{m}", data=rs.stats[m])
-            f.create_dataset(f"hist/{m}", data=rs.hist[m])
-        f.create_dataset("hist/edges", data=rs.edges)
-        f.create_dataset("volumetric_of_mean_F", data=rs.volumetric_of_mean_F)
-        f.create_dataset("particles/id", data=rs.particle_ids)
-        f.create_dataset("particles/com_ref", data=rs.com_ref)
-        f.create_dataset("particles/com", data=rs.com)
-        f.create_dataset("particles/voi_bounds", data=rs.voi_bounds)
-    buf = io.StringIO()
-    rows = list(rs.rows())
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["step"])
-    w.writeheader()
-    w.writerows(rows)
+        for name, data in _datasets(rs).items():
+            f.create_dataset(name, data=data)
     table = path.with_suffix(".csv")
-    atomic_write_text(table, buf.getvalue())
+    atomic_write_text(table, csv_text(list(rs.rows()), columns=CSV_COLUMNS,
+                                      digits=CSV_DIGITS))
     return path, table
+
+
+#: Columns of ``regions.csv``: one row per step, region and measure.
+CSV_COLUMNS = ("step", "region", "kind", "measure", *STAT_COLUMNS, "volumetric_of_mean_F")
+#: Digits of the floats in ``regions.csv``: None, the shortest text that reads back exactly.
+CSV_DIGITS = None
+
+
+def _datasets(rs: RegionStats) -> dict[str, np.ndarray]:
+    """The datasets of ``regions.h5`` by path (module notes)."""
+    out = {"steps": np.array(rs.steps), "regions/name": np.array(rs.names, dtype="S"),
+           "regions/kind": np.array(rs.kinds, dtype="S"), "regions/bounds_voxels": rs.bounds}
+    for m in rs.stats:
+        out[f"stats/{m}"] = rs.stats[m]
+        out[f"hist/{m}"] = rs.hist[m]
+    out.update({"hist/edges": rs.edges, "volumetric_of_mean_F": rs.volumetric_of_mean_F,
+                "particles/id": rs.particle_ids, "particles/com_ref": rs.com_ref,
+                "particles/com": rs.com, "particles/voi_bounds": rs.voi_bounds})
+    return out

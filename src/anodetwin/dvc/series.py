@@ -41,15 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from anodetwin.dvc.correlate import interpolate_displacement, node_grid
+from anodetwin.dvc.correlate import grid_step, interpolate_displacement, node_grid
 from anodetwin.dvc.pair import FLAG, PairResult, correlate_pair, write_pair
 from anodetwin.dvc.quicklook import pair_quicklook, series_quicklook
 from anodetwin.dvc.regions import region_layout, region_statistics, write_regions
-from anodetwin.dvc.strain import cell_strain
 from anodetwin.errors import ParameterError
 from anodetwin.io import atomic_write_json, make_provenance
 from anodetwin.io.agree import Grid, input_name, require_same_grid, require_series_grid
 from anodetwin.log import get_logger
+from anodetwin.strain import cell_strain
 
 __all__ = ["compose_increments", "correlate_series", "check_series_inputs"]
 
@@ -57,17 +57,30 @@ log = get_logger("dvc")
 
 
 def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[np.ndarray]:
-    """Cumulative displacements of ``nodes`` (T0 positions, voxels) through a list of
-    increments; returns one (N, 3) array per step (NaN once a node is lost)."""
+    """Cumulative displacements of T0 nodes through a list of increments.
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray
+        (N, 3) T0 positions (voxels).
+    increments : list of PairResult
+        T0 -> T1, T1 -> T2, ... each on the grid of its own reference.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One (N, 3) array (voxels) per step: ``x_k - X`` with ``x_k = x_{k-1} +
+        u_{k-1,k}(x_{k-1})``; NaN once a node is lost (an excluded increment node nearest
+        to it, or no finite increment).
+    """
     x = np.asarray(nodes, float).copy()
     lost = np.zeros(len(x), bool)
     out = []
     for inc in increments:
         u = interpolate_displacement(inc.nodes, inc.grid_shape, inc.displacement, x)
         # a position whose surrounding increment nodes are all excluded is lost
-        g = np.asarray(inc.nodes).reshape(*inc.grid_shape, 3)
-        lo, hi = g[0, 0, 0], g[-1, -1, -1]
-        step = (hi - lo) / np.maximum(np.array(inc.grid_shape) - 1, 1)
+        lo = np.asarray(inc.nodes, float).reshape(-1, 3)[0]
+        step = grid_step(inc.nodes, inc.grid_shape)
         idx = np.clip(np.rint((x - lo) / np.where(step > 0, step, 1)), 0,
                       np.array(inc.grid_shape) - 1).astype(int)
         flag = np.asarray(inc.flag).reshape(inc.grid_shape)
@@ -82,15 +95,35 @@ def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[
 
 def check_series_inputs(volumes: list[Any], regions: dict | None = None,
                         voxel_size_um: Any = None, node_spacing: Any = None) -> Grid:
-    """Check before any work that the volumes of a series, and the phases and particle
-    labels of ``regions``, lie on one grid (voxel size, shape, origin:
-    :func:`anodetwin.io.agree.require_series_grid`); an explicit ``voxel_size_um`` accepts
-    differences of the files' voxel sizes and origins (logged). With ``node_spacing``, the
-    regions (``regions``: keyword arguments of
-    :func:`anodetwin.dvc.regions.region_statistics`) are laid out on the node grid the
-    series will have (:func:`anodetwin.dvc.regions.region_layout`: interfaces that leave an
-    electrode region without cells, cubes or VOIs below a cell are refused). Returns the
-    common grid."""
+    """Check before any work that the inputs of a series fit together.
+
+    Parameters
+    ----------
+    volumes : list of arrays, Volumes or paths
+        T0, T1, ...: they, and the phases and particle labels of ``regions``, must lie on
+        one grid (voxel size, shape, origin: :func:`anodetwin.io.agree.require_series_grid`).
+    regions : dict, optional
+        Keyword arguments of :func:`anodetwin.dvc.regions.region_statistics`.
+    voxel_size_um : float or 3 floats, optional
+        Explicit voxel size: differences of the files' voxel sizes and origins are then
+        only logged.
+    node_spacing : int or 3 int, optional
+        Given, the regions are laid out on the node grid the series will have
+        (:func:`anodetwin.dvc.regions.region_layout`: interfaces that leave an electrode
+        region without cells, cubes or VOIs below a cell are refused).
+
+    Returns
+    -------
+    anodetwin.io.agree.Grid
+        The common grid.
+
+    Raises
+    ------
+    GridMismatchError
+        Inputs on different grids.
+    ParameterError
+        Regions that do not fit the node grid.
+    """
     names = [input_name(f"T{k}", v) for k, v in enumerate(volumes)]
     grid = require_series_grid(volumes, names, voxel_size=voxel_size_um)
     regions = dict(regions or {})
@@ -100,9 +133,9 @@ def check_series_inputs(volumes: list[Any], regions: dict | None = None,
                               input_name(key, regions[key]), voxel_size=voxel_size_um)
     if node_spacing is not None and grid.shape is not None:
         nodes, gshape = node_grid(grid.shape, node_spacing)
-        if grid.voxel_size is None:
+        if grid.voxel_size_um is None:
             regions.update(cube_um=None, voi_um=None)
-        region_layout(nodes, gshape, node_spacing, grid.voxel_size, **regions)
+        region_layout(nodes, gshape, node_spacing, grid.voxel_size_um, **regions)
     return grid
 
 
@@ -143,18 +176,56 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     -------
     dict
         The summary also written to ``series.json``.
+
+    Raises
+    ------
+    ParameterError
+        Fewer than 2 volumes, or regions that do not fit the node grid.
+    GridMismatchError
+        Volumes, phases or particles on different grids.
     """
     if len(volumes) < 2:
         raise ParameterError(f"a series needs at least 2 volumes, got {len(volumes)}",
                              "give T0 T1 [T2 ...]")
     given = voxel_size_um  # explicit: states the grid of every input (mismatches logged)
     voxel_size_um = check_series_inputs(volumes, regions, given,
-                                        pair_kw.get("node_spacing", 35)).voxel_size
+                                        pair_kw.get("node_spacing", 35)).voxel_size_um
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    increments: list[PairResult] = []
+    increments, voxel_size_um = _increments(volumes, out, voxel_size_um, inputs, pair_kw)
+    first = increments[0]
     summary: dict = {"steps": [], "parameters": {k: v for k, v in pair_kw.items()
                                                  if k != "mask"}}
+    results: list[PairResult] = []
+    for k, u in enumerate(compose_increments(first.nodes, increments), start=1):
+        res = _cumulative(volumes, k, u, first, refine, voxel_size_um, pair_kw)
+        results.append(res)
+        write_pair(out / f"cumulative_0_{k}.h5", res, voxel_size_um,
+                   make_provenance("dvc-series", inputs or [], res.params))
+        summary["steps"].append(_step_summary(k, res))
+    rkw = dict(regions or {})
+    if voxel_size_um is None:
+        rkw.update(cube_um=None, voi_um=None)
+    rs = region_statistics(results, voxel_size_um=given, **rkw)
+    write_regions(out / "regions.h5", rs,
+                  make_provenance("dvc-series", inputs or [], rs.params))
+    if quicklook:
+        _quicklooks(out / "quicklook", results, rs)
+    for st in summary["steps"]:
+        st["mean_volumetric_strain_halves"] = {
+            h: (v if np.isfinite(v := rs.value(st["step"], h)) else None)
+            for h in ("collector_half", "separator_half")}
+    summary["interfaces_voxels"] = list(rs.interfaces)
+    summary["provenance"] = make_provenance("dvc-series", inputs or [], summary["parameters"])
+    atomic_write_json(out / "series.json", summary)
+    return summary
+
+
+def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list | None,
+                pair_kw: dict) -> tuple[list[PairResult], Any]:
+    """Correlate and write every increment T(k) -> T(k+1); returns them and the voxel size
+    (the given one, else the volumes' own if they carry it)."""
+    increments: list[PairResult] = []
     for k in range(len(volumes) - 1):
         log.info("increment T%d -> T%d", k, k + 1)
         inc = correlate_pair(volumes[k], volumes[k + 1], voxel_size_um=voxel_size_um, **pair_kw)
@@ -164,67 +235,58 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
                                                             **inc.params})
         write_pair(out / f"increment_{k}_{k + 1}.h5", inc, voxel_size_um, prov)
         increments.append(inc)
-    first = increments[0]
-    cumulative = compose_increments(first.nodes, increments)
-    results: list[PairResult] = []
-    for k, u in enumerate(cumulative, start=1):
-        # the composed increments' flags: measured unless repaired in the first increment
-        flag = np.where(np.isfinite(u).all(axis=1), FLAG["measured"], FLAG["excluded"])
-        flag = np.where((flag == FLAG["measured"]) & (first.flag == FLAG["repaired"]),
-                        FLAG["repaired"], flag).astype(np.uint8)
-        if refine:
-            kw = {key: v for key, v in pair_kw.items()
-                  if key not in ("pyramid", "search_range", "global_registration")}
-            res = correlate_pair(volumes[0], volumes[k],
-                                 initial=(first.nodes, first.grid_shape, u),
-                                 voxel_size_um=voxel_size_um, **kw)
-            # where the direct T0 -> Tk correlation fails (large strain changes the windows
-            # too much) but the increments carried the node, keep the composed increments
-            back = (res.flag != FLAG["measured"]) & (flag != FLAG["excluded"])
-            if back.any():
-                v = res.displacement.copy()
-                v[back] = u[back]
-                res = replace(res, displacement=v,
-                              flag=np.where(back, flag, res.flag).astype(np.uint8),
-                              strain=cell_strain(v.reshape(*first.grid_shape, 3),
-                                                 first.node_spacing, voxel_size_um))
-            res.params["cumulative"] = [0, k]
-            res.params["refined"] = True
-            res.params["composed_nodes"] = int(back.sum())
-            u = res.displacement
-        else:
-            strain = cell_strain(u.reshape(*first.grid_shape, 3), first.node_spacing,
-                                 voxel_size_um)
-            res = replace(first, displacement=u, displacement_raw=u, flag=flag, strain=strain,
-                          params={**first.params, "cumulative": [0, k], "refined": False})
-        strain = res.strain
+    return increments, voxel_size_um
+
+
+def _cumulative(volumes: list[Any], k: int, u: np.ndarray, first: PairResult, refine: bool,
+                voxel_size_um: Any, pair_kw: dict) -> PairResult:
+    """The cumulative field T0 -> Tk from the composed increments ``u`` (N, 3): refined by
+    a direct correlation (``refine``) or as composed."""
+    # the composed increments' flags: measured unless repaired in the first increment
+    flag = np.where(np.isfinite(u).all(axis=1), FLAG["measured"], FLAG["excluded"])
+    flag = np.where((flag == FLAG["measured"]) & (first.flag == FLAG["repaired"]),
+                    FLAG["repaired"], flag).astype(np.uint8)
+    if not refine:
+        strain = cell_strain(u.reshape(*first.grid_shape, 3), first.node_spacing,
+                             voxel_size_um)
+        res = replace(first, displacement=u, displacement_raw=u, flag=flag, strain=strain,
+                      params={**first.params, "cumulative": [0, k], "refined": False})
         res.voxel_size_um = voxel_size_um
-        results.append(res)
-        prov = make_provenance("dvc-series", inputs or [], res.params)
-        write_pair(out / f"cumulative_0_{k}.h5", res, voxel_size_um, prov)
-        vol = strain.volumetric
-        summary["steps"].append({
-            "step": k, "nodes": int(len(u)), "valid_nodes": int(np.isfinite(u).all(axis=1).sum()),
-            "mean_volumetric_strain": float(np.nanmean(vol)) if np.isfinite(vol).any() else None,
-            "mean_ezz": float(np.nanmean(strain.small["ezz"]))
-            if np.isfinite(vol).any() else None})
-    rkw = dict(regions or {})
-    if voxel_size_um is None:
-        rkw.update(cube_um=None, voi_um=None)
-    rs = region_statistics(results, voxel_size_um=given, **rkw)
-    write_regions(out / "regions.h5", rs,
-                  make_provenance("dvc-series", inputs or [], rs.params))
-    if quicklook:
-        (out / "quicklook").mkdir(exist_ok=True)
-        for s, res in enumerate(results):
-            pair_quicklook(out / "quicklook" / f"T0_T{s + 1}.png", res, rs, s,
-                           title=f"cumulative field T0 -> T{s + 1}")
-        series_quicklook(out / "quicklook" / "series.png", rs)
-    for st in summary["steps"]:
-        st["mean_volumetric_strain_halves"] = {
-            h: (v if np.isfinite(v := rs.value(st["step"], h)) else None)
-            for h in ("collector_half", "separator_half")}
-    summary["interfaces_voxels"] = list(rs.interfaces)
-    summary["provenance"] = make_provenance("dvc-series", inputs or [], summary["parameters"])
-    atomic_write_json(out / "series.json", summary)
-    return summary
+        return res
+    kw = {key: v for key, v in pair_kw.items()
+          if key not in ("pyramid", "search_range", "global_registration")}
+    res = correlate_pair(volumes[0], volumes[k], initial=(first.nodes, first.grid_shape, u),
+                         voxel_size_um=voxel_size_um, **kw)
+    # where the direct T0 -> Tk correlation fails (large strain changes the windows too
+    # much) but the increments carried the node, keep the composed increments
+    back = (res.flag != FLAG["measured"]) & (flag != FLAG["excluded"])
+    if back.any():
+        v = res.displacement.copy()
+        v[back] = u[back]
+        res = replace(res, displacement=v, flag=np.where(back, flag, res.flag).astype(np.uint8),
+                      strain=cell_strain(v.reshape(*first.grid_shape, 3), first.node_spacing,
+                                         voxel_size_um))
+    res.params["cumulative"] = [0, k]
+    res.params["refined"] = True
+    res.params["composed_nodes"] = int(back.sum())
+    res.voxel_size_um = voxel_size_um
+    return res
+
+
+def _step_summary(k: int, res: PairResult) -> dict:
+    """The ``series.json`` entry of the cumulative field T0 -> Tk."""
+    u, vol = res.displacement, res.strain.volumetric
+    some = bool(np.isfinite(vol).any())
+    return {"step": k, "nodes": int(len(u)),
+            "valid_nodes": int(np.isfinite(u).all(axis=1).sum()),
+            "mean_volumetric_strain": float(np.nanmean(vol)) if some else None,
+            "mean_ezz": float(np.nanmean(res.strain.small["ezz"])) if some else None}
+
+
+def _quicklooks(folder: Path, results: list[PairResult], rs: Any) -> None:
+    """The quick-look PNGs of every cumulative field and of the series."""
+    folder.mkdir(exist_ok=True)
+    for s, res in enumerate(results):
+        pair_quicklook(folder / f"T0_T{s + 1}.png", res, rs, s,
+                       title=f"cumulative field T0 -> T{s + 1}")
+    series_quicklook(folder / "series.png", rs)

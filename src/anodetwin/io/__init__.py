@@ -5,7 +5,7 @@ Quick use::
     from anodetwin.io import read_volume, write_volume, open_volume
 
     vol = read_volume("scan_T0.tif", roi="0:512,:,:", binning=2)   # Volume (z, y, x)
-    vol.data, vol.voxel_size, vol.origin                            # array, um, um
+    vol.data, vol.voxel_size_um, vol.origin                            # array, um, um
     write_volume("scan_T0_bin2.h5:/volume", vol)                    # atomic, with provenance
 
     with open_volume("huge.h5:/recon") as src:                      # nothing read yet
@@ -30,9 +30,9 @@ from anodetwin.io.volume import (
     Volume,
     bin_volume,
     grey_value_stats,
-    normalize_binning,
-    normalize_roi,
-    normalize_voxel_size,
+    normalise_binning,
+    normalise_roi,
+    normalise_voxel_size,
     parse_roi,
     require_3d,
     require_finite,
@@ -60,9 +60,9 @@ __all__ = [
     "detect_format",
     "input_record",
     "make_provenance",
-    "normalize_binning",
-    "normalize_roi",
-    "normalize_voxel_size",
+    "normalise_binning",
+    "normalise_roi",
+    "normalise_voxel_size",
     "open_volume",
     "parse_roi",
     "read_volume",

@@ -53,7 +53,7 @@ class Calibration(NamedTuple):
     size written by anodetwin); ``attrs`` holds ``provenance`` and ``voxel_size_note``.
     """
 
-    voxel_size: Triple | None
+    voxel_size_um: Triple | None
     origin: Triple
     origin_voxels: bool
     attrs: dict
@@ -224,20 +224,28 @@ def scaled_sizes(key: str, key_scale: float | None, value: Any,
 def per_axis_sizes(fields: Fields) -> tuple[Triple | None, list[str]]:
     """Voxel size from NeXus-style ``x_pixel_size``/``y_pixel_size``/``z_pixel_size``; a
     missing or unusable y or z is taken equal to x (noted)."""
-    per: dict[str, float] = {}
-    notes: list[str] = []
-    for ax in "xyz":
-        item = fields.get(f"{ax}_pixel_size")
-        if item is None:
-            continue
-        arr, n = scaled_sizes(f"{ax}_pixel_size", None, *item)
-        notes += n
-        if arr is not None and arr.size == 1:
-            per[ax] = float(arr[0])
-        elif arr is not None:
-            notes.append(f"found {ax}_pixel_size with {arr.size} values but ignored: need 1")
+    entries = {ax: (f"{ax}_pixel_size", *item) for ax in "xyz"
+               if (item := fields.get(f"{ax}_pixel_size")) is not None}
+    per, notes = _sizes_per_axis(entries)
     return _zyx_from_x(per, notes,
                        lambda ax: f"{ax} voxel size taken equal to x (no usable {ax}_pixel_size)")
+
+
+def _sizes_per_axis(entries: dict[str, tuple[str, Any, Any]], source: str = "",
+                    need_one: bool = True) -> tuple[dict[str, float], list[str]]:
+    """Sizes in um per axis from ``entries`` (axis -> (key, value, unit)) and the notes,
+    ``found`` in them followed by ``source`` (e.g. ``"OME "``). With ``need_one`` an entry of
+    several values is ignored (noted); without it its first value is taken."""
+    per: dict[str, float] = {}
+    notes: list[str] = []
+    for ax, (key, value, unit) in entries.items():
+        arr, n = scaled_sizes(key, None, value, unit)
+        notes += [s.replace("found ", f"found {source}", 1) for s in n] if source else n
+        if arr is not None and (arr.size == 1 or not need_one):
+            per[ax] = float(arr[0])
+        elif arr is not None:
+            notes.append(f"found {key} with {arr.size} values but ignored: need 1")
+    return per, notes
 
 
 def _zyx_from_x(per: dict[str, float], notes: list[str],
@@ -276,14 +284,21 @@ def calibration(fields: Fields, order: Any = None) -> tuple[Triple | None, list[
 
 def is_anodetwin(meta: dict) -> bool:
     """True for metadata written by anodetwin (``axes = "zyx"`` and its provenance)."""
+    prov = _provenance(meta)
+    return text(meta.get("axes")) == "zyx" and isinstance(prov, dict) \
+        and prov.get("tool") == "anodetwin"
+
+
+def _provenance(meta: dict) -> Any:
+    """``meta["provenance"]``, decoded where it is JSON text (None where that text is not
+    JSON)."""
     prov = meta.get("provenance")
     if isinstance(prov, (bytes, str)):
         try:
             prov = json.loads(prov)
         except ValueError:
             prov = None
-    return text(meta.get("axes")) == "zyx" and isinstance(prov, dict) \
-        and prov.get("tool") == "anodetwin"
+    return prov
 
 
 def origin(meta: dict, has_size: bool, order: Any = None) -> tuple[Triple, bool, list[str]]:
@@ -330,12 +345,7 @@ def from_meta(meta: Any, extra: Fields | None = None, order: Any = None) -> Cali
     org, voxels, more = origin(meta, vs is not None, order)
     notes += more
     attrs: dict[str, Any] = {}
-    prov = meta.get("provenance")
-    if isinstance(prov, (bytes, str)):
-        try:
-            prov = json.loads(prov)
-        except ValueError:
-            prov = None
+    prov = _provenance(meta)
     if isinstance(prov, dict):
         attrs["provenance"] = prov
     for key in ("missing_chunks_note", "missing_data_note"):  # of the source converted from
@@ -462,17 +472,10 @@ def ome_tiff_calibration(xml: str, index: int) -> tuple[Triple | None, list[str]
         if index < len(images) else None
     if pixels is None:
         return None, []
-    per: dict[str, float] = {}
-    notes: list[str] = []
-    for ax in "XYZ":
-        value = pixels.get(f"PhysicalSize{ax}")
-        if value is None:
-            continue
-        unit = pixels.get(f"PhysicalSize{ax}Unit", "\u00b5m")
-        arr, n = scaled_sizes(f"PhysicalSize{ax}", None, value, unit)
-        notes += [s.replace("found ", "found OME ", 1) for s in n]
-        if arr is not None:
-            per[ax.lower()] = float(arr[0])
+    entries = {ax.lower(): (f"PhysicalSize{ax}", value,
+                            pixels.get(f"PhysicalSize{ax}Unit", "\u00b5m"))
+               for ax in "XYZ" if (value := pixels.get(f"PhysicalSize{ax}")) is not None}
+    per, notes = _sizes_per_axis(entries, source="OME ", need_one=False)
     return _zyx_from_x(per, notes,
                        lambda ax: f"{ax} taken equal to x (no usable OME PhysicalSize{ax.upper()})")
 

@@ -25,9 +25,9 @@ from anodetwin.io._calibration import Calibration, Triple
 from anodetwin.io.volume import (
     LazyVolume,
     Volume,
-    normalize_binning,
-    normalize_roi,
-    normalize_voxel_size,
+    normalise_binning,
+    normalise_roi,
+    normalise_voxel_size,
     require_3d,
 )
 from anodetwin.log import get_logger
@@ -51,18 +51,18 @@ class VolumeSource:
         self.dtype = np.dtype("uint8")
         self._origin_voxels = False
         self.origin: Triple = (0.0, 0.0, 0.0)  # um; voxels while voxel_size is None
-        self.voxel_size: Triple | None = None
+        self.voxel_size_um: Triple | None = None
         self.attrs: dict = {}
 
     @property
-    def voxel_size(self) -> Triple | None:
+    def voxel_size_um(self) -> Triple | None:
         """Voxel size (z, y, x) in um, or None if unknown (then :attr:`origin` is in voxels).
         Setting it while the origin is in voxels converts the origin to um."""
-        return self._voxel_size
+        return self._voxel_size_um
 
-    @voxel_size.setter
-    def voxel_size(self, value: Triple | None) -> None:
-        self._voxel_size = value
+    @voxel_size_um.setter
+    def voxel_size_um(self, value: Triple | None) -> None:
+        self._voxel_size_um = value
         if value is not None and self._origin_voxels:
             self.origin = tuple(o * v for o, v in zip(self.origin, value,
                                                       strict=True))  # type: ignore[assignment]
@@ -82,7 +82,7 @@ class VolumeSource:
     def _set_calibration(self, cal: Calibration) -> None:
         """Take voxel size, origin and attrs from what the file says."""
         self.origin, self._origin_voxels = cal.origin, cal.origin_voxels
-        self.voxel_size = cal.voxel_size  # converts an origin in voxels
+        self.voxel_size_um = cal.voxel_size_um  # converts an origin in voxels
         self.attrs = dict(cal.attrs)
 
     def _add_note(self, note: str | None) -> None:
@@ -96,20 +96,20 @@ class VolumeSource:
         is known, and log what was assumed or ignored."""
         require_3d(self.shape, f"'{self.name}'")
         if voxel_size is not None:
-            self.voxel_size = normalize_voxel_size(voxel_size, "voxel size")
+            self.voxel_size_um = normalise_voxel_size(voxel_size, "voxel size")
             self.attrs.pop("voxel_size_note", None)
-        if not self._origin_voxels and self.voxel_size is None and any(self.origin):
+        if not self._origin_voxels and self.voxel_size_um is None and any(self.origin):
             log.warning("%s: origin %s um cannot be placed on the voxel grid without a voxel "
                         "size; voxel (0, 0, 0) is used (give the voxel size)", self.name,
                         self.origin)
             self.origin, self._origin_voxels = (0.0, 0.0, 0.0), True
-        elif self.voxel_size is None:
+        elif self.voxel_size_um is None:
             self._origin_voxels = True  # the origin is in voxels until a voxel size is set
         note = self.voxel_size_note
-        if note and self.voxel_size is not None:
+        if note and self.voxel_size_um is not None:
             log.warning("%s: voxel size (z, y, x) %s um was partly assumed: %s; give the "
                         "voxel size explicitly if this is wrong", self.name,
-                        "x".join(f"{v:g}" for v in self.voxel_size), note)
+                        "x".join(f"{v:g}" for v in self.voxel_size_um), note)
         elif note:
             log.warning("%s: voxel size unknown: %s; give the voxel size explicitly",
                         self.name, note)
@@ -147,10 +147,10 @@ class VolumeSource:
     def lazy(self, roi: Any = None, binning: Any = 1, progress: bool = True) -> LazyVolume:
         """A view of region ``roi`` (voxels, ``"z0:z1,y0:y1,x0:x1"`` or 3 slices) binned by
         ``binning`` (int or 3 ints), read slab by slab when used."""
-        r = normalize_roi(roi, self.shape)
-        b = normalize_binning(binning)
+        r = normalise_roi(roi, self.shape)
+        b = normalise_binning(binning)
         attrs = {**self.attrs, **self._region_notes(r)}
-        return LazyVolume(self.read_block, r, b, self.dtype, self.voxel_size, self.origin,
+        return LazyVolume(self.read_block, r, b, self.dtype, self.voxel_size_um, self.origin,
                           attrs, name=self.name, progress=progress)
 
     def _region_notes(self, roi: tuple[slice, slice, slice]) -> dict:
@@ -173,7 +173,7 @@ class VolumeSource:
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name} shape={self.shape} dtype={self.dtype} "
-                f"voxel_size_um={self.voxel_size}>")
+                f"voxel_size_um={self.voxel_size_um}>")
 
 
 def short(exc: BaseException) -> str:

@@ -137,7 +137,7 @@ class ZarrSource(VolumeSource):
         amap = self._axes
         cal = from_meta(dict(self._arr.attrs),
                         order=amap if amap is not None and not amap.identity else None)
-        if cal.voxel_size is not None or not group_attrs or amap is None:
+        if cal.voxel_size_um is not None or not group_attrs or amap is None:
             return cal
         vs, origin, notes = ome_calibration(group_attrs, name, amap)
         old = cal.attrs.get("voxel_size_note")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from anodetwin.errors import GridMismatchError
-from anodetwin.io.volume import normalize_voxel_size
+from anodetwin.io.volume import normalise_voxel_size
 from anodetwin.log import get_logger
 
 __all__ = ["Grid", "grid_of", "require_same_grid", "require_series_grid", "format_voxel_size",
@@ -53,7 +53,7 @@ class Grid:
     ----------
     shape : tuple of 3 int or None
         Voxels along z, y, x (None: not known, e.g. a DVC result of an older version).
-    voxel_size : tuple of 3 float or None
+    voxel_size_um : tuple of 3 float or None
         Voxel size (z, y, x) in um; None: unknown.
     origin : tuple of 3 float or None
         Position of the first voxel centre (um; voxels when the voxel size is unknown);
@@ -64,7 +64,7 @@ class Grid:
     """
 
     shape: tuple | None
-    voxel_size: Triple | None = None
+    voxel_size_um: Triple | None = None
     origin: Triple | None = None
     metadata: bool = True
 
@@ -104,7 +104,7 @@ def _pair_grid(obj: Any) -> Grid:
     vs = getattr(obj, "voxel_size_um", None)
     vs = vs if vs is not None else ref.get("voxel_size_um")
     return Grid(tuple(int(n) for n in shape) if shape is not None else None,
-                normalize_voxel_size(vs, "voxel size of the DVC result")
+                normalise_voxel_size(vs, "voxel size of the DVC result")
                 if vs is not None else None, _triple(ref.get("origin_um")))
 
 
@@ -117,16 +117,16 @@ def grid_of(obj: Any) -> Grid:
         from anodetwin.io.formats import open_volume
 
         with open_volume(obj) as src:
-            return Grid(tuple(src.shape), src.voxel_size, _triple(src.origin))
+            return Grid(tuple(src.shape), src.voxel_size_um, _triple(src.origin))
     if hasattr(obj, "grid_shape") and hasattr(obj, "params"):
         return _pair_grid(obj)
     if hasattr(obj, "phases") and hasattr(obj, "voxel_size_um"):
         vs = obj.voxel_size_um
         return Grid(tuple(obj.phases.shape),
-                    normalize_voxel_size(vs) if vs is not None else None,
+                    normalise_voxel_size(vs) if vs is not None else None,
                     _triple(getattr(obj, "origin_um", None)))
-    if hasattr(obj, "voxel_size") and hasattr(obj, "origin") and hasattr(obj, "shape"):
-        return Grid(tuple(obj.shape), normalize_voxel_size(obj.voxel_size),
+    if hasattr(obj, "voxel_size_um") and hasattr(obj, "origin") and hasattr(obj, "shape"):
+        return Grid(tuple(obj.shape), normalise_voxel_size(obj.voxel_size_um),
                     _triple(obj.origin))
     return Grid(tuple(np.shape(getattr(obj, "data", obj))), None, None, metadata=False)
 
@@ -139,7 +139,7 @@ def _same(a: Triple, b: Triple, tolerance: float, scale: Any = None) -> bool:
 
 def _check_voxel_size(ga: Grid, gb: Grid, name_a: str, name_b: str, tolerance: float,
                       override: Triple | None) -> None:
-    va, vb = ga.voxel_size, gb.voxel_size
+    va, vb = ga.voxel_size_um, gb.voxel_size_um
     if va is None and vb is None:
         return
     if va is not None and vb is not None and _same(va, vb, tolerance):
@@ -162,10 +162,10 @@ def _check_origin(ga: Grid, gb: Grid, name_a: str, name_b: str, tolerance: float
                   override: Triple | None) -> None:
     if ga.origin is None or gb.origin is None or not (ga.metadata and gb.metadata):
         return
-    scale = override or ga.voxel_size or gb.voxel_size or (1.0, 1.0, 1.0)
+    scale = override or ga.voxel_size_um or gb.voxel_size_um or (1.0, 1.0, 1.0)
     if _same(ga.origin, gb.origin, tolerance, scale):
         return
-    known = (ga.voxel_size is not None) + (gb.voxel_size is not None)
+    known = (ga.voxel_size_um is not None) + (gb.voxel_size_um is not None)
     unit = {2: "um", 0: "voxels"}.get(known, "(um or voxels)")
     what = (f"{name_a} has origin ({', '.join(map(format_number, ga.origin))}) but {name_b} "
             f"has ({', '.join(map(format_number, gb.origin))}) {unit}")
@@ -203,7 +203,7 @@ def require_same_grid(a: Any, b: Any, name_a: str, name_b: str,
         The common grid: ``a``'s shape and origin, and the explicit voxel size if given,
         else the inputs' (None when both are unknown).
     """
-    override = normalize_voxel_size(voxel_size, "--voxel-size")
+    override = normalise_voxel_size(voxel_size, "--voxel-size")
     ga, gb = grid_of(a), grid_of(b)
     if shape and ga.shape is not None and gb.shape is not None \
             and tuple(ga.shape) != tuple(gb.shape):
@@ -214,7 +214,7 @@ def require_same_grid(a: Any, b: Any, name_a: str, name_b: str,
         _check_voxel_size(ga, gb, name_a, name_b, tolerance, override)
         if origin:
             _check_origin(ga, gb, name_a, name_b, tolerance, override)
-    vs = override or ga.voxel_size or gb.voxel_size
+    vs = override or ga.voxel_size_um or gb.voxel_size_um
     return Grid(ga.shape if ga.shape is not None else gb.shape, vs,
                 ga.origin if ga.origin is not None else gb.origin, ga.metadata or gb.metadata)
 
@@ -232,7 +232,7 @@ def require_series_grid(items: Sequence[Any], names: Sequence[str] | None = None
         names = [f"T{k} '{v}'" if isinstance(v, (str, os.PathLike)) else f"T{k}"
                  for k, v in enumerate(items)]
     if not items:
-        return Grid(None, normalize_voxel_size(voxel_size, "--voxel-size"))
+        return Grid(None, normalise_voxel_size(voxel_size, "--voxel-size"))
     first = grid_of(items[0])
     for item, name in zip(items[1:], names[1:], strict=True):
         require_same_grid(first, item, names[0], name, tolerance, voxel_size, shape, origin)

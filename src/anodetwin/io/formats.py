@@ -100,13 +100,14 @@ from anodetwin.io.volume import (
     LazyVolume,
     Volume,
     VolumeLike,
-    normalize_voxel_size,
+    normalise_voxel_size,
     require_3d,
     require_finite,
 )
 
 __all__ = [
     "FORMATS",
+    "HDF5_COMPRESSIONS",
     "VolumeSource",
     "detect_format",
     "open_volume",
@@ -115,7 +116,8 @@ __all__ = [
     "TIFF_METADATA_TAG",
 ]
 
-FORMATS = ("tiff", "tiff-dir", "hdf5", "zarr", "npy", "raw")
+#: HDF5 compression filters a volume can be written with (built into every h5py).
+HDF5_COMPRESSIONS = ("gzip", "lzf")
 _EXT = {
     ".tif": "tiff", ".tiff": "tiff",
     ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".he5": "hdf5", ".nxs": "hdf5",
@@ -159,7 +161,8 @@ def detect_format(path: str | os.PathLike, for_writing: bool = False,
     p = Path(text)
     if fmt is not None:
         if fmt not in FORMATS:
-            raise UnknownFormatError(f"format '{fmt}' is unknown", f"choose one of {', '.join(FORMATS)}")
+            raise UnknownFormatError(f"format '{fmt}' is unknown",
+                                     f"choose one of {', '.join(FORMATS)}")
         return fmt, p, ds
     ext = p.suffix.lower()
     if ext in _EXT:
@@ -181,8 +184,8 @@ def _meta_dict(vol: VolumeLike, provenance: dict | None) -> dict[str, Any]:
     voxels as ``origin_voxels``), the notes (``voxel_size_note``, ``missing_chunks_note``,
     ``missing_data_note``) and the provenance."""
     meta: dict[str, Any] = {"axes": "zyx"}
-    if vol.voxel_size is not None:
-        meta["voxel_size_um"] = list(vol.voxel_size)
+    if vol.voxel_size_um is not None:
+        meta["voxel_size_um"] = list(vol.voxel_size_um)
         meta["origin_um"] = list(vol.origin)
     else:  # the origin is in voxels then: never labelled um
         meta["origin_voxels"] = list(vol.origin)
@@ -417,7 +420,7 @@ def _write_tiff_file(tmp: Path, vol: VolumeLike, meta: dict, check: Any) -> None
     imagej = dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32")) \
         and nbytes < 2**32 - 2**25
     kw: dict[str, Any] = {"photometric": "minisblack"}
-    vs = vol.voxel_size
+    vs = vol.voxel_size_um
     if imagej:
         kw["imagej"] = True
         # no unit without a voxel size: Fiji would read the default resolution as 1 um
@@ -446,7 +449,7 @@ def _write_tiff_dir(path: Path, ds: str | None, vol: VolumeLike, meta: dict, che
     import tifffile
 
     ndig = max(5, len(str(vol.shape[0] - 1)))
-    vs = vol.voxel_size
+    vs = vol.voxel_size_um
     imagej = np.dtype(vol.dtype) in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
     kw: dict[str, Any] = {"photometric": "minisblack"}
     if imagej:
@@ -563,6 +566,10 @@ def _write_raw(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: A
 _WRITERS = {"tiff": _write_tiff, "tiff-dir": _write_tiff_dir, "hdf5": _write_hdf5,
             "zarr": _write_zarr, "npy": _write_npy, "raw": _write_raw}
 
+#: Names of the volume formats, each read (:func:`open_volume`) and written
+#: (:func:`write_volume`): the keys of the format registry.
+FORMATS = tuple(_WRITERS)
+
 
 def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
                  voxel_size: Any = None, origin: Any = None, provenance: dict | None = None,
@@ -591,7 +598,8 @@ def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
     overwrite : bool
         Replace an existing output.
     compression : str, optional
-        HDF5 compression filter (e.g. ``"gzip"``); other formats ignore it.
+        HDF5 compression filter (one of :data:`HDF5_COMPRESSIONS`, e.g. ``"gzip"``); other
+        formats ignore it.
 
     Returns
     -------
@@ -631,12 +639,12 @@ class _Prepared:
         self._label = label
         self.shape, self.dtype, self.attrs = vol.shape, vol.dtype, vol.attrs
         self.name = getattr(vol, "name", None)
-        self.voxel_size = normalize_voxel_size(voxel_size) if voxel_size is not None \
-            else vol.voxel_size
+        self.voxel_size_um = normalise_voxel_size(voxel_size) if voxel_size is not None \
+            else vol.voxel_size_um
         self.origin = tuple(float(o) for o in origin) if origin is not None else vol.origin
-        if origin is None and vol.voxel_size is None and self.voxel_size is not None:
+        if origin is None and vol.voxel_size_um is None and self.voxel_size_um is not None:
             # the volume's origin is in voxels: into um with the voxel size now given
-            self.origin = tuple(o * v for o, v in zip(vol.origin, self.voxel_size,
+            self.origin = tuple(o * v for o, v in zip(vol.origin, self.voxel_size_um,
                                                       strict=True))
         if voxel_size is not None:  # given explicitly: nothing about it is assumed any more
             self.attrs = {k: v for k, v in (vol.attrs or {}).items() if k != "voxel_size_note"}

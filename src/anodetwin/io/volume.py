@@ -29,9 +29,9 @@ __all__ = [
     "VolumeLike",
     "ROI",
     "parse_roi",
-    "normalize_roi",
-    "normalize_binning",
-    "normalize_voxel_size",
+    "normalise_roi",
+    "normalise_binning",
+    "normalise_voxel_size",
     "bin_volume",
     "grey_value_stats",
     "binned_geometry",
@@ -52,7 +52,7 @@ Triple = tuple[float, float, float]
 VOXEL_SIZE_RANGE_UM = (1e-4, 1e5)
 
 
-def normalize_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | None:
+def normalise_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | None:
     """Voxel size as a (z, y, x) tuple of positive finite floats in um, or None.
 
     Parameters
@@ -88,7 +88,7 @@ def normalize_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | 
     return (float(arr[0]), float(arr[1]), float(arr[2]))
 
 
-def normalize_binning(binning: Any) -> tuple[int, int, int]:
+def normalise_binning(binning: Any) -> tuple[int, int, int]:
     """Binning factors as a (z, y, x) tuple of positive integers (None: no binning)."""
     if binning is None:
         return (1, 1, 1)
@@ -133,7 +133,7 @@ def parse_roi(text: str | None) -> ROI | None:
     return (out[0], out[1], out[2])
 
 
-def normalize_roi(roi: Any, shape: Sequence[int]) -> ROI:
+def normalise_roi(roi: Any, shape: Sequence[int]) -> ROI:
     """Turn an ROI (None, text, or 3 slices/pairs) into 3 slices with explicit bounds.
 
     Raises
@@ -207,7 +207,7 @@ def bin_volume(data: np.ndarray, binning: Any) -> np.ndarray:
     binning : int or sequence of 3 int
         Bin size per axis.
     """
-    b = normalize_binning(binning)
+    b = normalise_binning(binning)
     if b == (1, 1, 1):
         return data
     n = tuple(s // f for s, f in zip(data.shape, b, strict=True))
@@ -301,7 +301,7 @@ class VolumeLike(Protocol):
 
     shape: tuple[int, int, int]
     dtype: np.dtype
-    voxel_size: Triple | None
+    voxel_size_um: Triple | None
     origin: Triple
     attrs: dict
 
@@ -321,7 +321,7 @@ class Volume:
     ----------
     data : numpy.ndarray
         Voxel values, indexed (z, y, x).
-    voxel_size : tuple of 3 float or None
+    voxel_size_um : tuple of 3 float or None
         Voxel size (z, y, x) in micrometres; None if unknown.
     origin : tuple of 3 float
         Position of the centre of voxel (0, 0, 0) in micrometres.
@@ -330,14 +330,14 @@ class Volume:
     """
 
     data: np.ndarray
-    voxel_size: Triple | None = None
+    voxel_size_um: Triple | None = None
     origin: Triple = (0.0, 0.0, 0.0)
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = np.asarray(self.data)
         require_3d(self.data.shape, "volume")
-        self.voxel_size = normalize_voxel_size(self.voxel_size)
+        self.voxel_size_um = normalise_voxel_size(self.voxel_size_um)
         self.origin = tuple(float(o) for o in self.origin)  # type: ignore[assignment]
 
     @property
@@ -355,9 +355,9 @@ class Volume:
     @property
     def extent_um(self) -> Triple | None:
         """Physical size (z, y, x) in um, or None without voxel size."""
-        if self.voxel_size is None:
+        if self.voxel_size_um is None:
             return None
-        return tuple(n * v for n, v in zip(self.shape, self.voxel_size, strict=True))  # type: ignore[return-value]
+        return tuple(n * v for n, v in zip(self.shape, self.voxel_size_um, strict=True))  # type: ignore[return-value]
 
     def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
         """Yield consecutive z-slabs of the data."""
@@ -369,9 +369,9 @@ class Volume:
 
     def crop_bin(self, roi: Any = None, binning: Any = 1) -> Volume:
         """Return the ROI (voxels) of this volume, mean-binned, with updated geometry."""
-        r = normalize_roi(roi, self.shape)
-        b = normalize_binning(binning)
-        _, eff, vs, origin = binned_geometry(r, b, self.voxel_size, self.origin)
+        r = normalise_roi(roi, self.shape)
+        b = normalise_binning(binning)
+        _, eff, vs, origin = binned_geometry(r, b, self.voxel_size_um, self.origin)
         return Volume(bin_volume(self.data[eff], b), vs, origin, dict(self.attrs))
 
 
@@ -390,20 +390,20 @@ class SlabVolume:
     make_slab : callable
         ``make_slab(z0, z1)`` returns the voxels of planes z0 <= z < z1 as an array of shape
         ``(z1 - z0, ny, nx)``.
-    voxel_size : float or 3 float, optional
+    voxel_size_um : float or 3 float, optional
         Voxel size in um.
     origin : 3 float
         Centre of the first voxel in um.
     """
 
     def __init__(self, shape: Sequence[int], dtype: Any,
-                 make_slab: Callable[[int, int], np.ndarray], voxel_size: Any = None,
+                 make_slab: Callable[[int, int], np.ndarray], voxel_size_um: Any = None,
                  origin: Triple = (0.0, 0.0, 0.0), attrs: dict | None = None):
         require_3d(tuple(shape), "slab volume")
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self._make = make_slab
-        self.voxel_size = normalize_voxel_size(voxel_size)
+        self.voxel_size_um = normalise_voxel_size(voxel_size_um)
         self.origin = tuple(float(o) for o in origin)
         self.attrs = dict(attrs or {})
 
@@ -432,7 +432,7 @@ class LazyVolume:
                  name: str = "volume", progress: bool = True):
         self._read_block = read_block
         self.binning = binning
-        self.shape, self.roi, self.voxel_size, self.origin = binned_geometry(
+        self.shape, self.roi, self.voxel_size_um, self.origin = binned_geometry(
             roi, binning, voxel_size, origin)
         self.dtype = np.dtype(dtype)
         self.attrs = attrs
@@ -477,7 +477,7 @@ class LazyVolume:
                 self._read_block(zs, yr, xr, out=out[zo])  # straight into the result
             else:
                 out[zo] = bin_volume(self._read_block(zs, yr, xr), self.binning)
-        return Volume(out, self.voxel_size, self.origin, dict(self.attrs))
+        return Volume(out, self.voxel_size_um, self.origin, dict(self.attrs))
 
 
 #: Percentiles reported by :func:`grey_value_stats`.

@@ -19,13 +19,27 @@ import time
 import numpy as np
 
 from anodetwin.errors import NumericalError
-from anodetwin.mesh.voxel import HexMesh, Labels, facet_tags, phase_volumes, summarise_mesh, coarsen
+from anodetwin.mesh.voxel import (HexMesh, Labels, cell_tags, coarsen, facet_tags, phase_volumes,
+                                  summarise_mesh)
 
 __all__ = ["region_labels", "surface_mesh", "conforming_mesh"]
 
 
 def region_labels(labels: Labels) -> tuple[np.ndarray, np.ndarray]:
-    """Region number (1..R) per voxel and the (R, 2) table of (phase, particle id)."""
+    """Regions of equal (phase, particle id) and their table.
+
+    Parameters
+    ----------
+    labels : Labels
+        Phases and optional particle ids.
+
+    Returns
+    -------
+    regions : numpy.ndarray of int32, shape (nz, ny, nx)
+        Region number (1..R) of each voxel.
+    table : numpy.ndarray, shape (R, 2)
+        Phase code and particle id (0 = none) of each region.
+    """
     pa = labels.particles if labels.particles is not None else np.zeros_like(
         labels.phases, np.int32)
     key = labels.phases.astype(np.int64) * (int(pa.max()) + 1) + pa
@@ -35,7 +49,24 @@ def region_labels(labels: Labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def surface_mesh(regions: np.ndarray, voxel_size_um, origin_um, smoothing: bool = False):
-    """Triangulated boundaries of all regions and the box (pyvista PolyData, x y z in um)."""
+    """Triangulated boundaries of all regions and of the box.
+
+    Parameters
+    ----------
+    regions : numpy.ndarray of int, shape (nz, ny, nx)
+        Region numbers (:func:`region_labels`).
+    voxel_size_um : (z, y, x) floats
+        Voxel size (um).
+    origin_um : (z, y, x) floats
+        Centre of the first voxel (um).
+    smoothing : bool
+        Smooth the surfaces (VTK's label-contour smoothing).
+
+    Returns
+    -------
+    pyvista.PolyData
+        Triangles, points in (x, y, z) um.
+    """
     import pyvista as pv
 
     nz, ny, nx = regions.shape
@@ -68,17 +99,75 @@ def _seeds(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def conforming_mesh(comm, labels: Labels, coarsen_by: int = 1, smoothing: bool = False,
                     quality: bool = False) -> HexMesh:
-    """Tetrahedral mesh with shared interfaces (module notes); same tags and summary as
-    :func:`anodetwin.mesh.voxel.voxel_mesh` (``route: conforming``)."""
+    """Tetrahedral mesh whose cells conform to the phase and particle interfaces.
+
+    Same tags and summary as :func:`anodetwin.mesh.voxel.voxel_mesh` (``route:
+    conforming``; module notes); TetGen runs on rank 0, DOLFINx distributes the cells.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        The communicator the cells are distributed on.
+    labels : Labels
+        The labels to mesh (held on every rank), particle ids optional.
+    coarsen_by : int
+        Blocks of ``coarsen_by^3`` voxels vote first (:func:`anodetwin.mesh.voxel.coarsen`).
+    smoothing : bool
+        Smooth the label surfaces before meshing.
+    quality : bool
+        Let TetGen refine for tetrahedron quality.
+
+    Returns
+    -------
+    HexMesh
+        Mesh (um), cell tags ``phases``/``particles``, facet tags and summary.
+
+    Raises
+    ------
+    ParameterError
+        For a coarsening factor below 1 or above the volume.
+    NumericalError
+        If TetGen fails or leaves tetrahedra outside every region.
+    """
     import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     import basix.ufl
     import dolfinx.mesh as dmesh
-    import tetgen
 
     t0 = time.perf_counter()
     lab, cut = coarsen(labels, coarsen_by)
     vs, origin = np.asarray(lab.voxel_size_um), np.asarray(lab.origin_um)
     regions, table = region_labels(lab)
+    cells, x, region_of = _tetrahedralise(comm, regions, vs, origin, smoothing, quality)
+    element = basix.ufl.element("Lagrange", "tetrahedron", 1, shape=(3,))
+    partitioner = dmesh.create_cell_partitioner(dmesh.GhostMode.shared_facet, 2)
+    mesh = dmesh.create_mesh(comm, cells, element, x, partitioner)
+    top = mesh.topology
+    n_owned = top.index_map(3).size_local
+    n_local = n_owned + top.index_map(3).num_ghosts
+    reg = region_of[np.asarray(top.original_cell_index[:n_local], np.int64)]
+    ph_cell = table[reg - 1, 0].astype(np.int32)
+    pa_owned = None if lab.particles is None else table[reg[:n_owned] - 1, 1].astype(np.int32)
+    phases, particles = cell_tags(mesh, ph_cell[:n_owned], pa_owned)
+    facets, areas = facet_tags(mesh, ph_cell, lab.phases.shape, vs, origin)
+    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned], pa_owned, vs, areas, lab)
+    summary["volume_um3"] = phase_volumes(mesh, phases)
+    summary.pop("cell_volume_um3", None)
+    summary["jacobian"] = tet_quality(mesh)
+    summary.update({"route": "conforming", "ranks": comm.size, "coarsen": int(coarsen_by),
+                    "planes_cut": list(cut), "smoothing": bool(smoothing),
+                    "voxel_size_um": list(labels.voxel_size_um),
+                    "origin_um": list(labels.origin_um), "source": labels.source,
+                    "seconds": time.perf_counter() - t0})
+    return HexMesh(mesh, phases, particles, facets, summary)
+
+
+def _tetrahedralise(comm, regions: np.ndarray, vs: np.ndarray, origin: np.ndarray,
+                    smoothing: bool, quality: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TetGen on rank 0 of the region surfaces: its cells (n, 4) and nodes (m, 3; x y z um),
+    empty on the other ranks, and the region number (1..R) of every input cell on all
+    ranks."""
+    import tetgen
+
     if comm.rank == 0:
         surf = surface_mesh(regions, vs, origin, smoothing)
         tg = tetgen.TetGen(surf)
@@ -104,39 +193,23 @@ def conforming_mesh(comm, labels: Labels, coarsen_by: int = 1, smoothing: bool =
     if np.any(region_of < 1):
         raise NumericalError("TetGen left tetrahedra without a region",
                              "use the voxel route for these labels")
-    element = basix.ufl.element("Lagrange", "tetrahedron", 1, shape=(3,))
-    partitioner = dmesh.create_cell_partitioner(dmesh.GhostMode.shared_facet, 2)
-    mesh = dmesh.create_mesh(comm, cells, element, x, partitioner)
-    top = mesh.topology
-    n_owned = top.index_map(3).size_local
-    n_local = n_owned + top.index_map(3).num_ghosts
-    reg = region_of[np.asarray(top.original_cell_index[:n_local], np.int64)]
-    ph_cell = table[reg - 1, 0].astype(np.int32)
-    pa_cell = table[reg - 1, 1].astype(np.int32)
-    owned = np.arange(n_owned, dtype=np.int32)
-    phases = dmesh.meshtags(mesh, 3, owned, ph_cell[:n_owned])
-    phases.name = "phases"
-    particles = None
-    if lab.particles is not None:
-        particles = dmesh.meshtags(mesh, 3, owned, pa_cell[:n_owned])
-        particles.name = "particles"
-    facets, areas = facet_tags(mesh, ph_cell, lab.phases.shape, vs, origin)
-    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned],
-                       None if lab.particles is None else pa_cell[:n_owned], vs, areas, lab)
-    summary["volume_um3"] = phase_volumes(mesh, phases)
-    summary.pop("cell_volume_um3", None)
-    summary["jacobian"] = tet_quality(mesh)
-    summary.update({"route": "conforming", "ranks": comm.size, "coarsen": int(coarsen_by),
-                    "planes_cut": list(cut), "smoothing": bool(smoothing),
-                    "voxel_size_um": list(labels.voxel_size_um),
-                    "origin_um": list(labels.origin_um), "source": labels.source,
-                    "seconds": time.perf_counter() - t0})
-    return HexMesh(mesh, phases, particles, facets, summary)
+    return cells, x, region_of
 
 
 def tet_quality(mesh) -> dict:
-    """Smallest and largest Jacobian determinant (6 x tetrahedron volume, um3) and the
-    smallest dihedral angle (degrees) over all ranks."""
+    """Quality of a tetrahedral mesh over all ranks.
+
+    Parameters
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        A linear tetrahedral mesh (um).
+
+    Returns
+    -------
+    dict
+        ``min`` and ``max`` Jacobian determinant (6 x tetrahedron volume, um3) and
+        ``min_dihedral_deg``, the smallest dihedral angle (degrees).
+    """
     from mpi4py import MPI
 
     n = mesh.topology.index_map(3).size_local

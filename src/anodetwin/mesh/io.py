@@ -20,26 +20,76 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from anodetwin.errors import CorruptFileError, InputNotFoundError
 from anodetwin.mesh.voxel import HexMesh, Labels
 
-__all__ = ["read_labels_volume", "write_mesh", "read_mesh", "preview"]
+__all__ = ["TaggedMesh", "read_labels_volume", "write_mesh", "read_mesh", "preview"]
+
+
+class TaggedMesh(NamedTuple):
+    """A mesh read back by :func:`read_mesh` with its tags.
+
+    A named tuple, so ``mesh, phases, particles, facets = read_mesh(...)`` and indexing work
+    as for a plain tuple.
+
+    Attributes
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        The mesh (coordinates x, y, z in um).
+    phases : dolfinx.mesh.MeshTags
+        Cell tags: phase codes (:data:`anodetwin.phases.PHASE`).
+    particles : dolfinx.mesh.MeshTags or None
+        Cell tags: particle ids (0 = none); None when the mesh was written without them.
+    facets : dolfinx.mesh.MeshTags
+        Facet tags (:data:`anodetwin.mesh.voxel.FACET`).
+    """
+
+    mesh: Any
+    phases: Any
+    particles: Any
+    facets: Any
 
 
 def read_labels_volume(path: str | os.PathLike, particles: str | None = None,
                        voxel_size_um: Any = None) -> Labels:
-    """Labels for meshing from a labels file of ``anodetwin segment`` (phases + particles),
-    or a phase-code volume in any readable format (``series.h5:/steps/T0/phases``) with an
-    optional particle volume, which must lie on the phases' grid (voxel size, shape,
-    origin: :func:`anodetwin.io.agree.require_same_grid`). ``voxel_size_um`` (one value or
-    z, y, x) overrides the files' voxel size; their differences are then only logged."""
+    """Labels for meshing from a labels file or a phase-code volume.
+
+    A labels file of ``anodetwin segment`` gives phases and particles; any readable
+    phase-code volume (``series.h5:/steps/T0/phases``) may come with a particle volume,
+    which must lie on the phases' grid (voxel size, shape, origin:
+    :func:`anodetwin.io.agree.require_same_grid`).
+
+    Parameters
+    ----------
+    path : path or str
+        Labels file, or a volume (``file:/dataset`` for HDF5).
+    particles : str, optional
+        Particle-id volume (default: the labels file's, else none).
+    voxel_size_um : float or (z, y, x) floats, optional
+        Overrides the files' voxel size (um); their differences are then only logged.
+
+    Returns
+    -------
+    Labels
+
+    Raises
+    ------
+    InputNotFoundError
+        If the file does not exist.
+    CorruptFileError
+        For an unreadable HDF5 file.
+    GridMismatchError
+        If phases and particles lie on different grids.
+    ParameterError
+        For labels that are not phase codes or hold no solid.
+    """
     import h5py
 
-    from anodetwin.io import normalize_voxel_size, read_volume
+    from anodetwin.io import normalise_voxel_size, read_volume
     from anodetwin.io.agree import require_same_grid
 
     p = str(path)
@@ -54,7 +104,7 @@ def read_labels_volume(path: str | os.PathLike, particles: str | None = None,
         except OSError as exc:
             raise CorruptFileError(f"cannot read '{file}' ({exc})", "give an HDF5 file") \
                 from None
-    given = normalize_voxel_size(voxel_size_um, "--voxel-size")
+    given = normalise_voxel_size(voxel_size_um, "--voxel-size")
     phases = f"{file}:/phases" if is_labels else p
     pa_path = particles or (f"{file}:/particles" if is_labels else None)
     if pa_path is not None:  # before reading any voxel
@@ -62,13 +112,29 @@ def read_labels_volume(path: str | os.PathLike, particles: str | None = None,
                           voxel_size=given)
     ph = read_volume(phases, progress=False)
     pa = read_volume(pa_path, progress=False).data if pa_path is not None else None
-    vs = given or ph.voxel_size
+    vs = given or ph.voxel_size_um
     return Labels(ph.data, pa, vs or (1.0, 1.0, 1.0), ph.origin, str(path))
 
 
 def write_mesh(out_dir: str | os.PathLike, hm: HexMesh, extra: dict | None = None) -> Path:
-    """Write mesh, tags and summary (module notes) collectively on the mesh's communicator;
-    the folder appears only when complete."""
+    """Write mesh, tags and summary (module notes) collectively on the mesh's communicator.
+
+    The folder appears only when complete (written as a temporary folder, then renamed).
+
+    Parameters
+    ----------
+    out_dir : path
+        The output folder (replaced if it exists).
+    hm : HexMesh
+        Mesh, tags and summary.
+    extra : dict, optional
+        More entries for ``summary.json`` (parameters, provenance).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
     from dolfinx.io import XDMFFile
 
     comm = hm.mesh.comm
@@ -105,8 +171,27 @@ def write_mesh(out_dir: str | os.PathLike, hm: HexMesh, extra: dict | None = Non
     return out
 
 
-def read_mesh(path: str | os.PathLike, comm: Any = None) -> tuple:
-    """(mesh, phases, particles or None, facets) from ``mesh.xdmf`` (or its folder)."""
+def read_mesh(path: str | os.PathLike, comm: Any = None) -> TaggedMesh:
+    """Read a mesh folder written by :func:`write_mesh` on any number of ranks.
+
+    Parameters
+    ----------
+    path : path
+        The folder, or its ``mesh.xdmf``.
+    comm : mpi4py.MPI.Comm, optional
+        Communicator to distribute the mesh on (default: ``MPI.COMM_WORLD``).
+
+    Returns
+    -------
+    TaggedMesh
+        The mesh (um) with its cell tags ``phases`` and ``particles`` (None if absent) and
+        facet tags ``facets``.
+
+    Raises
+    ------
+    InputNotFoundError
+        If there is no ``mesh.xdmf``.
+    """
     import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from dolfinx.io import XDMFFile
     from mpi4py import MPI
@@ -126,12 +211,21 @@ def read_mesh(path: str | os.PathLike, comm: Any = None) -> tuple:
         except RuntimeError:
             particles = None
         facets = f.read_meshtags(mesh, "facets")
-    return mesh, phases, particles, facets
+    return TaggedMesh(mesh, phases, particles, facets)
 
 
 def preview(path: str | os.PathLike, hm: HexMesh) -> None:
-    """Render the mesh coloured by phase off-screen (pyvista) into a PNG (rank 0 gathers
-    the cells)."""
+    """Render the mesh coloured by phase off-screen (pyvista) into a PNG.
+
+    Rank 0 gathers the cells and writes the file; call it on every rank.
+
+    Parameters
+    ----------
+    path : path
+        The PNG file.
+    hm : HexMesh
+        The mesh and its phase tags.
+    """
     import pyvista as pv
     from dolfinx.plot import vtk_mesh
 

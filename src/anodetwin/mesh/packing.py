@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from anodetwin.errors import NumericalError, ParameterError
-from anodetwin.mesh.voxel import FACET, HexMesh
+from anodetwin.mesh.voxel import FACET, HexMesh, cell_tags
+from anodetwin.phases import PHASE
 
 __all__ = ["Spheres", "spheres_from_table", "read_particle_source", "packing_mesh",
            "PARTICLE_LIMIT"]
@@ -40,8 +41,25 @@ MATRIX_TAG = 1_000_000
 
 @dataclass
 class Spheres:
-    """Particles as spheres: ids, centres (N, 3; z, y, x um), radii (N,; um) and the box
-    (2, 3; low and high corner, z y x um)."""
+    """Particles as spheres in a box (um).
+
+    Attributes
+    ----------
+    ids : numpy.ndarray of int, shape (N,)
+        Particle ids (>= 1).
+    centres : numpy.ndarray, shape (N, 3)
+        Centres (z, y, x; um).
+    radii : numpy.ndarray, shape (N,)
+        Radii (um).
+    box : numpy.ndarray, shape (2, 3)
+        Low and high corner (z, y, x; um).
+
+    Raises
+    ------
+    ParameterError
+        For ids, centres and radii of different lengths, radii or box extent not positive,
+        or ids below 1.
+    """
 
     ids: np.ndarray
     centres: np.ndarray
@@ -64,8 +82,22 @@ class Spheres:
 
 
 def spheres_from_table(table: np.ndarray, box: np.ndarray, ids=None) -> Spheres:
-    """Spheres of equal volume from a particle table (``centroid_{z,y,x}_um``,
-    ``equivalent_diameter_um``; phantom or segmentation) that intersect ``box``."""
+    """Spheres of equal volume from a particle table, those that reach into a box.
+
+    Parameters
+    ----------
+    table : numpy.ndarray
+        Structured table with ``id``, ``centroid_{z,y,x}_um`` and ``equivalent_diameter_um``
+        (phantom or segmentation).
+    box : array_like, shape (2, 3)
+        Low and high corner (z, y, x; um).
+    ids : sequence of int, optional
+        Keep only these particle ids.
+
+    Returns
+    -------
+    Spheres
+    """
     c = np.stack([table["centroid_z_um"], table["centroid_y_um"], table["centroid_x_um"]], 1)
     r = table["equivalent_diameter_um"] / 2
     box = np.asarray(box, float).reshape(2, 3)
@@ -76,9 +108,29 @@ def spheres_from_table(table: np.ndarray, box: np.ndarray, ids=None) -> Spheres:
 
 
 def read_particle_source(path: str | os.PathLike) -> tuple[np.ndarray, list | None]:
-    """Particle table and a default box (um, [[z0, y0, x0], [z1, y1, x1]] or None) from a
-    phantom series (electrode layer, whole lateral extent), a labels file (whole volume) or
-    a CSV table."""
+    """Particle table and a default box from a phantom series, a labels file or a CSV table.
+
+    Parameters
+    ----------
+    path : path
+        A phantom ``series.h5`` (box: the electrode layer over the whole lateral extent), a
+        labels file (box: the whole volume) or a CSV table (no box).
+
+    Returns
+    -------
+    table : numpy.ndarray
+        Structured particle table (``id``, ``centroid_{z,y,x}_um``,
+        ``equivalent_diameter_um``, ...).
+    box : list or None
+        ``[[z0, y0, x0], [z1, y1, x1]]`` in um, None for a CSV table.
+
+    Raises
+    ------
+    InputNotFoundError
+        If the file does not exist.
+    CorruptFileError
+        If it cannot be read or holds no particle table.
+    """
     import json
 
     import h5py
@@ -197,20 +249,29 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
 
     Parameters
     ----------
+    comm : mpi4py.MPI.Comm
+        Communicator of the mesh.
     spheres : Spheres
+        The packing and its box.
     mesh_size, surface_size : float, optional
         Largest element size and the size at particle surfaces (um); defaults: a quarter of
         the median radius and half of that.
     out_dir : path, optional
         Also write ``model.geo_unrolled`` there (rank 0).
+
+    Returns
+    -------
+    HexMesh
+        Tetrahedral mesh (um) with cell tags ``phases`` (Si in the spheres, CBD around) and
+        ``particles`` (sphere ids), facet tags and summary (``route: gmsh``).
+
+    Raises
+    ------
+    ParameterError
+        For more spheres than :data:`PARTICLE_LIMIT`.
+    NumericalError
+        If gmsh cannot mesh the packing.
     """
-    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
-    import dolfinx.mesh as dmesh
-    import gmsh
-    from dolfinx.io.gmsh import model_to_mesh
-
-    from anodetwin.mesh.voxel import Labels, phase_volumes, summarise_mesh
-
     if len(spheres.ids) > PARTICLE_LIMIT:
         raise ParameterError(f"{len(spheres.ids)} spheres exceed the gmsh route's limit of "
                              f"{PARTICLE_LIMIT}", "mesh a sub-volume or use the voxel route")
@@ -218,6 +279,24 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
     h = mesh_size or rmed / 4
     hs = surface_size or h / 2
     t0 = time.perf_counter()
+    data = _gmsh_mesh(comm, spheres, h, hs, out_dir)
+    mesh = data.mesh
+    phases, particles, facets = _packing_tags(data)
+    summary = _packing_summary(comm, mesh, phases, particles, facets, spheres)
+    summary.update({"route": "gmsh", "ranks": comm.size, "spheres": len(spheres.ids),
+                    "mesh_size_um": h, "surface_size_um": hs,
+                    "box_um": spheres.box.tolist(), "seconds": time.perf_counter() - t0})
+    return HexMesh(mesh, phases, particles, facets, summary)
+
+
+def _gmsh_mesh(comm, spheres: Spheres, h: float, hs: float,
+               out_dir: str | os.PathLike | None):
+    """The gmsh model of the packing built on rank 0 (element sizes ``h`` and ``hs`` um),
+    distributed as DOLFINx mesh data (mesh, cell tags, facet tags)."""
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
+    import gmsh
+    from dolfinx.io.gmsh import model_to_mesh
+
     gmsh.initialize(interruptible=False)
     try:
         gmsh.option.setNumber("General.Terminal", 0)
@@ -230,9 +309,17 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
                                      "use fewer particles or the voxel route") from None
             if out_dir is not None:
                 gmsh.write(str(Path(out_dir) / "model.geo_unrolled"))
-        data = model_to_mesh(gmsh.model, comm, 0, gdim=3)
+        return model_to_mesh(gmsh.model, comm, 0, gdim=3)
     finally:
         gmsh.finalize()
+
+
+def _packing_tags(data) -> tuple:
+    """Cell tags ``phases`` (Si in the spheres, CBD matrix), ``particles`` (sphere id, 0 in
+    the matrix) and facet tags ``facets`` (:data:`FACET`) on the owned entities of gmsh
+    mesh data."""
+    import dolfinx.mesh as dmesh
+
     mesh = data.mesh
     ct = data.cell_tags
     n_owned = mesh.topology.index_map(3).size_local
@@ -240,41 +327,39 @@ def packing_mesh(comm, spheres: Spheres, mesh_size: float | None = None,
     tag = np.full(n_local, MATRIX_TAG, np.int64)
     tag[ct.indices] = ct.values
     pa_cell = np.where(tag == MATRIX_TAG, 0, tag).astype(np.int32)
-    ph_cell = np.where(pa_cell > 0, 2, 1).astype(np.int32)
-    owned = np.arange(n_owned, dtype=np.int32)
-    phases = dmesh.meshtags(mesh, 3, owned, ph_cell[:n_owned])
-    phases.name = "phases"
-    particles = dmesh.meshtags(mesh, 3, owned, pa_cell[:n_owned])
-    particles.name = "particles"
+    ph_cell = np.where(pa_cell > 0, PHASE["si"], PHASE["cbd"]).astype(np.int32)
+    phases, particles = cell_tags(mesh, ph_cell[:n_owned], pa_cell[:n_owned])
     ft = data.facet_tags
     keep = ft.indices < mesh.topology.index_map(2).size_local
     facets = dmesh.meshtags(mesh, 2, ft.indices[keep], ft.values[keep])
     facets.name = "facets"
+    return phases, particles, facets
+
+
+def _packing_summary(comm, mesh, phases, particles, facets, spheres: Spheres) -> dict:
+    """Summary numbers of a packing mesh: the route-independent ones of
+    :func:`anodetwin.mesh.voxel.summarise_mesh` without the voxel fields, the volume of
+    each sphere and phase (um3) and the tetrahedron quality."""
     from mpi4py import MPI
 
-    from anodetwin.mesh.voxel import facet_areas
+    from anodetwin.mesh.conforming import tet_quality
+    from anodetwin.mesh.voxel import Labels, facet_areas, phase_volumes, summarise_mesh
 
     counts = np.bincount(facets.values, minlength=max(FACET.values()) + 1)
     areas = np.bincount(facets.values, weights=facet_areas(mesh, facets.indices),
                         minlength=max(FACET.values()) + 1)
     # the summary's voxel fields do not apply: describe the spheres instead
-    dummy = Labels(np.full((1, 1, 1), 2, np.uint8), np.ones((1, 1, 1), np.int32))
-    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned], pa_cell[:n_owned], np.ones(3),
-                       (counts, areas), dummy)
+    dummy = Labels(np.full((1, 1, 1), PHASE["si"], np.uint8), np.ones((1, 1, 1), np.int32))
+    summary = summarise_mesh(comm, mesh, phases.values, particles.values, np.ones(3),
+                             (counts, areas), dummy)
     for k in ("cell_volume_um3", "voxel_volume_um3", "particles_in_labels"):
         summary.pop(k, None)
     summary["particle_volume_um3"] = {
         str(int(i)): float(mesh.comm.allreduce(_tag_volume(mesh, particles, int(i)),
                                                op=MPI.SUM)) for i in spheres.ids}
     summary["volume_um3"] = phase_volumes(mesh, phases)
-    from anodetwin.mesh.conforming import tet_quality
-
     summary["jacobian"] = tet_quality(mesh)
-    summary.update({"route": "gmsh", "ranks": comm.size, "spheres": len(spheres.ids),
-                    "mesh_size_um": h, "surface_size_um": hs,
-                    "box_um": spheres.box.tolist(), "seconds": time.perf_counter() - t0})
-    return HexMesh(mesh, phases, particles, facets, summary)
-
+    return summary
 
 def _tag_volume(mesh, tags, value: int) -> float:
     import dolfinx.fem as fem

@@ -27,7 +27,19 @@ __all__ = ["interface_nodes", "smooth_interfaces", "corner_jacobians"]
 
 
 def interface_nodes(phases: np.ndarray) -> np.ndarray:
-    """Lattice nodes (nz + 1, ny + 1, nx + 1) whose surrounding voxels differ in phase."""
+    """Lattice nodes whose surrounding voxels differ in phase.
+
+    Parameters
+    ----------
+    phases : numpy.ndarray of int, shape (nz, ny, nx)
+        Phase codes.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (nz + 1, ny + 1, nx + 1)
+        True at the corners shared by voxels of more than one phase (edge voxels repeat
+        across the box faces).
+    """
     p = np.pad(phases, 1, mode="edge")
     nz, ny, nx = phases.shape
     first = p[0: nz + 1, 0: ny + 1, 0: nx + 1]
@@ -40,8 +52,19 @@ def interface_nodes(phases: np.ndarray) -> np.ndarray:
 
 
 def corner_jacobians(d: np.ndarray) -> np.ndarray:
-    """Smallest corner Jacobian determinant of every cell (voxel units, 1 = undeformed
-    voxel) of a lattice displacement ``d`` (nz + 1, ny + 1, nx + 1, 3)."""
+    """Smallest corner Jacobian determinant of every cell of a displaced voxel lattice.
+
+    Parameters
+    ----------
+    d : numpy.ndarray, shape (nz + 1, ny + 1, nx + 1, 3)
+        Node displacements (voxels, components z y x).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (nz, ny, nx)
+        The smallest of the eight corner determinants of each cell, in voxel units (1 for an
+        undeformed voxel, <= 0 for an inverted corner).
+    """
     nz, ny, nx = (s - 1 for s in d.shape[:3])
     grid = np.stack(np.meshgrid(np.arange(nz + 1), np.arange(ny + 1), np.arange(nx + 1),
                                 indexing="ij"), axis=-1).astype(np.float32)
@@ -85,13 +108,31 @@ def smooth_interfaces(phases: np.ndarray, iterations: int = 10, lam: float = 0.5
                       min_jacobian: float = 0.1) -> tuple[np.ndarray, dict]:
     """Constrained Taubin smoothing of the interfaces (module notes).
 
+    Parameters
+    ----------
+    phases : numpy.ndarray of int, shape (nz, ny, nx)
+        Phase codes; only nodes on interfaces move.
+    iterations : int
+        Taubin passes (a shrinking ``lam`` step and an inflating ``mu`` step each).
+    lam, mu : float
+        Taubin factors.
+    max_move : float
+        Largest move of a node per component (voxels, at most 0.5).
+    min_jacobian : float
+        Cells whose corner Jacobian falls below this (voxel units) have their nodes reset.
+
     Returns
     -------
-    displacement : numpy.ndarray
-        (nz + 1, ny + 1, nx + 1, 3) float32 node displacements (voxels, z y x).
+    displacement : numpy.ndarray of float32, shape (nz + 1, ny + 1, nx + 1, 3)
+        Node displacements (voxels, z y x); zero on the box faces' normal components.
     info : dict
         ``moved_nodes``, ``max_move``, ``reset_nodes``, ``min_jacobian`` (relative to an
         undeformed voxel).
+
+    Raises
+    ------
+    ParameterError
+        For negative iterations or ``max_move`` outside (0, 0.5].
     """
     if iterations < 0 or not 0 < max_move <= 0.5:
         raise ParameterError(f"smoothing iterations {iterations} / max move {max_move}",

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError, ShapeMismatchError
-from anodetwin.phases import PHASE
+from anodetwin.phases import ELECTRODE_PHASES, MATRIX_PHASES, PARTICLE_PHASES, PHASE
 
 __all__ = ["FACET", "SOLID_PRIORITY", "Labels", "coarsen", "remove_specks", "HexMesh",
            "hex_mesh", "voxel_mesh"]
@@ -51,16 +51,35 @@ FACET = {"collector": 1, "separator": 2, "x_min": 3, "x_max": 4, "y_min": 5, "y_
 SOLID_PRIORITY = (PHASE["si"], PHASE["lithiated"], PHASE["copper"], PHASE["separator"],
                   PHASE["cbd"], PHASE["pore"])
 SOLIDS = (PHASE["si"], PHASE["lithiated"], PHASE["copper"])
-PARTICLE_PHASES = (PHASE["si"], PHASE["lithiated"])
-MATRIX_PHASES = (PHASE["pore"], PHASE["cbd"])
-ANODE_PHASES = (PHASE["pore"], PHASE["cbd"], PHASE["si"], PHASE["lithiated"])
 #: Electrode material the separator touches (its own pores are electrolyte, not a wall).
 ELECTRODE_SOLIDS = (PHASE["cbd"], PHASE["si"], PHASE["lithiated"])
 
 
 @dataclass
 class Labels:
-    """Phase codes and optional particle ids on a voxel grid (z, y, x; um)."""
+    """Phase codes and optional particle ids on a voxel grid, checked for meshing.
+
+    Attributes
+    ----------
+    phases : numpy.ndarray of uint8, shape (nz, ny, nx)
+        Phase codes (:data:`anodetwin.phases.PHASE`).
+    particles : numpy.ndarray of int32, shape (nz, ny, nx), or None
+        Particle ids (0 = none).
+    voxel_size_um : tuple of float
+        (z, y, x) voxel size (um); one value is broadcast.
+    origin_um : tuple of float
+        Centre of the first voxel (z, y, x; um).
+    source : str
+        Where the labels came from (for the summary).
+
+    Raises
+    ------
+    ShapeMismatchError
+        For phases that are not 3D, or particles on another shape.
+    ParameterError
+        For non-integer or unknown phase codes, labels without a solid, negative particle
+        ids or a voxel size that is not positive.
+    """
 
     phases: np.ndarray
     particles: np.ndarray | None = None
@@ -103,8 +122,28 @@ class Labels:
 
 
 def coarsen(labels: Labels, k: int) -> tuple[Labels, tuple[int, int, int]]:
-    """Majority coarsening by ``k`` (module notes); returns the labels and the number of
-    planes dropped per axis to make whole blocks."""
+    """Majority coarsening by blocks of ``k^3`` voxels (module notes).
+
+    Parameters
+    ----------
+    labels : Labels
+        The labels.
+    k : int
+        Block edge (voxels); 1 returns ``labels`` unchanged.
+
+    Returns
+    -------
+    labels : Labels
+        One voxel per block, voxel size ``k`` times larger, origin at the first block's
+        centre.
+    cut : tuple of int
+        Planes dropped at the high end of each axis (z, y, x) to make whole blocks.
+
+    Raises
+    ------
+    ParameterError
+        For ``k`` below 1 or larger than the smallest dimension.
+    """
     k = int(k)
     if k < 1:
         raise ParameterError(f"coarsening factor {k} is below 1", "give --coarsen 1, 2, ...")
@@ -141,8 +180,22 @@ def coarsen(labels: Labels, k: int) -> tuple[Labels, tuple[int, int, int]]:
 
 
 def remove_specks(labels: Labels, min_voxels: int) -> tuple[Labels, int]:
-    """Reassign connected pieces of a phase smaller than ``min_voxels`` to the most
-    frequent phase around them; returns the labels and the voxels changed."""
+    """Reassign small connected pieces of a phase to the most frequent phase around them.
+
+    Parameters
+    ----------
+    labels : Labels
+        The labels.
+    min_voxels : int
+        Pieces (face-connected) smaller than this change phase; 1 or less: none.
+
+    Returns
+    -------
+    labels : Labels
+        The cleaned labels; particle ids kept only on Si and LixSi voxels.
+    changed : int
+        Voxels that changed phase.
+    """
     if min_voxels <= 1:
         return labels, 0
     ph = labels.phases.copy()
@@ -170,7 +223,22 @@ def remove_specks(labels: Labels, min_voxels: int) -> tuple[Labels, int]:
 
 @dataclass
 class HexMesh:
-    """A DOLFINx mesh with its tags and summary numbers."""
+    """A DOLFINx mesh built by one of the routes, with its tags and summary numbers.
+
+    Attributes
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        Hexahedra (voxel route) or tetrahedra (conforming and gmsh routes), x y z in um.
+    phases : dolfinx.mesh.MeshTags
+        Cell tags: phase codes.
+    particles : dolfinx.mesh.MeshTags or None
+        Cell tags: particle ids (0 = none), None without particle labels.
+    facets : dolfinx.mesh.MeshTags
+        Facet tags (:data:`FACET`).
+    summary : dict
+        Cells, vertices, volumes per phase (um3), facets and areas (um2) per tag, Jacobian
+        range, route parameters and time (``summary.json``).
+    """
 
     mesh: object
     phases: object
@@ -288,7 +356,8 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
 
     Parameters
     ----------
-    comm : mpi4py communicator
+    comm : mpi4py.MPI.Comm
+        Communicator of the mesh.
     labels : Labels
         The (possibly coarsened) labels; every rank holds them.
     drop_phases : tuple of int
@@ -300,6 +369,16 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
         ``slab``: each rank owns a z slab, assembled from the lattice (module notes; a graph
         partitioner takes over for slabs thinner than ``MIN_SLAB_LAYERS``); ``graph``:
         :func:`dolfinx.mesh.create_mesh` with DOLFINx's graph partitioner in any case.
+
+    Returns
+    -------
+    HexMesh
+        Mesh (um), cell tags, facet tags and the route-independent summary.
+
+    Raises
+    ------
+    ParameterError
+        When every voxel is dropped, or for an unknown partition.
     """
     import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     import basix.ufl
@@ -331,25 +410,65 @@ def hex_mesh(comm, labels: Labels, drop_phases: tuple = (),
     n_local = n_owned + top.index_map(tdim).num_ghosts
     voxel_of = kept[np.asarray(top.original_cell_index[:n_local], np.int64)]
     ph_cell = labels.phases.ravel()[voxel_of]
-    owned = np.arange(n_owned, dtype=np.int32)
-    phases = dmesh.meshtags(mesh, tdim, owned, ph_cell[:n_owned].astype(np.int32))
-    phases.name = "phases"
-    particles = None
-    if labels.particles is not None:
-        pa_cell = labels.particles.ravel()[voxel_of]
-        particles = dmesh.meshtags(mesh, tdim, owned, pa_cell[:n_owned].astype(np.int32))
-        particles.name = "particles"
+    pa_owned = None if labels.particles is None else labels.particles.ravel()[voxel_of[:n_owned]]
+    phases, particles = cell_tags(mesh, ph_cell[:n_owned], pa_owned)
     facets, areas = facet_tags(mesh, ph_cell, shape, vs, origin)
-    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned],
-                       None if labels.particles is None else pa_cell[:n_owned], vs, areas,
-                       labels)
+    summary = summarise_mesh(comm, mesh, ph_cell[:n_owned], pa_owned, vs, areas, labels)
     summary["volume_um3"] = phase_volumes(mesh, phases)
     return HexMesh(mesh, phases, particles, facets, summary)
 
 
+def cell_tags(mesh, phase_of_cell: np.ndarray, particle_of_cell: np.ndarray | None
+              ) -> tuple:
+    """Cell tags ``phases`` and ``particles`` of the owned cells of a mesh.
+
+    Parameters
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        The mesh.
+    phase_of_cell : numpy.ndarray of int, shape (n_owned,)
+        Phase code of each owned cell, in local cell order.
+    particle_of_cell : numpy.ndarray of int, shape (n_owned,), optional
+        Particle id (0 = none) of each owned cell.
+
+    Returns
+    -------
+    phases : dolfinx.mesh.MeshTags
+        Cell tags named ``phases``.
+    particles : dolfinx.mesh.MeshTags or None
+        Cell tags named ``particles``; None without particle ids.
+    """
+    import dolfinx.mesh as dmesh
+
+    owned = np.arange(len(phase_of_cell), dtype=np.int32)
+    phases = dmesh.meshtags(mesh, 3, owned, np.asarray(phase_of_cell).astype(np.int32))
+    phases.name = "phases"
+    particles = None
+    if particle_of_cell is not None:
+        particles = dmesh.meshtags(mesh, 3, owned,
+                                   np.asarray(particle_of_cell).astype(np.int32))
+        particles.name = "particles"
+    return phases, particles
+
+
 def phase_volumes(mesh, phases) -> dict:
-    """Volume (um3) of each phase integrated over the mesh cells (exact for moved nodes):
-    one assembly of the cell volumes, summed per phase code over the owned cells."""
+    """Volume of each phase integrated over the mesh cells (exact for moved nodes).
+
+    One assembly of the cell volumes, summed per phase code over the owned cells and over
+    the ranks.
+
+    Parameters
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        The mesh (um).
+    phases : dolfinx.mesh.MeshTags
+        Cell tags with phase codes.
+
+    Returns
+    -------
+    dict
+        Phase name to volume (um3), for the phases present.
+    """
     import dolfinx.fem as fem
     import ufl
     from mpi4py import MPI
@@ -368,8 +487,22 @@ def phase_volumes(mesh, phases) -> dict:
 
 
 def facet_areas(mesh, facets: np.ndarray) -> np.ndarray:
-    """Area (um2) of triangle or quadrilateral facets from their vertex coordinates
-    (quadrilaterals in DOLFINx order: half the cross product of the diagonals)."""
+    """Area of triangle or quadrilateral facets from their vertex coordinates.
+
+    Quadrilaterals (DOLFINx vertex order) take half the cross product of the diagonals.
+
+    Parameters
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        The mesh (um).
+    facets : numpy.ndarray of int, shape (n,)
+        Local facet indices.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        Areas (um2).
+    """
     import dolfinx.mesh as dmesh
 
     if facets.size == 0:
@@ -384,7 +517,26 @@ def facet_areas(mesh, facets: np.ndarray) -> np.ndarray:
 
 
 def facet_tags(mesh, ph_cell: np.ndarray, shape, vs, origin):
-    """Facet tags (module notes) of the owned facets and the tagged area (um2) per tag."""
+    """Facet tags (module notes) of the owned facets and the tagged area per tag.
+
+    Parameters
+    ----------
+    mesh : dolfinx.mesh.Mesh
+        The mesh (um).
+    ph_cell : numpy.ndarray of int, shape (n_local,)
+        Phase code of every local cell, owned and ghost.
+    shape : (int, int, int)
+        Shape (z, y, x) of the labels the mesh covers.
+    vs, origin : numpy.ndarray, shape (3,)
+        Voxel size and first voxel centre (z, y, x; um), which place the box faces.
+
+    Returns
+    -------
+    facets : dolfinx.mesh.MeshTags
+        Facet tags named ``facets`` (:data:`FACET`).
+    stats : (numpy.ndarray, numpy.ndarray)
+        Per tag value on this rank: the facet count and the area (um2).
+    """
     import dolfinx.mesh as dmesh
 
     top = mesh.topology
@@ -417,7 +569,7 @@ def facet_tags(mesh, ph_cell: np.ndarray, shape, vs, origin):
         return (np.isin(a, set1) & np.isin(b, set2)) | (np.isin(b, set1) & np.isin(a, set2))
 
     values[both[pair(PARTICLE_PHASES, MATRIX_PHASES)]] = FACET["si_interface"]
-    values[both[pair((PHASE["copper"],), ANODE_PHASES)]] = FACET["cu_interface"]
+    values[both[pair((PHASE["copper"],), ELECTRODE_PHASES)]] = FACET["cu_interface"]
     values[both[pair((PHASE["separator"],), ELECTRODE_SOLIDS)]] = FACET["separator_interface"]
     tagged = np.flatnonzero(values).astype(np.int32)
     facets = dmesh.meshtags(mesh, 2, tagged, values[tagged])
@@ -438,6 +590,30 @@ def _allsum(comm, a: np.ndarray) -> np.ndarray:
 
 def summarise_mesh(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.ndarray,
              facet_stats: tuple, labels: Labels) -> dict:
+    """Summary numbers of a mesh shared by the routes (``summary.json``).
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        Communicator of the mesh.
+    mesh : dolfinx.mesh.Mesh
+        The mesh.
+    ph, pa : numpy.ndarray of int, shape (n_owned,)
+        Phase code and particle id (or None) of the owned cells.
+    vs : numpy.ndarray, shape (3,)
+        Voxel size (z, y, x; um) of one cell of the voxel route.
+    facet_stats : (numpy.ndarray, numpy.ndarray)
+        Per-rank facet count and area (um2) per tag (:func:`facet_tags`).
+    labels : Labels
+        The labels meshed (their voxel volumes and particle count are recorded).
+
+    Returns
+    -------
+    dict
+        ``cells``, ``vertices``, ``cell_volume_um3``, ``volume_um3`` and ``voxel_volume_um3``
+        per phase, ``facets`` and ``area_um2`` per tag, ``jacobian`` range (um3) and, with
+        particles, their count and volumes.
+    """
     cell_volume = float(np.prod(vs))
     counts = _allsum(comm, np.bincount(ph, minlength=len(PHASE)))
     fc = _allsum(comm, facet_stats[0])
@@ -468,9 +644,37 @@ def summarise_mesh(comm, mesh, ph: np.ndarray, pa: np.ndarray | None, vs: np.nda
 
 def voxel_mesh(comm, labels: Labels, coarsen_by: int = 1, drop_phases: tuple = (),
                min_speck_voxels: int = 0, smooth: int = 0, partition: str = "slab") -> HexMesh:
-    """Coarsen, clean, optionally smooth (``smooth`` Taubin passes of the interfaces, see
-    :mod:`anodetwin.mesh.smooth`) and mesh ``labels`` (the voxel route); the summary records
-    the parameters, the planes cut by coarsening, the specks changed and the time."""
+    """The voxel route: coarsen, clean, optionally smooth and mesh labels as hexahedra.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        Communicator of the mesh.
+    labels : Labels
+        Phases and optional particle ids; every rank holds them.
+    coarsen_by : int
+        Majority coarsening factor (:func:`coarsen`).
+    drop_phases : tuple of int
+        Phase codes left out of the mesh (their walls get ``pore_surface``).
+    min_speck_voxels : int
+        Pieces of a phase smaller than this take the phase around them (:func:`remove_specks`).
+    smooth : int
+        Taubin passes of the interfaces (:mod:`anodetwin.mesh.smooth`); 0: none.
+    partition : {"slab", "graph"}
+        Cell distribution (:func:`hex_mesh`).
+
+    Returns
+    -------
+    HexMesh
+        The summary records the parameters, the planes cut by coarsening, the specks changed
+        and the time.
+
+    Raises
+    ------
+    ParameterError
+        For unknown drop phases, a bad coarsening factor, partition or smoothing parameters,
+        or when every voxel is dropped.
+    """
     import time
 
     from anodetwin.mesh.smooth import corner_jacobians, smooth_interfaces

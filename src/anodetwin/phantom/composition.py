@@ -93,6 +93,13 @@ class Composition:
     component_volume_fractions: dict
 
     def to_dict(self) -> dict:
+        """The composition as a plain dict (field name to value), e.g. for JSON.
+
+        Returns
+        -------
+        dict
+            Every field; ``component_volume_fractions`` stays a dict of fractions.
+        """
         return asdict(self)
 
 

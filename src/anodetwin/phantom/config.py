@@ -1,6 +1,12 @@
 """Phantom configuration: dataclasses with defaults from the reference experiment, TOML
 loading and validation (every check runs before any voxel is made).
 
+A TOML table becomes its section through :func:`anodetwin.io.tomlfile.build_dataclass`
+(unknown keys and values of the wrong kind are refused there, naming ``[section] key``);
+each numeric field declares its bounds where it is defined (positive, >= 0, a share up to
+an upper limit, a 16-bit grey value) and :func:`validate` checks them with the relations
+between the values.
+
 A configuration file mirrors the sections below; every key is optional::
 
     seed = 1
@@ -37,15 +43,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from anodetwin.errors import InputNotFoundError, ParameterError
+from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml
 from anodetwin.phantom.composition import Recipe, electrode_composition
 
 __all__ = ["Geometry", "Particles", "Separator", "Render", "Series", "PhantomConfig",
-           "load_config", "config_from_dict", "soc_from_protocol", "MAX_SI_FRACTION",
-           "LITHIATION_MODES"]
+           "load_config", "config_from_dict", "validate", "soc_from_protocol",
+           "MAX_SI_FRACTION", "LITHIATION_MODES"]
 
 #: Lithiation modes: a sharp front moving inward, or pathways along planar defect bands.
 LITHIATION_MODES = ("core-shell", "network")
@@ -54,15 +62,72 @@ LITHIATION_MODES = ("core-shell", "network")
 MAX_SI_FRACTION = 0.68
 
 
+def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} is {value!r}, not a number", "give a number") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ParameterError(f"{name} is {value}", "give a positive value"
+                             if not allow_zero else "give a value >= 0")
+    return v
+
+
+def _fraction(value: Any, name: str, upper: float = 1.0) -> float:
+    v = _positive(value, name, allow_zero=True)
+    if v > upper:
+        raise ParameterError(f"{name} is {value}", f"give a value in [0, {upper}]")
+    return v
+
+
+def _grey(value: Any, name: str) -> float:
+    v = _positive(value, name, allow_zero=True)
+    if v > 65535:
+        raise ParameterError(f"{name} is {v}", "give a 16-bit grey value <= 65535")
+    return v
+
+
+# Fields with their bounds, checked by validate() (the check is the field's metadata).
+
+def _over_zero(default: float) -> Any:
+    return field(default=default, metadata={"check": _positive})
+
+
+def _from_zero(default: float) -> Any:
+    return field(default=default, metadata={"check": partial(_positive, allow_zero=True)})
+
+
+def _share(default: float, upper: float = 1.0) -> Any:
+    return field(default=default, metadata={"check": partial(_fraction, upper=upper)})
+
+
+def _grey_value(default: float) -> Any:
+    return field(default=default, metadata={"check": _grey})
+
+
 @dataclass(frozen=True)
 class Geometry:
-    """Grid and layers (um)."""
+    """Grid and layers, all in um.
 
-    voxel_size_um: float = 0.2
-    lateral_um: float = 20.0
-    cu_thickness_um: float = 2.0
-    separator_thickness_um: float = 6.0
-    headroom_um: float | str = "auto"
+    Attributes
+    ----------
+    voxel_size_um : float
+        Isotropic voxel size (> 0).
+    lateral_um : float
+        y and x extent of the patch (at least 8 voxels).
+    cu_thickness_um : float
+        Copper foil at the bottom (z = 0), >= 0.
+    separator_thickness_um : float
+        Separator above the electrode (> 0).
+    headroom_um : float or "auto"
+        Empty room above the separator; ``"auto"``: enough for the swelling electrode.
+    """
+
+    voxel_size_um: float = _over_zero(0.2)
+    lateral_um: float = _over_zero(20.0)
+    cu_thickness_um: float = _from_zero(2.0)
+    separator_thickness_um: float = _over_zero(6.0)
+    headroom_um: float | str = "auto"  # "auto": room for the swelling electrode
 
 
 @dataclass(frozen=True)
@@ -74,57 +139,84 @@ class Particles:
     fraction of the radius) neighbours may interpenetrate: calendered contacts.
     """
 
-    median_diameter_um: float = 5.0
-    sigma_ln: float = 0.35
-    min_diameter_um: float = 1.5
-    max_diameter_um: float = 12.0
+    median_diameter_um: float = _over_zero(5.0)
+    sigma_ln: float = _from_zero(0.35)
+    min_diameter_um: float = _over_zero(1.5)
+    max_diameter_um: float = _over_zero(12.0)
     shape: str = "irregular"
-    aspect_spread: float = 0.15
-    roughness: float = 0.12
-    max_overlap: float = 0.25
-    cracked_fraction: float = 0.1
-    crack_zone_um: float = 6.0
-    crack_width_um: float = 0.3
+    aspect_spread: float = _share(0.15, 0.5)
+    roughness: float = _share(0.12, 0.4)
+    max_overlap: float = _share(0.25, 0.5)
+    cracked_fraction: float = _share(0.1)
+    crack_zone_um: float = _over_zero(6.0)
+    crack_width_um: float = _over_zero(0.3)
 
 
 @dataclass(frozen=True)
 class Separator:
-    """Porous polymer separator above the anode."""
+    """Porous polymer separator above the anode: a smoothed random field, elongated along y
+    (the fibrils), thresholded at the porosity.
 
-    porosity: float = 0.45
-    fibre_length_um: float = 2.0
-    fibre_width_um: float = 0.4
+    Attributes
+    ----------
+    porosity : float
+        Pore volume fraction, in [0, 0.95].
+    fibre_length_um, fibre_width_um : float
+        Fibril length (along y) and width (along z and x) of the field: twice its
+        smoothing lengths (um, > 0).
+    """
+
+    porosity: float = _share(0.45, 0.95)
+    fibre_length_um: float = _over_zero(2.0)
+    fibre_width_um: float = _over_zero(0.4)
 
 
 @dataclass(frozen=True)
 class Render:
-    """Tomogram rendering (16-bit grey values mimicking phase-contrast holotomography)."""
+    """Tomogram rendering: 16-bit grey values mimicking phase-contrast holotomography.
 
-    grey_pore: float = 12000.0
-    grey_cbd: float = 15000.0
-    grey_si: float = 30000.0
-    grey_lithiated: float = 16500.0
-    grey_copper: float = 50000.0
-    grey_separator: float = 13500.0
-    resolution_fwhm_um: float = 0.3
-    snr: float = 8.0
-    fringe: float = 0.3
-    cu_streak_amplitude: float = 3000.0
-    cu_streak_decay_um: float = 2.0
+    Attributes
+    ----------
+    grey_pore, grey_cbd, grey_si, grey_lithiated, grey_copper, grey_separator : float
+        Mean grey value of each phase, in [0, 65535].
+    resolution_fwhm_um : float
+        Full width at half maximum of the point spread function (um, > 0).
+    snr : float
+        Signal-to-noise ratio of the Si/pore contrast (> 0).
+    fringe : float
+        Strength of the phase-contrast edge fringes (>= 0).
+    cu_streak_amplitude : float
+        Grey amplitude of the streaks above the copper foil (>= 0).
+    cu_streak_decay_um : float
+        Decay length of those streaks (um, > 0).
+    """
+
+    grey_pore: float = _grey_value(12000.0)
+    grey_cbd: float = _grey_value(15000.0)
+    grey_si: float = _grey_value(30000.0)
+    grey_lithiated: float = _grey_value(16500.0)
+    grey_copper: float = _grey_value(50000.0)
+    grey_separator: float = _grey_value(13500.0)
+    resolution_fwhm_um: float = _over_zero(0.3)
+    snr: float = _over_zero(8.0)
+    fringe: float = _from_zero(0.3)
+    cu_streak_amplitude: float = _from_zero(3000.0)
+    cu_streak_decay_um: float = _over_zero(2.0)
 
 
 @dataclass(frozen=True)
 class Series:
     """In situ series: states of charge, lithiation and deformation."""
 
-    soc: tuple = (0.0, 0.12, 0.25, 0.5, 0.62, 0.74, 0.85)
-    protocol: tuple = ()
+    soc: tuple[float, ...] = (0.0, 0.12, 0.25, 0.5, 0.62, 0.74, 0.85)
+    protocol: tuple[dict, ...] = ()
     reaction_profile: str = "separator"
-    penetration_depth_um: float = 10.0
-    modes: dict = field(default_factory=lambda: {"network": 0.9, "core-shell": 0.1})
+    penetration_depth_um: float = _over_zero(10.0)
+    modes: dict[str, float] = field(default_factory=lambda: {"network": 0.9,
+                                                             "core-shell": 0.1})
     defect_bands: int = 3
-    beta: float = 2.8
-    pore_absorption: float = 0.1
+    beta: float = _over_zero(2.8)
+    pore_absorption: float = _share(0.1)
     displacement_file: str | None = None
     double_scan: bool = True
 
@@ -142,6 +234,7 @@ class PhantomConfig:
     series: Series = field(default_factory=Series)
 
     def to_dict(self) -> dict:
+        """The configuration as nested dicts (every field, defaults included)."""
         return dataclasses.asdict(self)
 
     def socs(self) -> list[float]:
@@ -149,10 +242,6 @@ class PhantomConfig:
         if self.series.protocol:
             return soc_from_protocol(list(self.series.protocol))
         return [float(s) for s in self.series.soc]
-
-
-_SECTIONS = {"geometry": Geometry, "composition": Recipe, "particles": Particles,
-             "separator": Separator, "render": Render, "series": Series}
 
 
 def soc_from_protocol(segments: list[dict]) -> list[float]:
@@ -201,77 +290,92 @@ def soc_from_protocol(segments: list[dict]) -> list[float]:
     return out
 
 
-def _build(cls: type, data: dict, section: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ParameterError(f"config [{section}] has unknown key '{unknown[0]}'",
-                             f"use one of: {', '.join(sorted(names))}")
-    kw = {}
-    for k, v in data.items():
-        kw[k] = tuple(v) if isinstance(v, list) else v
-    base = cls()
-    for f in dataclasses.fields(cls):  # keep dict defaults merged (weight fractions etc.)
-        if isinstance(getattr(base, f.name), dict) and isinstance(kw.get(f.name), dict):
-            kw[f.name] = dict(kw[f.name])
-    return cls(**kw)
-
-
 def config_from_dict(data: dict, seed: int | None = None) -> PhantomConfig:
-    """Build and validate a :class:`PhantomConfig` from a dict (e.g. parsed TOML)."""
-    data = dict(data)
-    unknown = sorted(set(data) - set(_SECTIONS) - {"seed"})
-    if unknown:
-        raise ParameterError(f"config has unknown section or key '{unknown[0]}'",
-                             f"use seed and the sections {', '.join(_SECTIONS)}")
-    kw: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        sec = data.get(name, {})
-        if not isinstance(sec, dict):
-            raise ParameterError(f"config [{name}] is not a table", f"write it as [{name}]")
-        kw[name] = _build(cls, sec, name)
-    s = data.get("seed", 0) if seed is None else seed
-    if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63:
-        raise ParameterError(f"seed {s!r} is not an integer in 0 .. 2^63 - 1",
+    """Build and validate a phantom configuration.
+
+    Parameters
+    ----------
+    data : dict
+        The sections (module notes), e.g. a parsed TOML file; every key is optional.
+    seed : int, optional
+        Overrides ``data["seed"]``.
+
+    Returns
+    -------
+    PhantomConfig
+        The checked configuration.
+
+    Raises
+    ------
+    ParameterError
+        An unknown section or key, a value of the wrong kind (named ``[section] key``), or a
+        value outside its physical bounds (:func:`validate`).
+    """
+    if seed is not None:
+        data = {**data, "seed": seed}
+    cfg = build_dataclass(PhantomConfig, data)
+    if not 0 <= cfg.seed < 2**63:
+        raise ParameterError(f"seed {cfg.seed!r} is not an integer in 0 .. 2^63 - 1",
                              "give e.g. seed = 1")
-    cfg = PhantomConfig(seed=s, **kw)
     validate(cfg)
     return cfg
 
 
 def load_config(path: str | Path | None = None, seed: int | None = None) -> PhantomConfig:
-    """Read a TOML phantom configuration (None: all defaults) and validate it."""
+    """Read a TOML phantom configuration and validate it.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The TOML file (module notes); None: all defaults.
+    seed : int, optional
+        The seed, instead of the file's.
+
+    Returns
+    -------
+    PhantomConfig
+        :func:`config_from_dict` of the file's content.
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        A missing file, invalid TOML.
+    ParameterError
+        As :func:`config_from_dict`.
+    """
     if path is None:
         return config_from_dict({}, seed)
-    from anodetwin.io import read_toml
-
-    return config_from_dict(read_toml(path, "phantom config"), seed)
-
-
-def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} is {value!r}, not a number", "give a number") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ParameterError(f"{name} is {value}", "give a positive value"
-                             if not allow_zero else "give a value >= 0")
-    return v
+    data = read_toml(path, "phantom config")
+    with in_file(path):
+        return config_from_dict(data, seed)
 
 
-def _fraction(value: Any, name: str, upper: float = 1.0) -> float:
-    v = _positive(value, name, allow_zero=True)
-    if v > upper:
-        raise ParameterError(f"{name} is {value}", f"give a value in [0, {upper}]")
-    return v
+def _check_fields(section: Any, name: str) -> None:
+    """The bounds of a section's fields (their ``check`` metadata)."""
+    for f in dataclasses.fields(section):
+        if "check" in f.metadata:
+            f.metadata["check"](getattr(section, f.name), f"{name}.{f.name}")
 
 
 def validate(cfg: PhantomConfig) -> None:
-    """Check a configuration; raises :class:`ParameterError` with a one-line message."""
-    g, p, s, r, se = cfg.geometry, cfg.particles, cfg.series, cfg.render, cfg.separator
-    for name in ("voxel_size_um", "lateral_um", "separator_thickness_um"):
-        _positive(getattr(g, name), f"geometry.{name}")
-    _positive(g.cu_thickness_um, "geometry.cu_thickness_um", allow_zero=True)
+    """Check a configuration: every bound and every relation between its values.
+
+    Parameters
+    ----------
+    cfg : PhantomConfig
+        The configuration (e.g. built in Python).
+
+    Raises
+    ------
+    ParameterError
+        A value outside its bounds or an impossible combination, in one line naming
+        ``section.key``.
+    InputNotFoundError
+        ``series.displacement_file`` does not exist.
+    """
+    g, p, s = cfg.geometry, cfg.particles, cfg.series
+    for name in ("geometry", "particles", "separator", "render", "series"):
+        _check_fields(getattr(cfg, name), name)
     if g.headroom_um != "auto":
         _positive(g.headroom_um, "geometry.headroom_um", allow_zero=True)
     if g.lateral_um / g.voxel_size_um < 8:
@@ -282,10 +386,6 @@ def validate(cfg: PhantomConfig) -> None:
         raise ParameterError(
             f"Si volume fraction {comp.si_fraction:.3f} is above the reachable packing density "
             f"{MAX_SI_FRACTION}", "lower the loading or raise the thickness")
-    for name in ("median_diameter_um", "min_diameter_um", "max_diameter_um", "crack_zone_um",
-                 "crack_width_um"):
-        _positive(getattr(p, name), f"particles.{name}")
-    _positive(p.sigma_ln, "particles.sigma_ln", allow_zero=True)
     if not p.min_diameter_um <= p.median_diameter_um <= p.max_diameter_um:
         raise ParameterError(
             f"particles.median_diameter_um {p.median_diameter_um} is outside "
@@ -301,23 +401,6 @@ def validate(cfg: PhantomConfig) -> None:
     if p.shape not in ("sphere", "ellipsoid", "irregular"):
         raise ParameterError(f"particles.shape {p.shape!r} is unknown",
                              "use 'sphere', 'ellipsoid' or 'irregular'")
-    _fraction(p.aspect_spread, "particles.aspect_spread", 0.5)
-    _fraction(p.roughness, "particles.roughness", 0.4)
-    _fraction(p.max_overlap, "particles.max_overlap", 0.5)
-    _fraction(p.cracked_fraction, "particles.cracked_fraction")
-    _fraction(se.porosity, "separator.porosity", 0.95)
-    _positive(se.fibre_length_um, "separator.fibre_length_um")
-    _positive(se.fibre_width_um, "separator.fibre_width_um")
-    for name in ("resolution_fwhm_um", "snr"):
-        _positive(getattr(r, name), f"render.{name}")
-    for name in ("grey_pore", "grey_cbd", "grey_si", "grey_lithiated", "grey_copper",
-                 "grey_separator"):
-        v = _positive(getattr(r, name), f"render.{name}", allow_zero=True)
-        if v > 65535:
-            raise ParameterError(f"render.{name} is {v}", "give a 16-bit grey value <= 65535")
-    _positive(r.fringe, "render.fringe", allow_zero=True)
-    _positive(r.cu_streak_amplitude, "render.cu_streak_amplitude", allow_zero=True)
-    _positive(r.cu_streak_decay_um, "render.cu_streak_decay_um")
     socs = cfg.socs()
     if len(socs) < 1:
         raise ParameterError("series.soc is empty", "give at least T0, e.g. soc = [0.0, 0.5]")
@@ -326,7 +409,6 @@ def validate(cfg: PhantomConfig) -> None:
     if s.reaction_profile not in ("uniform", "separator"):
         raise ParameterError(f"series.reaction_profile {s.reaction_profile!r} is unknown",
                              "use 'uniform' or 'separator'")
-    _positive(s.penetration_depth_um, "series.penetration_depth_um")
     if not isinstance(s.modes, dict) or not s.modes:
         raise ParameterError("series.modes is not a table of fractions",
                              "write modes = {network = 0.9, core-shell = 0.1}")
@@ -341,7 +423,5 @@ def validate(cfg: PhantomConfig) -> None:
     if not isinstance(s.defect_bands, int) or s.defect_bands < 1:
         raise ParameterError(f"series.defect_bands is {s.defect_bands!r}",
                              "give an integer >= 1")
-    _positive(s.beta, "series.beta")
-    _fraction(s.pore_absorption, "series.pore_absorption")
     if s.displacement_file is not None and not Path(s.displacement_file).is_file():
         raise InputNotFoundError(s.displacement_file, "series.displacement_file")

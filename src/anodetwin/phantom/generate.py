@@ -42,7 +42,7 @@ from anodetwin.log import get_logger, progress_bar
 from anodetwin.phantom.config import LITHIATION_MODES, PhantomConfig
 from anodetwin.phantom.microstructure import PHASE, Microstructure, make_microstructure
 from anodetwin.phantom.render import add_noise, clean_image, noise_sigma
-from anodetwin.kinematics import inverse_coordinates, sample_nearest, strain_fields
+from anodetwin.kinematics import inverse_coordinates, sample_nearest
 from anodetwin.phantom.series import (
     StepTruth,
     lithiated_mask,
@@ -51,6 +51,7 @@ from anodetwin.phantom.series import (
     particle_theta,
     swelling_displacement,
 )
+from anodetwin.strain import strain_fields
 
 __all__ = ["SeriesResult", "generate_series", "FORMAT", "FORMAT_VERSION"]
 
@@ -136,7 +137,7 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
     cfg : PhantomConfig
         Validated configuration (see :func:`anodetwin.phantom.load_config`).
     out : path-like
-        Output ``.h5`` file.
+        Output ``.h5`` file (layout in the module notes).
     tiff_dir : path-like, optional
         Also export every step's tomogram as ``T<n>.tif`` (with voxel size) there.
     progress : bool
@@ -145,6 +146,13 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
     Returns
     -------
     SeriesResult
+        What was written: path, grid shape (z, y, x), voxel size (um), steps, particles,
+        the protocol table and the TIFF paths.
+
+    Raises
+    ------
+    ParameterError, ShapeMismatchError
+        An external displacement file without a step or on another grid.
     """
     import h5py
 
@@ -152,8 +160,6 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
     rng = np.random.default_rng(cfg.seed)
     socs = cfg.socs()
     ms = make_microstructure(cfg, rng)
-    v = ms.voxel_size_um
-    shape = ms.phases.shape
     modes = particle_modes(cfg, len(ms.table), rng)
     score = lithiation_scores(ms, modes, cfg, rng)
     inputs = [input_record(cfg.series.displacement_file)] if cfg.series.displacement_file else []
@@ -163,59 +169,79 @@ def generate_series(cfg: PhantomConfig, out: str | os.PathLike, tiff_dir: str | 
                                        ("thickness_um", "f8")])
     tiffs: list[Path] = []
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update({
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "voxel_size_um": [v, v, v], "origin_um": [0.0, 0.0, 0.0], "seed": cfg.seed,
-            "n_steps": len(socs),
-            "layers": json.dumps({"copper": ms.layers.cu, "anode": ms.layers.anode,
-                                  "separator": ms.layers.separator}),
-            "config": json.dumps(cfg.to_dict(), default=str),
-            "composition": json.dumps(ms.composition.to_dict()),
-            "noise_sigma": noise_sigma(cfg.render),
-            "provenance": json.dumps(prov, default=str),
-        })
+        f.attrs.update(_file_attrs(cfg, ms, len(socs), prov))
         pt = f.create_dataset("particles", data=table)
         pt.attrs["mode_names"] = json.dumps(list(LITHIATION_MODES))
         with progress_bar("phantom series", total=len(socs), enabled=progress,
                           min_total=0) as advance:
             for n, soc in enumerate(socs):
-                truth, phases0, coords = _step_truth(ms, cfg, score, n, soc)
-                clean = clean_image(phases0, cfg.render, v, ms.layers.cu[1], cfg.seed,
-                                    coords=None if n == 0 else coords)
-                scan = add_noise(clean, cfg.render, np.random.default_rng([cfg.seed, n, 0]))
-                g = f.create_group(f"steps/T{n}")
-                g.attrs.update({"step": n, "soc": soc, "theta_mean": truth.theta_mean,
-                                "thickness_um": truth.thickness_um})
-                d = g.create_dataset("tomogram", data=scan, chunks=_chunks(shape))
-                d.attrs["voxel_size_um"] = [v, v, v]
-                d.attrs["element_size_um"] = [v, v, v]
-                for name in ("phases", "particles"):  # with their voxel: readable alone
-                    d = g.create_dataset(name, data=getattr(truth, name),
-                                         chunks=_chunks(shape), **_LZF)
-                    d.attrs["voxel_size_um"] = [v, v, v]
-                g.create_dataset("displacement_um", data=truth.displacement,
-                                 chunks=(1,) + _chunks(shape), **_LZF)
-                for name, arr in strain_fields(truth.displacement, v).items():
-                    g.create_dataset(f"strain/{name}", data=arr, chunks=_chunks(shape), **_LZF)
-                g.create_dataset("lithiated", data=truth.lithiated.view(np.uint8),
-                                 chunks=_chunks(shape), **_LZF)
-                g.create_dataset("theta", data=truth.theta)
-                g.create_dataset("core_volume_um3", data=truth.core_volume_um3)
+                truth, clean, scan = _write_step(f, ms, cfg, score, n, soc)
                 proto[n] = (n, soc, truth.theta_mean, truth.thickness_um)
                 if n == len(socs) - 1 and cfg.series.double_scan:
-                    b = add_noise(clean, cfg.render, np.random.default_rng([cfg.seed, n, 1]))
-                    ds = f.create_dataset("double_scan/tomogram_b", data=b, chunks=_chunks(shape))
-                    ds.attrs["step"] = n
-                    ds.attrs["voxel_size_um"] = [v, v, v]
+                    _write_double_scan(f, clean, cfg, n, ms.voxel_size_um)
                 if tiff_dir is not None:
                     Path(tiff_dir).mkdir(parents=True, exist_ok=True)
-                    tiffs.append(write_volume(Path(tiff_dir) / f"T{n}.tif", Volume(scan, v),
-                                              provenance=prov))
+                    tiffs.append(write_volume(Path(tiff_dir) / f"T{n}.tif",
+                                              Volume(scan, ms.voxel_size_um), provenance=prov))
                 log.info("T%d: SoC %.2f, theta %.3f, thickness %.2f um", n, soc,
                          truth.theta_mean, truth.thickness_um)
                 advance(1)
         f.create_dataset("protocol", data=proto)
-    return SeriesResult(out, shape, v, len(socs), len(table), proto, tuple(tiffs))
+    return SeriesResult(out, ms.phases.shape, ms.voxel_size_um, len(socs), len(table), proto,
+                        tuple(tiffs))
+
+
+def _file_attrs(cfg: PhantomConfig, ms: Microstructure, n_steps: int, prov: dict) -> dict:
+    """Attributes of the file's root (module notes)."""
+    v = ms.voxel_size_um
+    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "voxel_size_um": [v, v, v], "origin_um": [0.0, 0.0, 0.0], "seed": cfg.seed,
+            "n_steps": n_steps,
+            "layers": json.dumps({"copper": ms.layers.cu, "anode": ms.layers.anode,
+                                  "separator": ms.layers.separator}),
+            "config": json.dumps(cfg.to_dict(), default=str),
+            "composition": json.dumps(ms.composition.to_dict()),
+            "noise_sigma": noise_sigma(cfg.render),
+            "provenance": json.dumps(prov, default=str)}
+
+
+def _write_step(f, ms: Microstructure, cfg: PhantomConfig, score: np.ndarray, n: int,
+                soc: float) -> tuple[StepTruth, np.ndarray, np.ndarray]:
+    """Compute, render and write step ``n`` (group ``steps/T<n>``); returns its truth, the
+    noise-free image and the scan."""
+    v = ms.voxel_size_um
+    shape = ms.phases.shape
+    truth, phases0, coords = _step_truth(ms, cfg, score, n, soc)
+    clean = clean_image(phases0, cfg.render, v, ms.layers.cu[1], cfg.seed,
+                        coords=None if n == 0 else coords)
+    scan = add_noise(clean, cfg.render, np.random.default_rng([cfg.seed, n, 0]))
+    g = f.create_group(f"steps/T{n}")
+    g.attrs.update({"step": n, "soc": soc, "theta_mean": truth.theta_mean,
+                    "thickness_um": truth.thickness_um})
+    d = g.create_dataset("tomogram", data=scan, chunks=_chunks(shape))
+    d.attrs["voxel_size_um"] = [v, v, v]
+    d.attrs["element_size_um"] = [v, v, v]
+    for name in ("phases", "particles"):  # with their voxel: readable alone
+        d = g.create_dataset(name, data=getattr(truth, name), chunks=_chunks(shape), **_LZF)
+        d.attrs["voxel_size_um"] = [v, v, v]
+    g.create_dataset("displacement_um", data=truth.displacement,
+                     chunks=(1,) + _chunks(shape), **_LZF)
+    # the truth's strain: the one strain operator on the voxel grid
+    for name, arr in strain_fields(truth.displacement, v).items():
+        g.create_dataset(f"strain/{name}", data=arr, chunks=_chunks(shape), **_LZF)
+    g.create_dataset("lithiated", data=truth.lithiated.view(np.uint8),
+                     chunks=_chunks(shape), **_LZF)
+    g.create_dataset("theta", data=truth.theta)
+    g.create_dataset("core_volume_um3", data=truth.core_volume_um3)
+    return truth, clean, scan
+
+
+def _write_double_scan(f, clean: np.ndarray, cfg: PhantomConfig, n: int, v: float) -> None:
+    """A second scan of step ``n`` with independent noise (``double_scan/tomogram_b``)."""
+    b = add_noise(clean, cfg.render, np.random.default_rng([cfg.seed, n, 1]))
+    ds = f.create_dataset("double_scan/tomogram_b", data=b, chunks=_chunks(clean.shape))
+    ds.attrs["step"] = n
+    ds.attrs["voxel_size_um"] = [v, v, v]
 
 
 def _table_with_modes(table: np.ndarray, modes: np.ndarray) -> np.ndarray:

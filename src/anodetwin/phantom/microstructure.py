@@ -31,9 +31,10 @@ from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
 from anodetwin.phantom.composition import Composition, electrode_composition
 from anodetwin.phantom.config import PhantomConfig
+from anodetwin.segment.particles import touching_pairs
 
-__all__ = ["PHASE", "Layers", "Microstructure", "layers_for", "make_microstructure",
-           "particle_table", "touching_pairs"]
+__all__ = ["PHASE", "PARTICLE_DTYPE", "Layers", "Microstructure", "layers_for",
+           "make_microstructure", "phantom_particle_table", "normalised_distance"]
 
 log = get_logger("phantom")
 
@@ -47,7 +48,19 @@ PARTICLE_DTYPE = np.dtype([("id", "i4"), ("centroid_z_um", "f8"), ("centroid_y_u
 
 @dataclass(frozen=True)
 class Layers:
-    """Layer bounds in voxels (z0 inclusive, z1 exclusive) and the grid shape."""
+    """Layer bounds of a phantom grid: the z ranges of the copper foil, the anode coating
+    and the separator, and the grid they divide.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        Grid shape (z, y, x).
+    voxel_size_um : float
+        Isotropic voxel edge (um).
+    cu, anode, separator : (int, int)
+        z range of the copper foil, the anode coating and the separator with its headroom
+        (voxels; z0 inclusive, z1 exclusive).
+    """
 
     shape: tuple[int, int, int]
     voxel_size_um: float
@@ -58,18 +71,20 @@ class Layers:
 
 @dataclass
 class Microstructure:
-    """Labels of the pristine electrode (T0).
+    """Labels of the pristine electrode (T0): the truth the phantom series starts from.
 
     Attributes
     ----------
-    phases : numpy.ndarray of uint8
-        Phase codes (z, y, x).
-    particles : numpy.ndarray of int32
+    phases : numpy.ndarray of uint8, shape (nz, ny, nx)
+        The phase code of each voxel (:data:`anodetwin.phases.PHASE`).
+    particles : numpy.ndarray of int32, shape (nz, ny, nx)
         Particle instance ids (0 = none).
     table : numpy.ndarray
-        Structured particle table (:data:`PARTICLE_DTYPE`).
+        Structured particle table (:data:`PARTICLE_DTYPE`, :func:`phantom_particle_table`).
     layers : Layers
+        Layer bounds (voxels) and the isotropic voxel edge.
     composition : Composition
+        Volume fractions and capacities of the coating.
     shape_params : dict
         Per-particle geometry (centre, axes, rotation, roughness coefficients) used to
         rasterise the bodies; needed for lithiation fronts.
@@ -84,11 +99,24 @@ class Microstructure:
 
     @property
     def voxel_size_um(self) -> float:
+        """Isotropic voxel edge (um) of the phantom grid (a phantom's voxels are cubes)."""
         return self.layers.voxel_size_um
 
 
 def layers_for(cfg: PhantomConfig, comp: Composition | None = None) -> Layers:
-    """Grid shape and layer bounds for a configuration."""
+    """Grid shape and layer bounds for a configuration.
+
+    Parameters
+    ----------
+    cfg : PhantomConfig
+        The phantom configuration (geometry, coating thickness, swelling for the headroom).
+    comp : Composition, optional
+        The coating's composition (default: computed from ``cfg.composition``).
+
+    Returns
+    -------
+    Layers
+    """
     g = cfg.geometry
     comp = comp or electrode_composition(cfg.composition)
     v = g.voxel_size_um
@@ -166,7 +194,21 @@ def _body_params(cfg: PhantomConfig, centre: np.ndarray, radius: float,
 
 
 def normalised_distance(params: dict, zyx_um: np.ndarray) -> np.ndarray:
-    """Normalised distance (< 1 inside) of points (..., 3) in um from a particle body."""
+    """Normalised distance of points from a particle body (< 1 inside, 1 on the surface).
+
+    Parameters
+    ----------
+    params : dict
+        Body geometry (``centre``, ``rot``, ``axes``, ``modes``, ``roughness``; um) of
+        :attr:`Microstructure.shape_params`.
+    zyx_um : numpy.ndarray, shape (..., 3)
+        Points (z, y, x; um).
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        The ellipsoidal radius of each point over the body's (rough) surface radius.
+    """
     d = zyx_um - params["centre"]
     local = d @ params["rot"]
     q = np.sqrt(np.sum((local / params["axes"]) ** 2, axis=-1))
@@ -264,38 +306,41 @@ def _place_particles(cfg: PhantomConfig, layers: Layers, comp: Composition,
     return labels, best, params
 
 
-def touching_pairs(particles: np.ndarray) -> np.ndarray:
-    """Unique pairs (a, b), a < b, of particle ids sharing a face (6-connectivity)."""
-    pairs = []
-    for ax in range(3):
-        a = np.moveaxis(particles, ax, 0)
-        p, q = a[:-1], a[1:]
-        m = (p != q) & (p > 0) & (q > 0)
-        if m.any():
-            pairs.append(np.column_stack([np.minimum(p[m], q[m]), np.maximum(p[m], q[m])]))
-    if not pairs:
-        return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(pairs), axis=0)
+def phantom_particle_table(particles: np.ndarray, voxel_size_um: float,
+                           collector_z_um: float, cracked: set[int] | None = None
+                           ) -> np.ndarray:
+    """Truth particle table of a phantom's instance labels (:data:`PARTICLE_DTYPE`).
 
+    Unlike :func:`anodetwin.segment.particles.particle_table` (measured particles, positions
+    from the first voxel centre, surfaces and bounding boxes), positions here are in the
+    phantom's frame, whose origin is the corner of the grid (voxel ``i`` spans ``i v`` to
+    ``(i + 1) v``), and each row carries the cracked flag of the truth.
 
-def particle_table(particles: np.ndarray, voxel_size_um: float, collector_z_um: float,
-                   cracked: set[int] | None = None) -> np.ndarray:
-    """Particle table of an instance label volume.
+    Parameters
+    ----------
+    particles : numpy.ndarray of int
+        Particle ids (0 = none), (z, y, x).
+    voxel_size_um : float
+        Isotropic voxel edge (um).
+    collector_z_um : float
+        Height of the collector surface above the grid's low z face (um).
+    cracked : set of int, optional
+        Ids of the cracked particles.
 
-    Fields: id, centroid (z, y, x; um, voxel centres), volume (um3), volume-equivalent
-    diameter (um), number of touching neighbours, distance of the centroid to the collector
-    surface (um), cracked flag.
+    Returns
+    -------
+    numpy.ndarray
+        One row per particle id present, ascending: id, centroid (z, y, x; um, voxel
+        centres), volume (um3), volume-equivalent diameter (um), number of touching
+        neighbours (sharing a voxel face), centroid height above the collector (um), cracked
+        flag.
     """
     v = voxel_size_um
     ids = np.unique(particles)
     ids = ids[ids > 0]
     n = int(particles.max()) + 1 if particles.size else 1
-    counts = np.bincount(particles.ravel(), minlength=n)
-    zz, yy, xx = (np.arange(s, dtype=np.float64) for s in particles.shape)
     lab = particles.ravel()
-    cz = np.bincount(lab, weights=np.broadcast_to(zz[:, None, None], particles.shape).ravel(), minlength=n)
-    cy = np.bincount(lab, weights=np.broadcast_to(yy[None, :, None], particles.shape).ravel(), minlength=n)
-    cx = np.bincount(lab, weights=np.broadcast_to(xx[None, None, :], particles.shape).ravel(), minlength=n)
+    counts = np.bincount(lab, minlength=n)
     touch = np.zeros(n, np.int64)
     pairs = touching_pairs(particles)
     if len(pairs):
@@ -304,9 +349,12 @@ def particle_table(particles: np.ndarray, voxel_size_um: float, collector_z_um: 
     t = np.zeros(len(ids), PARTICLE_DTYPE)
     c = counts[ids]
     t["id"] = ids
-    t["centroid_z_um"] = (cz[ids] / c + 0.5) * v
-    t["centroid_y_um"] = (cy[ids] / c + 0.5) * v
-    t["centroid_x_um"] = (cx[ids] / c + 0.5) * v
+    for axis, name in enumerate("zyx"):
+        index = np.arange(particles.shape[axis], dtype=np.float64)
+        index = np.expand_dims(index, [a for a in range(3) if a != axis])
+        sums = np.bincount(lab, weights=np.broadcast_to(index, particles.shape).ravel(),
+                           minlength=n)
+        t[f"centroid_{name}_um"] = (sums[ids] / c + 0.5) * v
     t["volume_um3"] = c * v**3
     t["equivalent_diameter_um"] = np.cbrt(6 * t["volume_um3"] / np.pi)
     t["touching"] = touch[ids]
@@ -370,7 +418,24 @@ def _cbd(si: np.ndarray, pore: np.ndarray, n_target: int, v: float) -> np.ndarra
 
 def make_microstructure(cfg: PhantomConfig, rng: np.random.Generator | None = None
                         ) -> Microstructure:
-    """Generate the pristine electrode labels for ``cfg`` (deterministic given the seed)."""
+    """Generate the pristine electrode labels for a configuration.
+
+    Parameters
+    ----------
+    cfg : PhantomConfig
+        The phantom configuration.
+    rng : numpy.random.Generator, optional
+        Random source (default: seeded by ``cfg.seed``, so the result is deterministic).
+
+    Returns
+    -------
+    Microstructure
+
+    Raises
+    ------
+    NumericalError
+        If the particle packing cannot reach the Si fraction of the composition.
+    """
     rng = rng or np.random.default_rng(cfg.seed)
     comp = electrode_composition(cfg.composition)
     layers = layers_for(cfg, comp)
@@ -390,5 +455,5 @@ def make_microstructure(cfg: PhantomConfig, rng: np.random.Generator | None = No
     an[cbd] = PHASE["cbd"]
     phases[s0:s1][_separator(cfg, layers, rng)] = PHASE["separator"]
     # particle ids are compacted to 1..N after cracks (a crack never removes a whole body)
-    table = particle_table(labels, v, c1 * v, cracked)
+    table = phantom_particle_table(labels, v, c1 * v, cracked)
     return Microstructure(phases, labels, table, layers, comp, params)

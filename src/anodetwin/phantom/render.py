@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from anodetwin.kinematics import sample_linear
 from anodetwin.phantom.config import Render
+from anodetwin.phases import PHASE_CODES, PHASE_NAMES
 
 __all__ = ["grey_lut", "clean_image", "add_noise", "noise_sigma", "FWHM_TO_SIGMA"]
 
@@ -31,13 +32,35 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
 def grey_lut(r: Render) -> np.ndarray:
-    """Grey value per phase code 0..5."""
-    return np.array([r.grey_pore, r.grey_cbd, r.grey_si, r.grey_lithiated, r.grey_copper,
-                     r.grey_separator], np.float32)
+    """Grey value of each phase code, the look-up table of the clean image.
+
+    Parameters
+    ----------
+    r : Render
+        Rendering parameters (``grey_<phase name>``).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (6,)
+        Grey level of phase codes 0..5 (:data:`anodetwin.phases.PHASE_CODES`).
+    """
+    return np.array([getattr(r, f"grey_{PHASE_NAMES[code]}") for code in PHASE_CODES],
+                    np.float32)
 
 
 def noise_sigma(r: Render) -> float:
-    """Noise standard deviation (grey levels) for the configured signal-to-noise ratio."""
+    """Noise standard deviation for the configured signal-to-noise ratio.
+
+    Parameters
+    ----------
+    r : Render
+        Rendering parameters (Si and CBD grey levels, ``snr``).
+
+    Returns
+    -------
+    float
+        ``|grey_si - grey_cbd| / snr`` (grey levels).
+    """
     return abs(r.grey_si - r.grey_cbd) / r.snr
 
 
@@ -75,6 +98,11 @@ def clean_image(phases: np.ndarray, r: Render, voxel_size_um: float, cu_top: int
         (reference grid) is warped by trilinear interpolation, so that interfaces move by
         the exact sub-voxel displacement (partial-volume edges), before the fringes, the
         blur and the streaks of the deformed frame are applied.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (nz, ny, nx)
+        Grey values before noise and rounding.
     """
     mu = grey_lut(r)[phases]
     if coords is not None:
@@ -100,6 +128,21 @@ def clean_image(phases: np.ndarray, r: Render, voxel_size_um: float, cu_top: int
 
 
 def add_noise(clean: np.ndarray, r: Render, rng: np.random.Generator) -> np.ndarray:
-    """A 16-bit scan: clean image + Gaussian noise, rounded and clipped to [0, 65535]."""
+    """A 16-bit scan of a clean image: Gaussian noise added, rounded and clipped.
+
+    Parameters
+    ----------
+    clean : numpy.ndarray of float32, shape (nz, ny, nx)
+        Clean image (:func:`clean_image`).
+    r : Render
+        Rendering parameters (the noise level, :func:`noise_sigma`).
+    rng : numpy.random.Generator
+        Source of the noise (one draw per scan).
+
+    Returns
+    -------
+    numpy.ndarray of uint16, shape (nz, ny, nx)
+        Grey values in [0, 65535].
+    """
     noisy = clean + rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(noise_sigma(r))
     return np.clip(np.rint(noisy), 0, 65535).astype(np.uint16)

@@ -24,14 +24,26 @@ from anodetwin.errors import OutputError
 from anodetwin.io import atomic_write_json
 from anodetwin.phantom.config import PhantomConfig
 from anodetwin.phantom.generate import SeriesResult, generate_series
-from anodetwin.phantom.microstructure import PHASE
+from anodetwin.phases import PHASE
 
 __all__ = ["PhantomOutput", "write_phantom", "phase_fractions"]
 
 
 @dataclass(frozen=True)
 class PhantomOutput:
-    """Paths written by :func:`write_phantom`."""
+    """What :func:`write_phantom` wrote.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The series file (``series.h5``).
+    series : SeriesResult
+        The generated series.
+    summary_path, preview_path : pathlib.Path
+        ``summary.json`` and ``preview.png``.
+    summary : dict
+        The summary's content.
+    """
 
     path: Path
     series: SeriesResult
@@ -41,7 +53,20 @@ class PhantomOutput:
 
 
 def phase_fractions(phases: np.ndarray, z0: int, z1: int) -> dict[str, float]:
-    """Volume fraction of each phase in the planes z0 <= z < z1."""
+    """Volume fraction of each phase in a range of z planes.
+
+    Parameters
+    ----------
+    phases : numpy.ndarray of int, shape (nz, ny, nx)
+        Phase codes.
+    z0, z1 : int
+        The planes z0 <= z < z1.
+
+    Returns
+    -------
+    dict
+        Phase name to volume fraction (0 to 1), every phase of :data:`anodetwin.phases.PHASE`.
+    """
     sub = phases[z0:z1]
     counts = np.bincount(sub.ravel(), minlength=len(PHASE))
     return {name: float(counts[code]) / sub.size for name, code in PHASE.items()}
@@ -88,7 +113,28 @@ def _preview(path: Path, f, n_last: int, layers: dict) -> None:
 
 def write_phantom(cfg: PhantomConfig, out_dir: str | os.PathLike, tiff: bool = False,
                   progress: bool = True) -> PhantomOutput:
-    """Generate the series of ``cfg`` into folder ``out_dir`` with a summary and a preview."""
+    """Generate the series of a configuration into a folder with a summary and a preview.
+
+    Parameters
+    ----------
+    cfg : PhantomConfig
+        The phantom configuration.
+    out_dir : path
+        The folder (created; removed again if the generation fails and it was new).
+    tiff : bool
+        Also write TIFF stacks under ``out_dir/tiff``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    PhantomOutput
+
+    Raises
+    ------
+    OutputError
+        If ``out_dir`` is a file.
+    """
     import h5py
 
     out = Path(out_dir)

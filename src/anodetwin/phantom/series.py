@@ -24,9 +24,9 @@ Per step n with cell state of charge SoC_n:
 
 Truth stored per step: displacement u (z, y, x components, um) and strain at every voxel of
 the reference grid (small strain ``sym(grad u)`` components and volumetric ``det(I + grad
-u) - 1``, gradients by central differences, :func:`anodetwin.kinematics.strain_fields`),
-theta and non-lithiated
-core volume per particle, mean electrode thickness.
+u) - 1``, gradients by central differences: the one strain operator,
+:func:`anodetwin.strain.strain_fields`), theta and non-lithiated core volume per particle,
+mean electrode thickness.
 """
 
 from __future__ import annotations
@@ -61,7 +61,22 @@ class StepTruth:
 
 
 def particle_modes(cfg: PhantomConfig, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Lithiation mode index per particle (into :data:`LITHIATION_MODES`)."""
+    """Lithiation mode of every particle, drawn with the configured probabilities.
+
+    Parameters
+    ----------
+    cfg : PhantomConfig
+        Configuration (``series.modes``: weight per mode name).
+    n : int
+        Number of particles.
+    rng : numpy.random.Generator
+        Random source.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) uint8 index into :data:`LITHIATION_MODES`.
+    """
     names = list(LITHIATION_MODES)
     p = np.array([float(cfg.series.modes.get(m, 0.0)) for m in names])
     return rng.choice(len(names), size=n, p=p / p.sum()).astype(np.uint8)
@@ -69,8 +84,25 @@ def particle_modes(cfg: PhantomConfig, n: int, rng: np.random.Generator) -> np.n
 
 def lithiation_scores(ms: Microstructure, modes: np.ndarray, cfg: PhantomConfig,
                       rng: np.random.Generator) -> np.ndarray:
-    """Per-voxel rank (0..1) inside its particle; voxels with rank >= 1 - theta_p are
-    lithiated at Li content theta_p. Non-particle voxels get NaN."""
+    """Order in which the voxels of every particle lithiate.
+
+    Parameters
+    ----------
+    ms : Microstructure
+        Reference microstructure (particle labels, shapes, table).
+    modes : numpy.ndarray
+        (particles,) mode index per table row (:func:`particle_modes`).
+    cfg : PhantomConfig
+        Configuration (``series.defect_bands`` for the network mode).
+    rng : numpy.random.Generator
+        Random source (defect band orientations and offsets).
+
+    Returns
+    -------
+    numpy.ndarray
+        (z, y, x) float32 rank (0..1) of each voxel inside its particle: voxels with rank
+        >= 1 - theta_p are lithiated at Li content theta_p; NaN outside particles.
+    """
     v = ms.voxel_size_um
     lab = ms.particles
     score = np.full(lab.shape, np.nan, np.float32)
@@ -102,7 +134,28 @@ def lithiation_scores(ms: Microstructure, modes: np.ndarray, cfg: PhantomConfig,
 
 
 def particle_theta(ms: Microstructure, cfg: PhantomConfig, theta_mean: float) -> np.ndarray:
-    """Li content per particle (table order) whose volume-weighted mean is ``theta_mean``."""
+    """Li content per particle whose volume-weighted mean is ``theta_mean``.
+
+    Parameters
+    ----------
+    ms : Microstructure
+        Reference microstructure (particle table, layers).
+    cfg : PhantomConfig
+        Configuration (``series.reaction_profile``, ``series.penetration_depth_um``).
+    theta_mean : float
+        Mean Li content (0..1) of the electrode's Si.
+
+    Returns
+    -------
+    numpy.ndarray
+        (particles,) Li content (0..1) in table order; a particle that would exceed 1 is
+        capped and passes the excess on.
+
+    Raises
+    ------
+    ParameterError
+        When ``theta_mean`` is outside [0, 1].
+    """
     t = ms.table
     vol = t["volume_um3"]
     if cfg.series.reaction_profile == "uniform":
@@ -129,7 +182,22 @@ def particle_theta(ms: Microstructure, cfg: PhantomConfig, theta_mean: float) ->
 
 
 def lithiated_mask(ms: Microstructure, score: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Lithiated voxels (reference frame) for per-particle Li contents ``theta``."""
+    """Lithiated voxels for per-particle Li contents.
+
+    Parameters
+    ----------
+    ms : Microstructure
+        Reference microstructure (particle labels and table).
+    score : numpy.ndarray
+        (z, y, x) ranks from :func:`lithiation_scores`.
+    theta : numpy.ndarray
+        (particles,) Li content per table row.
+
+    Returns
+    -------
+    numpy.ndarray
+        (z, y, x) bool, on the reference grid.
+    """
     n = int(ms.particles.max()) + 1
     th = np.zeros(n, np.float32)
     th[ms.table["id"]] = theta
@@ -140,7 +208,23 @@ def lithiated_mask(ms: Microstructure, score: np.ndarray, theta: np.ndarray) -> 
 
 def swelling_displacement(ms: Microstructure, lith: np.ndarray, cfg: PhantomConfig
                           ) -> np.ndarray:
-    """Axial displacement profile u_z(Z) in um (one value per plane of the reference grid)."""
+    """Axial displacement profile of the swelling electrode.
+
+    Parameters
+    ----------
+    ms : Microstructure
+        Reference microstructure (voxel size, layers).
+    lith : numpy.ndarray
+        (z, y, x) lithiated voxels.
+    cfg : PhantomConfig
+        Configuration (``series.beta``: swelling strain per lithiated fraction,
+        ``series.pore_absorption``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (z,) u_z(Z) in um, one value per plane of the reference grid.
+    """
     v = ms.voxel_size_um
     s = cfg.series
     f = lith.mean(axis=(1, 2)).astype(np.float64)

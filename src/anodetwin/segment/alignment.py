@@ -20,7 +20,25 @@ __all__ = ["collector_slab", "collector_shift", "align"]
 
 
 def collector_slab(volume: np.ndarray, margin: int = 4) -> slice:
-    """z slices holding the copper foil (the dense layer at one face) plus ``margin``."""
+    """z slices holding the copper foil (the dense layer at one face) plus a margin.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray, shape (nz, ny, nx)
+        Grey values (copper brightest).
+    margin : int
+        Slices added on either side of the foil (clipped to the volume).
+
+    Returns
+    -------
+    slice
+        The z range of the foil and its margin.
+
+    Raises
+    ------
+    ParameterError
+        If no copper foil is found at a z face.
+    """
     s = ndimage.gaussian_filter(np.asarray(volume, np.float32), 1.0)
     _, t_cu = thresholds(s)
     face, cu, _ = find_foil(s, t_cu)
@@ -35,9 +53,33 @@ def collector_slab(volume: np.ndarray, margin: int = 4) -> slice:
 
 def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
                     upsample: int = 20) -> np.ndarray:
-    """Translation (z, y, x; voxels) that maps ``ref``'s foil onto ``moving``'s.
+    """Translation that maps ``ref``'s copper foil onto ``moving``'s.
 
-    ``moving`` shifted by minus this (:func:`align`) lies on ``ref``'s grid.
+    ``moving`` shifted by minus this (:func:`align`) lies on ``ref``'s grid. The shift is the
+    phase cross-correlation of the foil slab of ``ref`` with a wider band of ``moving``.
+
+    Parameters
+    ----------
+    ref, moving : numpy.ndarray, shape (nz, ny, nx)
+        Reference and moving grey volumes of one scan geometry.
+    margin : int
+        Slices around the foil taken into the correlation.
+    upsample : int
+        Sub-voxel precision of the correlation (1 / upsample voxels).
+
+    Returns
+    -------
+    numpy.ndarray, shape (3,)
+        Shift (z, y, x) in voxels.
+
+    Raises
+    ------
+    DimensionError
+        If ``ref`` is not 3D.
+    ShapeMismatchError
+        If the volumes differ in shape.
+    ParameterError
+        If ``ref`` has no copper foil.
     """
     from skimage.registration import phase_cross_correlation
 
@@ -58,7 +100,24 @@ def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
 
 
 def align(volume: np.ndarray, shift: np.ndarray, order: int = 1) -> np.ndarray:
-    """``volume`` moved by ``-shift`` (voxels) onto the reference grid (edge values)."""
+    """A volume moved by ``-shift`` onto the reference grid (edge values fill the border).
+
+    Parameters
+    ----------
+    volume : numpy.ndarray, shape (nz, ny, nx)
+        The moving volume (grey values or labels).
+    shift : array_like, shape (3,)
+        Shift (z, y, x) in voxels from :func:`collector_shift`.
+    order : int
+        Spline order of the interpolation for a fractional shift (0 keeps label values); a
+        whole-voxel shift is always a plain move.
+
+    Returns
+    -------
+    numpy.ndarray, shape (nz, ny, nx)
+        The aligned volume: the input dtype for a whole-voxel shift or an integer volume with
+        ``order`` 0, float32 otherwise.
+    """
     s = np.asarray(shift, float)
     v = np.asarray(volume)
     if np.allclose(s, np.round(s)):

@@ -69,6 +69,7 @@ from anodetwin.errors import (CorruptFileError, InputNotFoundError, ParameterErr
                               ShapeMismatchError)
 from anodetwin.io import atomic_path, make_provenance, require_3d, require_finite
 from anodetwin.log import get_logger, progress_bar
+from anodetwin.phases import PHASE_CODES
 
 if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
@@ -86,8 +87,8 @@ __all__ = [
 
 #: Annotation value meaning "not annotated".
 UNLABELLED = 255
-#: Phase codes a classifier may predict (values of :data:`anodetwin.phases.PHASE`).
-KNOWN_CLASSES = (0, 1, 2, 3, 4, 5)
+#: Phase codes a classifier may predict (:data:`anodetwin.phases.PHASE_CODES`).
+KNOWN_CLASSES = PHASE_CODES
 #: Gaussian scales of the features (voxels): Ilastik's default scales.
 DEFAULT_SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)
 #: Value of the ``"format"`` key of a saved model.
@@ -457,10 +458,20 @@ class PixelClassifier:
         return self._run(volume, slab, False, proba=True)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model to ``path`` (joblib, atomically) and return the path.
+        """Write the model atomically (joblib).
 
         The file holds a dict with ``format`` (:data:`FORMAT`), ``format_version``,
         ``classes``, ``sigmas``, ``scale``, ``params``, ``forest`` and ``provenance``.
+
+        Parameters
+        ----------
+        path : path
+            The model file (e.g. ``model.joblib``).
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
         """
         import joblib
         import sklearn
@@ -620,6 +631,104 @@ def _slab_groups(zs: Sequence[int], halo: int, max_len: int) -> list[list[int]]:
     return groups
 
 
+def _check_training_grid(volume: Any, annotations: Any) -> tuple[Any, Any]:
+    """The training volume (3D array-like) and its annotations, checked to share a shape."""
+    volume = _as_volume(volume)
+    if not (hasattr(annotations, "shape") and hasattr(annotations, "__getitem__")):
+        annotations = np.asarray(annotations)
+    if tuple(annotations.shape) != tuple(volume.shape):
+        raise ShapeMismatchError(
+            f"annotations have shape {tuple(annotations.shape)} but the volume has shape "
+            f"{tuple(volume.shape)}",
+            "give annotations on the grid of the volume (a phase code per voxel, 255 where "
+            "not annotated)")
+    return volume, annotations
+
+
+def _annotated_classes(annotations: Any, chosen: Iterable[int], where: str
+                       ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Annotated slices among ``chosen``, their voxel counts per class (n_slices,
+    len(KNOWN_CLASSES)) and the totals per class; at least two classes must be annotated
+    (``where`` names the annotations in the error)."""
+    zs, counts = _scan_annotations(annotations, chosen)
+    totals = counts.sum(axis=0) if len(zs) else np.zeros(len(KNOWN_CLASSES), np.int64)
+    if totals.sum() == 0:
+        raise ParameterError(f"{where} hold no annotated voxels",
+                             "annotate voxels of at least two phases (255 means unlabelled)")
+    present = [c for c, n in zip(KNOWN_CLASSES, totals, strict=True) if n > 0]
+    if len(present) < 2:
+        raise ParameterError(f"{where} hold only class {present[0]}",
+                             "annotate voxels of at least two phases")
+    return zs, counts, totals
+
+
+def _draw_training_ranks(totals: np.ndarray, max_samples_per_class: int, seed: int
+                         ) -> dict[int, np.ndarray]:
+    """Training voxels of each annotated class as sorted ranks within the class (slices in
+    z order, C order within a slice): all of them, or ``max_samples_per_class`` drawn with
+    ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    ranks: dict[int, np.ndarray] = {}
+    for k, c in enumerate(KNOWN_CLASSES):
+        n = int(totals[k])
+        if n == 0:
+            continue
+        if n <= max_samples_per_class:
+            ranks[c] = np.arange(n, dtype=np.int64)
+        else:
+            ranks[c] = np.sort(rng.choice(n, size=max_samples_per_class, replace=False))
+    return ranks
+
+
+def _training_samples(volume: Any, annotations: Any, zs: list[int], counts: np.ndarray,
+                      ranks: dict[int, np.ndarray], sig: tuple[float, ...],
+                      scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors (n, F) and classes (n,) of the drawn training voxels, computing the
+    features slab by slab around the annotated slices."""
+    offsets = np.vstack([np.zeros(len(KNOWN_CLASSES), np.int64), np.cumsum(counts, axis=0)])
+    halo = _halo(max(sig))
+    row = {z: i for i, z in enumerate(zs)}
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for group in _slab_groups(zs, halo, _TRAIN_SLAB):
+        feats = _features(volume, sig, scale, np.asarray(group))
+        for i, z in enumerate(group):
+            a = np.asarray(annotations[z]).ravel()
+            f = feats[i].reshape(-1, feats.shape[-1])
+            for k, c in enumerate(KNOWN_CLASSES):
+                if c not in ranks or counts[row[z], k] == 0:
+                    continue
+                off = offsets[row[z], k]
+                r = ranks[c]
+                sel = r[np.searchsorted(r, off):np.searchsorted(r, off + counts[row[z], k])]
+                if sel.size:
+                    pos = np.flatnonzero(a == c)[sel - off]
+                    xs.append(f[pos])
+                    ys.append(np.full(sel.size, c, dtype=np.uint8))
+        del feats
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _training_record(forest: RandomForestClassifier, max_samples_per_class: int, seed: int,
+                     zs: list[int], totals: np.ndarray, ranks: dict[int, np.ndarray],
+                     volume: Any, sig: tuple[float, ...]) -> dict:
+    """The parameters and training data summary stored with a model (``params``)."""
+    return {
+        "n_estimators": forest.n_estimators,
+        "min_samples_leaf": _MIN_SAMPLES_LEAF,
+        "max_samples_per_class": max_samples_per_class,
+        "seed": int(seed),
+        "slices": [int(z) for z in zs],
+        "annotated_voxels": {str(c): int(n) for c, n in zip(KNOWN_CLASSES, totals, strict=True)
+                             if n > 0},
+        "training_voxels": {str(c): int(len(r)) for c, r in ranks.items()},
+        "volume_shape": [int(n) for n in volume.shape],
+        "volume_dtype": str(np.dtype(volume.dtype)),
+        "scale_percentiles": list(_PERCENTILES),
+        "features": _feature_names(sig),
+    }
+
+
 def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None = None,
                      sigmas: Sequence[float] = DEFAULT_SIGMAS, n_estimators: int = 100,
                      max_samples_per_class: int = 200_000, seed: int = 0,
@@ -673,15 +782,7 @@ def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    volume = _as_volume(volume)
-    if not (hasattr(annotations, "shape") and hasattr(annotations, "__getitem__")):
-        annotations = np.asarray(annotations)
-    if tuple(annotations.shape) != tuple(volume.shape):
-        raise ShapeMismatchError(
-            f"annotations have shape {tuple(annotations.shape)} but the volume has shape "
-            f"{tuple(volume.shape)}",
-            "give annotations on the grid of the volume (a phase code per voxel, 255 where "
-            "not annotated)")
+    volume, annotations = _check_training_grid(volume, annotations)
     sig = _check_sigmas(sigmas)
     n_estimators = _check_positive_int(n_estimators, "n_estimators", "give e.g. 100 trees")
     if n_jobs is not None and n_jobs != -1:
@@ -691,75 +792,19 @@ def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None
         max_samples_per_class, "max_samples_per_class", "give e.g. 200000 voxels")
     nz = int(volume.shape[0])
     chosen = range(nz) if slices is None else _check_slices(slices, nz)
-
-    zs, counts = _scan_annotations(annotations, chosen)
-    totals = counts.sum(axis=0) if len(zs) else np.zeros(len(KNOWN_CLASSES), np.int64)
     where = "annotations" if slices is None else f"the {len(chosen)} given slices of annotations"
-    if totals.sum() == 0:
-        raise ParameterError(f"{where} hold no annotated voxels",
-                             "annotate voxels of at least two phases (255 means unlabelled)")
-    present = [c for c, n in zip(KNOWN_CLASSES, totals, strict=True) if n > 0]
-    if len(present) < 2:
-        raise ParameterError(f"{where} hold only class {present[0]}",
-                             "annotate voxels of at least two phases")
+    zs, counts, totals = _annotated_classes(annotations, chosen, where)
     scale = _robust_range(volume)
-
-    # draw the training voxels as ranks within each class (slices in z order, C order within)
-    rng = np.random.default_rng(seed)
-    ranks: dict[int, np.ndarray] = {}
-    for k, c in enumerate(KNOWN_CLASSES):
-        n = int(totals[k])
-        if n == 0:
-            continue
-        if n <= max_samples_per_class:
-            ranks[c] = np.arange(n, dtype=np.int64)
-        else:
-            ranks[c] = np.sort(rng.choice(n, size=max_samples_per_class, replace=False))
-    offsets = np.vstack([np.zeros(len(KNOWN_CLASSES), np.int64), np.cumsum(counts, axis=0)])
-
-    halo = _halo(max(sig))
-    row = {z: i for i, z in enumerate(zs)}
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    for group in _slab_groups(zs, halo, _TRAIN_SLAB):
-        feats = _features(volume, sig, scale, np.asarray(group))
-        for i, z in enumerate(group):
-            a = np.asarray(annotations[z]).ravel()
-            f = feats[i].reshape(-1, feats.shape[-1])
-            for k, c in enumerate(KNOWN_CLASSES):
-                if c not in ranks or counts[row[z], k] == 0:
-                    continue
-                off = offsets[row[z], k]
-                r = ranks[c]
-                sel = r[np.searchsorted(r, off):np.searchsorted(r, off + counts[row[z], k])]
-                if sel.size:
-                    pos = np.flatnonzero(a == c)[sel - off]
-                    xs.append(f[pos])
-                    ys.append(np.full(sel.size, c, dtype=np.uint8))
-        del feats
-    x = np.concatenate(xs)
-    y = np.concatenate(ys)
-    del xs, ys
+    ranks = _draw_training_ranks(totals, max_samples_per_class, seed)
+    x, y = _training_samples(volume, annotations, zs, counts, ranks, sig, scale)
 
     forest = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=_MIN_SAMPLES_LEAF,
                                     random_state=seed, n_jobs=n_jobs)
     _LOG.debug("training random forest: %d voxels, %d features, classes %s",
-               len(y), x.shape[1], present)
+               len(y), x.shape[1], sorted(ranks))
     forest.fit(x, y)
 
-    params = {
-        "n_estimators": n_estimators,
-        "min_samples_leaf": _MIN_SAMPLES_LEAF,
-        "max_samples_per_class": max_samples_per_class,
-        "seed": int(seed),
-        "slices": [int(z) for z in zs],
-        "annotated_voxels": {str(c): int(n) for c, n in zip(KNOWN_CLASSES, totals, strict=True)
-                             if n > 0},
-        "training_voxels": {str(c): int(len(r)) for c, r in ranks.items()},
-        "volume_shape": [int(n) for n in volume.shape],
-        "volume_dtype": str(np.dtype(volume.dtype)),
-        "scale_percentiles": list(_PERCENTILES),
-        "features": _feature_names(sig),
-    }
+    params = _training_record(forest, max_samples_per_class, seed, zs, totals, ranks, volume,
+                              sig)
     return PixelClassifier(classes=tuple(int(c) for c in forest.classes_), sigmas=sig,
                            forest=forest, scale=scale, params=params)

@@ -12,7 +12,23 @@ __all__ = ["dice", "InstanceScore", "instance_score", "overlap_table"]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice coefficient 2|A and B| / (|A| + |B|) of two masks (1 when both are empty)."""
+    """Dice coefficient 2|A and B| / (|A| + |B|) of two masks.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray of bool
+        Masks on one grid.
+
+    Returns
+    -------
+    float
+        Dice coefficient in [0, 1] (1 when both masks are empty).
+
+    Raises
+    ------
+    ShapeMismatchError
+        If the masks differ in shape.
+    """
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     if a.shape != b.shape:
         raise ShapeMismatchError(f"masks of shapes {a.shape} and {b.shape}",
@@ -22,7 +38,19 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def overlap_table(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (id_a, id_b) of overlapping non-zero labels and their voxel counts."""
+    """Pairs of overlapping non-zero labels and their voxel counts.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray of int
+        Label volumes on one grid (0 = background).
+
+    Returns
+    -------
+    id_a, id_b, voxels : numpy.ndarray of int64, shape (K,)
+        Each overlapping pair (label of ``a``, label of ``b``) once and its number of shared
+        voxels, in ascending order of the pair.
+    """
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
     sel = (a > 0) & (b > 0)
     if not sel.any():
@@ -35,8 +63,22 @@ def overlap_table(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 @dataclass(frozen=True)
 class InstanceScore:
-    """Instance matching at an IoU threshold: one-to-one matches (IoU > threshold >= 0.5
-    makes matches unique), precision, recall and F1."""
+    """Instance matching at an IoU threshold.
+
+    One-to-one matches (an IoU above a threshold >= 0.5 makes matches unique), precision,
+    recall and F1.
+
+    Attributes
+    ----------
+    matches : int
+        Predicted instances matched to a reference instance.
+    predicted, reference : int
+        Number of predicted and reference instances.
+    precision, recall, f1 : float
+        matches / predicted, matches / reference (1 with none) and their harmonic mean.
+    iou : float
+        The IoU threshold.
+    """
 
     matches: int
     predicted: int
@@ -48,7 +90,24 @@ class InstanceScore:
 
 
 def instance_score(pred: np.ndarray, ref: np.ndarray, iou: float = 0.5) -> InstanceScore:
-    """Score predicted instances against reference instances (0 = background)."""
+    """Score predicted instances against reference instances.
+
+    Parameters
+    ----------
+    pred, ref : numpy.ndarray of int
+        Instance labels on one grid (0 = background).
+    iou : float
+        A pair matches when its intersection over union exceeds this.
+
+    Returns
+    -------
+    InstanceScore
+
+    Raises
+    ------
+    ShapeMismatchError
+        If the volumes differ in shape.
+    """
     p, r = np.asarray(pred), np.asarray(ref)
     if p.shape != r.shape:
         raise ShapeMismatchError(f"instance volumes of shapes {p.shape} and {r.shape}",

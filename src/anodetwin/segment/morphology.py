@@ -25,8 +25,6 @@ Output folder of :func:`write_morphology` (``anodetwin morphology``)::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -37,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from anodetwin.errors import ParameterError
-from anodetwin.io import normalize_voxel_size
+from anodetwin.io import normalise_voxel_size
 from anodetwin.io.agree import input_name, require_series_grid
+from anodetwin.io.table import csv_text
 from anodetwin.phases import PHASE
 from anodetwin.segment.pipeline import Segmentation, read_labels
 
@@ -54,8 +53,24 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
     """Morphology numbers of one segmented step (module notes); ``rnl`` is left NaN.
 
     Thickness uses the z voxel size (the thickness axis), volumes the product of the
-    (z, y, x) sizes, particle sizes the table of ``seg`` (um)."""
-    vs = normalize_voxel_size(seg.voxel_size_um, "voxel size")
+    (z, y, x) sizes, particle sizes the table of ``seg`` (um).
+
+    Parameters
+    ----------
+    seg : Segmentation
+        The segmented step.
+    step : int
+        Step index written in the row.
+
+    Returns
+    -------
+    dict
+        One row keyed by :data:`STEP_COLUMNS`: thickness mean and std (um; NaN without a
+        defined column), Si volume (um3) and fractions of the electrode, particle count,
+        d10/d50/d90 of the equivalent diameter (um), edge resolution FWHM (um) and the
+        alignment shift (voxels, z y x).
+    """
+    vs = normalise_voxel_size(seg.voxel_size_um, "voxel size")
     th = (seg.separator_z - seg.collector_z) * vs[0]  # z: the thickness is along z
     if seg.collector_face == "high":
         th = -th
@@ -84,8 +99,21 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
 
 @dataclass
 class SeriesMorphology:
-    """Per-step rows (dicts of STEP_COLUMNS), thickness maps (um), particle tables, tracks
-    and the (z, y, x) voxel size (um) of the series."""
+    """Morphology of a series (:func:`series_morphology`).
+
+    Attributes
+    ----------
+    steps : list of dict
+        One row per step (keys :data:`STEP_COLUMNS`), ``rnl`` filled relative to T0.
+    thickness_maps : list of numpy.ndarray, shape (ny, nx)
+        Thickness per column (um; NaN: undefined) of each step.
+    tables : list of numpy.ndarray
+        Particle table of each step (:data:`anodetwin.segment.particles.PARTICLE_TABLE`).
+    tracks : Tracks or None
+        Particle tracks over the steps (:mod:`anodetwin.segment.tracking`), None for one step.
+    voxel_size_um : tuple of float
+        (z, y, x) voxel size of the series (um).
+    """
 
     steps: list[dict]
     thickness_maps: list[np.ndarray]
@@ -112,6 +140,17 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
     voxel_size_um : float or 3 float, optional
         Explicit voxel size (um) of every step: differences of the files' voxel sizes and
         origins are then logged, not refused.
+
+    Returns
+    -------
+    SeriesMorphology
+
+    Raises
+    ------
+    ParameterError
+        Without labels, or for an unknown tracking prior.
+    GridMismatchError
+        If the steps do not share one grid (:func:`anodetwin.io.agree.require_series_grid`).
     """
     from anodetwin.segment.tracking import dvc_prior, thickness_prior, track_particles
 
@@ -123,11 +162,11 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
     if voxel_size_um is not None:  # the tables then follow the given voxel size
         from anodetwin.segment.particles import particle_table
 
-        segs = [s if np.allclose(s.voxel_size_um, grid.voxel_size) else
-                replace(s, voxel_size_um=grid.voxel_size,
-                        table=particle_table(s.particles, grid.voxel_size, s.collector_z))
+        segs = [s if np.allclose(s.voxel_size_um, grid.voxel_size_um) else
+                replace(s, voxel_size_um=grid.voxel_size_um,
+                        table=particle_table(s.particles, grid.voxel_size_um, s.collector_z))
                 for s in segs]
-    vs = tuple(float(v) for v in normalize_voxel_size(segs[0].voxel_size_um, "voxel size"))
+    vs = tuple(float(v) for v in normalise_voxel_size(segs[0].voxel_size_um, "voxel size"))
     rows = [step_morphology(s, k) for k, s in enumerate(segs)]
     v0 = rows[0]["si_volume_um3"]
     for r in rows:
@@ -154,19 +193,17 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
     return SeriesMorphology(rows, maps, [s.table for s in segs], tracks, vs)
 
 
+#: Digits of floats in the CSV files: None, the shortest text that reads back exactly.
+CSV_DIGITS = None
+
+
 def _csv(rows: list[dict] | np.ndarray) -> str:
-    buf = io.StringIO()
+    """CSV text (:func:`anodetwin.io.table.csv_text`) of step rows or a structured table."""
     if isinstance(rows, np.ndarray):
         names = list(rows.dtype.names or [])
-        w = csv.writer(buf)
-        w.writerow(names)
-        for r in rows.tolist():
-            w.writerow(r)
-        return buf.getvalue()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["step"])
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+        return csv_text([dict(zip(names, r, strict=True)) for r in rows.tolist()], names,
+                        digits=CSV_DIGITS)
+    return csv_text(rows, None if rows else ["step"], digits=CSV_DIGITS)
 
 
 def _plots(out: Path, m: SeriesMorphology) -> None:
@@ -220,7 +257,24 @@ def _plots(out: Path, m: SeriesMorphology) -> None:
 
 def write_morphology(out_dir: str | os.PathLike, m: SeriesMorphology,
                      provenance: dict | None = None, inputs: list | None = None) -> Path:
-    """Write the output folder (module notes)."""
+    """Write the output folder of a series' morphology (module notes).
+
+    Parameters
+    ----------
+    out_dir : path
+        The folder (created if missing; files in it are replaced atomically).
+    m : SeriesMorphology
+        The morphology to write.
+    provenance : dict, optional
+        Provenance record (default: one made for the ``morphology`` command with ``inputs``).
+    inputs : list, optional
+        Input records for the default provenance.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
     import h5py
 
     from anodetwin.io import atomic_path, atomic_write_json, atomic_write_text, make_provenance

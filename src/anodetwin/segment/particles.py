@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
-from anodetwin.io import normalize_voxel_size, require_3d
+from anodetwin.io import normalise_voxel_size, require_3d
 
 __all__ = ["PARTICLE_TABLE", "label_particles", "particle_table", "touching_pairs"]
 
@@ -38,7 +38,7 @@ PARTICLE_TABLE = np.dtype([
 
 def _triple(voxel_size_um: float | tuple) -> np.ndarray:
     """Voxel size as a (3,) float array (z, y, x) in um; one value is isotropic."""
-    return np.asarray(normalize_voxel_size(voxel_size_um, "voxel size"), float)
+    return np.asarray(normalise_voxel_size(voxel_size_um, "voxel size"), float)
 
 
 def label_particles(mask: np.ndarray, h: float = 1.0, min_voxels: int = 27,
@@ -95,7 +95,19 @@ def label_particles(mask: np.ndarray, h: float = 1.0, min_voxels: int = 27,
 
 
 def touching_pairs(labels: np.ndarray) -> np.ndarray:
-    """(K, 2) sorted pairs of different particle ids sharing a voxel face."""
+    """Pairs of different particle ids that share a voxel face (6-connectivity).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray of int, shape (nz, ny, nx)
+        Particle ids (0 = none).
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, 2)
+        Each touching pair once, smaller id first, rows in ascending order; the dtype of
+        ``labels``.
+    """
     pairs = []
     for ax in range(3):
         a = np.moveaxis(labels, ax, 0)

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
-from anodetwin.io import normalize_voxel_size, require_3d, require_finite
+from anodetwin.io import normalise_voxel_size, require_3d, require_finite
 from anodetwin.phases import PHASE
 from anodetwin.segment.preprocess import denoise as denoise_volume
 
@@ -75,10 +75,34 @@ class PhaseSegmentation:
 
     @property
     def si(self) -> np.ndarray:
+        """Mask of the non-lithiated Si voxels, shape (nz, ny, nx)."""
         return self.phases == PHASE["si"]
 
 
 def check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
+    """The grey values of a volume, checked to be segmentable.
+
+    Parameters
+    ----------
+    volume : array_like or Volume
+        Grey values (z, y, x); a :class:`anodetwin.io.Volume` gives its ``data``.
+    name : str
+        Name of the volume in error messages.
+
+    Returns
+    -------
+    numpy.ndarray, shape (nz, ny, nx)
+        The grey values (not copied when already an array).
+
+    Raises
+    ------
+    DimensionError
+        If the volume is not 3D.
+    NonFiniteError
+        If it holds NaN or infinite values.
+    ParameterError
+        If it is empty or constant.
+    """
     v = np.asarray(getattr(volume, "data", volume))
     require_3d(v.shape, name)
     require_finite(v, name)
@@ -99,7 +123,18 @@ def _sample(v: np.ndarray, n: int = 2_000_000, seed: int = 0) -> np.ndarray:
 
 
 def thresholds(smoothed: np.ndarray) -> tuple[float, float]:
-    """Two multi-Otsu thresholds (three classes) of a sub-sample of the grey values."""
+    """Two multi-Otsu thresholds (three classes) of a sub-sample of the grey values.
+
+    Parameters
+    ----------
+    smoothed : numpy.ndarray
+        Smoothed grey values (z, y, x).
+
+    Returns
+    -------
+    tuple of float
+        The lower and the upper threshold (grey levels).
+    """
     from skimage.filters import threshold_multiotsu
 
     t = threshold_multiotsu(_sample(smoothed).astype(np.float64), classes=3)
@@ -107,8 +142,27 @@ def thresholds(smoothed: np.ndarray) -> tuple[float, float]:
 
 
 def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray]:
-    """Face holding a dense layer and the copper mask: voxels above the half level between
-    foil and electrode connected to the layer, filled per column down to the face."""
+    """Face holding a dense layer (the copper foil) and the copper mask.
+
+    The mask is the voxels above the half level between foil and electrode connected to the
+    layer, filled per column down to the face.
+
+    Parameters
+    ----------
+    smoothed : numpy.ndarray, shape (nz, ny, nx)
+        Smoothed grey values.
+    t_cu : float
+        Grey threshold above which a voxel may be copper (the upper multi-Otsu threshold).
+
+    Returns
+    -------
+    face : str or None
+        ``"low"`` (z = 0) or ``"high"`` face of the foil, None without a foil.
+    cu : numpy.ndarray of bool, shape (nz, ny, nx)
+        Copper mask (all False without a foil).
+    t_edge : float or None
+        The half level (grey) between foil and electrode, None without a foil.
+    """
     frac = (smoothed > t_cu).mean(axis=(1, 2))
     nz = len(frac)
     for face in ("low", "high"):
@@ -206,14 +260,30 @@ def lateral_window(window_um: float, voxel_size_um: float | tuple) -> tuple[int,
     tuple of int
         (ny, nx) window in voxels, at least 1 each.
     """
-    _, vy, vx = normalize_voxel_size(voxel_size_um, "voxel size")
+    _, vy, vx = normalise_voxel_size(voxel_size_um, "voxel size")
     return (max(1, int(round(window_um / vy))), max(1, int(round(window_um / vx))))
 
 
 def electrode_surface(si: np.ndarray, window: int | tuple, face: str = "low") -> np.ndarray:
-    """Separator-side interface z per column: the Si envelope (highest Si voxel within a
-    lateral window of ``window`` voxels, one count or (y, x) counts, see
-    :func:`lateral_window`) plus half a voxel (NaN where no Si is near); (y, x) voxels."""
+    """Separator-side interface z per column: the Si envelope.
+
+    The highest Si voxel within a lateral window (see :func:`lateral_window`), plus half a
+    voxel; for a foil on the high face, the lowest one minus half a voxel.
+
+    Parameters
+    ----------
+    si : numpy.ndarray of bool, shape (nz, ny, nx)
+        Si mask.
+    window : int or (int, int)
+        Lateral window in voxels, one count or (y, x) counts.
+    face : {"low", "high"}
+        Face of the collector.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (ny, nx)
+        Interface z (voxels, between slices); NaN where no Si is near.
+    """
     window = tuple(max(1, int(w)) for w in np.broadcast_to(np.asarray(window), (2,)))
     nz = si.shape[0]
     any_si = si.any(axis=0)
@@ -251,13 +321,24 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
         Window (voxels) and passes of the local half-height refinement of the Si edges.
     separator : bool
         Label the layer beyond the electrode top as separator (5).
+
+    Returns
+    -------
+    PhaseSegmentation
+        Phase codes (z, y, x), thresholds, collector face and interfaces (voxels).
+
+    Raises
+    ------
+    DimensionError, NonFiniteError, ParameterError
+        For a volume that is not 3D, not finite, empty or constant (:func:`check_volume`),
+        or an unknown denoising method.
     """
     from skimage.morphology import ball, opening, remove_small_objects
 
 
-    vs = normalize_voxel_size(voxel_size_um, "voxel size")
+    vs = normalise_voxel_size(voxel_size_um, "voxel size")
     if vs is None:
-        vs = normalize_voxel_size(getattr(volume, "voxel_size", None) or 1.0, "voxel size")
+        vs = normalise_voxel_size(getattr(volume, "voxel_size_um", None) or 1.0, "voxel size")
     v = check_volume(volume).astype(np.float32)
     if denoise:
         v = denoise_volume(v, denoise)

@@ -37,7 +37,36 @@ FORMAT = "anodetwin-labels"
 
 @dataclass
 class Segmentation:
-    """Phases, particles and their geometry for one tomogram (see the module notes)."""
+    """Phases, particles and their geometry for one tomogram (see the module notes).
+
+    Attributes
+    ----------
+    phases : numpy.ndarray of uint8, shape (nz, ny, nx)
+        Phase code of every voxel (:data:`anodetwin.phases.PHASE`).
+    particles : numpy.ndarray of int32, shape (nz, ny, nx)
+        Si particle ids (0 = none).
+    table : numpy.ndarray
+        One row per particle (:data:`anodetwin.segment.particles.PARTICLE_TABLE`).
+    collector_z, separator_z : numpy.ndarray of float, shape (ny, nx)
+        Collector and separator interface of each column (voxels along z, between slices;
+        separator NaN where undefined).
+    voxel_size_um : tuple of float
+        (z, y, x) voxel size (um).
+    method : str
+        ``"threshold"`` or ``"classifier"``.
+    collector_face : str or None
+        ``"low"`` or ``"high"`` z face holding the foil, None without one.
+    thresholds : dict
+        Grey thresholds of the threshold route (empty for a classifier).
+    resolution_fwhm_um : float
+        Edge resolution (FWHM, um) at the Si surfaces; NaN if not estimated.
+    alignment_shift : tuple of float
+        (z, y, x) shift (voxels) that aligned the tomogram on its reference.
+    params : dict
+        Parameters of the run.
+    origin_um : tuple of float or None
+        Centre of the first voxel (z, y, x; um); None if not recorded.
+    """
 
     phases: np.ndarray
     particles: np.ndarray
@@ -56,9 +85,26 @@ class Segmentation:
 
 def interfaces_from_phases(phases: np.ndarray, window: int | tuple
                            ) -> tuple[str | None, np.ndarray, np.ndarray]:
-    """Collector face and interfaces per column (voxels) from phase codes: the top of the
-    copper (last copper voxel + 0.5) and the Si envelope over a lateral ``window`` (voxels,
-    one count or (y, x) counts; see :func:`anodetwin.segment.phases.electrode_surface`)."""
+    """Collector face and interfaces per column from phase codes.
+
+    The collector interface is the top of the copper (last copper voxel + 0.5 from the low
+    face), the separator interface the Si envelope over a lateral window
+    (:func:`anodetwin.segment.phases.electrode_surface`).
+
+    Parameters
+    ----------
+    phases : numpy.ndarray of uint8, shape (nz, ny, nx)
+        Phase codes.
+    window : int or (int, int)
+        Lateral window of the envelope (voxels; one count or (y, x) counts).
+
+    Returns
+    -------
+    face : str or None
+        ``"low"`` or ``"high"`` face of the foil, None without one.
+    collector_z, separator_z : numpy.ndarray of float, shape (ny, nx)
+        Interfaces (voxels along z); without a foil the collector is the low face (-0.5).
+    """
     from anodetwin.segment.phases import electrode_surface
 
     cu = phases == PHASE["copper"]
@@ -120,20 +166,61 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | tuple 
         Lateral window of the electrode-top envelope.
     resolution : bool
         Estimate the edge resolution (FWHM) at the Si surfaces.
+    progress : bool
+        Show the classifier's progress bar.
+
+    Returns
+    -------
+    Segmentation
+        Phases, particles and their table, interfaces, resolution and the parameters.
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        For a volume, reference or model file that cannot be read.
+    GridMismatchError
+        If ``align_to`` lies on another grid (without an explicit ``voxel_size_um``).
+    ParameterError
+        For a constant volume, an unknown preprocessing or no copper foil to align on.
     """
-    from anodetwin.io import Volume, normalize_voxel_size, read_volume
-    from anodetwin.io.agree import input_name, require_same_grid
-    from anodetwin.segment.alignment import align, collector_shift
+    from anodetwin.segment.particles import label_particles, particle_table
     from anodetwin.segment.preprocess import denoise as denoise_volume
     from anodetwin.segment.preprocess import normalise as normalise_volume
-    from anodetwin.segment.particles import label_particles, particle_table
-    from anodetwin.segment.phases import check_volume, lateral_window, segment_phases
+
+    data, vs, origin, shift = _prepared_input(volume, voxel_size_um, align_to)
+    if denoise:
+        data = denoise_volume(data, denoise)
+    if normalise:
+        data = normalise_volume(data, normalise)
+    params = {"denoise": denoise, "normalise": normalise, "h": h,
+              "min_particle_voxels": min_particle_voxels,
+              "surface_window_um": surface_window_um}
+    phases, face, col, sep, thresholds, method = _phases_and_interfaces(
+        data, model, vs, surface_window_um, params, progress)
+    particles = label_particles(phases == PHASE["si"], h=h, min_voxels=min_particle_voxels,
+                                voxel_size_um=vs)
+    table = particle_table(particles, vs, col)
+    fwhm = _resolution(data, phases == PHASE["si"], vs) if resolution else float("nan")
+    return Segmentation(phases, particles, table, col, sep, vs, method, face,
+                        thresholds, fwhm, tuple(float(x) for x in shift), params,
+                        tuple(float(o) for o in origin))
+
+
+def _prepared_input(volume: Any, voxel_size_um: float | tuple | None, align_to: Any
+                    ) -> tuple[np.ndarray, tuple, tuple, np.ndarray]:
+    """The checked grey values, the (z, y, x) voxel size (um), the origin (um) and the shift
+    (voxels) that moved them onto ``align_to`` (zeros without a reference); see
+    :func:`segment_volume`."""
+    from anodetwin.io import Volume, normalise_voxel_size, read_volume
+    from anodetwin.io.agree import input_name, require_same_grid
+    from anodetwin.segment.alignment import align, collector_shift
+    from anodetwin.segment.phases import check_volume
 
     vol = read_volume(volume) if isinstance(volume, (str, os.PathLike)) else volume
     if not isinstance(vol, Volume):
         vol = Volume(np.asarray(vol))
-    given = normalize_voxel_size(voxel_size_um, "voxel size")
-    vs = normalize_voxel_size(given or vol.voxel_size or 1.0, "voxel size")  # (z, y, x)
+    given = normalise_voxel_size(voxel_size_um, "voxel size")
+    vs = normalise_voxel_size(given or vol.voxel_size_um or 1.0, "voxel size")  # (z, y, x)
     data = check_volume(vol.data)
     shift = np.zeros(3)
     origin = vol.origin
@@ -146,40 +233,49 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | tuple 
         shift = collector_shift(ref, data)
         log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
         data = align(data, shift)
-    if denoise:
-        data = denoise_volume(data, denoise)
-    if normalise:
-        data = normalise_volume(data, normalise)
-    params = {"denoise": denoise, "normalise": normalise, "h": h,
-              "min_particle_voxels": min_particle_voxels,
-              "surface_window_um": surface_window_um}
+    return data, vs, origin, shift
+
+
+def _phases_and_interfaces(data: np.ndarray, model: Any, vs: tuple, surface_window_um: float,
+                           params: dict, progress: bool) -> tuple:
+    """Phase codes, collector face, collector and separator interfaces (voxels), thresholds
+    and method name, by thresholds (``model`` None) or by a classifier; the parameters of
+    the route are added to ``params``."""
+    from anodetwin.segment.phases import lateral_window, segment_phases
+
     if model is None:
         ps = segment_phases(data, voxel_size_um=vs, surface_window_um=surface_window_um)
-        phases, face, col, sep = ps.phases, ps.collector_face, ps.collector_z, ps.separator_z
-        thresholds, method = ps.thresholds, "threshold"
         params["phases"] = ps.params
-    else:
-        from anodetwin.segment.classifier import PixelClassifier, load_classifier
+        return (ps.phases, ps.collector_face, ps.collector_z, ps.separator_z, ps.thresholds,
+                "threshold")
+    from anodetwin.segment.classifier import PixelClassifier, load_classifier
 
-        clf = model if isinstance(model, PixelClassifier) else load_classifier(model)
-        phases = clf.predict(data, progress=progress)
-        window = lateral_window(surface_window_um, vs)
-        face, col, sep = interfaces_from_phases(phases, window)
-        thresholds, method = {}, "classifier"
-        params["model"] = clf.params
-    particles = label_particles(phases == PHASE["si"], h=h, min_voxels=min_particle_voxels,
-                                voxel_size_um=vs)
-    table = particle_table(particles, vs, col)
-    fwhm = _resolution(data, phases == PHASE["si"], vs) if resolution else float("nan")
-    return Segmentation(phases, particles, table, col, sep, vs, method, face,
-                        thresholds, fwhm, tuple(float(x) for x in shift), params,
-                        tuple(float(o) for o in origin))
-
+    clf = model if isinstance(model, PixelClassifier) else load_classifier(model)
+    phases = clf.predict(data, progress=progress)
+    face, col, sep = interfaces_from_phases(phases, lateral_window(surface_window_um, vs))
+    params["model"] = clf.params
+    return phases, face, col, sep, {}, "classifier"
 
 def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | None = None,
                  tiff: bool = False) -> list[Path]:
-    """Write a labels file (module notes) atomically; with ``tiff`` also
-    ``<stem>_phases.tif`` and ``<stem>_particles.tif`` beside it. Returns the paths."""
+    """Write a labels file (module notes) atomically, optionally with TIFF copies.
+
+    Parameters
+    ----------
+    path : path
+        The labels file (HDF5).
+    seg : Segmentation
+        What to write.
+    provenance : dict, optional
+        Provenance record (default: one made for ``segment`` with the run's parameters).
+    tiff : bool
+        Also write ``<stem>_phases.tif`` and ``<stem>_particles.tif`` beside it.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, the labels file first.
+    """
     import h5py
 
     from anodetwin.io import Volume, atomic_path, make_provenance, write_volume
@@ -222,7 +318,24 @@ def _stored_origin(attrs: Any) -> tuple | None:
 
 
 def read_labels(path: str | os.PathLike) -> Segmentation:
-    """Read a labels file written by :func:`write_labels`."""
+    """Read a labels file written by :func:`write_labels`.
+
+    Parameters
+    ----------
+    path : path
+        The labels file.
+
+    Returns
+    -------
+    Segmentation
+
+    Raises
+    ------
+    InputNotFoundError
+        If the file does not exist.
+    CorruptFileError
+        If it is not an anodetwin labels file.
+    """
     import h5py
 
     p = Path(path)

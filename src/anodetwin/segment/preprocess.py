@@ -4,8 +4,8 @@
 * :func:`denoise`: 3x3x3 median (``"median"``) or non-local means (``"nlmeans"``,
   scikit-image, noise level from :func:`noise_sigma`);
 * :func:`normalise`: robust linear stretch of the 0.5-99.5 percentiles to [0, 1]
-  (``"stretch"``) or histogram equalisation (``"equalize"``), as the reference did before
-  segmenting;
+  (``"stretch"``) or histogram equalisation (``"equalise"``; the spelling ``"equalize"``
+  is accepted too), as the reference did before segmenting.
 """
 
 from __future__ import annotations
@@ -14,15 +14,36 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
-from anodetwin.io import require_3d
 
-__all__ = ["denoise", "noise_sigma", "normalise"]
+__all__ = ["DENOISERS", "NORMALISATIONS", "denoise", "noise_sigma", "normalise"]
 
 DENOISERS = ("median", "nlmeans")
+#: Grey-value normalisations of :func:`normalise` (``"equalize"`` is accepted for
+#: ``"equalise"``).
+NORMALISATIONS = ("stretch", "equalise")
 
 
 def denoise(volume: np.ndarray, method: str = "median") -> np.ndarray:
-    """Denoised copy (float32) of ``volume`` by ``"median"`` (3x3x3) or ``"nlmeans"``."""
+    """Denoised copy of a volume.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray, shape (nz, ny, nx)
+        Grey values.
+    method : str
+        ``"median"`` (3x3x3 median) or ``"nlmeans"`` (non-local means with the noise level of
+        :func:`noise_sigma`); see :data:`DENOISERS`.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (nz, ny, nx)
+        The denoised grey values.
+
+    Raises
+    ------
+    ParameterError
+        For an unknown method.
+    """
     v = np.asarray(volume, np.float32)
     if method == "median":
         return ndimage.median_filter(v, size=3)
@@ -37,8 +58,20 @@ def denoise(volume: np.ndarray, method: str = "median") -> np.ndarray:
 
 
 def noise_sigma(volume: np.ndarray) -> float:
-    """Robust noise standard deviation (grey levels) of white noise on a piecewise smooth
-    volume: the MAD of the residual from the 3x3x3 mean, whose variance is 26/27 sigma^2."""
+    """Robust noise standard deviation of white noise on a piecewise smooth volume.
+
+    The MAD of the residual from the 3x3x3 mean, whose variance is 26/27 sigma^2.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray, shape (nz, ny, nx)
+        Grey values.
+
+    Returns
+    -------
+    float
+        Noise standard deviation (grey levels).
+    """
     v = np.asarray(volume, np.float32)
     d = (v - ndimage.uniform_filter(v, 3)).ravel()
     mad = np.median(np.abs(d - np.median(d)))
@@ -46,13 +79,33 @@ def noise_sigma(volume: np.ndarray) -> float:
 
 
 def normalise(volume: np.ndarray, method: str = "stretch") -> np.ndarray:
-    """Grey values mapped to [0, 1]: percentile ``"stretch"`` or histogram ``"equalize"``."""
+    """Grey values mapped to [0, 1], as before segmenting in the reference workflow.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray, shape (nz, ny, nx)
+        Grey values of any range and dtype.
+    method : {"stretch", "equalise"}
+        ``"stretch"``: the 0.5 and 99.5 percentiles mapped linearly to 0 and 1, clipped;
+        ``"equalise"`` (or ``"equalize"``): histogram equalisation (4096 bins).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (nz, ny, nx)
+        Normalised grey values in [0, 1].
+
+    Raises
+    ------
+    ParameterError
+        If ``method`` is none of :data:`NORMALISATIONS`.
+    """
     v = np.asarray(volume, np.float32)
     if method == "stretch":
         lo, hi = np.percentile(v, (0.5, 99.5))
         return np.clip((v - lo) / max(hi - lo, 1e-12), 0, 1).astype(np.float32)
-    if method == "equalize":
+    if method in ("equalise", "equalize"):
         from skimage.exposure import equalize_hist
 
         return equalize_hist(v, nbins=4096).astype(np.float32)
-    raise ParameterError(f"unknown normalisation '{method}'", "use 'stretch' or 'equalize'")
+    raise ParameterError(f"unknown normalisation '{method}'",
+                         f"use one of {', '.join(NORMALISATIONS)}")

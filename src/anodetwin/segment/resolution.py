@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import NumericalError, ParameterError, ShapeMismatchError
-from anodetwin.io import normalize_voxel_size
+from anodetwin.io import normalise_voxel_size
 
 __all__ = ["EdgeResolution", "edge_resolution"]
 
@@ -31,9 +31,21 @@ _FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 @dataclass(frozen=True)
 class EdgeResolution:
-    """Result of :func:`edge_resolution`: ``fwhm_um`` (and in edges of the finest voxel
-    axis, ``fwhm_voxels``), the number of profiles averaged, the mean ESF (``t`` along the
-    normal in edges of the finest voxel axis, ``esf`` in [0, 1])."""
+    """Result of :func:`edge_resolution`.
+
+    Attributes
+    ----------
+    fwhm_um : float
+        Full width at half maximum of the edge spread (um).
+    fwhm_voxels : float
+        The same in edges of the finest voxel axis.
+    profiles : int
+        Number of edge profiles averaged.
+    t : numpy.ndarray, shape (n,)
+        Positions along the surface normal (edges of the finest voxel axis).
+    esf : numpy.ndarray, shape (n,)
+        Mean edge spread function at ``t`` (normalised grey values, 0 to 1).
+    """
 
     fwhm_um: float
     fwhm_voxels: float
@@ -93,16 +105,28 @@ def edge_resolution(volume: np.ndarray, mask: np.ndarray,
     half_length, step : float
         Profile extent either side of the surface and sampling step (edges of the finest
         voxel axis).
-    """
-    from scipy.optimize import curve_fit
-    from scipy.special import erf
+    seed : int
+        Seed of the choice of surface points.
 
+    Returns
+    -------
+    EdgeResolution
+
+    Raises
+    ------
+    ShapeMismatchError
+        If ``volume`` and ``mask`` differ in shape.
+    ParameterError
+        With fewer than 50 surface voxels inside the volume.
+    NumericalError
+        With too few clean profiles or a failed fit of the edge spread function.
+    """
     v = np.asarray(volume, np.float32)
     m = np.asarray(mask, bool)
     if v.shape != m.shape:
         raise ShapeMismatchError(f"volume {v.shape} and mask {m.shape} differ",
                                  "give the mask segmented from this volume")
-    vs = np.asarray(normalize_voxel_size(voxel_size_um, "voxel size"), float)
+    vs = np.asarray(normalise_voxel_size(voxel_size_um, "voxel size"), float)
     h = float(vs.min())  # profile unit (um): the finest voxel edge
     pts, normal = _surface_normals(v, m, vs, half_length, n_profiles, seed)
     t = np.arange(-half_length, half_length + step / 2, step)
@@ -131,15 +155,22 @@ def edge_resolution(volume: np.ndarray, mask: np.ndarray,
     tt = np.arange(-half_length / 2, half_length / 2 + step / 2, step)
     esf = np.mean([np.interp(tt + sh, t, p) for p, sh in zip(norm[good], shifts[good],
                                                              strict=True)], axis=0)
+    fwhm = _FWHM * _erf_edge_sigma(tt, esf)
+    return EdgeResolution(float(fwhm * h), float(fwhm), int(good.sum()), tt, esf)
+
+
+def _erf_edge_sigma(t: np.ndarray, esf: np.ndarray) -> float:
+    """Standard deviation (unit of ``t``) of the Gaussian whose integral (an error-function
+    step) fits the edge spread function ``esf`` sampled at ``t``."""
+    from scipy.optimize import curve_fit
+    from scipy.special import erf
 
     def model(x, a, b, x0, sigma):
         return a + b * 0.5 * (1 + erf((x - x0) / (sigma * np.sqrt(2))))
 
     try:
-        (a, b, x0, sigma), _ = curve_fit(model, tt, esf, p0=(0.0, 1.0, 0.0, 1.0),
-                                         maxfev=5000)
+        (_, _, _, sigma), _ = curve_fit(model, t, esf, p0=(0.0, 1.0, 0.0, 1.0), maxfev=5000)
     except RuntimeError as exc:
         raise NumericalError(f"edge-profile fit failed ({exc})",
                              "check the segmentation mask and the contrast") from None
-    fwhm = _FWHM * abs(sigma)
-    return EdgeResolution(float(fwhm * h), float(fwhm), int(good.sum()), tt, esf)
+    return abs(float(sigma))

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError, ShapeMismatchError
-from anodetwin.io import normalize_voxel_size
+from anodetwin.io import normalise_voxel_size
 
 __all__ = ["TRACK_TABLE", "Tracks", "link_steps", "track_particles", "dvc_prior",
            "thickness_prior"]
@@ -43,25 +43,59 @@ TRACK_TABLE = np.dtype([("track", "i4"), ("step", "i4"), ("particle", "i4"),
                         ("displacement_x_um", "f8"), ("overlap", "f8")])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tracks:
-    """Tracks of a series: ``table`` (rows :data:`TRACK_TABLE`) and the links per step
-    transition (``links[k]``: (n, 3) array of id at k, id at k+1, overlap fraction)."""
+    """Particle tracks of a series (:func:`track_particles`): a table and the links.
+
+    Attributes
+    ----------
+    table : numpy.ndarray of TRACK_TABLE
+        One row per track and step (:data:`TRACK_TABLE`; lengths in um), ordered by track
+        and step.
+    links : list of (n, 3) numpy.ndarray
+        Links of each step transition: ``links[k]`` holds id at k, id at k+1 and the
+        overlap fraction.
+    """
 
     table: np.ndarray
     links: list[np.ndarray]
 
     def track(self, t: int) -> np.ndarray:
+        """Rows of one track.
+
+        Parameters
+        ----------
+        t : int
+            Track number.
+
+        Returns
+        -------
+        numpy.ndarray
+            Its rows of :attr:`table`, in step order.
+        """
         return self.table[self.table["track"] == t]
 
     @property
     def n_tracks(self) -> int:
+        """Number of distinct tracks."""
         return int(len(np.unique(self.table["track"])))
 
 
 def thickness_prior(collector_z: Sequence[float], separator_z: Sequence[float]
                     ) -> Callable[[int, np.ndarray], np.ndarray]:
-    """Uniform through-thickness swelling between steps from the mean interfaces (voxels)."""
+    """Tracking prior of uniform through-thickness swelling between steps.
+
+    Parameters
+    ----------
+    collector_z, separator_z : sequence of float
+        Mean collector and separator interface of each step (voxels along z).
+
+    Returns
+    -------
+    callable
+        ``prior(k, points) -> displacement``: (n, 3) points (z, y, x; voxels) of step k to
+        their (n, 3) displacement (voxels) to step k + 1, along z only.
+    """
     zc, zs = np.asarray(collector_z, float), np.asarray(separator_z, float)
 
     def prior(k: int, pts: np.ndarray) -> np.ndarray:
@@ -74,8 +108,24 @@ def thickness_prior(collector_z: Sequence[float], separator_z: Sequence[float]
 
 
 def dvc_prior(increments: Sequence[Any]) -> Callable[[int, np.ndarray], np.ndarray]:
-    """Prior from DVC increments T(k) -> T(k+1) (PairResults or result files), each
-    interpolated at the points of step k."""
+    """Tracking prior from DVC increments T(k) -> T(k+1), interpolated at the points of step k.
+
+    Parameters
+    ----------
+    increments : sequence of PairResult or path
+        One increment per step transition (results of ``anodetwin dvc-series``).
+
+    Returns
+    -------
+    callable
+        ``prior(k, points) -> displacement``: (n, 3) points (z, y, x; voxels) of step k to
+        their (n, 3) displacement (voxels).
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        For an increment file that cannot be read.
+    """
     from anodetwin.dvc.correlate import interpolate_displacement
     from anodetwin.dvc.pair import PairResult, read_pair
 
@@ -133,7 +183,7 @@ def link_steps(a: np.ndarray, b: np.ndarray, shift: Callable[[np.ndarray], np.nd
         pts, ids = pts[::subsample], ids[::subsample]
     if not len(ids):
         return np.zeros((0, 3))
-    sp = np.asarray(normalize_voxel_size(spacing, "spacing"), float)
+    sp = np.asarray(normalise_voxel_size(spacing, "spacing"), float)
     uniq, start, count = np.unique(ids, return_index=True, return_counts=True)
     cent = np.array([pts[s: s + c].mean(axis=0) for s, c in zip(start, count, strict=True)])
     d_cent = shift(cent) if shift is not None else np.zeros_like(cent)
@@ -194,7 +244,7 @@ def track_particles(labels: Sequence[Any], voxel_size_um: float | tuple = 1.0,
     if len(vols) < 2:
         raise ParameterError(f"tracking needs at least 2 steps, got {len(vols)}",
                              "give the labels of T0 T1 [...]")
-    vs = np.asarray(normalize_voxel_size(voxel_size_um, "voxel size"), float)
+    vs = np.asarray(normalise_voxel_size(voxel_size_um, "voxel size"), float)
     links = []
     for k in range(len(vols) - 1):
         sh = (lambda pts, k=k: prior(k, pts)) if prior is not None else None

@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from anodetwin.errors import InputNotFoundError, ParameterError
+from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml, table_values
 from anodetwin.phases import PHASE
 
 __all__ = ["Case", "Lithiation", "Solver", "Output", "load_case", "case_from_dict",
@@ -156,10 +157,10 @@ class Solver:
 class Output:
     """What is written besides the scans."""
 
-    times_s: tuple = ()
+    times_s: tuple[float, ...] = ()
     dvc_node_spacing_um: float = 3.5
     dvc_voxel_size_um: float = 0.0
-    dvc_origin_um: tuple = ()
+    dvc_origin_um: tuple[float, ...] = ()
     stress_threshold_mpa: float = 1000.0
 
     def __post_init__(self) -> None:
@@ -180,7 +181,25 @@ class Output:
 
 @dataclass(frozen=True)
 class Case:
-    """A validated simulation case (module notes)."""
+    """A validated simulation case (module notes).
+
+    Attributes
+    ----------
+    path : Path
+        The case file (for a case given as a dict: ``<base>/case.toml``).
+    mesh : Path
+        The mesh folder (or XDMF file).
+    materials : dict
+        Phase code -> :class:`~anodetwin.simulate.materials.Material`.
+    cell : anodetwin.simulate.protocol.Protocol
+        The cell and its protocol.
+    lithiation, boundary, solver, output
+        The checked sections (:class:`Lithiation`,
+        :class:`~anodetwin.simulate.mechanics.Boundary`, :class:`Solver`,
+        :class:`Output`).
+    raw : dict
+        The case file's content.
+    """
 
     path: Path
     mesh: Path
@@ -210,46 +229,6 @@ def _finite(obj, section: str) -> None:
                 key = f"{f.name}[{i}]" if isinstance(v, tuple) else f.name
                 raise ParameterError(f"[{section}] {key} = {x} is not a finite number",
                                      f"give a finite {f.name}")
-
-
-def _number(section: str, key: str, v: Any, kind: type) -> float | int:
-    """A finite number (an integer for ``kind`` int) of ``[section] key``, else the typed
-    error naming it."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ParameterError(f"[{section}] {key} = {v!r} is not a number",
-                             f"give {key} as a number")
-    if not math.isfinite(v):
-        raise ParameterError(f"[{section}] {key} = {v} is not a finite number",
-                             f"give a finite value for {key.split('[')[0]}")
-    if kind is int and v != int(v):
-        raise ParameterError(f"[{section}] {key} = {v!r} is not an integer",
-                             f"give {key} as an integer")
-    return kind(v)
-
-
-def _build(cls, section: str, d: dict):
-    """A dataclass from a TOML table, rejecting unknown keys, wrong types and numbers that
-    are not finite."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ParameterError(f"[{section}] has unknown keys {unknown}",
-                             f"use only {sorted(known)}")
-    kw = {}
-    for k, v in d.items():
-        default = known[k].default
-        if isinstance(default, tuple):
-            if not isinstance(v, list):
-                raise ParameterError(f"[{section}] {k} must be a list", f"give {k} = [ ... ]")
-            v = tuple(_number(section, f"{k}[{i}]", x, float) for i, x in enumerate(v))
-        elif isinstance(default, bool) or isinstance(default, str):
-            if not isinstance(v, type(default)):
-                raise ParameterError(f"[{section}] {k} = {v!r} is not a "
-                                     f"{type(default).__name__}", f"give {k} as in the docs")
-        elif isinstance(default, (int, float)):
-            v = _number(section, k, v, type(default))
-        kw[k] = v
-    return cls(**kw)
 
 
 def _check_boundary(b) -> None:
@@ -297,8 +276,31 @@ def _check_times(output: Output, end_s: float, model: str) -> None:
 
 
 def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None) -> Case:
-    """Validate a case given as a dict (the TOML's content); ``base`` resolves relative
-    paths."""
+    """Validate a case given as a dict (module notes), reading its mesh, material and cell
+    model files.
+
+    Parameters
+    ----------
+    d : dict
+        The sections, e.g. a parsed case file.
+    base : str or os.PathLike
+        The folder relative paths are taken from.
+    path : Path, optional
+        The case file, recorded in the case.
+
+    Returns
+    -------
+    Case
+        The checked case.
+
+    Raises
+    ------
+    ParameterError
+        An unknown section or key, a value of the wrong kind, not finite or outside its
+        bounds, named ``[section] key``.
+    InputNotFoundError
+        A missing mesh, material or cell model.
+    """
     from anodetwin.simulate.materials import default_materials, load_material
     from anodetwin.simulate.mechanics import Boundary
     from anodetwin.simulate.protocol import load_protocol
@@ -325,35 +327,49 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
                                  "give a model name of models/ or a TOML path")
         p = Path(base) / model if model.endswith(".toml") else model
         materials[PHASE[name]] = load_material(p)
-    cell = d.get("cell", {})
-    unknown = sorted(set(cell) - {"model"})
-    if unknown:
-        raise ParameterError(f"[cell] has unknown keys {unknown}", "use only 'model'")
-    model = cell.get("model", "reference_cell")
+    model = table_values(d.get("cell", {}), {"model": str}, "cell").get("model",
+                                                                       "reference_cell")
     protocol = load_protocol(Path(base) / model if str(model).endswith(".toml") else model)
     end_s = _check_protocol(protocol, str(model))
-    solver = _build(Solver, "solver", d.get("solver", {}))
+    solver = build_dataclass(Solver, d.get("solver", {}), "solver")
     if not solver.compaction:  # the matrix as a plain compressible neo-Hookean solid
         from dataclasses import replace
 
-        materials = {c: replace(m, compaction_mpa=0.0) for c, m in materials.items()}
-    boundary = _build(Boundary, "boundary", d.get("boundary", {}))
+        materials = {c: replace(m, compaction_modulus_mpa=0.0) for c, m in materials.items()}
+    boundary = build_dataclass(Boundary, d.get("boundary", {}), "boundary")
     _check_boundary(boundary)
-    output = _build(Output, "output", d.get("output", {}))
+    output = build_dataclass(Output, d.get("output", {}), "output")
     _check_times(output, end_s, str(model))
     return Case(path=path or Path(base) / "case.toml", mesh=mesh_path, materials=materials,
                 cell=protocol,
-                lithiation=_build(Lithiation, "lithiation", d.get("lithiation", {})),
+                lithiation=build_dataclass(Lithiation, d.get("lithiation", {}), "lithiation"),
                 boundary=boundary, solver=solver, output=output, raw=d)
 
 
 def load_case(path: str | os.PathLike) -> Case:
-    """Read and validate a case file (module notes)."""
-    from anodetwin.io import read_toml
+    """Read and validate a case file (module notes).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TOML case file; relative paths in it are taken from its folder.
+
+    Returns
+    -------
+    Case
+        As :func:`case_from_dict`.
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        A missing case file or model file, invalid TOML.
+    ParameterError
+        A bad value (:func:`case_from_dict`).
+    """
     p = Path(path)
     d = read_toml(p, "case file", "give a TOML case file (see the README)")
-    return case_from_dict(d, p.parent, p)
+    with in_file(p):
+        return case_from_dict(d, p.parent, p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,9 +405,21 @@ def _mesh_hash(mesh: Path) -> str:
 
 
 def case_values(case: Case) -> dict[str, Any]:
-    """The case as ``section.key -> value``: every validated value, the materials and the
-    cell protocol as read from their model files (``materials.<phase>.<field>``,
-    ``cell.<field>``), and ``mesh`` (the content hash of the mesh files)."""
+    """The fingerprint of a case, value by value.
+
+    Parameters
+    ----------
+    case : Case
+        A validated case.
+
+    Returns
+    -------
+    dict
+        ``section.key -> value``: every validated value, the materials and the cell
+        protocol as read from their model files (``materials.<phase>.<field>``,
+        ``cell.<field>``), and ``mesh`` (the content hash of the mesh files); JSON values
+        (non-finite floats as text).
+    """
     from anodetwin.phases import PHASE
 
     names = {code: name for name, code in PHASE.items()}
@@ -408,19 +436,55 @@ def case_values(case: Case) -> dict[str, Any]:
 
 
 def case_hash(values: dict[str, Any]) -> str:
-    """BLAKE2b of :func:`case_values` (sorted JSON), as ``"blake2b:<hex>"``."""
+    """The hash of a case's fingerprint.
+
+    Parameters
+    ----------
+    values : dict
+        :func:`case_values` of the case.
+
+    Returns
+    -------
+    str
+        BLAKE2b (16 bytes) of the sorted JSON, as ``"blake2b:<hex>"``.
+    """
     text = json.dumps(values, sort_keys=True, default=str)
     return "blake2b:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def case_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple]:
-    """``key -> (old, new)`` for every key whose value differs (None where absent)."""
+    """What changed between two fingerprints.
+
+    Parameters
+    ----------
+    old, new : dict
+        :func:`case_values` of two cases.
+
+    Returns
+    -------
+    dict
+        ``key -> (old value, new value)`` for every key whose value differs, sorted by key
+        (None where a case lacks the key).
+    """
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)}
 
 
 def format_changes(changes: dict[str, tuple], limit: int = 6) -> str:
-    """``[boundary] p0_mpa 0.3 -> 0.5, ...`` for messages (at most ``limit`` keys)."""
+    """Changes as text for messages: ``[boundary] p0_mpa 0.3 -> 0.5, ...``.
+
+    Parameters
+    ----------
+    changes : dict
+        As :func:`case_changes` returns.
+    limit : int
+        Most keys named; the rest are counted (``and 3 more``).
+
+    Returns
+    -------
+    str
+        One line.
+    """
     def key(k: str) -> str:
         section, _, rest = k.partition(".")
         return f"[{section}] {rest}" if rest else f"[{section}]"

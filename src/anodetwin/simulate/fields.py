@@ -22,23 +22,123 @@ from __future__ import annotations
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, make_dataclass
 from pathlib import Path
 
 import numpy as np
 
 from anodetwin.phases import ELECTRODE_PHASES, PHASE
+from anodetwin.strain import small_strain_tensor, volumetric_strain
 
 __all__ = ["CellFields", "hencky_strain", "merge_xdmf", "sample_displacement",
-           "weighted_stats"]
+           "weighted_stats", "CellState", "ELECTRODE_MEANS", "ElectrodeMeans"]
 
 XI = "https://www.w3.org/2001/XInclude"
 
 
 def hencky_strain(F: np.ndarray) -> np.ndarray:
-    """Lagrangian Hencky strain ``1/2 ln(F^T F)`` of (n, 3, 3) deformation gradients."""
-    C = np.swapaxes(F, 1, 2) @ F
-    w, Q = np.linalg.eigh(C)
-    return (Q * (0.5 * np.log(w))[:, None, :]) @ np.swapaxes(Q, 1, 2)
+    """Lagrangian Hencky strain ``1/2 ln(F^T F)`` of (n, 3, 3) deformation gradients.
+
+    The one strain operator's measure, :func:`anodetwin.strain.hencky_strain`.
+
+    Parameters
+    ----------
+    F : numpy.ndarray
+        (n, 3, 3) deformation gradients.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 3, 3) Hencky strain tensors (dimensionless).
+    """
+    from anodetwin import strain
+
+    return strain.hencky_strain(F)
+
+
+class _ReadAsMapping(Mapping):
+    """Read access by key (``r["J"]``, ``**r``, ``r.items()``) to a dataclass's fields."""
+
+    def __getitem__(self, key: str):
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @classmethod
+    def _keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True, eq=False)
+class CellState(_ReadAsMapping):
+    """Cell arrays of a simulated state (owned cells, at the cell centres; tensors (n, 3,
+    3) in the mesh's (x, y, z) order); readable as a mapping too (``state["J"]``).
+
+    Attributes
+    ----------
+    F : array (n, 3, 3)
+        Deformation gradient.
+    J : array (n,)
+        ``det F``.
+    theta : array (n,)
+        Li content (times the load factor).
+    stress : array (n, 3, 3)
+        Cauchy stress (MPa).
+    plastic_strain : array (n,)
+        Accumulated equivalent plastic strain (0 without plastic flow).
+    von_mises, hydrostatic, max_principal : array (n,)
+        Von Mises, ``tr / 3`` and largest principal value of ``stress`` (MPa).
+    hencky : array (n, 3, 3)
+        Lagrangian Hencky strain ``1/2 ln(F^T F)``.
+    strain : array (n, 3, 3)
+        Small-strain tensor ``sym(F) - I``.
+    """
+
+    F: np.ndarray
+    J: np.ndarray
+    theta: np.ndarray
+    stress: np.ndarray
+    plastic_strain: np.ndarray
+    von_mises: np.ndarray
+    hydrostatic: np.ndarray
+    max_principal: np.ndarray
+    hencky: np.ndarray
+    strain: np.ndarray
+
+
+#: The electrode means of a state (fields of :class:`ElectrodeMeans`), in order.
+ELECTRODE_MEANS = ("thickness_um", "volumetric_strain", "volumetric_strain_collector_half",
+                   "volumetric_strain_separator_half", "exx", "eyy", "ezz", "theta_si_cells",
+                   "max_principal_si_mpa", "max_von_mises_si_mpa", "max_plastic_strain_si")
+
+ElectrodeMeans = make_dataclass("ElectrodeMeans", [(n, float) for n in ELECTRODE_MEANS],
+                                bases=(_ReadAsMapping,), frozen=True, eq=False,
+                                module=__name__)
+ElectrodeMeans.__doc__ = """Electrode means of a state (module notes), fields
+:data:`ELECTRODE_MEANS` (floats); readable as a mapping too (``means["exx"]``, ``**means``).
+
+Attributes
+----------
+thickness_um : float
+    Electrode thickness (um).
+volumetric_strain, volumetric_strain_collector_half, volumetric_strain_separator_half : float
+    Volume mean of ``J - 1`` over the electrode and its halves.
+exx, eyy, ezz : float
+    Volume means of the small-strain diagonal.
+theta_si_cells : float
+    Mean theta of the Si cells.
+max_principal_si_mpa, max_von_mises_si_mpa : float
+    Largest principal and von Mises stress in the Si (MPa; -inf without Si).
+max_plastic_strain_si : float
+    Largest equivalent plastic strain in the Si.
+"""
 
 
 class CellFields:
@@ -105,26 +205,22 @@ class CellFields:
         v = self._sum(np.ones_like(a), mask)
         return self._sum(a, mask) / v if v > 0 else float("nan")
 
-    def compute(self) -> dict:
-        """Cell arrays (local owned cells) of the current state."""
-        c = self.sp.cell_constants
+    def compute(self) -> CellState:
+        """Cell arrays (local owned cells) of the current state; the stress is the
+        problem's (:meth:`~anodetwin.simulate.mechanics.SwellingProblem.cell_stress`)."""
         F, theta = self.sp.cell_F(), self.sp.cell_theta()
-        from anodetwin.simulate.mechanics import cauchy_stress
-
-        sig = cauchy_stress(F, theta, *(c[k][self.dof] for k in ("E0", "E1", "nu", "beta")),
-                            Fp_inv=self.sp.cell_Fp_inv(), Kc=c["Kc"][self.dof],
-                            Jmin=c["Jmin"][self.dof])
+        sig = self.sp.cell_stress()
         pr = np.linalg.eigvalsh(sig)
         hydro = np.trace(sig, axis1=1, axis2=2) / 3
         dev = sig - hydro[:, None, None] * np.eye(3)
         vm = np.sqrt(1.5 * np.einsum("nij,nij->n", dev, dev))
-        eps = 0.5 * (F + np.swapaxes(F, 1, 2)) - np.eye(3)
+        grad = F - np.eye(3)
         eps_p = self.sp.plastic_strain.x.array[self.dof] if self.sp.plastic else \
             np.zeros(self.n)
-        return {"F": F, "J": np.linalg.det(F), "theta": theta, "stress": sig,
-                "plastic_strain": eps_p,
-                "von_mises": vm, "hydrostatic": hydro, "max_principal": pr[:, -1],
-                "hencky": hencky_strain(F), "strain": eps}
+        return CellState(F=F, J=volumetric_strain(grad) + 1.0, theta=theta, stress=sig,
+                         plastic_strain=eps_p, von_mises=vm, hydrostatic=hydro,
+                         max_principal=pr[:, -1], hencky=hencky_strain(F),
+                         strain=small_strain_tensor(grad))
 
     def face_uz(self) -> tuple[float, float]:
         """Mean axial displacement (um) of the electrode's top and bottom faces."""
@@ -137,37 +233,38 @@ class CellFields:
             out.append(s / area if area > 0 else 0.0)
         return out[0], out[1]
 
-    def summary(self, f: dict) -> dict:
-        """Electrode means of a :meth:`compute` result (module notes)."""
+    def summary(self, f: CellState) -> ElectrodeMeans:
+        """Electrode means of a :meth:`compute` result (module notes; all ranks)."""
         from mpi4py import MPI
 
         top, bottom = self.face_uz()
-        e = f["strain"]
-        smax = np.max(f["max_principal"][self.si]) if self.si.any() else -np.inf
-        vmax = np.max(f["von_mises"][self.si]) if self.si.any() else -np.inf
-        pmax = np.max(f["plastic_strain"][self.si]) if self.si.any() else 0.0
-        return {
-            "thickness_um": self.thickness0 + top - bottom,
-            "volumetric_strain": self.mean(f["J"] - 1, self.electrode),
-            "volumetric_strain_collector_half": self.mean(f["J"] - 1, self.collector_half),
-            "volumetric_strain_separator_half": self.mean(f["J"] - 1, self.separator_half),
-            "exx": self.mean(e[:, 0, 0], self.electrode),
-            "eyy": self.mean(e[:, 1, 1], self.electrode),
-            "ezz": self.mean(e[:, 2, 2], self.electrode),
-            "theta_si_cells": self.mean(f["theta"], self.si),
-            "max_principal_si_mpa": self.comm.allreduce(float(smax), op=MPI.MAX),
-            "max_von_mises_si_mpa": self.comm.allreduce(float(vmax), op=MPI.MAX),
-            "max_plastic_strain_si": self.comm.allreduce(float(pmax), op=MPI.MAX),
-        }
+        e = f.strain
 
-    def distribution(self, f: dict, threshold_mpa: float) -> dict | None:
+        def si_max(a: np.ndarray, empty: float) -> float:
+            m = np.max(a[self.si]) if self.si.any() else empty
+            return self.comm.allreduce(float(m), op=MPI.MAX)
+
+        return ElectrodeMeans(
+            thickness_um=self.thickness0 + top - bottom,
+            volumetric_strain=self.mean(f.J - 1, self.electrode),
+            volumetric_strain_collector_half=self.mean(f.J - 1, self.collector_half),
+            volumetric_strain_separator_half=self.mean(f.J - 1, self.separator_half),
+            exx=self.mean(e[:, 0, 0], self.electrode),
+            eyy=self.mean(e[:, 1, 1], self.electrode),
+            ezz=self.mean(e[:, 2, 2], self.electrode),
+            theta_si_cells=self.mean(f.theta, self.si),
+            max_principal_si_mpa=si_max(f.max_principal, -np.inf),
+            max_von_mises_si_mpa=si_max(f.von_mises, -np.inf),
+            max_plastic_strain_si=si_max(f.plastic_strain, 0.0))
+
+    def distribution(self, f: CellState, threshold_mpa: float) -> dict | None:
         """Volume-weighted distributions of a :meth:`compute` result (rank 0 gets the dict,
         the other ranks None): percentiles 5/50/95 and the maximum of ``J - 1`` in the
         electrode and its halves, of the largest principal and the hydrostatic stress in
         the Si (MPa, with the minimum of the hydrostatic: the strongest compression), and
         the Si volume fraction whose largest principal stress exceeds ``threshold_mpa``."""
-        parts = self.comm.gather((self.volume, f["J"] - 1, f["max_principal"],
-                                  f["hydrostatic"], self.electrode, self.collector_half,
+        parts = self.comm.gather((self.volume, f.J - 1, f.max_principal,
+                                  f.hydrostatic, self.electrode, self.collector_half,
                                   self.separator_half, self.si), root=0)
         if self.comm.rank != 0:
             return None
@@ -183,7 +280,7 @@ class CellFields:
                                                     / vol[si].sum()) if si.any() else None}
         return out
 
-    def write_xdmf(self, path: str | os.PathLike, f: dict, time_s: float) -> None:
+    def write_xdmf(self, path: str | os.PathLike, f: CellState, time_s: float) -> None:
         """Fields for ParaView (XDMF + HDF5, reference configuration; warp by
         ``displacement``): written in a temporary folder, then moved beside ``path``."""
         import dolfinx.fem as fem
@@ -198,17 +295,16 @@ class CellFields:
         Q = self.sp.Q
         T = fem.functionspace(self.mesh, ("DG", 0, (3, 3)))
         funcs = [self.sp.u]
-        for name, vals in (("theta", f["theta"]), ("J", f["J"]), ("von_mises", f["von_mises"]),
-                           ("hydrostatic", f["hydrostatic"]),
-                           ("max_principal", f["max_principal"]),
-                           ("plastic_strain", f["plastic_strain"]), ("phase", self.phase)):
+        for name, vals in (("theta", f.theta), ("J", f.J), ("von_mises", f.von_mises),
+                           ("hydrostatic", f.hydrostatic), ("max_principal", f.max_principal),
+                           ("plastic_strain", f.plastic_strain), ("phase", self.phase)):
             g = fem.Function(Q, name=name)
             g.x.array[self.dof] = vals
             g.x.scatter_forward()
             funcs.append(g)
         h = fem.Function(T, name="hencky")
         tdof = T.dofmap.list[: self.n, 0]
-        h.x.array.reshape(-1, 9)[tdof] = f["hencky"].reshape(-1, 9)
+        h.x.array.reshape(-1, 9)[tdof] = f.hencky.reshape(-1, 9)
         h.x.scatter_forward()
         funcs.append(h)
         with XDMFFile(self.comm, str(tmp / path.name), "w") as xf:

@@ -6,10 +6,12 @@ the swelling coefficient beta (volume change at theta = 1). Optionally it flows 
 (:mod:`anodetwin.simulate.plasticity`): flow stress at theta = 0 and 1 (GPa), reference
 plastic strain rate (1/s), rate exponent, and the theta below which it stays elastic.
 A porous material (the carbon-binder matrix, pores) may stiffen as it compacts: a
-compaction modulus (GPa, the bulk stiffness it adds at J = 1) and the volume ratio
-``J_min`` (its solid fraction) at which its pores are closed
-(:func:`anodetwin.simulate.mechanics.volumetric_energy`).
-Units in the files: GPa for moduli; inside the solver lengths are um and stresses MPa (GPa x 1000), so forces are uN.
+compaction modulus (key ``compaction_modulus``, GPa, the bulk stiffness it adds at J = 1;
+``compaction_modulus_mpa`` from here to the solver) and the compaction limit (key and name
+``compaction_limit``: the volume ratio, its solid fraction, at which its pores are closed;
+:func:`anodetwin.simulate.constitutive.volumetric_energy`).
+Units in the files: GPa for moduli; inside the solver lengths are um and stresses MPa
+(GPa x 1000), so forces are uN.
 """
 
 from __future__ import annotations
@@ -33,13 +35,37 @@ _OPTIONAL_KEYS = {"flow_stress_theta0": ("GPa", "flow_stress0_mpa", 1e3),
               "flow_rate_exponent": ("1", "flow_exponent", 1.0),
               "flow_theta_min": ("1", "flow_theta_min", 1.0),
               # optional compaction of a porous material
-              "compaction_modulus": ("GPa", "compaction_mpa", 1e3),
-              "compaction_limit": ("1", "compaction_jmin", 1.0)}
+              "compaction_modulus": ("GPa", "compaction_modulus_mpa", 1e3),
+              "compaction_limit": ("1", "compaction_limit", 1.0)}
 
 
 @dataclass(frozen=True)
 class Material:
-    """One material: moduli in MPa (converted from the file's GPa)."""
+    """One material: moduli in MPa (converted from the file's GPa).
+
+    Attributes
+    ----------
+    name : str
+    phases : tuple of int
+        Phase codes it applies to.
+    E0_mpa, E1_mpa : float
+        Young's modulus at theta = 0 and 1 (MPa).
+    nu : float
+        Poisson ratio.
+    beta : float
+        Swelling coefficient (volume ratio 1 + beta at theta = 1).
+    sources : dict
+        File key -> source of the value.
+    flow_stress0_mpa, flow_stress1_mpa : float
+        Flow stress at theta = 0 and 1 (MPa); ``inf``: elastic.
+    flow_rate_per_s, flow_exponent, flow_theta_min : float
+        Reference plastic strain rate (1/s), rate exponent, theta below which it stays
+        elastic.
+    compaction_modulus_mpa : float
+        Bulk stiffness compaction adds at J = 1 (MPa); 0: no compaction.
+    compaction_limit : float
+        Volume ratio (solid fraction) at which the pores are closed, in [0, 1).
+    """
 
     name: str
     phases: tuple[int, ...]
@@ -53,8 +79,8 @@ class Material:
     flow_rate_per_s: float = 1.0
     flow_exponent: float = 4.0
     flow_theta_min: float = 0.0
-    compaction_mpa: float = 0.0
-    compaction_jmin: float = 0.0
+    compaction_modulus_mpa: float = 0.0
+    compaction_limit: float = 0.0
 
     @property
     def plastic(self) -> bool:
@@ -62,9 +88,15 @@ class Material:
         return math.isfinite(self.flow_stress0_mpa) or math.isfinite(self.flow_stress1_mpa)
 
     @property
+    def effective_compaction_limit(self) -> float:
+        """The compaction limit that acts in the law: ``compaction_limit`` with a
+        compaction modulus, 0 without."""
+        return self.compaction_limit if self.compaction_modulus_mpa > 0 else 0.0
+
+    @property
     def lock_volume_ratio(self) -> float:
-        """The volume ratio where compaction locks (0 without compaction)."""
-        return self.compaction_jmin if self.compaction_mpa > 0 else 0.0
+        """Former name of :attr:`effective_compaction_limit`."""
+        return self.effective_compaction_limit
 
     def __post_init__(self) -> None:
         if not (self.E0_mpa > 0 and self.E1_mpa > 0):
@@ -82,10 +114,10 @@ class Material:
             raise ParameterError(f"material '{self.name}': plastic flow parameters must be "
                                  "positive", "give both flow stresses, the reference rate "
                                  "and the exponent > 0")
-        if not (self.compaction_mpa >= 0 and 0 <= self.compaction_jmin < 1):
+        if not (self.compaction_modulus_mpa >= 0 and 0 <= self.compaction_limit < 1):
             raise ParameterError(f"material '{self.name}': compaction modulus "
-                                 f"{self.compaction_mpa / 1e3:g} GPa, limit "
-                                 f"{self.compaction_jmin:g}", "give a modulus >= 0 GPa and "
+                                 f"{self.compaction_modulus_mpa / 1e3:g} GPa, limit "
+                                 f"{self.compaction_limit:g}", "give a modulus >= 0 GPa and "
                                  "a limit (solid volume fraction) in [0, 1)")
 
 

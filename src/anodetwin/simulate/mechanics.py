@@ -1,18 +1,13 @@
 """Finite-strain swelling mechanics of an electrode mesh (DOLFINx, MPI).
 
-Kinematics: ``F = I + grad u = Fe Fp Fs`` with isotropic swelling ``Fs = (1 + beta
-theta)^(1/3) I`` (theta: normalised Li content, 1 = Li15Si4) and an isochoric plastic part
-``Fp`` (identity unless plastic flow is on; one per cell, :mod:`anodetwin.simulate.plasticity`). Material: compressible neo-Hookean in the
-elastic part, per unit intermediate volume
-
-    psi(Fe) = mu / 2 (tr(Fe^T Fe) - 3) - mu ln Je + U(Je),
-
-stored per reference volume as ``Js psi``, with the volumetric energy ``U`` of
-:func:`volumetric_energy`: ``lambda / 4 (Je^2 - 1 - 2 ln Je)``, convex for every Je (the
-common ``lambda / 2 (ln Je)^2`` is not beyond Je = e, where a stretched soft matrix loses
-ellipticity), plus for porous materials a compaction term that stiffens without bound as
-Je approaches the solid fraction ``J_min``. Lame constants from E(theta) = E0 + (E1 - E0)
-theta (lithiated Si softens) and nu, per phase (:mod:`anodetwin.simulate.materials`).
+The material law (kinematics ``F = Fe Fp Fs`` with isotropic swelling and an isochoric
+plastic part, the compressible neo-Hookean energy with the convex volumetric energy and
+compaction of porous phases, Lame constants from E(theta) and nu per phase) is defined once
+in :mod:`anodetwin.simulate.constitutive`; here it is integrated over the mesh: the
+residual and the Newton tangent are ``ufl.derivative`` of the stored energy, the Cauchy
+stress on cells a ``fem.Expression`` of its UFL derivative. Each phase's constants come
+from its :class:`~anodetwin.simulate.materials.Material` as one value per cell; ``Fp``
+(identity unless plastic flow is on) is one per cell (:mod:`anodetwin.simulate.plasticity`).
 Units: um, MPa, uN.
 
 Boundaries (facet tags of :data:`anodetwin.mesh.voxel.FACET`): the collector bonded
@@ -28,62 +23,37 @@ than the electrode.
 Plastic flow (``plastic=True`` and materials with a flow stress) is staggered within each
 step: Newton with ``Fp`` fixed, then every cell's backward-Euler return from the step's
 starting ``Fp`` at the new ``F``, repeated until ``Fp`` changes by less than
-``plastic_tol`` (Aitken's dynamic relaxation of the update between passes); the fixed point is the implicit elastic-viscoplastic solution of the step
-(it satisfies equilibrium and the discrete flow rule together).
+``plastic_tol`` (Aitken's dynamic relaxation of the update between passes); the fixed point
+is the implicit elastic-viscoplastic solution of the step (it satisfies equilibrium and the
+flow rule together).
 
-Newton: PETSc SNES (line search), Krylov GMRES (the tangent of a swelling-prestressed
-state can be indefinite, which stops CG) preconditioned by algebraic multigrid (GAMG)
-with the six rigid-body modes as near-nullspace. Loads are applied in ``steps`` increments
-of theta.
+Newton: PETSc SNES, Krylov GMRES preconditioned by algebraic multigrid (GAMG) with the six
+rigid-body modes as near-nullspace, or MUMPS LU; tolerances, limits and the step control
+that keeps every iterate inside the material's domain are in
+:mod:`anodetwin.simulate.solver`. Loads are applied in ``steps`` increments of theta.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.log import get_logger
+from anodetwin.simulate.constitutive import (LawParameters, cauchy_stress, kinematics,
+                                             kirchhoff_pressure, lame_constants,
+                                             stored_energy, swelling_ratio,
+                                             volumetric_energy)
+from anodetwin.simulate.solver import NEWTON, SNESReason
 
 log = get_logger("simulate")
 
-__all__ = ["Boundary", "SwellingProblem", "SwellingResult", "cauchy_stress",
-           "kirchhoff_pressure", "near_nullspace", "solve_swelling", "volumetric_energy"]
+__all__ = ["Boundary", "SwellingProblem", "SwellingResult", "kirchhoff_pressure",
+           "near_nullspace", "solve_swelling", "volumetric_energy"]
 
-
-def volumetric_energy(Je, lam, K_c=0.0, J_min=0.0, ln=np.log):
-    """Volumetric stored energy per intermediate volume (MPa).
-
-    ``U = lam / 4 (Je^2 - 1 - 2 ln Je) + K_c a ((Je - 1) - a ln((Je - J_min) / a))`` with
-    ``a = 1 - J_min``. Both terms vanish with zero slope at Je = 1 and are convex: the first
-    has ``U'' = lam / 2 (1 + Je^-2)`` (bulk modulus lam + 2 mu / 3 at Je = 1 with the
-    isochoric part), the second adds the compaction stiffness ``K_c (a / (Je - J_min))^2``:
-    K_c at Je = 1, 100 K_c when a tenth of the pore volume is left, unbounded at J_min.
-
-    Parameters
-    ----------
-    Je : array or UFL expression
-        Elastic volume ratio.
-    lam, K_c : array, float or UFL expression
-        Lame's first constant and the compaction modulus (MPa).
-    J_min : array, float or UFL expression
-        Solid volume fraction, where the pores are closed (0 <= J_min < 1).
-    ln : callable
-        The logarithm (``numpy.log``, or ``ufl.ln`` for forms).
-    """
-    a = 1 - J_min
-    # ln x written as 2 ln x^(1/2): its derivative (the residual) holds x^(1/2) and so is
-    # NaN past the limit, where the plain 1/x would lead Newton to the energy's mirror
-    # branch (J < J_min); a NaN residual makes the step control cut the step instead
-    return lam / 4 * (Je ** 2 - 1 - 2 * ln(Je)) + \
-        K_c * a * ((Je - 1) - 2 * a * ln(((Je - J_min) / a) ** 0.5))
-
-
-def kirchhoff_pressure(Je, lam, K_c=0.0, J_min=0.0):
-    """``Je dU/dJe`` (MPa) of :func:`volumetric_energy`: the volumetric part of the
-    Kirchhoff stress, ``lam / 2 (Je^2 - 1) + K_c Je a (Je - 1) / (Je - J_min)``."""
-    return lam / 2 * (Je ** 2 - 1) + K_c * Je * (1 - J_min) * (Je - 1) / (Je - J_min)
+# the constants of cells that no phase tag covers
+_UNTAGGED = LawParameters(E0_mpa=1.0, E1_mpa=1.0, nu=0.3, beta=0.0)
 
 
 @dataclass(frozen=True)
@@ -159,142 +129,177 @@ def _cell_field(mesh, Q, phases, values: dict, default: float):
     return f
 
 
+
+def _check_setup(mesh, phases, materials: dict, linear_solver: str) -> None:
+    """A material for every phase of the mesh (all ranks) and a known linear solver."""
+    codes = set().union(*mesh.comm.allgather(np.unique(phases.values).tolist()))
+    missing = sorted(c for c in codes if c not in materials)
+    if missing:
+        raise ParameterError(f"no material for phase codes {missing}",
+                             "map every phase of the mesh to a material")
+    if linear_solver not in ("iterative", "direct"):
+        raise ParameterError(f"linear solver '{linear_solver}'",
+                             "use 'iterative' or 'direct'")
+
+
 class SwellingProblem:
     """The swelling equilibrium of one mesh, built once and solved for many theta fields.
 
     ``theta`` is a DG0 function (one value per cell, 0 outside Si) that the caller updates
     between solves; ``load`` scales it (load stepping). Parameters as in
-    :func:`solve_swelling`.
+    :func:`solve_swelling`; ``plastic`` turns plastic flow on for the materials with a
+    flow stress (staggered passes to ``plastic_tol``, at most ``max_plastic_passes``).
+
+    Attributes
+    ----------
+    u : dolfinx Function
+        Displacement (um, P1).
+    theta : dolfinx Function or Constant
+        Li content per cell (1).
+    load : dolfinx Constant
+        Fraction of ``theta`` applied.
+    law : LawParameters
+        The material constants as DG0 functions (one value per cell).
+    F : UFL
+        The deformation gradient ``I + grad u`` (a ``ufl.variable``).
+    energy : UFL form
+        The stored energy of the mesh (uJ).
     """
 
     def __init__(self, mesh, phases, facets, materials: dict, boundary: Boundary,
-                 theta=None, rtol: float = 1e-9, spring_tol: float = 1e-8,
-                 max_spring_passes: int = 50, prefix: str = "swell_",
+                 theta=None, rtol: float = NEWTON.rtol,
+                 spring_tol: float = NEWTON.spring_tol,
+                 max_spring_passes: int = NEWTON.max_spring_passes, prefix: str = "swell_",
                  linear_solver: str = "iterative", quadrature_degree: int = 2,
-                 plastic: bool = False, plastic_tol: float = 1e-6,
-                 max_plastic_passes: int = 80):
+                 plastic: bool = False, plastic_tol: float = NEWTON.plastic_tol,
+                 max_plastic_passes: int = NEWTON.max_plastic_passes):
         import dolfinx.fem as fem
-        import dolfinx.fem.petsc
-        import ufl
-        from mpi4py import MPI
 
-        from anodetwin.mesh.voxel import FACET
-
-        codes = set().union(*mesh.comm.allgather(np.unique(phases.values).tolist()))
-        missing = sorted(c for c in codes if c not in materials)
-        if missing:
-            raise ParameterError(f"no material for phase codes {missing}",
-                                 "map every phase of the mesh to a material")
-        if linear_solver not in ("iterative", "direct"):
-            raise ParameterError(f"linear solver '{linear_solver}'",
-                                 "use 'iterative' or 'direct'")
+        _check_setup(mesh, phases, materials, linear_solver)
         self.mesh, self.boundary = mesh, boundary
         self.linear_solver, self.direct_fallbacks = linear_solver, 0
         self.spring_tol, self.max_spring_passes = spring_tol, max_spring_passes
-        Q = fem.functionspace(mesh, ("DG", 0))
-        self.Q = Q
-        fields = {}
-        for key, attr, default in (("E0", "E0_mpa", 1.0), ("E1", "E1_mpa", 1.0),
-                                   ("nu", "nu", 0.3), ("beta", "beta", 0.0),
-                                   ("Kc", "compaction_mpa", 0.0),
-                                   ("Jmin", "lock_volume_ratio", 0.0)):
-            fields[key] = _cell_field(mesh, Q, phases, {c: getattr(m, attr) for c, m in
-                                                        materials.items()}, default)
-        self.cell_constants = {k: f.x.array for k, f in fields.items()}
-        self.load = fem.Constant(mesh, 1.0)  # fraction of theta applied
-        if theta is None:
-            theta = fem.Function(Q, name="theta")
-        self.theta = theta
-        th_now = self.load * theta
-        E = fields["E0"] + (fields["E1"] - fields["E0"]) * th_now
-        nu = fields["nu"]
-        lam = E * nu / ((1 + nu) * (1 - 2 * nu))
-        mu = E / (2 * (1 + nu))
-        V = fem.functionspace(mesh, ("Lagrange", 1, (3,)))
-        self.V = V
-        u = fem.Function(V, name="displacement")
-        self.u = u
-        v, du = ufl.TestFunction(V), ufl.TrialFunction(V)
-        F = ufl.Identity(3) + ufl.grad(u)
-        Js = 1 + fields["beta"] * th_now
-        self.flow = None
         self.plastic_tol, self.max_plastic_passes = plastic_tol, max_plastic_passes
+        self._ncell = mesh.topology.index_map(3).size_local
+        self.Q = fem.functionspace(mesh, ("DG", 0))
+        self.V = fem.functionspace(mesh, ("Lagrange", 1, (3,)))
+        self.u = fem.Function(self.V, name="displacement")
+        self.load = fem.Constant(mesh, 1.0)  # fraction of theta applied
+        self.theta = fem.Function(self.Q, name="theta") if theta is None else theta
+        self._sdof = self.Q.dofmap.list[:self._ncell, 0]
+        self.law = self._cell_constants(phases, materials)
+        self.flow = None
         if plastic and any(m.plastic for m in materials.values()):
             self._init_plastic(phases, materials)
-            Fe = F * self.Fp_inv / Js ** (1 / 3)
-        else:
-            Fe = F / Js ** (1 / 3)
-        Je = ufl.det(F) / Js
-        psi = mu / 2 * (ufl.tr(Fe.T * Fe) - 3) - mu * ufl.ln(Je) + \
-            volumetric_energy(Je, lam, fields["Kc"], fields["Jmin"], ln=ufl.ln)
-        self.p_top = fem.Constant(mesh, 0.0)
-        ds = ufl.Measure("ds", domain=mesh, subdomain_data=facets)
-        # the energy holds logs and powers: UFL's degree estimate would ask for huge
-        # quadrature rules; 2 (exact for the P1/Q1 stiffness, Gauss 2 per direction on
-        # hexahedra) suffices
-        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": quadrature_degree})
-        Pi = Js * psi * dx
-        if boundary.top == "spring":
-            Pi = Pi + self.p_top * u[2] * ds(FACET["separator"])
-        R = ufl.derivative(Pi, u, v)
-        Jac = ufl.derivative(R, u, du)
-
-        def faces(*names):
-            return np.concatenate([facets.indices[facets.values == FACET[n]] for n in names]
-                                  ).astype(np.int32)
-
-        bcs = []
-        if boundary.collector == "bonded":
-            bcs.append(fem.dirichletbc(np.zeros(3), fem.locate_dofs_topological(
-                V, 2, faces("collector")), V))
-        else:
-            bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
-                V.sub(2), 2, faces("collector")), V.sub(2)))
-        lateral = {"rollers": (("x_min", "x_max"), ("y_min", "y_max")),
-                   "symmetry": (("x_min",), ("y_min",)), "free": ((), ())}[boundary.lateral]
-        for comp, names in enumerate(lateral):
-            if names:
-                bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
-                    V.sub(comp), 2, faces(*names)), V.sub(comp)))
-        if boundary.top == "plate":
-            bcs.append(fem.dirichletbc(0.0, fem.locate_dofs_topological(
-                V.sub(2), 2, faces("separator")), V.sub(2)))
-        # inexact Newton: each linear solve to 1e-6 (the Newton residual still goes to
-        # rtol); tighter Krylov tolerances only cost iterations
-        # (a long GMRES restart: cells near their compaction limit are stiff, the contrast
-        # with the soft matrix around them slows the multigrid)
-        lin = ({"ksp_type": "gmres", "ksp_gmres_restart": 150, "pc_type": "gamg",
-                "ksp_rtol": 1e-6, "ksp_max_it": 1000}
-               if linear_solver == "iterative" else
-               {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
-        self.problem = dolfinx.fem.petsc.NonlinearProblem(
-            R, u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
-            # full Newton steps (a step that inverts cells gives NaN and the caller retries
-            # with a smaller load step; a backtracking search on the residual norm fights the
-            # lagged spring pressure); convergence only by the residual: a step-length test
-            # accepted a stalled iterate
-            petsc_options={"snes_type": "newtonls", "snes_linesearch_type": "basic",
-                           "snes_rtol": rtol, "snes_atol": 1e-8, "snes_stol": 0.0,
-                           "snes_max_it": 50, **lin})
-        self.problem.A.setNearNullSpace(near_nullspace(V))
-        self._top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
-            fem.Constant(mesh, 1.0) * ds(FACET["separator"]))), op=MPI.SUM)
-        self._uz_form = fem.form(u[2] * ds(FACET["separator"]))
-        self._ncell = mesh.topology.index_map(3).size_local
-        ref = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name == "hexahedron"
-                       else [[0.25, 0.25, 0.25]])
-        self._F_expr = fem.Expression(F, ref)
-        self._init_step_control(Je, fields["Jmin"], quadrature_degree)
+        R, Jac = self._forms(facets, quadrature_degree)
+        self._init_solver(R, Jac, self._boundary_conditions(facets), prefix, rtol)
+        self._init_probes(facets)
+        self._init_step_control(quadrature_degree)
         if boundary.top == "spring" and boundary.k_mpa_per_um > 0:
             # the spring follows the top inside Newton: its pressure is updated from the
             # current iterate before every iteration (a lagged rank-one term)
             self.problem.solver.setUpdate(lambda snes, it: self._set_spring())
 
-    def _init_step_control(self, Je, Jmin, degree: int) -> None:
+    def _cell_constants(self, phases, materials: dict) -> LawParameters:
+        """The material constants as DG0 functions: each phase's values on its cells."""
+        laws = {c: LawParameters.of(m) for c, m in materials.items()}
+        return LawParameters(**{
+            f.name: _cell_field(self.mesh, self.Q, phases,
+                                {c: getattr(p, f.name) for c, p in laws.items()},
+                                getattr(_UNTAGGED, f.name))
+            for f in fields(LawParameters)})
+
+    def _forms(self, facets, degree: int):
+        """Stored energy, residual and tangent; sets ``F``, ``energy`` and the spring
+        pressure ``p_top`` (a constant the fixed point updates)."""
+        import dolfinx.fem as fem
+        import ufl
+
+        from anodetwin.mesh.voxel import FACET
+
+        self.F = ufl.variable(ufl.Identity(3) + ufl.grad(self.u))
+        W = stored_energy(self.F, self.law, self.load * self.theta, self._Fp_inv_ufl())
+        # the energy holds logs and powers: UFL's degree estimate would ask for huge
+        # quadrature rules; 2 (exact for the P1/Q1 stiffness, Gauss 2 per direction on
+        # hexahedra) suffices
+        dx = ufl.Measure("dx", domain=self.mesh, metadata={"quadrature_degree": degree})
+        self.energy = W * dx
+        self._energy_form = None
+        self.p_top = fem.Constant(self.mesh, 0.0)
+        Pi = self.energy
+        if self.boundary.top == "spring":
+            ds = ufl.Measure("ds", domain=self.mesh, subdomain_data=facets)
+            Pi = Pi + self.p_top * self.u[2] * ds(FACET["separator"])
+        R = ufl.derivative(Pi, self.u, ufl.TestFunction(self.V))
+        return R, ufl.derivative(R, self.u, ufl.TrialFunction(self.V))
+
+    def _Fp_inv_ufl(self):
+        """Fp^-1 in the forms (None without plastic flow)."""
+        return self.Fp_inv if self.plastic else None
+
+    def _boundary_conditions(self, facets) -> list:
+        """Dirichlet conditions of the collector, lateral faces and plate (module notes)."""
+        import dolfinx.fem as fem
+
+        from anodetwin.mesh.voxel import FACET
+
+        V, b = self.V, self.boundary
+
+        def faces(*names):
+            return np.concatenate([facets.indices[facets.values == FACET[n]] for n in names]
+                                  ).astype(np.int32)
+
+        def normal(comp: int, *names):  # rollers: one displacement component fixed
+            return fem.dirichletbc(0.0, fem.locate_dofs_topological(
+                V.sub(comp), 2, faces(*names)), V.sub(comp))
+
+        if b.collector == "bonded":
+            bcs = [fem.dirichletbc(np.zeros(3), fem.locate_dofs_topological(
+                V, 2, faces("collector")), V)]
+        else:
+            bcs = [normal(2, "collector")]
+        lateral = {"rollers": (("x_min", "x_max"), ("y_min", "y_max")),
+                   "symmetry": (("x_min",), ("y_min",)), "free": ((), ())}[b.lateral]
+        bcs += [normal(comp, *names) for comp, names in enumerate(lateral) if names]
+        if b.top == "plate":
+            bcs.append(normal(2, "separator"))
+        return bcs
+
+    def _init_solver(self, R, Jac, bcs: list, prefix: str, rtol: float) -> None:
+        """The SNES of the residual (options of :data:`anodetwin.simulate.solver.NEWTON`),
+        with the rigid-body modes as near-nullspace."""
+        import dolfinx.fem.petsc
+
+        self.problem = dolfinx.fem.petsc.NonlinearProblem(
+            R, self.u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
+            petsc_options=NEWTON.petsc_options(rtol, self.linear_solver))
+        self.problem.A.setNearNullSpace(near_nullspace(self.V))
+
+    def _init_probes(self, facets) -> None:
+        """Forms and expressions of the outputs: the top face's area and mean axial
+        displacement, F (and, on first use, the Cauchy stress) at cell centres."""
+        import dolfinx.fem as fem
+        import ufl
+        from mpi4py import MPI
+
+        from anodetwin.mesh.voxel import FACET
+
+        mesh = self.mesh
+        ds = ufl.Measure("ds", domain=mesh, subdomain_data=facets)
+        self._top_area = mesh.comm.allreduce(fem.assemble_scalar(fem.form(
+            fem.Constant(mesh, 1.0) * ds(FACET["separator"]))), op=MPI.SUM)
+        self._uz_form = fem.form(self.u[2] * ds(FACET["separator"]))
+        self._centre = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name ==
+                                "hexahedron" else [[0.25, 0.25, 0.25]])
+        self._F_expr = fem.Expression(self.F, self._centre)
+        self._stress_expr = None  # compiled on first use
+
+    def _init_step_control(self, degree: int) -> None:
         """Keep Newton inside the material's domain: before each update the step is
-        halved until every quadrature point keeps ``Je - J_min`` above a quarter of its
-        current value (a fraction-to-the-boundary rule, as in interior-point methods),
-        so no iterate inverts a cell or closes a porous cell past its solid fraction."""
+        halved until every quadrature point keeps ``Je - J_min`` above ``NEWTON.keep``
+        times its current value (a fraction-to-the-boundary rule, as in interior-point
+        methods), so no iterate inverts a cell or closes a porous cell past its solid
+        fraction."""
         import basix
         import dolfinx.fem as fem
         import ufl
@@ -303,8 +308,9 @@ class SwellingProblem:
         cell = basix.CellType[self.mesh.topology.cell_type.name]
         pts, _ = basix.make_quadrature(cell, degree)
         self._u_try = fem.Function(self.V)
-        Je_try = ufl.replace(Je, {self.u: self._u_try})
-        self._margin = fem.Expression(Je_try - Jmin, pts)
+        _, _, Je_try = kinematics(ufl.Identity(3) + ufl.grad(self._u_try), self.law,
+                                  self.load * self.theta, self._Fp_inv_ufl())
+        self._margin = fem.Expression(Je_try - self.law.compaction_limit, pts)
         cells = np.arange(self._ncell, dtype=np.int32)
         nb = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
 
@@ -313,10 +319,10 @@ class SwellingProblem:
             self._u_try.x.scatter_forward()
             return self._margin.eval(self.mesh, cells).ravel()
 
-        def fraction(x_arr, dx_arr, keep=0.25):
+        def fraction(x_arr, dx_arr, keep=NEWTON.keep):
             now = margin(x_arr)
             alpha = 1.0
-            for _ in range(30):
+            for _ in range(NEWTON.halvings):
                 ok = np.array([bool(np.all(margin(x_arr + alpha * dx_arr) > keep * now))],
                               dtype=np.int32)
                 self.mesh.comm.Allreduce(MPI.IN_PLACE, ok, op=MPI.MIN)
@@ -336,11 +342,25 @@ class SwellingProblem:
         self._nb = nb
         self.problem.solver.setLineSearchPreCheck(precheck)
 
-    def admissible_fraction(self, du: np.ndarray, keep: float = 0.75) -> float:
-        """The largest ``2^-k`` (k >= 0) for which ``u + alpha du`` keeps every quadrature
-        point's ``Je - J_min`` above ``keep`` times its present value (0 if none): how far a
-        predictor may move the displacement (owned entries of ``u.x.array``) and still
-        leave Newton room near the compaction limits."""
+    def admissible_fraction(self, du: np.ndarray, keep: float = NEWTON.predictor_keep
+                            ) -> float:
+        """How far a predictor may move the displacement and still leave Newton room near
+        the compaction limits.
+
+        Parameters
+        ----------
+        du : array
+            Displacement increment (um; owned entries of ``u.x.array`` are used).
+        keep : float
+            Fraction of ``Je - J_min`` each quadrature point keeps.
+
+        Returns
+        -------
+        float
+            The largest ``2^-k`` (k >= 0) for which ``u + alpha du`` keeps every
+            quadrature point's ``Je - J_min`` above ``keep`` times its present value (0 if
+            none).
+        """
         nb = self._nb
         return self._fraction(self.u.x.array[:nb].copy(), du[:nb], keep)
 
@@ -358,7 +378,6 @@ class SwellingProblem:
         self.Fp_inv.x.array.reshape(-1, 9)[:] = np.eye(3).ravel()
         self.plastic_strain = fem.Function(self.Q, name="plastic_strain")
         self._tdof = self.Qt.dofmap.list[:n, 0]
-        self._sdof = self.Q.dofmap.list[:n, 0]
         vals = {}
         for attr in ("flow_stress0_mpa", "flow_stress1_mpa", "flow_rate_per_s",
                      "flow_exponent"):
@@ -401,9 +420,26 @@ class SwellingProblem:
         return self.Fp_inv.x.array.reshape(-1, 3, 3)[self._tdof]
 
     def cell_theta(self) -> np.ndarray:
-        """theta (times the load factor) of each owned cell."""
-        return self.theta.x.array[self.Q.dofmap.list[:self._ncell, 0]] * \
-            float(self.load.value)
+        """theta (times the load factor) of each owned cell, (n,)."""
+        return self.theta.x.array[self._sdof] * float(self.load.value)
+
+    def cell_parameters(self) -> LawParameters:
+        """The material constants of each owned cell (arrays (n,))."""
+        return LawParameters(**{f.name: getattr(self.law, f.name).x.array[self._sdof]
+                                for f in fields(LawParameters)})
+
+    def cell_stress(self) -> np.ndarray:
+        """Cauchy stress (MPa) at the centre of each owned cell, (n, 3, 3) in the mesh's
+        (x, y, z) order: the UFL derivative of the stored energy
+        (:func:`anodetwin.simulate.constitutive.cauchy_stress`)."""
+        import dolfinx.fem as fem
+
+        if self._stress_expr is None:
+            self._stress_expr = fem.Expression(cauchy_stress(
+                self.F, self.law, self.load * self.theta, self._Fp_inv_ufl()), self._centre)
+        n = self._ncell
+        return self._stress_expr.eval(self.mesh, np.arange(n, dtype=np.int32)
+                                      ).reshape(n, 3, 3)
 
     def _plastic_return(self, dt: float, state: dict) -> float:
         """Return every cell from the step's starting state at the current F and move
@@ -414,11 +450,10 @@ class SwellingProblem:
 
         from anodetwin.simulate.plasticity import return_map
 
-        c = {k: v[self._sdof] for k, v in self.cell_constants.items()}
-        theta = self.cell_theta()
-        mu = (c["E0"] + (c["E1"] - c["E0"]) * theta) / (2 * (1 + c["nu"]))
+        p, theta = self.cell_parameters(), self.cell_theta()
+        _, mu = lame_constants(p, theta)
         start = self._Fp_inv_n.reshape(-1, 3, 3)[self._tdof]
-        r = return_map(self.cell_F(), start, 1 + c["beta"] * theta, mu,
+        r = return_map(self.cell_F(), start, swelling_ratio(p, theta), mu,
                        self.flow.flow_stress(theta), self.flow.rate0, self.flow.m, dt)
         cur = self.Fp_inv.x.array.reshape(-1, 3, 3)
         res = (r.Fp_inv - cur[self._tdof]).ravel()
@@ -432,7 +467,8 @@ class SwellingProblem:
             dots = np.array([float(prev @ d), float(d @ d)])
             self.mesh.comm.Allreduce(MPI.IN_PLACE, dots, op=MPI.SUM)
             if dots[1] > 0:
-                omega = float(np.clip(-state["omega"] * dots[0] / dots[1], 0.2, 5.0))
+                omega = float(np.clip(-state["omega"] * dots[0] / dots[1],
+                                      *NEWTON.relaxation))
         state.update(residual=res, omega=omega)
         if change <= self.plastic_tol:  # converged: the returned state itself
             cur[self._tdof] = r.Fp_inv
@@ -442,6 +478,16 @@ class SwellingProblem:
         self.Fp_inv.x.scatter_forward()
         self.plastic_strain.x.scatter_forward()
         return change
+
+    def total_energy(self) -> float:
+        """The stored energy of the mesh at the current state (uJ = MPa um^3, all ranks;
+        the spring's work not included)."""
+        import dolfinx.fem as fem
+        from mpi4py import MPI
+
+        if self._energy_form is None:  # compiled on first use
+            self._energy_form = fem.form(self.energy)
+        return self.mesh.comm.allreduce(fem.assemble_scalar(self._energy_form), op=MPI.SUM)
 
     @property
     def dofs(self) -> int:
@@ -496,19 +542,21 @@ class SwellingProblem:
                 newton.append(n)
                 krylov.append(k)
         finally:
-            snes.setTolerances(atol=1e-8)
+            snes.setTolerances(atol=NEWTON.atol)
         raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
                              f"(Fp changed by {change:.2g})", "use smaller steps")
 
     def _snes_solve(self) -> None:
         """Newton from the current state; with the iterative linear solver, a Krylov
-        failure (SNES reason -3: GMRES + GAMG can stall when cells near their compaction
-        limit make the matrix nearly incompressible there) repeats the solve from the same
-        state with a direct factorisation (MUMPS), then returns to the iterative solver."""
+        failure (``SNESReason.DIVERGED_LINEAR_SOLVE``: GMRES + GAMG can stall when cells
+        near their compaction limit make the matrix nearly incompressible there) repeats
+        the solve from the same state with a direct factorisation (MUMPS), then returns to
+        the iterative solver."""
         snes = self.problem.solver
         start = self.u.x.array.copy()
         self.problem.solve()
-        if snes.getConvergedReason() != -3 or self.linear_solver != "iterative":
+        if snes.getConvergedReason() != SNESReason.DIVERGED_LINEAR_SOLVE or \
+                self.linear_solver != "iterative":
             return
         its, lin = snes.getIterationNumber(), snes.getLinearSolveIterations()
         ksp = snes.getKSP()
@@ -535,10 +583,12 @@ class SwellingProblem:
             self._set_spring()
             self._snes_solve()
         finally:
-            snes.setTolerances(max_it=50)
-        reason = snes.getConvergedReason()
-        if reason <= 0 and reason != -5:  # -5: the one iteration allowed was taken
-            raise NumericalError(f"Newton did not converge {where} (SNES reason {reason})",
+            snes.setTolerances(max_it=NEWTON.max_it)
+        reason = SNESReason.of(snes.getConvergedReason())
+        # DIVERGED_MAX_IT: the one iteration allowed was taken
+        if not reason.converged and reason != SNESReason.DIVERGED_MAX_IT:
+            raise NumericalError(f"Newton did not converge {where} (SNES reason "
+                                 f"{reason.describe()})",
                                  "use smaller steps or check the materials")
         return snes.getIterationNumber(), snes.getLinearSolveIterations()
 
@@ -551,9 +601,9 @@ class SwellingProblem:
         snes = self.problem.solver
         b = self.boundary
         newton, krylov = [], []
-        snes.setConvergenceHistory(length=200, reset=True)
+        snes.setConvergenceHistory(length=NEWTON.history, reset=True)
         first = atol is None
-        atol = 1e-8 if first else atol
+        atol = NEWTON.atol if first else atol
         for passes in range(1, self.max_spring_passes + 1):
             self._set_spring()
             snes.setTolerances(atol=atol)
@@ -564,28 +614,30 @@ class SwellingProblem:
                     else atol
             u_top = float(self.p_top.value - b.p0_mpa) / b.k_mpa_per_um \
                 if b.k_mpa_per_um else 0.0  # the top displacement the last pressure used
-            reason = snes.getConvergedReason()
-            log.debug("mechanics %s: pass %d, SNES reason %d, %d iterations, residuals %s",
-                      where, passes, reason, snes.getIterationNumber(),
+            reason = SNESReason.of(snes.getConvergedReason())
+            log.debug("mechanics %s: pass %d, SNES reason %s, %d iterations, residuals %s",
+                      where, passes, reason.describe(), snes.getIterationNumber(),
                       snes.getConvergenceHistory()[0][:8])
             newton.append(snes.getIterationNumber())
             krylov.append(snes.getLinearSolveIterations())
-            if reason <= 0:
-                raise NumericalError(f"Newton did not converge {where} (SNES reason {reason},"
+            if not reason.converged:
+                raise NumericalError(f"Newton did not converge {where} (SNES reason "
+                                     f"{reason.describe()},"
                                      f" {newton[-1]} iterations)",
                                      "use smaller steps or check the materials")
             if b.top != "spring" or b.k_mpa_per_um == 0 or \
                     abs(self.mean_top() - u_top) <= self.spring_tol * max(1.0, abs(u_top)):
-                snes.setTolerances(atol=1e-8)
+                snes.setTolerances(atol=NEWTON.atol)
                 return newton, krylov, passes, atol
-        snes.setTolerances(atol=1e-8)
+        snes.setTolerances(atol=NEWTON.atol)
         raise NumericalError(f"the spring did not settle {where}",
                              "lower the spring stiffness or use smaller steps")
 
 
 def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Boundary,
-                   steps: int = 1, rtol: float = 1e-9, spring_tol: float = 1e-8,
-                   max_spring_passes: int = 50, prefix: str = "swell_",
+                   steps: int = 1, rtol: float = NEWTON.rtol,
+                   spring_tol: float = NEWTON.spring_tol,
+                   max_spring_passes: int = NEWTON.max_spring_passes, prefix: str = "swell_",
                    linear_solver: str = "iterative",
                    quadrature_degree: int = 2) -> SwellingResult:
     """Equilibrium of the swollen electrode (module notes).
@@ -601,11 +653,31 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
     boundary : Boundary
     steps : int
         Load increments of theta.
-    quadrature_degree : int
-        Quadrature of the (non-polynomial) energy density.
+    rtol : float
+        Relative residual tolerance of Newton.
+    spring_tol, max_spring_passes : float, int
+        Relative change of the top displacement at which the spring fixed point stops,
+        and its pass limit.
+    prefix : str
+        PETSc options prefix.
     linear_solver : {"iterative", "direct"}
         GMRES + GAMG (large meshes), or MUMPS LU (small meshes; robust when the stiffness
         contrast between Si and the matrix makes the multigrid struggle).
+    quadrature_degree : int
+        Quadrature of the (non-polynomial) energy density.
+
+    Returns
+    -------
+    SwellingResult
+        Displacement (um), mean top displacement (um), stack pressure (MPa) and the
+        solver's iteration counts.
+
+    Raises
+    ------
+    ParameterError
+        A phase of the mesh without material, an unknown linear solver.
+    NumericalError
+        Newton or the spring fixed point fails at a load step.
     """
     import dolfinx.fem as fem
 
@@ -620,28 +692,3 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
         krylov += kr
         passes += p
     return SwellingResult(sp.u, sp.mean_top(), sp.stack_pressure(), newton, krylov, passes)
-
-
-def cauchy_stress(F: np.ndarray, theta: np.ndarray, E0: np.ndarray, E1: np.ndarray,
-                  nu: np.ndarray, beta: np.ndarray, Fp_inv: np.ndarray | None = None,
-                  Kc: np.ndarray | float = 0.0, Jmin: np.ndarray | float = 0.0
-                  ) -> np.ndarray:
-    """Cauchy stress (MPa) of the material model at given deformation gradients.
-
-    With ``Fe = F Fp^-1 / Js^(1/3)``, ``Je = det Fe`` and ``be = Fe Fe^T``: ``sigma = (mu (be
-    - I) + p I) / Je`` with the Kirchhoff pressure ``p`` of :func:`kirchhoff_pressure`.
-    Arrays: F and Fp_inv (n, 3, 3; Fp_inv None: no plastic flow); theta and the cell
-    constants (n,) (compaction modulus ``Kc``, MPa, and limit ``Jmin``). Returns (n, 3, 3).
-    """
-    Js = 1 + beta * theta
-    Fe = F / np.cbrt(Js)[:, None, None]
-    if Fp_inv is not None:
-        Fe = Fe @ Fp_inv
-    Je = np.linalg.det(Fe)
-    E = E0 + (E1 - E0) * theta
-    lam = E * nu / ((1 + nu) * (1 - 2 * nu))
-    mu = E / (2 * (1 + nu))
-    eye = np.eye(3)
-    B = Fe @ np.swapaxes(Fe, 1, 2)
-    p = kirchhoff_pressure(Je, lam, Kc, Jmin)
-    return (mu[:, None, None] * (B - eye) + p[:, None, None] * eye) / Je[:, None, None]

@@ -1,10 +1,12 @@
 """Rate-dependent plastic flow of lithiated Si: the local (per cell) return map.
 
 Kinematics: ``F = Fe Fp Fs`` with the isochoric plastic part ``Fp`` (det Fp = 1) and the
-isotropic swelling ``Fs = Js^(1/3) I``; the elastic part ``Fe`` carries the neo-Hookean
-energy of :mod:`anodetwin.simulate.mechanics`, whose Kirchhoff stress is ``tau = mu (be -
-I) + p(Je) I`` with ``be = Fe Fe^T``: its deviator, which drives the flow, is ``mu
-dev(be)`` whatever the volumetric energy.
+isotropic swelling ``Fs = Js^(1/3) I``; the elastic part ``Fe`` carries the stored energy
+of :mod:`anodetwin.simulate.constitutive`, whose Kirchhoff stress deviator, which drives
+the flow, is :func:`~anodetwin.simulate.constitutive.kirchhoff_deviator` (``mu dev(be)``
+with ``be = Fe Fe^T``, from the neo-Hookean shear part; the volumetric energy only adds a
+pressure) and whose shear modulus is that of
+:func:`~anodetwin.simulate.constitutive.lame_constants`.
 
 Flow rule (Perzyna overstress, J2, associative; as used for LixSi by Bower, Guduru &
 Sethuraman, J. Mech. Phys. Solids 59 (2011) 804): the equivalent plastic strain rate is
@@ -38,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from anodetwin.simulate.constitutive import kirchhoff_deviator
 
 __all__ = ["FlowRule", "ReturnResult", "return_map"]
 
@@ -107,6 +111,14 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
         Reference plastic strain rate (1/s) and rate exponent.
     dt : float
         Step length (s); ``inf`` gives the rate-independent return.
+    iterations : int
+        Bisection steps of the plastic increment.
+
+    Returns
+    -------
+    ReturnResult
+        The returned ``Fp^-1`` (n, 3, 3), the increment of the equivalent plastic strain
+        (n,) and the von Mises Cauchy stress (n,), MPa.
     """
     n = F.shape[0]
     mu = np.broadcast_to(mu, (n,))
@@ -117,8 +129,7 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
     Je = np.sqrt(np.prod(w, axis=1))
 
     def deviator(sel, dg, N):  # Kirchhoff deviator (principal) after a return by dg
-        tau = mu[sel, None] * w[sel] * np.exp(-2 * dg[:, None] * N)
-        return tau - tau.mean(axis=1, keepdims=True)
+        return kirchhoff_deviator(mu[sel], w[sel] * np.exp(-2 * dg[:, None] * N))
 
     def von_mises(dev):
         return np.sqrt(1.5 * np.sum(dev * dev, axis=1))

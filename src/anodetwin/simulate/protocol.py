@@ -165,8 +165,24 @@ class Protocol:
         return 3.6 * self.cathode_capacity_mah_cm2 * self.resistance_ohm_cm2
 
     def ocv(self, soc):
-        """Open-circuit voltage (V) at ``soc`` (piecewise linear)."""
+        """Open-circuit voltage at ``soc`` (piecewise linear).
+
+        Parameters
+        ----------
+        soc : float or array_like
+            State(s) of charge, 0..1.
+
+        Returns
+        -------
+        float or ndarray
+            Voltage, V, the shape of ``soc``.
+        """
         return np.interp(soc, self.ocv_soc, self.ocv_v)
+
+
+#: The columns of ``cell.csv`` (:meth:`CellHistory.to_csv`).
+_CELL_CSV_COLUMNS = ("time_s", "time_h", "soc", "current_ma_cm2", "voltage_v", "segment",
+                     "phase")
 
 
 @dataclass(frozen=True)
@@ -199,29 +215,67 @@ class CellHistory:
         return soc, q * (t < p[..., 0] + p[..., 1])
 
     def soc_at(self, t):
-        """Exact cell SoC at time(s) ``t`` (s); constant after the end."""
+        """Exact cell SoC at time(s) ``t``; constant after the end.
+
+        Parameters
+        ----------
+        t : float or array_like
+            Time(s), s.
+
+        Returns
+        -------
+        float or ndarray
+            SoC in [0, 1], the shape of ``t``.
+        """
         s = self._eval(t)[0]
         return float(s) if s.ndim == 0 else s
 
     def current_at(self, t):
-        """Exact current density (mA/cm2, > 0 charging) at time(s) ``t`` (s)."""
+        """Exact current density at time(s) ``t`` (s; as for :meth:`soc_at`).
+
+        Returns
+        -------
+        float or ndarray
+            mA/cm2 (> 0 charging), the shape of ``t``.
+        """
         i = self._eval(t)[1] * 3600 * self.protocol.cathode_capacity_mah_cm2
         return float(i) if i.ndim == 0 else i
 
     def theta_mean_at(self, t):
-        """Mean Li content of the Si (theta, 1 = Li15Si4) at time(s) ``t`` (s)."""
+        """Mean Li content of the Si at time(s) ``t`` (s; as for :meth:`soc_at`).
+
+        Returns
+        -------
+        float or ndarray
+            theta (1 = Li15Si4) ``= soc * theta_full * (1 - irreversible_loss)``, the
+            shape of ``t``.
+        """
         p = self.protocol
         return self.soc_at(t) * p.theta_full * (1.0 - p.irreversible_loss)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the dense samples as CSV (atomic); returns the path."""
-        from anodetwin.io.atomic import atomic_write_text
+        """Write the dense samples as CSV (atomic).
 
-        rows = ["time_s,time_h,soc,current_ma_cm2,voltage_v,segment,phase"] + [
-            f"{t:.6f},{t / 3600:.9f},{s:.12g},{i:.9g},{v:.9g},{g},{ph}" for t, s, i, v, g, ph
-            in zip(self.time_s, self.soc, self.current_ma_cm2, self.voltage_v, self.segment,
-                   self.phase)]
-        return Path(atomic_write_text(path, "\n".join(rows) + "\n"))
+        Parameters
+        ----------
+        path : str or path-like
+            The file: columns ``time_s, time_h, soc, current_ma_cm2, voltage_v, segment,
+            phase``.
+
+        Returns
+        -------
+        Path
+            ``path``.
+        """
+        from anodetwin.io.atomic import atomic_write_text
+        from anodetwin.io.table import csv_text
+
+        rows = [{"time_s": f"{t:.6f}", "time_h": f"{t / 3600:.9f}", "soc": f"{s:.12g}",
+                 "current_ma_cm2": f"{i:.9g}", "voltage_v": f"{v:.9g}", "segment": g,
+                 "phase": ph}
+                for t, s, i, v, g, ph in zip(self.time_s, self.soc, self.current_ma_cm2,
+                                             self.voltage_v, self.segment, self.phase)]
+        return Path(atomic_write_text(path, csv_text(rows, _CELL_CSV_COLUMNS)))
 
 
 def _piece_eval(rows: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -230,6 +284,122 @@ def _piece_eval(rows: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     safe = np.where(lam > 0, lam, 1.0)
     phi = np.where(lam > 0, -np.expm1(-safe * dt) / safe, dt)
     return np.clip(rows[..., 2] + q0 * phi, 0.0, 1.0), q0 * np.exp(-lam * dt)
+
+
+class _PieceBuilder:
+    """The exact pieces of a protocol run, built regime by regime (:func:`simulate_cell`).
+
+    State: the time ``t`` (s) and SoC ``s`` reached; ``pieces`` rows as in
+    :class:`CellHistory`, ``tags`` (segment index, phase) per piece, the breakpoints and the
+    scan start times.
+    """
+
+    def __init__(self, p: Protocol):
+        self.p = p
+        self.sk, self.vk, self.rs = np.asarray(p.ocv_soc), np.asarray(p.ocv_v), p.r_vs
+        self.pieces: list[tuple] = []
+        self.tags: list[tuple] = []
+        self.bps: set[float] = {0.0}
+        self.scans: dict[str, float] = {}
+        self.t, self.s = 0.0, float(p.initial_soc)
+
+    def add(self, dt: float, q0: float, lam: float, seg: int, phase: str,
+            s_end: float | None = None) -> None:
+        """A piece of ``dt`` s from the state reached: SoC rate ``q0`` (1/s) decaying at
+        ``lam`` (1/s); ``s_end`` the exact SoC at its end where known."""
+        if dt > 0:
+            self.pieces.append((self.t, dt, self.s, q0, lam))
+            self.tags.append((seg, phase))
+            phi = dt if lam == 0 else -math.expm1(-lam * dt) / lam
+            self.t += dt
+            self.s = min(1.0, max(0.0, self.s + q0 * phi if s_end is None else s_end))
+
+    def cc(self, g: Segment, i: int, budget: float) -> tuple[float, bool]:
+        """Constant current of segment ``g`` (index ``i``) for at most ``budget`` s: the
+        time used and whether the cut-off voltage was reached."""
+        p, sk, vk, rs = self.p, self.sk, self.vk, self.rs
+        q, s = g.sign * g.c_rate / 3600, self.s
+        if g.voltage_v is not None and (p.ocv(s) + q * rs - g.voltage_v) * g.sign >= 0:
+            return 0.0, True
+        target = math.nan if g.voltage_v is None else g.voltage_v - q * rs
+        s_v = float(np.interp(target, vk, sk)) if vk[0] <= target <= vk[-1] else math.nan
+        t_v = (s_v - s) / q if s_v == s_v else math.inf
+        bound = 1.0 if q > 0 else 0.0
+        t_b = (bound - s) / q
+        dt = min(t_v, t_b, budget)
+        self.add(dt, q, 0.0, i, "cc", s_v if dt == t_v else bound if dt == t_b else None)
+        if dt == t_b and dt < min(t_v, budget):  # SoC limit: I = 0 for the rest of the time
+            self.bps.add(self.t)
+            self.add(budget - dt, 0.0, 0.0, i, "cc")
+            return budget, False
+        return dt, dt == t_v
+
+    def cv(self, g: Segment, i: int, budget: float) -> None:
+        """Constant voltage of segment ``g`` for at most ``budget`` s: exponential pieces,
+        one per linear OCV piece crossed, until the end current."""
+        sk, vk, rs = self.sk, self.vk, self.rs
+        used, until = 0.0, g.until_c_rate / 3600
+        while used < budget:
+            s = self.s
+            q0 = (g.voltage_v - self.p.ocv(s)) / rs
+            if abs(q0) <= until or q0 == 0:
+                if until == 0:
+                    self.add(budget - used, 0.0, 0.0, i, "cv")
+                return
+            j = min(max(int(np.searchsorted(sk, s, "right" if q0 > 0 else "left")) - 1, 0),
+                    len(sk) - 2)
+            lam = (vk[j + 1] - vk[j]) / (sk[j + 1] - sk[j]) / rs
+            t_ev = math.log(abs(q0) / until) / lam if until > 0 else math.inf
+            s_b = sk[j + 1] if q0 > 0 else sk[j]
+            x = lam * (s_b - s) / q0
+            t_b = -math.log1p(-x) / lam if x < 1 else math.inf
+            dt = min(t_ev, t_b, budget - used)
+            self.add(dt, q0, lam, i, "cv", float(s_b) if dt == t_b else None)
+            used += dt
+            if dt != t_b:
+                return
+
+    def scan(self, name: str, seg: int) -> None:
+        """A scan ``name`` (I = 0) after segment ``seg``."""
+        self.scans[name] = float(self.t)
+        self.add(self.p.scan_minutes * 60, 0.0, 0.0, seg, "scan")
+        self.bps.add(self.t)
+
+    def segment(self, i: int, g: Segment) -> None:
+        """Segment ``g`` (index ``i``), then its OCV rest and scan."""
+        self.bps.add(self.t)
+        budget = g.max_minutes * 60
+        if g.mode == "rest":
+            self.add(budget, 0.0, 0.0, i, "rest")
+        elif g.mode == "cv":
+            self.cv(g, i, budget)
+        else:
+            used, hit = self.cc(g, i, budget)
+            if g.mode == "cccv" and hit:
+                self.bps.add(self.t)
+                self.cv(g, i, budget - used)
+        self.bps.add(self.t)
+        if g.scan:
+            self.add(self.p.rest_minutes * 60, 0.0, 0.0, i, "ocv")
+            self.bps.add(self.t)
+            self.scan(g.scan, i)
+
+    def history(self, dense_step_s: float) -> CellHistory:
+        """The :class:`CellHistory` of the pieces built, sampled at most ``dense_step_s``
+        apart."""
+        p = self.p
+        if not self.pieces:
+            self.pieces.append((0.0, 0.0, self.s, 0.0, 0.0))
+            self.tags.append((-1, "rest"))
+        arr = np.array(self.pieces, float)
+        ns = [max(2, math.ceil(dt / dense_step_s) + 1) for dt in arr[:, 1]]
+        rows = np.repeat(arr, ns, axis=0)  # each sample on its own piece (both sides of jumps)
+        t = np.concatenate([np.linspace(t0, t0 + dt, n) for (t0, dt, *_), n in zip(arr, ns)])
+        soc, q = _piece_eval(rows, t - rows[:, 0])
+        seg, phase = (np.repeat(np.array(c), ns) for c in zip(*self.tags))
+        return CellHistory(p, t, soc, q * 3600 * p.cathode_capacity_mah_cm2,
+                           p.ocv(soc) + q * self.rs, seg, phase, self.scans,
+                           np.array(sorted(self.bps)), arr)
 
 
 def simulate_cell(protocol: Protocol, dense_step_s: float = 30.0) -> CellHistory:
@@ -241,96 +411,26 @@ def simulate_cell(protocol: Protocol, dense_step_s: float = 30.0) -> CellHistory
         Cell and protocol, e.g. ``load_protocol("reference_cell")``.
     dense_step_s : float
         Largest spacing of the dense samples (s); :meth:`CellHistory.soc_at` is exact anyway.
+
+    Returns
+    -------
+    CellHistory
+        Dense samples (arrays of shape (n,)), scan start times (s), breakpoints (s) and the
+        exact pieces (shape (m, 5)).
+
+    Raises
+    ------
+    ParameterError
+        ``dense_step_s`` is not positive.
     """
     if not dense_step_s > 0:
         raise ParameterError(f"dense_step_s = {dense_step_s}", "give a sample spacing > 0 s")
-    p = protocol
-    sk, vk, rs = np.asarray(p.ocv_soc), np.asarray(p.ocv_v), p.r_vs
-    pieces, tags, bps, scans = [], [], {0.0}, {}
-    st = {"t": 0.0, "s": float(p.initial_soc)}
-
-    def add(dt, q0, lam, seg, phase, s_end=None):
-        if dt > 0:
-            pieces.append((st["t"], dt, st["s"], q0, lam))
-            tags.append((seg, phase))
-            phi = dt if lam == 0 else -math.expm1(-lam * dt) / lam
-            st["t"] += dt
-            st["s"] = min(1.0, max(0.0, st["s"] + q0 * phi if s_end is None else s_end))
-
-    def cc(g, i, budget):
-        q, s = g.sign * g.c_rate / 3600, st["s"]
-        if g.voltage_v is not None and (p.ocv(s) + q * rs - g.voltage_v) * g.sign >= 0:
-            return 0.0, True
-        target = math.nan if g.voltage_v is None else g.voltage_v - q * rs
-        s_v = float(np.interp(target, vk, sk)) if vk[0] <= target <= vk[-1] else math.nan
-        t_v = (s_v - s) / q if s_v == s_v else math.inf
-        bound = 1.0 if q > 0 else 0.0
-        t_b = (bound - s) / q
-        dt = min(t_v, t_b, budget)
-        add(dt, q, 0.0, i, "cc", s_v if dt == t_v else bound if dt == t_b else None)
-        if dt == t_b and dt < min(t_v, budget):  # SoC limit: I = 0 for the rest of the time
-            bps.add(st["t"])
-            add(budget - dt, 0.0, 0.0, i, "cc")
-            return budget, False
-        return dt, dt == t_v
-
-    def cv(g, i, budget):
-        used, until = 0.0, g.until_c_rate / 3600
-        while used < budget:
-            s = st["s"]
-            q0 = (g.voltage_v - p.ocv(s)) / rs
-            if abs(q0) <= until or q0 == 0:
-                if until == 0:
-                    add(budget - used, 0.0, 0.0, i, "cv")
-                return
-            j = min(max(int(np.searchsorted(sk, s, "right" if q0 > 0 else "left")) - 1, 0),
-                    len(sk) - 2)
-            lam = (vk[j + 1] - vk[j]) / (sk[j + 1] - sk[j]) / rs
-            t_ev = math.log(abs(q0) / until) / lam if until > 0 else math.inf
-            s_b = sk[j + 1] if q0 > 0 else sk[j]
-            x = lam * (s_b - s) / q0
-            t_b = -math.log1p(-x) / lam if x < 1 else math.inf
-            dt = min(t_ev, t_b, budget - used)
-            add(dt, q0, lam, i, "cv", float(s_b) if dt == t_b else None)
-            used += dt
-            if dt != t_b:
-                return
-
-    def scan(name, seg):
-        scans[name] = float(st["t"])
-        add(p.scan_minutes * 60, 0.0, 0.0, seg, "scan")
-        bps.add(st["t"])
-
-    if p.initial_scan:
-        scan(p.initial_scan, -1)
-    for i, g in enumerate(p.segments):
-        bps.add(st["t"])
-        budget = g.max_minutes * 60
-        if g.mode == "rest":
-            add(budget, 0.0, 0.0, i, "rest")
-        elif g.mode == "cv":
-            cv(g, i, budget)
-        else:
-            used, hit = cc(g, i, budget)
-            if g.mode == "cccv" and hit:
-                bps.add(st["t"])
-                cv(g, i, budget - used)
-        bps.add(st["t"])
-        if g.scan:
-            add(p.rest_minutes * 60, 0.0, 0.0, i, "ocv")
-            bps.add(st["t"])
-            scan(g.scan, i)
-    if not pieces:
-        pieces.append((0.0, 0.0, st["s"], 0.0, 0.0))
-        tags.append((-1, "rest"))
-    arr = np.array(pieces, float)
-    ns = [max(2, math.ceil(dt / dense_step_s) + 1) for dt in arr[:, 1]]
-    rows = np.repeat(arr, ns, axis=0)  # each sample on its own piece (both sides of jumps)
-    t = np.concatenate([np.linspace(t0, t0 + dt, n) for (t0, dt, *_), n in zip(arr, ns)])
-    soc, q = _piece_eval(rows, t - rows[:, 0])
-    seg, phase = (np.repeat(np.array(c), ns) for c in zip(*tags))
-    return CellHistory(p, t, soc, q * 3600 * p.cathode_capacity_mah_cm2, p.ocv(soc) + q * rs,
-                       seg, phase, scans, np.array(sorted(bps)), arr)
+    build = _PieceBuilder(protocol)
+    if protocol.initial_scan:
+        build.scan(protocol.initial_scan, -1)
+    for i, g in enumerate(protocol.segments):
+        build.segment(i, g)
+    return build.history(dense_step_s)
 
 
 _CELL = {"cathode_capacity": "mAh/cm2", "anode_loading": "mg/cm2", "si_mass_fraction": "1",
@@ -360,6 +460,16 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     an array of tables ``[[segments]]`` with the :class:`Segment` fields (``c_rate`` and
     ``until_c_rate`` as numbers in 1/h or strings like ``"C/3"``, ``voltage_v`` in V,
     ``max_minutes`` in min, absent = no limit).
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A model name of ``models/`` (``"quick_cell"``) or a ``.toml`` path.
+
+    Returns
+    -------
+    Protocol
+        The cell and its segments, with the source of every parameter.
 
     Raises
     ------

@@ -16,9 +16,16 @@ transport does not depend on the mechanics, so the staggered scheme is exact (wi
 ``[lithiation] stress_coupling``, the hydrostatic stress of the previous step drives the
 drift: explicit coupling, first order in dt, Li still exactly conserved), and each field
 keeps the solver that suits it (CG + AMG for diffusion, GMRES + AMG with rigid-body modes for
-mechanics). The time step adapts: it lands on every protocol breakpoint and output time,
-keeps the change of mean theta below ``dtheta_max``, halves on a failed solve (down to
-``dt_min_s``) and grows by 1.5 after a success.
+mechanics). The time step adapts (:class:`~anodetwin.simulate.steps.StepControl`): it lands
+on every protocol breakpoint and output time, keeps the change of mean theta below
+``dtheta_max``, halves on a failed solve (down to ``dt_min_s``) and grows by 1.5 after a
+success.
+
+Parts: :func:`check_case` reads and checks everything before any work (:class:`SetUp`);
+the driver steps (transport, mechanics, predictor, retry) and records a
+:class:`~anodetwin.simulate.steps.StepRecord` per step; the files are written by
+:class:`~anodetwin.simulate.writer.RunWriter`; the Si-specific physics (stress drift, defect
+bands) is in :mod:`anodetwin.simulate.silicon`.
 
 Output folder::
 
@@ -49,12 +56,10 @@ afresh, with or without ``resume``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,132 +68,27 @@ import numpy as np
 from anodetwin.errors import InputError, NumericalError, ParameterError
 from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
+from anodetwin.simulate.silicon import defect_multiplier, stress_factor
+from anodetwin.simulate.steps import SUMMARY_COLUMNS, SolverCounts, StepControl, StepRecord
+from anodetwin.simulate.writer import (RUN_FILES, Checkpoint, DvcGrid, RunWriter, read_summary,
+                                       write_dvc_grid)
 
-__all__ = ["run_case", "check_case", "SetUp", "SUMMARY_COLUMNS", "read_summary",
-           "defect_multiplier", "stress_factor", "MAX_DVC_NODES"]
+__all__ = ["run_case", "check_case", "SetUp", "SUMMARY_COLUMNS", "read_summary", "StepRecord",
+           "StepControl", "defect_multiplier", "stress_factor", "MAX_DVC_NODES", "RUN_FILES"]
 
 log = get_logger("simulate")
-
-SUMMARY_COLUMNS = (
-    "step", "output", "time_s", "time_h", "dt_s", "soc", "li_inserted_mah_cm2", "theta_mean",
-    "theta_si_cells", "thickness_um", "volumetric_strain", "volumetric_strain_collector_half",
-    "volumetric_strain_separator_half", "exx", "eyy", "ezz", "stack_pressure_mpa",
-    "max_principal_si_mpa", "max_von_mises_si_mpa", "max_plastic_strain_si",
-    "newton_iterations", "krylov_iterations", "plastic_passes", "diffusion_iterations",
-    "wall_s")
 
 #: Most nodes of the DVC sampling grid ([output] dvc_node_spacing_um); the reference's 2048^3
 #: scans at 35 voxels give 2e5.
 MAX_DVC_NODES = 10_000_000
-#: What a run writes into its folder (removed when a run with no finished step restarts).
-RUN_FILES = ("run.json", "cell.csv", "summary.csv", "heterogeneity.json", "failure.json",
-             "fields", "dvc", "checkpoint")
 
+#: The summary columns that :meth:`anodetwin.simulate.fields.CellFields.summary` gives.
+_ELECTRODE_COLUMNS = (
+    "theta_si_cells", "thickness_um", "volumetric_strain", "volumetric_strain_collector_half",
+    "volumetric_strain_separator_half", "exx", "eyy", "ezz", "max_principal_si_mpa",
+    "max_von_mises_si_mpa", "max_plastic_strain_si")
 
-R_GAS = 8.314462618  # J / (mol K)
-SI_MOL_PER_M3 = 2.329e6 / 28.0855  # crystalline Si: 2.329 g/cm3, 28.0855 g/mol
-LI_PER_SI_FULL = 3.75  # Li15Si4: theta = 1
-
-
-def stress_factor(beta: float, temperature_k: float) -> float:
-    """``kappa = Omega / (R T)`` in 1/MPa, with the partial molar volume of Li ``Omega =
-    beta / c_max`` (m3/mol; c_max = 3.75 Li per Si atom: ~3.1e5 mol/m3, Omega ~ 9e-6 m3/mol
-    for beta = 2.8; DESIGN.md section 4)."""
-    omega = beta / (LI_PER_SI_FULL * SI_MOL_PER_M3)
-    return omega * 1e6 / (R_GAS * temperature_k)
-
-
-def defect_multiplier(mesh, phases, particles, fraction: float, factor: float,
-                      width_um: float, seed: int = 0) -> np.ndarray | None:
-    """Diffusivity multiplier per local cell: in a share ``fraction`` of the particles
-    (chosen by ``seed``), two planar defect bands through the particle's centroid with
-    random normals carry ``factor`` times the diffusivity within ``width_um`` of the plane
-    (fast-diffusion pathways: network-like lithiation). None when ``fraction`` is 0."""
-    from mpi4py import MPI
-
-    if fraction <= 0:
-        return None
-    if particles is None:
-        raise ParameterError("[lithiation] network_fraction > 0 needs particle labels",
-                             "mesh labels with particle instances, or set it to 0")
-    n = mesh.topology.index_map(3).size_local
-    lab = np.zeros(n, np.int64)
-    own = particles.indices < n
-    lab[particles.indices[own]] = particles.values[own]
-    x = mesh.geometry.x[mesh.geometry.dofmaps[0][:n]].mean(axis=1)
-    ids = np.unique(np.concatenate(mesh.comm.allgather(np.unique(lab[lab > 0]))))
-    sums = np.zeros((ids.size, 4))
-    k = np.searchsorted(ids, lab)
-    sel = lab > 0
-    np.add.at(sums, k[sel], np.c_[x[sel], np.ones(sel.sum())])
-    sums = mesh.comm.allreduce(sums, op=MPI.SUM)
-    centre = sums[:, :3] / np.maximum(sums[:, 3:], 1)
-    rng = np.random.default_rng(seed)
-    chosen = rng.random(ids.size) < fraction
-    normals = rng.normal(size=(ids.size, 2, 3))
-    normals /= np.linalg.norm(normals, axis=2, keepdims=True)
-    m = np.ones(n)
-    for j in range(2):
-        dist = np.abs(np.einsum("nd,nd->n", x - centre[k], normals[k, j]))
-        m[sel & chosen[k] & (dist <= width_um)] = factor
-    return m
-
-
-def read_summary(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``summary.csv`` (numbers as float, ``output`` as str)."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [{k: (v if k == "output" else float(v)) for k, v in r.items()} for r in rows]
-
-
-def _write_csv(path: Path, rows: list[dict], columns) -> None:
-    from anodetwin.io import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-class _Checkpoint:
-    """The state after a finished step: per-rank arrays plus the rank-0 state (JSON)."""
-
-    def __init__(self, out: Path, comm):
-        self.dir, self.comm = out / "checkpoint", comm
-
-    def save(self, arrays: dict, state: dict) -> None:
-        from anodetwin.io import atomic_path, atomic_write_json
-
-        if self.comm.rank == 0:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        self.comm.barrier()
-        with atomic_path(self.dir / f"rank{self.comm.rank}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-        self.comm.barrier()
-        if self.comm.rank == 0:
-            atomic_write_json(self.dir / "state.json", {**state, "ranks": self.comm.size})
-        self.comm.barrier()
-
-    def state(self) -> dict | None:
-        """The rank-0 state (``state.json``); None without a checkpoint."""
-        from anodetwin.errors import CorruptFileError
-
-        sp = self.dir / "state.json"
-        if not sp.is_file():
-            return None
-        try:
-            return json.loads(sp.read_text())
-        except (OSError, ValueError) as exc:
-            raise CorruptFileError(f"checkpoint '{sp}' is unreadable ({exc})",
-                                   "continue in a new --out") from None
-
-    def arrays(self) -> dict:
-        """This rank's arrays."""
-        with np.load(self.dir / f"rank{self.comm.rank}.npz") as z:
-            return {k: z[k] for k in z.files}
+_write_dvc = write_dvc_grid  # the former private name of the DVC-grid writer
 
 
 def _bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -222,9 +122,9 @@ def _dvc_spacing(o, vs: float, mesh_vs: float | None) -> int:
     return spacing
 
 
-def _dvc_grid(case, mesh, mesh_summary: dict):
-    """Nodes (N, 3, voxels z y x), grid shape, spacing (voxels), voxel size and origin of
-    the DVC sampling grid (spam's makeGrid convention on the mesh's box)."""
+def _dvc_grid(case, mesh, mesh_summary: dict) -> DvcGrid | None:
+    """The DVC sampling grid (spam's makeGrid convention on the mesh's box); None without
+    one (``[output] dvc_node_spacing_um = 0``)."""
 
     from anodetwin.dvc.correlate import node_grid
 
@@ -250,21 +150,37 @@ def _dvc_grid(case, mesh, mesh_summary: dict):
                              f"{int(np.prod(gshape)):.3g} nodes on the mesh of {extent} um",
                              f"give a larger spacing (at most {MAX_DVC_NODES:.0e} nodes)")
     nodes, gshape = node_grid(shape, spacing)
-    return nodes, gshape, spacing, vs, origin
+    return DvcGrid(nodes, gshape, spacing, vs, origin)
 
 
 @dataclass
 class SetUp:
-    """What :func:`check_case` read and checked: the cell history, the mesh (mesh, phases,
-    particles, facets), the mesh's summary.json, the DVC sampling grid (or None), the
-    case's fingerprint (hash, values), and the output folder: the checkpoint state to
-    resume from (None: a new run), the case changes accepted with it, and ``restart``
-    (the folder holds a run with no finished step, to be cleared first)."""
+    """What :func:`check_case` read and checked.
+
+    Attributes
+    ----------
+    history : CellHistory
+        The cell's protocol run (:func:`anodetwin.simulate.protocol.simulate_cell`).
+    mesh : tuple
+        ``(mesh, phases, particles, facets)`` (:func:`anodetwin.mesh.io.read_mesh`).
+    mesh_summary : dict
+        The mesh's ``summary.json`` ({} without one).
+    dvc_grid : DvcGrid or None
+        The DVC sampling grid (None: no grid output).
+    fingerprint : tuple
+        The case's ``(hash, values)`` (:func:`anodetwin.simulate.case.case_values`).
+    checkpoint : dict or None
+        The checkpoint state to resume from (None: a new run).
+    changes : dict
+        The case changes accepted with it (key -> (old, new)).
+    restart : bool
+        The folder holds a run with no finished step, to be cleared first.
+    """
 
     history: Any
     mesh: tuple
     mesh_summary: dict
-    dvc_grid: tuple | None
+    dvc_grid: DvcGrid | None
     fingerprint: tuple = ("", {})
     checkpoint: dict | None = None
     changes: dict = field(default_factory=dict)
@@ -277,7 +193,7 @@ def _check_folder(case, out: Path, resume: bool, comm, values: dict,
     changes, restart). Every rank reads the same folder."""
     from anodetwin.simulate.case import RESUMABLE_KEYS, case_changes, format_changes
 
-    state = _Checkpoint(out, comm).state()
+    state = Checkpoint(out, comm).state()
     finished = int(state["step"]) if state else 0
     if finished == 0:  # nothing worth keeping: started afresh, resumed or not
         holds = state is not None or (out / "run.json").exists()
@@ -318,7 +234,33 @@ def check_case(case, out: str | os.PathLike | None = None, resume: bool = False,
     finished steps only with ``resume``, then on the same number of ranks and with the
     same case fingerprint unless ``allow_case_change``; a run with no finished step is
     started afresh), the cell protocol, the mesh (readable, with Si) and the DVC sampling
-    grid on the mesh. Writes nothing. Raises the typed error of the first failed check."""
+    grid on the mesh. Writes nothing.
+
+    Parameters
+    ----------
+    case : Case
+        A loaded case (:func:`anodetwin.simulate.case.load_case`).
+    out : str or path-like, optional
+        The output folder (None: not checked).
+    resume, allow_case_change : bool
+        As in :func:`run_case`.
+    comm : mpi4py.MPI.Comm, optional
+        Communicator (default: ``COMM_WORLD``).
+
+    Returns
+    -------
+    SetUp
+        What was read, for the run.
+
+    Raises
+    ------
+    InputError
+        The folder holds a run that cannot be continued as asked, the mesh has no Si.
+    ParameterError
+        The DVC grid does not fit the mesh.
+    InputNotFoundError, CorruptFileError
+        The mesh or the checkpoint cannot be read.
+    """
     from mpi4py import MPI
 
     from anodetwin.mesh.io import read_mesh
@@ -343,38 +285,6 @@ def check_case(case, out: str | os.PathLike | None = None, resume: bool = False,
         mesh_summary = json.loads((case.mesh / "summary.json").read_text())
     return SetUp(history, mesh, mesh_summary, _dvc_grid(case, mesh[0], mesh_summary),
                  (case_hash(values), values), state, changes, restart)
-
-
-def _write_dvc(path: Path, grid, u, params: dict) -> None:
-
-    """Sample ``u`` at the grid's nodes and write it as a DVC pair result (rank 0).
-
-    The FE displacement comes in mesh order (u_x, u_y, u_z, um) and is stored in DVC order
-    (z, y, x) in voxels; its strain is taken in um over um node spacings per axis, with the
-    components named as everywhere (``eyz``: z with y, ``exz``, ``exy``: y with x)."""
-    from anodetwin.dvc.pair import PairResult, write_pair
-    from anodetwin.dvc.strain import cell_strain
-    from anodetwin.simulate.fields import sample_displacement
-
-    nodes, gshape, spacing, vs, origin = grid
-    xyz = (origin + nodes * vs)[:, ::-1]
-    disp = sample_displacement(u, xyz)
-    if disp is None:
-        return
-    d = disp[:, ::-1] / vs  # um (x y z) -> voxels (z y x)
-    N = len(nodes)
-    phi = np.tile(np.eye(4), (N, 1, 1))
-    phi[:, :3, 3] = d
-    ok = np.isfinite(d).all(axis=1)
-    res = PairResult(
-        nodes=nodes, grid_shape=gshape, displacement=d, displacement_raw=d, Phi=phi,
-        status=np.where(ok, 2, -5), error=np.zeros(N), iterations=np.zeros(N, int),
-        delta_phi_norm=np.zeros(N), residual=np.zeros(N), flag=np.where(ok, 0, 2),
-        strain=cell_strain(d.reshape(*gshape, 3), spacing, voxel_size_um=vs),  # um / um
-        params={**params, "levels": [{"node_spacing": [spacing] * 3, "hws": [0, 0, 0]}],
-                "source": "simulation", "origin_um": list(map(float, origin))},
-        global_phi=np.eye(4), global_centre=np.zeros(3), voxel_size_um=np.full(3, vs))
-    write_pair(path, res, voxel_size_um=vs)
 
 
 def _transport(case, mesh, phases, particles):
@@ -453,25 +363,9 @@ def _schedule(case, history) -> tuple[dict, list, float]:
     return name_at, targets, t_end
 
 
-def _clear_run(out: Path) -> None:
-    """Remove what a run wrote into ``out`` (:data:`RUN_FILES`), nothing else."""
-    import shutil
-
-    for name in RUN_FILES:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-_NO_ITERATIONS = {"newton_iterations": 0, "krylov_iterations": 0, "plastic_passes": 0,
-                  "diffusion_iterations": 0}
-
-
 class _Run:
     """A case running in an output folder: its fields, time, records and files (rank 0
-    writes the shared ones)."""
+    writes the shared ones through its :class:`RunWriter`)."""
 
     def __init__(self, case, out: Path, setup: SetUp, comm, t_wall: float):
         from anodetwin.simulate.fields import CellFields
@@ -483,20 +377,21 @@ class _Run:
         self.sp, self.theta_cells = _mechanics(case, mesh, phases, facets)
         self.probe = CellFields(self.sp, phases, facets)
         self.name_at, self.targets, self.t_end = _schedule(case, self.history)
-        self.ckpt = _Checkpoint(out, comm)
-        self.rows: list[dict] = []
+        self.writer = RunWriter(out, comm)
+        self.control = StepControl.from_solver(case.solver)
+        self.records: list[StepRecord] = []
         self.outputs: list[str] = []
         self.dists: dict[str, dict] = {}
         self.case_history: list[dict] = []
-        self.t, self.dt, self.step = 0.0, min(case.solver.dt_max_s, 60.0), 0
+        self.t, self.dt, self.step = 0.0, self.control.first_step(), 0
 
     def restore(self) -> None:
         """Continue from the checkpoint that :func:`check_case` accepted."""
-        state, arrays = self.setup.checkpoint, self.ckpt.arrays()
+        state, arrays = self.setup.checkpoint, self.writer.checkpoint.arrays()
         sp, tr = self.sp, self.transport
         if arrays["u"].shape != sp.u.x.array.shape:
-            raise InputError(f"checkpoint '{self.ckpt.dir}' does not match the mesh partition",
-                             "resume with the same mesh and number of ranks")
+            raise InputError(f"checkpoint '{self.writer.checkpoint.dir}' does not match the "
+                             "mesh partition", "resume with the same mesh and number of ranks")
         sp.u.x.array[:] = arrays["u"]
         tr.theta.x.array[:] = arrays["theta"]
         tr.theta_old.x.array[:] = arrays["theta"]
@@ -506,7 +401,8 @@ class _Run:
             sp.plastic_strain.x.array[:] = arrays["plastic_strain"]
             sp.commit()
         self.t, self.dt, self.step = state["time_s"], state["dt_s"], state["step"]
-        self.rows, self.outputs = state["rows"], state["outputs"]
+        self.records = [StepRecord.from_mapping(r) for r in state["rows"]]
+        self.outputs = state["outputs"]
         self.dists = state.get("heterogeneity", {})
         self.case_history = state.get("case_history", [])
         if self.comm.rank == 0:
@@ -519,12 +415,7 @@ class _Run:
 
         if self.setup.checkpoint is not None:
             self.restore()
-        if self.comm.rank == 0:  # set-up passed: only now the output folders
-            if self.setup.restart:
-                _clear_run(self.out)
-            for sub in ("fields", "dvc"):
-                (self.out / sub).mkdir(parents=True, exist_ok=True)
-        self.comm.barrier()
+        self.writer.prepare(self.setup.restart)  # set-up passed: only now the folders
         self.case_history.append({
             "from_step": self.step, "from_time_s": self.t,
             "case_file": str(Path(self.case.path).resolve()),
@@ -532,23 +423,22 @@ class _Run:
             "changes": {k: list(v) for k, v in self.setup.changes.items()},
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         self.provenance("running")
-        if self.comm.rank == 0:
-            self.history.to_csv(self.out / "cell.csv")
-        if not self.rows:
-            self.record(0.0, dict(_NO_ITERATIONS), self.name_at.get(0.0, ""))
+        self.writer.write_cell(self.history)
+        if not self.records:
+            self.record(0.0, SolverCounts(), self.name_at.get(0.0, ""))
         else:
             self.transport.set_hydrostatic(self.probe.compute()["hydrostatic"])
 
     def provenance(self, status: str, extra: dict | None = None) -> None:
         """Write run.json (rank 0)."""
-        from anodetwin.io import atomic_write_json, make_provenance
+        from anodetwin.io import make_provenance
 
-        if self.comm.rank != 0:
+        if not self.writer.root:
             return
         case, tr, probe = self.case, self.transport, self.probe
         prov = make_provenance("simulate", [str(case.path), str(case.mesh / "mesh.xdmf")],
                                case.raw)
-        atomic_write_json(self.out / "run.json", {
+        self.writer.write_json("run.json", {
             "status": status, "case": case.raw, "case_hash": self.setup.fingerprint[0],
             "case_history": self.case_history, "mesh": str(case.mesh),
             "ranks": self.comm.size, "dofs": {"displacement": self.sp.dofs},
@@ -559,65 +449,44 @@ class _Run:
             "electrode_z_um": [probe.z_bottom, probe.z_top],
             "outputs": self.outputs, "provenance": prov, **(extra or {})})
 
-    def record(self, dt_s: float, its: dict, name: str) -> None:
-        """The summary row of the state reached, its outputs, and the checkpoint."""
-        t, hist, sp, tr = self.t, self.history, self.sp, self.transport
+    def record(self, dt_s: float, counts: SolverCounts, name: str) -> None:
+        """The record of the state reached, its outputs, and the checkpoint."""
+        t, sp, tr = self.t, self.sp, self.transport
         f = self.probe.compute()
         tr.set_hydrostatic(f["hydrostatic"])  # drives the next step (if coupled)
-        row = {"step": self.step, "output": name, "time_s": t, "time_h": t / 3600,
-               "dt_s": dt_s, "soc": float(hist.soc_at(t)),
-               "li_inserted_mah_cm2": float(hist.soc_at(t))
-               * float(self.case.cell.cathode_capacity_mah_cm2),
-               "theta_mean": tr.mean_theta(), **self.probe.summary(f),
-               "stack_pressure_mpa": sp.stack_pressure(), **its,
-               "wall_s": time.perf_counter() - self.t_wall}
-        self.rows.append({k: row[k] for k in SUMMARY_COLUMNS})
+        soc = float(self.history.soc_at(t))
+        theta_mean = tr.mean_theta()
+        electrode = self.probe.summary(f)
+        rec = StepRecord(
+            step=self.step, output=name, time_s=t, time_h=t / 3600, dt_s=dt_s, soc=soc,
+            li_inserted_mah_cm2=soc * float(self.case.cell.cathode_capacity_mah_cm2),
+            theta_mean=theta_mean, **{k: electrode[k] for k in _ELECTRODE_COLUMNS},
+            stack_pressure_mpa=sp.stack_pressure(), **asdict(counts),
+            wall_s=time.perf_counter() - self.t_wall)
+        self.records.append(rec)
         if name:
-            self._write_output(name, f, row["soc"])
-        if self.comm.rank == 0:
-            _write_csv(self.out / "summary.csv", self.rows, SUMMARY_COLUMNS)
+            self._write_output(name, f, soc)
+        self.writer.write_summary(self.records)
         plastic = {"Fp_inv": sp.Fp_inv.x.array, "plastic_strain": sp.plastic_strain.x.array} \
             if sp.plastic else {}
-        self.ckpt.save({"u": sp.u.x.array, "theta": tr.theta.x.array,
-                        "theta_cells": self.theta_cells.x.array, **plastic},
-                       {"time_s": t, "dt_s": self.dt, "step": self.step, "rows": self.rows,
-                        "outputs": self.outputs, "heterogeneity": self.dists,
-                        "case_hash": self.setup.fingerprint[0],
-                        "case_values": self.setup.fingerprint[1],
-                        "case_history": self.case_history})
+        self.writer.checkpoint.save(
+            {"u": sp.u.x.array, "theta": tr.theta.x.array,
+             "theta_cells": self.theta_cells.x.array, **plastic},
+            {"time_s": t, "dt_s": self.dt, "step": self.step,
+             "rows": [r.as_dict() for r in self.records], "outputs": self.outputs,
+             "heterogeneity": self.dists, "case_hash": self.setup.fingerprint[0],
+             "case_values": self.setup.fingerprint[1], "case_history": self.case_history})
 
-    def _write_output(self, name: str, f: dict, soc: float) -> None:
+    def _write_output(self, name: str, f, soc: float) -> None:
         """Fields, DVC-grid displacement and heterogeneity of an output (scan or time)."""
-        from anodetwin.io import atomic_write_json
-        from anodetwin.simulate.fields import merge_xdmf
-
-        out, t = self.out, self.t
-        self.probe.write_xdmf(out / "fields" / f"{name}.xdmf", f, t)
-        if self.grid is not None:
-            _write_dvc(out / "dvc" / f"{name}.h5", self.grid, self.sp.u,
-                       {"case": str(self.case.path), "output": name, "time_s": t})
+        t = self.t
+        self.writer.write_output(name, self.probe, f, t, self.grid, self.sp.u,
+                                 {"case": str(self.case.path), "output": name, "time_s": t})
         self.outputs.append(name)
         d = self.probe.distribution(f, self.case.output.stress_threshold_mpa)
         if self.comm.rank == 0:
             self.dists[name] = {"time_s": t, "soc": soc, **d}
-            atomic_write_json(out / "heterogeneity.json", self.dists)
-            merge_xdmf([out / "fields" / f"{n}.xdmf" for n in self.outputs],
-                       out / "fields" / "fields.xdmf")
-
-    def _step_size(self, nxt: float) -> tuple[float, float]:
-        """The largest step towards ``nxt`` with |change of mean theta| <= dtheta_max (no
-        sliver before a target), and the mean theta now."""
-        sol, hist, t = self.case.solver, self.history, self.t
-        dt_try = min(self.dt, nxt - t, sol.dt_max_s)
-        th0 = hist.theta_mean_at(t)
-        for _ in range(30):
-            dth = abs(hist.theta_mean_at(t + dt_try) - th0)
-            if dth <= sol.dtheta_max or dt_try <= sol.dt_min_s:
-                break
-            dt_try = max(sol.dt_min_s, dt_try * 0.95 * sol.dtheta_max / dth)
-        if nxt - t - dt_try < 0.25 * dt_try:
-            dt_try = nxt - t
-        return dt_try, th0
+        self.writer.write_heterogeneity(self.dists, self.outputs)
 
     def _predict(self, dt_try: float, th0: float, u0: np.ndarray, last) -> None:
         """Secant predictor of the displacement in the Li inserted, as far as it keeps the
@@ -630,7 +499,7 @@ class _Run:
             self.sp.u.x.array[:] += self.sp.admissible_fraction(du) * du
             self.sp.u.x.scatter_forward()
 
-    def _solve(self, dt_try: float, th0: float) -> dict:
+    def _solve(self, dt_try: float, th0: float) -> SolverCounts:
         """Li transport, then mechanics, over ``dt_try``; the iteration counts."""
         where = f"at step {self.step + 1} (t = {self.t + dt_try:.1f} s, dt = {dt_try:.3g} s)"
         tr = self.transport
@@ -638,79 +507,94 @@ class _Run:
         d_its = tr.step(dt_try, rate, where)
         tr.to_parent_cells(self.theta_cells)
         newton, krylov, passes = self.sp.solve(where, dt=dt_try)
-        return {"newton_iterations": int(sum(newton)), "krylov_iterations": int(sum(krylov)),
-                "plastic_passes": int(passes) if self.sp.plastic else 0,
-                "diffusion_iterations": int(d_its)}
+        return SolverCounts(newton_iterations=int(sum(newton)),
+                            krylov_iterations=int(sum(krylov)),
+                            plastic_passes=int(passes) if self.sp.plastic else 0,
+                            diffusion_iterations=int(d_its))
+
+    def _save(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The state a failed step goes back to (u, theta, theta per cell)."""
+        return (self.sp.u.x.array.copy(), self.transport.theta.x.array.copy(),
+                self.theta_cells.x.array.copy())
 
     def _undo(self, saved: tuple) -> None:
-        """Back to the state before a failed step (u, theta, theta per cell)."""
+        """Back to the state before a failed step (:meth:`_save`)."""
         sp, tr = self.sp, self.transport
         sp.u.x.array[:], tr.theta.x.array[:], self.theta_cells.x.array[:] = saved
         sp.rollback()
         tr.theta_old.x.array[:] = saved[1]
 
     def _retry_or_fail(self, exc: NumericalError, dt_try: float, failures: list) -> None:
-        """Halve the step after a failed solve; below ``dt_min_s`` write failure.json and
-        raise (the finished steps stay)."""
-        from anodetwin.io import atomic_write_json
-
+        """Cut the step back after a failed solve; below ``dt_min_s`` write failure.json
+        and raise (the finished steps stay)."""
         failures.append({"time_s": self.t + dt_try, "dt_s": dt_try, "error": str(exc)})
         if self.comm.rank == 0:
-            log.info("step %d: %s; retrying with dt = %.3g s", self.step + 1, exc, dt_try / 2)
-        if dt_try / 2 >= self.case.solver.dt_min_s:
-            self.dt = dt_try / 2
+            log.info("step %d: %s; retrying with dt = %.3g s", self.step + 1, exc,
+                     dt_try * self.control.cut_back)
+        dt = self.control.retry(dt_try)
+        if dt is not None:
+            self.dt = dt
             return
-        if self.comm.rank == 0:
-            atomic_write_json(self.out / "failure.json", {
-                "step": self.step + 1, "time_s": self.t, "message": str(exc),
-                "attempts": failures[-8:]})
+        self.writer.write_json("failure.json", {
+            "step": self.step + 1, "time_s": self.t, "message": str(exc),
+            "attempts": failures[-8:]})
         self.provenance("failed")
         kept = (f"{self.step} finished steps are kept in '{self.out}'" if self.step else
                 f"no step finished: fix the case and run it again into '{self.out}' (it "
                 "starts afresh)")
         raise NumericalError(f"{exc} — stopped at the smallest step; {kept}") from None
 
+    def _finish(self, dt_try: float, target: float, counts: SolverCounts) -> None:
+        """Accept a solved step of ``dt_try`` towards ``target``: commit, grow the step,
+        record (before the checkpoint: resumable)."""
+        self.sp.commit()
+        self.t += dt_try
+        self.step += 1
+        hit = self.control.reached(self.t, target)
+        if hit:
+            self.t = target
+        self.dt = self.control.grown(dt_try, self.dt)
+        self.record(dt_try, counts, self.name_at.get(self.t, "") if hit else "")
+        if self.comm.rank == 0:
+            r = self.records[-1]
+            log.info("step %d  t = %.0f s  SoC %.3f  thickness %.2f um  J-1 %.4f",
+                     self.step, self.t, r.soc, r.thickness_um, r.volumetric_strain)
+
     def advance(self, max_steps: int | None) -> None:
         """Step to the end of the protocol, or ``max_steps`` steps (then resumable)."""
+        ctl, theta_at = self.control, self.history.theta_mean_at
         steps_here, last, failures = 0, None, []
-        while self.t < self.t_end - 1e-9 and (max_steps is None or steps_here < max_steps):
-            nxt = next(b for b in self.targets if b > self.t + 1e-9)
-            dt_try, th0 = self._step_size(nxt)
-            saved = (self.sp.u.x.array.copy(), self.transport.theta.x.array.copy(),
-                     self.theta_cells.x.array.copy())
+        while not ctl.finished(self.t, self.t_end) and (max_steps is None
+                                                         or steps_here < max_steps):
+            target = ctl.next_target(self.targets, self.t)
+            dt_try = ctl.propose(theta_at, self.t, self.dt, target)
+            th0 = theta_at(self.t)
+            saved = self._save()
             self._predict(dt_try, th0, saved[0], last)
             try:
-                its = self._solve(dt_try, th0)
+                counts = self._solve(dt_try, th0)
             except NumericalError as exc:
                 self._undo(saved)
                 self._retry_or_fail(exc, dt_try, failures)
                 continue
-            self.sp.commit()
-            last = (saved[0], self.history.theta_mean_at(self.t + dt_try) - th0)
-            self.t += dt_try
-            self.step += 1
+            last = (saved[0], theta_at(self.t + dt_try) - th0)
+            self._finish(dt_try, target, counts)
             steps_here += 1
-            hit = abs(self.t - nxt) < 1e-9
-            if hit:
-                self.t = nxt
-            # before the checkpoint: resumable
-            self.dt = min(max(dt_try, self.dt) * 1.5, self.case.solver.dt_max_s)
-            self.record(dt_try, its, self.name_at.get(self.t, "") if hit else "")
-            if self.comm.rank == 0:
-                r = self.rows[-1]
-                log.info("step %d  t = %.0f s  SoC %.3f  thickness %.2f um  J-1 %.4f",
-                         self.step, self.t, r["soc"], r["thickness_um"], r["volumetric_strain"])
-        finished = self.t >= self.t_end - 1e-9
-        self.provenance("done" if finished else "stopped",
+        self.provenance("done" if ctl.finished(self.t, self.t_end) else "stopped",
                         {"seconds": time.perf_counter() - self.t_wall, "steps": self.step})
 
 
 def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
-             comm=None, progress: bool = True, allow_case_change: bool = False) -> list[dict]:
+             comm=None, progress: bool = True,
+             allow_case_change: bool = False) -> list[StepRecord]:
     """Run a validated case (:func:`anodetwin.simulate.case.load_case`) into ``out``.
 
     Parameters
     ----------
+    case : Case
+        A loaded case.
+    out : str or path-like
+        The output folder (layout: module notes).
     resume : bool
         Continue from ``out/checkpoint`` (same number of ranks, same case); without it a
         folder holding a run with finished steps is refused. A folder whose run finished no
@@ -718,13 +602,28 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     max_steps : int, optional
         Stop (checkpointed, resumable) after this many steps of this call: for wall-time
         limits of batch jobs.
+    comm : mpi4py.MPI.Comm, optional
+        Communicator (default: ``COMM_WORLD``).
+    progress : bool
+        Unused; kept for callers that pass it.
     allow_case_change : bool
         Resume although the case differs from the one that ran (beyond
         :data:`anodetwin.simulate.case.RESUMABLE_KEYS`); the changes are recorded in
         ``run.json`` (``case_history``).
 
-    Returns the summary rows (all ranks). Raises :class:`NumericalError` after writing
-    ``failure.json`` when a step fails at the smallest time step; the finished steps stay.
+    Returns
+    -------
+    list of StepRecord
+        The records of every step of the run (resumed ones included), on all ranks; the
+        rows of ``summary.csv``. Each reads like a dict of :data:`SUMMARY_COLUMNS`.
+
+    Raises
+    ------
+    NumericalError
+        A step failed at the smallest time step (after writing ``failure.json``; the
+        finished steps stay).
+    InputError, ParameterError
+        The checks of :func:`check_case`, before anything is written.
     """
     import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
@@ -736,4 +635,4 @@ def run_case(case, out: str | os.PathLike, resume: bool = False, max_steps: int 
     run = _Run(case, out, setup, comm, t_wall)
     run.start()
     run.advance(max_steps)
-    return run.rows
+    return run.records

@@ -6,9 +6,14 @@ runs its cases on Dask, each case phantom -> mesh -> simulation as an MPI job
 an HTML summary (:mod:`anodetwin.study.run`, :mod:`anodetwin.study.report`).
 """
 
+from anodetwin.study.execute import CaseResult, execute_case, write_phantom_labels
 from anodetwin.study.metrics import METRICS, case_metrics
+from anodetwin.study.report import design_table, main_effects, write_report
 from anodetwin.study.run import StudyResult, read_results, run_study
-from anodetwin.study.spec import PARAMETERS, CaseSpec, Study, load_study, study_from_dict
+from anodetwin.study.spec import (PARAMETERS, CaseSpec, Parameter, Study, StudySettings,
+                                  load_study, study_from_dict)
 
-__all__ = ["PARAMETERS", "METRICS", "Study", "CaseSpec", "StudyResult", "load_study",
-           "study_from_dict", "run_study", "read_results", "case_metrics"]
+__all__ = ["PARAMETERS", "METRICS", "Parameter", "Study", "StudySettings", "CaseSpec",
+           "StudyResult", "load_study", "study_from_dict", "run_study", "read_results",
+           "CaseResult", "execute_case", "write_phantom_labels", "case_metrics", "main_effects",
+           "design_table", "write_report"]

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,69 @@ import numpy as np
 from anodetwin.errors import AnodetwinError, NumericalError
 from anodetwin.log import get_logger
 
-__all__ = ["execute_case", "prepare_case", "write_labels", "mesh_and_simulate", "mpiexec"]
+__all__ = ["CaseResult", "execute_case", "prepare_case", "write_phantom_labels",
+           "mesh_and_simulate", "mpiexec"]
 
 log = get_logger("study")
 
 
+@dataclass(frozen=True)
+class CaseResult:
+    """What one case of a study came to: its ``result.json``, written last and atomically
+    (a case with a result is finished; a failed one runs again only when asked to).
+
+    Attributes
+    ----------
+    key : str
+        The case's key (its folder's name).
+    status : str
+        ``"done"`` or ``"failed"``.
+    metrics : dict or None
+        :func:`~anodetwin.study.metrics.case_metrics` of a finished case.
+    stage, reason : str
+        Where a failed case stopped (``"phantom"``, ``"mesh and simulation"``,
+        ``"metrics"``; ``"scheduler"`` for a lost task) and why, in one line.
+    labels : dict or None
+        What the phantom's labels reached (:func:`write_phantom_labels`).
+    seconds : float or None
+        Wall time of the attempt (s).
+    finished : str
+        When it ended (ISO 8601, local time).
+    """
+
+    key: str
+    status: str
+    metrics: dict | None = None
+    stage: str = ""
+    reason: str = ""
+    labels: dict | None = None
+    seconds: float | None = None
+    finished: str = ""
+
+    def to_json(self) -> dict:
+        """The content of ``result.json``: the fields that are set."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CaseResult:
+        """A result read back from ``result.json`` (keys it does not know are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 def mpiexec() -> str:
-    """The ``mpiexec`` beside this Python (the MPI of the installed wheels), else on PATH."""
+    """The ``mpiexec`` beside this Python (the MPI of the installed wheels), else on PATH.
+
+    Returns
+    -------
+    str
+        Its path.
+
+    Raises
+    ------
+    NumericalError
+        There is none.
+    """
     here = Path(sys.executable).parent / "mpiexec"
     if here.is_file():
         return str(here)
@@ -52,10 +109,29 @@ def mpiexec() -> str:
     return found
 
 
-def write_labels(path: Path, phantom: dict) -> dict:
-    """Generate the pristine microstructure of a phantom config dict and write its electrode
-    (the anode layer: no copper, no separator) as ``/phases`` and ``/particles``. Returns
-    the composition it reached."""
+def write_phantom_labels(path: Path, phantom: dict) -> dict:
+    """Generate the pristine microstructure of a phantom and write its electrode (the anode
+    layer: no copper, no separator) as the HDF5 datasets ``/phases`` and ``/particles``.
+
+    Parameters
+    ----------
+    path : Path
+        The HDF5 file (written atomically); each dataset, shape (z, y, x), carries
+        ``voxel_size_um`` (z, y, x) in um, the file the phantom configuration.
+    phantom : dict
+        A phantom configuration (:func:`anodetwin.phantom.config_from_dict`).
+
+    Returns
+    -------
+    dict
+        What the microstructure reached: ``phase_fractions``, ``particles`` (count),
+        ``shape`` (z, y, x) and ``composition``.
+
+    Raises
+    ------
+    ParameterError
+        The configuration does not validate.
+    """
     import h5py
 
     from anodetwin.io import atomic_path
@@ -86,27 +162,60 @@ def _case_dict(case: dict, matrix: bool) -> dict:
 
 
 def prepare_case(folder: Path, case: dict) -> dict:
-    """The case's input files (module notes); the labels only when missing."""
+    """Write the case's input files (module notes); the labels only when missing.
+
+    Parameters
+    ----------
+    folder : Path
+        The case folder (created).
+    case : dict
+        The case's inputs (:meth:`anodetwin.study.CaseSpec.inputs`).
+
+    Returns
+    -------
+    dict
+        What the phantom's labels reached (:func:`write_phantom_labels`).
+
+    Raises
+    ------
+    ParameterError
+        The phantom configuration does not validate.
+    """
     from anodetwin.io import atomic_write_json, atomic_write_text
-    from anodetwin.study.spec import to_toml
+    from anodetwin.io.tomlfile import toml_text
 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "inputs.json", case)
-    atomic_write_text(folder / "cell.toml", to_toml(case["cell"]))
+    atomic_write_text(folder / "cell.toml", toml_text(case["cell"]))
     if case["matrix"] is not None:
-        atomic_write_text(folder / "matrix.toml", to_toml(case["matrix"]))
+        atomic_write_text(folder / "matrix.toml", toml_text(case["matrix"]))
     atomic_write_text(folder / "case.toml", "# written by anodetwin study\n"
-                      + to_toml(_case_dict(case, case["matrix"] is not None)))
+                      + toml_text(_case_dict(case, case["matrix"] is not None)))
     info = folder / "labels.json"
     if not (folder / "labels.h5").is_file() or not info.is_file():
-        atomic_write_json(info, write_labels(folder / "labels.h5", case["phantom"]))
+        atomic_write_json(info, write_phantom_labels(folder / "labels.h5", case["phantom"]))
     return json.loads(info.read_text())
 
 
 def mesh_and_simulate(folder: str | os.PathLike, coarsen: int, comm=None) -> list[dict]:
     """The MPI part of a prepared case (``anodetwin study-case``): the labels meshed with
     voxel hexahedra (skipped when ``mesh/`` is complete), then the simulation, resumed from
-    its checkpoint when a previous attempt was killed. Returns the summary rows."""
+    its checkpoint when a previous attempt was killed.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The prepared case folder (:func:`prepare_case`).
+    coarsen : int
+        Mesh coarsening of the labels (voxels per hexahedron edge).
+    comm : mpi4py.MPI.Comm, optional
+        The communicator (default: ``COMM_WORLD``).
+
+    Returns
+    -------
+    list
+        The simulation's summary rows (:func:`anodetwin.simulate.run_case`).
+    """
     import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
     from mpi4py import MPI
 
@@ -140,18 +249,35 @@ def _last_error(log_path: Path) -> str:
 
 
 def execute_case(folder: str, case: dict, ranks: int = 1, timeout_s: float | None = None
-                 ) -> dict:
-    """Run one case into ``folder`` and write its ``result.json`` (module notes). Never
-    raises for a failing case: the failure is the result (status, stage, reason)."""
+                 ) -> CaseResult:
+    """Run one case into ``folder`` and write its ``result.json`` (module notes).
+
+    Parameters
+    ----------
+    folder : str
+        The case folder (``OUT/cases/<key>``).
+    case : dict
+        The case's inputs, its ``values`` and ``label``.
+    ranks : int
+        MPI ranks of the mesh and simulation job.
+    timeout_s : float, optional
+        Time limit of that job (s); None: none.
+
+    Returns
+    -------
+    CaseResult
+        What was written to ``result.json``. A failing case never raises: the failure is
+        the result (status, stage, reason).
+    """
     from anodetwin.io import atomic_write_json
     from anodetwin.study.metrics import case_metrics
 
     d = Path(folder)
     t0 = time.perf_counter()
-    stage = "phantom"
-    result: dict = {"key": d.name}
+    stage, status, reason = "phantom", "failed", ""
+    labels = metrics = None
     try:
-        result["labels"] = prepare_case(d, case)
+        labels = prepare_case(d, case)
         stage = "mesh and simulation"
         cmd = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "anodetwin.cli",
                "study-case", str(d), "--coarsen", str(case["coarsen"])]
@@ -171,14 +297,13 @@ def execute_case(folder: str, case: dict, ranks: int = 1, timeout_s: float | Non
                 else _last_error(d / "log.txt")
             raise NumericalError(reason, None)
         stage = "metrics"
-        result["metrics"] = case_metrics(d / "run")
-        result["status"] = "done"
+        metrics = case_metrics(d / "run")
+        stage, status = "", "done"
     except AnodetwinError as exc:
-        result.update(status="failed", stage=stage, reason=str(exc))
+        reason = str(exc)
     except Exception as exc:  # noqa: BLE001  (a failed case never stops the study)
-        result.update(status="failed", stage=stage,
-                      reason=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
-    result["seconds"] = time.perf_counter() - t0
-    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_json(d / "result.json", result)
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    result = CaseResult(d.name, status, metrics, stage, reason, labels,
+                        time.perf_counter() - t0, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(d / "result.json", result.to_json())
     return result

@@ -53,6 +53,18 @@ METRICS = {
 def case_metrics(run_dir: str | os.PathLike) -> dict:
     """The :data:`METRICS` of a finished simulation folder.
 
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The simulation's output folder (``summary.csv``, ``heterogeneity.json``) with the
+        scans ``T0`` and :data:`CHARGED`.
+
+    Returns
+    -------
+    dict
+        Metric name -> value in its unit (:data:`METRICS`); ``asymmetry`` is None when the
+        collector-side half does not swell.
+
     Raises
     ------
     InputError

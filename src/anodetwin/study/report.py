@@ -38,8 +38,26 @@ def _done(rows: list[dict]) -> list[dict]:
 
 
 def main_effects(rows: list[dict], params: list[str], metrics=METRICS) -> dict:
-    """``{metric: {parameter: effect}}`` over the finished cases (module notes); parameters
-    with a single value and metrics without values are left out."""
+    """Main effects of the varied parameters on the metrics (module notes).
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of ``results.csv`` (``status``, the parameters, the metrics); only the finished
+        cases (``status == "done"``) count.
+    params : list of str
+        The parameter columns; those with a single value among the finished cases are left
+        out.
+    metrics : iterable of str
+        The metric columns (default: all of :data:`~anodetwin.study.metrics.METRICS`); a
+        metric with no more finished values than varied parameters is left out.
+
+    Returns
+    -------
+    dict
+        ``{metric: {parameter: effect}}``, each effect in the metric's unit: the change of
+        the metric across the parameter's studied range.
+    """
     done = _done(rows)
     varied = [p for p in params if len({r[p] for r in done}) > 1]
     out: dict[str, dict] = {}
@@ -59,9 +77,25 @@ def main_effects(rows: list[dict], params: list[str], metrics=METRICS) -> dict:
 
 
 def design_table(rows: list[dict], params: list[str], rank_by: str) -> list[dict]:
-    """One row per design point: parameter values, mean and std over the finished
-    replicates of every metric, the number of finished replicates and the rank by
-    ``rank_by`` (1 = lowest mean; unranked without a finished replicate)."""
+    """The design points of a study, ranked (``designs.csv``).
+
+    Parameters
+    ----------
+    rows : list of dict
+        One per case (``results.csv``), with its ``point`` and ``status``.
+    params : list of str
+        The parameter columns, copied from each point's first case.
+    rank_by : str
+        The metric whose mean over the finished replicates orders the points.
+
+    Returns
+    -------
+    list of dict
+        One row per design point, in point order: ``point``, the parameter values,
+        ``replicates_done``, ``replicates``, ``<metric>_mean`` and ``<metric>_std`` of every
+        metric (None without a finished replicate) and ``rank`` (1 = lowest mean of
+        ``rank_by``; None when unranked).
+    """
     points: dict[int, list[dict]] = {}
     for r in rows:
         points.setdefault(int(r["point"]), []).append(r)
@@ -120,10 +154,73 @@ def _fmt(v, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
-def write_report(out: Path, study, rows: list[dict], extra: dict) -> Path:
-    """designs.csv, main_effects.png, summary.json and summary.html (module notes of
-    :mod:`anodetwin.study.run`); returns the HTML path."""
+def _largest(effects: dict) -> dict:
+    """metric -> (parameter, effect) of its largest main effect."""
+    return {m: max(e.items(), key=lambda kv: abs(kv[1])) for m, e in effects.items() if e}
 
+
+def _summary(study, rows: list[dict], designs: list[dict], effects: dict, params: list[str],
+             extra: dict) -> dict:
+    """The content of ``summary.json``."""
+    done = _done(rows)
+    return {"name": study.name, "design": study.design, "cases": len(rows),
+            "done": len(done), "failed": sum(r["status"] == "failed" for r in rows),
+            "pending": sum(r["status"] == "pending" for r in rows),
+            "ran_this_time": extra["ran"], "skipped_finished": extra["skipped"],
+            "rank_by": study.rank_by, "main_effects": effects,
+            "largest_main_effect": {m: {"parameter": p, "effect": e}
+                                    for m, (p, e) in _largest(effects).items()},
+            "best_design": next(({p: d[p] for p in params} for d in designs
+                                 if d["rank"] == 1), None),
+            "files": ["results.csv", "designs.csv", "summary.html"]
+            + (["main_effects.png"] if done else []),
+            "provenance": extra["provenance"]}
+
+
+def _tables_html(designs: list[dict], effects: dict, params: list[str], metrics: list[str],
+                 rank_by: str) -> list[str]:
+    """The ranking and the main-effects tables."""
+    e = html.escape
+    parts = [f"<h2>Designs ranked by {e(rank_by)} (lowest first; mean &plusmn; "
+             "std over replicates)</h2><table><tr><th>rank</th>"
+             + "".join(f"<th>{e(p)}</th>" for p in params)
+             + "".join(f"<th>{e(m)}</th>" for m in metrics) + "<th>done</th></tr>"]
+    for d in sorted(designs, key=lambda d: (d["rank"] is None, d["rank"] or 0)):
+        parts.append("<tr><td>" + _fmt(d["rank"]) + "</td>"
+                     + "".join(f"<td>{_fmt(d[p])}</td>" for p in params)
+                     + "".join(f"<td>{_fmt(d[f'{m}_mean'])} &plusmn; {_fmt(d[f'{m}_std'], 2)}"
+                               "</td>" for m in metrics)
+                     + f"<td>{d['replicates_done']}/{d['replicates']}</td></tr>")
+    parts.append("</table><h2>Main effects (change across each parameter's range)</h2>"
+                 "<table><tr><th>metric</th><th>unit</th>"
+                 + "".join(f"<th>{e(p)}</th>" for p in params) + "</tr>")
+    for m, eff in effects.items():
+        parts.append(f"<tr><td title='{e(METRICS[m][1])}'>{e(m)}</td><td>{METRICS[m][0]}</td>"
+                     + "".join(f"<td>{_fmt(eff.get(p))}</td>" for p in params) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
+def write_report(out: Path, study, rows: list[dict], extra: dict) -> Path:
+    """Write ``designs.csv``, ``main_effects.png``, ``summary.json`` and ``summary.html``
+    (module notes of :mod:`anodetwin.study.run`).
+
+    Parameters
+    ----------
+    out : Path
+        The study's output folder.
+    study : anodetwin.study.Study
+        The study (its points, ``rank_by``, name).
+    rows : list of dict
+        One row per case, as in ``results.csv``.
+    extra : dict
+        ``ran``, ``skipped`` (case counts) and ``provenance`` for the summary.
+
+    Returns
+    -------
+    Path
+        ``summary.html``.
+    """
     params = list(study.points[0])
     designs = design_table(rows, params, study.rank_by)
     atomic_write_text(out / "designs.csv", csv_text(designs))
@@ -133,20 +230,9 @@ def write_report(out: Path, study, rows: list[dict], extra: dict) -> Path:
     done = _done(rows)
     if done:
         _plot(fig, rows, params, metrics)
-    largest = {m: max(e.items(), key=lambda kv: abs(kv[1])) for m, e in effects.items() if e}
+    largest = _largest(effects)
     failed = [r for r in rows if r["status"] == "failed"]
-    summary = {"name": study.name, "design": study.design, "cases": len(rows),
-               "done": len(done), "failed": len(failed),
-               "pending": sum(r["status"] == "pending" for r in rows),
-               "ran_this_time": extra["ran"], "skipped_finished": extra["skipped"],
-               "rank_by": study.rank_by, "main_effects": effects,
-               "largest_main_effect": {m: {"parameter": p, "effect": e}
-                                       for m, (p, e) in largest.items()},
-               "best_design": next(({p: d[p] for p in params} for d in designs
-                                    if d["rank"] == 1), None),
-               "files": ["results.csv", "designs.csv", "summary.html"]
-               + (["main_effects.png"] if done else []),
-               "provenance": extra["provenance"]}
+    summary = _summary(study, rows, designs, effects, params, extra)
     atomic_write_json(out / "summary.json", summary)
     e = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>anodetwin study "
@@ -165,23 +251,7 @@ def write_report(out: Path, study, rows: list[dict], extra: dict) -> Path:
         p, v = largest[study.rank_by]
         parts.append(f"<p><b>Largest lever on {e(study.rank_by)}</b>: {e(p)} (a change of "
                      f"{v:+.4g} across its range).</p>")
-    parts.append(f"<h2>Designs ranked by {e(study.rank_by)} (lowest first; mean &plusmn; "
-                 "std over replicates)</h2><table><tr><th>rank</th>"
-                 + "".join(f"<th>{e(p)}</th>" for p in params)
-                 + "".join(f"<th>{e(m)}</th>" for m in metrics) + "<th>done</th></tr>")
-    for d in sorted(designs, key=lambda d: (d["rank"] is None, d["rank"] or 0)):
-        parts.append("<tr><td>" + _fmt(d["rank"]) + "</td>"
-                     + "".join(f"<td>{_fmt(d[p])}</td>" for p in params)
-                     + "".join(f"<td>{_fmt(d[f'{m}_mean'])} &plusmn; {_fmt(d[f'{m}_std'], 2)}"
-                               "</td>" for m in metrics)
-                     + f"<td>{d['replicates_done']}/{d['replicates']}</td></tr>")
-    parts.append("</table><h2>Main effects (change across each parameter's range)</h2>"
-                 "<table><tr><th>metric</th><th>unit</th>"
-                 + "".join(f"<th>{e(p)}</th>" for p in params) + "</tr>")
-    for m, eff in effects.items():
-        parts.append(f"<tr><td title='{e(METRICS[m][1])}'>{e(m)}</td><td>{METRICS[m][0]}</td>"
-                     + "".join(f"<td>{_fmt(eff.get(p))}</td>" for p in params) + "</tr>")
-    parts.append("</table>")
+    parts += _tables_html(designs, effects, params, metrics, study.rank_by)
     if done:
         parts.append(f"<h2>Main-effect plots</h2>{img_tag(fig)}")
     if failed:

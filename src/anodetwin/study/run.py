@@ -31,6 +31,7 @@ from pathlib import Path
 from anodetwin.errors import ParameterError
 from anodetwin.io.table import csv_text
 from anodetwin.log import get_logger, progress_bar
+from anodetwin.study.execute import CaseResult
 
 __all__ = ["run_study", "StudyResult", "read_results"]
 
@@ -39,7 +40,21 @@ log = get_logger("study")
 
 @dataclass(frozen=True)
 class StudyResult:
-    """What a study run did and where its outputs are."""
+    """What a study run did and where its outputs are.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The study's output folder (module notes).
+    rows : list of dict
+        One per case, as written to ``results.csv`` (metrics None where a case failed).
+    ran, skipped, failed : int
+        Cases run now, finished by an earlier run, and failed (now or earlier).
+    table : Path
+        ``results.csv``.
+    summary_html : Path
+        ``summary.html``.
+    """
 
     out_dir: Path
     rows: list
@@ -50,35 +65,48 @@ class StudyResult:
     summary_html: Path
 
 
-def _finished(folder: Path, key: str, retry_failed: bool) -> dict | None:
+def _finished(folder: Path, key: str, retry_failed: bool) -> CaseResult | None:
+    """The recorded result of a case, if it counts as finished."""
     p = folder / "result.json"
     if not p.is_file():
         return None
     try:
-        r = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        r = CaseResult.from_json(json.loads(p.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError):  # unreadable or incomplete
         return None
-    if r.get("key") != key or (r.get("status") == "failed" and retry_failed):
+    if r.key != key or (r.status == "failed" and retry_failed):
         return None
     return r
 
 
-def _row(study, case, result: dict | None) -> dict:
+def _row(study, case, result: CaseResult | None) -> dict:
+    """The ``results.csv`` row of a case (``pending`` without a result)."""
     from anodetwin.study.metrics import METRICS
 
-    r = result or {}
+    r = result or CaseResult(case.key, "pending")
     row = {"case": case.index, "point": case.point, "replicate": case.replicate,
-           "seed": case.seed, "key": case.key, "status": r.get("status", "pending")}
+           "seed": case.seed, "key": case.key, "status": r.status}
     row.update({k: case.values.get(k) for k in study.points[0]})
-    m = r.get("metrics") or {}
+    m = r.metrics or {}
     row.update({k: m.get(k) for k in METRICS})
-    row.update({"seconds": r.get("seconds"), "stage": r.get("stage", ""),
-                "reason": r.get("reason", "")})
+    row.update({"seconds": r.seconds, "stage": r.stage, "reason": r.reason})
     return row
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``results.csv`` (numbers as float, empty cells as None)."""
+    """The rows of a study's ``results.csv``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    list of dict
+        Column -> value: numbers as float, empty cells as None (``stage`` and ``reason``:
+        empty strings), ``key`` and ``status`` as text.
+    """
     def conv(k, v):
         if v == "" or k in ("key", "status", "stage", "reason"):
             return None if v == "" and k not in ("stage", "reason") else v
@@ -111,14 +139,69 @@ def _client(scheduler: str | None, workers: int):
     return dask_client(scheduler, workers, memory_limit=0)
 
 
+def _write_study_json(out: Path, study, provenance: dict) -> None:
+    """``study.json``: the study file's content, its design points and cases."""
+    from anodetwin.io import atomic_write_json
+
+    atomic_write_json(out / "study.json", {
+        "name": study.name, "design": study.design, "study": study.raw,
+        "parameters": {k: list(v) for k, v in study.parameters.items()},
+        "points": list(study.points),
+        "cases": [{"case": c.index, "point": c.point, "replicate": c.replicate,
+                   "seed": c.seed, "key": c.key, "values": c.values} for c in study.cases],
+        "provenance": provenance})
+
+
+def _log_case(case, res: CaseResult, t0: float) -> None:
+    failure = f" at {res.stage}: {res.reason}" if res.status == "failed" else ""
+    log.info("%s: %s%s (%.0f s)", case.label, res.status, failure,
+             res.seconds or time.perf_counter() - t0)
+
+
+def _run_pending(study, out: Path, pending: list, client, on_result, progress: bool) -> None:
+    """Submit the ``pending`` cases to ``client`` and pass each case and its result to
+    ``on_result`` as they finish; a lost task (not the case) is recorded as failed."""
+    from dask.distributed import as_completed
+
+    from anodetwin.io import atomic_write_json
+    from anodetwin.study.execute import execute_case
+
+    timeout = study.timeout_minutes * 60.0 or None
+    futures = {}
+    for c in pending:
+        inputs = {**c.inputs(), "values": c.values, "label": c.label}
+        f = client.submit(execute_case, str(out / "cases" / c.key), inputs, study.ranks,
+                          timeout, key=f"case-{c.index}-{c.key}", pure=False)
+        futures[f] = c
+    t0 = time.perf_counter()
+    with progress_bar("study cases", total=len(pending), enabled=progress,
+                      min_total=1) as advance:
+        for f in as_completed(futures):
+            c = futures[f]
+            try:
+                res = f.result()
+            except Exception as exc:  # noqa: BLE001  (a lost worker, not the case)
+                res = CaseResult(c.key, "failed", stage="scheduler",
+                                 reason=f"{type(exc).__name__}: {exc}")
+                atomic_write_json(out / "cases" / c.key / "result.json", res.to_json())
+            on_result(c, res)
+            advance(1)
+            _log_case(c, res, t0)
+
+
 def run_study(study, out: str | os.PathLike, scheduler: str | None = None,
               workers: int | None = None, retry_failed: bool = False, client=None,
               progress: bool = True) -> StudyResult:
-    """Run the cases of a validated study (:func:`anodetwin.study.load_study`) that have
-    no result yet, then write the tables, the plots and the summary (module notes).
+    """Run the cases of a study that have no result yet, then write the tables, the plots
+    and the summary (module notes).
 
     Parameters
     ----------
+    study : anodetwin.study.Study
+        A validated study (:func:`anodetwin.study.load_study`).
+    out : str or os.PathLike
+        The output folder (module notes); a folder of an earlier run of the same study
+        resumes it.
     scheduler : str, optional
         Address of a running Dask scheduler (``tcp://host:8786``); default: a LocalCluster.
     workers : int, optional
@@ -127,9 +210,20 @@ def run_study(study, out: str | os.PathLike, scheduler: str | None = None,
         Run the cases whose last attempt failed again.
     client : dask.distributed.Client, optional
         An existing client (then ``scheduler`` and ``workers`` are not used).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    StudyResult
+        The rows of ``results.csv``, the counts, the table and the summary page.
+
+    Raises
+    ------
+    ParameterError
+        ``workers`` < 1.
     """
-    from anodetwin.io import atomic_write_json, make_provenance
-    from anodetwin.study.execute import execute_case
+    from anodetwin.io import make_provenance
     from anodetwin.study.report import write_report
 
     out = Path(out)
@@ -137,19 +231,10 @@ def run_study(study, out: str | os.PathLike, scheduler: str | None = None,
         raise ParameterError(f"--workers {workers}", "give at least 1 worker")
     (out / "cases").mkdir(parents=True, exist_ok=True)
     prov = make_provenance("study", [str(study.path)] if study.path else [], study.raw)
-    atomic_write_json(out / "study.json", {
-        "name": study.name, "design": study.design, "study": study.raw,
-        "parameters": {k: list(v) for k, v in study.parameters.items()},
-        "points": list(study.points),
-        "cases": [{"case": c.index, "point": c.point, "replicate": c.replicate,
-                   "seed": c.seed, "key": c.key, "values": c.values} for c in study.cases],
-        "provenance": prov})
-    results: dict[int, dict | None] = {}
-    pending = []
-    for c in study.cases:
-        results[c.index] = _finished(out / "cases" / c.key, c.key, retry_failed)
-        if results[c.index] is None:
-            pending.append(c)
+    _write_study_json(out, study, prov)
+    results = {c.index: _finished(out / "cases" / c.key, c.key, retry_failed)
+               for c in study.cases}
+    pending = [c for c in study.cases if results[c.index] is None]
     skipped = len(study.cases) - len(pending)
     log.info("study '%s': %d cases, %d finished earlier, %d to run", study.name,
              len(study.cases), skipped, len(pending))
@@ -159,43 +244,19 @@ def run_study(study, out: str | os.PathLike, scheduler: str | None = None,
         _write_table(out, rows)
         return rows
 
+    def record(case, res: CaseResult) -> None:
+        results[case.index] = res
+        table()
+
     table()
     if pending:
-        ncpu = os.cpu_count() or 1
-        n = workers or max(1, ncpu // study.ranks)
         own = client is None
         cluster = None
         if own:
+            n = workers or max(1, (os.cpu_count() or 1) // study.ranks)
             client, cluster = _client(scheduler, min(n, len(pending)))
-        timeout = study.timeout_minutes * 60.0 or None
         try:
-            from dask.distributed import as_completed
-
-            futures = {}
-            for c in pending:
-                inputs = {**c.inputs(), "values": c.values, "label": c.label}
-                f = client.submit(execute_case, str(out / "cases" / c.key), inputs,
-                                  study.ranks, timeout, key=f"case-{c.index}-{c.key}",
-                                  pure=False)
-                futures[f] = c
-            t0 = time.perf_counter()
-            with progress_bar("study cases", total=len(pending), enabled=progress,
-                              min_total=1) as advance:
-                for f in as_completed(futures):
-                    c = futures[f]
-                    try:
-                        res = f.result()
-                    except Exception as exc:  # noqa: BLE001  (a lost worker, not the case)
-                        res = {"key": c.key, "status": "failed", "stage": "scheduler",
-                               "reason": f"{type(exc).__name__}: {exc}"}
-                        atomic_write_json(out / "cases" / c.key / "result.json", res)
-                    results[c.index] = res
-                    table()
-                    advance(1)
-                    log.info("%s: %s%s (%.0f s)", c.label, res["status"],
-                             f" at {res.get('stage')}: {res.get('reason')}"
-                             if res["status"] == "failed" else "",
-                             res.get("seconds") or time.perf_counter() - t0)
+            _run_pending(study, out, pending, client, record, progress)
         finally:
             if own:
                 client.close()
@@ -206,4 +267,3 @@ def run_study(study, out: str | os.PathLike, scheduler: str | None = None,
                                            "provenance": prov})
     failed = sum(r["status"] == "failed" for r in rows)
     return StudyResult(out, rows, len(pending), skipped, failed, out / "results.csv", html)
-

@@ -78,13 +78,15 @@ import itertools
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from anodetwin.errors import ParameterError
+from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml
+from anodetwin.io.tomlfile import toml_text as to_toml
 
-__all__ = ["PARAMETERS", "Parameter", "Study", "CaseSpec", "load_study", "study_from_dict",
-           "REFERENCE_NP_RATIO"]
+__all__ = ["PARAMETERS", "Parameter", "Study", "StudySettings", "CaseSpec", "load_study",
+           "study_from_dict", "to_toml", "REFERENCE_NP_RATIO"]
 
 #: Anode/cathode capacity ratio of the reference cell (3 mg/cm2, 89 wt% Si, 3579 mAh/g;
 #: 3.5 mAh/cm2 NMC811).
@@ -95,7 +97,19 @@ _CASE_FORMAT = "anodetwin-study-case-1"
 
 @dataclass(frozen=True)
 class Parameter:
-    """A design lever: unit, physical bounds and what it sets."""
+    """A design lever: unit, physical bounds and what it sets.
+
+    Attributes
+    ----------
+    name, unit : str
+        The lever (module notes) and the unit of its levels.
+    lower, upper : float
+        Its physical bounds; ``upper`` is included, ``lower`` unless ``lower_open``.
+    lower_open : bool
+        Whether ``lower`` itself is excluded.
+    sets : str
+        What it sets in the case's inputs.
+    """
 
     name: str
     unit: str
@@ -105,6 +119,25 @@ class Parameter:
     sets: str
 
     def check(self, value, where: str) -> float:
+        """A level of this lever.
+
+        Parameters
+        ----------
+        value : object
+            The level from the study file.
+        where : str
+            Where it stands (``"[parameters] porosity"``), for the message.
+
+        Returns
+        -------
+        float
+            The level.
+
+        Raises
+        ------
+        ParameterError
+            It is not a finite number inside the bounds.
+        """
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -120,20 +153,30 @@ class Parameter:
         return v
 
 
-PARAMETERS = {p.name: p for p in (
-    Parameter("median_diameter_um", "um", 0.0, 100.0, True, "phantom particles"),
-    Parameter("size_spread", "1", 0.0, 1.5, False, "phantom particles.sigma_ln"),
-    Parameter("porosity", "1", 0.0, 0.95, True, "phantom areal loading"),
-    Parameter("si_mass_fraction", "1", 0.0, 1.0, True, "phantom weight fractions"),
-    Parameter("binder_mass_fraction", "1", 0.0, 0.9, False, "phantom weight fractions"),
-    Parameter("binder_modulus_gpa", "GPa", 0.0, 100.0, True, "matrix Young's modulus"),
-    Parameter("thickness_um", "um", 0.0, 1000.0, True, "phantom thickness"),
-    Parameter("stack_pressure_mpa", "MPa", 0.0, 100.0, False, "boundary p0_mpa"),
-    Parameter("c_rate", "1/h", 0.0, 20.0, True, "charge current"),
-    Parameter("penetration_um", "um", 0.0, 1000.0, True, "lithiation penetration_um"),
-    Parameter("network_fraction", "1", 0.0, 1.0, False, "lithiation network_fraction"),
-    Parameter("np_ratio", "1", 1.0, 20.0, False, "cathode capacity"),
-)}
+#: The levers: name, unit, physical bounds (interval) and what each sets (module notes).
+_LEVERS = """
+median_diameter_um    um    (0, 100]    phantom particles
+size_spread           1     [0, 1.5]    phantom particles.sigma_ln
+porosity              1     (0, 0.95]   phantom areal loading
+si_mass_fraction      1     (0, 1]      phantom weight fractions
+binder_mass_fraction  1     [0, 0.9]    phantom weight fractions
+binder_modulus_gpa    GPa   (0, 100]    matrix Young's modulus
+thickness_um          um    (0, 1000]   phantom thickness
+stack_pressure_mpa    MPa   [0, 100]    boundary p0_mpa
+c_rate                1/h   (0, 20]     charge current
+penetration_um        um    (0, 1000]   lithiation penetration_um
+network_fraction      1     [0, 1]      lithiation network_fraction
+np_ratio              1     [1, 20]     cathode capacity
+"""
+
+
+def _lever(row: str) -> Parameter:
+    """A :class:`Parameter` from a row of :data:`_LEVERS`."""
+    name, unit, lower, upper, sets = row.split(maxsplit=4)
+    return Parameter(name, unit, float(lower[1:-1]), float(upper[:-1]), lower[0] == "(", sets)
+
+
+PARAMETERS = {p.name: p for p in map(_lever, _LEVERS.strip().splitlines())}
 
 _DESIGNS = ("full-factorial", "latin-hypercube", "list")
 
@@ -144,6 +187,28 @@ class CaseSpec:
 
     ``key`` is a content hash of the inputs (phantom config, case sections, cell protocol,
     matrix model, coarsening): a case with the same key is the same computation.
+
+    Attributes
+    ----------
+    index, point, replicate : int
+        The case's place in the run order, its design point and replicate.
+    values : dict
+        Parameter name -> level of its design point.
+    seed : int
+        Seed of its microstructure and lithiation (the study's seed + replicate).
+    phantom : dict
+        Its phantom configuration (:func:`anodetwin.phantom.config_from_dict`).
+    simulation : dict
+        Its case sections (``lithiation``, ``boundary``, ``solver``, ``output``,
+        ``materials``).
+    cell : dict
+        Its cell model and protocol, as a ``models/*.toml`` file holds them.
+    matrix : dict or None
+        Its matrix material model when ``binder_modulus_gpa`` is varied.
+    coarsen : int
+        Mesh coarsening of the phantom labels.
+    key : str
+        The content hash (16 hex digits).
     """
 
     index: int
@@ -160,6 +225,7 @@ class CaseSpec:
 
     @property
     def label(self) -> str:
+        """``case <index> (<parameter>=<level>, ...; replicate <r>)``, for messages."""
         v = ", ".join(f"{k}={x:g}" for k, x in self.values.items())
         return f"case {self.index} ({v}; replicate {self.replicate})"
 
@@ -170,16 +236,21 @@ class CaseSpec:
 
 
 @dataclass(frozen=True)
-class Study:
-    """A validated study (module notes)."""
+class StudySettings:
+    """The ``[study]`` table (module notes), checked.
 
-    name: str
-    design: str
-    parameters: dict          # name -> levels (list) or (min, max)
-    cases: tuple              # CaseSpec, in run order
-    points: tuple             # design points: dicts of parameter values
-    replicates: int = 1
+    Raises
+    ------
+    ParameterError
+        An unknown design or metric, fewer than one replicate, rank or coarsening step, a
+        negative seed or time limit, a state of charge outside (0, 1], a stress <= 0.
+    """
+
+    name: str = ""
+    design: str = "full-factorial"
+    samples: int | None = None     # latin-hypercube: design points
     seed: int = 0
+    replicates: int = 1
     ranks: int = 1
     coarsen: int = 2
     charge_soc: float = 0.5
@@ -187,32 +258,39 @@ class Study:
     stress_threshold_mpa: float = 1000.0
     rank_by: str = "volumetric_strain_p95"
     timeout_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        from anodetwin.study.metrics import METRICS
+
+        if self.design not in _DESIGNS:
+            raise ParameterError(f"[study] design = '{self.design}'",
+                                 f"use one of {', '.join(_DESIGNS)}")
+        for k, lo in (("replicates", 1), ("ranks", 1), ("coarsen", 1), ("seed", 0)):
+            if getattr(self, k) < lo:
+                raise ParameterError(f"[study] {k} = {getattr(self, k)}", f"give {k} >= {lo}")
+        if not 0 < self.charge_soc <= 1:
+            raise ParameterError(f"[study] charge_soc = {self.charge_soc}",
+                                 "give a state of charge in (0, 1]")
+        if not self.stress_threshold_mpa > 0:
+            raise ParameterError(f"[study] stress_threshold_mpa = {self.stress_threshold_mpa}",
+                                 "give a positive stress in MPa")
+        if self.timeout_minutes < 0:
+            raise ParameterError(f"[study] timeout_minutes = {self.timeout_minutes}",
+                                 "give minutes >= 0 (0: no limit)")
+        if self.rank_by not in METRICS:
+            raise ParameterError(f"[study] rank_by = '{self.rank_by}' is not a metric",
+                                 f"use one of {', '.join(METRICS)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Study(StudySettings):
+    """A validated study (module notes): its settings, levels, design points and cases."""
+
+    parameters: dict          # name -> levels (list) or (min, max)
+    cases: tuple[CaseSpec, ...]   # in run order
+    points: tuple[dict, ...]      # design points: parameter name -> value
     path: Path | None = None
     raw: dict = field(default_factory=dict)
-
-
-_STUDY_KEYS = {"name": str, "design": str, "samples": int, "seed": int, "replicates": int,
-               "ranks": int, "coarsen": int, "charge_soc": float, "cell": str,
-               "stress_threshold_mpa": float, "rank_by": str, "timeout_minutes": float}
-
-
-def _study_section(d: dict) -> dict:
-    s = d.get("study", {})
-    if not isinstance(s, dict):
-        raise ParameterError("[study] is not a table", "write it as [study]")
-    unknown = sorted(set(s) - set(_STUDY_KEYS))
-    if unknown:
-        raise ParameterError(f"[study] has unknown key '{unknown[0]}'",
-                             f"use {', '.join(sorted(_STUDY_KEYS))}")
-    for k, v in s.items():
-        t = _STUDY_KEYS[k]
-        ok = isinstance(v, str) if t is str else (
-            isinstance(v, (int, float)) and not isinstance(v, bool)
-            and (t is float or float(v).is_integer()))
-        if not ok:
-            raise ParameterError(f"[study] {k} = {v!r} is not a{'n' if t is int else ''} "
-                                 f"{t.__name__}", f"give {k} as in the study file docs")
-    return s
 
 
 def _levels(parameters: dict, design: str) -> dict:
@@ -403,10 +481,13 @@ def _key(inputs: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build_case(index: int, point: int, replicate: int, values: dict, seed: int, s: dict,
+def _build_case(index: int, point: int, replicate: int, values: dict, s: StudySettings,
                 base_ph: dict, base_sim: dict, base_porosity: float) -> CaseSpec:
+    """Case ``index``: design point ``point`` (parameter ``values``), replicate
+    ``replicate`` (seed ``s.seed + replicate``), from the base tables."""
     from anodetwin.phantom.composition import Recipe
 
+    seed = s.seed + replicate
     ph = copy.deepcopy(base_ph)
     ph["seed"] = seed
     ph["composition"] = _recipe(ph, values, base_porosity)
@@ -419,16 +500,15 @@ def _build_case(index: int, point: int, replicate: int, values: dict, seed: int,
         sim["lithiation"]["network_fraction"] = values["network_fraction"]
     if "stack_pressure_mpa" in values:
         sim.setdefault("boundary", {})["p0_mpa"] = values["stack_pressure_mpa"]
-    sim.setdefault("output", {})["stress_threshold_mpa"] = float(
-        s.get("stress_threshold_mpa", 1000.0))
+    sim.setdefault("output", {})["stress_threshold_mpa"] = s.stress_threshold_mpa
     si_cap = float(ph["composition"].get("si_capacity_mah_g", Recipe().si_capacity_mah_g))
-    cell = _cell(s.get("cell", "reference_cell"), ph["composition"],
+    cell = _cell(s.cell, ph["composition"],
                  values.get("np_ratio", REFERENCE_NP_RATIO), values.get("c_rate", 1.0 / 3.0),
-                 float(s.get("charge_soc", 0.5)), si_cap)
+                 s.charge_soc, si_cap)
     ph["composition"]["cathode_capacity_mah_cm2"] = cell["cathode_capacity"]["value"]
     matrix = _matrix(values["binder_modulus_gpa"]) if "binder_modulus_gpa" in values else None
     c = CaseSpec(index, point, replicate, dict(values), seed, ph, sim, cell, matrix,
-                 int(s.get("coarsen", 2)), "")
+                 s.coarsen, "")
     return CaseSpec(**{**c.__dict__, "key": _key(c.inputs())})
 
 
@@ -437,7 +517,7 @@ def _check_case(c: CaseSpec, tmp: Path) -> None:
     prefixed with the case)."""
     from anodetwin.errors import AnodetwinError
     from anodetwin.phantom.config import config_from_dict
-    from anodetwin.simulate.case import Lithiation, Output, Solver, _build
+    from anodetwin.simulate.case import Lithiation, Output, Solver
     from anodetwin.simulate.mechanics import Boundary
     from anodetwin.simulate.protocol import load_protocol
 
@@ -445,7 +525,7 @@ def _check_case(c: CaseSpec, tmp: Path) -> None:
         config_from_dict(c.phantom)
         for cls, name in ((Lithiation, "lithiation"), (Solver, "solver"), (Output, "output"),
                           (Boundary, "boundary")):
-            _build(cls, name, c.simulation.get(name, {}))
+            build_dataclass(cls, c.simulation.get(name, {}), name)
         p = tmp / f"cell{c.index}.toml"
         p.write_text(to_toml(c.cell))
         load_protocol(p)
@@ -459,42 +539,9 @@ def _check_case(c: CaseSpec, tmp: Path) -> None:
         raise ParameterError(f"{c.label}: {exc.problem}", exc.fix) from None
 
 
-def study_from_dict(d: dict, path: Path | None = None) -> Study:
-    """Validate a study (the TOML's content) and expand it into its cases; every case's
-    inputs are checked before this returns (module notes)."""
-    import tempfile
-
-    known = {"study", "parameters", "cases", "phantom", "simulation"}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ParameterError(f"study file has unknown section '{unknown[0]}'",
-                             f"use {', '.join(sorted(known))}")
-    s = _study_section(d)
-    design = s.get("design", "full-factorial")
-    if design not in _DESIGNS:
-        raise ParameterError(f"[study] design = '{design}'", f"use one of {', '.join(_DESIGNS)}")
-    seed = int(s.get("seed", 0))
-    for k, lo in (("replicates", 1), ("ranks", 1), ("coarsen", 1), ("seed", 0)):
-        if int(s.get(k, lo)) < lo:
-            raise ParameterError(f"[study] {k} = {s[k]}", f"give {k} >= {lo}")
-    soc = float(s.get("charge_soc", 0.5))
-    if not 0 < soc <= 1:
-        raise ParameterError(f"[study] charge_soc = {soc}", "give a state of charge in (0, 1]")
-    if not float(s.get("stress_threshold_mpa", 1000.0)) > 0:
-        raise ParameterError(f"[study] stress_threshold_mpa = {s['stress_threshold_mpa']}",
-                             "give a positive stress in MPa")
-    if float(s.get("timeout_minutes", 0.0)) < 0:
-        raise ParameterError(f"[study] timeout_minutes = {s['timeout_minutes']}",
-                             "give minutes >= 0 (0: no limit)")
-    from anodetwin.study.metrics import METRICS
-
-    rank_by = s.get("rank_by", "volumetric_strain_p95")
-    if rank_by not in METRICS:
-        raise ParameterError(f"[study] rank_by = '{rank_by}' is not a metric",
-                             f"use one of {', '.join(METRICS)}")
-    levels = _levels(d.get("parameters", {}), design)
-    points = _points(d, design, levels, s.get("samples"), seed)
-    names = set(points[0])
+def _bases(d: dict, names: set) -> tuple[dict, dict]:
+    """The base ``[phantom]`` and ``[simulation]`` tables, checked against the varied
+    parameters ``names``."""
     if {"si_mass_fraction", "binder_mass_fraction"} <= names:
         raise ParameterError("the study varies both si_mass_fraction and "
                              "binder_mass_fraction", "vary one of the two")
@@ -512,8 +559,12 @@ def study_from_dict(d: dict, path: Path | None = None) -> Study:
             "profile", "separator") == "uniform":
         raise ParameterError("penetration_um is varied but [simulation.lithiation] profile "
                              "is 'uniform'", "use profile = 'separator' or drop the lever")
+    return base_ph, base_sim
+
+
+def _base_porosity(base_ph: dict) -> float:
+    """Porosity of the base recipe (module notes: ``porosity``)."""
     from anodetwin.phantom.composition import Recipe, electrode_composition
-    from anodetwin.phantom.config import _build
 
     comp = base_ph.get("composition", {})
     if not isinstance(comp, dict):
@@ -521,67 +572,79 @@ def study_from_dict(d: dict, path: Path | None = None) -> Study:
     if "areal_loading_mg_cm2" not in comp:  # the reference recipe's porosity
         comp = {k: v for k, v in comp.items() if k != "thickness_um"}
     try:
-        base_porosity = electrode_composition(_build(Recipe, comp, "composition")).porosity
+        return electrode_composition(build_dataclass(Recipe, comp, "composition")).porosity
     except ParameterError as exc:
         raise ParameterError(f"[phantom]: {exc.problem}", exc.fix) from None
-    cases = []
-    for i, values in enumerate(points):
-        for r in range(int(s.get("replicates", 1))):
-            cases.append(_build_case(len(cases), i, r, values, seed + r, s, base_ph,
-                                     base_sim, base_porosity))
+
+
+def study_from_dict(d: dict, path: Path | None = None) -> Study:
+    """Validate a study and expand it into its cases.
+
+    Parameters
+    ----------
+    d : dict
+        The study file's content (module notes).
+    path : Path, optional
+        The file: the default name, the provenance.
+
+    Returns
+    -------
+    Study
+        The settings, levels, design points and cases (each design point's replicates in
+        turn); every case's inputs have been checked by the validators that will read them.
+
+    Raises
+    ------
+    ParameterError
+        An unknown section, key or parameter, a value of the wrong kind or outside its
+        physical bounds, or a case whose inputs do not validate (named by its values).
+    """
+    import tempfile
+
+    known = {"study", "parameters", "cases", "phantom", "simulation"}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ParameterError(f"study file has unknown section '{unknown[0]}'",
+                             f"use {', '.join(sorted(known))}")
+    s = build_dataclass(StudySettings, d.get("study", {}), "study")
+    levels = _levels(d.get("parameters", {}), s.design)
+    points = _points(d, s.design, levels, s.samples, s.seed)
+    base_ph, base_sim = _bases(d, set(points[0]))
+    base_porosity = _base_porosity(base_ph)
+    cases = [_build_case(i * s.replicates + r, i, r, values, s, base_ph, base_sim,
+                         base_porosity)
+             for i, values in enumerate(points) for r in range(s.replicates)]
     with tempfile.TemporaryDirectory() as tmp:
         for c in cases:
             _check_case(c, Path(tmp))
-    return Study(name=str(s.get("name", path.stem if path else "study")), design=design,
-                 parameters=levels, cases=tuple(cases), points=tuple(points),
-                 replicates=int(s.get("replicates", 1)), seed=seed,
-                 ranks=int(s.get("ranks", 1)), coarsen=int(s.get("coarsen", 2)),
-                 charge_soc=soc, cell=str(s.get("cell", "reference_cell")),
-                 stress_threshold_mpa=float(s.get("stress_threshold_mpa", 1000.0)),
-                 rank_by=rank_by, timeout_minutes=float(s.get("timeout_minutes", 0.0)),
+    settings = {f.name: getattr(s, f.name) for f in fields(StudySettings)}
+    if "name" not in d.get("study", {}):
+        settings["name"] = path.stem if path else "study"
+    return Study(**settings, parameters=levels, cases=tuple(cases), points=tuple(points),
                  path=path, raw=d)
 
 
 def load_study(path: str | os.PathLike) -> Study:
-    """Read and validate a study file (module notes)."""
-    from anodetwin.io import read_toml
+    """Read and validate a study file.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TOML study file (module notes).
+
+    Returns
+    -------
+    Study
+        As :func:`study_from_dict`.
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        A missing file, invalid TOML.
+    ParameterError
+        As :func:`study_from_dict`.
+    """
     p = Path(path)
-    return study_from_dict(read_toml(p, "study file", "give a TOML study file (README)"), p)
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v):
-            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(d: dict) -> str:
-    """TOML text of a dict of scalars, lists, tables and arrays of tables (the subset the
-    model and case files use)."""
-    lines, tables, arrays = [], [], []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            arrays.append((k, v))
-        else:
-            lines.append(f"{json.dumps(k)} = {_toml_value(v)}")
-    for k, v in tables:
-        lines += ["", f"[{json.dumps(k)}]"] + [f"{json.dumps(a)} = {_toml_value(b)}"
-                                              for a, b in v.items()]
-    for k, v in arrays:
-        for item in v:
-            lines += ["", f"[[{json.dumps(k)}]]"] + [f"{json.dumps(a)} = {_toml_value(b)}"
-                                                    for a, b in item.items()]
-    return "\n".join(lines) + "\n"
+    d = read_toml(p, "study file", "give a TOML study file (README)")
+    with in_file(p):
+        return study_from_dict(d, p)

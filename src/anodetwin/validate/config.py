@@ -32,11 +32,14 @@ pass/fail table, all optional::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from anodetwin.errors import ParameterError
+from anodetwin.io.tomlfile import (build_dataclass, field_types, in_file, read_toml,
+                                   table_values)
 
-__all__ = ["ValidateConfig", "Tolerances", "load_config", "config_from_dict"]
+__all__ = ["ValidateConfig", "Tolerances", "load_config", "config_from_dict", "SECTIONS"]
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,13 @@ class ValidateConfig:
     """Settings of one validation (module notes)."""
 
     dvc_voxel_size_um: float = 0.0
-    dvc_origin_um: tuple = (0.0, 0.0, 0.0)
-    offset_um: tuple = (0.0, 0.0, 0.0)
+    dvc_origin_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    offset_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
     register: str = "none"
-    steps: dict = field(default_factory=dict)   # DVC step (int) -> simulation output name
+    steps: dict[int, str] = field(default_factory=dict)  # DVC step -> simulation output
     repaired: str = "exclude"
     window_average: bool = True
-    electrode_z_um: tuple = ()
+    electrode_z_um: tuple[float, ...] = ()
     labels: str = ""
     particles: str = ""
     voi_scale: float = 1.5
@@ -68,92 +71,110 @@ class ValidateConfig:
     raw: dict = field(default_factory=dict)
 
 
-def _vector(value, name: str, n: int = 3) -> tuple:
-    if not (isinstance(value, (list, tuple)) and len(value) == n
-            and all(isinstance(v, (int, float)) for v in value)):
-        raise ParameterError(f"{name} = {value!r}", f"give {n} numbers")
-    return tuple(float(v) for v in value)
+#: TOML section -> the :class:`ValidateConfig` fields it holds (``steps``: its own table).
+SECTIONS = {"frame": ("dvc_voxel_size_um", "dvc_origin_um", "offset_um", "register"),
+            "nodes": ("repaired", "window_average"), "regions": ("electrode_z_um",),
+            "microstructure": ("labels", "particles", "voi_scale")}
 
 
-def config_from_dict(d: dict) -> ValidateConfig:
-    """Check and build the settings; unknown sections or keys are errors."""
-    known = {"frame": {"dvc_voxel_size_um", "dvc_origin_um", "offset_um", "register"},
-             "steps": None,
-             "nodes": {"repaired", "window_average"}, "regions": {"electrode_z_um"},
-             "microstructure": {"labels", "particles", "voi_scale"},
-             "tolerances": {f.name for f in fields(Tolerances)}}
-    extra = sorted(set(d) - set(known))
-    if extra:
-        raise ParameterError(f"unknown sections {extra} in the validation settings",
-                             f"use {sorted(known)}")
-    for sec, keys in known.items():
-        if keys is None or sec not in d:
-            continue
-        if not isinstance(d[sec], dict):
-            raise ParameterError(f"[{sec}] is not a table", f"write [{sec}] with keys")
-        bad = sorted(set(d[sec]) - keys)
-        if bad:
-            raise ParameterError(f"[{sec}] unknown keys {bad}", f"use {sorted(keys)}")
-    fr = d.get("frame", {})
-    vs = fr.get("dvc_voxel_size_um", 0.0)
-    if not isinstance(vs, (int, float)) or vs < 0:
-        raise ParameterError(f"[frame] dvc_voxel_size_um = {vs!r}",
-                             "give the DVC voxel size in um (> 0) or 0 to read it")
-    reg = fr.get("register", "none")
-    if reg not in ("none", "collector"):
-        raise ParameterError(f"[frame] register = {reg!r}", "use 'none' or 'collector'")
+def _steps(table: object) -> dict[int, str]:
+    if not isinstance(table, dict):
+        raise ParameterError("[steps] is not a table", "write [steps] with keys")
     steps = {}
-    for k, v in d.get("steps", {}).items():
+    for k, v in table.items():
         if not (str(k).isdigit() and int(k) > 0 and isinstance(v, str)):
             raise ParameterError(f"[steps] {k} = {v!r}",
                                  'map a DVC step number to an output name, e.g. 1 = "T1"')
         steps[int(k)] = v
-    rep = d.get("nodes", {}).get("repaired", "exclude")
-    if rep not in ("exclude", "include"):
-        raise ParameterError(f"[nodes] repaired = {rep!r}", "use 'exclude' or 'include'")
-    wa = d.get("nodes", {}).get("window_average", True)
-    if not isinstance(wa, bool):
-        raise ParameterError(f"[nodes] window_average = {wa!r}", "use true or false")
-    ez = d.get("regions", {}).get("electrode_z_um", [])
-    ez = _vector(ez, "[regions] electrode_z_um", 2) if ez else ()
-    if ez and not ez[0] < ez[1]:
+    return steps
+
+
+def _check(c: ValidateConfig) -> None:
+    """Bounds and choices of the settings."""
+    if c.dvc_voxel_size_um < 0:
+        raise ParameterError(f"[frame] dvc_voxel_size_um = {c.dvc_voxel_size_um!r}",
+                             "give the DVC voxel size in um (> 0) or 0 to read it")
+    if c.register not in ("none", "collector"):
+        raise ParameterError(f"[frame] register = {c.register!r}", "use 'none' or 'collector'")
+    if c.repaired not in ("exclude", "include"):
+        raise ParameterError(f"[nodes] repaired = {c.repaired!r}", "use 'exclude' or 'include'")
+    ez = c.electrode_z_um
+    if ez and (len(ez) != 2 or not ez[0] < ez[1]):
         raise ParameterError(f"[regions] electrode_z_um = {list(ez)}",
                              "give [bottom, top] with bottom < top")
-    ms = d.get("microstructure", {})
-    for key in ("labels", "particles"):
-        if not isinstance(ms.get(key, ""), str):
-            raise ParameterError(f"[microstructure] {key} = {ms[key]!r}", "give a path")
-    scale = ms.get("voi_scale", 1.5)
-    if not isinstance(scale, (int, float)) or scale <= 0:
-        raise ParameterError(f"[microstructure] voi_scale = {scale!r}", "give a number > 0")
-    tol = {}
-    for k, v in d.get("tolerances", {}).items():
-        if not isinstance(v, (int, float)) or v < 0:
+    if c.voi_scale <= 0:
+        raise ParameterError(f"[microstructure] voi_scale = {c.voi_scale!r}",
+                             "give a number > 0")
+    for k, v in asdict(c.tolerances).items():
+        if v < 0:
             raise ParameterError(f"[tolerances] {k} = {v!r}", "give a number >= 0")
-        tol[k] = float(v)
-    return ValidateConfig(
-        dvc_voxel_size_um=float(vs),
-        dvc_origin_um=_vector(fr.get("dvc_origin_um", [0, 0, 0]), "[frame] dvc_origin_um"),
-        offset_um=_vector(fr.get("offset_um", [0, 0, 0]), "[frame] offset_um"),
-        register=reg,
-        steps=steps, repaired=rep, window_average=wa, electrode_z_um=ez,
-        labels=ms.get("labels", ""), particles=ms.get("particles", ""),
-        voi_scale=float(scale),
-        tolerances=Tolerances(**tol), raw=d)
+
+
+def config_from_dict(d: dict) -> ValidateConfig:
+    """Check and build the validation settings.
+
+    Parameters
+    ----------
+    d : dict
+        The sections (module notes), e.g. a parsed ``validate.toml``; every key is optional.
+
+    Returns
+    -------
+    ValidateConfig
+        The settings; ``raw`` keeps ``d``.
+
+    Raises
+    ------
+    ParameterError
+        An unknown section or key, a value of the wrong kind or outside its bounds, named
+        ``[section] key``.
+    """
+    known = [*SECTIONS, "steps", "tolerances"]
+    extra = sorted(set(d) - set(known))
+    if extra:
+        raise ParameterError(f"unknown sections {extra} in the validation settings",
+                             f"use {sorted(known)}")
+    types = field_types(ValidateConfig)
+    kw = {}
+    for sec, names in SECTIONS.items():
+        table = d.get(sec, {})
+        if not isinstance(table, dict):
+            raise ParameterError(f"[{sec}] is not a table", f"write [{sec}] with keys")
+        kw.update(table_values(table, {n: types[n] for n in names}, sec))
+    cfg = ValidateConfig(**kw, steps=_steps(d.get("steps", {})), raw=d,
+                         tolerances=build_dataclass(Tolerances, d.get("tolerances", {}),
+                                                    "tolerances"))
+    _check(cfg)
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None) -> ValidateConfig:
-    """Read ``validate.toml`` (None: the defaults)."""
+    """Read ``validate.toml``; relative microstructure paths are taken from its folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The settings file; None: the defaults.
+
+    Returns
+    -------
+    ValidateConfig
+        The checked settings.
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        A missing file, invalid TOML.
+    ParameterError
+        A setting of the wrong kind or out of its bounds (:func:`config_from_dict`).
+    """
     if path is None:
         return config_from_dict({})
-    from pathlib import Path
-
-    from anodetwin.io import read_toml
-
     d = read_toml(path, "validation settings", "give a validate.toml or leave it out")
     ms = d.get("microstructure")
     if isinstance(ms, dict):  # relative paths: from the settings file's folder
         for key in ("labels", "particles"):
             if isinstance(ms.get(key), str) and ms[key] and not Path(ms[key]).is_absolute():
                 ms[key] = str(Path(path).parent / ms[key])
-    return config_from_dict(d)
+    with in_file(path):
+        return config_from_dict(d)

@@ -29,8 +29,19 @@ __all__ = ["electrode_labels", "displacement_volume", "render_series", "closed_l
 
 
 def electrode_labels(cfg):
-    """The phantom's pristine labels from the bottom up to the anode top (copper + anode),
-    as :class:`anodetwin.mesh.voxel.Labels` (um, origin at the centre of voxel 0)."""
+    """The phantom's pristine labels from the bottom up to the anode top (copper + anode).
+
+    Parameters
+    ----------
+    cfg : anodetwin.phantom.config.PhantomConfig
+        The phantom.
+
+    Returns
+    -------
+    anodetwin.mesh.voxel.Labels
+        Phases and particle ids (z, y, x), isotropic voxel (um), origin at the centre of
+        voxel 0.
+    """
     from anodetwin.mesh.voxel import Labels
     from anodetwin.phantom.microstructure import make_microstructure
 
@@ -42,8 +53,27 @@ def electrode_labels(cfg):
 
 def displacement_volume(sim_dir: str | os.PathLike, output: str, shape: tuple,
                         voxel_um: float, origin_um=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """The simulated displacement of ``output`` at every voxel centre of a grid of
-    ``shape`` (z, y, x): (3, z, y, x) float32 in um, components z, y, x."""
+    """The simulated displacement of one output at every voxel centre of a grid.
+
+    Parameters
+    ----------
+    sim_dir : path-like
+        The simulation folder (``dvc/<output>.h5``).
+    output : str
+        The output (``T<k>``).
+    shape : tuple of 3 int
+        The grid (nz, ny, nx).
+    voxel_um : float
+        Its isotropic voxel size (um).
+    origin_um : 3 floats
+        Centre of its voxel 0 in the simulation frame (z, y, x, um).
+
+    Returns
+    -------
+    (3, nz, ny, nx) float32 ndarray
+        Displacement (um), components z, y, x; beyond the simulated grid the value at its
+        nearest point.
+    """
     pr = read_pair(Path(sim_dir) / "dvc" / f"{output}.h5")
     axes = [np.asarray(origin_um[i], float) + np.arange(n) * voxel_um
             for i, n in enumerate(shape)]
@@ -58,9 +88,32 @@ def displacement_volume(sim_dir: str | os.PathLike, output: str, shape: tuple,
 
 def render_series(sim_dir: str | os.PathLike, cfg, out_h5: str | os.PathLike,
                   outputs: tuple = ("T0", "T1", "T2"), progress: bool = False):
-    """Render the phantom of ``cfg`` deformed by the simulated displacement of ``outputs``
-    (module notes); returns the phantom's SeriesResult. The displacement file is written
-    beside ``out_h5`` (``<stem>_displacement.h5``)."""
+    """Render the phantom of ``cfg`` deformed by the simulated displacement (module notes).
+
+    Parameters
+    ----------
+    sim_dir : path-like
+        The simulation folder.
+    cfg : anodetwin.phantom.config.PhantomConfig
+        The phantom the simulation meshed.
+    out_h5 : path-like
+        The series file to write; the displacement file is written beside it
+        (``<stem>_displacement.h5``, ``steps/T<k>/displacement_um``).
+    outputs : tuple of str
+        Simulation outputs rendered as the scans T0, T1, ...
+    progress : bool
+        Show progress.
+
+    Returns
+    -------
+    anodetwin.phantom.SeriesResult
+        The rendered series.
+
+    Raises
+    ------
+    InputError
+        An output the simulation does not have.
+    """
     import h5py
 
     from anodetwin.io import atomic_path
@@ -95,15 +148,38 @@ def closed_loop(sim_dir: str | os.PathLike, cfg, folder: str | os.PathLike,
                 outputs: tuple = ("T0", "T1", "T2"), node_spacing_um: float = 2.4,
                 hws_um: float = 2.0, search_range=(8, 3, 3), above_um: float | None = 4.0,
                 processes: int = 2, validate_config: dict | None = None):
-    """Render the phantom of ``cfg`` deformed by the simulation of ``sim_dir`` at
-    ``outputs``, measure the series with spam DVC (nodes every ``node_spacing_um``,
-    half-windows of ``hws_um``) and validate the simulation against it.
+    """Render the phantom deformed by a simulation, measure the series with spam DVC and
+    validate the simulation against it.
 
     Lithiated Si is rendered brighter than in the reference scans (whose phase contrast
-    makes it look like the CBD), so the swollen shells keep the texture DVC follows. The
-    volumes are cut ``above_um`` above the pristine anode top (None: the whole grid,
-    separator included, for large swelling). Writes ``series.h5``, ``dvc/`` and
-    ``report/`` in ``folder``; returns (series result, validation result).
+    makes it look like the CBD), so the swollen shells keep the texture DVC follows.
+
+    Parameters
+    ----------
+    sim_dir, cfg : path-like, anodetwin.phantom.config.PhantomConfig
+        As :func:`render_series`.
+    folder : path-like
+        Output folder: ``series.h5``, ``dvc/`` and ``report/`` are written there.
+    outputs : tuple of str
+        As :func:`render_series`.
+    node_spacing_um, hws_um : float
+        DVC node spacing and half-window (um, rounded to phantom voxels).
+    search_range : tuple of 3 int
+        DVC search range (voxels, z, y, x).
+    above_um : float or None
+        Cut the volumes this far above the pristine anode top (um); None: the whole grid,
+        separator included (for large swelling).
+    processes : int
+        DVC worker processes.
+    validate_config : dict, optional
+        Further validation settings (``validate.toml`` sections).
+
+    Returns
+    -------
+    series : anodetwin.phantom.SeriesResult
+        The rendered series.
+    result : ValidationResult
+        The validation.
     """
     import json
 

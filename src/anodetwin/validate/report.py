@@ -23,32 +23,33 @@ Report folder::
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from anodetwin.io import atomic_write_text
+from anodetwin.io.table import csv_text
 from anodetwin.plotting import img_tag, pyplot, save_png
 from anodetwin.validate.compare import StepPair
-from anodetwin.validate.metrics import MEASURES, REGIONS, region_masks
+from anodetwin.validate.metrics import (MEASURES, REGIONS, SIDES, Check, StepMetrics,
+                                        region_masks)
 
-__all__ = ["write_figures", "write_tables", "write_html"]
+__all__ = ["write_figures", "write_tables", "write_html", "metric_rows"]
 
 COLORS = {"sim": "tab:orange", "dvc": "tab:blue"}
 HALF_STYLE = {"electrode": "-", "collector_half": ":", "separator_half": "--"}
 
 
-def _timeseries(path: Path, metrics: list[dict]) -> None:
+def _timeseries(path: Path, metrics: Sequence[StepMetrics]) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    t = [m["time_s"] / 3600 for m in metrics]
+    t = [m.time_s / 3600 for m in metrics]
     for region in REGIONS:
-        for who in ("sim", "dvc"):
-            y = [m["regions"][region]["volumetric"][f"{who}_mean"] for m in metrics]
+        for who in SIDES:
+            y = [getattr(m.regions[region]["volumetric"], f"{who}_mean") for m in metrics]
             ax.plot(t, y, HALF_STYLE[region], marker="o", color=COLORS[who],
                     label=f"{who} {region.replace('_', ' ')}")
     ax.set_xlabel("time (h)")
@@ -107,7 +108,7 @@ def _slices(path: Path, p: StepPair) -> None:
     save_png(fig, path)
 
 
-def _scatter(path: Path, p: StepPair, m: dict) -> None:
+def _scatter(path: Path, p: StepPair, m: StepMetrics) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     a = p.strain_dvc.volumetric[p.valid]
@@ -116,35 +117,35 @@ def _scatter(path: Path, p: StepPair, m: dict) -> None:
     if a.size:
         lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
         ax.plot([lo, hi], [lo, hi], "r-", lw=1)
-    e = m["regions"]["electrode"]["volumetric"]
-    ax.set_title(f"{p.output}: J-1 per cell, Pearson {e['pearson']:.3f}", fontsize=9)
+    e = m.regions["electrode"]["volumetric"]
+    ax.set_title(f"{p.output}: J-1 per cell, Pearson {e.pearson:.3f}", fontsize=9)
     ax.set_xlabel("DVC")
     ax.set_ylabel("simulation")
     fig.tight_layout()
     save_png(fig, path)
 
 
-def _particles(path: Path, m: dict) -> None:
+def _particles(path: Path, m: StepMetrics) -> None:
     plt = pyplot()
-    pm = m["particles"]
+    pm = m.particles
     fig, ax = plt.subplots(figsize=(4.2, 4))
-    a = np.array([v["dvc_mean"] for v in pm["vois"]])
-    b = np.array([v["sim_mean"] for v in pm["vois"]])
-    r = np.array([v["radius_um"] for v in pm["vois"]])
+    a = np.array([v.dvc_mean for v in pm.vois])
+    b = np.array([v.sim_mean for v in pm.vois])
+    r = np.array([v.radius_um for v in pm.vois])
     sc = ax.scatter(a, b, s=8 + 6 * r ** 2, c=r, cmap="viridis", alpha=0.8)
     fig.colorbar(sc, ax=ax, shrink=0.8, label="particle radius (um)")
     if a.size:
         lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
         ax.plot([lo, hi], [lo, hi], "r-", lw=1)
-    ax.set_title(f"{m['output']}: J-1 per particle VOI ({pm['count']}), Pearson "
-                 f"{pm['pearson']:.3f}", fontsize=9)
+    ax.set_title(f"{m.output}: J-1 per particle VOI ({pm.count}), Pearson "
+                 f"{pm.pearson:.3f}", fontsize=9)
     ax.set_xlabel("DVC")
     ax.set_ylabel("simulation")
     fig.tight_layout()
     save_png(fig, path)
 
 
-def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
+def _particle3d(path: Path, p: StepPair, m: StepMetrics, labels) -> None:
     """The DVC cells (electrode, valid) around the particle whose VOI holds the most cells,
     coloured by J-1 (translucent), measured beside simulated, with the particle's
     surface."""
@@ -154,9 +155,9 @@ def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
     from anodetwin.io import atomic_path
 
     vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # no X server: fine
-    q = max(m["particles"]["vois"], key=lambda v: (v["cells"], v["dvc_mean"]))
-    c = np.asarray(q["centre_um"])
-    half = 2.0 * q["radius_um"] + 1e-9
+    q = max(m.particles.vois, key=lambda v: (v.cells, v.dvc_mean))
+    c = np.asarray(q.centre_um)
+    half = 2.0 * q.radius_um + 1e-9
     cu = p.cells_um
     step = [(cu[1, 0, 0, 0] - cu[0, 0, 0, 0]) if cu.shape[0] > 1 else 1.0,
             (cu[0, 1, 0, 1] - cu[0, 0, 0, 1]) if cu.shape[1] > 1 else 1.0,
@@ -183,7 +184,7 @@ def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
     org = np.asarray(labels.origin_um, float)
     lo = np.maximum(np.floor((c - half - org) / vs).astype(int), 0)
     hi = np.minimum(np.ceil((c + half - org) / vs).astype(int) + 1, labels.particles.shape)
-    crop = (labels.particles[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == q["particle"])
+    crop = (labels.particles[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == q.particle)
     img = pv.ImageData(dimensions=crop.shape[::-1], spacing=vs[::-1],
                        origin=tuple((org + lo * vs)[::-1]))
     img.point_data["inside"] = crop.astype(np.float32).ravel()
@@ -198,18 +199,34 @@ def _particle3d(path: Path, p: StepPair, m: dict, labels) -> None:
                         scalar_bar_args={"title": f"J-1 {who}", "fmt": "%.2f"})
         if surface.n_points:
             pl.add_mesh(surface, color="white", opacity=1.0)
-        pl.add_text(f"{p.output} {who}: particle {q['particle']} "
-                    f"(r = {q['radius_um']:.1f} um)", font_size=9)
+        pl.add_text(f"{p.output} {who}: particle {q.particle} "
+                    f"(r = {q.radius_um:.1f} um)", font_size=9)
         pl.camera_position = "iso"
     with atomic_path(path) as tmp:
         pl.screenshot(str(tmp))
     pl.close()
 
 
-def write_figures(out: Path, pairs: list[StepPair], metrics: list[dict],
+def write_figures(out: Path, pairs: Sequence[StepPair], metrics: Sequence[StepMetrics],
                   labels=None) -> list[Path]:
-    """All figures of the report (module notes); returns their paths. ``labels``
-    (:class:`anodetwin.mesh.voxel.Labels` with particle ids) adds the 3D view."""
+    """All figures of the report (module notes).
+
+    Parameters
+    ----------
+    out : Path
+        Report folder; the figures go to ``out/figures``.
+    pairs : sequence of StepPair
+        The steps on the DVC grid (:func:`anodetwin.validate.compare.pair_steps`).
+    metrics : sequence of StepMetrics
+        Their metrics, same order.
+    labels : anodetwin.mesh.voxel.Labels, optional
+        Labels with particle ids: adds the 3D view of the last step.
+
+    Returns
+    -------
+    list of Path
+        The PNG files written, in report order.
+    """
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = [fig_dir / "timeseries.png"]
@@ -217,7 +234,7 @@ def write_figures(out: Path, pairs: list[StepPair], metrics: list[dict],
     for p, m in zip(pairs, metrics):
         figs = [("hist", lambda q: _histograms(q, p)), ("slices", lambda q: _slices(q, p)),
                 ("scatter", lambda q: _scatter(q, p, m))]
-        if m.get("particles", {}).get("count"):
+        if m.particles is not None and m.particles.count:
             figs.append(("particles", lambda q: _particles(q, m)))
             if labels is not None and p is pairs[-1]:
                 figs.append(("particle3d", lambda q: _particle3d(q, p, m, labels)))
@@ -228,47 +245,97 @@ def write_figures(out: Path, pairs: list[StepPair], metrics: list[dict],
     return paths
 
 
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+def metric_rows(metrics: Sequence[StepMetrics]) -> list[dict]:
+    """The rows of ``metrics.csv``.
+
+    Parameters
+    ----------
+    metrics : sequence of StepMetrics
+        Per step.
+
+    Returns
+    -------
+    list of dict
+        One per step, region and measure: step, output, time_s, region, measure and every
+        field of :class:`~anodetwin.validate.metrics.RegionStatistics`.
+    """
+    return [{"step": m.step, "output": m.output, "time_s": m.time_s, "region": region,
+             "measure": meas, **st}
+            for m in metrics for region, per in m.regions.items() for meas, st in per.items()]
 
 
-def metric_rows(metrics: list[dict]) -> list[dict]:
-    """Flat rows: step, output, time, region, measure and every statistic."""
-    rows = []
-    for m in metrics:
-        for region, per in m["regions"].items():
-            for meas, st in per.items():
-                rows.append({"step": m["step"], "output": m["output"], "time_s": m["time_s"],
-                             "region": region, "measure": meas, **st})
-    return rows
+def _voi_rows(metrics: Sequence[StepMetrics]) -> list[dict]:
+    """The rows of ``particles.csv``: step, output, the VOI's fields, centre per axis."""
+    return [{"step": m.step, "output": m.output,
+             **{k: v for k, v in voi.items() if k != "centre_um"},
+             **{f"centre_{a}_um": c for a, c in zip("zyx", voi.centre_um)}}
+            for m in metrics if m.particles is not None for voi in m.particles.vois]
 
 
-def write_tables(out: Path, metrics: list[dict], checks: list[dict], extra: dict) -> None:
-    """metrics.json, metrics.csv and checks.csv (atomic)."""
+def write_tables(out: Path, metrics: Sequence[StepMetrics], checks: Sequence[Check],
+                 extra: dict) -> None:
+    """Write metrics.json, metrics.csv, checks.csv and (with VOIs) particles.csv, atomically.
+
+    Parameters
+    ----------
+    out : Path
+        Report folder.
+    metrics : sequence of StepMetrics
+        Per step.
+    checks : sequence of Check
+        The pass/fail table.
+    extra : dict
+        JSON-ready entries of metrics.json before ``steps`` (inputs, frame, settings,
+        provenance, ...).
+    """
     from anodetwin.io import atomic_write_json
 
-    atomic_write_json(out / "metrics.json", {**extra, "steps": metrics, "checks": checks,
-                                             "passed": all(c["passed"] for c in checks)})
-    atomic_write_text(out / "metrics.csv", _csv(metric_rows(metrics)))
-    atomic_write_text(out / "checks.csv", _csv(checks))
-    vois = [{"step": m["step"], "output": m["output"],
-             **{k: v for k, v in voi.items() if k != "centre_um"},
-             **{f"centre_{a}_um": c for a, c in zip("zyx", voi["centre_um"])}}
-            for m in metrics for voi in m.get("particles", {}).get("vois", [])]
+    atomic_write_json(out / "metrics.json", {
+        **extra, "steps": [m.as_dict() for m in metrics],
+        "checks": [c.as_dict() for c in checks], "passed": all(c.passed for c in checks)})
+    atomic_write_text(out / "metrics.csv", csv_text(metric_rows(metrics)))
+    atomic_write_text(out / "checks.csv", csv_text(checks))
+    vois = _voi_rows(metrics)
     if vois:
-        atomic_write_text(out / "particles.csv", _csv(vois))
+        atomic_write_text(out / "particles.csv", csv_text(vois))
 
 
-def write_html(out: Path, metrics: list[dict], checks: list[dict], figures: list[Path],
-               extra: dict) -> Path:
-    """report.html with the figures embedded."""
-    ok = all(c["passed"] for c in checks)
+def _step_row(m: StepMetrics) -> str:
+    """The row of the per-step table of report.html."""
+    v, z = m.regions["electrode"]["volumetric"], m.regions["electrode"]["ezz"]
+    d = m.derived
+    return (f"<tr><td>{html.escape(m.output)}</td><td>{m.time_s / 3600:.2f}</td>"
+            f"<td>{v.sim_mean:.4f}</td><td>{v.dvc_mean:.4f}</td>"
+            f"<td>{z.sim_mean:.4f}</td><td>{z.dvc_mean:.4f}</td>"
+            f"<td>{v.pearson:.3f}</td><td>{v.spearman:.3f}</td>"
+            f"<td>{v.wasserstein:.4f}</td><td>{v.ks:.3f}</td>"
+            f"<td>{m.displacement_rmse_um:.4f}</td>"
+            f"<td>{d['sim'].asymmetry:.3f} / {d['dvc'].asymmetry:.3f}</td>"
+            f"<td>{d['sim'].axial_share:.3f} / {d['dvc'].axial_share:.3f}</td>"
+            + (f"<td>{m.particles.count}, {m.particles.pearson:.3f}</td>"
+               if m.particles is not None else "<td>-</td>") + "</tr>")
+
+
+def write_html(out: Path, metrics: Sequence[StepMetrics], checks: Sequence[Check],
+               figures: Sequence[Path], extra: dict) -> Path:
+    """Write report.html with the figures embedded (no network needed to view it).
+
+    Parameters
+    ----------
+    out, metrics, checks : Path, sequence of StepMetrics, sequence of Check
+        As :func:`write_tables`.
+    figures : sequence of Path
+        PNG files to embed (:func:`write_figures`), in order.
+    extra : dict
+        ``inputs`` (simulation and DVC folders), and the ``frame``, ``settings``,
+        ``simulation_case``, ``dvc_parameters`` and ``provenance`` shown at the end.
+
+    Returns
+    -------
+    Path
+        ``out/report.html``.
+    """
+    ok = all(c.passed for c in checks)
     e = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>anodetwin validation"
@@ -279,34 +346,21 @@ def write_html(out: Path, metrics: list[dict], checks: list[dict], figures: list
         f"<h1>Model versus DVC: {'PASSED' if ok else 'FAILED'}</h1>",
         f"<p>simulation <code>{e(str(extra['inputs']['simulation']))}</code>, DVC "
         f"<code>{e(str(extra['inputs']['dvc']))}</code>; {len(metrics)} steps; "
-        f"{sum(c['passed'] for c in checks)} of {len(checks)} checks passed.</p>",
+        f"{sum(c.passed for c in checks)} of {len(checks)} checks passed.</p>",
         "<h2>Checks</h2><table><tr><th>step</th><th>check</th><th>region</th><th>value</th>"
         "<th>limit</th><th></th></tr>"]
     for c in checks:
-        cls = "pass" if c["passed"] else "fail"
-        parts.append(f"<tr class='{cls}'><td>{e(c['output'])}</td><td>{e(c['check'])}</td>"
-                     f"<td>{e(c['region'])}</td><td>{c['value']:.4g}</td>"
-                     f"<td>{c['limit']:.4g}</td><td>{'pass' if c['passed'] else 'FAIL'}</td>"
+        cls = "pass" if c.passed else "fail"
+        parts.append(f"<tr class='{cls}'><td>{e(c.output)}</td><td>{e(c.check)}</td>"
+                     f"<td>{e(c.region)}</td><td>{c.value:.4g}</td>"
+                     f"<td>{c.limit:.4g}</td><td>{'pass' if c.passed else 'FAIL'}</td>"
                      "</tr>")
     parts.append("</table><h2>Per step (electrode)</h2><table><tr><th>step</th>"
                  "<th>time (h)</th><th>J-1 sim</th><th>J-1 DVC</th><th>e_zz sim</th>"
                  "<th>e_zz DVC</th><th>Pearson</th><th>Spearman</th><th>Wasserstein</th>"
                  "<th>KS</th><th>u RMSE (um)</th><th>asymmetry sim / DVC</th>"
                  "<th>axial share sim / DVC</th><th>particle VOIs: n, Pearson</th></tr>")
-    for m in metrics:
-        v, z = m["regions"]["electrode"]["volumetric"], m["regions"]["electrode"]["ezz"]
-        d = m["derived"]
-        parts.append(
-            f"<tr><td>{e(m['output'])}</td><td>{m['time_s'] / 3600:.2f}</td>"
-            f"<td>{v['sim_mean']:.4f}</td><td>{v['dvc_mean']:.4f}</td>"
-            f"<td>{z['sim_mean']:.4f}</td><td>{z['dvc_mean']:.4f}</td>"
-            f"<td>{v['pearson']:.3f}</td><td>{v['spearman']:.3f}</td>"
-            f"<td>{v['wasserstein']:.4f}</td><td>{v['ks']:.3f}</td>"
-            f"<td>{m['displacement_rmse_um']:.4f}</td>"
-            f"<td>{d['sim']['asymmetry']:.3f} / {d['dvc']['asymmetry']:.3f}</td>"
-            f"<td>{d['sim']['axial_share']:.3f} / {d['dvc']['axial_share']:.3f}</td>"
-            + (f"<td>{m['particles']['count']}, {m['particles']['pearson']:.3f}</td>"
-               if "particles" in m else "<td>-</td>") + "</tr>")
+    parts.extend(_step_row(m) for m in metrics)
     parts.append("</table><h2>Figures</h2>")
     for f in figures:
         parts.append(f"<h3>{e(f.stem)}</h3>{img_tag(f)}")

@@ -1,0 +1,143 @@
+"""The segmentation stage on the command line (:mod:`anodetwin.segment`): ``segment``,
+``segment-train`` and ``morphology``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from anodetwin.cli.options import (add_command, flag, float_list, float_value, int_list,
+                                   int_value, jobs_value, log, voxel_size_option)
+
+__all__ = ["add_parsers", "cmd_segment", "cmd_segment_train", "cmd_morphology"]
+
+
+def _add_segment(sub: Any) -> None:
+    p = add_command(sub, "segment", "phases (Cu, Si, CBD+E, separator) and particle instances "
+                                    "of a tomogram", cmd_segment, {"volume": "tomogram"},
+                    out="labels HDF5 (layout: anodetwin.segment.pipeline)")
+    p.add_argument("--model", help="pixel classifier from segment-train (default: unsupervised "
+                                   "thresholds)")
+    p.add_argument("--denoise", choices=("median", "nlmeans"), help="denoise first")
+    p.add_argument("--normalise", choices=("stretch", "equalise", "equalize"),
+                   help="grey-value normalisation first")
+    p.add_argument("--align-to", metavar="REF", help="move the volume onto REF (e.g. T0) by "
+                                                     "the translation of the copper foil")
+    p.add_argument("--h", type=float_value("--h", low=0, above=True, example="1"), default=1.0,
+                   help="h-maxima height of the watershed in voxels (1; larger merges more)")
+    p.add_argument("--min-particle-voxels",
+                   type=int_value("--min-particle-voxels", low=1, example="27"), default=27,
+                   help="smallest particle kept (27 voxels)")
+    p.add_argument("--surface-window-um",
+                   type=float_value("--surface-window-um", low=0, above=True, example="10"),
+                   default=10.0,
+                   help="lateral window of the electrode-top envelope in um (10)")
+    voxel_size_option(p)
+    flag(p, "--tiff", "also write phases/particles as TIFF")
+    flag(p, "--no-resolution", "skip the edge-profile resolution estimate")
+
+
+def _add_train(sub: Any) -> None:
+    p = add_command(sub, "segment-train", "train a pixel classifier (multi-scale filters + "
+                                          "random forest) from a few annotated slices",
+                    cmd_segment_train,
+                    {"volume": "tomogram", "annotations": "label volume of the same shape: "
+                                                          "phase codes where annotated, 255 "
+                                                          "elsewhere"},
+                    out="model file (.joblib), e.g. models/si.joblib")
+    p.add_argument("--slices", type=int_list("--slices", low=0, example="5,20,35"),
+                   help="use only these z slices of the annotations, e.g. 5,20,35")
+    p.add_argument("--trees", type=int_value("--trees", low=1, example="100"),
+                   default=100, help="random-forest trees (100)")
+    p.add_argument("--sigmas", type=float_list("--sigmas", low=0, above=True, example="0.7,1,1.6"),
+                   help="filter scales in voxels (default 0.7,1,1.6,3.5,5)")
+    p.add_argument("--jobs", type=jobs_value("--jobs"),
+                   default=1, help="parallel jobs of the forest: N >= 1, or -1 for all cores (1)")
+
+
+def _add_morphology(sub: Any) -> None:
+    p = add_command(sub, "morphology", "thickness, RNL volume, particle sizes and tracks of a "
+                                       "segmented series", cmd_morphology,
+                    {"labels": "labels files of T0 T1 ... (anodetwin segment)"}, many=True,
+                    out="output folder")
+    p.add_argument("--dvc", metavar="DIR", help="dvc-series folder: its increments are the "
+                                                "tracking prior")
+    p.add_argument("--prior", choices=("thickness", "none"), default="thickness",
+                   help="tracking prior without --dvc: uniform swelling along z (default)")
+    voxel_size_option(p)
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the segmentation subcommands on the subparsers ``sub``."""
+    for add in (_add_segment, _add_train, _add_morphology):
+        add(sub)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment a tomogram and write its labels (:func:`anodetwin.segment.pipeline.write_labels`)."""
+    from anodetwin.io import check_output_path, input_record, make_provenance, read_volume
+    from anodetwin.io.agree import require_same_grid
+    from anodetwin.segment.pipeline import segment_volume, write_labels
+
+    check_output_path(args.out)
+    if args.align_to:  # before reading any voxel
+        require_same_grid(args.volume, args.align_to, f"volume '{args.volume}'",
+                          f"--align-to reference '{args.align_to}'", voxel_size=args.voxel_size)
+    vol = read_volume(args.volume)
+    inputs = [input_record(args.volume)] + ([input_record(args.model)] if args.model else [])
+    seg = segment_volume(vol, model=args.model, voxel_size_um=args.voxel_size,
+                         denoise=args.denoise,
+                         normalise=args.normalise, align_to=args.align_to, h=args.h,
+                         min_particle_voxels=args.min_particle_voxels,
+                         surface_window_um=args.surface_window_um,
+                         resolution=not args.no_resolution)
+    write_labels(args.out, seg, make_provenance("segment", inputs, seg.params), tiff=args.tiff)
+    log.info("%d particles; collector face %s; resolution %.3g um", len(seg.table),
+             seg.collector_face, seg.resolution_fwhm_um)
+    print(args.out)
+    return 0
+
+
+def cmd_segment_train(args: argparse.Namespace) -> int:
+    """Train a pixel classifier on annotated slices and save it."""
+    from anodetwin.io import check_output_path, read_volume
+    from anodetwin.segment.classifier import DEFAULT_SIGMAS, train_classifier
+
+    check_output_path(args.out)
+    slices = args.slices or None
+    sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS
+    vol = read_volume(args.volume).data
+    ann = read_volume(args.annotations).data
+    clf = train_classifier(vol, ann, slices=slices, sigmas=sigmas, n_estimators=args.trees,
+                           n_jobs=args.jobs)
+    clf.save(args.out)
+    print(args.out)
+    return 0
+
+
+def cmd_morphology(args: argparse.Namespace) -> int:
+    """Morphology of a segmented series (:func:`anodetwin.segment.morphology.write_morphology`)."""
+    from anodetwin.errors import InputNotFoundError
+    from anodetwin.io import input_record, make_provenance
+    from anodetwin.segment.morphology import series_morphology, write_morphology
+
+    increments = None
+    if args.dvc:
+        d = Path(args.dvc)
+        increments = [d / f"increment_{k}_{k + 1}.h5" for k in range(len(args.labels) - 1)]
+        for p in increments:
+            if not p.is_file():
+                raise InputNotFoundError(p, "DVC increment",
+                                         "give the folder written by 'anodetwin dvc-series' "
+                                         "for these steps")
+    m = series_morphology(args.labels, prior=args.prior, dvc_increments=increments,
+                          voxel_size_um=args.voxel_size)
+    inputs = [input_record(p) for p in args.labels]
+    write_morphology(args.out, m, make_provenance("morphology", inputs,
+                                                  {"prior": args.prior, "dvc": args.dvc}))
+    for r in m.steps:
+        log.info("T%d: thickness %.2f +- %.2f um, RNL %.3f, %d particles", r["step"],
+                 r["thickness_mean_um"], r["thickness_std_um"], r["rnl"], r["particles"])
+    print(args.out)
+    return 0
