@@ -176,3 +176,25 @@ def test_detect_format():
     assert detect_format("x.zarr:/t0", for_writing=True)[2] == "/t0"
     assert detect_format("out/", for_writing=True)[0] == "tiff-dir"
     assert detect_format("v.bin", for_writing=True)[0] == "raw"
+
+
+def test_a_read_only_format_is_refused_for_writing(tmp_path, rng, monkeypatch, cli):
+    """A format registered with a reader only (here ``.npz`` read as npy) opens, and writing
+    it is a one-line typed error in the library and exit 2 on the command line."""
+    from anodetwin.errors import UnknownFormatError
+    from anodetwin.io import formats
+
+    monkeypatch.setitem(formats._EXT, ".npz", "npz")
+    monkeypatch.setitem(formats._SOURCES, "npz", formats._SOURCES["npy"])
+    data = random_volume(rng, (4, 5, 6), np.uint16)
+    np.save(tmp_path / "v.npy", data)
+    (tmp_path / "v.npy").rename(tmp_path / "v.npz")
+    assert np.array_equal(read_volume(tmp_path / "v.npz").data, data)
+    assert detect_format(tmp_path / "v.npz")[0] == "npz"
+    with pytest.raises(UnknownFormatError, match="format 'npz' cannot be written; use one"):
+        write_volume(tmp_path / "w.npz", data)
+    with pytest.raises(UnknownFormatError, match="cannot be written"):
+        detect_format(tmp_path / "w.x", for_writing=True, fmt="npz")
+    r = cli("convert", tmp_path / "v.npz", tmp_path / "out.npz")
+    assert r.code == 2 and "cannot be written" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "out.npz").exists()

@@ -370,13 +370,14 @@ def test_return_map_leaves_elastic_cells_alone():
 
     rng = np.random.default_rng(0)
     F = np.eye(3) + 0.05 * rng.standard_normal((50, 3, 3))
-    E, nu = 100e3, 0.25
-    mu = E / (2 * (1 + nu))
+    from anodetwin.simulate.constitutive import LawParameters
+
+    law = LawParameters(E0_mpa=100e3, E1_mpa=100e3, nu=0.25, beta=0.0)
     rule = FlowRule(np.full(50, 1000.0), np.full(50, 1000.0), 1.0, 4.0, theta_min=0.02)
     theta = np.where(np.arange(50) < 10, 0.0, 0.3)
     s_y = rule.flow_stress(theta)
     assert np.isinf(s_y[:10]).all()
-    r = return_map(F, np.broadcast_to(np.eye(3), (50, 3, 3)).copy(), np.full(50, 1.0), mu,
+    r = return_map(F, np.broadcast_to(np.eye(3), (50, 3, 3)).copy(), law, theta,
                    s_y, 1.0, 4.0, np.inf)
     elastic = r.dgamma == 0
     assert elastic[:10].all() and (~elastic).sum() > 10

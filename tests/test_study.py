@@ -172,6 +172,61 @@ def test_levers_set_exact_inputs(tmp_path):
     assert load_protocol(cell).theta_full == pytest.approx(1 / REFERENCE_NP_RATIO)
 
 
+def test_every_lever_changes_the_case():
+    """Each lever of the table, at two levels, gives two cases with different inputs (a
+    lever that sets nothing would give one key and run one case twice)."""
+    from anodetwin.study.spec import DERIVED_LEVERS, PARAMETERS, simulation_target
+
+    levels = {"median_diameter_um": (2.5, 3.5), "size_spread": (0.2, 0.4),
+              "porosity": (0.3, 0.4), "si_mass_fraction": (0.7, 0.8),
+              "binder_mass_fraction": (0.05, 0.1), "binder_modulus_gpa": (1.0, 2.0),
+              "thickness_um": (6.0, 7.0), "stack_pressure_mpa": (0.1, 0.5),
+              "c_rate": (0.2, 0.5), "penetration_um": (2.0, 3.0),
+              "network_fraction": (0.1, 0.3), "np_ratio": (2.0, 4.0)}
+    assert set(levels) == set(PARAMETERS)
+    for name in PARAMETERS:
+        assert (name in DERIVED_LEVERS) != (simulation_target(name) is not None), name
+    for name, (a, b) in levels.items():
+        d = _study(study={"design": "list"}, cases=[{name: a}, {name: b}])
+        ca, cb = study_from_dict(d).cases
+        assert ca.key != cb.key, name
+
+
+def test_a_new_simulation_lever_needs_only_its_table_row(monkeypatch):
+    """A lever whose row reads ``simulation <section>.<key>`` reaches the case by itself."""
+    from anodetwin.study import spec
+
+    row = spec.Parameter("spring_k_mpa_per_um", "MPa/um", 0.0, 100.0, False,
+                         "simulation boundary.k_mpa_per_um")
+    monkeypatch.setitem(spec.PARAMETERS, row.name, row)
+    a, b = study_from_dict(_study(study={"design": "list"},
+                                  cases=[{row.name: 0.1}, {row.name: 5.0}])).cases
+    assert a.simulation["boundary"]["k_mpa_per_um"] == 0.1
+    assert b.simulation["boundary"]["k_mpa_per_um"] == 5.0 and a.key != b.key
+
+
+def test_repeated_cases_are_refused():
+    """Two cases with the same inputs would share a case folder: one-line error."""
+    with pytest.raises(ParameterError, match="case 1 .* same inputs as case 0") as e:
+        study_from_dict(_study(study={"design": "list"},
+                               cases=[{"porosity": 0.3}, {"porosity": 0.3}]))
+    _one_line(e)
+    with pytest.raises(ParameterError, match="repeats a level"):
+        study_from_dict(_study(parameters={"porosity": [0.3, 0.3]}))
+
+
+def test_read_results_takes_the_folder_or_the_file(tmp_path):
+    """``read_results`` reads ``results.csv`` given the study folder or the file, and a
+    missing table is a typed error."""
+    from anodetwin.errors import InputNotFoundError
+
+    (tmp_path / "results.csv").write_text("key,status,thickness_change\nab,done,0.25\n")
+    rows = [{"key": "ab", "status": "done", "thickness_change": 0.25}]
+    assert read_results(tmp_path) == rows == read_results(tmp_path / "results.csv")
+    with pytest.raises(InputNotFoundError, match="results"):
+        read_results(tmp_path / "nothing")
+
+
 # --- TOML tables -> dataclasses (the builder every configuration, the study's too, uses) ------
 
 @dataclass(frozen=True)

@@ -284,7 +284,7 @@ def test_bad_inputs(tmp_path):
     assert (tmp_path / "o" / "report.html").is_file()
 
 
-def _uniaxial_pair(e_sim: float, e_dvc: float) -> "StepPair":
+def _uniaxial_pair(e_sim: float, e_dvc: float):
     """Two uniform uniaxial fields u_z = e z on a 3 x 3 x 3 node grid (1 um spacing),
     electrode 0..2 um: every cell valid, four per half."""
     from anodetwin.dvc.strain import cell_mean

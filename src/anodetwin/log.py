@@ -21,7 +21,18 @@ _LOGGER = logging.getLogger("anodetwin")
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
-    """Logger ``anodetwin`` or one of its children (``anodetwin.<name>``)."""
+    """Logger ``anodetwin`` or one of its children (``anodetwin.<name>``).
+
+    Parameters
+    ----------
+    name : str or None, optional
+        Child name, e.g. ``"dvc"``; None or an empty string gives the package logger.
+
+    Returns
+    -------
+    logging.Logger
+        The package logger or its child ``anodetwin.<name>``.
+    """
     return _LOGGER.getChild(name) if name else _LOGGER
 
 
@@ -59,6 +70,22 @@ def progress_bar(description: str, total: float, enabled: bool = True,
 
     The bar is shown only if ``enabled``, ``total >= min_total`` and the ``anodetwin`` logger
     lets INFO messages through, so library use stays silent unless logging is configured.
+
+    Parameters
+    ----------
+    description : str
+        Text shown left of the bar.
+    total : float
+        Amount of work, in the units that ``advance`` is called with (usually bytes).
+    enabled : bool, optional
+        False never shows a bar (``advance`` is then a no-op).
+    min_total : float, optional
+        Smallest ``total`` that gets a bar; default :data:`PROGRESS_MIN_BYTES`.
+
+    Yields
+    ------
+    callable
+        ``advance(amount: float) -> None``, adding ``amount`` to the work done.
     """
     show = enabled and total >= min_total and _LOGGER.isEnabledFor(logging.INFO) \
         and _LOGGER.handlers

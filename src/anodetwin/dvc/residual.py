@@ -71,9 +71,32 @@ class ResidualMap:
 
 def dense_displacement(nodes: np.ndarray, grid_shape, displacement: np.ndarray,
                        shape: tuple[int, int, int]) -> np.ndarray:
-    """Nodal displacements (N, 3) of a regular grid interpolated (trilinear) to every voxel
-    of ``shape``; NaN nodes take their nearest valid neighbour first; beyond the outer
-    nodes the field is extended with its edge values. Returns (3, z, y, x) float32."""
+    """Nodal displacements of a regular grid interpolated (trilinear) to every voxel.
+
+    NaN nodes take their nearest valid neighbour first; beyond the outer nodes the field
+    is extended with its edge values.
+
+    Parameters
+    ----------
+    nodes : ndarray, shape (N, 3)
+        Node positions (z, y, x), voxels, in grid order.
+    grid_shape : tuple of 3 int
+        Nodes per axis (z, y, x); their product is N.
+    displacement : ndarray, shape (N, 3)
+        Nodal displacement (z, y, x components), voxels; NaN at non-converged nodes.
+    shape : tuple of 3 int
+        Shape (z, y, x) of the volume to fill, voxels.
+
+    Returns
+    -------
+    ndarray of float32, shape (3, z, y, x)
+        Displacement at every voxel, voxels.
+
+    Raises
+    ------
+    ParameterError
+        No node has a finite displacement.
+    """
     if not np.isfinite(displacement).all(axis=1).any():
         raise ParameterError("the displacement field has no valid node",
                              "correlate again with a mask or a larger window")

@@ -65,17 +65,51 @@ class AxisMap:
         return [self.take.index(j) for j in range(3)]
 
     def selection(self, z: slice, y: slice, x: slice) -> tuple:
-        """Index of the stored array for the (z, y, x) block."""
+        """Index of the stored array for the (z, y, x) block.
+
+        Parameters
+        ----------
+        z, y, x : slice
+            Block of the (z, y, x) view, voxels.
+
+        Returns
+        -------
+        tuple
+            One entry per stored axis: the slice of its output axis, or 0 for a dropped
+            size-1 axis.
+        """
         sl = (z, y, x)
         return tuple(0 if t is None else sl[t] for t in self.take)
 
     def to_zyx(self, block: np.ndarray) -> np.ndarray:
-        """A block read with :meth:`selection`, as (z, y, x)."""
+        """A block read with :meth:`selection`, as (z, y, x).
+
+        Parameters
+        ----------
+        block : ndarray
+            The block in the stored order of the kept axes (3 dimensions).
+
+        Returns
+        -------
+        ndarray, shape (z, y, x)
+            The block itself if already in order, else a transposed view.
+        """
         kept = self.kept
         return block if kept == [0, 1, 2] else block.transpose(np.argsort(kept))
 
     def permute3(self, values: Sequence[float]) -> tuple[float, float, float]:
-        """Three per-axis values in the stored order of the kept axes, as (z, y, x)."""
+        """Three per-axis values in the stored order of the kept axes, as (z, y, x).
+
+        Parameters
+        ----------
+        values : sequence of 3 float
+            Per-axis values (e.g. voxel size, um) in stored order.
+
+        Returns
+        -------
+        tuple of 3 float
+            The values reordered to (z, y, x).
+        """
         kept = self.kept
         out = [0.0, 0.0, 0.0]
         for v, t in zip(values, kept, strict=True):
@@ -84,9 +118,22 @@ class AxisMap:
 
 
 def axis_names(value: Any, ndim: int) -> list[str] | None:
-    """Axis names from an attribute: a list (of str, or OME axis dicts, whose ``type``
-    ``time``/``channel`` marks t/c), or a string ``"zyx"``, ``"z,y,x"``, ``"z:y:x"``; None if
-    it holds no ``ndim`` names. Unnamed axes (None, ``""``, NeXus ``"."``) give ``""``."""
+    """Axis names from an attribute of a stored array.
+
+    Parameters
+    ----------
+    value : object
+        A list or array (of str or bytes, or OME axis dicts, whose ``type``
+        ``time``/``channel`` marks t/c), or a string ``"zyx"``, ``"z,y,x"``, ``"z:y:x"``.
+    ndim : int
+        Number of axes of the array.
+
+    Returns
+    -------
+    list of str or None
+        ``ndim`` lower-case names, ``""`` for unnamed axes (None, ``""``, NeXus ``"."``);
+        None if ``value`` holds no ``ndim`` names.
+    """
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
@@ -132,6 +179,22 @@ def axis_map(shape: Sequence[int], names: list[str] | None, name: str,
     Names that are a permutation of z, y, x (plus size-1 axes named t/c, or unnamed) are
     followed; otherwise the stored order is used (noted if there were names) and unnamed
     leading size-1 axes are dropped. None if the array has fewer than 3 axes.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Stored shape.
+    names : list of str or None
+        Axis names from :func:`axis_names`; None when the file names none.
+    name : str
+        The dataset, named in errors and notes.
+    source : str, optional
+        Where the names came from (e.g. the attribute), for the note.
+
+    Returns
+    -------
+    AxisMap or None
+        The mapping of stored axes to (z, y, x); None for fewer than 3 axes.
 
     Raises
     ------

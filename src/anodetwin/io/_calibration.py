@@ -60,7 +60,18 @@ class Calibration(NamedTuple):
 
 
 def text(value: Any) -> str | None:
-    """A str from an attribute value (str, bytes, 0-d or 1-element array), else None."""
+    """A str from an attribute value.
+
+    Parameters
+    ----------
+    value : object
+        str, bytes (decoded as UTF-8), or a 0-d or 1-element array of either.
+
+    Returns
+    -------
+    str or None
+        The text; None for any other value.
+    """
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(-1)[0]
     if isinstance(value, (bytes, np.bytes_)):
@@ -69,7 +80,18 @@ def text(value: Any) -> str | None:
 
 
 def unit_scale(unit: Any) -> float | None:
-    """Micrometres per ``unit`` (a length unit name), or None if it is not one."""
+    """Micrometres per ``unit`` (a length unit name), or None if it is not one.
+
+    Parameters
+    ----------
+    unit : object
+        Unit text (e.g. ``"nm"``, ``"micron"``, ``"\\u00B5m"``; case-insensitive).
+
+    Returns
+    -------
+    float or None
+        um per unit; None if ``unit`` is no known length unit.
+    """
     t = text(unit)
     if t is None:
         return None
@@ -80,7 +102,18 @@ def unit_scale(unit: Any) -> float | None:
 
 def numbers(value: Any) -> np.ndarray | None:
     """Float values of an attribute: a number, a sequence, or text holding them (JSON
-    ``"[1.0, 0.5, 0.5]"``, ``"1.0 0.5 0.5"``, ``"1,0.5,0.5"``); None if it holds no numbers."""
+    ``"[1.0, 0.5, 0.5]"``, ``"1.0 0.5 0.5"``, ``"1,0.5,0.5"``).
+
+    Parameters
+    ----------
+    value : object
+        The attribute value.
+
+    Returns
+    -------
+    ndarray of float, shape (n,), or None
+        The values, flattened; None if it holds no numbers.
+    """
     t = text(value)
     if t is not None:
         try:
@@ -96,7 +129,18 @@ def numbers(value: Any) -> np.ndarray | None:
 
 
 def show(value: Any) -> str:
-    """Short text of an attribute value for a note."""
+    """Short text of an attribute value for a note.
+
+    Parameters
+    ----------
+    value : object
+        Text, number or array.
+
+    Returns
+    -------
+    str
+        Quoted text cut to 40 characters, or the first six numbers in brackets.
+    """
     t = text(value)
     if t is not None:
         return repr(t) if len(t) <= 40 else repr(t[:37] + "...")
@@ -109,7 +153,19 @@ def show(value: Any) -> str:
 
 
 def why_bad(v: float) -> str | None:
-    """Why ``v`` (um) is no usable voxel size, or None if it is one."""
+    """Why ``v`` is no usable voxel size, or None if it is one.
+
+    Parameters
+    ----------
+    v : float
+        Candidate voxel size, um.
+
+    Returns
+    -------
+    str or None
+        The reason (not finite, not positive, or outside ``VS_MIN_UM``-``VS_MAX_UM``);
+        None for a plausible size.
+    """
     if not np.isfinite(v):
         return f"{v:g} is not a finite number"
     if v <= 0:
@@ -135,6 +191,18 @@ class Fields:
         return list(self.meta)
 
     def get(self, key: str) -> tuple[Any, Any] | None:
+        """Value and unit of ``key``.
+
+        Parameters
+        ----------
+        key : str
+            Metadata key.
+
+        Returns
+        -------
+        tuple of (object, object) or None
+            (value, unit or None); None if the key is absent.
+        """
         if key not in self.meta:
             return None
         unit = next((self.meta[k] for k in (f"{key}_units", f"{key}_unit", "units", "unit")
@@ -147,8 +215,19 @@ _SIZE_KEY = re.compile(r"^(?:voxel|element|pixel)_size(?:_(?P<unit>[^_]+))?$", r
 
 
 def size_keys(fields: Fields) -> list[tuple[str, float | None]]:
-    """The voxel-size keys present, preferred first, each with the unit its name states
-    (``voxel_size_nm`` -> 1e-3 um/unit; ``voxel_size`` -> None)."""
+    """The voxel-size keys present, preferred first, each with the unit its name states.
+
+    Parameters
+    ----------
+    fields : Fields
+        The metadata.
+
+    Returns
+    -------
+    list of tuple of (str, float or None)
+        Key and um per unit of its name (``voxel_size_nm`` -> 1e-3; ``voxel_size`` ->
+        None); keys naming an unknown unit are left out.
+    """
     found = []
     for key in fields.keys():
         m = _SIZE_KEY.match(str(key))
@@ -201,6 +280,24 @@ def scaled_sizes(key: str, key_scale: float | None, value: Any,
 
     A bad z (first of 3 values) is replaced by x and noted; any other problem ignores the
     whole entry, noted as ``found ... but ignored: <why>``.
+
+    Parameters
+    ----------
+    key : str
+        The metadata key (named in the notes).
+    key_scale : float or None
+        um per unit stated by the key's name (see :func:`size_keys`).
+    value : object
+        Stored value: 1 or 3 numbers, stored axis order.
+    unit : object
+        Unit attribute: one unit, one per value, or None.
+
+    Returns
+    -------
+    sizes : ndarray of float, shape (1,) or (3,), or None
+        Voxel size in um; None when the entry is ignored.
+    notes : list of str
+        What was assumed or ignored.
     """
     found = f"found {key} = {show(value)}" + (f" ({show(unit)})" if unit is not None else "")
     arr = numbers(value)
@@ -222,8 +319,20 @@ def scaled_sizes(key: str, key_scale: float | None, value: Any,
 
 
 def per_axis_sizes(fields: Fields) -> tuple[Triple | None, list[str]]:
-    """Voxel size from NeXus-style ``x_pixel_size``/``y_pixel_size``/``z_pixel_size``; a
-    missing or unusable y or z is taken equal to x (noted)."""
+    """Voxel size from NeXus-style ``x_pixel_size``/``y_pixel_size``/``z_pixel_size``.
+
+    A missing or unusable y or z is taken equal to x (noted).
+
+    Parameters
+    ----------
+    fields : Fields
+        Metadata holding the per-axis keys and their units.
+
+    Returns
+    -------
+    tuple of (tuple of 3 float or None, list of str)
+        Size (z, y, x) in um, None without a usable x; and the notes.
+    """
     entries = {ax: (f"{ax}_pixel_size", *item) for ax in "xyz"
                if (item := fields.get(f"{ax}_pixel_size")) is not None}
     per, notes = _sizes_per_axis(entries)
@@ -267,6 +376,20 @@ def calibration(fields: Fields, order: Any = None) -> tuple[Triple | None, list[
     Tries ``voxel_size_um``, ``element_size_um``, ``voxel_size``, ``element_size``,
     ``pixel_size`` and any ``voxel_size_<unit>`` key (1 or 3 values, stored axis order,
     permuted by ``order``), then NeXus ``x/y/z_pixel_size``.
+
+    Parameters
+    ----------
+    fields : Fields
+        The metadata.
+    order : AxisMap, optional
+        Maps stored-order triples onto (z, y, x); None: stored order is (z, y, x).
+
+    Returns
+    -------
+    voxel_size : tuple of 3 float or None
+        The first usable size, um; None if none is usable.
+    notes : list of str
+        What was assumed, or found but ignored (no duplicates).
     """
     notes: list[str] = []
     for key, key_scale in size_keys(fields):
@@ -283,7 +406,18 @@ def calibration(fields: Fields, order: Any = None) -> tuple[Triple | None, list[
 
 
 def is_anodetwin(meta: dict) -> bool:
-    """True for metadata written by anodetwin (``axes = "zyx"`` and its provenance)."""
+    """True for metadata written by anodetwin (``axes = "zyx"`` and its provenance).
+
+    Parameters
+    ----------
+    meta : dict
+        Metadata mapping; ``provenance`` may be a dict or JSON text.
+
+    Returns
+    -------
+    bool
+        Whether ``axes`` is ``"zyx"`` and the provenance's ``tool`` is ``"anodetwin"``.
+    """
     prov = _provenance(meta)
     return text(meta.get("axes")) == "zyx" and isinstance(prov, dict) \
         and prov.get("tool") == "anodetwin"
@@ -307,6 +441,24 @@ def origin(meta: dict, has_size: bool, order: Any = None) -> tuple[Triple, bool,
 
     Files written by anodetwin before ``origin_voxels`` existed stored the origin of a volume
     without voxel size, in voxels, as ``origin_um``; that is read as voxels.
+
+    Parameters
+    ----------
+    meta : dict
+        Metadata mapping.
+    has_size : bool
+        Whether a voxel size was found (decides how an old ``origin_um`` is read).
+    order : AxisMap, optional
+        Maps the stored-order triple onto (z, y, x).
+
+    Returns
+    -------
+    origin : tuple of 3 float
+        Centre of voxel (0, 0, 0), (z, y, x), um (or voxels).
+    in_voxels : bool
+        Whether ``origin`` is in voxels.
+    notes : list of str
+        An entry found but ignored (not 3 finite numbers).
     """
     if "origin_um" in meta:
         key, scale = "origin_um", 1.0
@@ -336,6 +488,21 @@ def from_meta(meta: Any, extra: Fields | None = None, order: Any = None) -> Cali
 
     ``extra`` is tried when ``meta`` holds no usable voxel size (e.g. NeXus fields beside an
     HDF5 dataset); ``order`` maps stored-order triples onto (z, y, x).
+
+    Parameters
+    ----------
+    meta : mapping
+        The metadata.
+    extra : Fields, optional
+        Fallback fields for the voxel size.
+    order : AxisMap, optional
+        Axis order of the stored array; None: (z, y, x).
+
+    Returns
+    -------
+    Calibration
+        Voxel size (z, y, x) in um or None, origin, whether it is in voxels, and attrs
+        with the provenance, carried missing-data notes and ``voxel_size_note``.
     """
     meta = dict(meta)
     vs, notes = calibration(Fields(meta), order)
@@ -369,6 +536,24 @@ def imagej_calibration(ij: dict, page: Any, nz: int) -> tuple[Triple | None, Tri
     ``unit``); X/YResolution are pixels per unit, ``spacing`` the z step (ImageJ leaves it
     out when it is 1), ``xorigin``/``yorigin``/``zorigin`` the origin in pixels. A unit of
     ``pixel`` (or none) means uncalibrated.
+
+    Parameters
+    ----------
+    ij : dict
+        ImageJ metadata (``tifffile.TiffFile.imagej_metadata``).
+    page : tifffile.TiffPage
+        First page, holding the resolution tags.
+    nz : int
+        Number of slices (a single slice has no z spacing).
+
+    Returns
+    -------
+    voxel_size : tuple of 3 float or None
+        (z, y, x), um; None when uncalibrated or unusable.
+    origin : tuple of 3 float
+        Centre of the first voxel (z, y, x), um; zeros without a calibration.
+    notes : list of str
+        Assumptions made and entries ignored.
     """
     xunit = ij.get("xunit", ij.get("unit"))
     if xunit is None or 282 not in page.tags or \
@@ -428,6 +613,17 @@ def resolution_calibration(page: Any) -> tuple[Triple | None, list[str]]:
 
     72 or 96 pixels per inch are writers' defaults: kept, but marked as assumed. Without a
     unit (ResolutionUnit NONE) there is no calibration.
+
+    Parameters
+    ----------
+    page : tifffile.TiffPage
+        The page with the resolution tags.
+
+    Returns
+    -------
+    tuple of (tuple of 3 float or None, list of str)
+        Voxel size (z, y, x) in um, or None without a usable resolution; and notes on
+        what was assumed (always that z equals x) or ignored.
     """
     from tifffile import RESUNIT
 
@@ -460,9 +656,25 @@ def _local(tag: str) -> str:
 
 
 def ome_tiff_calibration(xml: str, index: int) -> tuple[Triple | None, list[str]]:
-    """Voxel size (um) of OME-XML image ``index`` from ``PhysicalSizeX/Y/Z`` and their
-    ``PhysicalSize*Unit`` (default um); a missing or unusable Y or Z is taken equal to X
-    (noted). None if there is no usable PhysicalSizeX."""
+    """Voxel size of an OME-XML image from ``PhysicalSizeX/Y/Z``.
+
+    Each size is in its ``PhysicalSize*Unit`` (default um); a missing or unusable Y or Z
+    is taken equal to X (noted).
+
+    Parameters
+    ----------
+    xml : str
+        The OME-XML description.
+    index : int
+        Index of the ``Image`` element (the TIFF series).
+
+    Returns
+    -------
+    voxel_size : tuple of 3 float or None
+        (z, y, x) in um; None without a usable PhysicalSizeX (or invalid XML).
+    notes : list of str
+        Assumptions and ignored entries.
+    """
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -485,15 +697,38 @@ def ome_tiff_calibration(xml: str, index: int) -> tuple[Triple | None, list[str]
 
 
 def multiscales(attrs: dict) -> list:
-    """The OME-Zarr ``multiscales`` list of a group's attributes (v0.4, or v0.5 under
-    ``"ome"``), or []."""
+    """The OME-Zarr ``multiscales`` list of a group's attributes.
+
+    Parameters
+    ----------
+    attrs : dict
+        Group attributes (v0.4, or v0.5 with the metadata under ``"ome"``).
+
+    Returns
+    -------
+    list of dict
+        The multiscale entries that are mappings; empty if there are none.
+    """
     ome = attrs.get("ome")
     ms = attrs.get("multiscales", ome.get("multiscales") if isinstance(ome, dict) else None)
     return [m for m in ms if isinstance(m, dict)] if isinstance(ms, list) else []
 
 
 def ome_entry(attrs: dict, name: str) -> tuple[dict, dict] | None:
-    """(multiscale, dataset entry) of array ``name`` in a group's OME-Zarr metadata."""
+    """Find the OME-Zarr entry of one array of a group.
+
+    Parameters
+    ----------
+    attrs : dict
+        The group's attributes.
+    name : str
+        Path of the array within the group, without leading or trailing slashes.
+
+    Returns
+    -------
+    tuple of (dict, dict) or None
+        (multiscale, dataset entry) of the array; None if no multiscale lists it.
+    """
     for ms in multiscales(attrs):
         entry = next((d for d in ms.get("datasets") or [] if isinstance(d, dict)
                       and str(d.get("path", "")).strip("/") == name), None)
@@ -523,6 +758,25 @@ def ome_calibration(attrs: dict, name: str, order: Any) -> tuple[Triple | None, 
     The dataset's ``scale``/``translation`` transformations are applied, then the
     multiscale's; each of the z, y, x axes (found through ``order``, an AxisMap over the
     stored axes) is in its ``unit`` (none: um, noted; not a length: ignored, noted).
+
+    Parameters
+    ----------
+    attrs : dict
+        Attributes of the array's parent group.
+    name : str
+        Path of the array within that group.
+    order : AxisMap
+        Which stored axis is z, y, x.
+
+    Returns
+    -------
+    voxel_size : tuple of 3 float or None
+        (z, y, x), um; None when the array is not in a multiscale or its metadata is
+        unusable.
+    origin : tuple of 3 float
+        Translation of the first voxel (z, y, x), um.
+    notes : list of str
+        Assumed units and ignored metadata.
     """
     found = ome_entry(attrs, name)
     if found is None:

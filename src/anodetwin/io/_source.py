@@ -62,6 +62,13 @@ class VolumeSource:
 
     @voxel_size_um.setter
     def voxel_size_um(self, value: Triple | None) -> None:
+        """Set the voxel size; an origin still in voxels is converted to um.
+
+        Parameters
+        ----------
+        value : tuple of 3 float or None
+            Voxel size (z, y, x), um; None leaves it unknown.
+        """
         self._voxel_size_um = value
         if value is not None and self._origin_voxels:
             self.origin = tuple(o * v for o, v in zip(self.origin, value,
@@ -125,7 +132,24 @@ class VolumeSource:
                    out: np.ndarray | None = None) -> np.ndarray:
         """Read voxels [z, y, x] (contiguous slices) as a native-byte-order array.
 
-        If ``out`` (native dtype, shape of the block) is given the voxels land there.
+        Parameters
+        ----------
+        z, y, x : slice
+            Contiguous voxel ranges (explicit start and stop, step 1) along each axis.
+        out : ndarray, optional
+            Array of the block's shape and native dtype that receives the voxels.
+
+        Returns
+        -------
+        ndarray, shape (z, y, x)
+            ``out`` if given, else a new array of the file's type in native byte order.
+
+        Raises
+        ------
+        MissingCodecError
+            The file's compression needs a decoder that is not installed.
+        CorruptFileError
+            The file could not be read (truncated or damaged).
         """
         try:
             res = self._read_block(z, y, x, out)
@@ -145,8 +169,28 @@ class VolumeSource:
         return res
 
     def lazy(self, roi: Any = None, binning: Any = 1, progress: bool = True) -> LazyVolume:
-        """A view of region ``roi`` (voxels, ``"z0:z1,y0:y1,x0:x1"`` or 3 slices) binned by
-        ``binning`` (int or 3 ints), read slab by slab when used."""
+        """A view of a region, binned, read slab by slab when used.
+
+        Parameters
+        ----------
+        roi : str, tuple of 3 slices or None, optional
+            Region in voxels, ``"z0:z1,y0:y1,x0:x1"`` (end exclusive) or 3 slices/pairs;
+            None is the whole volume.
+        binning : int or tuple of 3 int, optional
+            Mean-binning factor, one or per axis (z, y, x).
+        progress : bool, optional
+            Show a progress bar for large reads.
+
+        Returns
+        -------
+        LazyVolume
+            The view, with voxel size and origin (um) of the binned grid.
+
+        Raises
+        ------
+        ParameterError
+            The ROI or the binning is invalid (see :func:`anodetwin.io.volume.normalise_roi`).
+        """
         r = normalise_roi(roi, self.shape)
         b = normalise_binning(binning)
         attrs = {**self.attrs, **self._region_notes(r)}
@@ -159,7 +203,18 @@ class VolumeSource:
         return {}
 
     def read(self, roi: Any = None, binning: Any = 1, progress: bool = True) -> Volume:
-        """Read region ``roi`` binned by ``binning`` into memory."""
+        """Read region ``roi`` binned by ``binning`` into memory.
+
+        Parameters
+        ----------
+        roi, binning, progress
+            As for :meth:`lazy`.
+
+        Returns
+        -------
+        Volume
+            Voxels (z, y, x) with voxel size and origin in um.
+        """
         return self.lazy(roi, binning, progress).read()
 
     def close(self) -> None:
@@ -177,7 +232,20 @@ class VolumeSource:
 
 
 def short(exc: BaseException) -> str:
-    """One line (at most 160 characters) saying what ``exc`` is about, for a message."""
+    """One line (at most 160 characters) saying what ``exc`` is about, for a message.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception to summarise (from a reader library, the file system or a
+        decoder).
+
+    Returns
+    -------
+    str
+        Its message with whitespace (newlines too) collapsed to single spaces, or its type
+        name when the message is empty.
+    """
     return " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
@@ -185,14 +253,38 @@ _CODEC = re.compile(r"<(COMPRESSION|PREDICTOR)\.(\w+)")
 
 
 def is_codec_error(exc: BaseException) -> bool:
-    """True if ``exc`` is tifffile saying that a codec is missing (not that data is bad)."""
+    """True if ``exc`` is tifffile saying that a codec is missing (not that data is bad).
+
+    Parameters
+    ----------
+    exc : BaseException
+        Exception raised while decoding.
+
+    Returns
+    -------
+    bool
+        Whether its message names ``imagecodecs`` or an unsupported compression/predictor.
+    """
     msg = str(exc)
     return "imagecodecs" in msg or bool(
         _CODEC.search(msg) and re.search(r"requires|not supported|not implemented", msg))
 
 
 def codec_error(name: str, exc: BaseException) -> MissingCodecError:
-    """A :class:`MissingCodecError` naming the codec tifffile could not find."""
+    """A :class:`MissingCodecError` naming the codec tifffile could not find.
+
+    Parameters
+    ----------
+    name : str
+        The file (or file:dataset) being read.
+    exc : BaseException
+        tifffile's exception (see :func:`is_codec_error`).
+
+    Returns
+    -------
+    MissingCodecError
+        The error to raise, with the fix (install imagecodecs or save uncompressed).
+    """
     m = _CODEC.search(str(exc))
     codec = (f"the {m.group(2)} predictor" if m.group(1) == "PREDICTOR" else m.group(2)) \
         if m else "a codec"
@@ -203,8 +295,20 @@ def codec_error(name: str, exc: BaseException) -> MissingCodecError:
 
 
 def require_codecs(page: Any, name: str) -> None:
-    """Raise :class:`MissingCodecError` if tifffile cannot decode ``page``'s compression or
-    predictor, before any data is read."""
+    """Check, before any data is read, that tifffile can decode a TIFF page.
+
+    Parameters
+    ----------
+    page : tifffile.TiffPage
+        Page whose compression and predictor are checked.
+    name : str
+        The file, named in the error.
+
+    Raises
+    ------
+    MissingCodecError
+        The decoder of the page's compression or predictor is not installed.
+    """
     from tifffile import TIFF
 
     for value, table in ((page.compression, TIFF.DECOMPRESSORS),
@@ -225,6 +329,31 @@ def read_contiguous(fh: Any, offset: int, dtype: np.dtype, shape: tuple[int, int
     file's byte order, given by ``dtype``, is not the native one); otherwise only the rows
     y.start:y.stop of each plane are read, into one reused band buffer. No memory map, so the
     resident memory stays at the size of the result.
+
+    Parameters
+    ----------
+    fh : file object
+        Open binary file (seekable, with ``readinto``).
+    offset : int
+        Byte offset of voxel (0, 0, 0).
+    dtype : numpy.dtype
+        Voxel type with the file's byte order.
+    shape : tuple of 3 int
+        Stored shape (z, y, x), voxels.
+    z, y, x : slice
+        Block to read, explicit start and stop.
+    out : ndarray, optional
+        Native-order array of the block's shape to fill.
+
+    Returns
+    -------
+    ndarray, shape (z, y, x)
+        The block in native byte order (``out`` when given).
+
+    Raises
+    ------
+    ValueError
+        The file ends before the block (see :func:`read_into`).
     """
     _, ny, nx = shape
     row = nx * dtype.itemsize
@@ -249,7 +378,22 @@ def read_contiguous(fh: Any, offset: int, dtype: np.dtype, shape: tuple[int, int
 
 
 def read_into(fh: Any, buf: np.ndarray, what: str) -> None:
-    """Fill ``buf`` from ``fh``; a short read (``what``, e.g. "plane 3") is a ValueError."""
+    """Fill ``buf`` from the current position of ``fh``.
+
+    Parameters
+    ----------
+    fh : file object
+        Open binary file.
+    buf : ndarray
+        C-contiguous array to fill, all its bytes.
+    what : str
+        What is read (e.g. ``"plane 3"``), named in the error.
+
+    Raises
+    ------
+    ValueError
+        The file ended before ``buf`` was full.
+    """
     n = fh.readinto(memoryview(buf).cast("B"))
     if n != buf.nbytes:
         raise ValueError(f"file ends after {n} of {buf.nbytes} bytes of {what}")
@@ -298,9 +442,23 @@ class ContiguousSource(VolumeSource):
 
 
 def file_holes(fd: int, start: int, stop: int) -> list[tuple[int, int]]:
-    """Byte ranges [a, b) within [start, stop) of an open file that are holes (a sparse file:
-    never written, read back as zeros), found with ``SEEK_HOLE``/``SEEK_DATA``; empty where
-    the file system or platform cannot tell (and at once when every block is allocated)."""
+    """Holes of a sparse file (never written, read back as zeros) within a byte range.
+
+    Found with ``SEEK_HOLE``/``SEEK_DATA``; the file position is reset to 0 afterwards.
+
+    Parameters
+    ----------
+    fd : int
+        Descriptor of the open file.
+    start, stop : int
+        Byte range [start, stop) to search.
+
+    Returns
+    -------
+    list of tuple of (int, int)
+        Byte ranges [a, b) that are holes; empty where the file system or platform cannot
+        tell (and at once when every block is allocated).
+    """
     import os
 
     st = os.fstat(fd)
@@ -327,8 +485,27 @@ def file_holes(fd: int, start: int, stop: int) -> list[tuple[int, int]]:
 
 
 def pick_dataset(names: list[tuple[str, tuple]], container: Path, kind: str) -> str:
-    """The one 3D dataset (also with singleton leading axes, ``(1, z, y, x)``) among
-    ``names`` ((path, shape) pairs) of a container, else :class:`DatasetNotFoundError`."""
+    """The one 3D dataset of a container (also with singleton leading axes, ``(1, z, y, x)``).
+
+    Parameters
+    ----------
+    names : list of tuple of (str, tuple)
+        (dataset path, shape) of every dataset in the container.
+    container : Path
+        The HDF5 file or Zarr store, named in the error.
+    kind : str
+        Kind of container (e.g. ``"HDF5 file"``), named in the error.
+
+    Returns
+    -------
+    str
+        Path of the dataset.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        None or several datasets are 3D; the message lists some and says how to name one.
+    """
     three = [n for n, s in names if len(s) >= 3 and all(k == 1 for k in s[:-3])]
     if len(three) == 1:
         return three[0]

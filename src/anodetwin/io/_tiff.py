@@ -56,6 +56,13 @@ class TiffLogErrors(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the message of a record tifffile logged.
+
+        Parameters
+        ----------
+        record : logging.LogRecord
+            An ERROR (or worse) record of the ``tifffile`` logger.
+        """
         self.messages.append(record.getMessage())
 
     def __enter__(self) -> TiffLogErrors:
@@ -71,6 +78,18 @@ class TiffLogErrors(logging.Handler):
         lg.propagate = self._propagate
 
     def raise_if_any(self, path: Path) -> None:
+        """Refuse the file if tifffile logged an error while it was opened.
+
+        Parameters
+        ----------
+        path : Path
+            The TIFF file, named in the error.
+
+        Raises
+        ------
+        CorruptFileError
+            At least one error was collected; the message quotes the first.
+        """
         if self.messages:
             raise CorruptFileError(f"'{path}' is a damaged TIFF "
                                    f"({short(Exception(self.messages[0]))})",
@@ -258,6 +277,23 @@ def tiff_meta(tif: Any, page: Any, nz: int = 1, series: int = 0) -> dict:
     In order of precedence: anodetwin's JSON tag; OME-XML ``PhysicalSizeX/Y/Z``; ImageJ's
     description; the resolution tags. Voxel size and origin are returned as ``voxel_size_um``
     / ``origin_um`` with a ``voxel_size_note`` saying what was assumed or ignored.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+    page : tifffile.TiffPage
+        First page of the series.
+    nz : int, optional
+        Number of z slices (pages) of the series.
+    series : int, optional
+        Index of the series (selects the OME ``Image``).
+
+    Returns
+    -------
+    dict
+        anodetwin's own metadata as stored, or ``voxel_size_um`` and ``origin_um`` (lists
+        (z, y, x), um) and ``voxel_size_note`` where found; empty if nothing was found.
     """
     meta = _json_tag(page)
     if meta is not None:
@@ -313,6 +349,25 @@ def slice_files(folder: Path) -> tuple[list[Path], int]:
     ``recon_####.tif``). A folder mixing patterns, two slices with one number, or a gap in
     the numbering (beyond a constant step) is refused: missing slices are never zeros.
     Folders of unnumbered slices are taken in natural sort order.
+
+    Parameters
+    ----------
+    folder : Path
+        Folder of 2D ``.tif``/``.tiff`` slices (hidden files are ignored).
+
+    Returns
+    -------
+    tuple of (list of Path, int)
+        The slice files, z = 0 first, and the numbering step.
+
+    Raises
+    ------
+    UnknownFormatError
+        The folder holds no TIFF slices.
+    AmbiguousInputError
+        It mixes name patterns or holds two slices with one number.
+    MissingDataError
+        The numbering has a gap; the message names the first missing file.
     """
     files = [p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff")
              and p.is_file() and not p.name.startswith(".")]

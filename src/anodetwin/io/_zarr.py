@@ -33,7 +33,18 @@ ALL_CHUNKS_WRITTEN = "all_chunks_written"
 
 
 def ome_default(attrs: dict) -> str | None:
-    """Path of the full-resolution array of the first OME-Zarr multiscale image, or None."""
+    """Path of the full-resolution array of the first OME-Zarr multiscale image.
+
+    Parameters
+    ----------
+    attrs : dict
+        Attributes of the store's root group (OME-Zarr 0.4 or 0.5 layout).
+
+    Returns
+    -------
+    str or None
+        ``"/<path>"`` of the first dataset of the first multiscale; None if there is none.
+    """
     for ms in multiscales(attrs):
         datasets = ms.get("datasets") or []
         if datasets and isinstance(datasets[0], dict) and "path" in datasets[0]:
@@ -89,8 +100,22 @@ def _axis_names(arr: Any, ome: tuple[dict, dict] | None) -> tuple[list[str] | No
 
 
 def stored_chunks(arr: Any, base: Path) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Which chunks (shards, if sharded) of ``arr`` are stored under folder ``base``, as a
-    boolean grid, and the chunk shape."""
+    """Which chunks (shards, if sharded) of a Zarr array are stored on disk.
+
+    Parameters
+    ----------
+    arr : zarr.Array
+        The array, opened from a local store.
+    base : Path
+        Folder of the array in the store, under which its chunk files lie.
+
+    Returns
+    -------
+    present : ndarray of bool
+        One entry per chunk, shape of the chunk grid (stored axis order).
+    chunks : tuple of int
+        Chunk (or shard) shape, voxels, stored axis order.
+    """
     chunks = tuple(getattr(arr, "shards", None) or arr.chunks)
     grid = tuple(-(-n // c) for n, c in zip(arr.shape, chunks, strict=True))
     files: set[str] = set()

@@ -70,13 +70,35 @@ class Grid:
 
 
 def format_number(x: float) -> str:
-    """A number for messages (``:g``), negative zero written as 0."""
+    """A number for messages (``:g``), negative zero written as 0.
+
+    Parameters
+    ----------
+    x : float
+        The number.
+
+    Returns
+    -------
+    str
+        Its ``:g`` text.
+    """
     return f"{float(x) + 0.0:g}"  # -0.0 + 0.0 == +0.0
 
 
 def format_voxel_size(vs: Any) -> str:
-    """A voxel size for messages: ``0.2 um``, ``0.2 x 0.1 x 0.1 um (z, y, x)`` or
-    ``unknown``."""
+    """A voxel size for messages.
+
+    Parameters
+    ----------
+    vs : float, sequence of 3 float or None
+        Voxel size, um (one value or z, y, x).
+
+    Returns
+    -------
+    str
+        ``0.2 um`` when isotropic, ``0.2 x 0.1 x 0.1 um (z, y, x)`` otherwise, or
+        ``unknown`` for None.
+    """
     if vs is None:
         return "unknown"
     v = [float(x) for x in np.broadcast_to(np.asarray(vs, float), (3,))]
@@ -86,7 +108,20 @@ def format_voxel_size(vs: Any) -> str:
 
 
 def input_name(what: str, value: Any) -> str:
-    """How messages name an input: ``what 'path'`` for a path, else ``what``."""
+    """How messages name an input.
+
+    Parameters
+    ----------
+    what : str
+        Role of the input, e.g. ``"reference"``.
+    value : object
+        The input as given (a path, volume or array).
+
+    Returns
+    -------
+    str
+        ``what 'path'`` for a path, else ``what``.
+    """
     return f"{what} '{value}'" if isinstance(value, (str, os.PathLike)) else what
 
 
@@ -110,7 +145,24 @@ def _pair_grid(obj: Any) -> Grid:
 
 def grid_of(obj: Any) -> Grid:
     """The :class:`Grid` of a path (metadata only), volume, DVC result, segmentation or
-    array."""
+    array.
+
+    Parameters
+    ----------
+    obj : path, Grid, Volume, LazyVolume, VolumeSource, DVC result, Segmentation or array
+        The input; a path is opened for its metadata only, a DVC result gives the grid of
+        its reference volume, a plain array only its shape.
+
+    Returns
+    -------
+    Grid
+        Shape (z, y, x) in voxels, voxel size and origin in um (None where not carried).
+
+    Raises
+    ------
+    InputError
+        A path cannot be opened as a volume (see :func:`anodetwin.io.open_volume`).
+    """
     if isinstance(obj, Grid):
         return obj
     if isinstance(obj, (str, os.PathLike)):
@@ -224,8 +276,25 @@ def require_series_grid(items: Sequence[Any], names: Sequence[str] | None = None
                         shape: bool = True, origin: bool = True) -> Grid:
     """:func:`require_same_grid` of every member of a series against the first one.
 
-    ``names`` default to ``T0``, ``T1``, ... (with the path for paths). Returns the common
-    grid (see :func:`require_same_grid`).
+    Parameters
+    ----------
+    items : sequence
+        Members of the series (any input :func:`grid_of` accepts), T0 first.
+    names : sequence of str, optional
+        How messages name them; default ``T0``, ``T1``, ... (with the path for paths).
+    tolerance, voxel_size, shape, origin
+        As for :func:`require_same_grid`.
+
+    Returns
+    -------
+    Grid
+        The common grid (see :func:`require_same_grid`); for an empty series, no shape and
+        the explicit voxel size.
+
+    Raises
+    ------
+    GridMismatchError
+        A member's shape, voxel size or origin differs from T0's.
     """
     items = list(items)
     if names is None:

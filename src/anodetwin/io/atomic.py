@@ -25,6 +25,18 @@ __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "check_outpu
 def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
     """Check that an output can be written at ``path`` and return it as a :class:`Path`.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file or folder; its parent folder must exist.
+    overwrite : bool, optional
+        Allow an existing output at ``path``.
+
+    Returns
+    -------
+    Path
+        ``path`` as given, as a :class:`Path`.
+
     Raises
     ------
     OutputError
@@ -107,18 +119,74 @@ def atomic_path(
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file; an existing file is replaced.
+    text : str
+        Content to write.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    OutputError
+        The parent folder does not exist or ``path`` is a folder.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
+    """Write ``obj`` as indented JSON to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output JSON file.
+    obj : object
+        JSON-serialisable data; numpy scalars and arrays and paths are converted
+        (:func:`json_default`).
+
+    Returns
+    -------
+    Path
+        ``path``, once the JSON (two-space indent, trailing newline) is in place.
+
+    Raises
+    ------
+    TypeError
+        ``obj`` holds a value that cannot be serialised; nothing is written.
+    OutputError
+        As for :func:`atomic_write_text`.
+    """
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def json_default(obj: Any) -> Any:
+    """Convert what :mod:`json` cannot serialise by itself (its ``default`` hook).
+
+    Parameters
+    ----------
+    obj : object
+        A numpy scalar or array, or a path.
+
+    Returns
+    -------
+    object
+        The Python scalar, nested list or path string.
+
+    Raises
+    ------
+    TypeError
+        ``obj`` is of another type.
+    """
     import numpy as np
 
     if isinstance(obj, np.generic):

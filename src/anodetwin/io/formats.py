@@ -160,19 +160,30 @@ def detect_format(path: str | os.PathLike, for_writing: bool = False,
                                      f"write to '{text}'")
     p = Path(text)
     if fmt is not None:
-        if fmt not in FORMATS:
+        if fmt not in _SOURCES and fmt not in _WRITERS:
             raise UnknownFormatError(f"format '{fmt}' is unknown",
                                      f"choose one of {', '.join(FORMATS)}")
-        return fmt, p, ds
+        return _usable(fmt, path, for_writing), p, ds
     ext = p.suffix.lower()
     if ext in _EXT:
-        return _EXT[ext], p, ds
+        return _usable(_EXT[ext], path, for_writing), p, ds
     if (for_writing and (text.endswith("/") or (p.is_dir()))) or (not for_writing and p.is_dir()):
         return "tiff-dir", p, None
     if not for_writing and not p.exists():
         raise InputNotFoundError(p, "volume")
     raise UnknownFormatError(f"'{path}' has an unknown volume format (extension '{ext or 'none'}')",
                              _FIX_FORMATS)
+
+
+def _usable(kind: str, path: Any, for_writing: bool) -> str:
+    """``kind`` if the registry can read it (or write it, ``for_writing``), else a typed
+    error naming the formats that can."""
+    known = _WRITERS if for_writing else _SOURCES
+    if kind not in known:
+        what = "written" if for_writing else "read"
+        raise UnknownFormatError(f"'{path}': format '{kind}' cannot be {what}",
+                                 f"use one of {', '.join(known)}")
+    return kind
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A provenance record is a JSON-serialisable dict::
 
     {
-      "tool": "anodetwin", "version": "0.1.0",
+      "tool": "anodetwin", "version": "0.2.0",
       "created": "2026-11-25T18:00:00+00:00",        # UTC, ISO 8601
       "command": "convert",                           # what produced the file
       "inputs": [{"path": "/abs/in.tif", "hash": "blake2b:...", "bytes": 123}],
@@ -83,7 +83,21 @@ def _bytes(p: Path) -> int:
 
 
 def input_record(path: str | os.PathLike, dataset: str | None = None) -> dict[str, Any]:
-    """Provenance entry of one input: absolute path, content hash and size in bytes."""
+    """Provenance entry of one input: absolute path, content hash and size in bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Input file or folder (e.g. a Zarr store).
+    dataset : str, optional
+        Dataset inside a container file, recorded as given.
+
+    Returns
+    -------
+    dict
+        ``path`` (absolute), ``dataset`` if given, and ``hash`` and ``bytes`` if the path
+        exists (a folder's bytes are the sum over its files).
+    """
     p = Path(path)
     rec: dict[str, Any] = {"path": str(p.resolve())}
     if dataset:
@@ -124,7 +138,18 @@ def make_provenance(
 
 
 def provenance_json(prov: dict[str, Any]) -> str:
-    """Serialise a provenance record to compact JSON."""
+    """Serialise a provenance record to compact JSON.
+
+    Parameters
+    ----------
+    prov : dict
+        Record from :func:`make_provenance` (numpy values are converted).
+
+    Returns
+    -------
+    str
+        One line of JSON without spaces after separators.
+    """
     from anodetwin.io.atomic import json_default
 
     return json.dumps(prov, default=json_default, separators=(",", ":"))

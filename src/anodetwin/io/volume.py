@@ -89,7 +89,23 @@ def normalise_voxel_size(voxel_size: Any, name: str = "voxel size") -> Triple | 
 
 
 def normalise_binning(binning: Any) -> tuple[int, int, int]:
-    """Binning factors as a (z, y, x) tuple of positive integers (None: no binning)."""
+    """Binning factors as a (z, y, x) tuple of positive integers.
+
+    Parameters
+    ----------
+    binning : int, sequence of 3 int or None
+        One factor for all axes, or one per axis (z, y, x); None means no binning.
+
+    Returns
+    -------
+    tuple of 3 int
+        Factors (z, y, x), each >= 1.
+
+    Raises
+    ------
+    ParameterError
+        A factor is not a positive integer, or there are neither 1 nor 3 of them.
+    """
     if binning is None:
         return (1, 1, 1)
     try:
@@ -114,6 +130,21 @@ def parse_roi(text: str | None) -> ROI | None:
 
     Empty bounds mean the start/end of the axis (``":,100:200,"``); negative bounds count
     from the end, as in Python slicing.
+
+    Parameters
+    ----------
+    text : str or None
+        The ROI text; None or blank means the whole volume.
+
+    Returns
+    -------
+    tuple of 3 slice or None
+        Slices (z, y, x) with the bounds as written (None where empty); None for no ROI.
+
+    Raises
+    ------
+    ParameterError
+        The text does not have three ``start:stop`` parts of integers.
     """
     if text is None or str(text).strip() == "":
         return None
@@ -135,6 +166,18 @@ def parse_roi(text: str | None) -> ROI | None:
 
 def normalise_roi(roi: Any, shape: Sequence[int]) -> ROI:
     """Turn an ROI (None, text, or 3 slices/pairs) into 3 slices with explicit bounds.
+
+    Parameters
+    ----------
+    roi : str, sequence of 3 slices or (start, stop) pairs, or None
+        Region in voxels (text as for :func:`parse_roi`); None is the whole volume.
+    shape : sequence of 3 int
+        Shape (z, y, x) of the volume, voxels.
+
+    Returns
+    -------
+    tuple of 3 slice
+        Non-negative start and stop per axis (z, y, x), step None.
 
     Raises
     ------
@@ -178,6 +221,33 @@ def binned_geometry(
 
     The origin is the position (um) of the first voxel centre; a bin's centre is the mean of
     the centres it covers.
+
+    Parameters
+    ----------
+    roi : tuple of 3 slice
+        Region (z, y, x) with explicit bounds, voxels (from :func:`normalise_roi`).
+    binning : tuple of 3 int
+        Binning factors (z, y, x).
+    voxel_size : tuple of 3 float or None
+        Voxel size (z, y, x) of the source, um; None if unknown.
+    origin : tuple of 3 float
+        Centre of the source's first voxel, um (voxels when ``voxel_size`` is None).
+
+    Returns
+    -------
+    shape : tuple of 3 int
+        Binned shape (z, y, x), voxels.
+    roi : tuple of 3 slice
+        Source region actually covered by whole bins.
+    voxel_size : tuple of 3 float or None
+        Binned voxel size, um.
+    origin : tuple of 3 float
+        Centre of the first bin, in the unit of ``origin``.
+
+    Raises
+    ------
+    ParameterError
+        A binning factor exceeds the ROI's size on its axis.
     """
     shape = tuple((r.stop - r.start) // b for r, b in zip(roi, binning, strict=True))
     if min(shape) < 1:
@@ -258,7 +328,20 @@ def _uint_bin_mean(v: np.ndarray, count: int) -> np.ndarray:
 
 
 def require_3d(shape: Sequence[int], name: str) -> None:
-    """Raise :class:`DimensionError` unless ``shape`` is that of a 3D volume."""
+    """Raise :class:`DimensionError` unless ``shape`` is that of a 3D volume.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Shape to check; must be (z, y, x) with at least one voxel per axis.
+    name : str
+        The input, named in the error.
+
+    Raises
+    ------
+    DimensionError
+        Fewer or more than 3 axes, or an empty axis; the fix depends on which.
+    """
     nd = len(shape)
     if nd == 3 and min(shape) >= 1:
         return
@@ -274,7 +357,20 @@ def require_3d(shape: Sequence[int], name: str) -> None:
 
 
 def require_finite(data: np.ndarray, name: str) -> None:
-    """Raise :class:`NonFiniteError` if a float array holds NaN or inf."""
+    """Raise :class:`NonFiniteError` if a float array holds NaN or inf.
+
+    Parameters
+    ----------
+    data : ndarray
+        Voxel values, any shape; integer and boolean arrays always pass.
+    name : str
+        The input, named in the error.
+
+    Raises
+    ------
+    NonFiniteError
+        Some values are NaN or infinite; the message counts each.
+    """
     if not np.issubdtype(data.dtype, np.floating):
         return
     if np.isfinite(data).all():
@@ -288,7 +384,20 @@ def require_finite(data: np.ndarray, name: str) -> None:
 
 
 def require_same_shape(a: Sequence[int], b: Sequence[int], name_a: str, name_b: str) -> None:
-    """Raise :class:`ShapeMismatchError` unless shapes ``a`` and ``b`` are equal."""
+    """Raise :class:`ShapeMismatchError` unless shapes ``a`` and ``b`` are equal.
+
+    Parameters
+    ----------
+    a, b : sequence of int
+        The two shapes, (z, y, x) voxels.
+    name_a, name_b : str
+        The inputs they belong to, named in the error.
+
+    Raises
+    ------
+    ShapeMismatchError
+        The shapes differ.
+    """
     if tuple(a) != tuple(b):
         raise ShapeMismatchError(
             f"{name_a} has shape {tuple(a)} but {name_b} has shape {tuple(b)}",
@@ -305,7 +414,22 @@ class VolumeLike(Protocol):
     origin: Triple
     attrs: dict
 
-    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]: ...
+    def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
+        """Consecutive z-slabs of the voxels, so that writers need not hold the whole
+        volume.
+
+        Parameters
+        ----------
+        slab_bytes : int, optional
+            Target size of a slab in bytes (at least one plane); default ``SLAB_BYTES``,
+            read at call time.
+
+        Yields
+        ------
+        ndarray, shape (dz, y, x)
+            The slabs in z order, together covering the whole volume.
+        """
+        ...
 
 
 def _slab_len(plane_bytes: int, slab_bytes: int, multiple: int = 1) -> int:
@@ -360,7 +484,18 @@ class Volume:
         return tuple(n * v for n, v in zip(self.shape, self.voxel_size_um, strict=True))  # type: ignore[return-value]
 
     def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
-        """Yield consecutive z-slabs of the data."""
+        """Yield consecutive z-slabs of the data (views, no copies).
+
+        Parameters
+        ----------
+        slab_bytes : int, optional
+            Approximate bytes per slab (at least one plane); default ``SLAB_BYTES``.
+
+        Yields
+        ------
+        ndarray, shape (dz, y, x)
+            Views of ``data``.
+        """
         slab_bytes = slab_bytes or SLAB_BYTES  # read at call time
         plane = self.data[0].nbytes if self.shape[0] else 1
         n = _slab_len(plane, slab_bytes)
@@ -368,7 +503,25 @@ class Volume:
             yield self.data[z : z + n]
 
     def crop_bin(self, roi: Any = None, binning: Any = 1) -> Volume:
-        """Return the ROI (voxels) of this volume, mean-binned, with updated geometry."""
+        """Return the ROI (voxels) of this volume, mean-binned, with updated geometry.
+
+        Parameters
+        ----------
+        roi : str, tuple of 3 slices or None, optional
+            Region in voxels (see :func:`normalise_roi`); None keeps the whole volume.
+        binning : int or tuple of 3 int, optional
+            Mean-binning factors (z, y, x); see :func:`bin_volume`.
+
+        Returns
+        -------
+        Volume
+            New volume with the binned voxel size and the origin of its first bin (um).
+
+        Raises
+        ------
+        ParameterError
+            Invalid ROI or binning, or a binning larger than the ROI.
+        """
         r = normalise_roi(roi, self.shape)
         b = normalise_binning(binning)
         _, eff, vs, origin = binned_geometry(r, b, self.voxel_size_um, self.origin)
@@ -408,6 +561,23 @@ class SlabVolume:
         self.attrs = dict(attrs or {})
 
     def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
+        """Make and yield consecutive z-slabs with ``make_slab``.
+
+        Parameters
+        ----------
+        slab_bytes : int, optional
+            Approximate size of a slab, bytes; default ``SLAB_BYTES``.
+
+        Yields
+        ------
+        ndarray, shape (dz, y, x)
+            Each slab, converted to :attr:`dtype`.
+
+        Raises
+        ------
+        ValueError
+            ``make_slab`` returned an array of the wrong shape.
+        """
         slab_bytes = slab_bytes or SLAB_BYTES  # read at call time
         n = _slab_len(self.shape[1] * self.shape[2] * self.dtype.itemsize, slab_bytes)
         for z in range(0, self.shape[0], n):
@@ -463,7 +633,19 @@ class LazyVolume:
                 advance((stop - z) * plane)
 
     def blocks(self, slab_bytes: int | None = None) -> Iterator[np.ndarray]:
-        """Yield consecutive binned z-slabs, each read from disk only when requested."""
+        """Yield consecutive binned z-slabs, each read from disk only when requested.
+
+        Parameters
+        ----------
+        slab_bytes : int, optional
+            Source bytes read per slab (a multiple of the z binning in planes); default
+            ``SLAB_BYTES``.
+
+        Yields
+        ------
+        ndarray, shape (dz, y, x)
+            Binned slabs of the view.
+        """
         _, yr, xr = self.roi
         for zs, _ in self._slabs(slab_bytes):
             yield bin_volume(self._read_block(zs, yr, xr), self.binning)

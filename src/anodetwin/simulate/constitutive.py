@@ -31,7 +31,7 @@ random states, so a change of the shear energy that is not carried there fails i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -68,10 +68,37 @@ class LawParameters:
     compaction_modulus_mpa: object = 0.0
     compaction_limit: object = 0.0
 
+    def take(self, cells) -> LawParameters:
+        """The constants of some states: every array indexed by ``cells`` (floats kept).
+
+        Parameters
+        ----------
+        cells : index array or slice
+            The states to keep.
+
+        Returns
+        -------
+        LawParameters
+        """
+        return LawParameters(**{f.name: (np.asarray(getattr(self, f.name))[cells]
+                                         if np.ndim(getattr(self, f.name)) else
+                                         getattr(self, f.name)) for f in fields(self)})
+
     @classmethod
     def of(cls, material) -> LawParameters:
-        """The constants of a :class:`~anodetwin.simulate.materials.Material` (its
-        compaction limit only where it has a compaction modulus)."""
+        """The constants of a :class:`~anodetwin.simulate.materials.Material`.
+
+        Parameters
+        ----------
+        material : Material
+            Phase material; its compaction limit is taken only where it has a compaction
+            modulus (``effective_compaction_limit``).
+
+        Returns
+        -------
+        LawParameters
+            Floats: moduli in MPa, ``nu``, ``beta`` and the compaction constants.
+        """
         return cls(material.E0_mpa, material.E1_mpa, material.nu, material.beta,
                    material.compaction_modulus_mpa, material.effective_compaction_limit)
 
@@ -99,7 +126,20 @@ def lame_constants(p: LawParameters, theta):
 
 
 def swelling_ratio(p: LawParameters, theta):
-    """Swelling volume ratio ``Js = 1 + beta theta`` (floats, arrays or UFL)."""
+    """Swelling volume ratio ``Js = 1 + beta theta``.
+
+    Parameters
+    ----------
+    p : LawParameters
+        Constants; only ``beta`` is used.
+    theta : float, array (n,) or UFL
+        Li content (1; 1 = Li15Si4).
+
+    Returns
+    -------
+    like ``theta``
+        Stress-free volume ratio (1).
+    """
     return 1 + p.beta * theta
 
 
@@ -203,29 +243,61 @@ def stored_energy(F, p: LawParameters, theta, Fp_inv=None):
 
 
 def first_piola(F, p: LawParameters, theta, Fp_inv=None):
-    """First Piola-Kirchhoff stress ``P = dW/dF`` (UFL (3, 3), MPa) of
-    :func:`stored_energy`; ``F`` must be a ``ufl.variable``."""
+    """First Piola-Kirchhoff stress ``P = dW/dF`` of :func:`stored_energy`.
+
+    Parameters
+    ----------
+    F, p, theta, Fp_inv
+        As for :func:`stored_energy`; ``F`` must be a ``ufl.variable``.
+
+    Returns
+    -------
+    UFL (3, 3)
+        Stress per reference area, MPa.
+    """
     import ufl
 
     return ufl.diff(stored_energy(F, p, theta, Fp_inv), F)
 
 
 def cauchy_stress(F, p: LawParameters, theta, Fp_inv=None):
-    """Cauchy stress ``sigma = P F^T / det F`` (UFL (3, 3), MPa) of :func:`stored_energy`;
-    ``F`` must be a ``ufl.variable``."""
+    """Cauchy stress ``sigma = P F^T / det F`` of :func:`stored_energy`.
+
+    Parameters
+    ----------
+    F : UFL (3, 3)
+        Deformation gradient; must be a ``ufl.variable`` (see :func:`first_piola`).
+    p : LawParameters
+        Material constants.
+    theta : UFL scalar
+        Li content (1).
+    Fp_inv : UFL (3, 3) or None, optional
+        Inverse plastic part; None without plastic flow.
+
+    Returns
+    -------
+    UFL (3, 3)
+        True stress in the current configuration, MPa.
+    """
     import ufl
 
     return first_piola(F, p, theta, Fp_inv) * F.T / ufl.det(F)
 
 
-def kirchhoff_deviator(mu, be):
+def kirchhoff_deviator(p: LawParameters, theta, be):
     """Deviator of the Kirchhoff stress of :func:`stored_energy` in principal form (MPa):
     ``mu dev(be)``, from its shear part ``mu / 2 (tr be - 3) - mu ln Je`` (module notes).
 
+    It takes all the law's constants, so a term added to the shear energy with new
+    constants is carried here with them (a test compares this with the UFL derivative of
+    :func:`stored_energy` at random constants).
+
     Parameters
     ----------
-    mu : array (n,)
-        Shear modulus (MPa).
+    p : LawParameters
+        The constants of each state: arrays (n,) or floats.
+    theta : array (n,) or float
+        Li content (1).
     be : array (n, 3)
         Principal values of the elastic left Cauchy-Green tensor ``Fe Fe^T``.
 
@@ -234,5 +306,6 @@ def kirchhoff_deviator(mu, be):
     array (n, 3)
         Principal deviatoric Kirchhoff stress (MPa).
     """
-    tau = np.asarray(mu)[:, None] * be
+    _, mu = lame_constants(p, theta)
+    tau = np.broadcast_to(np.asarray(mu, dtype=float), (len(be),))[:, None] * be
     return tau - tau.mean(axis=1, keepdims=True)

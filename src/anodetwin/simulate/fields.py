@@ -201,7 +201,20 @@ class CellFields:
         return self.comm.allreduce(float(np.sum(a[mask] * self.volume[mask])), op=MPI.SUM)
 
     def mean(self, a: np.ndarray, mask: np.ndarray) -> float:
-        """Volume mean of the cell values ``a`` over ``mask`` (all ranks)."""
+        """Volume mean of the cell values ``a`` over ``mask`` (all ranks).
+
+        Parameters
+        ----------
+        a : ndarray, shape (n,)
+            Values on the locally owned cells.
+        mask : ndarray of bool, shape (n,)
+            Cells to average over (e.g. the electrode or the Si).
+
+        Returns
+        -------
+        float
+            Cell-volume-weighted mean over all ranks; NaN when the mask has no volume.
+        """
         v = self._sum(np.ones_like(a), mask)
         return self._sum(a, mask) / v if v > 0 else float("nan")
 
@@ -234,7 +247,19 @@ class CellFields:
         return out[0], out[1]
 
     def summary(self, f: CellState) -> ElectrodeMeans:
-        """Electrode means of a :meth:`compute` result (module notes; all ranks)."""
+        """Electrode means of a :meth:`compute` result (module notes; all ranks).
+
+        Parameters
+        ----------
+        f : CellState
+            Cell arrays of the current state.
+
+        Returns
+        -------
+        ElectrodeMeans
+            Thickness (um), mean volumetric and small strains (1) of the electrode and its
+            halves, mean theta and the stress maxima in the Si (MPa).
+        """
         from mpi4py import MPI
 
         top, bottom = self.face_uz()
@@ -258,11 +283,26 @@ class CellFields:
             max_plastic_strain_si=si_max(f.plastic_strain, 0.0))
 
     def distribution(self, f: CellState, threshold_mpa: float) -> dict | None:
-        """Volume-weighted distributions of a :meth:`compute` result (rank 0 gets the dict,
-        the other ranks None): percentiles 5/50/95 and the maximum of ``J - 1`` in the
-        electrode and its halves, of the largest principal and the hydrostatic stress in
-        the Si (MPa, with the minimum of the hydrostatic: the strongest compression), and
-        the Si volume fraction whose largest principal stress exceeds ``threshold_mpa``."""
+        """Volume-weighted distributions of a :meth:`compute` result.
+
+        Percentiles 5/50/95 and the maximum of ``J - 1`` in the electrode and its halves,
+        of the largest principal and the hydrostatic stress in the Si (with the minimum of
+        the hydrostatic: the strongest compression), and the Si volume fraction whose
+        largest principal stress exceeds ``threshold_mpa``.
+
+        Parameters
+        ----------
+        f : CellState
+            Cell arrays of the current state.
+        threshold_mpa : float
+            Largest-principal stress threshold, MPa.
+
+        Returns
+        -------
+        dict or None
+            The distributions (strains 1, stresses MPa; :func:`weighted_stats` entries)
+            on rank 0, None on the other ranks.
+        """
         parts = self.comm.gather((self.volume, f.J - 1, f.max_principal,
                                   f.hydrostatic, self.electrode, self.collector_half,
                                   self.separator_half, self.si), root=0)
@@ -281,8 +321,20 @@ class CellFields:
         return out
 
     def write_xdmf(self, path: str | os.PathLike, f: CellState, time_s: float) -> None:
-        """Fields for ParaView (XDMF + HDF5, reference configuration; warp by
-        ``displacement``): written in a temporary folder, then moved beside ``path``."""
+        """Fields for ParaView (XDMF + HDF5, reference configuration).
+
+        Written in a temporary folder, then moved beside ``path``; warp by
+        ``displacement`` to see the deformed shape. All ranks take part.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.xdmf`` file; its ``.h5`` data goes beside it.
+        f : CellState
+            Cell arrays to write (theta, J, stresses in MPa, plastic strain, Hencky strain).
+        time_s : float
+            Time stamp of the fields, s.
+        """
         import dolfinx.fem as fem
         from dolfinx.io import XDMFFile
 
@@ -321,9 +373,24 @@ class CellFields:
 
 
 def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
-    """Percentiles 5, 50 and 95 (inverted CDF of the weights: the value below which that
-    share of the total weight lies), maximum and weighted mean of ``values``; None for an
-    empty set."""
+    """Weighted percentiles 5, 50 and 95, maximum and weighted mean of ``values``.
+
+    The percentiles use the inverted CDF of the weights: the value below which that share
+    of the total weight lies.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n,)
+        Values, any unit.
+    weights : ndarray, shape (n,)
+        Non-negative weights (cell volumes, um^3).
+
+    Returns
+    -------
+    dict
+        Keys ``p5``, ``p50``, ``p95``, ``max``, ``mean`` (floats in the unit of
+        ``values``); all None for an empty set.
+    """
     if values.size == 0:
         return {"p5": None, "p50": None, "p95": None, "max": None, "mean": None}
     w = weights / weights.max()  # equal cells: exact integer sums, the plain percentiles
@@ -333,8 +400,17 @@ def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
 
 
 def merge_xdmf(files: list[Path], out: Path) -> None:
-    """One temporal XDMF collection over per-time files of one mesh (same folder): the mesh
-    of the first file, then each function's grids of every file in order."""
+    """One temporal XDMF collection over per-time files of one mesh (same folder).
+
+    The mesh of the first file, then each function's grids of every file in order.
+
+    Parameters
+    ----------
+    files : list of Path
+        Per-time XDMF files written by :meth:`CellFields.write_xdmf`, in time order.
+    out : Path
+        The merged XDMF file, written atomically in the same folder.
+    """
     from anodetwin.io import atomic_write_text
 
     ET.register_namespace("xi", XI)
@@ -357,8 +433,21 @@ def merge_xdmf(files: list[Path], out: Path) -> None:
 
 
 def sample_displacement(u, points: np.ndarray) -> np.ndarray | None:
-    """Displacement (um, x y z) of ``u`` at points (N, 3) (x, y, z um), NaN outside the
-    mesh; all ranks take part, rank 0 gets the array (None elsewhere)."""
+    """Displacement of ``u`` at points; all ranks take part.
+
+    Parameters
+    ----------
+    u : dolfinx.fem.Function
+        Displacement field, um.
+    points : ndarray, shape (N, 3)
+        Points in mesh coordinates, columns x, y, z, um.
+
+    Returns
+    -------
+    ndarray, shape (N, 3), or None
+        Displacement, columns x, y, z, um, NaN outside the mesh, on rank 0; None on the
+        other ranks.
+    """
     import dolfinx.geometry as geo
 
     mesh = u.function_space.mesh

@@ -122,8 +122,27 @@ class Material:
 
 
 def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, dict]:
-    """``models/<name>.toml`` (or a ``.toml`` path) and its content; ``what`` names the kind
-    of model in the errors (a missing file, invalid TOML)."""
+    """Find a model file and read it.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        A shipped model name (``models/<name>.toml``) or the path of a ``.toml`` file.
+    what : str
+        Kind of model (e.g. ``"material"``), named in the error messages.
+
+    Returns
+    -------
+    tuple of (Path, dict)
+        The file and its parsed content.
+
+    Raises
+    ------
+    InputNotFoundError
+        No such file; the message lists the shipped models.
+    CorruptFileError
+        The file is not valid TOML.
+    """
     p = Path(name_or_path)
     if p.suffix != ".toml":
         p = MODELS_DIR / f"{name_or_path}.toml"
@@ -137,7 +156,32 @@ def read_model_toml(name_or_path: str | os.PathLike, what: str) -> tuple[Path, d
 
 
 def model_value(d: dict, key: str, unit: str, path: Path, what: str):
-    """The ``value`` of table ``[key]`` of a model file, checked to be given in ``unit``."""
+    """The ``value`` of table ``[key]`` of a model file, checked to be given in ``unit``.
+
+    Parameters
+    ----------
+    d : dict
+        Parsed model file.
+    key : str
+        Table name, e.g. ``"poisson_ratio"``.
+    unit : str
+        Required unit (e.g. ``"GPa"``, ``"1"``); an entry without ``unit`` is taken as
+        given in it.
+    path : Path
+        The model file, named in the errors.
+    what : str
+        Kind of model, named in the errors.
+
+    Returns
+    -------
+    object
+        The entry's ``value`` as read (a number for the shipped models).
+
+    Raises
+    ------
+    ParameterError
+        The table or its ``value`` is missing, or its unit is another.
+    """
     entry = d.get(key)
     if not isinstance(entry, dict) or "value" not in entry:
         raise ParameterError(f"{what} file '{path}' lacks [{key}] value",
@@ -149,7 +193,25 @@ def model_value(d: dict, key: str, unit: str, path: Path, what: str):
 
 
 def load_material(name_or_path: str | os.PathLike) -> Material:
-    """Read ``models/<name>.toml`` (or a path) into a :class:`Material`."""
+    """Read ``models/<name>.toml`` (or a path) into a :class:`Material`.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        Shipped material name (e.g. ``"lixsi"``) or a ``.toml`` path.
+
+    Returns
+    -------
+    Material
+        Moduli converted from GPa to MPa, with the source of each value.
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        As for :func:`read_model_toml`.
+    ParameterError
+        A required value is missing, in the wrong unit or non-physical.
+    """
     p, d = read_model_toml(name_or_path, "material")
     vals, sources = {}, {}
     for key, unit in _KEYS.items():

@@ -42,8 +42,7 @@ import numpy as np
 from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.log import get_logger
 from anodetwin.simulate.constitutive import (LawParameters, cauchy_stress, kinematics,
-                                             kirchhoff_pressure, lame_constants,
-                                             stored_energy, swelling_ratio,
+                                             kirchhoff_pressure, stored_energy,
                                              volumetric_energy)
 from anodetwin.simulate.solver import NEWTON, SNESReason
 
@@ -91,7 +90,20 @@ class SwellingResult:
 
 
 def near_nullspace(V):
-    """The six rigid-body modes of a vector P1 space as a PETSc near-nullspace."""
+    """The six rigid-body modes of a vector P1 space as a PETSc near-nullspace.
+
+    Parameters
+    ----------
+    V : dolfinx.fem.FunctionSpace
+        Vector space with three components (block size 3); its dof coordinates set the
+        rotation modes (mesh units, um).
+
+    Returns
+    -------
+    petsc4py.PETSc.NullSpace
+        Three translations and three rotations, orthonormalised, for the GAMG
+        preconditioner.
+    """
     import dolfinx.la
     from petsc4py import PETSc
 
@@ -451,10 +463,9 @@ class SwellingProblem:
         from anodetwin.simulate.plasticity import return_map
 
         p, theta = self.cell_parameters(), self.cell_theta()
-        _, mu = lame_constants(p, theta)
         start = self._Fp_inv_n.reshape(-1, 3, 3)[self._tdof]
-        r = return_map(self.cell_F(), start, swelling_ratio(p, theta), mu,
-                       self.flow.flow_stress(theta), self.flow.rate0, self.flow.m, dt)
+        r = return_map(self.cell_F(), start, p, theta, self.flow.flow_stress(theta),
+                       self.flow.rate0, self.flow.m, dt)
         cur = self.Fp_inv.x.array.reshape(-1, 3, 3)
         res = (r.Fp_inv - cur[self._tdof]).ravel()
         buf = np.array([np.abs(res).max() if res.size else 0.0])
@@ -517,11 +528,29 @@ class SwellingProblem:
         return u_top
 
     def solve(self, where: str = "", dt: float = np.inf) -> tuple[list, list, int]:
-        """Equilibrium at the current theta: Newton with the spring fixed point and, with
-        plastic flow, the staggered return over a step of ``dt`` seconds (``inf``: rate-
-        independent). Returns (Newton its, Krylov its, passes: spring passes, or plastic
-        passes with plastic flow) and raises :class:`NumericalError` naming ``where`` when a
-        solve fails."""
+        """Equilibrium at the current theta.
+
+        Newton with the spring fixed point and, with plastic flow, the staggered return
+        over a step of ``dt``.
+
+        Parameters
+        ----------
+        where : str, optional
+            Where in the run this solve is (step, time); used in log and error messages.
+        dt : float, optional
+            Length of the step, s; ``inf`` makes the plastic flow rate-independent.
+
+        Returns
+        -------
+        tuple of (list, list, int)
+            Newton iterations and Krylov iterations per solve, and the passes: spring
+            passes, or plastic passes with plastic flow.
+
+        Raises
+        ------
+        NumericalError
+            A solve fails or the plastic flow does not settle; the message names ``where``.
+        """
         newton, krylov, passes, atol = self._solve_elastic(where)
         if not self.plastic:
             return newton, krylov, passes

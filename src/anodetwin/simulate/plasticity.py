@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anodetwin.simulate.constitutive import kirchhoff_deviator
+from anodetwin.simulate.constitutive import LawParameters, kirchhoff_deviator, swelling_ratio
 
 __all__ = ["FlowRule", "ReturnResult", "return_map"]
 
@@ -69,7 +69,19 @@ class FlowRule:
     theta_min: float = 0.0
 
     def flow_stress(self, theta: np.ndarray) -> np.ndarray:
-        """sigma_y(theta) (MPa); ``inf`` where the cell is elastic."""
+        """Flow stress ``sigma_y(theta)``, linear between ``sigma_y0`` and ``sigma_y1``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (n,)
+            Li content of the cells (1).
+
+        Returns
+        -------
+        ndarray, shape (n,)
+            Flow stress, MPa; ``inf`` where the cell is elastic (``theta < theta_min`` or
+            no finite flow stress).
+        """
         with np.errstate(invalid="ignore"):
             s = self.sigma_y0 + (self.sigma_y1 - self.sigma_y0) * theta
         return np.where((theta >= self.theta_min) & np.isfinite(s), s, np.inf)
@@ -90,7 +102,7 @@ def _principal(be: np.ndarray):
     return np.maximum(w, 1e-300), Q
 
 
-def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarray,
+def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, law: LawParameters, theta: np.ndarray,
                sigma_y: np.ndarray, rate0: np.ndarray, m: np.ndarray,
                dt: float, iterations: int = 80) -> ReturnResult:
     """Backward-Euler return of every cell (module notes).
@@ -101,10 +113,11 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
         Total deformation gradient at the end of the step.
     Fp_inv_n : (n, 3, 3) array
         Inverse plastic part at the start of the step.
-    Js : (n,) array
-        Swelling volume ratio ``1 + beta theta``.
-    mu : (n,) array
-        Shear modulus at the current theta (MPa).
+    law : LawParameters
+        The material constants of each cell (arrays (n,) or floats): the swelling and the
+        Kirchhoff deviator come from :mod:`anodetwin.simulate.constitutive`.
+    theta : (n,) array
+        Li content of each cell (1).
     sigma_y : (n,) array
         Flow stress (MPa), ``inf`` for elastic cells.
     rate0, m : (n,) arrays or float
@@ -121,22 +134,18 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
         (n,) and the von Mises Cauchy stress (n,), MPa.
     """
     n = F.shape[0]
-    mu = np.broadcast_to(mu, (n,))
+    theta = np.broadcast_to(np.asarray(theta, dtype=float), (n,))
     sigma_y = np.broadcast_to(sigma_y, (n,))
     rate0, m = np.broadcast_to(rate0, (n,)), np.broadcast_to(m, (n,))
+    Js = np.broadcast_to(swelling_ratio(law, theta), (n,))
     Fe = F @ Fp_inv_n / np.cbrt(Js)[:, None, None]
     w, Q = _principal(Fe @ np.swapaxes(Fe, 1, 2))
     Je = np.sqrt(np.prod(w, axis=1))
 
-    def deviator(sel, dg, N):  # Kirchhoff deviator (principal) after a return by dg
-        return kirchhoff_deviator(mu[sel], w[sel] * np.exp(-2 * dg[:, None] * N))
-
     def von_mises(dev):
         return np.sqrt(1.5 * np.sum(dev * dev, axis=1))
 
-    every = np.arange(n)
-    dev_tr = deviator(every, np.zeros(n), np.zeros((n, 3)))
-    vm = von_mises(dev_tr) / Je
+    vm = von_mises(kirchhoff_deviator(law, theta, w)) / Je  # the trial state
     flow = np.isfinite(sigma_y) & (vm > sigma_y)
     dgamma = np.zeros(n)
     Fp_inv = Fp_inv_n.copy()
@@ -149,10 +158,14 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
     eq = np.sqrt(2 / 3 * np.sum(e * e, axis=1))  # returning by eq makes be isotropic
     N = e / eq[:, None]
     s_y, je, mm, scale = sigma_y[idx], Je[idx], m[idx], rate0[idx] * dt
+    law_f, theta_f, w_f = law.take(idx), theta[idx], w[idx]
+
+    def deviator(dg):  # Kirchhoff deviator (principal) after a return by dg
+        return kirchhoff_deviator(law_f, theta_f, w_f * np.exp(-2 * dg[:, None] * N))
 
     def g(dg):  # stress minus flow stress with overstress: decreases along the return
         over = (dg / scale) ** (1.0 / mm) if np.isfinite(dt) else 0.0
-        return von_mises(deviator(idx, dg, N)) / je - s_y * (1 + over)
+        return von_mises(deviator(dg)) / je - s_y * (1 + over)
 
     hi = eq.copy()  # g(eq) < 0: no deviator left
     lo = np.zeros(idx.size)
@@ -162,7 +175,7 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, Js: np.ndarray, mu: np.ndarr
         lo, hi = np.where(pos, mid, lo), np.where(pos, hi, mid)
     dg = 0.5 * (lo + hi)
     dgamma[idx] = dg
-    vm[idx] = von_mises(deviator(idx, dg, N)) / je
+    vm[idx] = von_mises(deviator(dg)) / je
     M = (Q[idx] * np.exp(-dg[:, None] * N)[:, None, :]) @ np.swapaxes(Q[idx], 1, 2)
     Fp_inv[idx] = np.linalg.solve(F[idx], M @ F[idx] @ Fp_inv_n[idx])
     return ReturnResult(Fp_inv, dgamma, vm)

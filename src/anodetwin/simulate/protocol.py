@@ -231,7 +231,12 @@ class CellHistory:
         return float(s) if s.ndim == 0 else s
 
     def current_at(self, t):
-        """Exact current density at time(s) ``t`` (s; as for :meth:`soc_at`).
+        """Exact current density at time(s) ``t``.
+
+        Parameters
+        ----------
+        t : float or array_like
+            Time(s), s; as for :meth:`soc_at`.
 
         Returns
         -------
@@ -242,7 +247,12 @@ class CellHistory:
         return float(i) if i.ndim == 0 else i
 
     def theta_mean_at(self, t):
-        """Mean Li content of the Si at time(s) ``t`` (s; as for :meth:`soc_at`).
+        """Mean Li content of the Si at time(s) ``t``.
+
+        Parameters
+        ----------
+        t : float or array_like
+            Time(s) since the start of the protocol, s (any shape).
 
         Returns
         -------

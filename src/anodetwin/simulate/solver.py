@@ -55,7 +55,18 @@ class SNESReason(IntEnum):
 
     @classmethod
     def of(cls, value: int) -> SNESReason:
-        """The reason of a ``snes.getConvergedReason()`` value."""
+        """The reason of a ``snes.getConvergedReason()`` value.
+
+        Parameters
+        ----------
+        value : int
+            PETSc converged-reason code; a code this enum lacks becomes ``REASON_<code>``.
+
+        Returns
+        -------
+        SNESReason
+            The member for ``value``.
+        """
         return cls(int(value))
 
     @property

@@ -166,12 +166,35 @@ class StepControl:
         return dt if dt >= self.dt_min_s else None
 
     def reached(self, t: float, target: float) -> bool:
-        """Whether time ``t`` (s) is on ``target`` (s), within ``time_tol_s``."""
+        """Whether time ``t`` is on ``target``, within ``time_tol_s``.
+
+        Parameters
+        ----------
+        t, target : float
+            Current time and the time to hit (a scan or protocol breakpoint), s.
+
+        Returns
+        -------
+        bool
+            True when ``|t - target| < time_tol_s``.
+        """
         return abs(t - target) < self.time_tol_s
 
     def finished(self, t: float, t_end: float) -> bool:
-        """Whether time ``t`` (s) is at or past the end ``t_end`` (s), within
-        ``time_tol_s``."""
+        """Whether time ``t`` is at or past the end ``t_end``, within ``time_tol_s``.
+
+        Parameters
+        ----------
+        t : float
+            Time reached, s.
+        t_end : float
+            End time of the run, s.
+
+        Returns
+        -------
+        bool
+            True when ``t >= t_end - time_tol_s``.
+        """
         return t >= t_end - self.time_tol_s
 
 

@@ -81,7 +81,18 @@ class CaseResult:
 
     @classmethod
     def from_json(cls, d: dict) -> CaseResult:
-        """A result read back from ``result.json`` (keys it does not know are ignored)."""
+        """A result read back from ``result.json``.
+
+        Parameters
+        ----------
+        d : dict
+            The parsed file; keys that are no field of :class:`CaseResult` are ignored.
+
+        Returns
+        -------
+        CaseResult
+            The result, with defaults for the fields ``d`` lacks.
+        """
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

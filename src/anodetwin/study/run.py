@@ -99,14 +99,27 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     Parameters
     ----------
     path : str or os.PathLike
-        The file.
+        The file, or the study's output folder that holds it.
 
     Returns
     -------
     list of dict
         Column -> value: numbers as float, empty cells as None (``stage`` and ``reason``:
         empty strings), ``key`` and ``status`` as text.
+
+    Raises
+    ------
+    InputNotFoundError
+        There is no such file.
     """
+    from anodetwin.errors import InputNotFoundError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.is_file():
+        raise InputNotFoundError(path, "study results table")
+
     def conv(k, v):
         if v == "" or k in ("key", "status", "stage", "reason"):
             return None if v == "" and k not in ("stage", "reason") else v

@@ -85,7 +85,7 @@ from anodetwin.errors import ParameterError
 from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml
 from anodetwin.io.tomlfile import toml_text as to_toml
 
-__all__ = ["PARAMETERS", "Parameter", "Study", "StudySettings", "CaseSpec", "load_study",
+__all__ = ["PARAMETERS", "DERIVED_LEVERS", "simulation_target", "Parameter", "Study", "StudySettings", "CaseSpec", "load_study",
            "study_from_dict", "to_toml", "REFERENCE_NP_RATIO"]
 
 #: Anode/cathode capacity ratio of the reference cell (3 mg/cm2, 89 wt% Si, 3579 mAh/g;
@@ -154,6 +154,9 @@ class Parameter:
 
 
 #: The levers: name, unit, physical bounds (interval) and what each sets (module notes).
+#: A lever whose last column reads ``simulation <section>.<key>`` sets that key of the
+#: case's simulation tables and needs nothing else; the others are derived quantities
+#: applied by :func:`_build_case` (:data:`DERIVED_LEVERS`).
 _LEVERS = """
 median_diameter_um    um    (0, 100]    phantom particles
 size_spread           1     [0, 1.5]    phantom particles.sigma_ln
@@ -162,10 +165,10 @@ si_mass_fraction      1     (0, 1]      phantom weight fractions
 binder_mass_fraction  1     [0, 0.9]    phantom weight fractions
 binder_modulus_gpa    GPa   (0, 100]    matrix Young's modulus
 thickness_um          um    (0, 1000]   phantom thickness
-stack_pressure_mpa    MPa   [0, 100]    boundary p0_mpa
+stack_pressure_mpa    MPa   [0, 100]    simulation boundary.p0_mpa
 c_rate                1/h   (0, 20]     charge current
-penetration_um        um    (0, 1000]   lithiation penetration_um
-network_fraction      1     [0, 1]      lithiation network_fraction
+penetration_um        um    (0, 1000]   simulation lithiation.penetration_um
+network_fraction      1     [0, 1]      simulation lithiation.network_fraction
 np_ratio              1     [1, 20]     cathode capacity
 """
 
@@ -177,6 +180,31 @@ def _lever(row: str) -> Parameter:
 
 
 PARAMETERS = {p.name: p for p in map(_lever, _LEVERS.strip().splitlines())}
+#: Levers that change derived inputs (phantom recipe, particles, cell protocol, matrix
+#: material) through the helpers of :func:`_build_case`.
+DERIVED_LEVERS = frozenset({"median_diameter_um", "size_spread", "porosity",
+                            "si_mass_fraction", "binder_mass_fraction", "binder_modulus_gpa",
+                            "thickness_um", "c_rate", "np_ratio"})
+
+
+def simulation_target(name: str) -> tuple[str, str] | None:
+    """The (section, key) of the simulation tables a lever sets directly.
+
+    Parameters
+    ----------
+    name : str
+        A lever of :data:`PARAMETERS`.
+
+    Returns
+    -------
+    tuple of str or None
+        ``(section, key)`` when the lever's table row reads ``simulation section.key``;
+        None for a derived lever.
+    """
+    sets = PARAMETERS[name].sets.split()
+    if len(sets) == 2 and sets[0] == "simulation" and sets[1].count(".") == 1:
+        return tuple(sets[1].split("."))  # type: ignore[return-value]
+    return None
 
 _DESIGNS = ("full-factorial", "latin-hypercube", "list")
 
@@ -494,12 +522,10 @@ def _build_case(index: int, point: int, replicate: int, values: dict, s: StudySe
     ph["particles"] = _particles(ph, values)
     sim = copy.deepcopy(base_sim)
     sim.setdefault("lithiation", {})["seed"] = seed
-    if "penetration_um" in values:
-        sim["lithiation"]["penetration_um"] = values["penetration_um"]
-    if "network_fraction" in values:
-        sim["lithiation"]["network_fraction"] = values["network_fraction"]
-    if "stack_pressure_mpa" in values:
-        sim.setdefault("boundary", {})["p0_mpa"] = values["stack_pressure_mpa"]
+    for name, value in values.items():
+        target = simulation_target(name)
+        if target is not None:
+            sim.setdefault(target[0], {})[target[1]] = value
     sim.setdefault("output", {})["stress_threshold_mpa"] = s.stress_threshold_mpa
     si_cap = float(ph["composition"].get("si_capacity_mah_g", Recipe().si_capacity_mah_g))
     cell = _cell(s.cell, ph["composition"],
@@ -510,6 +536,16 @@ def _build_case(index: int, point: int, replicate: int, values: dict, s: StudySe
     c = CaseSpec(index, point, replicate, dict(values), seed, ph, sim, cell, matrix,
                  s.coarsen, "")
     return CaseSpec(**{**c.__dict__, "key": _key(c.inputs())})
+
+
+def _refuse_repeated_cases(cases: list[CaseSpec]) -> None:
+    """Two cases with the same inputs would run in one case folder: refuse them."""
+    first: dict[str, CaseSpec] = {}
+    for c in cases:
+        if c.key in first:
+            raise ParameterError(f"{c.label} has the same inputs as {first[c.key].label}",
+                                 "remove the repeated case or level")
+        first[c.key] = c
 
 
 def _check_case(c: CaseSpec, tmp: Path) -> None:
@@ -614,6 +650,7 @@ def study_from_dict(d: dict, path: Path | None = None) -> Study:
     cases = [_build_case(i * s.replicates + r, i, r, values, s, base_ph, base_sim,
                          base_porosity)
              for i, values in enumerate(points) for r in range(s.replicates)]
+    _refuse_repeated_cases(cases)
     with tempfile.TemporaryDirectory() as tmp:
         for c in cases:
             _check_case(c, Path(tmp))
