@@ -117,6 +117,7 @@ def write_dvc_grid(path: Path, grid: DvcGrid | tuple, u, params: dict) -> None:
     params : dict
         Extra entries of the file's parameters (case, output, time).
     """
+    from anodetwin.dvc.correlate import ReturnStatus
     from anodetwin.dvc.pair import PairResult, write_pair
     from anodetwin.strain import cell_strain
     from anodetwin.simulate.fields import sample_displacement
@@ -131,9 +132,10 @@ def write_dvc_grid(path: Path, grid: DvcGrid | tuple, u, params: dict) -> None:
     phi = np.tile(np.eye(4), (N, 1, 1))
     phi[:, :3, 3] = d
     ok = np.isfinite(d).all(axis=1)
+    status = np.where(ok, int(ReturnStatus.CONVERGED), int(ReturnStatus.OUTSIDE))
     res = PairResult(
         nodes=nodes, grid_shape=gshape, displacement=d, displacement_raw=d, Phi=phi,
-        status=np.where(ok, 2, -5), error=np.zeros(N), iterations=np.zeros(N, int),
+        status=status, error=np.zeros(N), iterations=np.zeros(N, int),
         delta_phi_norm=np.zeros(N), residual=np.zeros(N), flag=np.where(ok, 0, 2),
         strain=cell_strain(d.reshape(*gshape, 3), spacing, voxel_size_um=vs),  # um / um
         params={**params, "levels": [{"node_spacing": [spacing] * 3, "hws": [0, 0, 0]}],

@@ -208,7 +208,7 @@ def prepare_case(folder: Path, case: dict) -> dict:
     return json.loads(info.read_text())
 
 
-def mesh_and_simulate(folder: str | os.PathLike, coarsen: int, comm=None) -> list[dict]:
+def mesh_and_simulate(folder: str | os.PathLike, coarsen: int, comm=None) -> list:
     """The MPI part of a prepared case (``anodetwin study-case``): the labels meshed with
     voxel hexahedra (skipped when ``mesh/`` is complete), then the simulation, resumed from
     its checkpoint when a previous attempt was killed.
