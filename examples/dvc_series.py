@@ -22,6 +22,7 @@
 # %%
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 import h5py
@@ -43,11 +44,10 @@ out.mkdir(parents=True, exist_ok=True)
 # ## The series T0, T1, T2
 
 # %%
+with open(Path(__file__).with_name("small_electrode.toml"), "rb") as fh:
+    electrode = tomllib.load(fh)  # geometry, composition, particles
 cfg = config_from_dict({
-    "geometry": {"voxel_size_um": 0.2, "lateral_um": 10.0, "cu_thickness_um": 1.0,
-                 "separator_thickness_um": 2.0},
-    "composition": {"thickness_um": 10.0, "areal_loading_mg_cm2": 3.0 * 10.0 / 21.0},
-    "particles": {"median_diameter_um": 3.0, "min_diameter_um": 1.5, "max_diameter_um": 5.0},
+    **electrode,
     "series": {"soc": [0.0, 0.1, 0.2], "double_scan": False, "reaction_profile": "separator",
                "penetration_depth_um": 4.0},
     "render": {"grey_lithiated": 30000.0},

@@ -21,6 +21,7 @@
 # %%
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 import h5py
@@ -43,11 +44,10 @@ out.mkdir(parents=True, exist_ok=True)
 # (see `examples/phantom.py`).
 
 # %%
+with open(Path(__file__).with_name("small_electrode.toml"), "rb") as fh:
+    electrode = tomllib.load(fh)  # geometry, composition, particles
 cfg = config_from_dict({
-    "geometry": {"voxel_size_um": 0.2, "lateral_um": 10.0, "cu_thickness_um": 1.0,
-                 "separator_thickness_um": 2.0},
-    "composition": {"thickness_um": 10.0, "areal_loading_mg_cm2": 3.0 * 10.0 / 21.0},
-    "particles": {"median_diameter_um": 3.0, "min_diameter_um": 1.5, "max_diameter_um": 5.0},
+    **electrode,
     "series": {"soc": [0.0, 0.5], "double_scan": False},
 }, seed=2)
 series = generate_series(cfg, out / "series.h5", progress=False).path

@@ -279,11 +279,13 @@ def voxel_gradient(displacement: np.ndarray, voxel_size_um) -> np.ndarray:
     """
     vs = voxel_size_triple(voxel_size_um)
     u = np.asarray(displacement)
-    grad = np.empty(u.shape[1:] + (3, 3), dtype=np.float32)
+    # each entry contiguous in memory (the result is a view with the (3, 3) axes last), so
+    # the measures read whole blocks rather than every ninth value
+    grad = np.empty((3, 3) + u.shape[1:], dtype=np.float32)
     for i in range(3):
         for j in range(3):
-            grad[..., i, j] = np.gradient(u[i], vs[j], axis=j)
-    return grad
+            grad[i, j] = np.gradient(u[i], vs[j], axis=j)
+    return np.moveaxis(grad, (0, 1), (-2, -1))
 
 
 # --------------------------------------------------------------------------------------------
