@@ -31,7 +31,7 @@ def stress_factor(beta: float, temperature_k: float) -> float:
 
     The partial molar volume of Li is ``Omega = beta / c_max`` (m3/mol) with ``c_max`` the Li
     content at theta = 1 (3.75 Li per Si atom: ~3.1e5 mol/m3; Omega ~ 9e-6 m3/mol for
-    beta = 2.8; DESIGN.md section 4).
+    beta = 2.8; the README's model section).
 
     Parameters
     ----------
