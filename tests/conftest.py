@@ -91,3 +91,20 @@ def swap_sensitive_values(shape, dtype, seed: int = 7) -> np.ndarray:
                             dtype=dtype, endpoint=True)
     return (rng.standard_normal(shape) * 1e3 + 0.25).astype(dtype)
 
+
+
+def two_particle_labels(pore_corner: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Phases and particle ids (8, 6, 6) (z, y, x) of a tiny electrode for simulation tests:
+    copper foil, CBD, two Si particles and, with ``pore_corner``, a pore corner at the top."""
+    from anodetwin.phases import PHASE
+
+    ph = np.full((8, 6, 6), PHASE["cbd"], np.uint8)
+    ph[0] = PHASE["copper"]
+    pa = np.zeros(ph.shape, np.int32)
+    ph[2:5, 1:3, 1:3] = PHASE["si"]
+    pa[2:5, 1:3, 1:3] = 1
+    ph[3:6, 3:5, 2:5] = PHASE["si"]
+    pa[3:6, 3:5, 2:5] = 2
+    if pore_corner:
+        ph[6:, 0:2, 4:] = PHASE["pore"]
+    return ph, pa

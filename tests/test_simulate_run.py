@@ -26,7 +26,7 @@ from anodetwin.simulate.case import case_from_dict, load_case
 from anodetwin.simulate.protocol import simulate_cell
 from anodetwin.simulate.run import SUMMARY_COLUMNS, defect_multiplier, read_summary, run_case
 
-from conftest import BIN, run_cli_process
+from conftest import BIN, run_cli_process, two_particle_labels
 from elastic_check import nominal_zz
 
 COMM = MPI.COMM_SELF
@@ -37,22 +37,9 @@ def _write_mesh(folder: Path, ph: np.ndarray, pa=None, vs=1.0) -> Path:
     return write_mesh(folder, hm)
 
 
-def _microstructure() -> tuple[np.ndarray, np.ndarray]:
-    """Copper foil, CBD, two Si particles, a pore corner (z, y, x), 1 um voxels."""
-    ph = np.full((8, 6, 6), PHASE["cbd"], np.uint8)
-    ph[0] = PHASE["copper"]
-    pa = np.zeros(ph.shape, np.int32)
-    ph[2:5, 1:3, 1:3] = PHASE["si"]
-    pa[2:5, 1:3, 1:3] = 1
-    ph[3:6, 3:5, 2:5] = PHASE["si"]
-    pa[3:6, 3:5, 2:5] = 2
-    ph[6:, 0:2, 4:] = PHASE["pore"]
-    return ph, pa
-
-
 @pytest.fixture(scope="module")
 def micro_mesh(tmp_path_factory) -> Path:
-    ph, pa = _microstructure()
+    ph, pa = two_particle_labels()
     return _write_mesh(tmp_path_factory.mktemp("micro") / "mesh", ph, pa)
 
 

@@ -20,7 +20,7 @@ from mpi4py import MPI
 from anodetwin.errors import InputError, NumericalError, ParameterError
 from anodetwin.phases import PHASE
 
-from conftest import one_line_error
+from conftest import one_line_error, two_particle_labels
 
 warnings.filterwarnings("ignore", category=np.exceptions.ComplexWarning)
 
@@ -35,13 +35,7 @@ def micro_mesh(tmp_path_factory) -> Path:
     from anodetwin.mesh.io import write_mesh
     from anodetwin.mesh.voxel import Labels, voxel_mesh
 
-    ph = np.full((8, 6, 6), PHASE["cbd"], np.uint8)
-    ph[0] = PHASE["copper"]
-    pa = np.zeros(ph.shape, np.int32)
-    ph[2:5, 1:3, 1:3] = PHASE["si"]
-    pa[2:5, 1:3, 1:3] = 1
-    ph[3:6, 3:5, 2:5] = PHASE["si"]
-    pa[3:6, 3:5, 2:5] = 2
+    ph, pa = two_particle_labels(pore_corner=False)
     return write_mesh(tmp_path_factory.mktemp("mesh") / "mesh",
                       voxel_mesh(COMM, Labels(ph, pa, (1.0,) * 3)))
 
