@@ -413,3 +413,39 @@ def test_stress_drift_reaches_the_boltzmann_equilibrium():
     assert np.ptp(g) < 1e-3, np.ptp(g)
     assert th[zv > 9].mean() > 0.4 > 0.25 > th[zv < 0.5].mean()  # up the stress gradient
     assert tr.mean_theta() == pytest.approx(0.3, abs=1e-10)
+
+
+def test_iterative_newton_scheme_matches_a_direct_solve():
+    """The default scheme (tangent predictor, CG truncated at negative curvature, GAMG
+    rebuilt every few Jacobians, step control) reaches the solution Newton with MUMPS LU
+    reaches, step by step, to Newton's tolerance: a tiny electrode with compacting CBD and
+    pores, the stack spring and three swelling steps of its Si."""
+    from conftest import two_particle_labels
+
+    from anodetwin.simulate.mechanics import SwellingProblem
+
+    ph, _ = two_particle_labels()
+    hm = voxel_mesh(COMM, Labels(np.tile(ph, (1, 2, 2)), None, 1.0))
+    n = hm.mesh.topology.index_map(3).size_local
+    si = hm.phases.indices[(hm.phases.values == PHASE["si"]) & (hm.phases.indices < n)]
+    mats = default_materials()
+    assert mats[PHASE["cbd"]].compaction_modulus_mpa > 0
+    solutions, krylov = {}, {}
+    for linear in ("iterative", "direct"):
+        sp = SwellingProblem(hm.mesh, hm.phases, hm.facets, mats,
+                             Boundary(p0_mpa=0.3, k_mpa_per_um=0.001),
+                             prefix=f"scheme_{linear}_", linear_solver=linear)
+        sp.refresh_tangent()
+        dof = sp.Q.dofmap.list[:, 0]
+        solutions[linear], krylov[linear] = [], []
+        for theta in (0.05, 0.1, 0.15):
+            sp.theta.x.array[dof[si]] = theta
+            sp.theta.x.scatter_forward()
+            _, k, _ = sp.solve(f"theta {theta}")
+            solutions[linear].append(sp.u.x.array.copy())
+            krylov[linear].append(sum(k))
+    for it, direct in zip(solutions["iterative"], solutions["direct"], strict=True):
+        scale = np.abs(direct).max()
+        assert scale > 1e-3  # the electrode swells
+        assert np.abs(it - direct).max() <= 1e-6 * scale
+    assert min(krylov["iterative"]) > 0  # the iterative path ran its Krylov solver

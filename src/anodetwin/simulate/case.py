@@ -35,7 +35,8 @@ the outputs::
     k_mpa_per_um = 0.0          # spring stiffness (0: constant stack pressure p0)
 
     [solver]
-    linear = "iterative"        # iterative (GMRES + GAMG) | direct (MUMPS)
+    linear = "iterative"        # iterative (CG + GAMG) | direct (MUMPS)
+    petsc_options = {}          # PETSc options of the mechanics overriding the defaults
     dtheta_max = 0.01           # largest change of mean theta per step (adaptive steps)
     dt_max_s = 600.0
     dt_min_s = 0.5
@@ -61,7 +62,7 @@ numbers are finite too (``max_minutes`` may be ``inf``: no limit).
 A run records the **fingerprint** of its case (:func:`case_values`: every validated value,
 the materials and the protocol as read from their model files, and the mesh's content
 hash; :func:`case_hash`). A resumed run must have the same fingerprint, except for
-:data:`RESUMABLE_KEYS` (``[solver] linear`` and ``dt_min_s``: how a step is solved and when
+:data:`RESUMABLE_KEYS` (``[solver] linear``, ``petsc_options`` and ``dt_min_s``: how a step is solved and when
 a failed step gives up, not which steps a successful run takes).
 """
 
@@ -85,7 +86,7 @@ __all__ = ["Case", "Lithiation", "Solver", "Output", "load_case", "case_from_dic
 
 #: Case keys (``section.key``) that may change when a run is resumed: they change how a
 #: step is solved or when a failed step gives up, not the steps of a successful run.
-RESUMABLE_KEYS = frozenset({"solver.linear", "solver.dt_min_s"})
+RESUMABLE_KEYS = frozenset({"solver.linear", "solver.dt_min_s", "solver.petsc_options"})
 #: Largest stack pressure accepted (MPa); cells run at 0.2-1 MPa, presses at a few MPa.
 MAX_STACK_PRESSURE_MPA = 100.0
 #: Largest spring stiffness accepted (MPa/um); a stiffer top is a plate (``top = "plate"``).
@@ -137,6 +138,9 @@ class Solver:
     plasticity: bool = True   # plastic flow of the materials that define it (LixSi)
     plastic_tol: float = 1e-5  # settled when Fp^-1 changes less (~0.1% of the flow stress)
     compaction: bool = True   # compaction stiffening of CBD and pores (models' limits)
+    # PETSc options of the mechanics solve (without prefix) over
+    # anodetwin.simulate.solver.NEWTON's, e.g. {pc_gamg_threshold = 0.05}
+    petsc_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.linear not in ("iterative", "direct"):

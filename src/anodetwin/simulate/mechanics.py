@@ -27,9 +27,10 @@ starting ``Fp`` at the new ``F``, repeated until ``Fp`` changes by less than
 is the implicit elastic-viscoplastic solution of the step (it satisfies equilibrium and the
 flow rule together).
 
-Newton: PETSc SNES, Krylov GMRES preconditioned by algebraic multigrid (GAMG) with the six
-rigid-body modes as near-nullspace, or MUMPS LU; tolerances, limits and the step control
-that keeps every iterate inside the material's domain are in
+Newton: PETSc SNES from a tangent predictor, CG preconditioned by algebraic multigrid
+(GAMG, rebuilt every few Jacobians) with the six rigid-body modes as near-nullspace, or
+MUMPS LU, and a step control that keeps every iterate inside the material's domain; the
+scheme, its tolerances and the measurements behind it are in
 :mod:`anodetwin.simulate.solver`. Loads are applied in ``steps`` increments of theta.
 """
 
@@ -160,7 +161,11 @@ class SwellingProblem:
     ``theta`` is a DG0 function (one value per cell, 0 outside Si) that the caller updates
     between solves; ``load`` scales it (load stepping). Parameters as in
     :func:`solve_swelling`; ``plastic`` turns plastic flow on for the materials with a
-    flow stress (staggered passes to ``plastic_tol``, at most ``max_plastic_passes``).
+    flow stress (staggered passes to ``plastic_tol``, at most ``max_plastic_passes``);
+    ``petsc_options`` override those of :data:`anodetwin.simulate.solver.NEWTON`.
+
+    After a change of state other than a solve (a start, a restore, a rollback) the caller
+    calls :meth:`refresh_tangent`: the next solve's predictor uses that tangent.
 
     Attributes
     ----------
@@ -184,12 +189,13 @@ class SwellingProblem:
                  max_spring_passes: int = NEWTON.max_spring_passes, prefix: str = "swell_",
                  linear_solver: str = "iterative", quadrature_degree: int = 2,
                  plastic: bool = False, plastic_tol: float = NEWTON.plastic_tol,
-                 max_plastic_passes: int = NEWTON.max_plastic_passes):
+                 max_plastic_passes: int = NEWTON.max_plastic_passes,
+                 petsc_options: dict | None = None):
         import dolfinx.fem as fem
 
         _check_setup(mesh, phases, materials, linear_solver)
         self.mesh, self.boundary = mesh, boundary
-        self.linear_solver, self.direct_fallbacks = linear_solver, 0
+        self.linear_solver, self._tangent_ready = linear_solver, False
         self.spring_tol, self.max_spring_passes = spring_tol, max_spring_passes
         self.plastic_tol, self.max_plastic_passes = plastic_tol, max_plastic_passes
         self._ncell = mesh.topology.index_map(3).size_local
@@ -204,7 +210,8 @@ class SwellingProblem:
         if plastic and any(m.plastic for m in materials.values()):
             self._init_plastic(phases, materials)
         R, Jac = self._forms(facets, quadrature_degree)
-        self._init_solver(R, Jac, self._boundary_conditions(facets), prefix, rtol)
+        self._init_solver(R, Jac, self._boundary_conditions(facets), prefix,
+                          {**NEWTON.petsc_options(rtol, linear_solver), **(petsc_options or {})})
         self._init_probes(facets)
         self._init_step_control(quadrature_degree)
         if boundary.top == "spring" and boundary.k_mpa_per_um > 0:
@@ -277,15 +284,32 @@ class SwellingProblem:
             bcs.append(normal(2, "separator"))
         return bcs
 
-    def _init_solver(self, R, Jac, bcs: list, prefix: str, rtol: float) -> None:
-        """The SNES of the residual (options of :data:`anodetwin.simulate.solver.NEWTON`),
-        with the rigid-body modes as near-nullspace."""
-        import dolfinx.fem.petsc
+    def _init_solver(self, R, Jac, bcs: list, prefix: str, options: dict) -> None:
+        """The SNES of the residual with PETSc ``options``, the rigid-body modes as
+        near-nullspace, and the residual assembled without lifting (the Dirichlet values are
+        0, and each iterate satisfies them)."""
+        import dolfinx.fem.petsc as fp
+        from petsc4py import PETSc
 
-        self.problem = dolfinx.fem.petsc.NonlinearProblem(
-            R, self.u, bcs=bcs, J=Jac, petsc_options_prefix=prefix,
-            petsc_options=NEWTON.petsc_options(rtol, self.linear_solver))
+        self.problem = fp.NonlinearProblem(R, self.u, bcs=bcs, J=Jac,
+                                           petsc_options_prefix=prefix,
+                                           petsc_options=options)
         self.problem.A.setNearNullSpace(near_nullspace(self.V))
+        form, u = self.problem.F, self.u
+        fwd, rev = PETSc.ScatterMode.FORWARD, PETSc.ScatterMode.REVERSE
+
+        def residual(snes, x, b):
+            x.ghostUpdate(PETSc.InsertMode.INSERT, fwd)
+            fp.assign(x, u)
+            with b.localForm() as loc:
+                loc.set(0.0)
+            fp.assemble_vector(b, form)
+            b.ghostUpdate(PETSc.InsertMode.ADD, rev)
+            fp.set_bc(b, bcs, x0=x, alpha=-1.0)
+            b.ghostUpdate(PETSc.InsertMode.INSERT, fwd)
+
+        self.problem.solver.setFunction(residual, self.problem.b)
+        self._du = self.problem.b.duplicate()
 
     def _init_probes(self, facets) -> None:
         """Forms and expressions of the outputs: the top face's area and mean axial
@@ -376,6 +400,42 @@ class SwellingProblem:
         nb = self._nb
         return self._fraction(self.u.x.array[:nb].copy(), du[:nb], keep)
 
+    def refresh_tangent(self) -> None:
+        """Assemble the tangent at the current state: the operator of the next solve's
+        predictor (call after a start, a restore or a rollback)."""
+        import dolfinx.fem.petsc as fp
+
+        p = self.problem
+        self._set_spring()
+        fp.assign(self.u, p.x)
+        p.solver.computeJacobian(p.x, p.A)
+        p.solver.getKSP().setOperators(p.A, p.A)
+        self._tangent_ready = True
+
+    def _predict(self) -> tuple[float, int]:
+        """Tangent predictor (:mod:`anodetwin.simulate.solver`): ``u += alpha du`` with ``K
+        du = -R(u)``, K the last tangent (assembled at the last converged state or by
+        :meth:`refresh_tangent`) and ``alpha`` the :meth:`admissible_fraction`; returns the norm of ``R(u)`` before the predictor (the
+        out-of-balance force of the step) and the Krylov iterations (0 without a
+        tangent)."""
+        import dolfinx.fem.petsc as fp
+
+        p = self.problem
+        snes, du = p.solver, self._du
+        self._set_spring()
+        fp.assign(self.u, p.x)
+        snes.computeFunction(p.x, p.b)
+        r_ref = p.b.norm()
+        if not self._tangent_ready or not np.isfinite(r_ref):
+            return r_ref, 0
+        ksp = snes.getKSP()
+        ksp.solve(p.b, du)
+        du.scale(-1.0)
+        p.x.axpy(self.admissible_fraction(du.array_r), du)
+        fp.assign(p.x, self.u)
+        self.u.x.scatter_forward()
+        return r_ref, ksp.getIterationNumber()
+
     def _init_plastic(self, phases, materials: dict) -> None:
         """Cell state of plastic flow: Fp^-1 (DG0 tensor), accumulated equivalent plastic
         strain, their values at the start of the step, and the flow parameters per cell."""
@@ -415,10 +475,12 @@ class SwellingProblem:
             self._eps_p_n = self.plastic_strain.x.array.copy()
 
     def rollback(self) -> None:
-        """Back to the plastic state at the start of the step (after a failed step)."""
+        """Back to the plastic state at the start of the step (after a failed step; the
+        caller has restored ``u`` and theta) and the tangent there."""
         if self.plastic:
             self.Fp_inv.x.array[:] = self._Fp_inv_n
             self.plastic_strain.x.array[:] = self._eps_p_n
+        self.refresh_tangent()
 
     def cell_F(self) -> np.ndarray:
         """Deformation gradient at the centre of each owned cell, (n, 3, 3)."""
@@ -530,8 +592,9 @@ class SwellingProblem:
     def solve(self, where: str = "", dt: float = np.inf) -> tuple[list, list, int]:
         """Equilibrium at the current theta.
 
-        Newton with the spring fixed point and, with plastic flow, the staggered return
-        over a step of ``dt``.
+        The tangent predictor, Newton with the spring fixed point and, with plastic flow,
+        the staggered return over a step of ``dt``; Newton's target is ``rtol`` times the
+        out-of-balance force before the predictor.
 
         Parameters
         ----------
@@ -543,29 +606,40 @@ class SwellingProblem:
         Returns
         -------
         tuple of (list, list, int)
-            Newton iterations and Krylov iterations per solve, and the passes: spring
-            passes, or plastic passes with plastic flow.
+            Newton iterations and Krylov iterations per solve (the predictor's Krylov
+            iterations in the first), and the passes: spring passes, or plastic passes
+            with plastic flow.
 
         Raises
         ------
         NumericalError
-            A solve fails or the plastic flow does not settle; the message names ``where``.
+            A solve fails or the plastic flow does not settle; the message names
+            ``where``.
         """
-        newton, krylov, passes, atol = self._solve_elastic(where)
-        if not self.plastic:
-            return newton, krylov, passes
+        r_ref, k_pred = self._predict()
+        atol = max(NEWTON.atol, self.problem.solver.getTolerances()[0] * r_ref)
+        newton, krylov, passes = self._solve_elastic(where, atol)
+        krylov[0] += k_pred
+        if self.plastic:
+            newton, krylov, passes = self._settle_plastic(where, dt, atol, newton, krylov)
+        self._tangent_ready = True
+        return newton, krylov, passes
+
+    def _settle_plastic(self, where: str, dt: float, atol: float, newton: list,
+                        krylov: list) -> tuple[list, list, int]:
+        """The staggered plastic passes after the first equilibrium of a step: each pass
+        the return, then one Newton iteration; once the plastic state has settled, Newton
+        finishes the equilibrium to ``atol``."""
         state: dict = {}
         snes = self.problem.solver
         snes.setTolerances(atol=atol)
         try:
-            # each pass: the return, then one Newton iteration; once the plastic state has
-            # settled, Newton finishes the equilibrium to the step's tolerance
             for passes in range(1, self.max_plastic_passes + 1):
                 change = self._plastic_return(dt, state)
                 log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g (relaxation"
                           " %.2f)", where, passes, change, state["omega"])
                 if change <= self.plastic_tol:
-                    n, k, _, _ = self._solve_elastic(where, atol)
+                    n, k, _ = self._solve_elastic(where, atol)
                     return newton + n, krylov + k, passes
                 n, k = self._one_iteration(where)
                 newton.append(n)
@@ -575,34 +649,6 @@ class SwellingProblem:
         raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
                              f"(Fp changed by {change:.2g})", "use smaller steps")
 
-    def _snes_solve(self) -> None:
-        """Newton from the current state; with the iterative linear solver, a Krylov
-        failure (``SNESReason.DIVERGED_LINEAR_SOLVE``: GMRES + GAMG can stall when cells
-        near their compaction limit make the matrix nearly incompressible there) repeats
-        the solve from the same state with a direct factorisation (MUMPS), then returns to
-        the iterative solver."""
-        snes = self.problem.solver
-        start = self.u.x.array.copy()
-        self.problem.solve()
-        if snes.getConvergedReason() != SNESReason.DIVERGED_LINEAR_SOLVE or \
-                self.linear_solver != "iterative":
-            return
-        its, lin = snes.getIterationNumber(), snes.getLinearSolveIterations()
-        ksp = snes.getKSP()
-        ksp_type, pc_type = ksp.getType(), ksp.getPC().getType()
-        self.u.x.array[:] = start
-        ksp.setType("preonly")
-        ksp.getPC().setType("lu")
-        ksp.getPC().setFactorSolverType("mumps")
-        self.direct_fallbacks += 1
-        log.debug("Krylov solver failed (%d Newton, %d Krylov iterations): direct solve",
-                  its, lin)
-        try:
-            self.problem.solve()
-        finally:
-            ksp.setType(ksp_type)
-            ksp.getPC().setType(pc_type)
-
     def _one_iteration(self, where: str) -> tuple[int, int]:
         """A single Newton iteration at fixed plastic state (a plastic pass's correction);
         returns (1 or 0, Krylov iterations)."""
@@ -610,7 +656,7 @@ class SwellingProblem:
         snes.setTolerances(max_it=1)
         try:
             self._set_spring()
-            self._snes_solve()
+            self.problem.solve()
         finally:
             snes.setTolerances(max_it=NEWTON.max_it)
         reason = SNESReason.of(snes.getConvergedReason())
@@ -621,44 +667,35 @@ class SwellingProblem:
                                  "use smaller steps or check the materials")
         return snes.getIterationNumber(), snes.getLinearSolveIterations()
 
-    def _solve_elastic(self, where: str, atol: float | None = None
-                       ) -> tuple[list, list, int, float]:
-        """Newton at fixed plastic state, with the spring fixed point; ``atol`` the
-        absolute residual target of a correction within a step (None: the first solve of
-        the step, whose target is rtol times its initial residual). Returns the iterations,
-        passes and that target."""
+    def _solve_elastic(self, where: str, atol: float) -> tuple[list, list, int]:
+        """Newton at fixed plastic state to the absolute residual ``atol``, with the spring
+        fixed point. Returns the Newton and Krylov iterations per pass and the passes."""
         snes = self.problem.solver
         b = self.boundary
         newton, krylov = [], []
         snes.setConvergenceHistory(length=NEWTON.history, reset=True)
-        first = atol is None
-        atol = NEWTON.atol if first else atol
-        for passes in range(1, self.max_spring_passes + 1):
-            self._set_spring()
-            snes.setTolerances(atol=atol)
-            self._snes_solve()
-            if passes == 1 and first:  # later passes only correct: same absolute target
-                hist = snes.getConvergenceHistory()[0]
-                atol = max(atol, snes.getTolerances()[0] * float(hist[0])) if len(hist) \
-                    else atol
-            u_top = float(self.p_top.value - b.p0_mpa) / b.k_mpa_per_um \
-                if b.k_mpa_per_um else 0.0  # the top displacement the last pressure used
-            reason = SNESReason.of(snes.getConvergedReason())
-            log.debug("mechanics %s: pass %d, SNES reason %s, %d iterations, residuals %s",
-                      where, passes, reason.describe(), snes.getIterationNumber(),
-                      snes.getConvergenceHistory()[0][:8])
-            newton.append(snes.getIterationNumber())
-            krylov.append(snes.getLinearSolveIterations())
-            if not reason.converged:
-                raise NumericalError(f"Newton did not converge {where} (SNES reason "
-                                     f"{reason.describe()},"
-                                     f" {newton[-1]} iterations)",
-                                     "use smaller steps or check the materials")
-            if b.top != "spring" or b.k_mpa_per_um == 0 or \
-                    abs(self.mean_top() - u_top) <= self.spring_tol * max(1.0, abs(u_top)):
-                snes.setTolerances(atol=NEWTON.atol)
-                return newton, krylov, passes, atol
-        snes.setTolerances(atol=NEWTON.atol)
+        try:
+            for passes in range(1, self.max_spring_passes + 1):
+                self._set_spring()
+                snes.setTolerances(atol=atol)
+                self.problem.solve()
+                u_top = float(self.p_top.value - b.p0_mpa) / b.k_mpa_per_um \
+                    if b.k_mpa_per_um else 0.0  # the top displacement the last pressure used
+                reason = SNESReason.of(snes.getConvergedReason())
+                log.debug("mechanics %s: pass %d, SNES reason %s, %d iterations, residuals "
+                          "%s", where, passes, reason.describe(), snes.getIterationNumber(),
+                          snes.getConvergenceHistory()[0][:8])
+                newton.append(snes.getIterationNumber())
+                krylov.append(snes.getLinearSolveIterations())
+                if not reason.converged:
+                    raise NumericalError(f"Newton did not converge {where} (SNES reason "
+                                         f"{reason.describe()}, {newton[-1]} iterations)",
+                                         "use smaller steps or check the materials")
+                if b.top != "spring" or b.k_mpa_per_um == 0 or abs(
+                        self.mean_top() - u_top) <= self.spring_tol * max(1.0, abs(u_top)):
+                    return newton, krylov, passes
+        finally:
+            snes.setTolerances(atol=NEWTON.atol)
         raise NumericalError(f"the spring did not settle {where}",
                              "lower the spring stiffness or use smaller steps")
 
@@ -690,8 +727,7 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
     prefix : str
         PETSc options prefix.
     linear_solver : {"iterative", "direct"}
-        GMRES + GAMG (large meshes), or MUMPS LU (small meshes; robust when the stiffness
-        contrast between Si and the matrix makes the multigrid struggle).
+        CG + GAMG (large meshes), or MUMPS LU (small meshes).
     quadrature_degree : int
         Quadrature of the (non-polynomial) energy density.
 
@@ -713,6 +749,8 @@ def solve_swelling(mesh, phases, facets, materials: dict, theta, boundary: Bound
     th = theta if not isinstance(theta, (int, float)) else fem.Constant(mesh, float(theta))
     sp = SwellingProblem(mesh, phases, facets, materials, boundary, th, rtol, spring_tol,
                          max_spring_passes, prefix, linear_solver, quadrature_degree)
+    sp.load.value = 0.0
+    sp.refresh_tangent()  # the predictor of the first load step starts from the unloaded state
     newton, krylov, passes = [], [], 0
     for k in range(1, int(steps) + 1):
         sp.load.value = k / steps

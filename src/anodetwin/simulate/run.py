@@ -7,15 +7,15 @@ Scheme (staggered, per time step ``[t, t + dt]``):
    surfaces with the reaction profile (:class:`~anodetwin.simulate.diffusion.
    LithiumTransport`), backward Euler, exactly conserving Li;
 2. the new theta (cell means) drives the finite-strain swelling equilibrium with the stack
-   spring (:class:`~anodetwin.simulate.mechanics.SwellingProblem`), Newton from the previous
-   displacement; with plastic flow (``[solver] plasticity``, on for LixSi) the cells' return
+   spring (:class:`~anodetwin.simulate.mechanics.SwellingProblem`), Newton from the tangent
+   predictor of the previous state; with plastic flow (``[solver] plasticity``, on for LixSi) the cells' return
    and Newton alternate until the plastic state settles (the step's implicit solution).
 
 Staggered rather than monolithic: without the stress term in the chemical potential the
 transport does not depend on the mechanics, so the staggered scheme is exact (with it,
 ``[lithiation] stress_coupling``, the hydrostatic stress of the previous step drives the
 drift: explicit coupling, first order in dt, Li still exactly conserved), and each field
-keeps the solver that suits it (CG + AMG for diffusion, GMRES + AMG with rigid-body modes for
+keeps the solver that suits it (CG + AMG for diffusion, CG + AMG with rigid-body modes for
 mechanics). The time step adapts (:class:`~anodetwin.simulate.steps.StepControl`): it lands
 on every protocol breakpoint and output time, keeps the change of mean theta below
 ``dtheta_max``, halves on a failed solve (down to ``dt_min_s``) and grows by 1.5 after a
@@ -344,7 +344,8 @@ def _mechanics(case, mesh, phases, facets):
     sp = SwellingProblem(mesh, phases, facets, case.materials, case.boundary, theta_cells,
                          rtol=case.solver.rtol, prefix="mech_",
                          linear_solver=case.solver.linear, plastic=case.solver.plasticity,
-                         plastic_tol=case.solver.plastic_tol)
+                         plastic_tol=case.solver.plastic_tol,
+                         petsc_options=case.solver.petsc_options)
     return sp, theta_cells
 
 
@@ -424,6 +425,7 @@ class _Run:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         self.provenance("running")
         self.writer.write_cell(self.history)
+        self.sp.refresh_tangent()  # the first step's predictor
         if not self.records:
             self.record(0.0, SolverCounts(), self.name_at.get(0.0, ""))
         else:
@@ -487,17 +489,6 @@ class _Run:
         if self.comm.rank == 0:
             self.dists[name] = {"time_s": t, "soc": soc, **d}
         self.writer.write_heterogeneity(self.dists, self.outputs)
-
-    def _predict(self, dt_try: float, th0: float, u0: np.ndarray, last) -> None:
-        """Secant predictor of the displacement in the Li inserted, as far as it keeps the
-        cells valid (``last``: u before the last step and its change of mean theta)."""
-        if last is None or last[1] == 0:
-            return
-        r = (self.history.theta_mean_at(self.t + dt_try) - th0) / last[1]
-        if 0 < r <= 2:
-            du = r * (u0 - last[0])
-            self.sp.u.x.array[:] += self.sp.admissible_fraction(du) * du
-            self.sp.u.x.scatter_forward()
 
     def _solve(self, dt_try: float, th0: float) -> SolverCounts:
         """Li transport, then mechanics, over ``dt_try``; the iteration counts."""
@@ -563,21 +554,19 @@ class _Run:
     def advance(self, max_steps: int | None) -> None:
         """Step to the end of the protocol, or ``max_steps`` steps (then resumable)."""
         ctl, theta_at = self.control, self.history.theta_mean_at
-        steps_here, last, failures = 0, None, []
+        steps_here, failures = 0, []
         while not ctl.finished(self.t, self.t_end) and (max_steps is None
                                                          or steps_here < max_steps):
             target = ctl.next_target(self.targets, self.t)
             dt_try = ctl.propose(theta_at, self.t, self.dt, target)
             th0 = theta_at(self.t)
             saved = self._save()
-            self._predict(dt_try, th0, saved[0], last)
             try:
                 counts = self._solve(dt_try, th0)
             except NumericalError as exc:
                 self._undo(saved)
                 self._retry_or_fail(exc, dt_try, failures)
                 continue
-            last = (saved[0], theta_at(self.t + dt_try) - th0)
             self._finish(dt_try, target, counts)
             steps_here += 1
         self.provenance("done" if ctl.finished(self.t, self.t_end) else "stopped",

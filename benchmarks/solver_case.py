@@ -1,0 +1,186 @@
+"""One solver benchmark case under MPI (``benchmarks/run.py`` runs it; prints one JSON line).
+
+    mpiexec -n N python benchmarks/solver_case.py unit MESH_DIR
+    mpiexec -n N python benchmarks/solver_case.py twin MESH_DIR OUT_DIR STEPS
+    mpiexec -n N python benchmarks/solver_case.py step MESH_DIR
+
+``unit``: one homogeneous linear-elastic solve of the mesh (assembly, rigid-body
+near-nullspace, GAMG set-up, CG to 1e-8; E = 100 GPa, nu = 0.3, bonded bottom, the top
+pushed down by 0.1 um), the unit of cost of the solver benchmark; median of three.
+``twin``: the demo electrode's case with the compacting matrix (quick_cell protocol,
+separator-side reaction, elastic LixSi, stack pressure 0.3 MPa) for STEPS steps; per step
+the wall time, Newton and Krylov iterations. ``step``: theta 0 -> 0.002 -> 0.004 in every
+Si cell of the mesh (default materials, spring 0.3 MPa + 0.001 MPa/um).
+Every mode reports the peak resident memory summed over the ranks (MiB) and the DOFs.
+"""
+
+import h5py  # noqa: F401  (before dolfinx's HDF5)
+import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+
+def hwm() -> float:
+    """Peak resident set of this process, MiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def unit(mesh_dir: str) -> dict:
+    """Median time of one homogeneous linear-elastic solve (module notes)."""
+    import dolfinx.fem as fem
+    import dolfinx.fem.petsc as fp
+    import ufl
+    from petsc4py import PETSc
+
+    from anodetwin.mesh.io import read_mesh
+    from anodetwin.mesh.voxel import FACET
+    from anodetwin.simulate.mechanics import near_nullspace
+
+    comm = MPI.COMM_WORLD
+    mesh, _, _, facets = read_mesh(Path(mesh_dir), comm)
+    V = fem.functionspace(mesh, ("Lagrange", 1, (3,)))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    mu, lam = 1e5 / 2.6, 1e5 * 0.3 / (1.3 * 0.4)
+
+    def eps(w):
+        return ufl.sym(ufl.grad(w))
+
+    a = fem.form(ufl.inner(2 * mu * eps(u) + lam * ufl.tr(eps(u)) * ufl.Identity(3), eps(v))
+                 * ufl.dx(metadata={"quadrature_degree": 2}))
+    bottom = fem.locate_dofs_topological(V, 2, facets.find(FACET["collector"]))
+    top = fem.locate_dofs_topological(V.sub(2), 2, facets.find(FACET["separator"]))
+    bcs = [fem.dirichletbc(np.zeros(3), bottom, V),
+           fem.dirichletbc(PETSc.ScalarType(-0.1), top, V.sub(2))]
+    nullspace = near_nullspace(V)
+    times, its = [], 0
+    for _ in range(3):
+        comm.barrier()
+        t0 = time.perf_counter()
+        A = fp.assemble_matrix(a, bcs=bcs)
+        A.assemble()
+        A.setNearNullSpace(nullspace)
+        b = A.createVecLeft()
+        b.set(0.0)
+        fp.apply_lifting(b, [a], [bcs])
+        b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        fp.set_bc(b, bcs)
+        ksp = PETSc.KSP().create(comm)
+        ksp.setOperators(A)
+        ksp.setType("cg")
+        ksp.getPC().setType("gamg")
+        ksp.setTolerances(rtol=1e-8)
+        x = A.createVecRight()
+        ksp.solve(b, x)
+        comm.barrier()
+        times.append(time.perf_counter() - t0)
+        its = ksp.getIterationNumber()
+        for obj in (ksp, A, b, x):
+            obj.destroy()
+    return {"unit_s": float(np.median(times)), "cg_iterations": its,
+            "dofs": V.dofmap.index_map.size_global * 3}
+
+
+TWIN_CASE = """[mesh]
+path = "{mesh}"
+[cell]
+model = "quick_cell"
+[lithiation]
+diffusivity_um2_s = 0.01
+profile = "separator"
+[boundary]
+p0_mpa = 0.3
+[solver]
+plasticity = false
+compaction = true
+[output]
+dvc_node_spacing_um = 0
+"""
+
+
+def twin(mesh_dir: str, out: str, steps: int) -> dict:
+    """The first ``steps`` steps of the demo electrode with the compacting matrix."""
+    from anodetwin.simulate.case import load_case
+    from anodetwin.simulate.run import run_case
+
+    comm = MPI.COMM_WORLD
+    out_dir = Path(out)
+    if comm.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "case.toml").write_text(TWIN_CASE.format(mesh=Path(mesh_dir).resolve()))
+    comm.barrier()
+    case = load_case(out_dir / "case.toml")
+    t0 = time.perf_counter()
+    run_case(case, out_dir / "run", max_steps=steps, comm=comm)
+    wall = time.perf_counter() - t0
+    rows = list(csv.DictReader(open(out_dir / "run" / "summary.csv")))
+    walls = [float(r["wall_s"]) for r in rows]
+    per_step = [{"dtheta": float(rows[i]["theta_mean"]) - float(rows[i - 1]["theta_mean"]),
+                 "s": walls[i] - walls[i - 1], "newton": int(rows[i]["newton_iterations"]),
+                 "krylov": int(rows[i]["krylov_iterations"]),
+                 "thickness_um": float(rows[i]["thickness_um"]),
+                 "volumetric_strain": float(rows[i]["volumetric_strain"])}
+                for i in range(1, len(rows))]
+    return {"steps": per_step, "wall_s": wall, "setup_s": walls[0]}
+
+
+def step(mesh_dir: str) -> dict:
+    """theta 0 -> 0.002 -> 0.004 in every Si cell."""
+    from anodetwin.errors import NumericalError
+    from anodetwin.mesh.io import read_mesh
+    from anodetwin.simulate import default_materials
+    from anodetwin.simulate.mechanics import Boundary, SwellingProblem
+
+    comm = MPI.COMM_WORLD
+    mesh, phases, _, facets = read_mesh(Path(mesh_dir), comm)
+    comm.barrier()
+    t0 = time.perf_counter()
+    sp = SwellingProblem(mesh, phases, facets, default_materials(),
+                         Boundary(p0_mpa=0.3, k_mpa_per_um=0.001))
+    sp.refresh_tangent()
+    n = mesh.topology.index_map(3).size_local
+    si = phases.indices[(phases.values == 2) & (phases.indices < n)]
+    dof = sp.Q.dofmap.list[:, 0]
+    comm.barrier()
+    setup = time.perf_counter() - t0
+    out = []
+    for th in (0.002, 0.004):
+        sp.theta.x.array[dof[si]] = th
+        sp.theta.x.scatter_forward()
+        comm.barrier()
+        t0 = time.perf_counter()
+        try:
+            newton, krylov, _ = sp.solve("bench")
+        except NumericalError:
+            newton, krylov = [-1], [-1]  # reported as failed
+        comm.barrier()
+        out.append({"s": time.perf_counter() - t0, "newton": sum(newton),
+                    "krylov": sum(krylov)})
+    return {"setup_s": setup, "steps": out}
+
+
+def main() -> int:
+    comm = MPI.COMM_WORLD
+    mode, mesh_dir = sys.argv[1], sys.argv[2]
+    if mode == "unit":
+        res = unit(mesh_dir)
+    elif mode == "twin":
+        res = twin(mesh_dir, sys.argv[3], int(sys.argv[4]))
+    else:
+        res = step(mesh_dir)
+    mib = comm.allreduce(hwm(), op=MPI.SUM)
+    if comm.rank == 0:
+        print(json.dumps({"mode": mode, "ranks": comm.size, "mib": mib, **res}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
