@@ -1,9 +1,13 @@
 """One solver benchmark case under MPI (``benchmarks/run.py`` runs it; prints one JSON line).
 
+    python benchmarks/solver_case.py mesh reference|LABELS.npy MESH_DIR COARSEN
     mpiexec -n N python benchmarks/solver_case.py unit MESH_DIR
     mpiexec -n N python benchmarks/solver_case.py twin MESH_DIR OUT_DIR STEPS
     mpiexec -n N python benchmarks/solver_case.py step MESH_DIR
 
+``mesh``: the electrode mesh of the reference phantom (validation/phantom/reference.toml,
+T0 cut above the electrode: the demo's and the validation's electrode) or of phase labels
+saved as .npy (0.2 um voxels, the first 128 z slices), voxel hexahedra COARSEN voxels wide.
 ``unit``: one homogeneous linear-elastic solve of the mesh (assembly, rigid-body
 near-nullspace, GAMG set-up, CG to 1e-8; E = 100 GPa, nu = 0.3, bonded bottom, the top
 pushed down by 0.1 um), the unit of cost of the solver benchmark; median of three.
@@ -167,10 +171,33 @@ def step(mesh_dir: str) -> dict:
     return {"setup_s": setup, "steps": out}
 
 
+def mesh(source: str, out: str, coarsen: int) -> dict:
+    """Write the electrode mesh of ``source`` (module notes) to ``out``."""
+    from anodetwin.mesh.io import write_mesh
+    from anodetwin.mesh.voxel import Labels, voxel_mesh
+
+    comm = MPI.COMM_WORLD
+    if source == "reference":
+        from anodetwin.phantom.config import load_config
+        from anodetwin.phantom.microstructure import make_microstructure
+
+        root = Path(__file__).resolve().parents[1]
+        ms = make_microstructure(load_config(root / "validation" / "phantom" / "reference.toml"))
+        top = ms.layers.anode[1]
+        labels = Labels(ms.phases[:top], ms.particles[:top], (ms.voxel_size_um,) * 3)
+    else:
+        labels = Labels(np.load(source)[:128], None, 0.2)
+    hm = voxel_mesh(comm, labels, coarsen_by=coarsen)
+    write_mesh(Path(out), hm)
+    return {"cells": hm.summary["cells"]}
+
+
 def main() -> int:
     comm = MPI.COMM_WORLD
     mode, mesh_dir = sys.argv[1], sys.argv[2]
-    if mode == "unit":
+    if mode == "mesh":
+        res = mesh(mesh_dir, sys.argv[3], int(sys.argv[4]))
+    elif mode == "unit":
         res = unit(mesh_dir)
     elif mode == "twin":
         res = twin(mesh_dir, sys.argv[3], int(sys.argv[4]))
