@@ -7,6 +7,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.anodetwin-installed
 DEMO_OUT  ?= demo-output
 PYTEST_ARGS ?=
+NPROC     ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all venv demo test test-all test-mpi bench validation clean distclean help
 
@@ -17,8 +18,8 @@ help:
 	@echo "make test      install (once) and run the test suite (MPI tests with mpiexec -n 2)"
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make bench     benchmarks; numbers land in benchmarks/RESULTS.md"
-	@echo "make validation  the reference electrode through the reference protocol (2 ranks,"
-	@echo "               hours), then its DVC closed loop; validation/reference_electrode/"
+	@echo "make validation  the reference electrode through the reference protocol (all cores,"
+	@echo "               NPROC=N to choose), then its DVC closed loop; validation/reference_electrode/"
 	@echo "               results.md, loop.md and report/"
 
 $(PY):
@@ -45,7 +46,7 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/run.py --out benchmarks/RESULTS.md
 
 validation: $(STAMP)
-	$(VENV)/bin/mpiexec -n 2 $(PY) validation/reference_electrode/run.py
+	$(VENV)/bin/mpiexec -n $(NPROC) $(PY) validation/reference_electrode/run.py
 	$(PY) validation/reference_electrode/closed_loop.py
 
 clean:

@@ -35,8 +35,9 @@ one homogeneous linear-elastic solve of the same mesh: assembly + GAMG set-up + 
   every iterate satisfies them: the lifting added nothing and cost 5% of an iteration).
 
 Measured on the first five charging steps of the demo electrode with the compacting
-matrix (one rank): 52 units before, 27 with this scheme, with the same solution (thickness
-and mean J - 1 to 1e-5); about 1.1 units per Newton iteration. The options are PETSc's
+matrix: 52 units before, 27 with this scheme on 1 and on 2 ranks, with the same solution
+(thickness to 1e-7 um, mean J - 1 to 1e-6); about 1 unit per Newton iteration
+(``benchmarks/RESULTS.md``, mechanics solver). The options are PETSc's
 (under the problem's prefix, ``mech_`` in runs); a case overrides them with ``[solver]
 petsc_options``.
 """
