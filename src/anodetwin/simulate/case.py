@@ -62,8 +62,8 @@ numbers are finite too (``max_minutes`` may be ``inf``: no limit).
 A run records the **fingerprint** of its case (:func:`case_values`: every validated value,
 the materials and the protocol as read from their model files, and the mesh's content
 hash; :func:`case_hash`). A resumed run must have the same fingerprint, except for
-:data:`RESUMABLE_KEYS` (``[solver] linear``, ``petsc_options`` and ``dt_min_s``: how a step is solved and when
-a failed step gives up, not which steps a successful run takes).
+:data:`RESUMABLE_KEYS` (``[solver] linear``, ``petsc_options`` and ``dt_min_s``: how a step
+is solved and when a failed step gives up, not which steps a successful run takes).
 """
 
 from __future__ import annotations

@@ -415,9 +415,9 @@ class SwellingProblem:
     def _predict(self) -> tuple[float, int]:
         """Tangent predictor (:mod:`anodetwin.simulate.solver`): ``u += alpha du`` with ``K
         du = -R(u)``, K the last tangent (assembled at the last converged state or by
-        :meth:`refresh_tangent`) and ``alpha`` the :meth:`admissible_fraction`; returns the norm of ``R(u)`` before the predictor (the
-        out-of-balance force of the step) and the Krylov iterations (0 without a
-        tangent)."""
+        :meth:`refresh_tangent`) and ``alpha`` the :meth:`admissible_fraction`; returns the
+        norm of ``R(u)`` before the predictor (the out-of-balance force of the step) and the
+        Krylov iterations (0 without a tangent)."""
         import dolfinx.fem.petsc as fp
 
         p = self.problem
@@ -426,8 +426,8 @@ class SwellingProblem:
         fp.assign(self.u, p.x)
         snes.computeFunction(p.x, p.b)
         r_ref = p.b.norm()
-        if not self._tangent_ready or not np.isfinite(r_ref):
-            return r_ref, 0
+        if not self._tangent_ready or not np.isfinite(r_ref) or r_ref <= NEWTON.atol:
+            return r_ref, 0  # no tangent yet, a broken state, or in equilibrium (a rest)
         ksp = snes.getKSP()
         ksp.solve(p.b, du)
         du.scale(-1.0)

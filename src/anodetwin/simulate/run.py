@@ -8,8 +8,9 @@ Scheme (staggered, per time step ``[t, t + dt]``):
    LithiumTransport`), backward Euler, exactly conserving Li;
 2. the new theta (cell means) drives the finite-strain swelling equilibrium with the stack
    spring (:class:`~anodetwin.simulate.mechanics.SwellingProblem`), Newton from the tangent
-   predictor of the previous state; with plastic flow (``[solver] plasticity``, on for LixSi) the cells' return
-   and Newton alternate until the plastic state settles (the step's implicit solution).
+   predictor of the previous state; with plastic flow (``[solver] plasticity``, on for
+   LixSi) the cells' return and Newton alternate until the plastic state settles (the
+   step's implicit solution).
 
 Staggered rather than monolithic: without the stress term in the chemical potential the
 transport does not depend on the mechanics, so the staggered scheme is exact (with it,
