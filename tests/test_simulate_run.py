@@ -271,8 +271,10 @@ def test_bad_cases(tmp_path, micro_mesh):
         case_from_dict({**base, "boundary": {"top": "glue"}})
     src = Path(load_material("lixsi").sources and "models/lixsi.toml")
     text = (Path(__file__).resolve().parents[1] / src).read_text()
-    with pytest.raises(ParameterError, match="plastic_tol"):
-        case_from_dict({**base, "solver": {"plastic_tol": 0.0}})
+    with pytest.raises(ParameterError, match="dt_max_s"):
+        case_from_dict({**base, "solver": {"dt_max_s": 0.0}})
+    with pytest.raises(ParameterError, match="plastic_tol"):  # a key of former versions
+        case_from_dict({**base, "solver": {"plastic_tol": 1e-4}})
     with pytest.raises(ParameterError, match="plasticity"):
         case_from_dict({**base, "solver": {"plasticity": "yes"}})
     with pytest.raises(ParameterError, match="compaction"):
@@ -391,12 +393,12 @@ def test_step_record_is_a_typed_row_of_the_summary(tmp_path):
         "theta_mean", "theta_si_cells", "thickness_um", "volumetric_strain",
         "volumetric_strain_collector_half", "volumetric_strain_separator_half", "exx", "eyy",
         "ezz", "stack_pressure_mpa", "max_principal_si_mpa", "max_von_mises_si_mpa",
-        "max_plastic_strain_si", "newton_iterations", "krylov_iterations", "plastic_passes",
+        "max_plastic_strain_si", "newton_iterations", "krylov_iterations", "spring_passes",
         "diffusion_iterations", "wall_s")
     values = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
     values.update(step=3, output="T1", time_s=1200.0, time_h=1 / 3, soc=0.5,
                   thickness_um=7.123456789012, max_principal_si_mpa=-np.inf,
-                  newton_iterations=12, krylov_iterations=345, plastic_passes=2,
+                  newton_iterations=12, krylov_iterations=345, spring_passes=2,
                   diffusion_iterations=4)
     rec = StepRecord(**values)
     assert rec["time_h"] == rec.time_h == 1 / 3 and rec.get("nope") is None

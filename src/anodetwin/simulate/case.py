@@ -41,7 +41,6 @@ the outputs::
     dt_max_s = 600.0
     dt_min_s = 0.5
     plasticity = true           # plastic flow of the materials that define it (LixSi)
-    plastic_tol = 1e-5          # largest change of Fp^-1 when a step's flow has settled
     compaction = true           # compaction stiffening of the materials that define it
 
     [output]
@@ -136,7 +135,6 @@ class Solver:
     dt_min_s: float = 0.5
     rtol: float = 1e-9
     plasticity: bool = True   # plastic flow of the materials that define it (LixSi)
-    plastic_tol: float = 1e-5  # settled when Fp^-1 changes less (~0.1% of the flow stress)
     compaction: bool = True   # compaction stiffening of CBD and pores (models' limits)
     # PETSc options of the mechanics solve (without prefix) over
     # anodetwin.simulate.solver.NEWTON's, e.g. {pc_gamg_threshold = 0.05}
@@ -146,8 +144,7 @@ class Solver:
         if self.linear not in ("iterative", "direct"):
             raise ParameterError(f"[solver] linear = '{self.linear}'",
                                  "use 'iterative' or 'direct'")
-        _positive(self, "solver", ("dtheta_max", "dt_max_s", "dt_min_s", "rtol",
-                                   "plastic_tol"))
+        _positive(self, "solver", ("dtheta_max", "dt_max_s", "dt_min_s", "rtol"))
         if self.dt_min_s > self.dt_max_s:
             raise ParameterError("[solver] dt_min_s > dt_max_s", "give dt_min_s <= dt_max_s")
         if self.dtheta_max > 1:

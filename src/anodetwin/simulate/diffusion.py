@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anodetwin.errors import NumericalError, ParameterError
-from anodetwin.simulate.solver import SNESReason
+from anodetwin.simulate.solver import SNESReason, nonlinear_problem
 
 __all__ = ["DiffusionResult", "LithiumTransport", "solve_diffusion", "TransportSolver",
            "TRANSPORT_SOLVER"]
@@ -142,7 +142,6 @@ class LithiumTransport:
                  weight: Callable | None = None, multiplier: np.ndarray | None = None,
                  prefix: str = "diff_", stress_factor: float = 0.0):
         import dolfinx.fem as fem
-        import dolfinx.fem.petsc
         import ufl
 
         if mode not in ("concentration", "flux"):
@@ -172,9 +171,8 @@ class LithiumTransport:
         if drift is not None:
             R = R - drift
         R, bcs = self._surface_condition(R, w, inlet, mode, value, supply, weight)
-        self.problem = dolfinx.fem.petsc.NonlinearProblem(
-            R, th, bcs=bcs, petsc_options_prefix=prefix,
-            petsc_options=TRANSPORT_SOLVER.petsc_options(symmetric=not self.stress_factor))
+        self.problem = nonlinear_problem(
+            R, th, bcs, prefix, TRANSPORT_SOLVER.petsc_options(symmetric=not self.stress_factor))
         self.volume_um3 = self._integral(fem.Constant(sub, 1.0) * ufl.dx)
         self._total = fem.form(th * ufl.dx)
         self._mid = fem.Expression(th, np.array([[0.5, 0.5, 0.5]]) if

@@ -20,12 +20,14 @@ Newton on ``u_top`` (its stiffness term is a rank-one coupling of the whole top 
 sparse tangent cannot hold); it converges in a few passes for stack springs much softer
 than the electrode.
 
-Plastic flow (``plastic=True`` and materials with a flow stress) is staggered within each
-step: Newton with ``Fp`` fixed, then every cell's backward-Euler return from the step's
-starting ``Fp`` at the new ``F``, repeated until ``Fp`` changes by less than
-``plastic_tol`` (Aitken's dynamic relaxation of the update between passes); the fixed point
-is the implicit elastic-viscoplastic solution of the step (it satisfies equilibrium and the
-flow rule together).
+Plastic flow (``plastic=True`` and materials with a flow stress) is part of the residual:
+every residual evaluation returns each cell from the step's starting ``Fp`` at the current
+``F`` (backward Euler, :func:`~anodetwin.simulate.plasticity.return_map`), and the tangent
+adds the derivative of the stress through that return (the consistent, or algorithmic,
+tangent: ``d(Fp^-1)/dF`` of each cell by
+:func:`~anodetwin.simulate.plasticity.return_tangent`). Newton's solution is the implicit
+elastic-viscoplastic state of the step (equilibrium and the flow rule together), reached
+at Newton's quadratic rate instead of the linear rate of staggered passes.
 
 Newton: PETSc SNES from a tangent predictor, CG preconditioned by algebraic multigrid
 (GAMG, rebuilt every few Jacobians) with the six rigid-body modes as near-nullspace, or
@@ -45,7 +47,7 @@ from anodetwin.log import get_logger
 from anodetwin.simulate.constitutive import (LawParameters, cauchy_stress, kinematics,
                                              kirchhoff_pressure, stored_energy,
                                              volumetric_energy)
-from anodetwin.simulate.solver import NEWTON, SNESReason
+from anodetwin.simulate.solver import NEWTON, SNESReason, nonlinear_problem
 
 log = get_logger("simulate")
 
@@ -161,8 +163,8 @@ class SwellingProblem:
     ``theta`` is a DG0 function (one value per cell, 0 outside Si) that the caller updates
     between solves; ``load`` scales it (load stepping). Parameters as in
     :func:`solve_swelling`; ``plastic`` turns plastic flow on for the materials with a
-    flow stress (staggered passes to ``plastic_tol``, at most ``max_plastic_passes``);
-    ``petsc_options`` override those of :data:`anodetwin.simulate.solver.NEWTON`.
+    flow stress (module notes); ``petsc_options`` override those of
+    :data:`anodetwin.simulate.solver.NEWTON`.
 
     After a change of state other than a solve (a start, a restore, a rollback) the caller
     calls :meth:`refresh_tangent`: the next solve's predictor uses that tangent.
@@ -188,16 +190,13 @@ class SwellingProblem:
                  spring_tol: float = NEWTON.spring_tol,
                  max_spring_passes: int = NEWTON.max_spring_passes, prefix: str = "swell_",
                  linear_solver: str = "iterative", quadrature_degree: int = 2,
-                 plastic: bool = False, plastic_tol: float = NEWTON.plastic_tol,
-                 max_plastic_passes: int = NEWTON.max_plastic_passes,
-                 petsc_options: dict | None = None):
+                 plastic: bool = False, petsc_options: dict | None = None):
         import dolfinx.fem as fem
 
         _check_setup(mesh, phases, materials, linear_solver)
         self.mesh, self.boundary = mesh, boundary
         self.linear_solver, self._tangent_ready = linear_solver, False
         self.spring_tol, self.max_spring_passes = spring_tol, max_spring_passes
-        self.plastic_tol, self.max_plastic_passes = plastic_tol, max_plastic_passes
         self._ncell = mesh.topology.index_map(3).size_local
         self.Q = fem.functionspace(mesh, ("DG", 0))
         self.V = fem.functionspace(mesh, ("Lagrange", 1, (3,)))
@@ -211,7 +210,8 @@ class SwellingProblem:
             self._init_plastic(phases, materials)
         R, Jac = self._forms(facets, quadrature_degree)
         self._init_solver(R, Jac, self._boundary_conditions(facets), prefix,
-                          {**NEWTON.petsc_options(rtol, linear_solver), **(petsc_options or {})})
+                          {**NEWTON.petsc_options(rtol, linear_solver, self.plastic),
+                           **(petsc_options or {})})
         self._init_probes(facets)
         self._init_step_control(quadrature_degree)
         if boundary.top == "spring" and boundary.k_mpa_per_um > 0:
@@ -250,7 +250,17 @@ class SwellingProblem:
             ds = ufl.Measure("ds", domain=self.mesh, subdomain_data=facets)
             Pi = Pi + self.p_top * self.u[2] * ds(FACET["separator"])
         R = ufl.derivative(Pi, self.u, ufl.TestFunction(self.V))
-        return R, ufl.derivative(R, self.u, ufl.TrialFunction(self.V))
+        du = ufl.TrialFunction(self.V)
+        Jac = ufl.derivative(R, self.u, du)
+        if self.plastic:  # the consistent tangent: Fp^-1 follows F through the return
+            # the return sees F at the cell centre: that term is integrated by the centre
+            # point (exact for the cell average of grad v on boxes)
+            centre = ufl.Measure("dx", domain=self.mesh, metadata={"quadrature_degree": 1})
+            i, j, k, l = ufl.indices(4)
+            dFp_inv = ufl.as_tensor(self.dFp_inv[i, j, k, l] * ufl.grad(du)[k, l], (i, j))
+            R_c = ufl.derivative(W * centre, self.u, ufl.TestFunction(self.V))
+            Jac = Jac + ufl.derivative(R_c, self.Fp_inv, dFp_inv)
+        return R, Jac
 
     def _Fp_inv_ufl(self):
         """Fp^-1 in the forms (None without plastic flow)."""
@@ -291,9 +301,7 @@ class SwellingProblem:
         import dolfinx.fem.petsc as fp
         from petsc4py import PETSc
 
-        self.problem = fp.NonlinearProblem(R, self.u, bcs=bcs, J=Jac,
-                                           petsc_options_prefix=prefix,
-                                           petsc_options=options)
+        self.problem = nonlinear_problem(R, self.u, bcs, prefix, options, J=Jac)
         self.problem.A.setNearNullSpace(near_nullspace(self.V))
         form, u = self.problem.F, self.u
         fwd, rev = PETSc.ScatterMode.FORWARD, PETSc.ScatterMode.REVERSE
@@ -301,6 +309,8 @@ class SwellingProblem:
         def residual(snes, x, b):
             x.ghostUpdate(PETSc.InsertMode.INSERT, fwd)
             fp.assign(x, u)
+            if self.plastic:
+                self._plastic_return()
             with b.localForm() as loc:
                 loc.set(0.0)
             fp.assemble_vector(b, form)
@@ -310,6 +320,17 @@ class SwellingProblem:
 
         self.problem.solver.setFunction(residual, self.problem.b)
         self._du = self.problem.b.duplicate()
+        if self.plastic:
+            snes = self.problem.solver
+            A, P, (jac, args, kwargs) = snes.getJacobian()
+
+            def jacobian(snes, x, J, Pm):
+                x.ghostUpdate(PETSc.InsertMode.INSERT, fwd)
+                fp.assign(x, u)
+                self._plastic_return(tangent=True)
+                jac(snes, x, J, Pm, *args, **kwargs)
+
+            snes.setJacobian(jacobian, A, P)
 
     def _init_probes(self, facets) -> None:
         """Forms and expressions of the outputs: the top face's area and mean axial
@@ -448,6 +469,10 @@ class SwellingProblem:
         self.Qt = fem.functionspace(mesh, ("DG", 0, (3, 3)))
         self.Fp_inv = fem.Function(self.Qt, name="Fp_inv")
         self.Fp_inv.x.array.reshape(-1, 9)[:] = np.eye(3).ravel()
+        Qd = fem.functionspace(mesh, ("DG", 0, (3, 3, 3, 3)))
+        self.dFp_inv = fem.Function(Qd, name="dFp_inv_dF")
+        self._ddof = Qd.dofmap.list[:n, 0]
+        self._dt = np.inf
         self.plastic_strain = fem.Function(self.Q, name="plastic_strain")
         self._tdof = self.Qt.dofmap.list[:n, 0]
         vals = {}
@@ -515,42 +540,26 @@ class SwellingProblem:
         return self._stress_expr.eval(self.mesh, np.arange(n, dtype=np.int32)
                                       ).reshape(n, 3, 3)
 
-    def _plastic_return(self, dt: float, state: dict) -> float:
-        """Return every cell from the step's starting state at the current F and move
-        Fp^-1 towards it, with Aitken's relaxation across passes (``state`` carries the
-        previous residual and factor); sets the plastic strain; returns the largest
-        distance of Fp^-1 from its return (all ranks)."""
-        from mpi4py import MPI
-
-        from anodetwin.simulate.plasticity import return_map
+    def _plastic_return(self, tangent: bool = False) -> None:
+        """Return every cell from the step's starting state at the current F over the step
+        ``self._dt``: sets Fp^-1 and the plastic strain and, with ``tangent``, the
+        derivative of Fp^-1 by F that the consistent tangent uses."""
+        from anodetwin.simulate.plasticity import return_map, return_tangent
 
         p, theta = self.cell_parameters(), self.cell_theta()
         start = self._Fp_inv_n.reshape(-1, 3, 3)[self._tdof]
-        r = return_map(self.cell_F(), start, p, theta, self.flow.flow_stress(theta),
-                       self.flow.rate0, self.flow.m, dt)
-        cur = self.Fp_inv.x.array.reshape(-1, 3, 3)
-        res = (r.Fp_inv - cur[self._tdof]).ravel()
-        buf = np.array([np.abs(res).max() if res.size else 0.0])
-        self.mesh.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
-        change = float(buf[0])
-        omega = 1.0
-        prev = state.get("residual")
-        if prev is not None and change > self.plastic_tol:
-            d = res - prev
-            dots = np.array([float(prev @ d), float(d @ d)])
-            self.mesh.comm.Allreduce(MPI.IN_PLACE, dots, op=MPI.SUM)
-            if dots[1] > 0:
-                omega = float(np.clip(-state["omega"] * dots[0] / dots[1],
-                                      *NEWTON.relaxation))
-        state.update(residual=res, omega=omega)
-        if change <= self.plastic_tol:  # converged: the returned state itself
-            cur[self._tdof] = r.Fp_inv
+        args = (self.cell_F(), start, p, theta, self.flow.flow_stress(theta),
+                self.flow.rate0, self.flow.m, self._dt)
+        if tangent:
+            r, D = return_tangent(*args)
+            self.dFp_inv.x.array.reshape(-1, 81)[self._ddof] = D.reshape(-1, 81)
+            self.dFp_inv.x.scatter_forward()
         else:
-            cur[self._tdof] += omega * res.reshape(-1, 3, 3)
+            r = return_map(*args)
+        self.Fp_inv.x.array.reshape(-1, 3, 3)[self._tdof] = r.Fp_inv
         self.plastic_strain.x.array[self._sdof] = self._eps_p_n[self._sdof] + r.dgamma
         self.Fp_inv.x.scatter_forward()
         self.plastic_strain.x.scatter_forward()
-        return change
 
     def total_energy(self) -> float:
         """The stored energy of the mesh at the current state (uJ = MPa um^3, all ranks;
@@ -592,9 +601,9 @@ class SwellingProblem:
     def solve(self, where: str = "", dt: float = np.inf) -> tuple[list, list, int]:
         """Equilibrium at the current theta.
 
-        The tangent predictor, Newton with the spring fixed point and, with plastic flow,
-        the staggered return over a step of ``dt``; Newton's target is ``rtol`` times the
-        out-of-balance force before the predictor.
+        The tangent predictor, then Newton (with plastic flow, the return over a step of
+        ``dt`` in every residual) inside the spring fixed point; Newton's target is
+        ``rtol`` times the out-of-balance force before the predictor.
 
         Parameters
         ----------
@@ -607,69 +616,26 @@ class SwellingProblem:
         -------
         tuple of (list, list, int)
             Newton iterations and Krylov iterations per solve (the predictor's Krylov
-            iterations in the first), and the passes: spring passes, or plastic passes
-            with plastic flow.
+            iterations in the first), and the spring's fixed-point passes.
 
         Raises
         ------
         NumericalError
-            A solve fails or the plastic flow does not settle; the message names
-            ``where``.
+            Newton or the spring fixed point fails; the message names ``where``.
         """
+        self._dt = dt
         r_ref, k_pred = self._predict()
         atol = max(NEWTON.atol, self.problem.solver.getTolerances()[0] * r_ref)
-        newton, krylov, passes = self._solve_elastic(where, atol)
+        newton, krylov, passes = self._solve_equilibrium(where, atol)
         krylov[0] += k_pred
-        if self.plastic:
-            newton, krylov, passes = self._settle_plastic(where, dt, atol, newton, krylov)
+        if self.plastic:  # the plastic state of the solution (a line search may have
+            self._plastic_return()  # evaluated the residual elsewhere last)
         self._tangent_ready = True
         return newton, krylov, passes
 
-    def _settle_plastic(self, where: str, dt: float, atol: float, newton: list,
-                        krylov: list) -> tuple[list, list, int]:
-        """The staggered plastic passes after the first equilibrium of a step: each pass
-        the return, then one Newton iteration; once the plastic state has settled, Newton
-        finishes the equilibrium to ``atol``."""
-        state: dict = {}
-        snes = self.problem.solver
-        snes.setTolerances(atol=atol)
-        try:
-            for passes in range(1, self.max_plastic_passes + 1):
-                change = self._plastic_return(dt, state)
-                log.debug("plastic return %s: pass %d, max change of Fp^-1 %.3g (relaxation"
-                          " %.2f)", where, passes, change, state["omega"])
-                if change <= self.plastic_tol:
-                    n, k, _ = self._solve_elastic(where, atol)
-                    return newton + n, krylov + k, passes
-                n, k = self._one_iteration(where)
-                newton.append(n)
-                krylov.append(k)
-        finally:
-            snes.setTolerances(atol=NEWTON.atol)
-        raise NumericalError(f"plastic flow did not settle {where} in {passes} passes "
-                             f"(Fp changed by {change:.2g})", "use smaller steps")
-
-    def _one_iteration(self, where: str) -> tuple[int, int]:
-        """A single Newton iteration at fixed plastic state (a plastic pass's correction);
-        returns (1 or 0, Krylov iterations)."""
-        snes = self.problem.solver
-        snes.setTolerances(max_it=1)
-        try:
-            self._set_spring()
-            self.problem.solve()
-        finally:
-            snes.setTolerances(max_it=NEWTON.max_it)
-        reason = SNESReason.of(snes.getConvergedReason())
-        # DIVERGED_MAX_IT: the one iteration allowed was taken
-        if not reason.converged and reason != SNESReason.DIVERGED_MAX_IT:
-            raise NumericalError(f"Newton did not converge {where} (SNES reason "
-                                 f"{reason.describe()})",
-                                 "use smaller steps or check the materials")
-        return snes.getIterationNumber(), snes.getLinearSolveIterations()
-
-    def _solve_elastic(self, where: str, atol: float) -> tuple[list, list, int]:
-        """Newton at fixed plastic state to the absolute residual ``atol``, with the spring
-        fixed point. Returns the Newton and Krylov iterations per pass and the passes."""
+    def _solve_equilibrium(self, where: str, atol: float) -> tuple[list, list, int]:
+        """Newton to the absolute residual ``atol`` inside the spring fixed point. Returns
+        the Newton and Krylov iterations per pass and the passes."""
         snes = self.problem.solver
         b = self.boundary
         newton, krylov = [], []

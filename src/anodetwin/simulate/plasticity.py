@@ -43,7 +43,7 @@ import numpy as np
 
 from anodetwin.simulate.constitutive import LawParameters, kirchhoff_deviator, swelling_ratio
 
-__all__ = ["FlowRule", "ReturnResult", "return_map"]
+__all__ = ["FlowRule", "ReturnResult", "return_map", "return_tangent"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,34 @@ def _principal(be: np.ndarray):
     return np.maximum(w, 1e-300), Q
 
 
+def _illinois(g, lo: np.ndarray, hi: np.ndarray, gtol: np.ndarray, iterations: int
+              ) -> np.ndarray:
+    """The roots of the decreasing functions ``g`` (vectorised, one per entry) bracketed by
+    ``g(lo) >= 0 >= g(hi)``: regula falsi with the Illinois modification (superlinear;
+    the bracket never grows), to ``|g| <= gtol`` or a bracket of round-off width."""
+    g_lo, g_hi = g(lo, None), g(hi, None)
+    x = lo.copy()
+    side = np.zeros(lo.size, dtype=np.int8)
+    act = np.flatnonzero(g_lo > gtol)  # entries still to solve
+    for _ in range(iterations):
+        if act.size == 0:
+            break
+        a, b, ga, gb = lo[act], hi[act], g_lo[act], g_hi[act]
+        xa = np.clip((a * gb - b * ga) / (gb - ga), a, b)
+        gx = g(xa, act)
+        x[act] = xa
+        pos = gx > 0
+        lo[act] = np.where(pos, xa, a)
+        hi[act] = np.where(pos, b, xa)
+        # Illinois: halve the far end's value when the same end moves twice
+        g_lo[act] = np.where(pos, gx, np.where(side[act] == -1, 0.5 * ga, ga))
+        g_hi[act] = np.where(pos, np.where(side[act] == 1, 0.5 * gb, gb), gx)
+        side[act] = np.where(pos, 1, -1)
+        done = (np.abs(gx) <= gtol[act]) | (hi[act] - lo[act] <= 4e-16 * hi[act])
+        act = act[~done]
+    return x
+
+
 def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, law: LawParameters, theta: np.ndarray,
                sigma_y: np.ndarray, rate0: np.ndarray, m: np.ndarray,
                dt: float, iterations: int = 80) -> ReturnResult:
@@ -125,7 +153,8 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, law: LawParameters, theta: n
     dt : float
         Step length (s); ``inf`` gives the rate-independent return.
     iterations : int
-        Bisection steps of the plastic increment.
+        Largest number of root-finding steps of the plastic increment (regula falsi,
+        Illinois; to a stress residual of 1e-12 of the flow stress).
 
     Returns
     -------
@@ -160,22 +189,59 @@ def return_map(F: np.ndarray, Fp_inv_n: np.ndarray, law: LawParameters, theta: n
     s_y, je, mm, scale = sigma_y[idx], Je[idx], m[idx], rate0[idx] * dt
     law_f, theta_f, w_f = law.take(idx), theta[idx], w[idx]
 
-    def deviator(dg):  # Kirchhoff deviator (principal) after a return by dg
-        return kirchhoff_deviator(law_f, theta_f, w_f * np.exp(-2 * dg[:, None] * N))
+    def deviator(dg, sub=slice(None)):  # Kirchhoff deviator (principal) after a return
+        return kirchhoff_deviator(law_f.take(sub), theta_f[sub],
+                                  w_f[sub] * np.exp(-2 * dg[:, None] * N[sub]))
 
-    def g(dg):  # stress minus flow stress with overstress: decreases along the return
-        over = (dg / scale) ** (1.0 / mm) if np.isfinite(dt) else 0.0
-        return von_mises(deviator(dg)) / je - s_y * (1 + over)
+    def g(dg, sub):  # stress minus flow stress with overstress: decreases along the return
+        sub = slice(None) if sub is None else sub
+        over = (dg / scale[sub]) ** (1.0 / mm[sub]) if np.isfinite(dt) else 0.0
+        return von_mises(deviator(dg, sub)) / je[sub] - s_y[sub] * (1 + over)
 
-    hi = eq.copy()  # g(eq) < 0: no deviator left
-    lo = np.zeros(idx.size)
-    for _ in range(iterations):  # bisection
-        mid = 0.5 * (lo + hi)
-        pos = g(mid) > 0
-        lo, hi = np.where(pos, mid, lo), np.where(pos, hi, mid)
-    dg = 0.5 * (lo + hi)
+    dg = _illinois(g, np.zeros(idx.size), eq.copy(), 1e-12 * s_y, iterations)
     dgamma[idx] = dg
     vm[idx] = von_mises(deviator(dg)) / je
     M = (Q[idx] * np.exp(-dg[:, None] * N)[:, None, :]) @ np.swapaxes(Q[idx], 1, 2)
     Fp_inv[idx] = np.linalg.solve(F[idx], M @ F[idx] @ Fp_inv_n[idx])
     return ReturnResult(Fp_inv, dgamma, vm)
+
+
+def return_tangent(F: np.ndarray, Fp_inv_n: np.ndarray, law: LawParameters,
+                   theta: np.ndarray, sigma_y: np.ndarray, rate0: np.ndarray,
+                   m: np.ndarray, dt: float, step: float = 1e-7
+                   ) -> tuple[ReturnResult, np.ndarray]:
+    """The return of every cell and its derivative ``d(Fp^-1)/dF``: the algorithmic
+    (consistent) tangent of the flow, by forward differences of :func:`return_map` in each
+    component of ``F`` (the return is solved to round-off, so a step of 1e-7 gives the
+    derivative to ~1e-7).
+
+    Parameters
+    ----------
+    F, Fp_inv_n, law, theta, sigma_y, rate0, m, dt
+        As in :func:`return_map`.
+    step : float
+        Difference step in each component of ``F`` (1).
+
+    Returns
+    -------
+    ReturnResult
+        The return at ``F``.
+    ndarray, shape (n, 3, 3, 3, 3)
+        ``D[c, i, j, k, l] = d(Fp^-1)_ij / dF_kl`` of cell ``c``; 0 in cells that do not
+        flow (their ``Fp^-1`` stays that of the step's start).
+    """
+    n = F.shape[0]
+    r = return_map(F, Fp_inv_n, law, theta, sigma_y, rate0, m, dt)
+    D = np.zeros((n, 3, 3, 3, 3))
+    idx = np.flatnonzero(r.dgamma > 0)
+    if idx.size == 0:
+        return r, D
+    args = (Fp_inv_n[idx], law.take(idx), np.broadcast_to(theta, (n,))[idx],
+            np.broadcast_to(sigma_y, (n,))[idx], np.broadcast_to(rate0, (n,))[idx],
+            np.broadcast_to(m, (n,))[idx], dt)
+    for k in range(3):
+        for l in range(3):  # noqa: E741 (the index of the derivative's component)
+            Fk = F[idx].copy()
+            Fk[:, k, l] += step
+            D[idx, :, :, k, l] = (return_map(Fk, *args).Fp_inv - r.Fp_inv[idx]) / step
+    return r, D

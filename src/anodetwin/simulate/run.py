@@ -345,7 +345,6 @@ def _mechanics(case, mesh, phases, facets):
     sp = SwellingProblem(mesh, phases, facets, case.materials, case.boundary, theta_cells,
                          rtol=case.solver.rtol, prefix="mech_",
                          linear_solver=case.solver.linear, plastic=case.solver.plasticity,
-                         plastic_tol=case.solver.plastic_tol,
                          petsc_options=case.solver.petsc_options)
     return sp, theta_cells
 
@@ -501,7 +500,7 @@ class _Run:
         newton, krylov, passes = self.sp.solve(where, dt=dt_try)
         return SolverCounts(newton_iterations=int(sum(newton)),
                             krylov_iterations=int(sum(krylov)),
-                            plastic_passes=int(passes) if self.sp.plastic else 0,
+                            spring_passes=int(passes),
                             diffusion_iterations=int(d_its))
 
     def _save(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -205,16 +205,16 @@ class SolverCounts:
     Parameters
     ----------
     newton_iterations, krylov_iterations : int
-        Newton and Krylov iterations of the mechanics, summed over the plastic passes.
-    plastic_passes : int
-        Return-map / equilibrium passes (0 without plastic flow).
+        Newton and Krylov iterations of the mechanics, summed over the spring passes.
+    spring_passes : int
+        Fixed-point passes of the stack spring around Newton (1 when the first settles).
     diffusion_iterations : int
         Newton iterations of the Li transport.
     """
 
     newton_iterations: int = 0
     krylov_iterations: int = 0
-    plastic_passes: int = 0
+    spring_passes: int = 0
     diffusion_iterations: int = 0
 
 
@@ -253,7 +253,7 @@ class StepRecord(Mapping):
         Largest principal and von Mises stress in the Si.
     max_plastic_strain_si : float
         Largest equivalent plastic strain in the Si.
-    newton_iterations, krylov_iterations, plastic_passes, diffusion_iterations : int
+    newton_iterations, krylov_iterations, spring_passes, diffusion_iterations : int
         The step's :class:`SolverCounts`.
     wall_s : float
         Wall time since the start of this call, s.
@@ -281,7 +281,7 @@ class StepRecord(Mapping):
     max_plastic_strain_si: float
     newton_iterations: int
     krylov_iterations: int
-    plastic_passes: int
+    spring_passes: int
     diffusion_iterations: int
     wall_s: float
 
