@@ -2,7 +2,7 @@
 
     python benchmarks/solver_case.py mesh reference|LABELS.npy MESH_DIR COARSEN
     mpiexec -n N python benchmarks/solver_case.py unit MESH_DIR
-    mpiexec -n N python benchmarks/solver_case.py twin MESH_DIR OUT_DIR STEPS
+    mpiexec -n N python benchmarks/solver_case.py twin MESH_DIR OUT_DIR STEPS [demo|reference]
     mpiexec -n N python benchmarks/solver_case.py step MESH_DIR
 
 ``mesh``: the electrode mesh of the reference phantom (validation/phantom/reference.toml,
@@ -12,8 +12,10 @@ saved as .npy (0.2 um voxels, the first 128 z slices), voxel hexahedra COARSEN v
 near-nullspace, GAMG set-up, CG to 1e-8; E = 100 GPa, nu = 0.3, bonded bottom, the top
 pushed down by 0.1 um), the unit of cost of the solver benchmark; median of three.
 ``twin``: the demo electrode's case with the compacting matrix (quick_cell protocol,
-separator-side reaction, elastic LixSi, stack pressure 0.3 MPa) for STEPS steps; per step
-the wall time, Newton and Krylov iterations. ``step``: theta 0 -> 0.002 -> 0.004 in every
+separator-side reaction, elastic LixSi, stack pressure 0.3 MPa), or with ``reference``
+the validation case (validation/reference_electrode/case.toml: the reference protocol,
+plastic flow of LixSi, compacting matrix), for STEPS steps; per step the wall time, Newton
+and Krylov iterations. ``step``: theta 0 -> 0.002 -> 0.004 in every
 Si cell of the mesh (default materials, spring 0.3 MPa + 0.001 MPa/um).
 Every mode reports the peak resident memory summed over the ranks (MiB) and the DOFs.
 """
@@ -93,14 +95,22 @@ def unit(mesh_dir: str) -> dict:
             "dofs": V.dofmap.index_map.size_global * 3}
 
 
-def twin_case(mesh_dir: str) -> str:
-    """The demo's case (:data:`anodetwin.demo.DEMO_CASE`) on ``mesh_dir`` with the compacting
-    matrix switched on and no DVC grid."""
+def twin_case(mesh_dir: str, kind: str = "demo") -> str:
+    """The demo's case (:data:`anodetwin.demo.DEMO_CASE`) with the compacting matrix switched
+    on, or the validation case (``kind="reference"``), on ``mesh_dir`` and with no DVC
+    grid."""
     from anodetwin.demo import DEMO_CASE
 
-    lines = DEMO_CASE.format(voxel=0.2).splitlines()
+    if kind == "demo":
+        lines = DEMO_CASE.format(voxel=0.2).splitlines()
+    else:
+        root = Path(__file__).resolve().parents[1]
+        lines = (root / "validation" / "reference_electrode" / "case.toml").read_text(
+            ).splitlines()
     for key, value in (("path", f'"{Path(mesh_dir).resolve()}"'), ("compaction", "true"),
                        ("dvc_node_spacing_um", "0")):
+        if kind != "demo" and key == "compaction":
+            continue  # the validation case's default: on
         at = [i for i, line in enumerate(lines) if line.split("=")[0].strip() == key]
         if len(at) != 1:
             raise RuntimeError(f"the demo's case no longer holds one '{key}': update the "
@@ -110,8 +120,9 @@ def twin_case(mesh_dir: str) -> str:
     return text
 
 
-def twin(mesh_dir: str, out: str, steps: int) -> dict:
-    """The first ``steps`` steps of the demo electrode with the compacting matrix."""
+def twin(mesh_dir: str, out: str, steps: int, kind: str = "demo") -> dict:
+    """The first ``steps`` steps of the demo electrode with the compacting matrix, or of the
+    validation case (``kind="reference"``)."""
     from anodetwin.simulate.case import load_case
     from anodetwin.simulate.run import run_case
 
@@ -119,7 +130,7 @@ def twin(mesh_dir: str, out: str, steps: int) -> dict:
     out_dir = Path(out)
     if comm.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "case.toml").write_text(twin_case(mesh_dir))
+        (out_dir / "case.toml").write_text(twin_case(mesh_dir, kind))
     comm.barrier()
     case = load_case(out_dir / "case.toml")
     t0 = time.perf_counter()
@@ -200,7 +211,7 @@ def main() -> int:
     elif mode == "unit":
         res = unit(mesh_dir)
     elif mode == "twin":
-        res = twin(mesh_dir, sys.argv[3], int(sys.argv[4]))
+        res = twin(mesh_dir, sys.argv[3], int(sys.argv[4]), *sys.argv[5:6])
     else:
         res = step(mesh_dir)
     mib = comm.allreduce(hwm(), op=MPI.SUM)

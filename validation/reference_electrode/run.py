@@ -13,6 +13,7 @@ import h5py  # noqa: F401  (before dolfinx's HDF5)
 import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
 import argparse
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def main() -> int:
     configure_logging(0)
     comm = MPI.COMM_WORLD
     work = HERE / "out"
+    start = time.perf_counter()
     if not args.report_only:
         if not (work / "mesh" / "mesh.xdmf").is_file():
             make_mesh(work / "mesh", args.coarsen, comm)
@@ -95,6 +97,10 @@ def main() -> int:
                   f"{rows[-1]['volumetric_strain_collector_half']:.3f}, separator half "
                   f"{rows[-1]['volumetric_strain_separator_half']:.3f}), exx "
                   f"{rows[-1]['exx']:.1e}, eyy {rows[-1]['eyy']:.1e}.\n")
+        if not args.report_only:
+            status += (f"\nWall time {(time.perf_counter() - start) / 60:.1f} min on "
+                       f"{comm.size} MPI ranks (mesh and simulation"
+                       f"{' since the resume' if args.resume else ''}).\n")
         if failed:
             fail = json.loads((work / "run" / "failure.json").read_text())
             status += f"\nStopped: {fail['message']}\n"
