@@ -361,6 +361,12 @@ def test_plastic_film_flows_at_the_flow_stress():
     assert deps.min() > 0
     assert np.allclose(vm, s_y * (1 + (deps[:len(vm)] / (1e-3 * 600)) ** 0.25), rtol=1e-6)
     assert vm.min() > 1.1 * s_y  # a real overstress
+    # a fresh tangent (after a restore or a rollback) leaves the plastic state alone
+    sp.commit()
+    state = sp.cell_Fp_inv().copy(), sp.plastic_strain.x.array.copy()
+    sp.refresh_tangent()
+    assert np.array_equal(sp.cell_Fp_inv(), state[0])
+    assert np.array_equal(sp.plastic_strain.x.array, state[1])
 
 
 def test_plastic_tangent_is_the_derivative_of_the_residual():

@@ -429,7 +429,12 @@ class SwellingProblem:
         p = self.problem
         self._set_spring()
         fp.assign(self.u, p.x)
+        # the Jacobian's return (at the last step's dt) must not change the plastic state
+        kept = [f.x.array.copy() for f in (self.Fp_inv, self.plastic_strain)] \
+            if self.plastic else []
         p.solver.computeJacobian(p.x, p.A)
+        for f, a in zip((self.Fp_inv, self.plastic_strain) if kept else (), kept):
+            f.x.array[:] = a
         p.solver.getKSP().setOperators(p.A, p.A)
         self._tangent_ready = True
 
