@@ -464,7 +464,8 @@ class SwellingProblem:
 
     def _init_plastic(self, phases, materials: dict) -> None:
         """Cell state of plastic flow: Fp^-1 (DG0 tensor), accumulated equivalent plastic
-        strain, their values at the start of the step, and the flow parameters per cell."""
+        strain, their values at the start of the step, d(Fp^-1)/dF of the consistent tangent
+        (DG0, (3, 3, 3, 3)) and the flow parameters per cell."""
         import dolfinx.fem as fem
 
         from anodetwin.simulate.plasticity import FlowRule
