@@ -19,7 +19,8 @@ help:
 	@echo "make test-all  the test suite including tests marked slow"
 	@echo "make bench     benchmarks; numbers land in benchmarks/RESULTS.md"
 	@echo "make validation  the reference electrode through the reference protocol (all cores,"
-	@echo "               NPROC=N to choose), then its DVC closed loop; validation/reference_electrode/"
+	@echo "               NPROC=N to choose; RESUME=1 continues a run, FRESH=1 starts it again),"
+	@echo "               then its DVC closed loop; validation/reference_electrode/"
 	@echo "               results.md, loop.md and report/"
 
 $(PY):
@@ -46,7 +47,8 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/run.py --out benchmarks/RESULTS.md
 
 validation: $(STAMP)
-	$(VENV)/bin/mpiexec -n $(NPROC) $(PY) validation/reference_electrode/run.py
+	$(VENV)/bin/mpiexec -n $(NPROC) $(PY) validation/reference_electrode/run.py \
+		$(if $(RESUME),--resume) $(if $(FRESH),--fresh)
 	$(PY) validation/reference_electrode/closed_loop.py
 
 clean:

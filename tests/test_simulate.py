@@ -415,22 +415,72 @@ def test_plastic_tangent_is_the_derivative_of_the_residual():
 
 def test_a_problem_does_not_inherit_the_options_of_an_earlier_one():
     """PETSc options of one mechanics problem do not reach the next of the same prefix: a
-    direct solve after an iterative one has no preconditioner lag (a lagged LU would make
-    its Newton a chord method)."""
+    direct solve after an iterative one has no multigrid options (and no preconditioner
+    lag: a lagged LU would make its Newton a chord method)."""
     from petsc4py import PETSc
 
     from anodetwin.simulate.mechanics import SwellingProblem
 
     hm, _ = _block((2, 2, 2))
     args = (hm.mesh, hm.phases, hm.facets, default_materials(), Boundary())
-    SwellingProblem(*args, prefix="inherit_", petsc_options={"ksp_monitor_short": None})
+    SwellingProblem(*args, prefix="inherit_", petsc_options={"ksp_monitor_short": None,
+                                                             "snes_lag_preconditioner": 3})
     db = PETSc.Options()
     assert db.hasName("inherit_snes_lag_preconditioner")
+    assert db.hasName("inherit_mg_levels_pc_type")
     assert db.hasName("inherit_ksp_monitor_short")
     SwellingProblem(*args, prefix="inherit_", linear_solver="direct")
     assert not db.hasName("inherit_snes_lag_preconditioner")
+    assert not db.hasName("inherit_mg_levels_pc_type")
     assert not db.hasName("inherit_ksp_monitor_short")
     assert db.getString("inherit_pc_type") == "lu"
+
+
+class _FakeKSP:
+    """The last linear solve's iterations and reason, and the PC's reuse flag."""
+
+    def __init__(self):
+        self.its, self.reason, self.reuse = 0, 0, None
+
+    def getIterationNumber(self):
+        return self.its
+
+    def getConvergedReason(self):
+        return self.reason
+
+    def getPC(self):
+        return self
+
+    def setReusePreconditioner(self, flag):
+        self.reuse = flag
+
+
+def test_preconditioner_is_rebuilt_when_the_solves_slow_down():
+    """The adaptive rebuild: built before the first solve, kept while a solve needs at most
+    twice the iterations of the first solve after the build, rebuilt after a slower or a
+    failed solve and on request; CG's stop at negative curvature (reason -10) keeps it."""
+    from anodetwin.simulate.solver import PreconditionerReuse
+
+    pr, ksp = PreconditionerReuse(ratio=2.0), _FakeKSP()
+    # (iterations, reason) of the solve before each decision -> rebuilt?
+    for its, reason, rebuilt in [(0, 0, True),      # first solve: build
+                                 (6, 2, False),     # reference 6
+                                 (12, 2, False),    # 12 <= 2 x 6
+                                 (7, -10, False),   # negative curvature: not the PC
+                                 (13, 2, True),     # 13 > 12: rebuild
+                                 (20, 2, False),    # new reference 20
+                                 (40, 2, False),
+                                 (41, 2, True),
+                                 (9, 2, False),     # reference 9
+                                 (1000, -3, True),  # iteration limit
+                                 (8, 2, False)]:
+        ksp.its, ksp.reason = its, reason
+        assert pr.decide(ksp) is rebuilt, (its, reason)
+        assert ksp.reuse is (not rebuilt)
+    assert pr.reference == 8 and pr.builds == 4
+    pr.rebuild_next()
+    ksp.its, ksp.reason = 8, 2
+    assert pr.decide(ksp) is True
 
 
 def test_return_map_leaves_elastic_cells_alone():

@@ -1,9 +1,11 @@
 """Reference validation case: phantom of the reference electrode -> mesh -> simulation
 through the reference protocol -> side-by-side table with the publication (results.md).
 
-    mpiexec -n 2 python validation/reference_electrode/run.py [--coarsen 4] [--resume]
+    mpiexec -n 2 python validation/reference_electrode/run.py [--coarsen 4] [--resume | --fresh]
 
-Writes out/ (mesh, run) and results.md beside this file. Nothing is fitted to the
+Writes out/ (mesh, run) and results.md beside this file; a run already in out/ is continued
+with ``--resume`` (``make validation RESUME=1``) or started again with ``--fresh``
+(``make validation FRESH=1``). Nothing is fitted to the
 mechanical numbers: the parameters are those of models/ and case.toml (see results.md).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import h5py  # noqa: F401  (before dolfinx's HDF5)
 import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
 import argparse
+import shutil
 import sys
 import time
 import tomllib
@@ -61,6 +64,7 @@ def table(rows: list[dict], expected: dict) -> str:
 
 
 def main() -> int:
+    from anodetwin.errors import AnodetwinError
     from anodetwin.log import configure_logging
     from anodetwin.simulate.case import load_case
     from anodetwin.simulate.run import read_summary, run_case
@@ -68,7 +72,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--coarsen", type=int, default=4,
                     help="phantom voxels per mesh cell (4: 0.8 um hexahedra)")
-    ap.add_argument("--resume", action="store_true")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in out/run")
+    mode.add_argument("--fresh", action="store_true",
+                      help="delete the run in out/run and start again")
     ap.add_argument("--report-only", action="store_true",
                     help="write results.md from the scans finished so far, run nothing")
     args = ap.parse_args()
@@ -80,7 +87,18 @@ def main() -> int:
         if not (work / "mesh" / "mesh.xdmf").is_file():
             make_mesh(work / "mesh", args.coarsen, comm)
         case = load_case(HERE / "case.toml")
-        run_case(case, work / "run", resume=args.resume, comm=comm)
+        if args.fresh and comm.rank == 0:
+            shutil.rmtree(work / "run", ignore_errors=True)
+        comm.barrier()
+        try:
+            run_case(case, work / "run", resume=args.resume, comm=comm)
+        except AnodetwinError as exc:
+            if comm.rank == 0:
+                print(f"error: {exc}", file=sys.stderr)
+                if "--resume" in str(exc):
+                    print("hint: make validation RESUME=1 continues it, FRESH=1 starts "
+                          "again", file=sys.stderr)
+            return 2
     if comm.rank == 0:
         rows = read_summary(work / "run" / "summary.csv")
         expected = tomllib.loads((HERE / "expected.toml").read_text())["metrics"]
@@ -89,7 +107,8 @@ def main() -> int:
         run = json.loads((work / "run" / "run.json").read_text())
         done = [r["output"] for r in rows if r["output"]]
         failed = (work / "run" / "failure.json").is_file()
-        status = (f"Run status: {'failed' if failed else run['status']}; scans simulated: {', '.join(done)} "
+        state = "failed" if failed else run["status"]
+        status = (f"Run status: {state}; scans simulated: {', '.join(done)} "
                   f"({int(rows[-1]['step'])} steps, t = {rows[-1]['time_h']:.2f} h of the "
                   f"protocol, SoC {rows[-1]['soc']:.3f}). Last step: thickness "
                   f"{rows[-1]['thickness_um']:.2f} um, mean J-1 "

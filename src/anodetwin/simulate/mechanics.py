@@ -47,7 +47,8 @@ from anodetwin.log import get_logger
 from anodetwin.simulate.constitutive import (LawParameters, cauchy_stress, kinematics,
                                              kirchhoff_pressure, stored_energy,
                                              volumetric_energy)
-from anodetwin.simulate.solver import NEWTON, SNESReason, nonlinear_problem
+from anodetwin.simulate.solver import (NEWTON, PreconditionerReuse, SNESReason,
+                                       nonlinear_problem)
 
 log = get_logger("simulate")
 
@@ -320,8 +321,14 @@ class SwellingProblem:
 
         self.problem.solver.setFunction(residual, self.problem.b)
         self._du = self.problem.b.duplicate()
+        snes = self.problem.solver
+        # an LU factorisation is redone at every Jacobian (reused, Newton is a chord
+        # method); a lag in the case's options replaces the adaptive rebuild
+        self.pc_reuse = None
+        if self.linear_solver == "iterative" and "snes_lag_preconditioner" not in options:
+            self.pc_reuse = PreconditionerReuse(NEWTON.pc_rebuild_ratio)
+            self.pc_reuse.attach(snes.getKSP())
         if self.plastic:
-            snes = self.problem.solver
             A, P, (jac, args, kwargs) = snes.getJacobian()
 
             def jacobian(snes, x, J, Pm):
@@ -432,6 +439,8 @@ class SwellingProblem:
         # the Jacobian's return (at the last step's dt) must not change the plastic state
         kept = [f.x.array.copy() for f in (self.Fp_inv, self.plastic_strain)] \
             if self.plastic else []
+        if self.pc_reuse is not None:  # the state may have jumped (restore, rollback)
+            self.pc_reuse.rebuild_next()
         p.solver.computeJacobian(p.x, p.A)
         for f, a in zip((self.Fp_inv, self.plastic_strain) if kept else (), kept):
             f.x.array[:] = a

@@ -25,12 +25,27 @@ one homogeneous linear-elastic solve of the same mesh: assembly + GAMG set-up + 
   definite near a solution; where an iterate far from it has an indefinite tangent, CG
   stops at the negative curvature and Newton takes the direction found so far (a
   truncated Newton-CG step; ``snes_max_linear_solve_fail`` keeps SNES going). GAMG with the
-  rigid-body near-nullspace and a drop threshold of 0.02: 15-17 CG iterations per solve
-  instead of 28-33 at the default (-1), against the stiffness contrast of Cu and Si to the
-  soft matrix, for a set-up of 1.3 s instead of 0.8 s; so it is rebuilt only every
-  ``pc_lag`` Jacobians, across Newton iterations and steps (the interpolation reused).
-  GMRES(150) before cost more per iteration and its basis 1.2 kB per DOF. MUMPS LU
-  (``linear = "direct"``) remains for small meshes.
+  rigid-body near-nullspace and a drop threshold of 0.02 (half the CG iterations of the
+  default, -1, against the stiffness contrast of Cu and Si to the soft matrix, for a
+  set-up of 1.3 s instead of 0.8 s). GMRES(150) before cost more per iteration and its
+  basis 1.2 kB per DOF. MUMPS LU (``linear = "direct"``) remains for small meshes.
+* **Gauss-Seidel smoothing.** The multigrid levels are smoothed by one symmetric
+  Gauss-Seidel sweep (``sor``, local to each rank) as a Richardson iteration, not by
+  PETSc's default Chebyshev-Jacobi: where the matrix has compacted (its volumetric
+  stiffness grown 100-fold over its shear stiffness, as in the validation run's charging
+  steps past 50% SoC) Jacobi smoothing needed 150-250 CG iterations per Newton iteration
+  and Gauss-Seidel 60-65; a step took 12 s instead of 33 s on 2 ranks (steps 37-38 of the
+  validation run; two sweeps: 13.5 s, Chebyshev over Gauss-Seidel: 13.3 s).
+* **Inexact Newton.** Each linear solve stops at ``ksp_rtol`` = 1e-3 of its right-hand
+  side: the same Newton iterations as at 1e-6 on the demo and the validation steps, with
+  a third of the CG iterations (validation steps 37-38: 7.5 s instead of 12 s per step).
+  Eisenstat-Walker forcing terms (looser still early in a step) cost Newton iterations.
+* **Preconditioner reuse** (:class:`PreconditionerReuse`): GAMG's set-up (its Galerkin
+  products; the aggregation and interpolation are kept) is redone only when a linear
+  solve needs more than ``pc_rebuild_ratio`` times the CG iterations of the first solve
+  after the last set-up, across Newton iterations and steps; a fixed lag of 3 Jacobians
+  rebuilt it 10 times in the demo's first five charging steps, this rule twice (22.6 ->
+  17.1 units).
 * **Plastic flow: the consistent tangent.** Every residual returns the cells from the
   step's start at the current ``F``; the tangent adds the stress's derivative through that
   return, ``d(Fp^-1)/dF`` per cell (forward differences of the return, nine more returns
@@ -47,11 +62,12 @@ one homogeneous linear-elastic solve of the same mesh: assembly + GAMG set-up + 
   every iterate satisfies them: the lifting added nothing and cost 5% of an iteration).
 
 Measured on the first five charging steps of the demo electrode with the compacting
-matrix: 52 units before, 27 with this scheme on 1 and on 2 ranks, with the same solution
-(thickness to 1e-7 um, mean J - 1 to 1e-6); about 1 unit per Newton iteration
+matrix (1 rank): 52 units before, 27 with the predictor, CG and the step control, 17 with
+Gauss-Seidel smoothing, inexact Newton and the adaptive rebuild, with the same solution
+(thickness to 1e-7 um); 0.65 units per Newton iteration
 (``benchmarks/RESULTS.md``, mechanics solver). The options are PETSc's
 (under the problem's prefix, ``mech_`` in runs); a case overrides them with ``[solver]
-petsc_options``.
+petsc_options`` (a ``snes_lag_preconditioner`` there replaces the adaptive rebuild).
 """
 
 from __future__ import annotations
@@ -59,7 +75,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["NEWTON", "NewtonOptions", "SNESReason", "nonlinear_problem"]
+__all__ = ["NEWTON", "NewtonOptions", "PreconditionerReuse", "SNESReason",
+           "nonlinear_problem"]
 
 
 class SNESReason(IntEnum):
@@ -139,8 +156,15 @@ class NewtonOptions:
         Krylov iterations per linear solve.
     gamg_threshold : float
         GAMG's drop threshold of weak couplings in the aggregation graph.
-    pc_lag : int
-        The preconditioner is rebuilt every ``pc_lag`` Jacobians (across solves).
+    pc_rebuild_ratio : float
+        The preconditioner is kept across Newton iterations and steps until a linear solve
+        needs more than ``pc_rebuild_ratio`` times the Krylov iterations of the first solve
+        after its last build (:class:`PreconditionerReuse`).
+    smoother : str
+        Smoother of GAMG's levels: ``mg_levels_pc_type`` (PETSc name) as a Richardson
+        iteration.
+    smooth_its : int
+        Smoothing sweeps before and after each coarse-grid correction.
     line_search : str
         SNES line search (PETSc name).
     keep : float
@@ -164,10 +188,12 @@ class NewtonOptions:
     atol: float = 1e-8
     max_it: int = 50
     ksp_type: str = "cg"
-    ksp_rtol: float = 1e-6
+    ksp_rtol: float = 1e-3
     ksp_max_it: int = 1000
     gamg_threshold: float = 0.02
-    pc_lag: int = 3
+    pc_rebuild_ratio: float = 2.0
+    smoother: str = "sor"
+    smooth_its: int = 1
     line_search: str = "basic"
     keep: float = 0.25
     predictor_keep: float = 0.75
@@ -197,9 +223,9 @@ class NewtonOptions:
         """
         lin = ({"ksp_type": self.ksp_type, "pc_type": "gamg", "ksp_rtol": self.ksp_rtol,
                 "ksp_max_it": self.ksp_max_it, "pc_gamg_threshold": self.gamg_threshold,
-                "pc_gamg_reuse_interpolation": True,
-                "snes_lag_preconditioner": self.pc_lag,
-                "snes_lag_preconditioner_persists": True}
+                "pc_gamg_reuse_interpolation": True,  # rebuilt: PreconditionerReuse
+                "mg_levels_ksp_type": "richardson", "mg_levels_pc_type": self.smoother,
+                "mg_levels_ksp_max_it": self.smooth_its}
                if linear_solver == "iterative" else
                {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"})
         search = self.plastic_line_search if plastic else self.line_search
@@ -211,6 +237,73 @@ class NewtonOptions:
 
 NEWTON = NewtonOptions()
 """The options every mechanics solve uses."""
+
+
+_KSP_DIVERGED_INDEFINITE_MAT = -10  # PETSc's KSPConvergedReason
+
+
+class PreconditionerReuse:
+    """Rebuild the preconditioner when the linear solves slow down, not at every Jacobian.
+
+    The multigrid set-up (the Galerkin products of GAMG's levels) costs about half of one
+    elastic solve, and the tangent changes little from one Newton iteration or step to
+    the next. The preconditioner is therefore kept while it works: before each linear
+    solve it is rebuilt from the current tangent if the last solve stopped without
+    converging (iteration limit, divergence; not CG's stop at negative curvature of the
+    tangent) or needed more than ``ratio`` times the
+    Krylov iterations of the first solve after the last build (its reference), and
+    reused otherwise. :meth:`attach` hooks it to a KSP (a pre-solve callback, which runs
+    before PETSc sets the preconditioner up); :meth:`rebuild_next` forces a rebuild where
+    the state jumped (a restore, a rollback).
+
+    Parameters
+    ----------
+    ratio : float
+        Slow-down (last iterations / reference iterations) that triggers a rebuild.
+    """
+
+    def __init__(self, ratio: float = 2.0):
+        self.ratio = float(ratio)
+        self.reference: int | None = None  # Krylov iterations just after the last build
+        self.builds = 0
+        self._fresh = False   # the last solve ran on a new preconditioner
+        self._force = True    # rebuild before the next solve
+
+    def attach(self, ksp) -> None:
+        """Decide before every solve of ``ksp`` (``petsc4py.PETSc.KSP``)."""
+        ksp.setPreSolve(lambda k, b, x: self.decide(k))
+
+    def rebuild_next(self) -> None:
+        """Rebuild the preconditioner before the next solve."""
+        self._force = True
+
+    def decide(self, ksp) -> bool:
+        """Whether the coming solve gets a new preconditioner; tells ``ksp``'s PC.
+
+        Parameters
+        ----------
+        ksp : petsc4py.PETSc.KSP
+            The linear solver; it still holds the last solve's iterations and reason.
+
+        Returns
+        -------
+        bool
+            True if the preconditioner is rebuilt for this solve.
+        """
+        its, reason = ksp.getIterationNumber(), ksp.getConvergedReason()
+        if self._fresh and reason > 0:
+            self.reference = max(int(its), 1)
+        self._fresh = False
+        # CG stopped at negative curvature (an indefinite tangent far from a solution:
+        # the truncated Newton step) says nothing about the preconditioner
+        failed = reason < 0 and reason != _KSP_DIVERGED_INDEFINITE_MAT
+        slow = self.reference is None or failed or its > self.ratio * self.reference
+        rebuild = self._force or slow
+        ksp.getPC().setReusePreconditioner(not rebuild)
+        if rebuild:
+            self._force, self._fresh = False, True
+            self.builds += 1
+        return rebuild
 
 
 # the option names each prefix was last given: what the next problem of it removes
