@@ -39,7 +39,10 @@ one homogeneous linear-elastic solve of the same mesh: assembly + GAMG set-up + 
 * **Inexact Newton.** Each linear solve stops at ``ksp_rtol`` = 1e-3 of its right-hand
   side: the same Newton iterations as at 1e-6 on the demo and the validation steps, with
   a third of the CG iterations (validation steps 37-38: 7.5 s instead of 12 s per step).
-  Eisenstat-Walker forcing terms (looser still early in a step) cost Newton iterations.
+  With plastic flow the first plastic steps take a few more Newton iterations (the
+  validation case's first five charging steps 70 instead of 56) and still less time
+  (85.8 s instead of 121.3 s). Eisenstat-Walker forcing terms (looser still early in a
+  step) cost Newton iterations.
 * **Preconditioner reuse** (:class:`PreconditionerReuse`): GAMG's set-up (its Galerkin
   products; the aggregation and interpolation are kept) is redone only when a linear
   solve needs more than ``pc_rebuild_ratio`` times the CG iterations of the first solve
@@ -223,7 +226,7 @@ class NewtonOptions:
         """
         lin = ({"ksp_type": self.ksp_type, "pc_type": "gamg", "ksp_rtol": self.ksp_rtol,
                 "ksp_max_it": self.ksp_max_it, "pc_gamg_threshold": self.gamg_threshold,
-                "pc_gamg_reuse_interpolation": True,  # rebuilt: PreconditionerReuse
+                "pc_gamg_reuse_interpolation": True,  # a rebuild redoes the products
                 "mg_levels_ksp_type": "richardson", "mg_levels_pc_type": self.smoother,
                 "mg_levels_ksp_max_it": self.smooth_its}
                if linear_solver == "iterative" else
@@ -250,11 +253,12 @@ class PreconditionerReuse:
     the next. The preconditioner is therefore kept while it works: before each linear
     solve it is rebuilt from the current tangent if the last solve stopped without
     converging (iteration limit, divergence; not CG's stop at negative curvature of the
-    tangent) or needed more than ``ratio`` times the
-    Krylov iterations of the first solve after the last build (its reference), and
-    reused otherwise. :meth:`attach` hooks it to a KSP (a pre-solve callback, which runs
-    before PETSc sets the preconditioner up); :meth:`rebuild_next` forces a rebuild where
-    the state jumped (a restore, a rollback).
+    tangent) or needed more than ``ratio`` times the Krylov iterations of the first solve
+    after the last build (its reference), and reused otherwise. :meth:`attach` hooks it
+    to a KSP (a pre-solve callback, which runs before PETSc sets the preconditioner up;
+    SNES resets the reuse flag after every Jacobian, and petsc4py has no
+    ``SNESSetLagPreconditioner``); :meth:`rebuild_next` forces a rebuild where the state
+    jumped (a restore, a rollback).
 
     Parameters
     ----------
