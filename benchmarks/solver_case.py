@@ -10,7 +10,8 @@ T0 cut above the electrode: the demo's and the validation's electrode) or of pha
 saved as .npy (0.2 um voxels, the first 128 z slices), voxel hexahedra COARSEN voxels wide.
 ``unit``: one homogeneous linear-elastic solve of the mesh (assembly, rigid-body
 near-nullspace, GAMG set-up, CG to 1e-8; E = 100 GPa, nu = 0.3, bonded bottom, the top
-pushed down by 0.1 um), the unit of cost of the solver benchmark; median of three.
+pushed down by 0.1 um; its kernel compiled as the twin's), the unit of cost of the solver
+benchmark; median of three.
 ``twin``: the demo electrode's case with the compacting matrix (quick_cell protocol,
 separator-side reaction, elastic LixSi, stack pressure 0.3 MPa), or with ``reference``
 the validation case (validation/reference_electrode/case.toml: the reference protocol,
@@ -50,6 +51,7 @@ def unit(mesh_dir: str) -> dict:
     from anodetwin.mesh.io import read_mesh
     from anodetwin.mesh.voxel import FACET
     from anodetwin.simulate.mechanics import near_nullspace
+    from anodetwin.simulate.solver import kernel_jit_options
 
     comm = MPI.COMM_WORLD
     mesh, _, _, facets = read_mesh(Path(mesh_dir), comm)
@@ -61,7 +63,8 @@ def unit(mesh_dir: str) -> dict:
         return ufl.sym(ufl.grad(w))
 
     a = fem.form(ufl.inner(2 * mu * eps(u) + lam * ufl.tr(eps(u)) * ufl.Identity(3), eps(v))
-                 * ufl.dx(metadata={"quadrature_degree": 2}))
+                 * ufl.dx(metadata={"quadrature_degree": 2}),
+                 jit_options=kernel_jit_options())  # compiled as the twin's kernels
     bottom = fem.locate_dofs_topological(V, 2, facets.find(FACET["collector"]))
     top = fem.locate_dofs_topological(V.sub(2), 2, facets.find(FACET["separator"]))
     bcs = [fem.dirichletbc(np.zeros(3), bottom, V),

@@ -112,6 +112,34 @@ def test_porous_matrix_locks_at_its_solid_fraction():
         assert (lz > 0.5) if kc else (lz < 0.45)
 
 
+def test_step_control_keeps_the_fraction_of_the_margin_to_the_compaction_limit():
+    """The fraction to the boundary of a uniform uniaxial compression of a porous block:
+    u_z = -c z gives J = 1 - alpha c at every point, so the margin J - J_min keeps
+    ``keep`` of its value at alpha = 0 up to alpha* = (1 - J_min)(1 - keep) / c. Halving
+    from 1 finds 1/4 (1/2 is past alpha*), three bisections of [1/4, 1/2] then 13/32."""
+    from anodetwin.simulate.mechanics import SwellingProblem
+    from anodetwin.simulate.solver import NEWTON
+
+    lab = np.full((3, 2, 2), PHASE["cbd"], np.uint8)
+    lab[0] = PHASE["si"]  # Si (J_min 0) allows alpha < (1 - keep) / c: the matrix governs
+    hm = voxel_mesh(COMM, Labels(lab, None, 1.0))
+    cbd = Material("cbd", (1,), 300.0, 300.0, 0.3, 0.0, {}, compaction_modulus_mpa=30.0,
+                   compaction_limit=0.5)
+    sp = SwellingProblem(hm.mesh, hm.phases, hm.facets, {1: cbd, 2: SI},
+                         Boundary(top="plate"))
+    c, keep = 0.9, 0.25
+    du = np.zeros((sp.V.dofmap.index_map.size_local, 3))
+    du[:, 2] = -c * sp.V.tabulate_dof_coordinates()[:du.shape[0], 2]
+    alpha = sp.admissible_fraction(du.ravel(), keep=keep)
+    exact = (1 - 0.5) * (1 - keep) / c  # 0.41667
+    assert NEWTON.bisections == 3
+    assert alpha == 13 / 32
+    assert exact - 0.25 / 8 <= alpha < exact
+    assert sp.admissible_fraction(du.ravel() * 0.3, keep=keep) == 1.0  # alpha* > 1
+    # c = 2.5: alpha* = 0.15; halving to 1/8, then 3/16 and 5/32 are past it, 9/64 is not
+    assert sp.admissible_fraction(du.ravel() / c * 2.5, keep=keep) == 9 / 64
+
+
 def test_uniaxial_strain_between_plates_and_against_a_spring():
     """(2) Lateral rollers, bonded collector: between rigid plates F = I and the stress is
     exact; against a preloaded spring the top settles where P_zz = -(p0 + k u_top)."""

@@ -48,7 +48,7 @@ from anodetwin.simulate.constitutive import (LawParameters, cauchy_stress, kinem
                                              kirchhoff_pressure, stored_energy,
                                              volumetric_energy)
 from anodetwin.simulate.solver import (NEWTON, PreconditionerReuse, SNESReason,
-                                       nonlinear_problem)
+                                       kernel_jit_options, nonlinear_problem)
 
 log = get_logger("simulate")
 
@@ -355,56 +355,79 @@ class SwellingProblem:
         self._uz_form = fem.form(self.u[2] * ds(FACET["separator"]))
         self._centre = np.array([[0.5, 0.5, 0.5]] if mesh.topology.cell_type.name ==
                                 "hexahedron" else [[0.25, 0.25, 0.25]])
-        self._F_expr = fem.Expression(self.F, self._centre)
+        self._F_expr = fem.Expression(self.F, self._centre, jit_options=kernel_jit_options())
         self._stress_expr = None  # compiled on first use
 
     def _init_step_control(self, degree: int) -> None:
         """Keep Newton inside the material's domain: before each update the step is
-        halved until every quadrature point keeps ``Je - J_min`` above ``NEWTON.keep``
-        times its current value (a fraction-to-the-boundary rule, as in interior-point
-        methods), so no iterate inverts a cell or closes a porous cell past its solid
-        fraction."""
+        scaled by :meth:`_fraction` so that every quadrature point keeps ``Je - J_min``
+        above ``NEWTON.keep`` times its current value (a fraction-to-the-boundary rule, as
+        in interior-point methods), so no iterate inverts a cell or closes a porous cell
+        past its solid fraction."""
         import basix
         import dolfinx.fem as fem
         import ufl
-        from mpi4py import MPI
 
         cell = basix.CellType[self.mesh.topology.cell_type.name]
         pts, _ = basix.make_quadrature(cell, degree)
         self._u_try = fem.Function(self.V)
         _, _, Je_try = kinematics(ufl.Identity(3) + ufl.grad(self._u_try), self.law,
                                   self.load * self.theta, self._Fp_inv_ufl())
-        self._margin = fem.Expression(Je_try - self.law.compaction_limit, pts)
-        cells = np.arange(self._ncell, dtype=np.int32)
-        nb = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
-
-        def margin(x_arr):
-            self._u_try.x.array[:nb] = x_arr
-            self._u_try.x.scatter_forward()
-            return self._margin.eval(self.mesh, cells).ravel()
-
-        def fraction(x_arr, dx_arr, keep=NEWTON.keep):
-            now = margin(x_arr)
-            alpha = 1.0
-            for _ in range(NEWTON.halvings):
-                ok = np.array([bool(np.all(margin(x_arr + alpha * dx_arr) > keep * now))],
-                              dtype=np.int32)
-                self.mesh.comm.Allreduce(MPI.IN_PLACE, ok, op=MPI.MIN)
-                if ok[0]:
-                    return alpha
-                alpha *= 0.5
-            return 0.0
+        self._margin = fem.Expression(Je_try - self.law.compaction_limit, pts,
+                                      jit_options=kernel_jit_options())
+        self._cells = np.arange(self._ncell, dtype=np.int32)
+        self._nb = self.V.dofmap.index_map.size_local * self.V.dofmap.index_map_bs
+        # with plastic flow the critical-point line search picks the length inside the
+        # admissible step; refining its end there cost Newton iterations (solver notes)
+        self._bisections = 0 if self.plastic else NEWTON.bisections
 
         def precheck(x, y):  # the update is x - y
-            alpha = fraction(x.array_r, -y.array_r)
+            alpha = self._fraction(x.array_r, -y.array_r)
             if alpha < 1.0:
                 y.scale(alpha)
                 log.debug("Newton step scaled by %.3g to stay in the material's domain",
                           alpha)
 
-        self._fraction = fraction
-        self._nb = nb
         self.problem.solver.setLineSearchPreCheck(precheck)
+
+    def _margins(self, x_arr: np.ndarray) -> np.ndarray:
+        """``Je - J_min`` at every quadrature point of the owned cells for the owned
+        displacement entries ``x_arr``."""
+        self._u_try.x.array[:self._nb] = x_arr
+        self._u_try.x.scatter_forward()
+        return self._margin.eval(self.mesh, self._cells).ravel()
+
+    def _fraction(self, x_arr: np.ndarray, dx_arr: np.ndarray, keep: float = NEWTON.keep
+                  ) -> float:
+        """The largest ``alpha`` in (0, 1] for which ``x + alpha dx`` keeps every
+        quadrature point's ``Je - J_min`` above ``keep`` times its value at ``x``: 1, or
+        found by halving (at most ``NEWTON.halvings`` times; 0 if none is admissible),
+        then ``_bisections`` bisections between the last admissible and inadmissible
+        fractions."""
+        from mpi4py import MPI
+
+        floor = keep * self._margins(x_arr)
+
+        def admissible(alpha):
+            ok = np.array([bool(np.all(self._margins(x_arr + alpha * dx_arr) > floor))],
+                          dtype=np.int32)
+            self.mesh.comm.Allreduce(MPI.IN_PLACE, ok, op=MPI.MIN)
+            return bool(ok[0])
+
+        alpha = 1.0
+        for _ in range(NEWTON.halvings):
+            if admissible(alpha):
+                break
+            alpha *= 0.5
+        else:
+            return 0.0
+        if alpha < 1.0:
+            lo, hi = alpha, 2 * alpha
+            for _ in range(self._bisections):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if admissible(mid) else (lo, mid)
+            alpha = lo
+        return alpha
 
     def admissible_fraction(self, du: np.ndarray, keep: float = NEWTON.predictor_keep
                             ) -> float:
@@ -421,9 +444,10 @@ class SwellingProblem:
         Returns
         -------
         float
-            The largest ``2^-k`` (k >= 0) for which ``u + alpha du`` keeps every
-            quadrature point's ``Je - J_min`` above ``keep`` times its present value (0 if
-            none).
+            The largest ``alpha`` in (0, 1] for which ``u + alpha du`` keeps every
+            quadrature point's ``Je - J_min`` above ``keep`` times its present value, to
+            the resolution of :meth:`_fraction` (``2^-k``, refined by bisection without
+            plastic flow); 0 if none.
         """
         nb = self._nb
         return self._fraction(self.u.x.array[:nb].copy(), du[:nb], keep)
@@ -550,7 +574,8 @@ class SwellingProblem:
 
         if self._stress_expr is None:
             self._stress_expr = fem.Expression(cauchy_stress(
-                self.F, self.law, self.load * self.theta, self._Fp_inv_ufl()), self._centre)
+                self.F, self.law, self.load * self.theta, self._Fp_inv_ufl()), self._centre,
+                jit_options=kernel_jit_options())
         n = self._ncell
         return self._stress_expr.eval(self.mesh, np.arange(n, dtype=np.int32)
                                       ).reshape(n, 3, 3)
