@@ -81,11 +81,12 @@ one homogeneous linear-elastic solve of the same mesh: assembly + GAMG set-up + 
 
 Measured on the first five charging steps of the demo electrode with the compacting
 matrix (1 rank): 52 units before, 27 with the predictor, CG and the step control, 17 with
-Gauss-Seidel smoothing, inexact Newton and the adaptive rebuild, with the same solution
-(thickness to 1e-7 um); 0.65 units per Newton iteration
-(``benchmarks/RESULTS.md``, mechanics solver). The options are PETSc's
-(under the problem's prefix, ``mech_`` in runs); a case overrides them with ``[solver]
-petsc_options`` (a ``snes_lag_preconditioner`` there replaces the adaptive rebuild).
+Gauss-Seidel smoothing, inexact Newton and the adaptive rebuild, 12 with the compiled
+kernels and the bisections (the unit compiled alike), with the same solution (thickness to
+1e-7 um); 0.55 units per Newton iteration (``benchmarks/RESULTS.md``, mechanics solver).
+The options are PETSc's (under the problem's prefix, ``mech_`` in runs); a case overrides
+them with ``[solver] petsc_options`` (a ``snes_lag_preconditioner`` there replaces the
+adaptive rebuild).
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def kernel_jit_options() -> dict:
 
     The instruction-set flags are named explicitly (``-mavx2 -mfma`` on an x86-64 CPU that
     has both), not ``-march=native``: they are part of the JIT cache's key, so a cache
-    shared by machines of different CPUs never hands one a kernel it cannot run.
+    shared by machines of different CPUs never hands one a kernel it cannot run. They take
+    precedence over compiler flags in a ``dolfinx_jit_options.json`` for these kernels.
 
     Returns
     -------
