@@ -9,6 +9,7 @@ One module per stage registers its subcommands (``add_parsers``) and holds their
 functions:
 
 =================================  =============================================================
+:mod:`anodetwin.cli.run`           ``init``, ``run``
 :mod:`anodetwin.cli.info`          ``info``
 :mod:`anodetwin.cli.io`            ``convert``, ``inspect``
 :mod:`anodetwin.cli.dvc`           ``noise-floor``, ``dvc``, ``dvc-series``, ``dvc-regions``,
@@ -42,7 +43,8 @@ import traceback
 from collections.abc import Sequence
 
 from anodetwin._version import __version__
-from anodetwin.cli import demo, dvc, info, io, mesh, phantom, segment, simulate, study, validate
+from anodetwin.cli import (demo, dvc, info, io, mesh, phantom, run, segment, simulate, study,
+                           validate)
 from anodetwin.cli.options import EXIT_USER_ERROR, Parser, add_verbosity
 from anodetwin.errors import AnodetwinError
 from anodetwin.log import configure_logging
@@ -50,7 +52,7 @@ from anodetwin.log import configure_logging
 __all__ = ["main", "build_parser", "EXIT_USER_ERROR"]
 
 #: The stage modules, in the order their subcommands are listed by ``anodetwin --help``.
-STAGES = (info, io, dvc, segment, mesh, simulate, study, validate, phantom, demo)
+STAGES = (run, info, io, dvc, segment, mesh, simulate, study, validate, phantom, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

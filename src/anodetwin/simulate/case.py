@@ -276,7 +276,8 @@ def _check_times(output: Output, end_s: float, model: str) -> None:
                              f"give times between 0 and {end_s:g} s")
 
 
-def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None) -> Case:
+def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None,
+                   check_mesh: bool = True) -> Case:
     """Validate a case given as a dict (module notes), reading its mesh, material and cell
     model files.
 
@@ -288,6 +289,8 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
         The folder relative paths are taken from.
     path : Path, optional
         The case file, recorded in the case.
+    check_mesh : bool
+        Require the mesh to exist (False: a mesh that a pipeline will make later).
 
     Returns
     -------
@@ -315,7 +318,7 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
     if not isinstance(mesh, str):
         raise ParameterError("case lacks [mesh] path", "add [mesh] path = \"<mesh folder>\"")
     mesh_path = Path(base) / mesh
-    if not (mesh_path / "mesh.xdmf").is_file() and not mesh_path.is_file():
+    if check_mesh and not (mesh_path / "mesh.xdmf").is_file() and not mesh_path.is_file():
         raise InputNotFoundError(mesh_path, "mesh", "give the folder written by "
                                  "'anodetwin mesh' in [mesh] path")
     materials = default_materials()

@@ -1,0 +1,358 @@
+"""Run files (TOML) of ``anodetwin run``: an in situ series from its scans to the report.
+
+A run file names the scans and says how each stage treats them; every table but
+``[scans]`` is optional. :data:`TEMPLATE` (written by ``anodetwin init DIR``) is the
+commented reference of every key. Relative paths are taken from the run file's folder.
+
+Everything is checked here, before any work (:func:`load_run`): unknown tables and keys,
+values of the wrong kind, fewer than two scans, scans or a double scan that do not exist or
+disagree in shape, voxel size or origin (:func:`anodetwin.io.agree.require_series_grid`:
+the file headers only, no voxel is read), a cell protocol whose scans do not include every
+scan of the run, a simulation or validation table the ``simulate`` / ``validate`` stages
+would refuse. Each failure is one :class:`~anodetwin.errors.ParameterError` (or
+:class:`~anodetwin.errors.InputNotFoundError`, :class:`~anodetwin.errors.GridMismatchError`)
+naming the run file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from anodetwin.errors import InputNotFoundError, ParameterError
+from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml, table_values
+
+__all__ = ["Scans", "SegmentSettings", "MeshSettings", "DvcSettings", "ResidualSettings",
+           "Resources", "RunConfig", "TEMPLATE", "load_run", "run_from_dict", "volume_path",
+           "volume_file",
+           "scan_times"]
+
+
+@dataclass(frozen=True)
+class Scans:
+    """``[scans]``: the series, T0 first (module notes)."""
+
+    files: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    voxel_size_um: float = 0.0
+    roi: str = ""
+    binning: int = 1
+    double_scan: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """``[segment]``: :func:`anodetwin.segment.pipeline.segment_volume`'s settings."""
+
+    classifier: str = ""
+    annotations: str = ""
+    annotation_scan: str = ""
+    annotation_slices: tuple[int, ...] = ()
+    denoise: str = ""
+    normalise: str = ""
+    h: float = 1.0
+    min_particle_voxels: int = 27
+    surface_window_um: float = 10.0
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """``[mesh]``: the segmented T0 electrode in voxel hexahedra
+    (:func:`anodetwin.mesh.voxel.voxel_mesh`)."""
+
+    coarsen: int = 4
+    min_speck_voxels: int = 0
+
+
+@dataclass(frozen=True)
+class DvcSettings:
+    """``[dvc]``: :func:`anodetwin.dvc.series.correlate_series` and its region statistics
+    (node spacing, half-window and pyramid in voxels; cube and VOI sizes in um, 0: auto)."""
+
+    node_spacing: int = 10
+    hws: int = 10
+    pyramid: tuple[int, ...] = ()
+    search_range: int = 0
+    refine: bool = True
+    mask: bool = True
+    cube_um: float = 0.0
+    voi_um: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResidualSettings:
+    """``[residuals]``: residual maps of the cumulative DVC fields
+    (:func:`anodetwin.dvc.residual.residual_map`)."""
+
+    sigma: float = 2.0
+    shell_voxels: float = 3.0
+
+
+@dataclass(frozen=True)
+class Resources:
+    """``[resources]``: MPI ranks of the simulation and processes of the DVC (0: all
+    cores). They change how long a run takes, not its results: they are not part of any
+    stage's key."""
+
+    ranks: int = 0
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A checked run file (module notes); paths are absolute."""
+
+    path: Path
+    scans: Scans
+    scan_files: tuple[Path, ...]
+    double_scan: tuple[Path, ...]
+    cell: str
+    segment: SegmentSettings
+    mesh: MeshSettings
+    simulation: dict
+    dvc: DvcSettings
+    residuals: ResidualSettings
+    validation: dict
+    resources: Resources
+    truth: Path | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Scan names, T0 first."""
+        return self.scans.names
+
+
+_TABLES = {"scans": Scans, "segment": SegmentSettings, "mesh": MeshSettings,
+           "dvc": DvcSettings, "residuals": ResidualSettings, "resources": Resources}
+_FREE = {"cell", "simulation", "validation", "truth"}
+
+
+def volume_path(text: str, base: Path) -> Path:
+    """A scan's path (``file.h5:/dataset`` keeps its dataset) relative to ``base``."""
+    p = Path(os.path.expanduser(text))
+    return p if p.is_absolute() else base / p
+
+
+def volume_file(path: str | os.PathLike) -> Path:
+    """The file of a volume path: ``series.h5:/steps/T0/tomogram`` -> ``series.h5``."""
+    s = os.fspath(path)
+    for ext in (".h5:", ".hdf5:", ".nxs:"):
+        if ext in s:
+            return Path(s[: s.index(ext) + len(ext) - 1])
+    return Path(s)
+
+
+def _check_scans(sc: Scans, base: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Scan and double-scan paths, checked to exist and share one grid."""
+    from anodetwin.io.agree import require_series_grid
+
+    if len(sc.files) < 2:
+        raise ParameterError(f"[scans] files lists {len(sc.files)} scan(s)",
+                             "give at least two scans, T0 first")
+    if sc.names and len(sc.names) != len(sc.files):
+        raise ParameterError(f"[scans] names has {len(sc.names)} entries for "
+                             f"{len(sc.files)} files", "give one name per file")
+    if len(set(sc.names)) != len(sc.names):
+        raise ParameterError("[scans] names repeats a name", "give every scan its own name")
+    if sc.double_scan and len(sc.double_scan) != 2:
+        raise ParameterError(f"[scans] double_scan lists {len(sc.double_scan)} files",
+                             "give two scans taken with nothing changed between them")
+    if not sc.binning >= 1:
+        raise ParameterError(f"[scans] binning = {sc.binning}", "give an integer >= 1")
+    files = tuple(volume_path(f, base) for f in sc.files)
+    double = tuple(volume_path(f, base) for f in sc.double_scan)
+    for p, what in [*((p, "scan") for p in files), *((p, "double scan") for p in double)]:
+        if not volume_file(p).exists():
+            raise InputNotFoundError(volume_file(p), f"[scans] {what}",
+                                     "give paths relative to the run file's folder")
+    names = [f"scan {n} '{f}'" for n, f in zip(sc.names, sc.files, strict=True)]
+    names += [f"double scan '{f}'" for f in sc.double_scan]
+    require_series_grid([*files, *double], names, voxel_size=sc.voxel_size_um or None)
+    return files, double
+
+
+def scan_times(cell: str, base: Path) -> dict[str, float]:
+    """Scan name -> time (s) of the cell protocol ``cell`` (a model name or ``.toml``)."""
+    from anodetwin.simulate.protocol import load_protocol, simulate_cell
+
+    model = volume_path(cell, base) if cell.endswith(".toml") else cell
+    return dict(simulate_cell(load_protocol(model)).scans)
+
+
+def _check_cell(cell: str, names: tuple[str, ...], base: Path) -> None:
+    times = scan_times(cell, base)
+    missing = [n for n in names if n not in times]
+    if missing:
+        raise ParameterError(f"[cell] model '{cell}' has no scan {', '.join(missing)} "
+                             f"(its scans: {', '.join(times) or 'none'})",
+                             "give the cell protocol the series was measured with, or name "
+                             "the scans as its protocol does in [scans] names")
+
+
+def _check_simulation(d: dict, cell: str, base: Path) -> None:
+    """The ``[simulation]`` tables as ``simulate`` will take them (mesh: made by the run)."""
+    from anodetwin.simulate.case import case_from_dict
+
+    if "mesh" in d or "cell" in d:
+        raise ParameterError("[simulation] holds a mesh or cell table",
+                             "the run meshes the segmented T0 and takes [cell] model")
+    case_from_dict({**d, "cell": {"model": cell}, "mesh": {"path": "."}}, base,
+                   check_mesh=False)
+
+
+def _check_segment(s: SegmentSettings, base: Path) -> None:
+    if s.denoise not in ("", "median", "nlmeans"):
+        raise ParameterError(f"[segment] denoise = '{s.denoise}'",
+                             "give 'median', 'nlmeans' or leave it out")
+    if s.normalise not in ("", "stretch", "equalise", "equalize"):
+        raise ParameterError(f"[segment] normalise = '{s.normalise}'",
+                             "give 'stretch', 'equalise' or leave it out")
+    if s.classifier and s.annotations:
+        raise ParameterError("[segment] gives both classifier and annotations",
+                             "give a trained classifier or annotations to train one")
+    for key in ("classifier", "annotations"):
+        if getattr(s, key) and not volume_file(volume_path(getattr(s, key), base)).exists():
+            raise InputNotFoundError(volume_path(getattr(s, key), base), f"[segment] {key}")
+
+
+def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None
+                  ) -> RunConfig:
+    """Check a run given as a dict (module notes) and return it.
+
+    Parameters
+    ----------
+    d : dict
+        The tables, e.g. a parsed run file.
+    base : path-like
+        The folder relative paths are taken from.
+    path : Path, optional
+        The run file, recorded in the result.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ParameterError, InputNotFoundError, GridMismatchError
+        The first problem found (module notes), naming ``[table] key``.
+    """
+    base = Path(base).resolve()
+    unknown = sorted(set(d) - set(_TABLES) - _FREE)
+    if unknown:
+        raise ParameterError(f"unknown tables {unknown}",
+                             f"use {sorted([*_TABLES, *_FREE])}")
+    t = {k: build_dataclass(cls, d.get(k, {}), k) for k, cls in _TABLES.items()}
+    sc = t["scans"]
+    if not sc.names:
+        sc = Scans(**{**sc.__dict__, "names": tuple(f"T{k}" for k in range(len(sc.files)))})
+    files, double = _check_scans(sc, base)
+    cell = table_values(d.get("cell", {}), {"model": str}, "cell").get("model",
+                                                                       "reference_cell")
+    _check_cell(cell, sc.names, base)
+    _check_segment(t["segment"], base)
+    sim = d.get("simulation", {})
+    _check_simulation(sim, cell, base)
+    validation = d.get("validation", {})
+    from anodetwin.validate.config import config_from_dict
+
+    config_from_dict(validation)
+    truth = table_values(d.get("truth", {}), {"series": str}, "truth").get("series")
+    truth_path = volume_path(truth, base) if truth else None
+    if truth_path is not None and not truth_path.is_file():
+        raise InputNotFoundError(truth_path, "[truth] series")
+    for key, v in (("mesh", t["mesh"].coarsen), ("dvc", t["dvc"].node_spacing),
+                   ("dvc", t["dvc"].hws)):
+        if v < 1:
+            raise ParameterError(f"[{key}] value {v} < 1", "give a positive integer")
+    return RunConfig(path=path or base / "run.toml", scans=sc, scan_files=files,
+                     double_scan=double, cell=cell, segment=t["segment"], mesh=t["mesh"],
+                     simulation=sim, dvc=t["dvc"], residuals=t["residuals"],
+                     validation=validation, resources=t["resources"], truth=truth_path, raw=d)
+
+
+def load_run(path: str | os.PathLike) -> RunConfig:
+    """Read and check a run file (module notes) before any work.
+
+    Parameters
+    ----------
+    path : path-like
+        The run file.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError, ParameterError, GridMismatchError
+        One line naming the run file, the table and key, and the fix.
+    """
+    p = Path(path)
+    d = read_toml(p, "run file", "write one with 'anodetwin init DIR'")
+    with in_file(p):
+        return run_from_dict(d, p.resolve().parent, p.resolve())
+
+
+TEMPLATE = '''# anodetwin run file: an in situ series from its scans to the model-versus-DVC report.
+# Run it with:   anodetwin run run.toml --out results
+# Its state:     anodetwin run --status results
+# Relative paths are taken from this file's folder. Every table but [scans] is optional;
+# a key left out takes the value shown. Arrays are (z, y, x), lengths in um.
+
+[scans]
+files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr, npy, raw
+# names = ["T0", "T1"]        # default T0, T1, ...: the scan names of the cell protocol
+# voxel_size_um = 0.0         # 0: from the files (files that record none: give it here)
+# roi = ""                    # region of every scan, voxels "z0:z1,y0:y1,x0:x1"
+# binning = 1                 # mean-binning of every scan
+# double_scan = []            # two scans with no change between: the noise floor
+
+[cell]
+# model = "reference_cell"    # cell and protocol (models/<name>.toml or a .toml path);
+#                             # its scans must include every name of [scans]
+
+[segment]
+# classifier = ""             # a model from 'anodetwin segment-train' ("": thresholds)
+# annotations = ""            # or a label volume to train one (phase codes, 255 elsewhere)
+# annotation_scan = ""        # the scan the annotations belong to (default T0)
+# annotation_slices = []      # z slices of the annotations to train on (all: [])
+# denoise = ""                # median | nlmeans
+# normalise = ""              # stretch | equalise
+# h = 1.0                     # h-maxima height of the particle watershed (voxels)
+# min_particle_voxels = 27
+# surface_window_um = 10.0    # lateral window of the electrode-top envelope
+
+[mesh]
+# coarsen = 4                 # hexahedra of coarsen^3 voxels
+# min_speck_voxels = 0        # merge isolated label specks smaller than this
+
+[simulation]                  # the case tables of 'anodetwin simulate' but mesh and cell
+# [simulation.lithiation]
+# profile = "separator"
+# [simulation.boundary]
+# p0_mpa = 0.3
+# [simulation.solver]
+# plasticity = true
+
+[dvc]
+# node_spacing = 10           # voxels
+# hws = 10                    # half-window (voxels)
+# pyramid = []                # e.g. [100, 70]: coarse levels first
+# search_range = 0            # integer search of the first level (voxels)
+# refine = true               # refine T0 -> Tk from the composed increments
+# mask = true                 # skip windows mostly outside the material of T0
+# cube_um = 0.0               # sub-volume cubes of the region statistics (0: auto)
+# voi_um = 0.0                # particle VOIs (0: auto)
+
+[residuals]
+# sigma = 2.0                 # Gaussian smoothing of the residual (voxels)
+# shell_voxels = 3.0          # shell of the per-particle core/shell classification
+
+[validation]                  # the tables of 'anodetwin validate --config' (tolerances ...)
+
+[resources]
+# ranks = 0                   # MPI ranks of the simulation (0: all cores)
+# workers = 0                 # DVC processes (0: all cores)
+'''

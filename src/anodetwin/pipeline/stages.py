@@ -1,0 +1,384 @@
+"""The stages of ``anodetwin run``, in order, each a function of the checked run file that
+writes one folder of the output (layouts: :mod:`anodetwin.pipeline`).
+
+A stage is a :class:`Stage`: its name (its folder), the stages it reads, the parameters and
+input files that make its key (:mod:`anodetwin.pipeline.runner`), and ``run(cfg, out,
+folder)``, which writes the stage's files into ``folder`` (``out/<name>``) and returns its
+summary (a JSON dict). Each calls the library entry points the stage's own command calls; nothing here
+computes what a stage module already does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anodetwin.log import get_logger
+from anodetwin.pipeline.runfile import RunConfig, scan_times, volume_file
+
+__all__ = ["Stage", "STAGES", "stage_named", "read_scan", "cores"]
+
+log = get_logger("run")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the run (module notes).
+
+    Attributes
+    ----------
+    name : str
+        Its name and the folder it writes.
+    needs : tuple of str
+        The stages whose outputs it reads (their keys are part of its key).
+    params : callable
+        ``params(cfg) -> dict``: the settings it depends on (JSON values).
+    inputs : callable
+        ``inputs(cfg) -> list of Path``: input files whose content it depends on.
+    run : callable
+        ``run(cfg, out, folder) -> dict``: writes into ``folder``, returns the summary.
+    resumable : bool
+        Its folder is kept when it is stopped, and the stage continues from it.
+    optional : callable
+        ``optional(cfg) -> bool``: whether the run has this stage (default: always).
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    params: Callable[[RunConfig], dict]
+    inputs: Callable[[RunConfig], list]
+    run: Callable[[RunConfig, Path, Path], dict]
+    resumable: bool = False
+    optional: Callable[[RunConfig], bool] | None = None
+
+
+def cores() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def read_scan(cfg: RunConfig, path: Path):
+    """A scan as the run reads it: its ``[scans]`` region, binning and voxel size."""
+    from anodetwin.io import read_volume
+
+    return read_volume(path, roi=cfg.scans.roi or None, binning=cfg.scans.binning,
+                       voxel_size=cfg.scans.voxel_size_um or None)
+
+
+def _scan_params(cfg: RunConfig) -> dict:
+    s = cfg.scans
+    return {"names": list(s.names), "roi": s.roi, "binning": s.binning,
+            "voxel_size_um": s.voxel_size_um}
+
+
+# --------------------------------------------------------------------------------------------
+# segment
+
+def _classifier(cfg: RunConfig, folder: Path):
+    """The pixel classifier: the given one, one trained on the annotations, or None."""
+    from anodetwin.pipeline.runfile import volume_path
+
+    s = cfg.segment
+    base = cfg.path.parent
+    if s.classifier:
+        return volume_path(s.classifier, base)
+    if not s.annotations:
+        return None
+    from anodetwin.io import read_volume
+    from anodetwin.segment.classifier import train_classifier
+
+    k = cfg.names.index(s.annotation_scan) if s.annotation_scan else 0
+    clf = train_classifier(read_scan(cfg, cfg.scan_files[k]).data,
+                           read_volume(volume_path(s.annotations, base)).data,
+                           slices=list(s.annotation_slices) or None, n_jobs=cores())
+    path = folder / "classifier.joblib"
+    clf.save(path)
+    return path
+
+
+def _segment(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """Every scan segmented (phases, particles), T1.. moved onto T0's collector."""
+    from anodetwin.io import input_record, make_provenance
+    from anodetwin.segment.pipeline import segment_volume, write_labels
+
+    s = cfg.segment
+    model = _classifier(cfg, folder)
+    ref = None
+    rows = []
+    for k, (name, path) in enumerate(zip(cfg.names, cfg.scan_files, strict=True)):
+        target = folder / f"{name}.h5"
+        vol = read_scan(cfg, path)
+        if k == 0:
+            ref = vol
+        if not target.is_file():  # a stopped stage continues with the next scan
+            log.info("segment %s (%d of %d)", name, k + 1, len(cfg.names))
+            seg = segment_volume(vol, model=model, denoise=s.denoise or None,
+                                 normalise=s.normalise or None,
+                                 align_to=None if k == 0 else ref, h=s.h,
+                                 min_particle_voxels=s.min_particle_voxels,
+                                 surface_window_um=s.surface_window_um)
+            prov = make_provenance("run: segment", [input_record(volume_file(path))], seg.params)
+            write_labels(target, seg, prov)
+        rows.append({"scan": name, "labels": target.name})
+    return {"scans": rows, "classifier": str(model) if model else None}
+
+
+def _segment_inputs(cfg: RunConfig) -> list:
+    from anodetwin.pipeline.runfile import volume_path
+
+    extra = [volume_path(p, cfg.path.parent) for p in (cfg.segment.classifier,
+                                                       cfg.segment.annotations) if p]
+    return [*cfg.scan_files, *extra]
+
+
+# --------------------------------------------------------------------------------------------
+# morphology
+
+def _morphology(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """Thickness, RNL volume, particles and tracks of the segmented series."""
+    from anodetwin.io import make_provenance
+    from anodetwin.segment.morphology import series_morphology, write_morphology
+
+    labels = [out / "segment" / f"{n}.h5" for n in cfg.names]
+    m = series_morphology(labels, prior="thickness")
+    write_morphology(folder, m, make_provenance("run: morphology", [], {"prior": "thickness"}))
+    return {"steps": [{k: r[k] for k in ("step", "thickness_mean_um", "thickness_std_um",
+                                         "rnl", "particles")} for r in m.steps]}
+
+
+# --------------------------------------------------------------------------------------------
+# dvc
+
+def _dvc_params(cfg: RunConfig) -> dict:
+    return {**asdict(cfg.dvc), **_scan_params(cfg)}
+
+
+def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """Increments, cumulative fields and region statistics of the series."""
+    from anodetwin.dvc.series import correlate_series
+    from anodetwin.io import input_record
+    from anodetwin.segment.pipeline import read_labels
+
+    d = cfg.dvc
+    t0 = read_labels(out / "segment" / f"{cfg.names[0]}.h5")
+    vols = [read_scan(cfg, p) for p in cfg.scan_files]
+    regions = {"phases": t0.phases, "particles": t0.particles,
+               "cube_um": d.cube_um or "auto", "voi_um": d.voi_um or "auto"}
+    workers = cfg.resources.workers or cores()
+    summary = correlate_series(
+        vols, folder, inputs=[input_record(volume_file(p)) for p in cfg.scan_files],
+        refine=d.refine, regions=regions, node_spacing=d.node_spacing, hws=d.hws,
+        pyramid=list(d.pyramid) or None, search_range=d.search_range,
+        mask=t0.phases if d.mask else None, processes=workers, progress=True)
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list))}
+
+
+# --------------------------------------------------------------------------------------------
+# residuals
+
+def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """Noise floor of the double scan and the residual map of every cumulative field."""
+    from anodetwin.io import atomic_write_json
+    from anodetwin.dvc.noise import noise_floor
+    from anodetwin.dvc.pair import read_pair
+    from anodetwin.dvc.residual import (dense_displacement, particle_residuals, residual_map,
+                                        write_residual_map)
+    from anodetwin.segment.pipeline import read_labels
+
+    r = cfg.residuals
+    floor = None
+    if cfg.double_scan:
+        nf = noise_floor(read_scan(cfg, cfg.double_scan[0]), read_scan(cfg, cfg.double_scan[1]),
+                         sigma=r.sigma)
+        atomic_write_json(folder / "noise_floor.json", nf.to_dict())
+        floor = nf.residual_threshold
+    ref = read_scan(cfg, cfg.scan_files[0])
+    labels = read_labels(out / "segment" / f"{cfg.names[0]}.h5").particles
+    rows = []
+    for k in range(1, len(cfg.names)):
+        res = read_pair(out / "dvc" / f"cumulative_0_{k}.h5")
+        nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
+        u = dense_displacement(nodes, res.grid_shape, res.displacement, ref.shape)
+        rmap = residual_map(ref, read_scan(cfg, cfg.scan_files[k]), u, sigma=r.sigma,
+                            floor=floor)
+        table = particle_residuals(rmap, labels, shell_voxels=r.shell_voxels)
+        write_residual_map(folder / f"residual_0_{k}.h5", rmap, ref.voxel_size_um,
+                           particles=table)
+        rows.append({"scan": cfg.names[k], "floor": rmap.floor,
+                     "particles": int(len(table)),
+                     "core_shell_like": int(table["core_shell_like"].sum())})
+    return {"noise_floor": floor, "steps": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# mesh, simulate
+
+def _mesh(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """The segmented T0 electrode (collector to separator) in voxel hexahedra."""
+    import anodetwin.fem  # noqa: F401  (h5py, then dolfinx_solver: before dolfinx)
+    from mpi4py import MPI
+
+    from anodetwin.errors import InputError
+    from anodetwin.mesh.io import write_mesh
+    from anodetwin.mesh.voxel import Labels, voxel_mesh
+    from anodetwin.phases import PHASE
+    from anodetwin.segment.pipeline import read_labels
+
+    t0 = read_labels(out / "segment" / f"{cfg.names[0]}.h5")
+    if t0.collector_face != "low":
+        raise InputError(f"segmented {cfg.names[0]}: the current collector is at the "
+                         f"{t0.collector_face or 'no'} z face",
+                         "give scans with the collector at low z (flip them with a [scans] "
+                         "roi or re-export them)")
+    top = int(np.ceil(np.nanmedian(t0.separator_z)))
+    ph = t0.phases[:top].copy()
+    ph[ph == PHASE["separator"]] = PHASE["pore"]
+    labels = Labels(ph, t0.particles[:top], tuple(t0.voxel_size_um),
+                    tuple(t0.origin_um) if t0.origin_um else (0.0, 0.0, 0.0))
+    hm = voxel_mesh(MPI.COMM_SELF, labels, coarsen_by=cfg.mesh.coarsen,
+                    min_speck_voxels=cfg.mesh.min_speck_voxels)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_mesh(folder, hm)
+    return {"cells": hm.summary["cells"], "top_voxel": top}
+
+
+def _case_tables(cfg: RunConfig, out: Path) -> dict:
+    """The simulation's case: the run's tables, its mesh and the DVC grid as output grid."""
+    from anodetwin.io import read_volume
+    from anodetwin.pipeline.runfile import volume_path
+
+    vol = read_volume(out / "segment" / f"{cfg.names[0]}.h5:/phases")
+    v = float(vol.voxel_size_um[0])
+    cell = str(volume_path(cfg.cell, cfg.path.parent)) if cfg.cell.endswith(".toml") \
+        else cfg.cell
+    output = {**cfg.simulation.get("output", {}),
+              "dvc_node_spacing_um": cfg.dvc.node_spacing * v, "dvc_voxel_size_um": v}
+    return {**cfg.simulation, "mesh": {"path": "../mesh"}, "cell": {"model": cell},
+            "output": output}
+
+
+def _simulate_params(cfg: RunConfig) -> dict:
+    from anodetwin.simulate.case import case_from_dict, case_values
+
+    case = case_from_dict({**cfg.simulation, "cell": {"model": cfg.cell},
+                           "mesh": {"path": "."}}, cfg.path.parent, check_mesh=False)
+    values = {k: v for k, v in case_values(case).items() if k != "mesh"}
+    return {"case": values, "dvc_node_spacing": cfg.dvc.node_spacing}
+
+
+def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """The twin through the cell protocol under ``mpiexec -n ranks`` (resumable)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from anodetwin.errors import NumericalError
+    from anodetwin.io import atomic_write_text
+    from anodetwin.io.tomlfile import toml_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "case.toml", "# written by anodetwin run\n"
+                      + toml_text(_case_tables(cfg, out)))
+    ranks = cfg.resources.ranks or cores()
+    run = folder / "run"
+    cmd = [sys.executable, "-m", "anodetwin.cli", "simulate", str(folder / "case.toml"),
+           "--out", str(run)]
+    if (run / "run.json").exists() or (run / "checkpoint").exists():
+        cmd.append("--resume")  # a stopped simulation of this key continues
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) \
+        or shutil.which("mpiexec")
+    if ranks > 1 and mpiexec:
+        cmd = [mpiexec, "-n", str(ranks), *cmd]
+    log.info("simulate: %s", " ".join(os.path.basename(c) if i == 0 else c
+                                      for i, c in enumerate(cmd)))
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        raise NumericalError(f"the simulation stopped with exit status {rc}",
+                             f"see its log above; 'anodetwin run' again resumes it from "
+                             f"{folder / 'run' / 'checkpoint'}")
+    import csv
+
+    with open(folder / "run" / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"ranks": ranks, "steps": len(rows),
+            "outputs": [r["output"] for r in rows if r.get("output")]}
+
+
+# --------------------------------------------------------------------------------------------
+# validate, score, report
+
+def _validate(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """The twin against the DVC series on the DVC grid (:func:`anodetwin.validate.validate_run`)."""
+    from anodetwin.validate import config_from_dict, validate_run
+
+    t0 = out / "segment" / f"{cfg.names[0]}.h5"
+    d = {**cfg.validation,
+         "steps": {str(k): n for k, n in enumerate(cfg.names) if k > 0},
+         "microstructure": {"labels": str(t0), **cfg.validation.get("microstructure", {})}}
+    res = validate_run(out / "simulate" / "run", out / "dvc", folder, config_from_dict(d))
+    return {"passed": bool(res.passed),
+            "failed": sorted({f"{c['check']} ({c['region']})" for c in res.checks
+                              if not c["passed"]})}
+
+
+def _score(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """The pipeline scored against the phantom's truth (built-in series only)."""
+    from anodetwin.pipeline.score import score_run, write_score
+
+    s = score_run(out, cfg.truth, list(cfg.names))
+    write_score(out, s)
+    return {"passed": s.get("passed"), "criteria": s.get("criteria")}
+
+
+def _report(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """The self-contained HTML report of the run."""
+    from anodetwin.pipeline.report import write_report
+
+    path = write_report(out)
+    return {"report": str(Path(path).relative_to(out))}
+
+
+def _none(cfg: RunConfig) -> dict:
+    return {}
+
+
+def _no_files(cfg: RunConfig) -> list:
+    return []
+
+
+def _cell_params(cfg: RunConfig) -> dict:
+    return {"scan_times_s": scan_times(cfg.cell, cfg.path.parent)}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("segment", (), lambda c: {**asdict(c.segment), **_scan_params(c)}, _segment_inputs,
+          _segment, resumable=True),
+    Stage("morphology", ("segment",), _none, _no_files, _morphology),
+    Stage("dvc", ("segment",), _dvc_params, lambda c: list(c.scan_files), _dvc),
+    Stage("residuals", ("segment", "dvc"),
+          lambda c: {**asdict(c.residuals), **_scan_params(c)},
+          lambda c: [*c.scan_files, *c.double_scan], _residuals),
+    Stage("mesh", ("segment",), lambda c: asdict(c.mesh), _no_files, _mesh),
+    Stage("simulate", ("mesh",), _simulate_params, _no_files, _simulate, resumable=True),
+    Stage("validate", ("simulate", "dvc", "segment"), lambda c: {"validation": c.validation},
+          _no_files, _validate),
+    Stage("score", ("segment", "morphology", "dvc", "simulate", "validate"), _none,
+          lambda c: [c.truth], _score, optional=lambda c: c.truth is not None),
+    Stage("report", ("segment", "morphology", "dvc", "residuals", "mesh", "simulate",
+                     "validate"), _cell_params, _no_files, _report),
+)
+
+
+def stage_named(name: str) -> Stage:
+    """The stage called ``name`` (:class:`KeyError` if none)."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(name)
