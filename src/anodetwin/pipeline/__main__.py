@@ -1,8 +1,9 @@
 """``python -m anodetwin.pipeline STAGE RUN OUT KEY``: one stage of ``anodetwin run`` in its
-own process (:func:`anodetwin.pipeline.runner.run_stage`); a user error prints one line and
-exits with status 2."""
+own process (:func:`anodetwin.pipeline.runner.run_stage`); a user error is written to the
+stage's ``error.txt`` (the runner reports it in its one line) and exits with status 2."""
 
 import sys
+from pathlib import Path
 
 from anodetwin.errors import AnodetwinError
 from anodetwin.log import configure_logging
@@ -16,7 +17,7 @@ def main(argv: list[str]) -> int:
     try:
         run_stage(*argv)
     except AnodetwinError as exc:
-        print(f"anodetwin: error: stage {argv[0]}: {exc}", file=sys.stderr)
+        (Path(argv[2]) / argv[0] / "error.txt").write_text(str(exc))
         return 2
     return 0
 

@@ -274,12 +274,13 @@ def _run_one(s: Stage, cfg: RunConfig, out: Path, key: str, states: dict) -> Sta
     t0 = time.perf_counter()
     rc = _spawn(s, cfg, out, key)
     if rc != 0 or _record(out, s.name) is None:
-        err = f"exit status {rc}"
+        msg = out / s.name / "error.txt"
+        err = msg.read_text() if msg.is_file() else f"exit status {rc}, messages above"
         states[s.name] = StageState(s.name, "failed", key, error=err)
         _write_state(out, cfg, list(states.values()))
-        raise NumericalError(f"stage '{s.name}' failed ({err}; its messages are above); the "
-                             f"finished stages are kept in '{out}'",
-                             "fix the cause and run the same command again: it resumes there")
+        raise NumericalError(f"stage '{s.name}' failed: {err}; the finished stages are kept "
+                             f"in '{out}'", "fix the cause and run the same command again: "
+                                            "it resumes there")
     st = _state(out, s.name, key, {})
     log.info("%-10s done in %.1f s (%.0f MB peak)", s.name, time.perf_counter() - t0,
              st.peak_rss_mb or 0)

@@ -4,8 +4,8 @@ writes one folder of the output (layouts: :mod:`anodetwin.pipeline`).
 A stage is a :class:`Stage`: its name (its folder), the stages it reads, the parameters and
 input files that make its key (:mod:`anodetwin.pipeline.runner`), and ``run(cfg, out,
 folder)``, which writes the stage's files into ``folder`` (``out/<name>``) and returns its
-summary (a JSON dict). Each calls the library entry points the stage's own command calls; nothing here
-computes what a stage module already does.
+summary (a JSON dict). Each calls the library entry points the stage's own command calls;
+nothing here computes what a stage module already does.
 """
 
 from __future__ import annotations
@@ -250,7 +250,8 @@ def _mesh(cfg: RunConfig, out: Path, folder: Path) -> dict:
 
 
 def _case_tables(cfg: RunConfig, out: Path) -> dict:
-    """The simulation's case: the run's tables, its mesh and the DVC grid as output grid."""
+    """The simulation's case: the run's tables, its mesh, and an output grid of the mesh's
+    cell size."""
     from anodetwin.io import read_volume
     from anodetwin.pipeline.runfile import volume_path
 
@@ -258,8 +259,10 @@ def _case_tables(cfg: RunConfig, out: Path) -> dict:
     v = float(vol.voxel_size_um[0])
     cell = str(volume_path(cfg.cell, cfg.path.parent)) if cfg.cell.endswith(".toml") \
         else cfg.cell
+    # the twin's displacement on a grid of its own cell size (validate interpolates it to
+    # the DVC nodes): independent of the DVC settings
     output = {**cfg.simulation.get("output", {}),
-              "dvc_node_spacing_um": cfg.dvc.node_spacing * v, "dvc_voxel_size_um": v}
+              "dvc_node_spacing_um": cfg.mesh.coarsen * v, "dvc_voxel_size_um": v}
     return {**cfg.simulation, "mesh": {"path": "../mesh"}, "cell": {"model": cell},
             "output": output}
 
@@ -270,7 +273,7 @@ def _simulate_params(cfg: RunConfig) -> dict:
     case = case_from_dict({**cfg.simulation, "cell": {"model": cfg.cell},
                            "mesh": {"path": "."}}, cfg.path.parent, check_mesh=False)
     values = {k: v for k, v in case_values(case).items() if k != "mesh"}
-    return {"case": values, "dvc_node_spacing": cfg.dvc.node_spacing}
+    return {"case": values}
 
 
 def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:

@@ -1,0 +1,259 @@
+"""``anodetwin run``: run files checked before any work, stages keyed by content hashes,
+skipped when done, redone when what they read changed, resumed after a stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from anodetwin.errors import GridMismatchError, InputNotFoundError, ParameterError
+from anodetwin.pipeline import TEMPLATE, load_run, pipeline_status, run_from_dict
+from tests.conftest import one_line_error
+
+PHANTOM = """seed = 3
+[geometry]
+voxel_size_um = 0.25
+lateral_um = 10.0
+cu_thickness_um = 1.0
+separator_thickness_um = 2.0
+[composition]
+thickness_um = 10.0
+areal_loading_mg_cm2 = 1.4285714285714286
+[particles]
+median_diameter_um = 3.0
+min_diameter_um = 1.5
+max_diameter_um = 5.0
+[series]
+soc = [0.0, 0.1667, 0.1111]
+"""
+
+S = "ph/series.h5:/steps/T{}/tomogram"
+RUN = f"""[scans]
+files = ["{S.format(0)}", "{S.format(1)}", "{S.format(2)}"]
+double_scan = ["{S.format(2)}", "ph/series.h5:/double_scan/tomogram_b"]
+[cell]
+model = "quick_cell"
+[simulation.solver]
+plasticity = false
+compaction = false
+[dvc]
+node_spacing = 8
+hws = 8
+[resources]
+ranks = 1
+workers = 1
+"""
+
+STAGES = ["segment", "morphology", "dvc", "residuals", "mesh", "simulate", "validate",
+          "report"]
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> Path:
+    """A small phantom series T0..T2 (quick_cell's scans) with its double scan."""
+    from anodetwin.phantom import load_config
+    from anodetwin.phantom.report import write_phantom
+
+    d = tmp_path_factory.mktemp("run")
+    (d / "phantom.toml").write_text(PHANTOM)
+    write_phantom(load_config(d / "phantom.toml"), d / "ph")
+    return d
+
+
+def _run_file(folder: Path, text: str = RUN, name: str = "run.toml") -> Path:
+    p = folder / name
+    p.write_text(text)
+    return p
+
+
+def _anodetwin(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "anodetwin.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def done(series) -> Path:
+    """The whole run, once."""
+    run = _run_file(series)
+    res = _anodetwin("run", run, "--out", "out", cwd=series)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return series
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {s: json.loads((out / s / "stage.json").read_text()) for s in STAGES
+            if (out / s / "stage.json").is_file()}
+
+
+# --------------------------------------------------------------------------------------------
+# run files
+
+def test_init_writes_a_template_whose_every_key_is_accepted(tmp_path, cli, series):
+    res = cli("init", tmp_path / "new")
+    assert res.code == 0 and (tmp_path / "new" / "run.toml").read_text() == TEMPLATE
+    one_line_error(cli("init", tmp_path / "new"), "exists", "--force")
+    # every commented key, uncommented, is a key the run takes with its documented default
+    text = re.sub(r"^# (\w+ = )", r"\1", TEMPLATE, flags=re.M)
+    text = re.sub(r"^# (\[simulation\.\w+\])", r"\1", text, flags=re.M)
+    text = text.replace('files = ["T0.tif", "T1.tif"]',
+                        f'files = ["{S.format(0)}", "{S.format(1)}"]')
+    text = text.replace('names = ["T0", "T1"]', 'names = ["T0", "T1"]')
+    d = __import__("tomllib").loads(text)
+    assert d["scans"]["binning"] == 1 and d["dvc"]["hws"] == 10
+    cfg = run_from_dict(d, series)
+    assert cfg.names == ("T0", "T1") and cfg.cell == "reference_cell"
+    assert cfg.dvc.node_spacing == 10 and cfg.segment.h == 1.0 and cfg.mesh.coarsen == 4
+
+
+@pytest.mark.parametrize("edit, error, words", [
+    (lambda t: t + "[dvcc]\n", ParameterError, ["unknown tables", "dvcc"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\nwindow = 3"), ParameterError,
+     ["[dvc]", "'window'"]),
+    (lambda t: t.replace("hws = 8", "hws = 'big'"), ParameterError, ["[dvc]", "hws"]),
+    (lambda t: re.sub(r"files = \[.*\]", f'files = ["{S.format(0)}"]', t), ParameterError,
+     ["[scans] files", "at least two"]),
+    (lambda t: t.replace(S.format(1), "nope/T1.tif"), InputNotFoundError,
+     ["nope/T1.tif", "[scans] scan"]),
+    (lambda t: t.replace("quick_cell", "reference_cell").replace(
+        "[scans]", '[scans]\nnames = ["T0", "T1", "T11"]'), ParameterError,
+     ["[cell]", "no scan T11"]),
+    (lambda t: t.replace('"ph/series.h5:/double_scan/tomogram_b"', ""), ParameterError,
+     ["double_scan", "1 files"]),
+    (lambda t: t.replace("compaction = false", "compaction = 3"), ParameterError,
+     ["[solver]", "compaction"]),
+    (lambda t: t + "[validation.tolerances]\nmin_pearson_volumetric = -1\n", ParameterError,
+     ["min_pearson_volumetric"]),
+    (lambda t: t + "[simulation.mesh]\npath = 'x'\n", ParameterError, ["[simulation]", "mesh"]),
+])
+def test_bad_run_files_are_refused_naming_the_key(series, tmp_path, edit, error, words):
+    run = _run_file(series, edit(RUN), "bad.toml")
+    with pytest.raises(error) as exc:
+        load_run(run)
+    msg = str(exc.value)
+    assert "bad.toml" in msg or isinstance(exc.value, InputNotFoundError)
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_scans_of_another_grid_are_refused_before_any_work(series, tmp_path, cli):
+    with h5py.File(series / "ph" / "series.h5") as f:
+        t1 = f["steps/T1/tomogram"]
+        with h5py.File(series / "other.h5", "w") as g:
+            g["shape"] = t1[:, :-2]  # two y rows fewer
+            g["voxel"] = t1[...]
+            g["voxel"].attrs["voxel_size_um"] = [0.5, 0.5, 0.5]
+    for ds, words in (("shape", ["shape"]), ("voxel", ["voxel size"])):
+        run = _run_file(series, RUN.replace(S.format(1), f"other.h5:/{ds}"), "grid.toml")
+        with pytest.raises(GridMismatchError) as exc:
+            load_run(run)
+        for w in words:
+            assert w in str(exc.value)
+        res = cli("-q", "run", run, "--out", tmp_path / ds)
+        one_line_error(res, "T1")
+        assert not (tmp_path / ds).exists()  # refused before any work
+
+
+# --------------------------------------------------------------------------------------------
+# the runner
+
+def test_a_run_does_every_stage_and_records_it(done):
+    out = done / "out"
+    recs = _records(out)
+    assert list(recs) == STAGES
+    for name, r in recs.items():
+        assert r["status"] == "done" and r["key"].startswith("blake2b:")
+        assert r["seconds"] > 0 and r["peak_rss_mb"] > 50, name
+    state = json.loads((out / "run.json").read_text())
+    scans = {s["name"]: s for s in state["scans"]}
+    # quick_cell: a C/3 charge of 30 min, a C/6 discharge of 20 min (after 1 min rests)
+    assert scans["T0"]["soc"] == 0 and scans["T1"]["soc"] == pytest.approx(0.5 / 3, abs=2e-3)
+    assert scans["T2"]["soc"] == pytest.approx(0.5 / 3 - 1 / 18, abs=2e-3)
+    assert [s["state"] for s in state["stages"]] == ["done"] * len(STAGES)
+    for k in range(3):
+        assert (out / "segment" / f"T{k}.h5").is_file()
+    assert (out / "dvc" / "cumulative_0_2.h5").is_file()
+    assert (out / "residuals" / "noise_floor.json").is_file()
+    assert (out / "residuals" / "residual_0_2.h5").is_file()
+    assert (out / "simulate" / "run" / "summary.csv").is_file()
+    assert (out / "validate" / "metrics.json").is_file()
+    assert (out / "report" / "report.html").is_file()
+
+
+def test_a_second_run_skips_what_is_done_and_a_changed_table_redoes_what_reads_it(done, cli,
+                                                                                  tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(done / "out", out)
+    before = _records(out)
+    res = cli("run", done / "run.toml", "--out", out)
+    assert res.code == 0
+    assert _records(out) == before  # nothing redone
+    # a new DVC node spacing: DVC and what reads it, nothing else
+    changed = _run_file(done, RUN.replace("node_spacing = 8", "node_spacing = 6"),
+                        "changed.toml")
+    status = {s.stage: s.state for s in pipeline_status(out, changed)}
+    assert status == {**dict.fromkeys(STAGES, "done"), "dvc": "stale", "residuals": "stale",
+                      "validate": "stale", "report": "stale"}
+    res = cli("run", changed, "--out", out)
+    assert res.code == 0, res.err
+    after = _records(out)
+    redone = {s for s in STAGES if after[s]["finished"] != before[s]["finished"]
+              or after[s]["key"] != before[s]["key"]}
+    assert redone == {"dvc", "residuals", "validate", "report"}
+    assert after["dvc"]["params"]["node_spacing"] == 6
+    res = cli("run", changed, "--out", out, "--status")
+    assert res.code == 0 and res.out.count(" done ") == len(STAGES)
+
+
+def test_a_failed_stage_keeps_the_finished_ones_and_says_where_it_stopped(series, tmp_path,
+                                                                          cli):
+    run = _run_file(series, RUN, "fail.toml")
+    out = tmp_path / "out"
+    assert cli("run", run, "--out", out, "--until", "morphology").code == 0
+    (out / "morphology" / "stage.json").unlink()
+    (out / "segment" / "T1.h5").write_bytes(b"not HDF5")  # a damaged finished file
+    res = cli("-q", "run", run, "--out", out, "--until", "morphology")
+    one_line_error(res, "stage 'morphology' failed", str(out))
+    status = {s.stage: s.state for s in pipeline_status(out)}
+    assert status["segment"] == "done" and status["morphology"] == "failed"
+    assert status["dvc"] == "pending"
+
+
+def test_a_run_stopped_anywhere_finishes_with_the_same_results(done, tmp_path):
+    """Kill the run in the middle of the DVC, then in the simulation: the resumed run's
+    results equal the uninterrupted run's."""
+    out = tmp_path / "out"
+    run = done / "run.toml"
+    for stage in ("dvc", "simulate"):
+        proc = subprocess.Popen([sys.executable, "-m", "anodetwin.cli", "run", str(run),
+                                 "--out", str(out)], cwd=done, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        t0 = time.time()
+        while not (out / stage / ".key").is_file() and time.time() - t0 < 300:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (out / stage / "stage.json").exists()
+    res = _anodetwin("run", run, "--out", out, cwd=done)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ref = done / "out"
+    with h5py.File(ref / "dvc" / "cumulative_0_2.h5") as a, \
+            h5py.File(out / "dvc" / "cumulative_0_2.h5") as b:
+        np.testing.assert_array_equal(a["displacement"][...], b["displacement"][...])
+    a = json.loads((ref / "validate" / "metrics.json").read_text())
+    b = json.loads((out / "validate" / "metrics.json").read_text())
+    sa, sb = (json.dumps(x["steps"], sort_keys=True, indent=0).splitlines() for x in (a, b))
+    assert sa == sb, [(x, y) for x, y in zip(sa, sb) if x != y][:10]
+    shutil.rmtree(out)
