@@ -464,3 +464,22 @@ def test_case_petsc_options_reach_the_mechanics_solver(tmp_path, micro_mesh):
         assert b.krylov_iterations <= b.newton_iterations + 1 < a.krylov_iterations
         assert b.thickness_um == pytest.approx(a.thickness_um, rel=1e-9)
         assert b.volumetric_strain == pytest.approx(a.volumetric_strain, rel=1e-6, abs=1e-12)
+
+
+def test_output_scans_end_the_run_at_the_last_of_them(micro_mesh):
+    """``[output] scans``: only those scans are outputs and the protocol is simulated up to
+    the last of them (reference_cell: the 10-min scan T0, a 30-min charge, a 1-min rest,
+    the 10-min scan T1, a 30-min charge, a 1-min rest: T2 begins at 82 min)."""
+    from anodetwin.simulate.run import _schedule  # noqa: PLC2701  (module-internal in tests)
+
+    base = {"mesh": {"path": str(micro_mesh)}, "cell": {"model": "reference_cell"}}
+    case = case_from_dict({**base, "output": {"scans": ["T0", "T2"]}})
+    hist = simulate_cell(case.cell)
+    name_at, targets, t_end = _schedule(case, hist)
+    assert sorted(name_at.values()) == ["T0", "T2"]
+    assert t_end == pytest.approx((10 + 30 + 1 + 10 + 30 + 1) * 60, abs=1e-6)
+    assert max(targets) == t_end
+    full = _schedule(case_from_dict(base), hist)
+    assert full[2] > t_end and "T6" in full[0].values()
+    with pytest.raises(ParameterError, match=r"\[output\] scans holds T11"):
+        case_from_dict({**base, "output": {"scans": ["T0", "T11"]}})

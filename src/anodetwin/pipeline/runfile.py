@@ -168,7 +168,10 @@ def _check_scans(sc: Scans, base: Path) -> tuple[tuple[Path, ...], tuple[Path, .
                                      "give paths relative to the run file's folder")
     names = [f"scan {n} '{f}'" for n, f in zip(sc.names, sc.files, strict=True)]
     names += [f"double scan '{f}'" for f in sc.double_scan]
-    require_series_grid([*files, *double], names, voxel_size=sc.voxel_size_um or None)
+    grid = require_series_grid([*files, *double], names, voxel_size=sc.voxel_size_um or None)
+    if grid.voxel_size_um is None:
+        raise ParameterError(f"scan {sc.names[0]} '{sc.files[0]}' records no voxel size",
+                             "give [scans] voxel_size_um (um)")
     return files, double
 
 

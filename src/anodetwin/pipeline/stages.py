@@ -249,31 +249,36 @@ def _mesh(cfg: RunConfig, out: Path, folder: Path) -> dict:
     return {"cells": hm.summary["cells"], "top_voxel": top}
 
 
-def _case_tables(cfg: RunConfig, out: Path) -> dict:
-    """The simulation's case: the run's tables, its mesh, and an output grid of the mesh's
-    cell size."""
-    from anodetwin.io import read_volume
+def _case_dict(cfg: RunConfig, mesh: str, voxel_um: float) -> dict:
+    """The simulation's case: the run's tables, the mesh, the run's scans (the protocol is
+    simulated up to the last), and the displacement on a grid of the mesh's cell size
+    (validate interpolates it to the DVC nodes: independent of the DVC settings)."""
     from anodetwin.pipeline.runfile import volume_path
 
-    vol = read_volume(out / "segment" / f"{cfg.names[0]}.h5:/phases")
-    v = float(vol.voxel_size_um[0])
     cell = str(volume_path(cfg.cell, cfg.path.parent)) if cfg.cell.endswith(".toml") \
         else cfg.cell
-    # the twin's displacement on a grid of its own cell size (validate interpolates it to
-    # the DVC nodes): independent of the DVC settings
-    output = {**cfg.simulation.get("output", {}),
-              "dvc_node_spacing_um": cfg.mesh.coarsen * v, "dvc_voxel_size_um": v}
-    return {**cfg.simulation, "mesh": {"path": "../mesh"}, "cell": {"model": cell},
+    output = {**cfg.simulation.get("output", {}), "scans": list(cfg.names),
+              "dvc_node_spacing_um": cfg.mesh.coarsen * voxel_um,
+              "dvc_voxel_size_um": voxel_um}
+    return {**cfg.simulation, "mesh": {"path": mesh}, "cell": {"model": cell},
             "output": output}
+
+
+def _voxel_um(cfg: RunConfig) -> float:
+    """The scans' voxel size along z (um), as the run reads them."""
+    from anodetwin.io.agree import grid_of
+
+    if cfg.scans.voxel_size_um:
+        return cfg.scans.voxel_size_um * cfg.scans.binning
+    return float(grid_of(cfg.scan_files[0]).voxel_size_um[0]) * cfg.scans.binning
 
 
 def _simulate_params(cfg: RunConfig) -> dict:
     from anodetwin.simulate.case import case_from_dict, case_values
 
-    case = case_from_dict({**cfg.simulation, "cell": {"model": cfg.cell},
-                           "mesh": {"path": "."}}, cfg.path.parent, check_mesh=False)
-    values = {k: v for k, v in case_values(case).items() if k != "mesh"}
-    return {"case": values}
+    case = case_from_dict(_case_dict(cfg, ".", _voxel_um(cfg)), cfg.path.parent,
+                          check_mesh=False)
+    return {"case": {k: v for k, v in case_values(case).items() if k != "mesh"}}
 
 
 def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:
@@ -288,7 +293,7 @@ def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:
 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "case.toml", "# written by anodetwin run\n"
-                      + toml_text(_case_tables(cfg, out)))
+                      + toml_text(_case_dict(cfg, "../mesh", _voxel_um(cfg))))
     ranks = cfg.resources.ranks or cores()
     run = folder / "run"
     cmd = [sys.executable, "-m", "anodetwin.cli", "simulate", str(folder / "case.toml"),

@@ -45,6 +45,7 @@ the outputs::
 
     [output]
     times_s = []                # extra output times besides the scans
+    scans = []                  # the protocol's scans to simulate to (default: all of them)
     dvc_node_spacing_um = 3.5   # displacement sampled on a DVC grid (0: none)
     dvc_voxel_size_um = 0.0     # voxel of that grid (0: the mesh's voxel)
     dvc_origin_um = []          # centre of voxel 0, (z, y, x) (empty: the mesh's)
@@ -159,6 +160,7 @@ class Output:
     """What is written besides the scans."""
 
     times_s: tuple[float, ...] = ()
+    scans: tuple[str, ...] = ()
     dvc_node_spacing_um: float = 3.5
     dvc_voxel_size_um: float = 0.0
     dvc_origin_um: tuple[float, ...] = ()
@@ -267,8 +269,14 @@ def _check_protocol(protocol, model: str) -> float:
     return float(simulate_cell(protocol).time_s[-1])
 
 
-def _check_times(output: Output, end_s: float, model: str) -> None:
-    """Output times inside the protocol ``[0, end_s]``."""
+def _check_times(output: Output, end_s: float, model: str, protocol) -> None:
+    """Output times inside the protocol ``[0, end_s]``, output scans among its scans."""
+    names = ([protocol.initial_scan] if protocol.initial_scan else []) \
+        + [g.scan for g in protocol.segments if g.scan]
+    unknown = [n for n in output.scans if n not in names]
+    if unknown:
+        raise ParameterError(f"[output] scans holds {unknown[0]}, not a scan of [cell] model "
+                             f"'{model}'", f"give scans among {names}")
     late = [t for t in output.times_s if t > end_s]
     if late:
         raise ParameterError(f"[output] times_s holds {late[0]:g} s, after the end of the "
@@ -343,7 +351,7 @@ def case_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = N
     boundary = build_dataclass(Boundary, d.get("boundary", {}), "boundary")
     _check_boundary(boundary)
     output = build_dataclass(Output, d.get("output", {}), "output")
-    _check_times(output, end_s, str(model))
+    _check_times(output, end_s, str(model), protocol)
     return Case(path=path or Path(base) / "case.toml", mesh=mesh_path, materials=materials,
                 cell=protocol,
                 lithiation=build_dataclass(Lithiation, d.get("lithiation", {}), "lithiation"),

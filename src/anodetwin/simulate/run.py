@@ -350,9 +350,11 @@ def _mechanics(case, mesh, phases, facets):
 
 
 def _schedule(case, history) -> tuple[dict, list, float]:
-    """Output name by time (scans, then ``[output] times_s``), the times every step lands
-    on (outputs and protocol breakpoints) and the end time."""
-    outputs = {name: float(t) for name, t in history.scans.items()}
+    """Output name by time (scans, or those of ``[output] scans``, then ``[output]
+    times_s``), the times every step lands on (outputs and protocol breakpoints) and the end
+    time (the last output)."""
+    keep = set(case.output.scans) or set(history.scans)
+    outputs = {name: float(t) for name, t in history.scans.items() if name in keep}
     for t in case.output.times_s:
         outputs.setdefault(f"t{t:g}s", float(t))
     t_end = max(outputs.values()) if outputs else float(history.time_s[-1])
