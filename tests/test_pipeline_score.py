@@ -334,3 +334,16 @@ def test_truth_at_points_is_trilinear_and_nan_outside():
     got = truth_at_points(u, np.array([[1.25, 2.0, 0.5], [3.5, 0.0, 0.0]]))
     assert got[0] == pytest.approx([1.25, 0.0, 1.0])
     assert all(math.isnan(v) for v in got[1])
+
+
+def test_lithiated_si_is_scored_with_the_phase_it_looks_like():
+    from anodetwin.pipeline.score import DICE_CLASSES, dice_classes
+
+    phase_contrast = {"grey_si": 30000.0, "grey_cbd": 15000.0, "grey_lithiated": 16500.0}
+    assert dice_classes(phase_contrast) == DICE_CLASSES
+    assert PHASE["lithiated"] in DICE_CLASSES["cbd"]
+    bright = {**phase_contrast, "grey_lithiated": 28000.0}
+    c = dice_classes(bright)
+    assert c["si"] == (PHASE["si"], PHASE["lithiated"])
+    assert PHASE["lithiated"] not in c["cbd"] and c["copper"] == (PHASE["copper"],)
+    assert dice_classes(None) == DICE_CLASSES

@@ -158,6 +158,141 @@ def test_alignment_on_the_copper_foil(series):
                         np.random.default_rng(1).normal(size=(30, 30, 30)))
 
 
+# Synthetic foil scans with an exact sub-voxel geometry: grey values of a copper foil at the
+# low z face (partial-volume faces), optionally with an in-plane texture (a band-limited
+# random field of plane waves, shifted exactly), Si blobs in a binder above it, a Gaussian
+# blur and independent noise per scan (grey levels of the phantom's renderer).
+CU, BINDER, SI_GREY, LIXSI_GREY, NOISE = 50000.0, 15000.0, 30000.0, 22000.0, 1875.0
+
+
+def _foil_texture(shape, shift, seed, along_x=True, modes=150, wavelengths=(3.0, 10.0)):
+    """Unit-variance random field sum_k cos(k . (r - shift) + phi_k) on the (z, y, x) grid;
+    wave vectors in all directions, or none along x (``along_x`` False: stripes along x)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = (np.arange(n, dtype=float) - s for n, s in zip(shape, shift, strict=True))
+    out = np.zeros(shape)
+    for _ in range(modes):
+        k = rng.normal(size=3) * [1.0, 1.0, float(along_x)]
+        k *= 2 * np.pi / rng.uniform(*wavelengths) / np.linalg.norm(k)
+        out += np.cos(k[0] * z[:, None, None] + k[1] * y[None, :, None]
+                      + k[2] * x[None, None, :] + rng.uniform(0, 2 * np.pi))
+    return out * np.sqrt(2.0 / modes)
+
+
+def _foil_scan(shape, top, shift, centres, radius, si_grey, noise_seed, texture=0.0,
+               texture_seed=0, along_x=True, pad=8):
+    """One scan: foil over z < ``top`` (voxel k spans [k - 1/2, k + 1/2]) with an in-plane
+    texture of grey amplitude ``texture``, blobs of ``radius`` at ``centres`` (voxels), all
+    moved by ``shift`` (z, y, x voxels); built ``pad`` voxels wider in y and x so that the
+    blur (sigma 1 voxel) sees no border."""
+    nz, ny, nx = shape[0], shape[1] + 2 * pad, shape[2] + 2 * pad
+    moved = np.add(shift, [0, pad, pad])
+    cu = np.clip(top + shift[0] - (np.arange(nz) - 0.5), 0, 1)[:, None, None]
+    zz, yy, xx = np.indices((nz, ny, nx), dtype=float)
+    si = np.zeros((nz, ny, nx))
+    for c in np.asarray(centres) + moved:
+        d = np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2)
+        si = np.maximum(si, np.clip(radius - d + 0.5, 0, 1))
+    grey = (1 - cu) * (BINDER + (si_grey - BINDER) * si) + cu * CU
+    if texture:
+        rows = int(np.ceil(top + shift[0])) + 1
+        grey[:rows] += cu[:rows] * texture * _foil_texture((rows, ny, nx), moved, texture_seed,
+                                                           along_x)
+    grey = ndimage.gaussian_filter(grey, 1.0, mode="nearest")[:, pad:-pad, pad:-pad]
+    return grey + NOISE * np.random.default_rng(noise_seed).standard_normal(grey.shape)
+
+
+def _electrode(rng, shape, top, n=30, radius=3.0):
+    """Blob centres (z, y, x voxels) in the electrode above a foil ending at ``top``."""
+    return np.column_stack([rng.uniform(top + 0.8 * radius, shape[0] - radius, n),
+                            rng.uniform(0, shape[1], n), rng.uniform(0, shape[2], n)])
+
+
+def _check_shift(est, truth, tol=0.1, axes="zyx"):
+    for name, e, t in zip(axes, est, truth, strict=True):
+        assert abs(e - t) <= tol, f"{name} shift {e:.3f}, truth {t:.3f} (all: {est})"
+
+
+@pytest.mark.parametrize("face", ["low", "high"])
+def test_collector_shift_textured_foil(face):
+    """A foil with in-plane texture moved by a known sub-voxel (z, y, x), the electrode
+    with it, independent noise: every axis within 0.1 voxel (foil at either z face)."""
+    shape, top, truth = (36, 64, 64), 14.0, np.array([0.37, -1.62, 0.81])
+    cen = _electrode(np.random.default_rng(4), shape, top)
+    ref, mov = (_foil_scan(shape, top, s, cen, 3.0, SI_GREY, k, texture=3000.0, texture_seed=1)
+                for k, s in enumerate([np.zeros(3), truth]))
+    if face == "high":  # the foil at the far face: z runs the other way
+        ref, mov, truth = ref[::-1], mov[::-1], truth * [-1, 1, 1]
+    _check_shift(collector_shift(ref, mov), truth)
+
+
+@pytest.mark.parametrize("dz", [0.4, -1.3])
+def test_collector_shift_uniform_foil_swelling_electrode(dz, caplog):
+    """A uniform foil moved by a known z shift while the electrode above it swells (blobs
+    grow, move up and darken as Si lithiates): z within 0.1 voxel for any margin, and y, x
+    exactly 0 (a uniform foil cannot tell an in-plane shift), said at debug level."""
+    import logging
+
+    shape, top = (36, 64, 64), 10.0
+    cen = _electrode(np.random.default_rng(5), shape, top)
+    swollen = cen * [1.3, 1, 1] - [0.3 * top, 0, 0]
+    ref = _foil_scan(shape, top, (0, 0, 0), cen, 3.0, SI_GREY, 0)
+    mov = _foil_scan(shape, top, (dz, 0, 0), swollen, 3.9, LIXSI_GREY, 1)
+    lg = logging.getLogger("anodetwin")
+    caplog.set_level(logging.DEBUG, logger="anodetwin")
+    lg.addHandler(caplog.handler)  # the CLI may have switched propagation off
+    try:
+        shifts = [collector_shift(ref, mov, margin=m) for m in (0, 4)]
+    finally:
+        lg.removeHandler(caplog.handler)
+    for est in shifts:
+        _check_shift(est, (dz, 0, 0))
+        assert est[1] == 0.0 and est[2] == 0.0, est
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("no in-plane texture along y" in m for m in msgs), msgs
+    assert any("no in-plane texture along x" in m for m in msgs), msgs
+
+
+def test_collector_shift_stripes_tell_one_axis():
+    """A foil textured along y only (stripes running along x): y is measured, x is exactly 0
+    whatever the true x shift."""
+    shape, top, truth = (36, 64, 64), 14.0, np.array([0.25, 0.6, 1.3])
+    cen = _electrode(np.random.default_rng(6), shape, top)
+    ref, mov = (_foil_scan(shape, top, s, cen, 3.0, SI_GREY, k, texture=3000.0,
+                           texture_seed=2, along_x=False)
+                for k, s in enumerate([np.zeros(3), truth]))
+    est = collector_shift(ref, mov)
+    _check_shift(est[:2], truth[:2], axes="zy")
+    assert est[2] == 0.0, est
+
+
+def test_collector_shift_still_collector_phantom(tmp_path):
+    """A small phantom series whose collector does not move while the electrode swells and
+    the Si darkens: |shift| <= 0.1 voxel on every axis, for any margin."""
+    from anodetwin.phantom import config_from_dict, generate_series
+
+    cfg = config_from_dict({
+        "geometry": {"voxel_size_um": 0.25, "lateral_um": 10.0, "cu_thickness_um": 1.0,
+                     "separator_thickness_um": 2.0},
+        "composition": {"thickness_um": 10.0, "areal_loading_mg_cm2": 1.4285714285714286},
+        "particles": {"median_diameter_um": 3.0, "min_diameter_um": 1.5,
+                      "max_diameter_um": 5.0},
+        "series": {"soc": [0.0, 0.1667, 0.1111]}}, seed=3)
+    generate_series(cfg, tmp_path / "s.h5", progress=False)
+    with h5py.File(tmp_path / "s.h5") as f:
+        t = [f[f"steps/T{k}/tomogram"][...] for k in range(3)]
+    for k in (1, 2):
+        for margin in (0, 4):
+            _check_shift(collector_shift(t[0], t[k], margin=margin), (0, 0, 0))
+
+
+def test_collector_shift_bad_parameters(series):
+    t0 = series["steps"][0]["tomogram"]
+    for kw in ({"margin": -1}, {"upsample": 0}, {"upsample": 2.5}):
+        with pytest.raises(ParameterError, match="margin|upsample"):
+            collector_shift(t0, t0, **kw)
+
+
 def test_snow_against_plain_otsu():
     """spam's real snow tomogram (ice/air): the unsupervised segmentation agrees with a
     plain Otsu threshold on porosity within 2%, and instances stay grain-sized."""

@@ -36,6 +36,7 @@ import json
 import math
 import numbers
 import os
+import re
 import tomllib
 import types
 import typing
@@ -310,6 +311,11 @@ def typed_value(value: Any, tp: Any, where: str, key: str) -> Any:
 # --------------------------------------------------------------------------------------------
 # writing
 
+def _toml_key(k: str) -> str:
+    """A key as TOML writes it: bare where it may be, quoted otherwise."""
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -322,12 +328,12 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
 def _pairs(table: Mapping) -> list[str]:
-    return [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
 
 
 def toml_text(d: Mapping) -> str:
@@ -355,9 +361,9 @@ def toml_text(d: Mapping) -> str:
     lines = _pairs(top)
     for k, v in d.items():
         if isinstance(v, dict):
-            lines += ["", f"[{json.dumps(k)}]", *_pairs(v)]
+            lines += ["", f"[{_toml_key(k)}]", *_pairs(v)]
     for k, v in d.items():
         if k not in top and isinstance(v, list):
             for item in v:
-                lines += ["", f"[[{json.dumps(k)}]]", *_pairs(item)]
+                lines += ["", f"[[{_toml_key(k)}]]", *_pairs(item)]
     return "\n".join(lines) + "\n"

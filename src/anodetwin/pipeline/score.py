@@ -79,7 +79,8 @@ import numpy as np
 from anodetwin.errors import CorruptFileError, InputNotFoundError, ParameterError
 from anodetwin.phases import PHASE
 
-__all__ = ["LIMITS", "DICE_CLASSES", "score_run", "write_score", "criteria", "truth_at_points"]
+__all__ = ["LIMITS", "DICE_CLASSES", "dice_classes", "score_run", "write_score", "criteria",
+           "truth_at_points"]
 
 FORMAT = "anodetwin-score"
 FORMAT_VERSION = 1
@@ -88,13 +89,39 @@ FORMAT_VERSION = 1
 LIMITS = {"si_dice_min": (0.95, ">="), "thickness_error_max_um": (0.5, "<="),
           "twin_dvc_pearson_j_min": (0.9, ">=")}
 
-#: Classes scored by Dice: phase name -> the phase codes merged into it (module notes).
+#: Classes scored by Dice: phase name -> the phase codes merged into it (module notes), for
+#: phase contrast (lithiated Si about as grey as the CBD+E); :func:`dice_classes` moves it
+#: to the Si class where the series renders it closer to the Si.
 DICE_CLASSES = {
     "copper": (PHASE["copper"],),
     "si": (PHASE["si"],),
     "cbd": (PHASE["pore"], PHASE["cbd"], PHASE["lithiated"]),
     "separator": (PHASE["separator"],),
 }
+
+
+def dice_classes(render: dict | None) -> dict[str, tuple[int, ...]]:
+    """The classes a segmentation can tell apart in a rendered series: lithiated Si joins
+    whichever of Si and CBD+E its grey value is nearer.
+
+    Parameters
+    ----------
+    render : dict, optional
+        The series' render settings (``grey_si``, ``grey_cbd``, ``grey_lithiated``); None:
+        :data:`DICE_CLASSES`.
+
+    Returns
+    -------
+    dict
+        Class name -> phase codes.
+    """
+    if not render or not {"grey_si", "grey_cbd", "grey_lithiated"} <= set(render):
+        return DICE_CLASSES
+    li = render["grey_lithiated"]
+    if abs(li - render["grey_si"]) >= abs(li - render["grey_cbd"]):
+        return DICE_CLASSES
+    return {**DICE_CLASSES, "si": (PHASE["si"], PHASE["lithiated"]),
+            "cbd": (PHASE["pore"], PHASE["cbd"])}
 
 
 def _num(x: Any) -> float | None:
@@ -120,6 +147,9 @@ class _Truth:
         try:
             self.vs = np.broadcast_to(np.asarray(f.attrs["voxel_size_um"], float), (3,)).copy()
             self.layers = json.loads(f.attrs["layers"])
+            render = json.loads(f.attrs["config"]).get("render") if "config" in f.attrs \
+                else None
+            self.classes = dice_classes(render)
         except KeyError as exc:
             raise CorruptFileError(f"truth series '{path}' lacks {exc}",
                                    "give a series.h5 written by 'anodetwin phantom'") from None
@@ -300,11 +330,11 @@ def _relative_rnl(rows: list[dict], truth: _Truth, names: Sequence[str]) -> None
         q["error_image"] = _diff(q["pipeline"], q["truth_image"])
 
 
-def _class_volume(phases: np.ndarray) -> np.ndarray:
-    """Class index (order of :data:`DICE_CLASSES`) of every voxel of a phase volume; 255 for
-    codes in no class."""
+def _class_volume(phases: np.ndarray, classes: dict) -> np.ndarray:
+    """Class index (order of ``classes``, :func:`dice_classes`) of every voxel of a phase
+    volume; 255 for codes in no class."""
     lut = np.full(256, 255, np.uint8)
-    for i, codes in enumerate(DICE_CLASSES.values()):
+    for i, codes in enumerate(classes.values()):
         lut[list(codes)] = i
     return lut[np.asarray(phases, np.uint8)]
 
@@ -372,7 +402,7 @@ def _on_grid(labels: np.ndarray, vs_from: np.ndarray, shape: tuple, vs_to: Any
 
 def _dice_scores(seg_path: Path, truth: _Truth, name: str
                  ) -> tuple[dict | None, dict | None, int]:
-    """Dice per class (:data:`DICE_CLASSES`) of a labels file against the truth of a step.
+    """Dice per class (:func:`dice_classes`) of a labels file against the truth of a step.
 
     Parameters
     ----------
@@ -391,7 +421,7 @@ def _dice_scores(seg_path: Path, truth: _Truth, name: str
         ``truth``: the collector's true displacement, ``segmentation``: the shift the labels
         were aligned by (voxels, z y x); None without the labels file.
     si_voxels : int
-        Voxels of non-lithiated Si in the step's truth phases.
+        Voxels of the Si class (:func:`dice_classes`) in the step's truth phases.
     """
     from scipy import ndimage
 
@@ -399,18 +429,18 @@ def _dice_scores(seg_path: Path, truth: _Truth, name: str
 
     g = truth.step(name)
     phases = g["phases"][...]
-    si_voxels = int(np.count_nonzero(phases == PHASE["si"]))
+    si_voxels = int(np.count_nonzero(np.isin(phases, truth.classes["si"])))
     if not seg_path.is_file():
         return None, None, si_voxels
     seg = read_labels(seg_path)
     uz_top, cu = _truth_geometry(g, truth, phases.shape)
-    cls = _class_volume(phases)
-    cls[_separator_layer(uz_top, phases.shape, truth)] = list(DICE_CLASSES).index("separator")
+    cls = _class_volume(phases, truth.classes)
+    cls[_separator_layer(uz_top, phases.shape, truth)] = list(truth.classes).index("separator")
     if np.abs(cu).max() > 1e-3:  # into T0's frame: x_T0 = x_k - u_collector
         cls = ndimage.shift(cls, -cu, order=0, mode="nearest")
     cls = _on_grid(cls, truth.vs, seg.phases.shape, seg.voxel_size_um)
-    pred = _class_volume(seg.phases)
-    scores = {c: float(dice(pred == i, cls == i)) for i, c in enumerate(DICE_CLASSES)}
+    pred = _class_volume(seg.phases, truth.classes)
+    scores = {c: float(dice(pred == i, cls == i)) for i, c in enumerate(truth.classes)}
     return scores, {"truth": [float(v) for v in cu],
                     "segmentation": [float(v) for v in seg.alignment_shift]}, si_voxels
 

@@ -20,7 +20,7 @@ import numpy as np
 from anodetwin.log import get_logger
 from anodetwin.pipeline.runfile import RunConfig, scan_times, volume_file
 
-__all__ = ["Stage", "STAGES", "stage_named", "read_scan", "cores"]
+__all__ = ["Stage", "STAGES", "stage_named", "read_scan", "cores", "simulate_case"]
 
 log = get_logger("run")
 
@@ -281,13 +281,55 @@ def _simulate_params(cfg: RunConfig) -> dict:
     return {"case": {k: v for k, v in case_values(case).items() if k != "mesh"}}
 
 
-def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:
-    """The twin through the cell protocol under ``mpiexec -n ranks`` (resumable)."""
+def simulate_case(case: Path, out: Path, ranks: int) -> list[dict]:
+    """``anodetwin simulate CASE --out OUT`` under ``mpiexec -n ranks`` (the venv's, else the
+    first on the PATH; serial without one), resuming a stopped run in ``out``.
+
+    Parameters
+    ----------
+    case : Path
+        The case file.
+    out : Path
+        The run folder.
+    ranks : int
+        MPI ranks.
+
+    Returns
+    -------
+    list of dict
+        The rows of the run's ``summary.csv``.
+
+    Raises
+    ------
+    NumericalError
+        The simulation stopped (its messages are above).
+    """
+    import csv
     import shutil
     import subprocess
     import sys
 
     from anodetwin.errors import NumericalError
+
+    cmd = [sys.executable, "-m", "anodetwin.cli", "simulate", str(case), "--out", str(out)]
+    if (out / "run.json").exists() or (out / "checkpoint").exists():
+        cmd.append("--resume")  # a stopped simulation continues
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) \
+        or shutil.which("mpiexec")
+    if ranks > 1 and mpiexec:
+        cmd = [mpiexec, "-n", str(ranks), *cmd]
+    log.info("simulate on %d rank%s: %s", ranks, "s" if ranks > 1 else "", case)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        raise NumericalError(f"the simulation of '{case}' stopped with exit status {rc}",
+                             f"see its messages above; run again to resume from "
+                             f"{out / 'checkpoint'}")
+    with open(out / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:
+    """The twin through the cell protocol up to the last scan (resumable)."""
     from anodetwin.io import atomic_write_text
     from anodetwin.io.tomlfile import toml_text
 
@@ -295,26 +337,7 @@ def _simulate(cfg: RunConfig, out: Path, folder: Path) -> dict:
     atomic_write_text(folder / "case.toml", "# written by anodetwin run\n"
                       + toml_text(_case_dict(cfg, "../mesh", _voxel_um(cfg))))
     ranks = cfg.resources.ranks or cores()
-    run = folder / "run"
-    cmd = [sys.executable, "-m", "anodetwin.cli", "simulate", str(folder / "case.toml"),
-           "--out", str(run)]
-    if (run / "run.json").exists() or (run / "checkpoint").exists():
-        cmd.append("--resume")  # a stopped simulation of this key continues
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) \
-        or shutil.which("mpiexec")
-    if ranks > 1 and mpiexec:
-        cmd = [mpiexec, "-n", str(ranks), *cmd]
-    log.info("simulate: %s", " ".join(os.path.basename(c) if i == 0 else c
-                                      for i, c in enumerate(cmd)))
-    rc = subprocess.call(cmd)
-    if rc != 0:
-        raise NumericalError(f"the simulation stopped with exit status {rc}",
-                             f"see its log above; 'anodetwin run' again resumes it from "
-                             f"{folder / 'run' / 'checkpoint'}")
-    import csv
-
-    with open(folder / "run" / "summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = simulate_case(folder / "case.toml", folder / "run", ranks)
     return {"ranks": ranks, "steps": len(rows),
             "outputs": [r["output"] for r in rows if r.get("output")]}
 

@@ -369,7 +369,8 @@ class SwellingProblem:
         import ufl
 
         cell = basix.CellType[self.mesh.topology.cell_type.name]
-        pts, _ = basix.make_quadrature(cell, degree)
+        pts, wts = basix.make_quadrature(cell, degree)
+        self._qpts, self._qwts = pts, wts / wts.sum()
         self._u_try = fem.Function(self.V)
         _, _, Je_try = kinematics(ufl.Identity(3) + ufl.grad(self._u_try), self.law,
                                   self.load * self.theta, self._Fp_inv_ufl())
@@ -567,18 +568,21 @@ class SwellingProblem:
                                 for f in fields(LawParameters)})
 
     def cell_stress(self) -> np.ndarray:
-        """Cauchy stress (MPa) at the centre of each owned cell, (n, 3, 3) in the mesh's
-        (x, y, z) order: the UFL derivative of the stored energy
-        (:func:`anodetwin.simulate.constitutive.cauchy_stress`)."""
+        """Cauchy stress (MPa) of each owned cell, (n, 3, 3) in the mesh's (x, y, z) order:
+        the UFL derivative of the stored energy
+        (:func:`anodetwin.simulate.constitutive.cauchy_stress`), averaged over the cell's
+        quadrature points (the cell average on boxes). Those are the points the step
+        control keeps inside the material's domain; the centre of a compacted cell may lie
+        past the compaction limit, where the energy is not defined."""
         import dolfinx.fem as fem
 
         if self._stress_expr is None:
             self._stress_expr = fem.Expression(cauchy_stress(
-                self.F, self.law, self.load * self.theta, self._Fp_inv_ufl()), self._centre,
+                self.F, self.law, self.load * self.theta, self._Fp_inv_ufl()), self._qpts,
                 jit_options=kernel_jit_options())
         n = self._ncell
-        return self._stress_expr.eval(self.mesh, np.arange(n, dtype=np.int32)
-                                      ).reshape(n, 3, 3)
+        sig = self._stress_expr.eval(self.mesh, np.arange(n, dtype=np.int32))
+        return np.einsum("q,nqij->nij", self._qwts, sig.reshape(n, -1, 3, 3))
 
     def _plastic_return(self, tangent: bool = False) -> None:
         """Return every cell from the step's starting state at the current F over the step
