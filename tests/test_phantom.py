@@ -371,3 +371,24 @@ def test_documented_example_config_is_the_default():
     path = Path(__file__).resolve().parents[1] / "validation" / "phantom" / "reference.toml"
     cfg = load_config(path)
     assert cfg == load_config(seed=1)
+
+
+def test_inverse_mapping_of_a_strong_local_stretch_is_exact():
+    """x = X + u(X) with u_z = 1.5 (Z - b) voxels between Z = b and b + 10 (a stretch of
+    2.5, its gradient jumping at two planes), the base b = 20, 22 or 24 changing from one x
+    column to the next (kinks on voxel planes: the trilinear field is the piecewise linear
+    one): the preimage by hand is Z = x below b, b + (x - b) / 2.5 inside the band, x - 15
+    above it."""
+    shape = (60, 12, 12)
+    Z, Y, X = np.indices(shape, dtype=float)
+    base = 20 + 2 * (X % 3)
+    uz = np.clip(1.5 * (Z - base), 0.0, 15.0)
+    disp = np.stack([uz, np.zeros(shape), np.zeros(shape)])  # um, voxel size 1
+    got = inverse_coordinates(disp, 1.0)
+    z = Z  # deformed-frame coordinates of the same grid
+    top = base + 10 * 2.5
+    want = np.where(z <= base, z, np.where(z <= top, base + (z - base) / 2.5, z - 15.0))
+    inner = z < shape[0] - 1  # the top plane's preimage lies on the grid's face
+    np.testing.assert_allclose(got[0][inner], want[inner], atol=2e-3)
+    np.testing.assert_allclose(got[1], Y, atol=1e-9)
+    np.testing.assert_allclose(got[2], X, atol=1e-9)

@@ -18,7 +18,10 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
+from anodetwin.log import get_logger
 from anodetwin.strain import strain_fields, voxel_size_triple
+
+log = get_logger("kinematics")
 
 __all__ = ["strain_fields", "inverse_map_1d", "inverse_coordinates", "sample_nearest",
            "sample_linear", "warp_labels", "voxel_size_triple"]
@@ -67,9 +70,12 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
     ``displacement`` is converted to voxels per axis (component i over
     ``voxel_size_um[i]``), so the iteration runs in voxel index coordinates, where
     ``grad u`` is the index-space Jacobian: Newton iterations
-    ``X <- X - (I + grad u(X))^-1 (X + u(X) - x)`` with trilinear interpolation of u and its
-    gradient (they converge for strains beyond 100%, where a fixed-point iteration would
-    not).
+    ``X <- X - t (I + grad u(X))^-1 (X + u(X) - x)`` with trilinear interpolation of u and
+    its gradient, on the voxels not yet converged only (they converge for strains beyond
+    100%, where a fixed-point iteration would not). The step length t is halved where the
+    full step does not reduce the residual (the full step left the basin and diverged where
+    the gradient of u changes within a voxel). Voxels inside the grid still unconverged are
+    logged (outside it u is extended by its values on the faces).
 
     Parameters
     ----------
@@ -105,24 +111,54 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
     u = displacement.astype(np.float64) / vs[:, None, None, None]
     grad = [[np.gradient(u[i], axis=j) for j in range(3)] for i in range(3)]
     X = x.copy()
+    hi = np.array(shape, float)[:, None] - 1.0
+
+    def residual(Xa, xa):
+        return Xa + np.stack([ndimage.map_coordinates(u[c], Xa, order=1, mode="nearest")
+                              for c in range(3)]) - xa
+
+    active = np.arange(x.shape[1])
+    r = residual(X, x)
     for _ in range(max_iterations):
-        r = X + np.stack([ndimage.map_coordinates(u[c], X, order=1, mode="nearest")
-                          for c in range(3)]) - x
-        if np.abs(r).max() < tol:
+        done = np.abs(r).max(axis=0) < tol
+        active, r = active[~done], r[:, ~done]
+        if active.size == 0:
             break
-        J = [[ndimage.map_coordinates(grad[i][j], X, order=1, mode="nearest") + (i == j)
-              for j in range(3)] for i in range(3)]
-        # 3x3 inverse by cofactors, all points at once
-        c00 = J[1][1] * J[2][2] - J[1][2] * J[2][1]
-        c01 = J[1][2] * J[2][0] - J[1][0] * J[2][2]
-        c02 = J[1][0] * J[2][1] - J[1][1] * J[2][0]
-        det = J[0][0] * c00 + J[0][1] * c01 + J[0][2] * c02
-        inv = [[c00, J[0][2] * J[2][1] - J[0][1] * J[2][2], J[0][1] * J[1][2] - J[0][2] * J[1][1]],
-               [c01, J[0][0] * J[2][2] - J[0][2] * J[2][0], J[0][2] * J[1][0] - J[0][0] * J[1][2]],
-               [c02, J[0][1] * J[2][0] - J[0][0] * J[2][1], J[0][0] * J[1][1] - J[0][1] * J[1][0]]]
-        for i in range(3):
-            X[i] -= (inv[i][0] * r[0] + inv[i][1] * r[1] + inv[i][2] * r[2]) / det
+        Xa, xa = X[:, active], x[:, active]
+        step = _solve_jacobian(grad, Xa, r)
+        norm = np.abs(r).max(axis=0)
+        # backtracking: halve the step where it does not reduce the residual (a full
+        # Newton step can leave the basin where the gradient of u changes within a voxel)
+        t = np.ones(active.size)
+        for _ in range(6):
+            Xn = Xa - t * step
+            rn = residual(Xn, xa)
+            worse = np.abs(rn).max(axis=0) >= norm
+            if not worse.any():
+                break
+            t[worse] *= 0.5
+        X[:, active], r = Xn, rn
+    # unconverged outside the grid: material that came from outside it
+    inside = np.all((X[:, active] > 0) & (X[:, active] < hi), axis=0)
+    if inside.any():
+        log.warning("inverse map: %d of %d voxels not converged to %g voxel",
+                    int(inside.sum()), x.shape[1], tol)
     return X.reshape((3,) + shape)
+
+
+def _solve_jacobian(grad: list, X: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``(I + grad u(X))^-1 r`` at every point (3x3 inverse by cofactors)."""
+    J = [[ndimage.map_coordinates(grad[i][j], X, order=1, mode="nearest") + (i == j)
+          for j in range(3)] for i in range(3)]
+    c00 = J[1][1] * J[2][2] - J[1][2] * J[2][1]
+    c01 = J[1][2] * J[2][0] - J[1][0] * J[2][2]
+    c02 = J[1][0] * J[2][1] - J[1][1] * J[2][0]
+    det = J[0][0] * c00 + J[0][1] * c01 + J[0][2] * c02
+    inv = [[c00, J[0][2] * J[2][1] - J[0][1] * J[2][2], J[0][1] * J[1][2] - J[0][2] * J[1][1]],
+           [c01, J[0][0] * J[2][2] - J[0][2] * J[2][0], J[0][2] * J[1][0] - J[0][0] * J[1][2]],
+           [c02, J[0][1] * J[2][0] - J[0][0] * J[2][1], J[0][0] * J[1][1] - J[0][1] * J[1][0]]]
+    return np.stack([(inv[i][0] * r[0] + inv[i][1] * r[1] + inv[i][2] * r[2]) / det
+                     for i in range(3)])
 
 
 def sample_nearest(labels: np.ndarray, coords: np.ndarray) -> np.ndarray:

@@ -290,11 +290,20 @@ def _run_one(s: Stage, cfg: RunConfig, out: Path, key: str, states: dict) -> Sta
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident set (MB) of this process (VmHWM: from its exec on; getrusage's maxrss
+    would carry over the parent's) and of its largest waited-for child (e.g. an MPI
+    rank)."""
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own = 0.0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own = float(line.split()[1])
+    except OSError:  # pragma: no cover - not Linux
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024.0  # Linux: kB
+    return max(own, kids) / 1024.0  # kB
 
 
 def run_stage(name: str, run_file: str | os.PathLike, out_dir: str | os.PathLike,
