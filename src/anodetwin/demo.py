@@ -115,7 +115,7 @@ def _cli(*args: str) -> None:
                              f"{rc}", "see its messages above")
 
 
-def _truth_twin(folder: Path, cfg, ranks: int) -> Path:
+def _truth_twin(folder: Path, cfg, ranks: int, scans: tuple) -> Path:
     """The phantom's pristine electrode meshed and simulated up to T6; its run folder."""
     from anodetwin.io import Volume, atomic_write_text, write_volume
     from anodetwin.io.tomlfile import toml_text
@@ -131,7 +131,7 @@ def _truth_twin(folder: Path, cfg, ranks: int) -> Path:
              "--coarsen", str(COARSEN), "--out", str(folder / "mesh"))
     v = float(lab.voxel_size_um[0])
     case = {**DEMO_SIMULATION, "mesh": {"path": "mesh"}, "cell": {"model": "reference_cell"},
-            "output": {"scans": list(DEMO_SCANS), "dvc_node_spacing_um": COARSEN * v,
+            "output": {"scans": list(scans), "dvc_node_spacing_um": COARSEN * v,
                        "dvc_voxel_size_um": v}}
     atomic_write_text(folder / "case.toml", "# the truth twin of the demo's series\n"
                       + toml_text(case))
@@ -139,7 +139,8 @@ def _truth_twin(folder: Path, cfg, ranks: int) -> Path:
     return folder / "run"
 
 
-def built_in_series(folder: str | os.PathLike, ranks: int = 1, seed: int = 1) -> Path:
+def built_in_series(folder: str | os.PathLike, ranks: int = 1, phantom=None,
+                    scans: tuple = DEMO_SCANS) -> Path:
     """The demo's series (module notes, 1): the reference phantom deformed by the truth
     twin, rendered at T0..T6 with a double scan of T6.
 
@@ -149,8 +150,10 @@ def built_in_series(folder: str | os.PathLike, ranks: int = 1, seed: int = 1) ->
         Where ``truth/`` and ``series.h5`` go (created).
     ranks : int
         MPI ranks of the truth twin.
-    seed : int
-        The phantom's seed.
+    phantom : anodetwin.phantom.config.PhantomConfig, optional
+        Another phantom (default: the reference electrode, seed 1).
+    scans : tuple of str
+        Scans of the reference cell's protocol to render, T0 first.
 
     Returns
     -------
@@ -161,17 +164,18 @@ def built_in_series(folder: str | os.PathLike, ranks: int = 1, seed: int = 1) ->
     from anodetwin.validate.loop import render_series
 
     folder = Path(folder)
-    cfg = load_config(seed=seed)
-    sim = _truth_twin(folder / "truth", cfg, ranks)
+    cfg = phantom or load_config(seed=1)
+    sim = _truth_twin(folder / "truth", cfg, ranks, tuple(scans))
     bright = replace(cfg, render=replace(cfg.render, grey_lithiated=cfg.render.grey_si))
     log.info("series: the phantom rendered at %s deformed by the truth twin",
-             ", ".join(DEMO_SCANS))
-    res = render_series(sim, bright, folder / "series.h5", outputs=DEMO_SCANS, progress=True)
+             ", ".join(scans))
+    res = render_series(sim, bright, folder / "series.h5", outputs=tuple(scans),
+                        progress=True)
     return Path(res.path)
 
 
-def demo_run_file(path: str | os.PathLike, series: str | os.PathLike, ranks: int = 0
-                  ) -> Path:
+def demo_run_file(path: str | os.PathLike, series: str | os.PathLike, ranks: int = 0,
+                  scans: tuple = DEMO_SCANS, tables: dict | None = None) -> Path:
     """The run file of the built-in series (module notes, 2).
 
     Parameters
@@ -182,6 +186,10 @@ def demo_run_file(path: str | os.PathLike, series: str | os.PathLike, ranks: int
         The series (:func:`built_in_series`).
     ranks : int
         ``[resources]`` ranks and DVC workers (0: all cores).
+    scans : tuple of str
+        The series' scans, T0 first.
+    tables : dict, optional
+        Tables replacing the demo's own (e.g. ``{"dvc": {...}}``).
 
     Returns
     -------
@@ -192,17 +200,22 @@ def demo_run_file(path: str | os.PathLike, series: str | os.PathLike, ranks: int
     from anodetwin.io.tomlfile import toml_text
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     s = os.path.relpath(Path(series).resolve(), path.resolve().parent)
-    last = DEMO_SCANS[-1]
-    run = {"scans": {"files": [f"{s}:/steps/{n}/tomogram" for n in DEMO_SCANS],
-                     "names": list(DEMO_SCANS),
+    last = scans[-1]
+    run = {"scans": {"files": [f"{s}:/steps/{n}/tomogram" for n in scans],
+                     "names": list(scans),
                      "double_scan": [f"{s}:/steps/{last}/tomogram",
                                      f"{s}:/double_scan/tomogram_b"]},
            "cell": {"model": "reference_cell"},
+           # the electrode top as the Si envelope over 3 um (about a particle): a 10 um
+           # window reads the tallest particles, 0.6-1.4 um above the mean top here
+           "segment": {"surface_window_um": 3.0},
            "mesh": {"coarsen": COARSEN},
            "simulation": DEMO_SIMULATION,
            "dvc": {"node_spacing": 12, "hws": 10, "search_range": 8},
-           "truth": {"series": s}, "resources": {"ranks": ranks, "workers": ranks}}
+           "truth": {"series": s}, "resources": {"ranks": ranks, "workers": ranks},
+           **(tables or {})}
     return atomic_write_text(path, "# anodetwin run file of the built-in series "
                                    "(anodetwin demo)\n" + toml_text(run))
 
@@ -219,7 +232,8 @@ def _summary(out: Path, res) -> dict:
                         "peak_rss_mb": s.peak_rss_mb} for s in res.stages]}
 
 
-def run_demo(out_dir: str | os.PathLike = "demo-output", ranks: int | None = None
+def run_demo(out_dir: str | os.PathLike = "demo-output", ranks: int | None = None,
+             phantom=None, scans: tuple = DEMO_SCANS, tables: dict | None = None
              ) -> DemoResult:
     """Run the demo (module notes) and return where its output is.
 
@@ -229,6 +243,10 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", ranks: int | None = Non
         Output folder (created); a second run resumes and skips what is done.
     ranks : int, optional
         MPI ranks of the simulations and DVC processes; default all cores.
+    phantom, scans
+        As :func:`built_in_series` (e.g. a small phantom and T0..T2 for a quick run).
+    tables : dict, optional
+        Run-file tables replacing the demo's (:func:`demo_run_file`).
 
     Returns
     -------
@@ -248,8 +266,8 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", ranks: int | None = Non
     ranks = ranks or cores()
     series = out / "series" / "series.h5"
     if not series.is_file():
-        built_in_series(out / "series", ranks)
-    run_file = demo_run_file(out / "run.toml", series, ranks)
+        built_in_series(out / "series", ranks, phantom, scans)
+    run_file = demo_run_file(out / "run.toml", series, ranks, scans, tables)
     res = run_pipeline(run_file, out / "run")
     summary = _summary(out, res)
     atomic_write_json(out / "summary.json", summary)

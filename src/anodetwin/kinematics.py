@@ -112,13 +112,8 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
     grad = [[np.gradient(u[i], axis=j) for j in range(3)] for i in range(3)]
     X = x.copy()
     hi = np.array(shape, float)[:, None] - 1.0
-
-    def residual(Xa, xa):
-        return Xa + np.stack([ndimage.map_coordinates(u[c], Xa, order=1, mode="nearest")
-                              for c in range(3)]) - xa
-
     active = np.arange(x.shape[1])
-    r = residual(X, x)
+    r = _residual(u, X, x)
     for _ in range(max_iterations):
         done = np.abs(r).max(axis=0) < tol
         active, r = active[~done], r[:, ~done]
@@ -132,7 +127,7 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
         t = np.ones(active.size)
         for _ in range(6):
             Xn = Xa - t * step
-            rn = residual(Xn, xa)
+            rn = _residual(u, Xn, xa)
             worse = np.abs(rn).max(axis=0) >= norm
             if not worse.any():
                 break
@@ -144,6 +139,12 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
         log.warning("inverse map: %d of %d voxels not converged to %g voxel",
                     int(inside.sum()), x.shape[1], tol)
     return X.reshape((3,) + shape)
+
+
+def _residual(u: np.ndarray, X: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``X + u(X) - x`` (voxels) at the points ``X`` (3, n), u trilinear."""
+    return X + np.stack([ndimage.map_coordinates(u[c], X, order=1, mode="nearest")
+                         for c in range(3)]) - x
 
 
 def _solve_jacobian(grad: list, X: np.ndarray, r: np.ndarray) -> np.ndarray:
