@@ -142,6 +142,17 @@ def test_init_writes_a_template_whose_every_key_is_accepted(tmp_path, cli, serie
     (lambda t: t + "[validation.tolerances]\nmin_pearson_volumetric = -1\n", ParameterError,
      ["min_pearson_volumetric"]),
     (lambda t: t + "[simulation.mesh]\npath = 'x'\n", ParameterError, ["[simulation]", "mesh"]),
+    (lambda t: t + "[simulation.solvr]\nx = 1\n", ParameterError,
+     ["[simulation]", "solvr"]),
+    (lambda t: t.replace("[scans]", '[scans]\nnames = ["T0", "T2", "T1"]'), ParameterError,
+     ["not in the order"]),
+    (lambda t: re.sub(r"files = \[.*\]", f'files = ["{S.format(1)}", "{S.format(2)}"]', t)
+     .replace("[scans]", '[scans]\nnames = ["T1", "T2"]'), ParameterError,
+     ["first scan is T1", "starts with T0"]),
+    (lambda t: t.replace("[scans]", '[scans]\nroi = "0:500,:,:"'), ParameterError,
+     ["[scans] roi"]),
+    (lambda t: t.replace("ranks = 1", "ranks = -1"), ParameterError, ["[resources] ranks"]),
+    (lambda t: t + "[residuals]\nfloor = -5\n", ParameterError, ["[residuals] floor"]),
 ])
 def test_bad_run_files_are_refused_naming_the_key(series, tmp_path, edit, error, words):
     run = _run_file(series, edit(RUN), "bad.toml")
@@ -169,6 +180,23 @@ def test_scans_of_another_grid_are_refused_before_any_work(series, tmp_path, cli
         res = cli("-q", "run", run, "--out", tmp_path / ds)
         one_line_error(res, "T1")
         assert not (tmp_path / ds).exists()  # refused before any work
+
+
+def test_keys_follow_content_not_where_the_run_file_is(series):
+    """The same settings and files from another folder (paths written differently) give
+    the same keys; without a double scan or a floor there is no residual stage."""
+    from anodetwin.pipeline import stage_keys
+    from anodetwin.pipeline.runner import active_stages
+
+    here = load_run(_run_file(series, RUN, "k1.toml"))
+    (series / "sub").mkdir(exist_ok=True)
+    there = load_run(_run_file(series / "sub", RUN.replace('"ph/', '"../ph/'), "k2.toml"))
+    assert stage_keys(here) == stage_keys(there)
+    plain = load_run(_run_file(series, re.sub(r"double_scan = .*\n", "", RUN), "k3.toml"))
+    assert "residuals" not in [s.name for s in active_stages(plain)]
+    floor = load_run(_run_file(series, re.sub(r"double_scan = .*\n", "", RUN)
+                               + "[residuals]\nfloor = 800.0\n", "k4.toml"))
+    assert "residuals" in [s.name for s in active_stages(floor)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,3 +298,13 @@ def test_a_run_stopped_anywhere_finishes_with_the_same_results(done, tmp_path):
     for k, x in fa.items():
         assert fb[k] == pytest.approx(x, rel=1e-6, abs=1e-9), k
     shutil.rmtree(out)
+
+
+def test_a_stage_redone_upstream_makes_what_reads_it_stale(done, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(done / "out", out)
+    shutil.rmtree(out / "dvc")  # e.g. deleted by hand: redone with the same key
+    status = {s.stage: s.state for s in pipeline_status(out, done / "run.toml")}
+    assert status["dvc"] == "pending"
+    assert status["residuals"] == status["validate"] == "stale"
+    assert status["segment"] == status["simulate"] == "done"

@@ -19,6 +19,8 @@ def main(argv: list[str]) -> int:
     except AnodetwinError as exc:
         (Path(argv[2]) / argv[0] / "error.txt").write_text(str(exc))
         return 2
+    except KeyboardInterrupt:  # the runner says it, once
+        return 130
     return 0
 
 

@@ -82,10 +82,13 @@ class DvcSettings:
 @dataclass(frozen=True)
 class ResidualSettings:
     """``[residuals]``: residual maps of the cumulative DVC fields
-    (:func:`anodetwin.dvc.residual.residual_map`)."""
+    (:func:`anodetwin.dvc.residual.residual_map`); ``floor`` (grey levels; 0: the noise
+    floor of the double scan). Without a double scan and a floor the run has no residual
+    stage: an assumed noise level would classify particles on nothing measured."""
 
     sigma: float = 2.0
     shell_voxels: float = 3.0
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,13 +169,44 @@ def _check_scans(sc: Scans, base: Path) -> tuple[tuple[Path, ...], tuple[Path, .
         if not volume_file(p).exists():
             raise InputNotFoundError(volume_file(p), f"[scans] {what}",
                                      "give paths relative to the run file's folder")
+    if sc.voxel_size_um < 0:
+        raise ParameterError(f"[scans] voxel_size_um = {sc.voxel_size_um:g}",
+                             "give the voxel size in um (> 0), or 0 to take the files'")
     names = [f"scan {n} '{f}'" for n, f in zip(sc.names, sc.files, strict=True)]
     names += [f"double scan '{f}'" for f in sc.double_scan]
     grid = require_series_grid([*files, *double], names, voxel_size=sc.voxel_size_um or None)
     if grid.voxel_size_um is None:
         raise ParameterError(f"scan {sc.names[0]} '{sc.files[0]}' records no voxel size",
                              "give [scans] voxel_size_um (um)")
+    _check_given_voxel_size(sc, files[0])
+    if sc.roi:
+        from anodetwin.io import normalise_roi, parse_roi
+
+        try:
+            normalise_roi(parse_roi(sc.roi), grid.shape)
+        except ParameterError as exc:
+            raise ParameterError(f"[scans] roi = '{sc.roi}': {exc.problem}",
+                                 f"give a region inside the scans' {grid.shape} voxels") \
+                from None
     return files, double
+
+
+def _check_given_voxel_size(sc: Scans, first: Path) -> None:
+    """A given voxel size far from the one the files record is logged (a typo, or the
+    files' metadata is wrong: both happen)."""
+    from anodetwin.io.agree import grid_of
+    from anodetwin.log import get_logger
+
+    if not sc.voxel_size_um:
+        return
+    try:
+        own = grid_of(first).voxel_size_um
+    except Exception:  # noqa: BLE001 - the grid check above has opened it already
+        return
+    if own and not 0.5 < sc.voxel_size_um / min(own) < 2.0:
+        get_logger("run").warning(
+            "[scans] voxel_size_um = %g um, the files record %s um: the given value is "
+            "taken; check it", sc.voxel_size_um, ", ".join(f"{v:g}" for v in own))
 
 
 def scan_times(cell: str, base: Path) -> dict[str, float]:
@@ -184,13 +218,28 @@ def scan_times(cell: str, base: Path) -> dict[str, float]:
 
 
 def _check_cell(cell: str, names: tuple[str, ...], base: Path) -> None:
-    times = scan_times(cell, base)
+    """Every scan a scan of the protocol, the first its initial one (the twin starts from
+    the pristine state), in the protocol's order."""
+    try:
+        times = scan_times(cell, base)
+    except ParameterError as exc:
+        raise ParameterError(f"[cell] model = '{cell}': {exc.problem}", exc.fix) from None
     missing = [n for n in names if n not in times]
     if missing:
         raise ParameterError(f"[cell] model '{cell}' has no scan {', '.join(missing)} "
                              f"(its scans: {', '.join(times) or 'none'})",
                              "give the cell protocol the series was measured with, or name "
                              "the scans as its protocol does in [scans] names")
+    first = min(times, key=times.get)
+    if names[0] != first:
+        raise ParameterError(f"[scans] the first scan is {names[0]}, the protocol of [cell] "
+                             f"model '{cell}' starts with {first}",
+                             f"give {first} (the pristine scan the twin starts from) first")
+    t = [times[n] for n in names]
+    if any(b <= a for a, b in zip(t, t[1:])):
+        raise ParameterError(f"[scans] names {list(names)} are not in the order of the "
+                             f"protocol's scans", "list the scans in the order they were "
+                                                  "taken")
 
 
 def _check_simulation(d: dict, cell: str, base: Path) -> None:
@@ -200,8 +249,11 @@ def _check_simulation(d: dict, cell: str, base: Path) -> None:
     if "mesh" in d or "cell" in d:
         raise ParameterError("[simulation] holds a mesh or cell table",
                              "the run meshes the segmented T0 and takes [cell] model")
-    case_from_dict({**d, "cell": {"model": cell}, "mesh": {"path": "."}}, base,
-                   check_mesh=False)
+    try:
+        case_from_dict({**d, "cell": {"model": cell}, "mesh": {"path": "."}}, base,
+                       check_mesh=False)
+    except ParameterError as exc:
+        raise ParameterError(f"[simulation] {exc.problem}", exc.fix) from None
 
 
 def _check_segment(s: SegmentSettings, base: Path) -> None:
@@ -260,15 +312,25 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
     validation = d.get("validation", {})
     from anodetwin.validate.config import config_from_dict
 
-    config_from_dict(validation)
+    try:
+        config_from_dict(validation)
+    except ParameterError as exc:
+        raise ParameterError(f"[validation] {exc.problem}", exc.fix) from None
     truth = table_values(d.get("truth", {}), {"series": str}, "truth").get("series")
     truth_path = volume_path(truth, base) if truth else None
     if truth_path is not None and not truth_path.is_file():
         raise InputNotFoundError(truth_path, "[truth] series")
-    for key, v in (("mesh", t["mesh"].coarsen), ("dvc", t["dvc"].node_spacing),
-                   ("dvc", t["dvc"].hws)):
-        if v < 1:
-            raise ParameterError(f"[{key}] value {v} < 1", "give a positive integer")
+    for key, v, low in (("mesh] coarsen", t["mesh"].coarsen, 1),
+                        ("dvc] node_spacing", t["dvc"].node_spacing, 1),
+                        ("dvc] hws", t["dvc"].hws, 1),
+                        ("resources] ranks", t["resources"].ranks, 0),
+                        ("resources] workers", t["resources"].workers, 0)):
+        if v < low:
+            raise ParameterError(f"[{key} = {v}", f"give an integer >= {low}"
+                                 + (" (0: all cores)" if low == 0 else ""))
+    if t["residuals"].floor < 0:
+        raise ParameterError(f"[residuals] floor = {t['residuals'].floor:g}",
+                             "give a grey-value floor > 0, or 0 to take the double scan's")
     return RunConfig(path=path or base / "run.toml", scans=sc, scan_files=files,
                      double_scan=double, cell=cell, segment=t["segment"], mesh=t["mesh"],
                      simulation=sim, dvc=t["dvc"], residuals=t["residuals"],
@@ -300,7 +362,7 @@ def load_run(path: str | os.PathLike) -> RunConfig:
 
 TEMPLATE = '''# anodetwin run file: an in situ series from its scans to the model-versus-DVC report.
 # Run it with:   anodetwin run run.toml --out results
-# Its state:     anodetwin run --status results
+# Its state:     anodetwin run run.toml --out results --status
 # Relative paths are taken from this file's folder. Every table but [scans] is optional;
 # a key left out takes the value shown. Arrays are (z, y, x), lengths in um.
 
@@ -352,6 +414,8 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 [residuals]
 # sigma = 2.0                 # Gaussian smoothing of the residual (voxels)
 # shell_voxels = 3.0          # shell of the per-particle core/shell classification
+# floor = 0.0                 # residual floor, grey levels (0: from [scans] double_scan;
+#                             # with neither, the run makes no residual maps)
 
 [validation]                  # the tables of 'anodetwin validate --config' (tolerances ...)
 

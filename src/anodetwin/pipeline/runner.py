@@ -120,7 +120,7 @@ def stage_keys(cfg: RunConfig) -> dict[str, str]:
             f = volume_file(p)
             if f not in hashes:
                 hashes[f] = content_hash(f)
-            files.append([str(p), hashes[f]])
+            files.append(hashes[f])  # content only: the run may move
         keys[s.name] = _digest({"stage": s.name, "params": s.params(cfg), "files": files,
                                 "needs": [keys.get(n, "") for n in s.needs]})
     return keys
@@ -134,10 +134,23 @@ def _record(out: Path, name: str) -> dict | None:
         return None
 
 
+def _stamp(rec: dict | None) -> str | None:
+    """What identifies one completion of a stage."""
+    return None if rec is None else f"{rec.get('key')}@{rec.get('finished')}"
+
+
+def _upstream(out: Path, stage: Stage) -> dict:
+    """The completions of the stages ``stage`` reads (recorded with it: redone upstream
+    stages make it stale even where their keys did not change)."""
+    return {n: _stamp(_record(out, n)) for n in stage.needs}
+
+
 def _state(out: Path, name: str, key: str | None, failed: dict) -> StageState:
     rec = _record(out, name)
     if rec is not None:
         same = key is None or rec.get("key") == key
+        if same and "upstream" in rec:
+            same = rec["upstream"] == _upstream(out, stage_named(name))
         return StageState(name, "done" if same else "stale", key or rec.get("key", ""),
                           rec.get("seconds"), rec.get("peak_rss_mb"))
     if name in failed:
@@ -197,10 +210,28 @@ def _scans(cfg: RunConfig) -> list[dict]:
 
 
 def _write_state(out: Path, cfg: RunConfig, states: list[StageState]) -> None:
-    atomic_write_json(out / STATE_FILE, {
-        "run_file": str(cfg.path), "scans": _scans(cfg),
-        "double_scan": [str(p) for p in cfg.double_scan] or None,
-        "stages": [asdict(s) for s in states]})
+    from anodetwin.errors import OutputError
+
+    try:
+        atomic_write_json(out / STATE_FILE, {
+            "run_file": str(cfg.path), "scans": _scans(cfg),
+            "double_scan": [str(p) for p in cfg.double_scan] or None,
+            "stages": [asdict(s) for s in states]})
+    except OSError as exc:
+        raise OutputError(f"cannot write the run's state in '{out}' ({exc.strerror})",
+                          "give a writable --out folder") from None
+
+
+def _check_owner(out: Path, cfg: RunConfig) -> None:
+    """Log that ``out`` holds the stages of another run file: they are reused where their
+    keys match and redone where not."""
+    try:
+        before = json.loads((out / STATE_FILE).read_text()).get("run_file")
+    except (OSError, ValueError):
+        return
+    if before and Path(before) != cfg.path:
+        log.warning("'%s' was run from '%s': its stages are reused where their keys match, "
+                    "redone where they do not", out, before)
 
 
 def _spawn(stage: Stage, cfg: RunConfig, out: Path, key: str) -> int:
@@ -253,11 +284,19 @@ def run_pipeline(run_file: str | os.PathLike, out_dir: str | os.PathLike,
     names = [s.name for s in stages]
     if until is not None and until not in names:
         raise ParameterError(f"--until {until}: no such stage", f"use one of {names}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from anodetwin.errors import OutputError
+
+        raise OutputError(f"cannot create --out '{out}' ({exc.strerror})",
+                          "give a writable folder") from None
+    _check_owner(out, cfg)
     keys = stage_keys(cfg)
     states = {s.name: _state(out, s.name, keys[s.name], {}) for s in stages}
     _write_state(out, cfg, list(states.values()))
     for s in stages:
+        states[s.name] = _state(out, s.name, keys[s.name], {})  # upstream may be redone
         if states[s.name].state == "done":
             log.info("%-10s done (skipped)", s.name)
         else:
@@ -341,6 +380,6 @@ def run_stage(name: str, run_file: str | os.PathLike, out_dir: str | os.PathLike
         "stage": name, "key": key, "status": "done", "started": started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "params": stage.params(cfg),
+        "params": stage.params(cfg), "upstream": _upstream(out, stage),
         "inputs": [input_record(volume_file(p)) for p in stage.inputs(cfg)],
         "summary": summary})

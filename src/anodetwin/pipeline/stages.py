@@ -184,7 +184,8 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
 # residuals
 
 def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
-    """Noise floor of the double scan and the residual map of every cumulative field."""
+    """The residual map of every cumulative field above ``[residuals] floor``, or else the
+    noise floor of the double scan."""
     from anodetwin.io import atomic_write_json
     from anodetwin.dvc.noise import noise_floor
     from anodetwin.dvc.pair import read_pair
@@ -193,8 +194,8 @@ def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
     from anodetwin.segment.pipeline import read_labels
 
     r = cfg.residuals
-    floor = None
-    if cfg.double_scan:
+    floor = r.floor or None
+    if floor is None:
         nf = noise_floor(read_scan(cfg, cfg.double_scan[0]), read_scan(cfg, cfg.double_scan[1]),
                          sigma=r.sigma)
         atomic_write_json(folder / "noise_floor.json", nf.to_dict())
@@ -319,7 +320,7 @@ def simulate_case(case: Path, out: Path, ranks: int) -> list[dict]:
     if ranks > 1 and mpiexec:
         cmd = [mpiexec, "-n", str(ranks), *cmd]
     log.info("simulate on %d rank%s: %s", ranks, "s" if ranks > 1 else "", case)
-    rc = subprocess.call(cmd)
+    rc = subprocess.call(cmd, stdout=subprocess.DEVNULL)  # its log is on stderr
     if rc != 0:
         raise NumericalError(f"the simulation of '{case}' stopped with exit status {rc}",
                              f"see its messages above; run again to resume from "
@@ -395,7 +396,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("dvc", ("segment",), _dvc_params, lambda c: list(c.scan_files), _dvc),
     Stage("residuals", ("segment", "dvc"),
           lambda c: {**asdict(c.residuals), **_scan_params(c)},
-          lambda c: [*c.scan_files, *c.double_scan], _residuals),
+          lambda c: [*c.scan_files, *c.double_scan], _residuals,
+          optional=lambda c: bool(c.double_scan) or c.residuals.floor > 0),
     Stage("mesh", ("segment",), lambda c: asdict(c.mesh), _no_files, _mesh),
     Stage("simulate", ("mesh",), _simulate_params, _no_files, _simulate, resumable=True),
     Stage("validate", ("simulate", "dvc", "segment"), lambda c: {"validation": c.validation},
