@@ -94,10 +94,11 @@ def subcommands() -> dict:
 
 def test_every_subcommand_registered_once_by_its_stage_module():
     """Each stage module of the command-line package registers its own subcommands, and the
-    top parser lists each subcommand exactly once, in pipeline order."""
+    top parser lists each subcommand exactly once: the main job first, then the stages in
+    pipeline order."""
     sub = subcommands()
     names = list(sub)
-    assert names == ["info", "convert", "inspect", "noise-floor", "dvc", "dvc-series",
+    assert names == ["init", "run", "info", "convert", "inspect", "noise-floor", "dvc", "dvc-series",
                      "dvc-regions", "dvc-residual", "segment", "segment-train", "morphology",
                      "mesh", "mesh-packing", "simulate", "study", "study-case", "validate",
                      "phantom", "demo"]
@@ -105,6 +106,7 @@ def test_every_subcommand_registered_once_by_its_stage_module():
     assert owner["dvc-residual"] == "anodetwin.cli.dvc"
     assert owner["convert"] == owner["inspect"] == "anodetwin.cli.io"
     assert owner["mesh-packing"] == "anodetwin.cli.mesh"
+    assert owner["init"] == owner["run"] == "anodetwin.cli.run"
 
 
 def test_format_choices_are_the_io_registry(cli):
