@@ -114,11 +114,11 @@ def _segment(cfg: RunConfig, out: Path, folder: Path) -> dict:
     rows = []
     for k, (name, path) in enumerate(zip(cfg.names, cfg.scan_files, strict=True)):
         target = folder / f"{name}.h5"
-        vol = read_scan(cfg, path)
-        if k == 0:
-            ref = vol
         if not target.is_file():  # a stopped stage continues with the next scan
             log.info("segment %s (%d of %d)", name, k + 1, len(cfg.names))
+            vol = read_scan(cfg, path)
+            if ref is None:  # T0, the reference of the alignment
+                ref = vol if k == 0 else read_scan(cfg, cfg.scan_files[0])
             seg = segment_volume(vol, model=model, denoise=s.denoise or None,
                                  normalise=s.normalise or None,
                                  align_to=None if k == 0 else ref, h=s.h,
