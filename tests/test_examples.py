@@ -153,3 +153,16 @@ def test_study(tmp_path):
         assert math.isfinite(c["volumetric_strain_p95"])
     assert high["thickness_growth"] < low["thickness_growth"]  # pressed harder, grows less
     assert (out / "summary.html").is_file() and (out / "results.csv").is_file()
+
+
+def test_run_series(tmp_path):
+    out, m = run_example("run_series", tmp_path)
+    assert set(m["stages"].values()) == {"done"} and len(m["stages"]) == 8
+    assert m["redone_second_run"] == []
+    # quick_cell: 30 min at C/3 then 20 min at C/6 (state of charge by hand)
+    assert m["soc"] == pytest.approx([0.0, 0.5 / 3, 0.5 / 3 - 1 / 18], abs=2e-3)
+    t0, t1, t2 = m["thickness_um"]
+    assert abs(t0 - 10.0) < 0.3  # the 10 um coating
+    assert t1 > t0 + 0.5 and t0 < t2 < t1  # swells on charge, shrinks on discharge
+    assert len(m["pearson_volumetric"]) == 2
+    assert (out / m["report"]).is_file()
