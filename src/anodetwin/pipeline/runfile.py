@@ -16,6 +16,7 @@ naming the run file, the table and the key.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml, table_val
 
 __all__ = ["Scans", "SegmentSettings", "MeshSettings", "DvcSettings", "ResidualSettings",
            "Resources", "RunConfig", "TEMPLATE", "load_run", "run_from_dict", "volume_path",
-           "volume_file",
+           "volume_file", "cell_model", "cell_history",
            "scan_times"]
 
 
@@ -209,12 +210,24 @@ def _check_given_voxel_size(sc: Scans, first: Path) -> None:
             "taken; check it", sc.voxel_size_um, ", ".join(f"{v:g}" for v in own))
 
 
-def scan_times(cell: str, base: Path) -> dict[str, float]:
-    """Scan name -> time (s) of the cell protocol ``cell`` (a model name or ``.toml``)."""
+def cell_model(cell: str, base: Path) -> str:
+    """The cell protocol ``[cell] model`` as ``load_protocol`` takes it: a model name of
+    ``models/``, or a ``.toml`` path made absolute from ``base``."""
+    return str(volume_path(cell, base)) if cell.endswith(".toml") else cell
+
+
+@functools.lru_cache(maxsize=8)
+def cell_history(cell: str, base: Path):
+    """The simulated cell history of ``[cell] model`` (SoC, current and scan times;
+    :func:`anodetwin.simulate.protocol.simulate_cell`), computed once per model."""
     from anodetwin.simulate.protocol import load_protocol, simulate_cell
 
-    model = volume_path(cell, base) if cell.endswith(".toml") else cell
-    return dict(simulate_cell(load_protocol(model)).scans)
+    return simulate_cell(load_protocol(cell_model(cell, base)))
+
+
+def scan_times(cell: str, base: Path) -> dict[str, float]:
+    """Scan name -> time (s) of the cell protocol ``cell`` (a model name or ``.toml``)."""
+    return dict(cell_history(cell, base).scans)
 
 
 def _check_cell(cell: str, names: tuple[str, ...], base: Path) -> None:

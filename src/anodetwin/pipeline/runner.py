@@ -199,11 +199,9 @@ def pipeline_status(out_dir: str | os.PathLike, run_file: str | os.PathLike | No
 
 
 def _scans(cfg: RunConfig) -> list[dict]:
-    from anodetwin.simulate.protocol import load_protocol, simulate_cell
-    from anodetwin.pipeline.runfile import volume_path
+    from anodetwin.pipeline.runfile import cell_history
 
-    model = volume_path(cfg.cell, cfg.path.parent) if cfg.cell.endswith(".toml") else cfg.cell
-    hist = simulate_cell(load_protocol(model))
+    hist = cell_history(cfg.cell, cfg.path.parent)
     return [{"name": n, "file": str(f), "time_s": float(hist.scans[n]),
              "soc": float(hist.soc_at(hist.scans[n]))}
             for n, f in zip(cfg.names, cfg.scan_files, strict=True)]

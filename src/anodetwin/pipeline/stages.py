@@ -254,10 +254,9 @@ def _case_dict(cfg: RunConfig, mesh: str, voxel_um: float) -> dict:
     """The simulation's case: the run's tables, the mesh, the run's scans (the protocol is
     simulated up to the last), and the displacement on a grid of the mesh's cell size
     (validate interpolates it to the DVC nodes: independent of the DVC settings)."""
-    from anodetwin.pipeline.runfile import volume_path
+    from anodetwin.pipeline.runfile import cell_model
 
-    cell = str(volume_path(cfg.cell, cfg.path.parent)) if cfg.cell.endswith(".toml") \
-        else cfg.cell
+    cell = cell_model(cfg.cell, cfg.path.parent)
     output = {**cfg.simulation.get("output", {}), "scans": list(cfg.names),
               "dvc_node_spacing_um": cfg.mesh.coarsen * voxel_um,
               "dvc_voxel_size_um": voxel_um}
