@@ -19,7 +19,7 @@ import spam.DIC
 from scipy import ndimage
 
 from anodetwin.dvc import FLAG, cell_strain, correlate_pair
-from anodetwin.dvc.correlate import DVCParams, correlate_nodes, node_grid
+from anodetwin.dvc.correlate import DVCParams, ReturnStatus, correlate_nodes, node_grid
 from anodetwin.dvc.strain import deformation_gradient_q8
 from anodetwin.errors import (NonFiniteError, NumericalError, ParameterError,
                               ShapeMismatchError)
@@ -122,46 +122,70 @@ def test_nodes_equal_spam_ldic(snow):
     phi = spam.deformation.computePhi({"t": [1.2, -0.6, 0.3]})
     deformed = spam.DIC.applyPhi(snow, Phi=phi)
     nodes, _ = node_grid(snow.shape, 25)
-    ours = correlate_nodes(snow, deformed, nodes, DVCParams((25,) * 3, (10,) * 3),
-                           progress=False)
+    ours = correlate_nodes(snow, deformed, nodes,
+                           DVCParams((25,) * 3, (10,) * 3, engine="spam"), progress=False)
     with contextlib.redirect_stdout(io.StringIO()):
         theirs = spam.DIC.ldic(snow, deformed, nodes, np.array([10, 10, 10]), processes=1)
     np.testing.assert_allclose(ours.Phi, theirs[0], atol=1e-12)
     np.testing.assert_array_equal(ours.status, theirs[1])
 
 
-def test_processes_and_dask_give_identical_results(snow):
+@pytest.mark.parametrize("engine, order", [("spam", 1), ("native", 1), ("native", 3)])
+def test_processes_and_dask_give_identical_results(snow, engine, order):
     rng = np.random.default_rng(1)
     deformed = _noisy(spam.DIC.applyPhi(snow, Phi=AFFINE), rng)
     nodes, _ = node_grid(snow.shape, 20)
-    p = DVCParams((20,) * 3, (10,) * 3)
+    p = DVCParams((20,) * 3, (10,) * 3, engine=engine, interpolation_order=order)
     one = correlate_nodes(snow, deformed, nodes, p, processes=1, progress=False)
-    two = correlate_nodes(snow, deformed, nodes, p, processes=2, batch_size=5, progress=False)
+    two = correlate_nodes(snow, deformed, nodes, p, processes=2, progress=False)
     dask = correlate_nodes(snow, deformed, nodes, p, processes=2, scheduler="local",
                            progress=False)
+    assert (one.status == ReturnStatus.CONVERGED).sum() >= 20
     for other in (two, dask):
-        np.testing.assert_allclose(other.Phi, one.Phi, atol=1e-6)
+        np.testing.assert_array_equal(other.Phi, one.Phi)
         np.testing.assert_array_equal(other.status, one.status)
 
 
 # -- accuracy with exact truth -----------------------------------------------------------------
 
+def _warp_affine(im, phi):
+    """Deform ``im`` by ``phi`` about the volume centre, def(c + F (X - c) + t) = im(X), by
+    scipy's cubic spline (not the interpolation of either engine)."""
+    c = (np.array(im.shape) - 1) / 2
+    inv = np.linalg.inv(phi)
+    return ndimage.affine_transform(im.astype(np.float64), inv[:3, :3],
+                                    c + inv[:3, 3] - inv[:3, :3] @ c, order=3,
+                                    mode="nearest").astype(np.float32)
+
+
 @pytest.mark.parametrize("name, hws", [("snow", 10), ("concrete", 15)])
 def test_affine_accuracy(request, name, hws):
+    """Both engines meet the accuracy goal on real tomograms under a known affine map; the
+    native engine with cubic interpolation is at least as good as spam on the same nodes."""
     im = request.getfixturevalue(name)
-    rng = np.random.default_rng(2)
-    deformed = _noisy(spam.DIC.applyPhi(im, Phi=AFFINE), rng)
-    res = correlate_pair(_noisy(im, rng), deformed, node_spacing=20, hws=hws, progress=False)
-    truth = _affine_truth(res.nodes, AFFINE, im.shape)
-    # nodes whose windows stay clear of the faces (applyPhi fills outside with zeros)
-    inner = _inner(res.nodes, hws + 5, im.shape)
-    err = np.linalg.norm(res.displacement - truth, axis=1)[inner]
-    assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.2, err
-    g = res.nodes.reshape(*res.grid_shape, 3)
-    centres = (g[:-1, :-1, :-1] + g[1:, 1:, 1:]) / 2
-    cells = _inner(centres, hws + 15, im.shape)
-    j_err = np.abs(res.strain.volumetric - (np.linalg.det(AFFINE[:3, :3]) - 1))[cells]
-    assert np.median(j_err) <= 2e-3
+    errors = {}
+    for engine, order in (("spam", 1), ("native", 1), ("native", 3)):
+        rng = np.random.default_rng(2)
+        deformed = _noisy(_warp_affine(im, AFFINE), rng)
+        res = correlate_pair(_noisy(im, rng), deformed, node_spacing=20, hws=hws,
+                             progress=False, engine=engine, interpolation_order=order)
+        truth = _affine_truth(res.nodes, AFFINE, im.shape)
+        inner = _inner(res.nodes, hws + 5, im.shape)  # windows clear of the faces
+        assert np.all(res.flag[inner] == FLAG["measured"])
+        err = np.linalg.norm(res.displacement - truth, axis=1)[inner]
+        assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.2, (engine, err)
+        errors[engine, order] = err
+        g = res.nodes.reshape(*res.grid_shape, 3)
+        centres = (g[:-1, :-1, :-1] + g[1:, 1:, 1:]) / 2
+        cells = _inner(centres, hws + 15, im.shape)
+        j_err = np.abs(res.strain.volumetric - (np.linalg.det(AFFINE[:3, :3]) - 1))[cells]
+        # trilinear interpolation's bias (~0.02-0.04 voxel, both engines) is larger with
+        # the native engine's ZNSSD on concrete's sharp edges; cubic removes it
+        assert np.median(j_err) <= (3e-3 if (engine, order) == ("native", 1) else 2e-3), (
+            engine, order, j_err)
+    spam_err, native_err = errors["spam", 1], errors["native", 3]
+    assert np.median(native_err) <= np.median(spam_err)
+    assert np.percentile(native_err, 95) <= np.percentile(spam_err, 95)
 
 
 def _warp_axial(im, uz_of_z):

@@ -35,10 +35,38 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
                    metavar="N or Z,Y,X",
                    help="integer pixel search +-N voxels (per axis) before the first level "
                         "(0: off)")
+    p.add_argument("--engine", choices=("native", "spam"), default="native",
+                   help="per-node registration: anodetwin's IC-GN engine (native, default) "
+                        "or spam.DIC.register")
+    p.add_argument("--interpolation", choices=("linear", "cubic"), default="linear",
+                   help="interpolation of the deformed volume: trilinear (default) or cubic "
+                        "B-spline")
+    p.add_argument("--criterion", choices=("znssd", "ssd"), default="znssd",
+                   help="matching criterion of the native engine: ZNSSD (default; invariant "
+                        "to grey-value offset and scale) or SSD")
     p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
-                   default=1, help="local worker processes (1)")
+                   default=1, help="local worker processes (1; native engine: threads)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
     voxel_size_option(p)
+
+
+def engine_kw(args: argparse.Namespace) -> dict:
+    """The engine options of ``dvc`` / ``dvc-series`` as :func:`correlate_pair` keywords.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed command line.
+
+    Returns
+    -------
+    dict
+        ``engine``, ``interpolation_order``, ``criterion``.
+    """
+    from anodetwin.dvc.correlate import INTERPOLATION_ORDER
+
+    return {"engine": args.engine, "criterion": args.criterion,
+            "interpolation_order": INTERPOLATION_ORDER[args.interpolation]}
 
 
 def region_options(p: argparse.ArgumentParser) -> None:
@@ -262,7 +290,7 @@ def cmd_dvc(args: argparse.Namespace) -> int:
                          scheduler=args.scheduler, global_registration=not args.no_global,
                          margin=args.margin,
                          search_range=args.search_range,
-                         voxel_size_um=vs)
+                         voxel_size_um=vs, **engine_kw(args))
     res.params["roi_origin"] = origin
     res.params["reference_grid"] = {  # the whole reference volume (nodes + roi_origin)
         "shape": list(grid.shape), "voxel_size_um": None if vs is None else list(vs),
@@ -293,7 +321,8 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
         list(args.volumes), args.out, args.voxel_size, inputs, refine=not args.no_refine,
         regions=region_kw(args), quicklook=not args.no_quicklook,
         node_spacing=args.node_spacing, hws=args.hws, pyramid=args.pyramid,
-        search_range=args.search_range, processes=args.processes, scheduler=args.scheduler)
+        search_range=args.search_range, processes=args.processes, scheduler=args.scheduler,
+        **engine_kw(args))
     for st in summary["steps"]:
         log.info("T0 -> T%d: %d/%d nodes, mean J-1 %s", st["step"], st["valid_nodes"],
                  st["nodes"], st["mean_volumetric_strain"])

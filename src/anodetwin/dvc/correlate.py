@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import threading
 import warnings
 import multiprocessing
@@ -48,7 +49,7 @@ from anodetwin.log import get_logger, progress_bar
 
 __all__ = ["DVCParams", "NodeResults", "ReturnStatus", "WindowStatus", "node_grid",
            "grid_step", "correlate_nodes", "initial_phi_field", "interpolate_displacement",
-           "noise_level", "STATUS", "TEXTURE_FACTOR"]
+           "noise_level", "STATUS", "TEXTURE_FACTOR", "ENGINES", "INTERPOLATION_ORDER"]
 
 log = get_logger("dvc")
 
@@ -179,6 +180,11 @@ class DVCParams:
     min_texture_std : float
         A window whose grey-value std is below this (grey levels) has no texture: status -6,
         not correlated (0: only flat windows).
+    engine : {"native", "spam"}
+        ``"native"``: anodetwin's IC-GN engine (:mod:`anodetwin.dvc.native`); ``"spam"``:
+        ``spam.DIC.register`` per node, as ``spam.DIC.ldic``.
+    criterion : {"znssd", "ssd"}
+        Matching criterion of the native engine (spam's is SSD).
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -191,6 +197,8 @@ class DVCParams:
     apply_f: str = "all"
     search_range: tuple = (0, 0, 0)
     min_texture_std: float = 0.0
+    engine: str = "native"
+    criterion: str = "znssd"
 
     def to_dict(self) -> dict:
         """The parameters as a dict, e.g. for a result file.
@@ -256,9 +264,29 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
                              "fix the correlation parameters")
     if not (np.isfinite(p.min_texture_std) and p.min_texture_std >= 0):
         raise ParameterError(f"min_texture_std {p.min_texture_std!r}", "give a std >= 0")
+    _check_engine(p)
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
                      int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr,
-                     float(p.min_texture_std))
+                     float(p.min_texture_std), p.engine, p.criterion)
+
+
+#: Correlation engines by name.
+ENGINES = ("native", "spam")
+#: Interpolation of the deformed volume by name, as interpolation orders.
+INTERPOLATION_ORDER = {"linear": 1, "cubic": 3}
+
+
+def _check_engine(p: DVCParams) -> None:
+    if p.engine not in ENGINES:
+        raise ParameterError(f"DVC engine {p.engine!r} is unknown", "use 'native' or 'spam'")
+    if p.criterion not in ("znssd", "ssd"):
+        raise ParameterError(f"criterion {p.criterion!r} is unknown", "use 'znssd' or 'ssd'")
+    if p.interpolation_order not in (1, 3):
+        raise ParameterError(f"interpolation order {p.interpolation_order!r}",
+                             "use 1 (trilinear) or 3 (cubic B-spline)")
+    if p.engine == "native" and p.apply_f == "rigid":
+        raise ParameterError("apply_f 'rigid' is not available in the native engine",
+                             "use apply_f 'all' or 'no', or engine 'spam'")
 
 
 def node_grid(shape: tuple[int, int, int], node_spacing) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -429,7 +457,8 @@ class _Batch:
     @classmethod
     def make(cls, index, nodes, phi, params, ref: _Vol, deformed: _Vol,
              mask: _Vol | None) -> _Batch:
-        box = _box(nodes, phi, params.hws, params.margin + max(params.search_range), ref.shape)
+        box = _box(nodes, phi, params.hws, params.margin + max(params.search_range)
+                   + (params.interpolation_order > 1), ref.shape)
 
         def cut(v: _Vol | None):
             if v is None or v.array is None:
@@ -493,6 +522,12 @@ class NodeResults:
     residual : numpy.ndarray
         (N,) mean squared grey residual over the window variance (~0 for a good match, ~2
         for unrelated windows; inf where not correlated).
+    zncc : numpy.ndarray
+        (N,) zero-normalised cross-correlation of the matched windows (native engine; NaN
+        where not measured or with spam).
+    uncertainty : numpy.ndarray
+        (N, 3) displacement std (z, y, x; voxels) from the Gauss-Newton covariance (native
+        engine; NaN where not converged or with spam).
 
     Items can also be read by name, ``results["Phi"]``, as from a dict.
     """
@@ -503,6 +538,8 @@ class NodeResults:
     iterations: NDArray[np.float64]
     delta_phi_norm: NDArray[np.float64]
     residual: NDArray[np.float64]
+    zncc: NDArray[np.float64]
+    uncertainty: NDArray[np.float64]
 
     @classmethod
     def unmeasured(cls, n: int) -> NodeResults:
@@ -516,10 +553,12 @@ class NodeResults:
         Returns
         -------
         NodeResults
-            Identity Phi, status 0, inf error, residual and increment norm, 0 iterations.
+            Identity Phi, status 0, inf error, residual and increment norm, 0 iterations,
+            NaN ZNCC and uncertainty.
         """
         return cls(np.repeat(np.eye(4)[None], n, axis=0), np.zeros(n), np.full(n, np.inf),
-                   np.zeros(n), np.full(n, np.inf), np.full(n, np.inf))
+                   np.zeros(n), np.full(n, np.inf), np.full(n, np.inf), np.full(n, np.nan),
+                   np.full((n, 3), np.nan))
 
     def __getitem__(self, name: str) -> np.ndarray:
         return getattr(self, name)
@@ -609,7 +648,52 @@ def _register(p: DVCParams, im: dict, w1: np.ndarray, v_in: float, phi0: np.ndar
                        if v_in > 0 else np.inf)
 
 
+def _excluded_before(b: _Batch, out: NodeResults) -> np.ndarray:
+    """Nodes without a finite start (-7) or whose window leaves the volume (-5), marked in
+    ``out``; returns the others' mask."""
+    hws = np.array(b.params.hws)
+    last = np.array(b.shape) - 1
+    no_start = ~np.isfinite(b.phi).all(axis=(1, 2))
+    # spam would pad the window with zeros, whose edge then correlates by itself
+    outside = ~no_start & (np.any(b.nodes - hws < 0, axis=1) | np.any(b.nodes + hws > last,
+                                                                       axis=1))
+    for k in np.flatnonzero(no_start):
+        out.exclude(k, ReturnStatus.NO_START)
+    for k in np.flatnonzero(outside):
+        out.exclude(k, ReturnStatus.OUTSIDE)
+    return ~no_start & ~outside
+
+
+def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
+    """A batch through the native engine (:mod:`anodetwin.dvc.native`)."""
+    from anodetwin.dvc.native import integer_search, register_windows
+
+    p = b.params
+    im1, im2 = b.region(b.ref), b.region(b.deformed)
+    mask = b.region(b.mask) > 0 if b.mask is not None else None
+    origin = np.array([s.start for s in b.box])
+    out = NodeResults.unmeasured(len(b.nodes))
+    todo = np.flatnonzero(_excluded_before(b, out))
+    centres = np.round(b.nodes[todo]).astype(np.int64) - origin
+    phi0 = b.phi[todo]
+    if max(p.search_range) > 0:
+        phi0 = integer_search(im1, im2, mask, centres, phi0, p.hws, p.search_range)
+    r = register_windows(im1, im2, mask, centres, phi0, p.hws, order=p.interpolation_order,
+                         criterion=p.criterion, max_iterations=p.max_iterations,
+                         delta_min=p.delta_phi_min, min_std=p.min_texture_std,
+                         mask_coverage=p.mask_coverage, translation_only=p.apply_f == "no",
+                         slack=p.margin, origin=origin, volume_shape=b.shape)
+    for name in out.keys():
+        if name in r:
+            getattr(out, name)[todo] = r[name]
+    unmeasured = ReturnStatus.not_measured(r["status"])
+    out.Phi[todo[unmeasured], :3, 3] = np.nan
+    return b.index, out
+
+
 def _run_batch(b: _Batch) -> tuple[np.ndarray, NodeResults]:
+    if b.params.engine == "native":
+        return _run_native(b)
     import importlib.resources  # noqa: F401  (spam.datasets needs it; harmless otherwise)
 
     import spam.DIC
@@ -621,16 +705,8 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, NodeResults]:
     origin = np.array([s.start for s in b.box], dtype=np.float64)
     out = NodeResults.unmeasured(len(b.nodes))
     hws = np.array(p.hws)
-    last = np.array(b.shape) - 1
-    for k in range(len(b.nodes)):
+    for k in np.flatnonzero(_excluded_before(b, out)):
         phi0 = b.phi[k].copy()
-        if not np.isfinite(phi0).all():
-            out.exclude(k, ReturnStatus.NO_START)
-            continue
-        if np.any(b.nodes[k] - hws < 0) or np.any(b.nodes[k] + hws > last):
-            # spam would pad the window with zeros, whose edge then correlates by itself
-            out.exclude(k, ReturnStatus.OUTSIDE)
-            continue
         if max(p.search_range) > 0:
             _search_start(p, im1, im2, mask, b.nodes[k] - origin, hws, phi0)
         with quiet_spam():
@@ -673,15 +749,36 @@ def _run_batches(batches: list[_Batch], out: NodeResults, workers: int,
         finally:
             if cluster is not None:
                 cluster.close()
-    elif workers == 1:
-        collect(_run_batch(b) for b in batches)
+    elif workers == 1 or batches[0].params.engine == "native":
+        with _compiled_threads(workers):
+            collect(_run_batch(b) for b in batches)
     else:
         # fork is cheapest (what spam.DIC.ldic uses) but unsafe once threads run in this
         # process (e.g. after a Dask client): then start workers from a fork server
-        method = "fork" if threading.active_count() == 1 else "forkserver"
+        # (the native engine's compiled threads too)
+        threads = threading.active_count() > 1 or "anodetwin.dvc._icgn" in sys.modules
+        method = "forkserver" if threads else "fork"
         ctx = multiprocessing.get_context(method)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             collect(pool.map(_run_batch, batches))
+
+
+@contextlib.contextmanager
+def _compiled_threads(workers: int):
+    """The native engine's kernels run on ``workers`` threads inside the block."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(workers, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+#: Nodes per batch of the native engine: fixed, so that results do not depend on the number
+#: of workers (cubic B-spline coefficients are computed per batch box).
+NATIVE_BATCH = 128
 
 
 def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParams,
@@ -703,12 +800,14 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     mask : array, Volume or path, optional
         Labels; windows with less than ``params.mask_coverage`` of non-zero voxels are skipped.
     processes : int
-        Local worker processes (1 = in this process).
+        Local worker processes (1 = in this process); the native engine runs its batches
+        in this process on as many threads instead.
     scheduler : str, optional
         Address of a Dask scheduler (``tcp://host:8786``) or ``"local"`` for a LocalCluster
         with ``processes`` workers; batches are then run there.
     batch_size : int, optional
-        Nodes per batch (default: the nodes split evenly over 4 batches per worker).
+        Nodes per batch (default: spam, the nodes split evenly over 4 batches per worker;
+        native, :data:`NATIVE_BATCH`).
     progress : bool
         Show a progress bar (when logging is configured).
 
@@ -716,16 +815,17 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     -------
     NodeResults
         ``Phi`` (N, 4, 4), ``status`` (:class:`ReturnStatus` codes), ``error``,
-        ``iterations``, ``delta_phi_norm`` (N,) as spam returns them, and ``residual``:
+        ``iterations``, ``delta_phi_norm`` (N,) as the engine returns them, ``residual``:
         mean squared grey residual over the window variance (~0 for a good match, ~2 for
-        unrelated windows).
+        unrelated windows), ``zncc`` and ``uncertainty`` (native engine).
     """
     r, d = as_worker_volume(ref), as_worker_volume(deformed)
     m = as_worker_volume(mask) if mask is not None else None
     n = len(nodes)
     phi = np.repeat(np.eye(4)[None], n, axis=0) if phi_init is None else np.array(phi_init, float)
     workers = max(1, int(processes))
-    bs = batch_size or max(1, int(np.ceil(n / (4 * workers))))
+    bs = batch_size or (NATIVE_BATCH if params.engine == "native"
+                        else max(1, int(np.ceil(n / (4 * workers)))))
     order = np.lexsort((nodes[:, 2], nodes[:, 1], nodes[:, 0]))  # batches are compact slabs
     batches = [_Batch.make(order[i:i + bs], nodes[order[i:i + bs]], phi[order[i:i + bs]],
                            params, r, d, m) for i in range(0, n, bs)]

@@ -16,14 +16,19 @@ Result file (HDF5, ``anodetwin-dvc-pair`` v1; positions and displacements in vox
 z, y, x)::
 
     /                  attrs: format, format_version, voxel_size_um, params (JSON),
-                       global_phi (4x4), global_centre, provenance (JSON)
+                       global_phi (4x4), global_centre, provenance (JSON), engine
+                       ("native" or "spam")
     /nodes             (N, 3) node positions
     /grid_shape        (3,) nodes along z, y, x (N = product)
     /displacement      (N, 3) after repair (NaN where excluded)
     /displacement_raw  (N, 3) as measured
     /Phi               (N, 4, 4) measured mappings
-    /status, /error, /iterations, /delta_phi_norm   (N,) spam's per-node results
+    /status, /error, /iterations, /delta_phi_norm   (N,) the engine's per-node results
     /residual          (N,) normalised residual (see above)
+    /zncc              (N,) zero-normalised cross-correlation of the matched windows
+                       (native engine; NaN with spam)
+    /uncertainty       (N, 3) displacement std z, y, x (voxels) from the Gauss-Newton
+                       covariance (native engine; NaN where not converged or with spam)
     /flag              (N,) 0 measured, 1 repaired, 2 excluded
     /cells/centres     (gz-1, gy-1, gx-1, 3) cell centres
     /strain/<name>     on cells: volumetric (J-1), ezz, eyy, exx, eyz, exz, exy, deviatoric,
@@ -105,6 +110,26 @@ class PairResult:
     global_phi: np.ndarray
     global_centre: np.ndarray
     voxel_size_um: np.ndarray | None = None
+    zncc: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.nodes)
+        if self.zncc is None:
+            self.zncc = np.full(n, np.nan)
+        if self.uncertainty is None:
+            self.uncertainty = np.full((n, 3), np.nan)
+
+    @property
+    def engine(self) -> str:
+        """The correlation engine of the last level (``"spam"`` for results written before
+        there was a choice).
+
+        Returns
+        -------
+        str
+        """
+        return str(self.params["levels"][-1].get("engine", "spam"))
 
     @property
     def node_spacing(self) -> tuple:
@@ -441,11 +466,13 @@ def no_node_cause(reg: dict | None, status: np.ndarray, first: DVCParams,
 
 
 def _levels(shape: tuple, node_spacing, hws, pyramid, margin: int, search_range,
-            min_texture_std: float) -> list[DVCParams]:
-    """The checked parameters of every level, coarse to final (the search on the first)."""
+            min_texture_std: float, engine: dict) -> list[DVCParams]:
+    """The checked parameters of every level, coarse to final (the search on the first);
+    ``engine``: engine, criterion and interpolation order (DVCParams fields)."""
     final = check_params(DVCParams(node_spacing=node_spacing,
                                    hws=hws if hws is not None else node_spacing,
-                                   margin=margin, min_texture_std=min_texture_std), shape)
+                                   margin=margin, min_texture_std=min_texture_std, **engine),
+                         shape)
     fine = [int(s) for s in (pyramid or ()) if int(s) <= max(final.node_spacing)]
     if fine:
         raise ParameterError(f"pyramid level(s) {fine} are not coarser than the node spacing "
@@ -453,7 +480,7 @@ def _levels(shape: tuple, node_spacing, hws, pyramid, margin: int, search_range,
                              "list only coarser spacings, run first, e.g. --pyramid 100,70 "
                              "with --node-spacing 35")
     levels = [check_params(DVCParams(node_spacing=s, hws=s, margin=margin,
-                                     min_texture_std=min_texture_std), shape)
+                                     min_texture_std=min_texture_std, **engine), shape)
               for s in (pyramid or ())] + [final]
     if np.any(np.asarray(search_range) > 0):
         levels[0] = check_params(DVCParams(**{**levels[0].to_dict(),
@@ -549,7 +576,8 @@ def _pair_result(last: _Level, levels: list, settings: dict, grid: Any, shape: t
                       res.status, res.error, res.iterations, res.delta_phi_norm,
                       res.residual, last.flag, strain, params, gphi,
                       np.asarray(gcentre, float),
-                      None if vs is None else voxel_size_triple(vs))
+                      None if vs is None else voxel_size_triple(vs), res.zncc,
+                      res.uncertainty)
 
 
 def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=None,
@@ -557,7 +585,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    global_registration: bool = True, margin: int = 3, search_range=0,
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
                    initial: tuple | None = None, progress: bool = True,
-                   voxel_size_um: Any = None) -> PairResult:
+                   voxel_size_um: Any = None, engine: str = "native",
+                   interpolation_order: int = 1, criterion: str = "znssd") -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -593,6 +622,14 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         default: the reference volume's, else isotropic voxels. Given, it states the grid
         of both volumes: a difference of their own voxel sizes or origins is then logged,
         not refused (else they must agree: :func:`anodetwin.io.agree.require_same_grid`).
+    engine : {"native", "spam"}
+        Per-node registration: anodetwin's IC-GN engine (:mod:`anodetwin.dvc.native`) or
+        ``spam.DIC.register`` as ``spam.DIC.ldic`` runs it.
+    interpolation_order : {1, 3}
+        Interpolation of the deformed volume: trilinear or cubic B-spline.
+    criterion : {"znssd", "ssd"}
+        Matching criterion of the native engine (ZNSSD: invariant to an affine change of
+        grey values between the windows).
 
     Returns
     -------
@@ -617,7 +654,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     """
     grid, shape, noise = _pair_inputs(ref, deformed, voxel_size_um)
     levels = _levels(shape, node_spacing, hws, pyramid, margin, search_range,
-                     TEXTURE_FACTOR * noise)
+                     TEXTURE_FACTOR * noise, {"engine": engine, "criterion": criterion,
+                                              "interpolation_order": interpolation_order})
     _check_mask(ref, mask, voxel_size_um)
     levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
     gphi, gcentre, reg = _start(ref, deformed, shape, global_registration and initial is None)
@@ -672,8 +710,10 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
         f.attrs["global_phi"] = result.global_phi
         f.attrs["global_centre"] = result.global_centre
         f.attrs["provenance"] = json.dumps(prov, default=str)
+        f.attrs["engine"] = result.engine
         for name in ("nodes", "displacement", "displacement_raw", "Phi", "status", "error",
-                     "iterations", "delta_phi_norm", "residual", "flag"):
+                     "iterations", "delta_phi_norm", "residual", "flag", "zncc",
+                     "uncertainty"):
             f.create_dataset(name, data=getattr(result, name))
         f.create_dataset("grid_shape", data=np.array(result.grid_shape))
         f.create_dataset("cells/centres",
@@ -749,6 +789,7 @@ def read_pair(path: str | os.PathLike) -> PairResult:
             d = {k: f[k][...] for k in ("nodes", "displacement", "displacement_raw", "Phi",
                                         "status", "error", "iterations", "delta_phi_norm",
                                         "residual", "flag")}
+            d.update({k: f[k][...] for k in ("zncc", "uncertainty") if k in f})
             gshape = tuple(int(v) for v in f["grid_shape"][...])
             params = json.loads(f.attrs["params"])
             vs = f.attrs.get("voxel_size_um")
@@ -808,6 +849,9 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
     img.point_data["displacement"] = pts(u)
     img.point_data["flag"] = pts(result.flag)
     img.point_data["residual"] = pts(result.residual)
+    img.point_data["status"] = pts(result.status)
+    img.point_data["zncc"] = pts(result.zncc)
+    img.point_data["uncertainty"] = pts(result.uncertainty)
     st = pair_strain(result, voxel_size_um)
     cells = {"volumetric": st.volumetric, "deviatoric": st.deviatoric, **st.small,
              "hencky_volumetric": st.hencky_volumetric}

@@ -74,6 +74,9 @@ class DvcSettings:
     hws: int = 10
     pyramid: tuple[int, ...] = ()
     search_range: int = 0
+    engine: str = "native"
+    interpolation: str = "linear"
+    criterion: str = "znssd"
     refine: bool = True
     mask: bool = True
     cube_um: float = 0.0
@@ -284,6 +287,17 @@ def _check_segment(s: SegmentSettings, base: Path) -> None:
             raise InputNotFoundError(volume_path(getattr(s, key), base), f"[segment] {key}")
 
 
+def _check_dvc(s: DvcSettings) -> None:
+    from anodetwin.dvc.correlate import ENGINES, INTERPOLATION_ORDER
+
+    for key, value, allowed in (("engine", s.engine, ENGINES),
+                                ("interpolation", s.interpolation, tuple(INTERPOLATION_ORDER)),
+                                ("criterion", s.criterion, ("znssd", "ssd"))):
+        if value not in allowed:
+            raise ParameterError(f"[dvc] {key} = '{value}'",
+                                 "give " + " or ".join(f"'{a}'" for a in allowed))
+
+
 def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None
                   ) -> RunConfig:
     """Check a run given as a dict (module notes) and return it.
@@ -320,6 +334,7 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
                                                                        "reference_cell")
     _check_cell(cell, sc.names, base)
     _check_segment(t["segment"], base)
+    _check_dvc(t["dvc"])
     sim = d.get("simulation", {})
     _check_simulation(sim, cell, base)
     validation = d.get("validation", {})
@@ -419,6 +434,9 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 # hws = 10                    # half-window (voxels)
 # pyramid = []                # e.g. [100, 70]: coarse levels first
 # search_range = 0            # integer search of the first level (voxels)
+# engine = "native"           # "native" (anodetwin's IC-GN) or "spam"
+# interpolation = "linear"    # "linear" or "cubic" (B-spline) in the deformed scan
+# criterion = "znssd"         # "znssd" (grey-value offset and scale free) or "ssd"
 # refine = true               # refine T0 -> Tk from the composed increments
 # mask = true                 # skip windows mostly outside the material of T0
 # cube_um = 0.0               # sub-volume cubes of the region statistics (0: auto)

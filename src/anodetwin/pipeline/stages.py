@@ -162,6 +162,7 @@ def _dvc_params(cfg: RunConfig) -> dict:
 
 def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
     """Increments, cumulative fields and region statistics of the series."""
+    from anodetwin.dvc.correlate import INTERPOLATION_ORDER
     from anodetwin.dvc.series import correlate_series
     from anodetwin.io import input_record
     from anodetwin.segment.pipeline import read_labels
@@ -176,7 +177,9 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
         vols, folder, inputs=[input_record(volume_file(p)) for p in cfg.scan_files],
         refine=d.refine, regions=regions, node_spacing=d.node_spacing, hws=d.hws,
         pyramid=list(d.pyramid) or None, search_range=d.search_range,
-        mask=t0.phases if d.mask else None, processes=workers, progress=True)
+        mask=t0.phases if d.mask else None, processes=workers, progress=True,
+        engine=d.engine, criterion=d.criterion,
+        interpolation_order=INTERPOLATION_ORDER[d.interpolation])
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list))}
 
 
