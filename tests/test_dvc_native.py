@@ -1,0 +1,137 @@
+"""The native DVC engine (IC-GN) against truths it does not share: Fourier-shifted real
+tomograms, grey-value changes written by hand, hand-made masks and flat windows."""
+
+from __future__ import annotations
+
+import importlib.resources  # noqa: F401  (spam.datasets needs it)
+
+import numpy as np
+import pytest
+import spam.datasets
+from scipy import ndimage
+
+from anodetwin.dvc.correlate import DVCParams, ReturnStatus, check_params, correlate_nodes
+from anodetwin.dvc.native import integer_search, register_windows
+
+SHIFT = np.array([0.3, -0.4, 0.25])  # voxels (z, y, x)
+
+
+@pytest.fixture(scope="module")
+def snow():
+    return spam.datasets.loadSnow().astype(np.float64)
+
+
+def _fourier_shift(im, shift):
+    """``im`` moved by ``shift`` voxels, exactly for a band-limited image (periodic)."""
+    return np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(im), shift)).real
+
+
+def _nodes(lo=25, hi=75, step=10):
+    g = np.arange(lo, hi + 1, step)
+    return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+
+
+def _start(n):
+    return np.repeat(np.eye(4)[None], n, axis=0)
+
+
+@pytest.mark.parametrize("order, tol_bias, tol_spread", [(1, 0.02, 0.01), (3, 0.003, 0.002)])
+def test_subvoxel_translation_of_a_real_tomogram(snow, order, tol_bias, tol_spread):
+    """A Fourier shift of the (slightly smoothed) snow tomogram: every window finds it, the
+    cubic B-spline an order of magnitude closer than trilinear interpolation."""
+    im = ndimage.gaussian_filter(snow, 0.7)
+    d = _fourier_shift(im, SHIFT)
+    nodes = _nodes()
+    r = register_windows(im, d, None, nodes, _start(len(nodes)), (10, 10, 10), order=order,
+                         delta_min=1e-4)
+    assert np.all(r["status"] == ReturnStatus.CONVERGED)
+    err = r["Phi"][:, :3, 3] - SHIFT
+    assert np.all(np.abs(err.mean(axis=0)) < tol_bias), err.mean(axis=0)
+    assert np.all(err.std(axis=0) < tol_spread), err.std(axis=0)
+    F = r["Phi"][:, :3, :3]
+    assert np.abs(F - np.eye(3)).max() < 0.01  # a translation: no spurious gradient
+    assert np.all(r["zncc"] > 0.995)
+
+
+def test_uncertainty_matches_the_scatter_of_the_errors(snow):
+    """With noise in both volumes, the Gauss-Newton std of each displacement component is
+    within a factor 2 of the error scatter over many windows (cubic: negligible bias)."""
+    rng = np.random.default_rng(0)
+    im = ndimage.gaussian_filter(snow, 0.7)
+    noise = 0.05 * im.std()
+    d = _fourier_shift(im, SHIFT) + rng.normal(0, noise, im.shape)
+    ref = im + rng.normal(0, noise, im.shape)
+    nodes = _nodes(15, 85, 7)
+    r = register_windows(ref, d, None, nodes, _start(len(nodes)), (6, 6, 6), order=3)
+    ok = r["status"] == ReturnStatus.CONVERGED
+    assert ok.mean() > 0.95
+    scatter = (r["Phi"][ok, :3, 3] - SHIFT).std(axis=0)
+    predicted = np.median(r["uncertainty"][ok], axis=0)
+    assert np.all((predicted > scatter / 2) & (predicted < 2 * scatter)), (predicted, scatter)
+
+
+def test_znssd_ignores_a_grey_value_change_that_biases_ssd(snow):
+    """DEF = 0.6 REF(shifted) - 0.2 mean (darker, less contrast): ZNSSD converges to the
+    true shift, SSD does not (flagged, or off by more than a tenth of a voxel)."""
+    im = ndimage.gaussian_filter(snow, 0.7)
+    d = 0.6 * _fourier_shift(im, SHIFT) - 0.2 * im.mean()
+    nodes = _nodes()
+    kw = {"order": 3, "delta_min": 1e-4}
+    z = register_windows(im, d, None, nodes, _start(len(nodes)), (10, 10, 10),
+                         criterion="znssd", **kw)
+    assert np.all(z["status"] == ReturnStatus.CONVERGED)
+    assert np.abs(z["Phi"][:, :3, 3] - SHIFT).max() < 0.01
+    s = register_windows(im, d, None, nodes, _start(len(nodes)), (10, 10, 10),
+                         criterion="ssd", **kw)
+    err = np.linalg.norm(s["Phi"][:, :3, 3] - SHIFT, axis=1)
+    flagged_or_biased = (s["status"] != ReturnStatus.CONVERGED) | (err > 0.1)
+    assert flagged_or_biased.mean() > 0.5, err
+
+
+def test_mask_leaves_changed_voxels_out(snow):
+    """Half of every window changes between the scans (here: replaced by noise, as where
+    Si lithiates); with that half masked out the shift is found, without the mask not."""
+    rng = np.random.default_rng(1)
+    im = ndimage.gaussian_filter(snow, 0.7)
+    d = _fourier_shift(im, SHIFT)
+    x = np.indices(im.shape)[2]
+    changed = (x // 12) % 2 == 0  # slabs 12 voxels thick along x change
+    used = ~((x + 2) // 12 % 2 == 0) & ~((x - 2) // 12 % 2 == 0)  # 2 voxels clear of them
+    d = np.where(changed, im.mean() + rng.normal(0, 2 * im.std(), im.shape), d)
+    nodes = _nodes()
+    masked = register_windows(im, d, used, nodes, _start(len(nodes)), (10, 10, 10),
+                              order=3, mask_coverage=0.2)
+    assert np.all(masked["status"] >= ReturnStatus.ITERATION_LIMIT)
+    assert (masked["status"] == ReturnStatus.CONVERGED).mean() > 0.9
+    err = np.linalg.norm(masked["Phi"][:, :3, 3] - SHIFT, axis=1)
+    assert np.median(err) < 0.02 and err.max() < 0.1
+    plain = register_windows(im, d, None, nodes, _start(len(nodes)), (10, 10, 10), order=3)
+    err = np.linalg.norm(plain["Phi"][:, :3, 3] - SHIFT, axis=1)
+    assert np.median(np.where(plain["status"] == ReturnStatus.CONVERGED, err, np.inf)) > 0.05
+
+
+def test_flat_and_outside_windows_are_not_measured(snow):
+    im = snow.copy()
+    im[:40] = 1000.0  # flat: no texture
+    nodes = np.array([[20, 50, 50], [70, 50, 50], [70, 50, 5]])
+    p = check_params(DVCParams((10,) * 3, (10,) * 3, min_texture_std=1.0), im.shape)
+    r = correlate_nodes(im, im, nodes.astype(float), p, progress=False)
+    assert list(r.status) == [ReturnStatus.NO_TEXTURE, ReturnStatus.CONVERGED,
+                              ReturnStatus.OUTSIDE]
+    assert np.isnan(r.Phi[[0, 2], :3, 3]).all()
+    np.testing.assert_allclose(r.Phi[1], np.eye(4), atol=1e-6)
+    assert np.isnan(r.uncertainty[[0, 2]]).all() and np.isfinite(r.uncertainty[1]).all()
+
+
+def test_integer_search_finds_a_large_shift(snow):
+    """A shift of (9, -6, 4) voxels, far beyond the iterations' reach, found by the FFT
+    ZNCC search and refined to the voxel's fraction."""
+    im = ndimage.gaussian_filter(snow, 0.7)
+    shift = np.array([9.3, -6.2, 4.4])
+    d = _fourier_shift(im, shift)
+    nodes = _nodes(30, 70, 20)
+    start = integer_search(im, d, None, nodes, _start(len(nodes)), (10, 10, 10), (12, 8, 8))
+    np.testing.assert_array_equal(start[:, :3, 3], np.tile(np.round(shift), (len(nodes), 1)))
+    r = register_windows(im, d, None, nodes, start, (10, 10, 10), order=3)
+    assert np.all(r["status"] == ReturnStatus.CONVERGED)
+    assert np.abs(r["Phi"][:, :3, 3] - shift).max() < 0.01
