@@ -38,9 +38,9 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
     p.add_argument("--engine", choices=("native", "spam"), default="native",
                    help="per-node registration: anodetwin's IC-GN engine (native, default) "
                         "or spam.DIC.register")
-    p.add_argument("--interpolation", choices=("linear", "cubic"), default="linear",
-                   help="interpolation of the deformed volume: trilinear (default) or cubic "
-                        "B-spline")
+    p.add_argument("--interpolation", choices=("cubic", "linear"), default="cubic",
+                   help="interpolation of the deformed volume: cubic B-spline (default) or "
+                        "trilinear (faster, ~10x the bias)")
     p.add_argument("--criterion", choices=("znssd", "ssd"), default="znssd",
                    help="matching criterion of the native engine: ZNSSD (default; invariant "
                         "to grey-value offset and scale) or SSD")

@@ -1,8 +1,9 @@
-"""Digital volume correlation: measured displacement, strain and residual fields (spam).
+"""Digital volume correlation: measured displacement, strain and residual fields.
 
 * :func:`correlate_pair` / :func:`write_pair` / :func:`read_pair`: local DVC of two volumes
-  (global registration, pyramid, per-node spam registration in batches over processes or
-  Dask, bad-node repair), strain on the node grid, result file (layout in
+  (global registration, pyramid, per-node registration by the native IC-GN engine
+  (:mod:`anodetwin.dvc.native`) or spam in batches over threads, processes or Dask,
+  bad-node repair), strain on the node grid, result file (layout in
   :mod:`anodetwin.dvc.pair`);
 * :func:`correlate_series`: a tomogram series, incremental and cumulative fields and their
   region statistics (:mod:`anodetwin.dvc.series`);

@@ -51,16 +51,22 @@ def _trilinear(im, z, y, x):
 
 
 @nb.njit(cache=True, inline="always")
-def _bspline_weights(t, w):
+def _bspline_weights(t):
     s = 1.0 - t
-    w[0] = s * s * s / 6.0
-    w[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
-    w[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
-    w[3] = t * t * t / 6.0
+    t2 = t * t
+    t3 = t2 * t
+    return (s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+            (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0)
+
+
+@nb.njit(cache=True, inline="always")
+def _row(coef, z, y, x0, w0, w1, w2, w3):
+    return (coef[z, y, x0 - 1] * w0 + coef[z, y, x0] * w1 + coef[z, y, x0 + 1] * w2
+            + coef[z, y, x0 + 2] * w3)
 
 
 @nb.njit(cache=True)
-def _cubic(coef, z, y, x, wz, wy, wx):
+def _cubic(coef, z, y, x):
     nz, ny, nx = coef.shape
     if not (z >= 1.0 and y >= 1.0 and x >= 1.0
             and z <= nz - 2.0 and y <= ny - 2.0 and x <= nx - 2.0):
@@ -68,17 +74,16 @@ def _cubic(coef, z, y, x, wz, wy, wx):
     z0 = min(int(z), nz - 3)
     y0 = min(int(y), ny - 3)
     x0 = min(int(x), nx - 3)
-    _bspline_weights(z - z0, wz)
-    _bspline_weights(y - y0, wy)
-    _bspline_weights(x - x0, wx)
+    wz = _bspline_weights(z - z0)
+    wy = _bspline_weights(y - y0)
+    a0, a1, a2, a3 = _bspline_weights(x - x0)
     v = 0.0
     for i in range(4):
-        vy = 0.0
-        for j in range(4):
-            vx = 0.0
-            for k in range(4):
-                vx += coef[z0 - 1 + i, y0 - 1 + j, x0 - 1 + k] * wx[k]
-            vy += vx * wy[j]
+        zi = z0 - 1 + i
+        vy = (_row(coef, zi, y0 - 1, x0, a0, a1, a2, a3) * wy[0]
+              + _row(coef, zi, y0, x0, a0, a1, a2, a3) * wy[1]
+              + _row(coef, zi, y0 + 1, x0, a0, a1, a2, a3) * wy[2]
+              + _row(coef, zi, y0 + 2, x0, a0, a1, a2, a3) * wy[3])
         v += vy * wz[i]
     return v
 
@@ -151,7 +156,6 @@ def _steepest_descent(grad, off, params):
 @nb.njit(cache=True)
 def _sample(coef, order, phi, c, off, g):
     """Deformed values at the warped offsets; False when one lies outside ``coef``."""
-    wz, wy, wx = np.empty(4), np.empty(4), np.empty(4)
     for i in range(off.shape[0]):
         a, b, d = off[i, 0], off[i, 1], off[i, 2]
         pz = c[0] + phi[0, 3] + phi[0, 0] * a + phi[0, 1] * b + phi[0, 2] * d
@@ -160,7 +164,7 @@ def _sample(coef, order, phi, c, off, g):
         if order == 1:
             v = _trilinear(coef, pz, py, px)
         else:
-            v = _cubic(coef, pz, py, px, wz, wy, wx)
+            v = _cubic(coef, pz, py, px)
         if not np.isfinite(v):
             return False
         g[i] = v
@@ -245,11 +249,13 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
     phi = phi0.copy()
     g = np.empty(m)
     r = np.empty(m)
-    status, it, norm = ITERATION_LIMIT, 0, np.inf
+    status, it, norm, ss, zncc = ITERATION_LIMIT, 0, np.inf, np.inf, np.nan
     while it < max_it:
         if not _sample(coef, order, phi, c, off, g):
             status = DIVERGED
             break
+        # the statistics of the last sample stand for the final Phi: the last increment
+        # moved the window by less than delta_min
         ss, zncc = _residual(f0, fm, g, criterion, r)
         dp, norm = _step(Hinv, sd, r, params, h)
         phi = _compose(phi, dp)
@@ -262,8 +268,7 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
             status = CONVERGED
             break
     out_phi[:, :] = phi
-    if status >= ITERATION_LIMIT and _sample(coef, order, phi, c, off, g):
-        ss, zncc = _residual(f0, fm, g, criterion, r)
+    if status >= ITERATION_LIMIT:
         npar = len(params)
         sigma2 = ss / max(m - npar, 1)
         out_f[0] = ss / m

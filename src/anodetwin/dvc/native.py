@@ -188,7 +188,8 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
     """
     hws = np.asarray(hws, np.int64)
     coef = (np.ascontiguousarray(dfm, np.float32) if order == 1 else
-            ndimage.spline_filter(np.asarray(dfm, np.float64), 3, mode="mirror"))
+            ndimage.spline_filter(np.asarray(dfm, np.float32), 3, mode="mirror",
+                                  output=np.float32))
     use_mask = mask is not None
     m = (np.ascontiguousarray(mask, np.uint8) if use_mask else np.zeros((1, 1, 1), np.uint8))
     params = np.arange(9, 12) if translation_only else np.arange(12)

@@ -586,7 +586,7 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
                    initial: tuple | None = None, progress: bool = True,
                    voxel_size_um: Any = None, engine: str = "native",
-                   interpolation_order: int = 1, criterion: str = "znssd") -> PairResult:
+                   interpolation_order: int = 3, criterion: str = "znssd") -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -625,8 +625,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     engine : {"native", "spam"}
         Per-node registration: anodetwin's IC-GN engine (:mod:`anodetwin.dvc.native`) or
         ``spam.DIC.register`` as ``spam.DIC.ldic`` runs it.
-    interpolation_order : {1, 3}
-        Interpolation of the deformed volume: trilinear or cubic B-spline.
+    interpolation_order : {3, 1}
+        Interpolation of the deformed volume: cubic B-spline (default) or trilinear.
     criterion : {"znssd", "ssd"}
         Matching criterion of the native engine (ZNSSD: invariant to an affine change of
         grey values between the windows).

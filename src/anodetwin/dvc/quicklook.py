@@ -1,5 +1,6 @@
-"""Quick-look PNGs of DVC results: mid-slices of J-1 and e_zz, region histograms, and the
-mean strain of the electrode halves over a series.
+"""Quick-look PNGs of DVC results: mid-slices of J-1 and e_zz, region histograms, the node
+statuses and displacement uncertainty of the engine, and the mean strain of the electrode
+halves over a series.
 
 Slices are x-z planes through the middle of the cell grid (y), z up (collector at the
 bottom), in um when the voxel size is known; colours are centred on zero strain and span
@@ -53,7 +54,8 @@ def pair_quicklook(path: str | os.PathLike, result: PairResult,
     dz = (zc[1] - zc[0]) / 2 if len(zc) > 1 else 0.5
     dx = (xc[1] - xc[0]) / 2 if len(xc) > 1 else 0.5
     ext = (xc[0] - dx, xc[-1] + dx, zc[0] - dz, zc[-1] + dz)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), constrained_layout=True)
+    fig, rows = plt.subplots(2, 3, figsize=(14, 8.6), constrained_layout=True)
+    axes = rows[0]
     for ax, (name, a) in zip(axes[:2], (("J - 1", result.strain.volumetric),
                                         ("e_zz", result.strain.small["ezz"])), strict=True):
         lim = _limit(a)
@@ -84,9 +86,46 @@ def pair_quicklook(path: str | os.PathLike, result: PairResult,
     ax.set_ylabel("cells")
     ax.legend(fontsize=8)
     ax.set_title("distribution of J - 1", fontsize=9)
-    if title:
-        fig.suptitle(title)
+    _status_row(fig, rows[1], result, vs, unit)
+    fig.suptitle(f"{title + ' - ' if title else ''}engine: {result.engine}")
     save_png(fig, path)
+
+
+def _status_row(fig, axes, result: PairResult, vs: np.ndarray, unit: str) -> None:
+    """Node statuses and displacement uncertainty on the mid x-z node slice, and the count
+    of every status."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    from anodetwin.dvc.correlate import ReturnStatus
+
+    g = np.reshape(result.nodes, (*result.grid_shape, 3))
+    y = g.shape[1] // 2
+    z, x = g[:, y, 0, 0] * vs[0], g[0, y, :, 2] * vs[2]
+    ext = (x[0], x[-1], z[0], z[-1])
+    codes = sorted(int(c) for c in ReturnStatus)
+    status = np.reshape(result.status, result.grid_shape)[:, y, :]
+    cmap = ListedColormap(["#7f7f7f", "#bcbd22", "#9467bd", "#8c564b", "#e377c2", "#d62728",
+                           "#ff7f0e", "#ffbb78", "#aec7e8", "#2ca02c"][:len(codes) + 1])
+    norm = BoundaryNorm(np.array([*codes, codes[-1] + 1]) - 0.5, cmap.N)
+    im = axes[0].imshow(status, cmap=cmap, norm=norm, origin="lower", extent=ext,
+                        interpolation="nearest", aspect="auto")
+    cb = fig.colorbar(im, ax=axes[0], shrink=0.85, ticks=codes)
+    cb.ax.set_yticklabels([f"{c} {ReturnStatus(c).name.lower()}" for c in codes], fontsize=7)
+    axes[0].set_title(f"node status (x-z slice at y = {g[0, y, 0, 1] * vs[1]:.1f} {unit})",
+                      fontsize=9)
+    sigma = np.linalg.norm(np.reshape(result.uncertainty, (*result.grid_shape, 3)), axis=-1)
+    im = axes[1].imshow(sigma[:, y, :], cmap="viridis", origin="lower", extent=ext,
+                        interpolation="nearest", aspect="auto")
+    fig.colorbar(im, ax=axes[1], shrink=0.85, label="|std of u| (voxels)")
+    axes[1].set_title("displacement uncertainty (Gauss-Newton; NaN: not converged or spam)",
+                      fontsize=9)
+    for ax in axes[:2]:
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"z ({unit})")
+    counts = [int(np.sum(result.status == c)) for c in codes]
+    axes[2].barh([ReturnStatus(c).name.lower() for c in codes], counts, color="#1f77b4")
+    axes[2].set_xlabel("nodes")
+    axes[2].set_title(f"node statuses of {len(result.status)} nodes", fontsize=9)
 
 
 def series_quicklook(path: str | os.PathLike, regions: RegionStats) -> None:

@@ -75,7 +75,7 @@ class DvcSettings:
     pyramid: tuple[int, ...] = ()
     search_range: int = 0
     engine: str = "native"
-    interpolation: str = "linear"
+    interpolation: str = "cubic"
     criterion: str = "znssd"
     refine: bool = True
     mask: bool = True
@@ -435,7 +435,7 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 # pyramid = []                # e.g. [100, 70]: coarse levels first
 # search_range = 0            # integer search of the first level (voxels)
 # engine = "native"           # "native" (anodetwin's IC-GN) or "spam"
-# interpolation = "linear"    # "linear" or "cubic" (B-spline) in the deformed scan
+# interpolation = "cubic"     # "cubic" (B-spline) or "linear" in the deformed scan
 # criterion = "znssd"         # "znssd" (grey-value offset and scale free) or "ssd"
 # refine = true               # refine T0 -> Tk from the composed increments
 # mask = true                 # skip windows mostly outside the material of T0
