@@ -127,9 +127,14 @@ def _reference(ref, mask, use_mask, c, h, phi0, slack):
                         and slack <= px <= nx - 1 - slack):
                     continue
                 f[m] = ref[z, y, x]
-                grad[m, 0] = _gradient(ref, z, y, x, 0)
-                grad[m, 1] = _gradient(ref, z, y, x, 1)
-                grad[m, 2] = _gradient(ref, z, y, x, 2)
+                if 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1:
+                    grad[m, 0] = 0.5 * (ref[z + 1, y, x] - ref[z - 1, y, x])
+                    grad[m, 1] = 0.5 * (ref[z, y + 1, x] - ref[z, y - 1, x])
+                    grad[m, 2] = 0.5 * (ref[z, y, x + 1] - ref[z, y, x - 1])
+                else:
+                    grad[m, 0] = _gradient(ref, z, y, x, 0)
+                    grad[m, 1] = _gradient(ref, z, y, x, 1)
+                    grad[m, 2] = _gradient(ref, z, y, x, 2)
                 off[m, 0], off[m, 1], off[m, 2] = a, b, d
                 m += 1
     return f[:m], grad[:m], off[:m], n
@@ -147,6 +152,13 @@ def _sd(grad, off, i, k):
 def _steepest_descent(grad, off, params):
     """(m, len(params)) steepest-descent images of the used voxels."""
     sd = np.empty((grad.shape[0], len(params)))
+    if len(params) == 12:  # all of them, in order
+        for i in range(grad.shape[0]):
+            for r in range(3):
+                for k in range(3):
+                    sd[i, 3 * r + k] = grad[i, r] * off[i, k]
+                sd[i, 9 + r] = grad[i, r]
+        return sd
     for i in range(grad.shape[0]):
         for a in range(len(params)):
             sd[i, a] = _sd(grad, off, i, params[a])
@@ -156,11 +168,15 @@ def _steepest_descent(grad, off, params):
 @nb.njit(cache=True)
 def _sample(coef, order, phi, c, off, g):
     """Deformed values at the warped offsets; False when one lies outside ``coef``."""
+    tz, ty, tx = c[0] + phi[0, 3], c[1] + phi[1, 3], c[2] + phi[2, 3]
+    f00, f01, f02 = phi[0, 0], phi[0, 1], phi[0, 2]
+    f10, f11, f12 = phi[1, 0], phi[1, 1], phi[1, 2]
+    f20, f21, f22 = phi[2, 0], phi[2, 1], phi[2, 2]
     for i in range(off.shape[0]):
         a, b, d = off[i, 0], off[i, 1], off[i, 2]
-        pz = c[0] + phi[0, 3] + phi[0, 0] * a + phi[0, 1] * b + phi[0, 2] * d
-        py = c[1] + phi[1, 3] + phi[1, 0] * a + phi[1, 1] * b + phi[1, 2] * d
-        px = c[2] + phi[2, 3] + phi[2, 0] * a + phi[2, 1] * b + phi[2, 2] * d
+        pz = tz + f00 * a + f01 * b + f02 * d
+        py = ty + f10 * a + f11 * b + f12 * d
+        px = tx + f20 * a + f21 * b + f22 * d
         if order == 1:
             v = _trilinear(coef, pz, py, px)
         else:
@@ -200,8 +216,8 @@ def _residual(f0, fm, g, criterion, r):
 
 @nb.njit(cache=True)
 def _step(Hinv, sd, r, params, h):
-    """Parameter increment dp (12, zeros where not solved for) and its norm (voxels: the
-    displacement increment at the window's faces)."""
+    """Parameter increment dp (12, zeros where not solved for) and its norm (as spam's
+    ``deltaPhiNorm``: F - I and t unscaled)."""
     b = sd.T @ r
     dp_s = -(Hinv @ b)
     dp = np.zeros(12)
@@ -209,7 +225,7 @@ def _step(Hinv, sd, r, params, h):
         dp[params[a]] = dp_s[a]
     norm = 0.0
     for k in range(12):
-        norm += (dp[k] * h[k % 3]) ** 2 if k < 9 else dp[k] ** 2
+        norm += dp[k] ** 2
     return dp, np.sqrt(norm)
 
 
@@ -293,7 +309,7 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
     ref : numpy.ndarray
         (Z, Y, X) float32 reference region.
     coef : numpy.ndarray
-        (Z, Y, X) float32/64 deformed region on the same box (trilinear) or its cubic
+        (Z, Y, X) float32 deformed region on the same box (trilinear) or its cubic
         B-spline coefficients (``cfg[0] == 3``).
     mask : numpy.ndarray
         (Z, Y, X) uint8: voxels of the reference used (non-zero), read if ``use_mask``.
@@ -308,14 +324,14 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
         int64 indices of the parameters solved for (0..8: F - I row by row, 9..11: t).
     cfg : numpy.ndarray
         (7,) float: interpolation order, criterion (0 ZNSSD, 1 SSD), max iterations,
-        convergence threshold (voxels), minimum grey-value std, minimum coverage (of the
+        convergence threshold (norm of the increment of F - I and t, as spam), minimum grey-value std, minimum coverage (of the
         window's voxels used), slack (voxels: reference voxels that ``phi0`` maps closer
         than this to the region's faces are left out).
 
     Returns
     -------
     phi : (B, 4, 4) mappings; status : (B,) int64; iterations : (B,) int64;
-    floats : (B, 7) error (mean squared residual), last increment norm (voxels),
+    floats : (B, 7) error (mean squared residual), last increment norm,
     normalised residual (sum r^2 / sum (f - mean f)^2), ZNCC, displacement std z, y, x
     (voxels; NaN where not converged).
     """

@@ -163,8 +163,8 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
         Interpolation of ``dfm``: trilinear or cubic B-spline.
     criterion : {"znssd", "ssd"}
     max_iterations, delta_min
-        Iterations at most; convergence when the increment moves the window's faces by
-        less than ``delta_min`` voxels.
+        Iterations at most; convergence when the norm of the increment of (F - I, t) is
+        below ``delta_min`` (spam's ``deltaPhiMin``).
     min_std, mask_coverage
         Windows with a grey-value std below ``min_std`` have no texture (-6); windows with
         less than ``mask_coverage`` of their voxels in ``mask`` are left out (-5).
@@ -182,14 +182,14 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
     -------
     dict
         ``Phi`` (K, 4, 4), ``status`` (K,) ReturnStatus codes, ``iterations``, ``error``
-        (mean squared residual, grey levels^2), ``delta_phi_norm`` (voxels), ``residual``
+        (mean squared residual, grey levels^2), ``delta_phi_norm``, ``residual``
         (sum r^2 / sum (f - mean f)^2: ~0 matched, ~2 unrelated), ``zncc`` and
         ``uncertainty`` (K, 3: displacement std z, y, x in voxels).
     """
     hws = np.asarray(hws, np.int64)
-    coef = (np.ascontiguousarray(dfm, np.float32) if order == 1 else
-            ndimage.spline_filter(np.asarray(dfm, np.float32), 3, mode="mirror",
-                                  output=np.float32))
+    dfm = np.ascontiguousarray(dfm, np.float32)
+    coef = dfm if order == 1 else ndimage.spline_filter(dfm, 3, mode="mirror",
+                                                         output=np.float32)
     use_mask = mask is not None
     m = (np.ascontiguousarray(mask, np.uint8) if use_mask else np.zeros((1, 1, 1), np.uint8))
     params = np.arange(9, 12) if translation_only else np.arange(12)

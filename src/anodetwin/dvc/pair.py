@@ -514,10 +514,41 @@ class _Level:
     flag: np.ndarray
 
 
+def _judge(res: NodeResults, gshape: tuple, max_residual, coherence) -> tuple:
+    """Measured displacement, repaired displacement and flags of a level's results."""
+    u = res.Phi[:, :3, 3].copy()
+    excluded = ReturnStatus.not_measured(res.status) | ~np.isfinite(u).all(axis=1)
+    bad = (res.status != ReturnStatus.CONVERGED) & ~excluded
+    if max_residual is not None:
+        bad |= res.residual > max_residual
+    u_fixed, flag = repair_nodes(u, gshape, bad, excluded, coherence)
+    return u, u_fixed, flag
+
+
+def _retry_from_neighbours(ref: Any, deformed: Any, nodes: np.ndarray, lv: DVCParams,
+                           phi0: np.ndarray, res: NodeResults, u_fixed: np.ndarray,
+                           flag: np.ndarray, kw: dict, max_residual) -> int:
+    """Correlate the repaired nodes again, started from the displacement their converged
+    neighbours give them; a retry that converges (with a residual within
+    ``max_residual``) replaces the node's result in ``res``. Returns how many did."""
+    idx = np.flatnonzero(flag == FLAG["repaired"])
+    if idx.size == 0:
+        return 0
+    start = phi0[idx].copy()
+    start[:, :3, 3] = u_fixed[idx]
+    again = correlate_nodes(ref, deformed, nodes[idx], lv, start, **{**kw, "progress": False})
+    ok = again.status == ReturnStatus.CONVERGED
+    if max_residual is not None:
+        ok &= again.residual <= max_residual
+    res.put(idx[ok], NodeResults(**{k: getattr(again, k)[ok] for k in again.keys()}))
+    return int(ok.sum())
+
+
 def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev, gphi,
                       gcentre, kw: dict, max_residual, coherence) -> _Level:
     """Every level, each started from the previous level's field (or ``prev``); returns
-    the last one."""
+    the last one. With the native engine, nodes to repair are first correlated again from
+    their neighbours' field (propagation from converged neighbours)."""
     for lv in levels:
         nodes, gshape = node_grid(shape, lv.node_spacing)
         phi0 = initial_phi_field(nodes, gphi, gcentre)
@@ -525,12 +556,10 @@ def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev,
             phi0[:, :3, 3] = interpolate_displacement(*prev, nodes)
             phi0[:, :3, :3] = np.eye(3)
         res = correlate_nodes(ref, deformed, nodes, lv, phi0, **kw)
-        u = res.Phi[:, :3, 3].copy()
-        excluded = ReturnStatus.not_measured(res.status) | ~np.isfinite(u).all(axis=1)
-        bad = (res.status != ReturnStatus.CONVERGED) & ~excluded
-        if max_residual is not None:
-            bad |= res.residual > max_residual
-        u_fixed, flag = repair_nodes(u, gshape, bad, excluded, coherence)
+        u, u_fixed, flag = _judge(res, gshape, max_residual, coherence)
+        if lv.engine == "native" and _retry_from_neighbours(
+                ref, deformed, nodes, lv, phi0, res, u_fixed, flag, kw, max_residual):
+            u, u_fixed, flag = _judge(res, gshape, max_residual, coherence)
         log.info("level spacing %s: %d nodes, %d measured, %d repaired, %d excluded "
                  "(%d without texture)", lv.node_spacing, len(nodes),
                  (flag == FLAG["measured"]).sum(), (flag == FLAG["repaired"]).sum(),
