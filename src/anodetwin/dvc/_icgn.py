@@ -140,93 +140,93 @@ def _reference(ref, mask, use_mask, c, h, phi0, slack):
     return f[:m], grad[:m], off[:m], n
 
 
-@nb.njit(cache=True, inline="always")
-def _sd(grad, off, i, k):
-    """Steepest-descent image k (of 12) at voxel i."""
-    if k >= 9:
-        return grad[i, k - 9]
-    return grad[i, k // 3] * off[i, k % 3]
-
-
 @nb.njit(cache=True)
-def _steepest_descent(grad, off, params):
-    """(m, len(params)) steepest-descent images of the used voxels."""
-    sd = np.empty((grad.shape[0], len(params)))
-    if len(params) == 12:  # all of them, in order
-        for i in range(grad.shape[0]):
-            for r in range(3):
-                for k in range(3):
-                    sd[i, 3 * r + k] = grad[i, r] * off[i, k]
-                sd[i, 9 + r] = grad[i, r]
-        return sd
+def _moments(grad, off, f0, with_h):
+    """Full 12 x 12 Gauss-Newton matrix ``sum SD SD^T`` (if ``with_h``) and the sums
+    ``sum SD f0`` and ``sum SD`` (12), the steepest-descent images built on the fly
+    (never stored)."""
+    H = np.zeros((12, 12))
+    cf = np.zeros(12)
+    c1 = np.zeros(12)
+    sd = np.empty(12)
     for i in range(grad.shape[0]):
-        for a in range(len(params)):
-            sd[i, a] = _sd(grad, off, i, params[a])
-    return sd
+        for r in range(3):
+            for k in range(3):
+                sd[3 * r + k] = grad[i, r] * off[i, k]
+            sd[9 + r] = grad[i, r]
+        for p in range(12):
+            cf[p] += sd[p] * f0[i]
+            c1[p] += sd[p]
+        if with_h:
+            for p in range(12):
+                for q in range(p, 12):
+                    H[p, q] += sd[p] * sd[q]
+    for p in range(12):
+        for q in range(p):
+            H[p, q] = H[q, p]
+    return H, cf, c1
 
 
 @nb.njit(cache=True)
-def _sample(coef, order, phi, c, off, g):
-    """Deformed values at the warped offsets; False when one lies outside ``coef``."""
+def _sums(coef, order, phi, c, off, grad, f0, sdg):
+    """One pass over the window at ``phi``: the deformed values g are interpolated and
+    summed as ``sum g``, ``sum g^2``, ``sum f0 g`` (returned) and ``sum SD g`` (into
+    ``sdg``); ok is False when a position lies outside ``coef``."""
     tz, ty, tx = c[0] + phi[0, 3], c[1] + phi[1, 3], c[2] + phi[2, 3]
     f00, f01, f02 = phi[0, 0], phi[0, 1], phi[0, 2]
     f10, f11, f12 = phi[1, 0], phi[1, 1], phi[1, 2]
     f20, f21, f22 = phi[2, 0], phi[2, 1], phi[2, 2]
+    sg = sgg = sfg = 0.0
+    sdg[:] = 0.0
     for i in range(off.shape[0]):
         a, b, d = off[i, 0], off[i, 1], off[i, 2]
         pz = tz + f00 * a + f01 * b + f02 * d
         py = ty + f10 * a + f11 * b + f12 * d
         px = tx + f20 * a + f21 * b + f22 * d
-        if order == 1:
-            v = _trilinear(coef, pz, py, px)
-        else:
-            v = _cubic(coef, pz, py, px)
+        v = _trilinear(coef, pz, py, px) if order == 1 else _cubic(coef, pz, py, px)
         if not np.isfinite(v):
-            return False
-        g[i] = v
-    return True
+            return False, 0.0, 0.0, 0.0
+        sg += v
+        sgg += v * v
+        sfg += f0[i] * v
+        for r in range(3):
+            t = grad[i, r] * v
+            sdg[3 * r] += t * a
+            sdg[3 * r + 1] += t * b
+            sdg[3 * r + 2] += t * d
+            sdg[9 + r] += t
+    return True, sg, sgg, sfg
 
 
 @nb.njit(cache=True)
-def _residual(f0, fm, g, criterion, r):
-    """Residuals (``f0`` = f - ``fm``, zero-mean); returns sum r^2 and the ZNCC."""
-    n = len(g)
-    gm = 0.0
-    for i in range(n):
-        gm += g[i]
-    gm /= n
-    sg = 0.0
-    sf = 0.0
-    sfg = 0.0
-    for i in range(n):
-        sg += (g[i] - gm) ** 2
-        sf += f0[i] ** 2
-        sfg += f0[i] * (g[i] - gm)
-    zncc = sfg / np.sqrt(sf * sg) if sf > 0 and sg > 0 else 0.0
-    scale = np.sqrt(sf / sg) if sg > 0 else 0.0
-    ss = 0.0
-    for i in range(n):
-        if criterion == ZNSSD:
-            r[i] = f0[i] - scale * (g[i] - gm)
-        else:
-            r[i] = f0[i] + fm - g[i]
-        ss += r[i] ** 2
-    return ss, zncc
+def _criterion(criterion, m, fm, sff, sg, sgg, sfg, sdg, cf, c1):
+    """Gradient ``b = sum SD r`` (12), ``sum r^2`` and the ZNCC from the sums of a pass:
+    ZNSSD ``r = f0 - s (g - mean g)``, ``s = |f0| / |g - mean g|``; SSD ``r = f - g``."""
+    gm = sg / m
+    sgt = max(sgg - m * gm * gm, 0.0)  # sum (g - mean g)^2
+    zncc = sfg / np.sqrt(sff * sgt) if sff > 0 and sgt > 0 else 0.0
+    if criterion == ZNSSD:
+        s = np.sqrt(sff / sgt) if sgt > 0 else 0.0
+        b = cf - s * (sdg - gm * c1)
+        ss = sff - 2.0 * s * sfg + s * s * sgt
+    else:
+        b = cf + fm * c1 - sdg
+        ss = sff + m * fm * fm - 2.0 * (sfg + fm * sg) + sgg
+    return b, max(ss, 0.0), zncc
 
 
 @nb.njit(cache=True)
-def _step(Hinv, sd, r, params, h):
+def _increment(Hinv, b, params):
     """Parameter increment dp (12, zeros where not solved for) and its norm (as spam's
     ``deltaPhiNorm``: F - I and t unscaled)."""
-    b = sd.T @ r
-    dp_s = -(Hinv @ b)
+    npar = len(params)
     dp = np.zeros(12)
-    for a in range(len(params)):
-        dp[params[a]] = dp_s[a]
-    norm = 0.0
-    for k in range(12):
-        norm += dp[k] ** 2
-    return dp, np.sqrt(norm)
+    for p in range(npar):
+        v = 0.0
+        for q in range(npar):
+            v -= Hinv[p, q] * b[params[q]]
+        dp[params[p]] = v
+    return dp, np.sqrt((dp * dp).sum())
 
 
 @nb.njit(cache=True)
@@ -241,6 +241,63 @@ def _compose(phi, dp):
 
 
 @nb.njit(cache=True)
+def _inverse(H, params):
+    """Inverse of the Gauss-Newton matrix of the solved parameters; ok False if singular."""
+    npar = len(params)
+    Hs = np.empty((npar, npar))
+    for p in range(npar):
+        for q in range(npar):
+            Hs[p, q] = H[params[p], params[q]]
+    ev = np.linalg.eigvalsh(Hs)
+    ok = ev[0] > 1e-10 * ev[-1]
+    return (np.linalg.inv(Hs) if ok else Hs), ok
+
+
+@nb.njit(cache=True)
+def _coarse(f, grad, off):
+    """The voxels at even offsets (one in 8): the set the first iterations of a large
+    window run on."""
+    keep = np.flatnonzero((off[:, 0] % 2 == 0) & (off[:, 1] % 2 == 0) & (off[:, 2] % 2 == 0))
+    return f[keep], grad[keep], off[keep]
+
+
+@nb.njit(cache=True)
+def _iterate(coef, order, criterion, c, off, grad, f, Hinv, params, phi, tol, max_it):
+    """Gauss-Newton iterations on one voxel set from ``phi`` until the increment norm is
+    below ``tol``; returns (phi, status, iterations, norm, sum r^2, ZNCC)."""
+    m = len(f)
+    fm = f.mean()
+    f0 = f - fm
+    sff = (f0 ** 2).sum()
+    _, cf, c1 = _moments(grad, off, f0, False)
+    sdg = np.empty(12)
+    status, it, norm, ss, zncc = ITERATION_LIMIT, 0, np.inf, np.inf, np.nan
+    while it < max_it:
+        inside, sg, sgg, sfg = _sums(coef, order, phi, c, off, grad, f0, sdg)
+        if not inside:
+            return phi, DIVERGED, it, norm, ss, zncc
+        # the statistics of the last pass stand for the final Phi: the last increment
+        # moved it by less than tol
+        b, ss, zncc = _criterion(criterion, m, fm, sff, sg, sgg, sfg, sdg, cf, c1)
+        dp, norm = _increment(Hinv, b, params)
+        phi = _compose(phi, dp)
+        it += 1
+        det = np.linalg.det(phi[:3, :3])
+        if not (0.2 < det < 3.0):
+            return phi, VOLUME_CHANGE, it, norm, ss, zncc
+        if norm < tol:
+            return phi, CONVERGED, it, norm, ss, zncc
+    return phi, status, it, norm, ss, zncc
+
+
+#: Windows with at least this many used voxels first iterate on one voxel in 8 and take
+#: their Gauss-Newton matrix from those, scaled, for up to 3 iterations on every voxel; a
+#: window not converged by then gets its exact matrix. The fixed point is the full
+#: window's either way: the last iterations sum over every voxel.
+COARSE_FROM = 8000
+
+
+@nb.njit(cache=True)
 def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out_f):
     """IC-GN of one window; returns (status, iterations). ``cfg`` = (order, criterion,
     max_iterations, delta_min, min_std, coverage, slack); ``out_f`` = (error, delta, residual,
@@ -251,53 +308,54 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
     m = len(f)
     if m < max(13, coverage * n_all):
         return OUTSIDE, 0
-    fm = f.mean()
-    f0 = f - fm
-    std = np.sqrt((f0 ** 2).mean())
-    if std <= 0.0 or std < min_std:
+    sff = ((f - f.mean()) ** 2).sum()
+    if sff <= 0.0 or np.sqrt(sff / m) < min_std:
         return NO_TEXTURE, 0
-    sd = _steepest_descent(grad, off, params)
-    H = sd.T @ sd
-    ev = np.linalg.eigvalsh(H)
-    if not ev[0] > 1e-10 * ev[-1]:
-        return SINGULAR, 0
-    Hinv = np.linalg.inv(H)
-    phi = phi0.copy()
-    g = np.empty(m)
-    r = np.empty(m)
-    status, it, norm, ss, zncc = ITERATION_LIMIT, 0, np.inf, np.inf, np.nan
-    while it < max_it:
-        if not _sample(coef, order, phi, c, off, g):
-            status = DIVERGED
-            break
-        # the statistics of the last sample stand for the final Phi: the last increment
-        # moved the window by less than delta_min
-        ss, zncc = _residual(f0, fm, g, criterion, r)
-        dp, norm = _step(Hinv, sd, r, params, h)
-        phi = _compose(phi, dp)
-        it += 1
-        det = np.linalg.det(phi[:3, :3])
-        if not (0.2 < det < 3.0):
-            status = VOLUME_CHANGE
-            break
-        if norm < delta_min:
-            status = CONVERGED
-            break
+    phi, it, exact = phi0.copy(), 0, m < COARSE_FROM
+    if not exact:  # a large window: start on one voxel in 8
+        fc, gc, oc = _coarse(f, grad, off)
+        H, _, _ = _moments(gc, oc, fc - fc.mean(), True)
+        Hinv, ok = _inverse(H, params)
+        if not ok:
+            return SINGULAR, 0
+        p1, s1, it, _, _, _ = _iterate(coef, order, criterion, c, oc, gc, fc, Hinv, params,
+                                       phi, 10 * delta_min, max_it)
+        if s1 >= ITERATION_LIMIT:
+            phi = p1
+        Hinv *= len(fc) / m  # the coarse matrix stands for the full one...
+        phi, status, it2, norm, ss, zncc = _iterate(coef, order, criterion, c, off, grad, f,
+                                                    Hinv, params, phi, delta_min, 3)
+        it += it2
+        exact = status == ITERATION_LIMIT and it < max_it  # ...unless it converges slowly
+    if exact:
+        H, _, _ = _moments(grad, off, f - f.mean(), True)
+        Hinv, ok = _inverse(H, params)
+        if not ok:
+            return SINGULAR, 0
+        phi, status, it2, norm, ss, zncc = _iterate(coef, order, criterion, c, off, grad, f,
+                                                    Hinv, params, phi, delta_min,
+                                                    max(max_it - it, 1))
+        it += it2
     out_phi[:, :] = phi
     if status >= ITERATION_LIMIT:
-        npar = len(params)
-        sigma2 = ss / max(m - npar, 1)
-        out_f[0] = ss / m
-        out_f[2] = ss / (f0 ** 2).sum()
-        out_f[3] = zncc
-        for k in range(3):
-            idx = -1
-            for a in range(npar):
-                if params[a] == 9 + k:
-                    idx = a
-            out_f[4 + k] = np.sqrt(sigma2 * Hinv[idx, idx])
+        _statistics(ss, zncc, m, sff, Hinv, params, out_f)
     out_f[1] = norm
     return status, it
+
+
+@nb.njit(cache=True)
+def _statistics(ss, zncc, m, sff, Hinv, params, out_f):
+    """Error, normalised residual, ZNCC and the displacement std (sigma^2 H^-1) of a
+    registered window into ``out_f``."""
+    npar = len(params)
+    sigma2 = ss / max(m - npar, 1)
+    out_f[0] = ss / m
+    out_f[2] = ss / sff
+    out_f[3] = zncc
+    for k in range(3):
+        for p in range(npar):
+            if params[p] == 9 + k:
+                out_f[4 + k] = np.sqrt(sigma2 * Hinv[p, p])
 
 
 @nb.njit(cache=True, parallel=True)
