@@ -266,6 +266,41 @@ def test_cli_dvc_output_layout(tmp_path, cli, pair_files):
         np.testing.assert_allclose(f.attrs["voxel_size_um"], 15.0)
         assert np.allclose(np.nanmedian(f["displacement"][...], axis=0), [1.2, -0.6, 0.3],
                            atol=0.05)
+        assert f.attrs["engine"] == "native"
+        assert f["zncc"].shape == (n,) and f["uncertainty"].shape == (n, 3)
+        ok = f["status"][...] == 2
+        assert np.all(f["zncc"][...][ok] > 0.9)
+        assert np.all((f["uncertainty"][...][ok] > 0) & (f["uncertainty"][...][ok] < 0.1))
+        level = json.loads(f.attrs["params"])["levels"][-1]
+        assert (level["engine"], level["interpolation_order"], level["criterion"]) == (
+            "native", 3, "znssd")
+
+
+def test_cli_engine_spam_and_trilinear(tmp_path, cli, pair_files):
+    """``--engine spam --interpolation linear``: spam's per-node registration, recorded in
+    the file, without ZNCC or uncertainty."""
+    a, b = pair_files
+    res = cli("dvc", a, b, "--out", tmp_path / "pair.h5", "--node-spacing", "25", "--hws",
+              "10", "--engine", "spam", "--interpolation", "linear")
+    assert res.code == 0, res.err
+    with h5py.File(tmp_path / "pair.h5") as f:
+        assert f.attrs["engine"] == "spam"
+        level = json.loads(f.attrs["params"])["levels"][-1]
+        assert (level["engine"], level["interpolation_order"]) == ("spam", 1)
+        assert np.isnan(f["zncc"][...]).all() and np.isnan(f["uncertainty"][...]).all()
+        assert np.allclose(np.nanmedian(f["displacement"][...], axis=0), [1.2, -0.6, 0.3],
+                           atol=0.05)
+    with h5py.File(tmp_path / "pair.h5", "a") as f:  # as written before engines had a name
+        del f["zncc"], f["uncertainty"], f.attrs["engine"]
+        params = json.loads(f.attrs["params"])
+        for level in params["levels"]:
+            del level["engine"], level["criterion"]
+        f.attrs["params"] = json.dumps(params)
+    from anodetwin.dvc import read_pair
+
+    old = read_pair(tmp_path / "pair.h5")
+    assert old.engine == "spam" and old.zncc.shape == (len(old.nodes),)
+    assert np.isnan(old.uncertainty).all() and old.uncertainty.shape == (len(old.nodes), 3)
 
 
 def test_vtk_export(tmp_path, cli, pair_files):

@@ -153,6 +153,10 @@ def test_init_writes_a_template_whose_every_key_is_accepted(tmp_path, cli, serie
      ["[scans] roi"]),
     (lambda t: t.replace("ranks = 1", "ranks = -1"), ParameterError, ["[resources] ranks"]),
     (lambda t: t + "[residuals]\nfloor = -5\n", ParameterError, ["[residuals] floor"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'vic3d'"), ParameterError,
+     ["[dvc] engine", "'native'"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\ninterpolation = 'quintic'"), ParameterError,
+     ["[dvc] interpolation", "'cubic'"]),
 ])
 def test_bad_run_files_are_refused_naming_the_key(series, tmp_path, edit, error, words):
     run = _run_file(series, edit(RUN), "bad.toml")
