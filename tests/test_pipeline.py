@@ -123,6 +123,32 @@ def test_init_writes_a_template_whose_every_key_is_accepted(tmp_path, cli, serie
     assert cfg.dvc.node_spacing == 10 and cfg.segment.h == 1.0 and cfg.mesh.coarsen == 4
 
 
+def test_state_of_charge_per_scan_instead_of_a_protocol(series):
+    """``[scans] soc`` with no protocol: the cell of ``[cell] model`` goes from scan to scan
+    at constant current ``[cell] c_rate``; the twin's state of charge at every scan is the
+    one given, the scan times follow from the rate (plus the protocol's 1-min rest and
+    10-min scans of quick_cell), and a discharge and a pause are allowed."""
+    from anodetwin.pipeline.runfile import cell_history
+
+    soc = [0.0, 0.2, 0.5, 0.5, 0.3]
+    text = RUN.replace("[cell]\nmodel = \"quick_cell\"", "[cell]\nmodel = \"quick_cell\"\n"
+                       "c_rate = \"C/2\"").replace(
+        "[scans]", f"[scans]\nsoc = {soc}\nnames = ['A', 'B', 'C', 'D', 'E']").replace(
+        f'files = ["{S.format(0)}", "{S.format(1)}", "{S.format(2)}"]',
+        f'files = ["{S.format(0)}", "{S.format(1)}", "{S.format(2)}", "{S.format(1)}", '
+        f'"{S.format(2)}"]')
+    cfg = load_run(_run_file(series, text, "soc.toml"))
+    hist = cell_history(cfg.cell, cfg.path.parent)
+    times = [hist.scans[n] for n in cfg.names]
+    np.testing.assert_allclose([hist.soc_at(t) for t in times], soc, atol=1e-9)
+    # C/2: 0.2 of the capacity in 24 min, 0.3 in 36 min; each segment then rests 1 min
+    # and scans for 10 (quick_cell), a pause of 1 min
+    np.testing.assert_allclose(np.diff(times) / 60, [24 + 11, 36 + 11, 1 + 11, 24 + 11])
+    assert cfg.names == ("A", "B", "C", "D", "E")
+    again = load_run(_run_file(series, text, "soc2.toml"))
+    assert again.cell == cfg.cell  # the same protocol file, named by its content
+
+
 @pytest.mark.parametrize("edit, error, words", [
     (lambda t: t + "[dvcc]\n", ParameterError, ["unknown tables", "dvcc"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nwindow = 3"), ParameterError,
@@ -153,6 +179,10 @@ def test_init_writes_a_template_whose_every_key_is_accepted(tmp_path, cli, serie
      ["[scans] roi"]),
     (lambda t: t.replace("ranks = 1", "ranks = -1"), ParameterError, ["[resources] ranks"]),
     (lambda t: t + "[residuals]\nfloor = -5\n", ParameterError, ["[residuals] floor"]),
+    (lambda t: t.replace("[scans]", "[scans]\nsoc = [0.0, 0.5]"), ParameterError,
+     ["[scans] soc", "2 states of charge for 3 scans"]),
+    (lambda t: t.replace("[scans]", "[scans]\nsoc = [0.0, 0.5, 1.5]"), ParameterError,
+     ["[scans] soc", "leave [0, 1]"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'vic3d'"), ParameterError,
      ["[dvc] engine", "'native'"]),
     (lambda t: t.replace("hws = 8", "hws = 8\ninterpolation = 'quintic'"), ParameterError,

@@ -9,7 +9,12 @@ values of the wrong kind, fewer than two scans, scans or a double scan that do n
 disagree in shape, voxel size or origin (:func:`anodetwin.io.agree.require_series_grid`:
 the file headers only, no voxel is read), a cell protocol whose scans do not include every
 scan of the run, a simulation or validation table the ``simulate`` / ``validate`` stages
-would refuse. Each failure is one :class:`~anodetwin.errors.ParameterError` (or
+would refuse.
+
+The cell's history (the twin's state of charge in time, the scan times) is the protocol of
+``[cell] model``, or, with ``[scans] soc`` (the state of charge of every scan), that cell
+taken from scan to scan at constant current ``[cell] c_rate``
+(:func:`anodetwin.simulate.protocol.protocol_from_soc`). Each failure is one :class:`~anodetwin.errors.ParameterError` (or
 :class:`~anodetwin.errors.InputNotFoundError`, :class:`~anodetwin.errors.GridMismatchError`)
 naming the run file, the table and the key.
 """
@@ -39,6 +44,7 @@ class Scans:
     roi: str = ""
     binning: int = 1
     double_scan: tuple[str, ...] = ()
+    soc: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,37 @@ def scan_times(cell: str, base: Path) -> dict[str, float]:
     return dict(cell_history(cell, base).scans)
 
 
+def _cell(sc: Scans, table: dict, base: Path) -> str:
+    """``[cell] model``; with ``[scans] soc``, a protocol that takes that cell through the
+    scans' states of charge at ``[cell] c_rate`` (written once, named by its content, in
+    the temporary folder)."""
+    import hashlib
+    import tempfile
+
+    from anodetwin.io import atomic_write_text
+    from anodetwin.io.tomlfile import toml_text
+    from anodetwin.log import get_logger
+    from anodetwin.simulate.protocol import protocol_from_soc
+
+    cell = table.get("model", "reference_cell")
+    if not sc.soc:
+        if "c_rate" in table:
+            get_logger("run").warning("[cell] c_rate is used with [scans] soc only; the "
+                                      "protocol of [cell] model sets the currents")
+        return cell
+    try:
+        text = toml_text(protocol_from_soc(cell_model(cell, base), list(sc.names),
+                                           list(sc.soc), table.get("c_rate", "C/3")))
+    except ParameterError as exc:
+        raise ParameterError(f"[scans] soc: {exc.problem}", exc.fix) from None
+    digest = hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+    path = Path(tempfile.gettempdir()) / "anodetwin-protocols" / f"soc_{digest}.toml"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return str(path)
+
+
 def _check_cell(cell: str, names: tuple[str, ...], base: Path) -> None:
     """Every scan a scan of the protocol, the first its initial one (the twin starts from
     the pristine state), in the protocol's order."""
@@ -330,8 +367,8 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
     if not sc.names:
         sc = Scans(**{**sc.__dict__, "names": tuple(f"T{k}" for k in range(len(sc.files)))})
     files, double = _check_scans(sc, base)
-    cell = table_values(d.get("cell", {}), {"model": str}, "cell").get("model",
-                                                                       "reference_cell")
+    cell = _cell(sc, table_values(d.get("cell", {}), {"model": str, "c_rate": str | float},
+                                  "cell"), base)
     _check_cell(cell, sc.names, base)
     _check_segment(t["segment"], base)
     _check_dvc(t["dvc"])
@@ -401,10 +438,13 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 # roi = ""                    # region of every scan, voxels "z0:z1,y0:y1,x0:x1"
 # binning = 1                 # mean-binning of every scan
 # double_scan = []            # two scans with no change between: the noise floor
+# soc = []                    # state of charge of every scan (0..1) instead of the
+#                             # protocol's segments: constant current at [cell] c_rate
 
 [cell]
 # model = "reference_cell"    # cell and protocol (models/<name>.toml or a .toml path);
 #                             # its scans must include every name of [scans]
+# c_rate = "C/3"              # with [scans] soc: the current between scans (1/h or "C/n")
 
 [segment]
 # classifier = ""             # a model from 'anodetwin segment-train' ("": thresholds)

@@ -20,13 +20,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from anodetwin.errors import ParameterError
 from anodetwin.simulate.materials import model_value, read_model_toml
 
-__all__ = ["Segment", "Protocol", "CellHistory", "load_protocol", "simulate_cell"]
+__all__ = ["Segment", "Protocol", "CellHistory", "load_protocol", "simulate_cell",
+           "protocol_from_soc"]
 
 _MODES = ("cc", "cv", "cccv", "rest")
 
@@ -536,3 +538,61 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
         raise ParameterError(f"protocol file '{p}': "
                              f"{exc.problem.removeprefix(f'protocol {name!r}: ')}",
                              exc.fix) from None
+
+
+def protocol_from_soc(base: str | os.PathLike, names: list[str], soc: list[float],
+                      c_rate: Any = "C/3") -> dict:
+    """A protocol (as a protocol file's tables) that takes a cell through the states of
+    charge of its scans: constant current at ``c_rate`` between them.
+
+    Parameters
+    ----------
+    base : str or path-like
+        The cell model whose cell parameters (capacities, OCV, resistance, rest and scan
+        minutes) are kept (:func:`load_protocol`'s argument); its segments are replaced.
+    names : list of str
+        Scan names, the pristine (first) scan first.
+    soc : list of float
+        The state of charge (0..1, cathode-limited capacity) at every scan, as many as
+        ``names``.
+    c_rate : str or float
+        Current between scans (1/h, or ``"C/3"``): each segment lasts |dSoC| / c_rate
+        hours (a 1-min rest where the SoC does not change).
+
+    Returns
+    -------
+    dict
+        The tables of a protocol file (:func:`load_protocol` reads it once written with
+        :func:`anodetwin.io.tomlfile.toml_text`): ``initial_scan`` ``names[0]``,
+        ``initial_soc`` ``soc[0]``.
+
+    Raises
+    ------
+    ParameterError
+        Lists of different lengths, fewer than 2 scans, an SoC outside [0, 1], a bad rate.
+    """
+    if len(names) != len(soc) or len(soc) < 2:
+        raise ParameterError(f"{len(soc)} states of charge for {len(names)} scans",
+                             "give one SoC per scan, 2 or more")
+    s = np.asarray(soc, float)
+    if not (np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))):
+        raise ParameterError(f"states of charge {list(soc)} leave [0, 1]",
+                             "give SoC as fractions of the cell's capacity, 0..1")
+    rate = _rate(c_rate, "c_rate")
+    if not (np.isfinite(rate) and rate > 0):
+        raise ParameterError(f"c_rate {c_rate!r}", "give a current > 0 (1/h or \"C/3\")")
+    _, d = read_model_toml(base, "protocol")
+    segments = []
+    for name, a, b in zip(names[1:], s[:-1], s[1:], strict=True):
+        if a == b:
+            segments.append({"mode": "rest", "max_minutes": 1.0, "scan": name})
+            continue
+        segments.append({"mode": "cc", "direction": "charge" if b > a else "discharge",
+                         "c_rate": rate, "max_minutes": float(60.0 * abs(b - a) / rate),
+                         "scan": name})
+    cell = {k: v for k, v in d.items() if k not in ("segments", "name", "initial_scan")}
+    return {"name": f"{d.get('name', 'cell')}_soc", "initial_scan": names[0], **cell,
+            "initial_soc": {"value": float(s[0]), "unit": "1",
+                            "source": "the first scan's state of charge, given per scan"},
+            "segments": segments}
+
