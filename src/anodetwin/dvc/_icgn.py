@@ -383,8 +383,8 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
         int64 indices of the parameters solved for (0..8: F - I row by row, 9..11: t).
     cfg : numpy.ndarray
         (7,) float: interpolation order, criterion (0 ZNSSD, 1 SSD), max iterations,
-        convergence threshold (norm of the increment of F - I and t, as spam), minimum grey-value std, minimum coverage (of the
-        window's voxels used), slack (voxels: reference voxels that ``phi0`` maps closer
+        convergence threshold (norm of the increment of F - I and t, as spam), minimum
+        grey-value std, minimum coverage (of the window's voxels used), slack (voxels: reference voxels that ``phi0`` maps closer
         than this to the region's faces are left out).
 
     Returns

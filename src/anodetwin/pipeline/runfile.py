@@ -9,14 +9,14 @@ values of the wrong kind, fewer than two scans, scans or a double scan that do n
 disagree in shape, voxel size or origin (:func:`anodetwin.io.agree.require_series_grid`:
 the file headers only, no voxel is read), a cell protocol whose scans do not include every
 scan of the run, a simulation or validation table the ``simulate`` / ``validate`` stages
-would refuse.
+would refuse. Each failure is one :class:`~anodetwin.errors.ParameterError` (or
+:class:`~anodetwin.errors.InputNotFoundError`, :class:`~anodetwin.errors.GridMismatchError`)
+naming the run file, the table and the key.
 
 The cell's history (the twin's state of charge in time, the scan times) is the protocol of
 ``[cell] model``, or, with ``[scans] soc`` (the state of charge of every scan), that cell
 taken from scan to scan at constant current ``[cell] c_rate``
-(:func:`anodetwin.simulate.protocol.protocol_from_soc`). Each failure is one :class:`~anodetwin.errors.ParameterError` (or
-:class:`~anodetwin.errors.InputNotFoundError`, :class:`~anodetwin.errors.GridMismatchError`)
-naming the run file, the table and the key.
+(:func:`anodetwin.simulate.protocol.protocol_from_soc`).
 """
 
 from __future__ import annotations
