@@ -321,6 +321,10 @@ def test_vtk_export(tmp_path, cli, pair_files):
     # point k of VTK (x fastest) is node k of the file (z slowest): same order, x y z in um
     np.testing.assert_allclose(img.points, nodes[:, ::-1] * 15.0)
     np.testing.assert_allclose(img.point_data["displacement"], u[:, ::-1] * 15.0)
+    with h5py.File(tmp_path / "p.h5") as f:  # the std of u_x, u_y, u_z in um, as u
+        np.testing.assert_allclose(img.point_data["uncertainty"],
+                                   f["uncertainty"][...][:, ::-1] * 15.0)
+        np.testing.assert_array_equal(img.point_data["status"], f["status"][...])
     np.testing.assert_allclose(img.cell_data["volumetric"], vol.reshape(-1))
 
 
@@ -357,6 +361,9 @@ BAD = {
     "node spacing below 1": (lambda t, a, b: [a, b], ["--node-spacing", "0"]),
     "all masked": (_all_masked, []),
     "non-finite values": (_nan, []),
+    "ZNSSD asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam", "--criterion",
+                                                     "znssd"]),
+    "VTK file not .vti": (lambda t, a, b: [a, b, "--vtk", t / "grid.vtk"], []),
 }
 
 
@@ -370,6 +377,18 @@ def test_cli_dvc_bad_input(tmp_path, cli, pair_files, case):
     lines = res.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("anodetwin: error:"), res.err
     assert listing(tmp_path) == before
+
+
+def test_cli_dvc_never_writes_over_an_input(tmp_path, cli, pair_files):
+    """``--out`` naming the reference scan (or ``--png`` the deformed one) is refused
+    before any work; the scans are untouched."""
+    a, b = pair_files
+    before = {p: p.read_bytes() for p in (a, b)}
+    for extra in (["--out", a], ["--out", tmp_path / "p.h5", "--png", b]):
+        res = cli("dvc", a, b, *extra, "--node-spacing", "25", "--hws", "10")
+        assert res.code == 2 and "destroy the input" in res.err, res.err
+        assert len(res.err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in (a, b)} == before
 
 
 def test_library_errors(snow, tmp_path):

@@ -123,6 +123,12 @@ def test_init_writes_a_template_whose_every_key_is_accepted(tmp_path, cli, serie
     assert cfg.dvc.node_spacing == 10 and cfg.segment.h == 1.0 and cfg.mesh.coarsen == 4
 
 
+def test_search_range_per_axis_as_on_the_command_line(series):
+    cfg = load_run(_run_file(series, RUN.replace("hws = 8", "hws = 8\nsearch_range = [4, 2, 2]"),
+                             "sr.toml"))
+    assert cfg.dvc.search_range == (4, 2, 2)
+
+
 def test_state_of_charge_per_scan_instead_of_a_protocol(series):
     """``[scans] soc`` with no protocol: the cell of ``[cell] model`` goes from scan to scan
     at constant current ``[cell] c_rate``; the twin's state of charge at every scan is the
@@ -183,6 +189,14 @@ def test_state_of_charge_per_scan_instead_of_a_protocol(series):
      ["[scans] soc", "2 states of charge for 3 scans"]),
     (lambda t: t.replace("[scans]", "[scans]\nsoc = [0.0, 0.5, 1.5]"), ParameterError,
      ["[scans] soc", "leave [0, 1]"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\npyramid = [5]"), ParameterError,
+     ["[dvc]", "pyramid level(s) [5]"]),
+    (lambda t: t.replace("hws = 8", "hws = 300"), ParameterError,
+     ["[dvc]", "larger than the volume"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\nsearch_range = [1, 2]"), ParameterError,
+     ["[dvc] search_range"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'spam'\ncriterion = 'znssd'"),
+     ParameterError, ["[dvc]", "spam minimises SSD"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'vic3d'"), ParameterError,
      ["[dvc] engine", "'native'"]),
     (lambda t: t.replace("hws = 8", "hws = 8\ninterpolation = 'quintic'"), ParameterError,

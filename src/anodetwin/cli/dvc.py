@@ -41,9 +41,9 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
     p.add_argument("--interpolation", choices=("cubic", "linear"), default="cubic",
                    help="interpolation of the deformed volume: cubic B-spline (default) or "
                         "trilinear (faster, ~10x the bias)")
-    p.add_argument("--criterion", choices=("znssd", "ssd"), default="znssd",
-                   help="matching criterion of the native engine: ZNSSD (default; invariant "
-                        "to grey-value offset and scale) or SSD")
+    p.add_argument("--criterion", choices=("znssd", "ssd"), default="",
+                   help="matching criterion: ZNSSD (the native engine's default; invariant "
+                        "to grey-value offset and scale) or SSD (spam's only one)")
     p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
                    default=1, help="local worker processes (1; native engine: threads)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
@@ -279,10 +279,15 @@ def cmd_dvc(args: argparse.Namespace) -> int:
     from anodetwin.dvc.pair import correlate_pair, write_pair
     from anodetwin.io import check_output_path, make_provenance
 
-    check_output_path(args.out)
-    for extra in (args.vtk, args.png):
-        if extra:
-            check_output_path(extra)
+    given = [v for v in (args.ref, args.deformed, args.mask) if v]
+    for out in (args.out, args.vtk, args.png):
+        if out:
+            check_output_path(out, inputs=given)
+    if args.vtk and Path(args.vtk).suffix.lower() != ".vti":
+        from anodetwin.errors import ParameterError
+
+        raise ParameterError(f"--vtk '{args.vtk}' is not a .vti file (VTK XML ImageData)",
+                             "name it e.g. grid.vti")
     grid, inputs, ref, deformed, origin, mask = _pair_inputs(args)
     vs = grid.voxel_size_um
     res = correlate_pair(ref, deformed, node_spacing=args.node_spacing, hws=args.hws,
@@ -336,7 +341,7 @@ def cmd_dvc_regions(args: argparse.Namespace) -> int:
     from anodetwin.dvc.regions import region_statistics, write_regions
     from anodetwin.io import check_output_path, input_record, make_provenance
 
-    check_output_path(args.out)
+    check_output_path(args.out, inputs=args.results)
     results = [read_pair(r) for r in args.results]
     names = [f"DVC result '{r}'" for r in args.results]
     rs = region_statistics(results, voxel_size_um=args.voxel_size, steps=args.steps,
@@ -415,7 +420,7 @@ def cmd_dvc_residual(args: argparse.Namespace) -> int:
     from anodetwin.io import (check_output_path, input_record, make_provenance, read_volume,
                               require_finite)
 
-    check_output_path(args.out)
+    check_output_path(args.out, inputs=[args.ref, args.deformed, args.result])
     res = read_pair(args.result)
     grid = _residual_inputs_agree(args, res)  # before reading any voxel
     ref, deformed = read_volume(args.ref), read_volume(args.deformed)

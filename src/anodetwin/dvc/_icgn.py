@@ -310,7 +310,7 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
     if m < max(13, coverage * n_all):
         return OUTSIDE, 0
     sff = ((f - f.mean()) ** 2).sum()
-    if sff <= 0.0 or np.sqrt(sff / m) < min_std:
+    if sff <= 0.0 or _inner_std(f, off, h) < min_std:
         return NO_TEXTURE, 0
     phi, it, exact = phi0.copy(), 0, m < COARSE_FROM
     if not exact:  # a large window: start on one voxel in 8
@@ -342,6 +342,22 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
         _statistics(ss, zncc, m, sff, Hinv, params, out_f)
     out_f[1] = norm
     return status, it
+
+
+@nb.njit(cache=True)
+def _inner_std(f, off, h):
+    """Grey-value std of the window inside its 1-voxel margin (as spam's texture test): a
+    window whose texture lies only in its outer layer has none."""
+    s = s2 = 0.0
+    n = 0
+    for i in range(len(f)):
+        if abs(off[i, 0]) < h[0] and abs(off[i, 1]) < h[1] and abs(off[i, 2]) < h[2]:
+            s += f[i]
+            s2 += f[i] * f[i]
+            n += 1
+    if n < 2:
+        return 0.0
+    return np.sqrt(max(s2 / n - (s / n) ** 2, 0.0))
 
 
 @nb.njit(cache=True)
@@ -384,8 +400,9 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
     cfg : numpy.ndarray
         (7,) float: interpolation order, criterion (0 ZNSSD, 1 SSD), max iterations,
         convergence threshold (norm of the increment of F - I and t, as spam), minimum
-        grey-value std, minimum coverage (of the window's voxels used), slack (voxels: reference voxels that ``phi0`` maps closer
-        than this to the region's faces are left out).
+        grey-value std, minimum coverage (of the window's voxels used), slack (voxels:
+        reference voxels that ``phi0`` maps closer than this to the region's faces are
+        left out).
 
     Returns
     -------

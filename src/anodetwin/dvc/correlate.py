@@ -185,8 +185,9 @@ class DVCParams:
     engine : {"native", "spam"}
         ``"native"``: anodetwin's IC-GN engine (:mod:`anodetwin.dvc.native`); ``"spam"``:
         ``spam.DIC.register`` per node, as ``spam.DIC.ldic``.
-    criterion : {"znssd", "ssd"}
-        Matching criterion of the native engine (spam's is SSD).
+    criterion : {"", "znssd", "ssd"}
+        Matching criterion: ``""`` the engine's own (native ZNSSD, spam SSD); the native
+        engine takes either, spam only SSD.
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -200,7 +201,7 @@ class DVCParams:
     search_range: tuple = (0, 0, 0)
     min_texture_std: float = 0.0
     engine: str = "native"
-    criterion: str = "znssd"
+    criterion: str = ""
 
     def to_dict(self) -> dict:
         """The parameters as a dict, e.g. for a result file.
@@ -267,9 +268,10 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
     if not (np.isfinite(p.min_texture_std) and p.min_texture_std >= 0):
         raise ParameterError(f"min_texture_std {p.min_texture_std!r}", "give a std >= 0")
     _check_engine(p)
+    criterion = p.criterion or ("znssd" if p.engine == "native" else "ssd")
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
                      int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr,
-                     float(p.min_texture_std), p.engine, p.criterion)
+                     float(p.min_texture_std), p.engine, criterion)
 
 
 #: Correlation engines by name.
@@ -281,8 +283,11 @@ INTERPOLATION_ORDER = {"linear": 1, "cubic": 3}
 def _check_engine(p: DVCParams) -> None:
     if p.engine not in ENGINES:
         raise ParameterError(f"DVC engine {p.engine!r} is unknown", "use 'native' or 'spam'")
-    if p.criterion not in ("znssd", "ssd"):
+    if p.criterion not in ("", "znssd", "ssd"):
         raise ParameterError(f"criterion {p.criterion!r} is unknown", "use 'znssd' or 'ssd'")
+    if p.engine == "spam" and p.criterion == "znssd":
+        raise ParameterError("criterion 'znssd' with engine 'spam' (spam minimises SSD)",
+                             "use engine 'native' for ZNSSD, or criterion 'ssd'")
     if p.interpolation_order not in (1, 3):
         raise ParameterError(f"interpolation order {p.interpolation_order!r}",
                              "use 1 (trilinear) or 3 (cubic B-spline)")

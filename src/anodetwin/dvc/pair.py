@@ -83,7 +83,7 @@ from anodetwin.io.agree import input_name, require_same_grid
 from anodetwin.log import get_logger
 
 __all__ = ["PairResult", "correlate_pair", "repair_nodes", "write_pair", "write_pair_vtk",
-           "read_pair", "pair_strain", "strain_datasets", "FLAG"]
+           "read_pair", "pair_strain", "strain_datasets", "correlation_levels", "FLAG"]
 
 log = get_logger("dvc")
 FLAG = {"measured": 0, "repaired": 1, "excluded": 2}
@@ -465,10 +465,32 @@ def no_node_cause(reg: dict | None, status: np.ndarray, first: DVCParams,
                   "drift by more than " f"{first.margin} voxels locally, " + search)
 
 
-def _levels(shape: tuple, node_spacing, hws, pyramid, margin: int, search_range,
-            min_texture_std: float, engine: dict) -> list[DVCParams]:
-    """The checked parameters of every level, coarse to final (the search on the first);
-    ``engine``: engine, criterion and interpolation order (DVCParams fields)."""
+def correlation_levels(shape: tuple, node_spacing, hws, pyramid, margin: int, search_range,
+                       min_texture_std: float, engine: dict) -> list[DVCParams]:
+    """The checked parameters of every correlation level of a pair, coarse to final.
+
+    Parameters
+    ----------
+    shape : 3 int
+        Shape (z, y, x) of the volumes.
+    node_spacing, hws, pyramid, margin, search_range
+        As :func:`correlate_pair` (the search on the first level).
+    min_texture_std : float
+        Texture threshold (grey levels).
+    engine : dict
+        ``engine``, ``criterion`` and ``interpolation_order`` (:class:`DVCParams` fields).
+
+    Returns
+    -------
+    list of DVCParams
+        One per level, the final last.
+
+    Raises
+    ------
+    ParameterError
+        A window larger than the volume, a spacing that leaves no node, pyramid levels not
+        coarser than the node spacing, an unknown engine or criterion.
+    """
     final = check_params(DVCParams(node_spacing=node_spacing,
                                    hws=hws if hws is not None else node_spacing,
                                    margin=margin, min_texture_std=min_texture_std, **engine),
@@ -615,7 +637,7 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
                    initial: tuple | None = None, progress: bool = True,
                    voxel_size_um: Any = None, engine: str = "native",
-                   interpolation_order: int = 3, criterion: str = "znssd") -> PairResult:
+                   interpolation_order: int = 3, criterion: str = "") -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -656,9 +678,9 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         ``spam.DIC.register`` as ``spam.DIC.ldic`` runs it.
     interpolation_order : {3, 1}
         Interpolation of the deformed volume: cubic B-spline (default) or trilinear.
-    criterion : {"znssd", "ssd"}
-        Matching criterion of the native engine (ZNSSD: invariant to an affine change of
-        grey values between the windows).
+    criterion : {"", "znssd", "ssd"}
+        Matching criterion, ``""`` the engine's own: native ZNSSD (invariant to an affine
+        change of grey values between the windows), spam SSD (its only one).
 
     Returns
     -------
@@ -682,9 +704,10 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     and the cells touching them get NaN strain.
     """
     grid, shape, noise = _pair_inputs(ref, deformed, voxel_size_um)
-    levels = _levels(shape, node_spacing, hws, pyramid, margin, search_range,
-                     TEXTURE_FACTOR * noise, {"engine": engine, "criterion": criterion,
-                                              "interpolation_order": interpolation_order})
+    levels = correlation_levels(shape, node_spacing, hws, pyramid, margin, search_range,
+                                TEXTURE_FACTOR * noise,
+                                {"engine": engine, "criterion": criterion,
+                                 "interpolation_order": interpolation_order})
     _check_mask(ref, mask, voxel_size_um)
     levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
     gphi, gcentre, reg = _start(ref, deformed, shape, global_registration and initial is None)
@@ -854,7 +877,8 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
 
     Points are the nodes (x, y, z in um when the voxel size is known: ``voxel_size_um``,
     default the result's; else voxels) with point data ``displacement`` (u_x, u_y, u_z, same
-    unit), ``flag`` and ``residual``; cells carry every strain measure (``volumetric``,
+    unit), ``uncertainty`` (std of u_x, u_y, u_z, same unit), ``flag``, ``status``,
+    ``zncc`` and ``residual``; cells carry every strain measure (``volumetric``,
     ``ezz`` ..., ``eyz`` (z with y), ``exz``, ``exy`` (y with x), ``deviatoric``,
     ``hencky_*``, ``green_lagrange_*``), computed from that displacement over the node
     spacing in the same unit per axis (:func:`pair_strain`). Field data ``length_unit``
@@ -880,7 +904,8 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
     img.point_data["residual"] = pts(result.residual)
     img.point_data["status"] = pts(result.status)
     img.point_data["zncc"] = pts(result.zncc)
-    img.point_data["uncertainty"] = pts(result.uncertainty)
+    img.point_data["uncertainty"] = pts(  # (x, y, z) in um, as the displacement
+        np.asarray(result.uncertainty).reshape(gz, gy, gx, 3)[..., ::-1] * vs[::-1])
     st = pair_strain(result, voxel_size_um)
     cells = {"volumetric": st.volumetric, "deviatoric": st.deviatoric, **st.small,
              "hencky_volumetric": st.hencky_volumetric}

@@ -101,7 +101,9 @@ def _status_row(fig, axes, result: PairResult, vs: np.ndarray, unit: str) -> Non
     g = np.reshape(result.nodes, (*result.grid_shape, 3))
     y = g.shape[1] // 2
     z, x = g[:, y, 0, 0] * vs[0], g[0, y, :, 2] * vs[2]
-    ext = (x[0], x[-1], z[0], z[-1])
+    hz = (z[1] - z[0]) / 2 if len(z) > 1 else 0.5
+    hx = (x[1] - x[0]) / 2 if len(x) > 1 else 0.5
+    ext = (x[0] - hx, x[-1] + hx, z[0] - hz, z[-1] + hz)  # pixels centred on the nodes
     codes = sorted(int(c) for c in ReturnStatus)
     status = np.reshape(result.status, result.grid_shape)[:, y, :]
     cmap = ListedColormap(["#7f7f7f", "#bcbd22", "#9467bd", "#8c564b", "#e377c2", "#d62728",

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from anodetwin.errors import OutputError
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "check_output_path"]
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
+def check_output_path(path: str | os.PathLike, overwrite: bool = True,
+                      inputs: Sequence = ()) -> Path:
     """Check that an output can be written at ``path`` and return it as a :class:`Path`.
 
     Parameters
@@ -31,6 +32,8 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
         Output file or folder; its parent folder must exist.
     overwrite : bool, optional
         Allow an existing output at ``path``.
+    inputs : sequence of str or path-like, optional
+        Input volume paths (``file.h5:/dataset`` allowed) the output must not replace.
 
     Returns
     -------
@@ -40,7 +43,8 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
     Raises
     ------
     OutputError
-        If the parent folder does not exist, or ``path`` exists and ``overwrite`` is False.
+        If the parent folder does not exist, ``path`` exists and ``overwrite`` is False,
+        or ``path`` is the file of one of ``inputs``.
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
@@ -50,6 +54,14 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
         )
     if p.exists() and not overwrite:
         raise OutputError(f"output '{p}' already exists", "remove it or allow overwriting")
+    if p.exists():
+        from anodetwin.io.formats import volume_file
+
+        for given in inputs:
+            f = volume_file(given)
+            if f.exists() and f.resolve() == p.resolve():
+                raise OutputError(f"output '{p}' is the input '{given}': writing it would "
+                                  "destroy the input", "write the output to another file")
     return p
 
 

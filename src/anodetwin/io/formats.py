@@ -106,6 +106,7 @@ from anodetwin.io.volume import (
 )
 
 __all__ = [
+    "volume_file",
     "FORMATS",
     "HDF5_COMPRESSIONS",
     "VolumeSource",
@@ -670,3 +671,22 @@ class _Prepared:
                 yield block
                 advance(block.nbytes)
 
+
+def volume_file(path: str | os.PathLike) -> Path:
+    """The file of a volume path: ``series.h5:/steps/T0/tomogram`` -> ``series.h5``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A volume path as the readers take it (HDF5/NeXus with ``:/dataset``).
+
+    Returns
+    -------
+    Path
+        The file on disk.
+    """
+    s = os.fspath(path)
+    for ext in (".h5:", ".hdf5:", ".nxs:"):
+        if ext in s:
+            return Path(s[: s.index(ext) + len(ext) - 1])
+    return Path(s)

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from anodetwin.errors import InputNotFoundError, ParameterError
+from anodetwin.io.formats import volume_file
 from anodetwin.io.tomlfile import build_dataclass, in_file, read_toml, table_values
 
 __all__ = ["Scans", "SegmentSettings", "MeshSettings", "DvcSettings", "ResidualSettings",
@@ -79,10 +80,10 @@ class DvcSettings:
     node_spacing: int = 10
     hws: int = 10
     pyramid: tuple[int, ...] = ()
-    search_range: int = 0
+    search_range: int | tuple[int, ...] = 0
     engine: str = "native"
     interpolation: str = "cubic"
-    criterion: str = "znssd"
+    criterion: str = ""
     refine: bool = True
     mask: bool = True
     cube_um: float = 0.0
@@ -147,17 +148,9 @@ def volume_path(text: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def volume_file(path: str | os.PathLike) -> Path:
-    """The file of a volume path: ``series.h5:/steps/T0/tomogram`` -> ``series.h5``."""
-    s = os.fspath(path)
-    for ext in (".h5:", ".hdf5:", ".nxs:"):
-        if ext in s:
-            return Path(s[: s.index(ext) + len(ext) - 1])
-    return Path(s)
-
-
-def _check_scans(sc: Scans, base: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """Scan and double-scan paths, checked to exist and share one grid."""
+def _check_scans(sc: Scans, base: Path) -> tuple[tuple[Path, ...], tuple[Path, ...], tuple]:
+    """Scan and double-scan paths, checked to exist and share one grid, and the shape of
+    the scans as the run reads them (region and binning)."""
     from anodetwin.io.agree import require_series_grid
 
     if len(sc.files) < 2:
@@ -189,16 +182,18 @@ def _check_scans(sc: Scans, base: Path) -> tuple[tuple[Path, ...], tuple[Path, .
         raise ParameterError(f"scan {sc.names[0]} '{sc.files[0]}' records no voxel size",
                              "give [scans] voxel_size_um (um)")
     _check_given_voxel_size(sc, files[0])
+    shape = tuple(grid.shape)
     if sc.roi:
         from anodetwin.io import normalise_roi, parse_roi
 
         try:
-            normalise_roi(parse_roi(sc.roi), grid.shape)
+            roi = normalise_roi(parse_roi(sc.roi), grid.shape)
         except ParameterError as exc:
             raise ParameterError(f"[scans] roi = '{sc.roi}': {exc.problem}",
                                  f"give a region inside the scans' {grid.shape} voxels") \
                 from None
-    return files, double
+        shape = tuple(s.stop - s.start for s in roi)
+    return files, double, tuple(n // sc.binning for n in shape)
 
 
 def _check_given_voxel_size(sc: Scans, first: Path) -> None:
@@ -324,15 +319,28 @@ def _check_segment(s: SegmentSettings, base: Path) -> None:
             raise InputNotFoundError(volume_path(getattr(s, key), base), f"[segment] {key}")
 
 
-def _check_dvc(s: DvcSettings) -> None:
+def _check_dvc(s: DvcSettings, shape: tuple) -> None:
+    """``[dvc]`` as the DVC stage will take it, on scans of ``shape``."""
     from anodetwin.dvc.correlate import ENGINES, INTERPOLATION_ORDER
+    from anodetwin.dvc.pair import correlation_levels
 
     for key, value, allowed in (("engine", s.engine, ENGINES),
                                 ("interpolation", s.interpolation, tuple(INTERPOLATION_ORDER)),
-                                ("criterion", s.criterion, ("znssd", "ssd"))):
+                                ("criterion", s.criterion, ("", "znssd", "ssd"))):
         if value not in allowed:
             raise ParameterError(f"[dvc] {key} = '{value}'",
-                                 "give " + " or ".join(f"'{a}'" for a in allowed))
+                                 "give " + " or ".join(f"'{a}'" for a in allowed if a))
+    sr = s.search_range
+    values = sr if isinstance(sr, tuple) else (sr,)
+    if len(values) not in (1, 3) or min(values) < 0:
+        raise ParameterError(f"[dvc] search_range = {sr}", "give N or [Z, Y, X] voxels >= 0")
+    try:
+        correlation_levels(shape, s.node_spacing, s.hws, list(s.pyramid) or None, 3, sr, 0.0,
+                           {"engine": s.engine, "criterion": s.criterion,
+                            "interpolation_order": INTERPOLATION_ORDER[s.interpolation]})
+    except ParameterError as exc:
+        raise ParameterError(f"[dvc] {exc.problem} (scans of {shape} voxels)",
+                             exc.fix) from None
 
 
 def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = None
@@ -366,12 +374,12 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
     sc = t["scans"]
     if not sc.names:
         sc = Scans(**{**sc.__dict__, "names": tuple(f"T{k}" for k in range(len(sc.files)))})
-    files, double = _check_scans(sc, base)
+    files, double, shape = _check_scans(sc, base)
     cell = _cell(sc, table_values(d.get("cell", {}), {"model": str, "c_rate": str | float},
                                   "cell"), base)
     _check_cell(cell, sc.names, base)
     _check_segment(t["segment"], base)
-    _check_dvc(t["dvc"])
+    _check_dvc(t["dvc"], shape)
     sim = d.get("simulation", {})
     _check_simulation(sim, cell, base)
     validation = d.get("validation", {})
@@ -476,7 +484,8 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 # search_range = 0            # integer search of the first level (voxels)
 # engine = "native"           # "native" (anodetwin's IC-GN) or "spam"
 # interpolation = "cubic"     # "cubic" (B-spline) or "linear" in the deformed scan
-# criterion = "znssd"         # "znssd" (grey-value offset and scale free) or "ssd"
+# criterion = ""              # "znssd" (grey-value offset and scale free) or "ssd";
+#                             # "": the engine's own (native ZNSSD, spam SSD)
 # refine = true               # refine T0 -> Tk from the composed increments
 # mask = true                 # skip windows mostly outside the material of T0
 # cube_um = 0.0               # sub-volume cubes of the region statistics (0: auto)
