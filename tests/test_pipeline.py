@@ -132,8 +132,8 @@ def test_search_range_per_axis_as_on_the_command_line(series):
 def test_state_of_charge_per_scan_instead_of_a_protocol(series):
     """``[scans] soc`` with no protocol: the cell of ``[cell] model`` goes from scan to scan
     at constant current ``[cell] c_rate``; the twin's state of charge at every scan is the
-    one given, the scan times follow from the rate (plus the protocol's 1-min rest and
-    10-min scans of quick_cell), and a discharge and a pause are allowed."""
+    one given, the scan times follow from the rate (plus quick_cell's 1-min rest before a
+    scan, its scans taking no time), and a discharge and a pause are allowed."""
     from anodetwin.pipeline.runfile import cell_history
 
     soc = [0.0, 0.2, 0.5, 0.5, 0.3]
@@ -147,9 +147,9 @@ def test_state_of_charge_per_scan_instead_of_a_protocol(series):
     hist = cell_history(cfg.cell, cfg.path.parent)
     times = [hist.scans[n] for n in cfg.names]
     np.testing.assert_allclose([hist.soc_at(t) for t in times], soc, atol=1e-9)
-    # C/2: 0.2 of the capacity in 24 min, 0.3 in 36 min; each segment then rests 1 min
-    # and scans for 10 (quick_cell), a pause of 1 min
-    np.testing.assert_allclose(np.diff(times) / 60, [24 + 11, 36 + 11, 1 + 11, 24 + 11])
+    # C/2: 0.2 of the capacity in 24 min, 0.3 in 36 min, a pause of 1 min; each followed by
+    # quick_cell's 1-min rest before the scan
+    np.testing.assert_allclose(np.diff(times) / 60, [24 + 1, 36 + 1, 1 + 1, 24 + 1])
     assert cfg.names == ("A", "B", "C", "D", "E")
     again = load_run(_run_file(series, text, "soc2.toml"))
     assert again.cell == cfg.cell  # the same protocol file, named by its content

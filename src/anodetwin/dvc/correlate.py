@@ -686,7 +686,7 @@ def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
     if max(p.search_range) > 0:
         phi0 = integer_search(im1, im2, mask, centres, phi0, p.hws, p.search_range)
     r = register_windows(im1, im2, mask, centres, phi0, p.hws, order=p.interpolation_order,
-                         criterion=p.criterion, max_iterations=p.max_iterations,
+                         criterion=p.criterion or "znssd", max_iterations=p.max_iterations,
                          delta_min=p.delta_phi_min, min_std=p.min_texture_std,
                          mask_coverage=p.mask_coverage, translation_only=p.apply_f == "no",
                          slack=p.margin, origin=origin, volume_shape=b.shape)
