@@ -32,14 +32,24 @@ ZNSSD, SSD = 0, 1
 
 
 @nb.njit(cache=True, inline="always")
+def _cell(shape, z, y, x, border):
+    """Lower corner of the interpolation cell of (z, y, x) in an array of ``shape`` whose
+    interpolator needs ``border`` voxels on either side (trilinear 0, cubic 1); ok False
+    outside."""
+    nz, ny, nx = shape
+    ok = (z >= border and y >= border and x >= border and z <= nz - 1.0 - border
+          and y <= ny - 1.0 - border and x <= nx - 1.0 - border)
+    if not ok:
+        return False, 0, 0, 0
+    return (True, min(int(z), nz - 2 - border), min(int(y), ny - 2 - border),
+            min(int(x), nx - 2 - border))
+
+
+@nb.njit(cache=True, inline="always")
 def _trilinear(im, z, y, x):
-    nz, ny, nx = im.shape
-    if not (z >= 0.0 and y >= 0.0 and x >= 0.0
-            and z <= nz - 1.0 and y <= ny - 1.0 and x <= nx - 1.0):
+    ok, z0, y0, x0 = _cell(im.shape, z, y, x, 0)
+    if not ok:
         return np.nan
-    z0 = min(int(z), nz - 2)
-    y0 = min(int(y), ny - 2)
-    x0 = min(int(x), nx - 2)
     fz, fy, fx = z - z0, y - y0, x - x0
     c00 = im[z0, y0, x0] * (1 - fx) + im[z0, y0, x0 + 1] * fx
     c01 = im[z0, y0 + 1, x0] * (1 - fx) + im[z0, y0 + 1, x0 + 1] * fx
@@ -67,13 +77,9 @@ def _row(coef, z, y, x0, w0, w1, w2, w3):
 
 @nb.njit(cache=True)
 def _cubic(coef, z, y, x):
-    nz, ny, nx = coef.shape
-    if not (z >= 1.0 and y >= 1.0 and x >= 1.0
-            and z <= nz - 2.0 and y <= ny - 2.0 and x <= nx - 2.0):
+    ok, z0, y0, x0 = _cell(coef.shape, z, y, x, 1)
+    if not ok:
         return np.nan
-    z0 = min(int(z), nz - 3)
-    y0 = min(int(y), ny - 3)
-    x0 = min(int(x), nx - 3)
     wz = _bspline_weights(z - z0)
     wy = _bspline_weights(y - y0)
     a0, a1, a2, a3 = _bspline_weights(x - x0)
