@@ -37,6 +37,7 @@ __all__ = [
     "binned_geometry",
     "require_3d",
     "require_finite",
+    "nonfinite_error",
     "require_same_shape",
     "SLAB_BYTES",
 ]
@@ -375,9 +376,13 @@ def require_finite(data: np.ndarray, name: str) -> None:
         return
     if np.isfinite(data).all():
         return
-    nan = int(np.isnan(data).sum())
-    inf = int(np.isinf(data).sum())
-    raise NonFiniteError(
+    raise nonfinite_error(name, int(np.isnan(data).sum()), int(np.isinf(data).sum()))
+
+
+def nonfinite_error(name: str, nan: int, inf: int) -> NonFiniteError:
+    """The error for ``nan`` NaN and ``inf`` infinite voxels in the input ``name`` (counted
+    over a whole volume, e.g. block by block)."""
+    return NonFiniteError(
         f"{name} contains {nan} NaN and {inf} inf voxel(s)",
         "replace them (e.g. numpy.nan_to_num) or mask them before this step "
         "(convert keeps them with --allow-nonfinite)")
@@ -649,6 +654,24 @@ class LazyVolume:
         _, yr, xr = self.roi
         for zs, _ in self._slabs(slab_bytes):
             yield bin_volume(self._read_block(zs, yr, xr), self.binning)
+
+    def region(self, zs: slice, ys: slice, xs: slice) -> np.ndarray:
+        """Read one box of the view (block-wise processing).
+
+        Parameters
+        ----------
+        zs, ys, xs : slice
+            Box in the view's (binned) voxels, with explicit ``start`` and ``stop`` and no
+            step.
+
+        Returns
+        -------
+        numpy.ndarray, shape (dz, dy, dx)
+            The binned voxels of the box.
+        """
+        src = [slice(r.start + s.start * b, r.start + s.stop * b)
+               for r, s, b in zip(self.roi, (zs, ys, xs), self.binning, strict=True)]
+        return bin_volume(self._read_block(*src), self.binning)
 
     def read(self) -> Volume:
         """Load the view into memory as a :class:`Volume`."""

@@ -35,13 +35,24 @@ interface maps are NaN where undefined.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
 from anodetwin.io import normalise_voxel_size, require_3d, require_finite
+from anodetwin.io.blocks import Block, BlockGrid, read_region, run_blocks, write_region
 from anodetwin.phases import PHASE
+from anodetwin.segment._blockpass import (
+    GreySource,
+    column_extreme,
+    components_touching,
+    gather,
+    gaussian_radius,
+    lattice_box,
+    lattice_step,
+)
 from anodetwin.segment.preprocess import denoise as denoise_volume
 
 __all__ = ["PhaseSegmentation", "segment_phases", "thresholds", "electrode_surface",
@@ -115,15 +126,9 @@ def check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
     return v
 
 
-def _sample(v: np.ndarray, n: int = 2_000_000, seed: int = 0) -> np.ndarray:
-    flat = v.reshape(-1)
-    if flat.size <= n:
-        return flat
-    return flat[np.random.default_rng(seed).integers(0, flat.size, n)]
-
-
 def thresholds(smoothed: np.ndarray) -> tuple[float, float]:
-    """Two multi-Otsu thresholds (three classes) of a sub-sample of the grey values.
+    """Two multi-Otsu thresholds (three classes) of the grey values on the sampling lattice
+    (:func:`anodetwin.segment._blockpass.lattice_step`: all voxels up to 2 M).
 
     Parameters
     ----------
@@ -135,13 +140,20 @@ def thresholds(smoothed: np.ndarray) -> tuple[float, float]:
     tuple of float
         The lower and the upper threshold (grey levels).
     """
+    v = np.asarray(smoothed)
+    step = lattice_step(v.shape)
+    return _otsu3(v[::step, ::step, ::step].ravel())
+
+
+def _otsu3(values: np.ndarray) -> tuple[float, float]:
     from skimage.filters import threshold_multiotsu
 
-    t = threshold_multiotsu(_sample(smoothed).astype(np.float64), classes=3)
+    t = threshold_multiotsu(np.asarray(values, np.float64), classes=3)
     return float(t[0]), float(t[1])
 
 
-def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray]:
+def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray,
+                                                           float | None]:
     """Face holding a dense layer (the copper foil) and the copper mask.
 
     The mask is the voxels above the half level between foil and electrode connected to the
@@ -163,53 +175,125 @@ def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray
     t_edge : float or None
         The half level (grey) between foil and electrode, None without a foil.
     """
-    frac = (smoothed > t_cu).mean(axis=(1, 2))
+    src = GreySource(np.asarray(smoothed), cache=True)
+    grid = BlockGrid(src.shape)
+    face, kcu, t_edge = _foil(src, grid, t_cu, lattice_step(src.shape), 1)
+    full = tuple(slice(0, n) for n in src.shape)
+    return face, _copper_box(kcu, face, full), t_edge
+
+
+def _foil_layers(frac: np.ndarray) -> tuple[str, slice, slice] | None:
+    """Face of a dense layer (first slice > 80% bright), the layer's slices (bright share
+    >= 0.5) and the electrode slices 2..7 beyond it; None without such a layer."""
     nz = len(frac)
     for face in ("low", "high"):
         order = np.arange(nz) if face == "low" else np.arange(nz)[::-1]
         if frac[order[0]] < 0.8:
             continue
         run = int(np.argmax(frac[order] < 0.5)) if (frac[order] < 0.5).any() else nz
-        layer = order[:run]
-        beyond = order[run + 2: run + 8]
-        level_cu = float(np.median(smoothed[layer]))
-        level_e = float(np.median(smoothed[beyond])) if beyond.size else t_cu
-        t_edge = 0.5 * (level_cu + level_e)
-        lab, _ = ndimage.label(smoothed > t_edge)
-        ids = np.unique(lab[layer])
-        cu = np.isin(lab, ids[ids > 0])
-        if face == "low":
-            cu = np.flip(np.maximum.accumulate(np.flip(cu, 0), axis=0), 0)
-        else:
-            cu = np.maximum.accumulate(cu, axis=0)
-        return face, cu, t_edge
-    return None, np.zeros(smoothed.shape, bool), None
+        layer, beyond = order[:run], order[run + 2: run + 8]
+        return face, _zrange(layer), _zrange(beyond)
+    return None
 
 
-def _collector_z(smoothed: np.ndarray, cu: np.ndarray, face: str | None,
-                 t_edge: float | None) -> np.ndarray:
-    """Sub-voxel z of the foil surface per column: where the laterally smoothed profile
-    crosses the half level between its last copper voxel and the next one."""
-    nz = cu.shape[0]
+def _zrange(z: np.ndarray) -> slice:
+    return slice(int(z.min()), int(z.max()) + 1) if z.size else slice(0, 0)
+
+
+def _foil(src: GreySource, grid: BlockGrid, t_cu: float, step: int, workers: int
+          ) -> tuple[str | None, np.ndarray | None, float | None]:
+    """Face, last (low face) or first (high face) copper slice per column (-1 / a large
+    value where none) and the foil's half level; (None, None, None) without a foil."""
+    nz, ny, nx = src.shape
+    counts = np.zeros(nz)
+    for b, c in run_blocks(lambda b: (src.smoothed(b.core) > t_cu).sum(axis=(1, 2)),
+                           grid, workers):
+        counts[b.core[0]] += c
+    found = _foil_layers(counts / (ny * nx))
+    if found is None:
+        return None, None, None
+    face, layer, beyond = found
+    level_cu = _median_slices(src, grid, layer, step, workers)
+    level_e = (_median_slices(src, grid, beyond, step, workers)
+               if beyond.stop > beyond.start else t_cu)
+    t_edge = 0.5 * (level_cu + level_e)
+    bright = lambda b: src.smoothed(b.core) > t_edge  # noqa: E731
+    luts = components_touching(grid, bright, layer, workers)
+
+    def extreme(b: Block) -> np.ndarray:
+        lab, _ = ndimage.label(bright(b))
+        return column_extreme(luts[b.index][lab], b.core[0].start, face)
+
+    kcu = np.full((ny, nx), -1 if face == "low" else _NONE, np.int64)
+    for b, e in run_blocks(extreme, grid, workers):
+        yx = b.core[1:]
+        kcu[yx] = np.maximum(kcu[yx], e) if face == "low" else np.minimum(kcu[yx], e)
+    return face, kcu, t_edge
+
+
+_NONE = np.iinfo(np.int64).max  # "no copper in this column" for a foil on the high face
+
+
+def _median_slices(src: GreySource, grid: BlockGrid, zs: slice, step: int,
+                   workers: int) -> float:
+    """Median of the smoothed grey values of slices ``zs`` on the (y, x) lattice."""
+    def values(b: Block) -> np.ndarray:
+        z0 = b.core[0].start
+        sub = slice(max(zs.start, z0) - z0, min(zs.stop, b.core[0].stop) - z0)
+        box = (slice(sub.start + z0, sub.stop + z0),) + b.core[1:]
+        return src.smoothed(b.core)[sub][lattice_box(box, step, axes=(1, 2))].ravel()
+
+    return float(np.median(np.concatenate(gather(grid.touching(zs), values, workers))))
+
+
+def _copper_box(kcu: np.ndarray | None, face: str | None, box: tuple) -> np.ndarray:
+    """Copper mask of a box from the per-column copper extreme (:func:`_foil`)."""
+    shape = tuple(s.stop - s.start for s in box)
     if face is None:
-        return np.full(cu.shape[1:], -0.5)
-    p = ndimage.gaussian_filter(smoothed, (0, 2, 2))
-    has = cu.any(axis=0)
-    if face == "low":
-        k = np.where(has, nz - 1 - np.argmax(cu[::-1], axis=0), 0)
-        k1 = np.minimum(k + 1, nz - 1)
-        step = 1.0
-    else:
-        k = np.where(has, np.argmax(cu, axis=0), nz - 1)
-        k1 = np.maximum(k - 1, 0)
-        step = -1.0
-    a = np.take_along_axis(p, k[None], 0)[0]
-    b = np.take_along_axis(p, k1[None], 0)[0]
+        return np.zeros(shape, bool)
+    z = np.arange(box[0].start, box[0].stop)[:, None, None]
+    k = kcu[box[1], box[2]][None]
+    return z <= k if face == "low" else z >= k
+
+
+def _collector_z(a: np.ndarray, b: np.ndarray, kcu: np.ndarray | None, face: str | None,
+                 t_edge: float | None, nz: int) -> np.ndarray:
+    """Sub-voxel z of the foil surface per column: where the laterally smoothed profile
+    crosses the half level between its last copper voxel (value ``a``) and the next one
+    (``b``)."""
+    if face is None:
+        return np.full(a.shape, -0.5)
+    has = (kcu >= 0) if face == "low" else (kcu < nz)
+    k = np.where(has, kcu, 0 if face == "low" else nz - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.clip((a - t_edge) / (a - b), 0, 1)
     frac = np.where(np.isfinite(frac), frac, 0.5)
-    z = k + step * frac
+    z = k + (1.0 if face == "low" else -1.0) * frac
     return np.where(has, z, -0.5 if face == "low" else nz - 0.5)
+
+
+def _profile_columns(s: np.ndarray, b: Block, kcu: np.ndarray, face: str, nz: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Laterally smoothed grey value (Gaussian, 2 voxels) at each core column's last copper
+    slice and the next one, NaN where that slice is not in the block's core."""
+    k = kcu[b.core[1], b.core[2]]
+    has = (k >= 0) if face == "low" else (k < nz)
+    k = np.where(has, k, 0 if face == "low" else nz - 1)
+    k1 = np.clip(k + (1 if face == "low" else -1), 0, nz - 1)
+    z0, z1 = b.core[0].start, b.core[0].stop
+    need = np.unique(np.concatenate([k.ravel(), k1.ravel()]))
+    need = need[(need >= z0) & (need < z1)]
+    if need.size == 0:
+        return np.full(k.shape, np.nan), np.full(k.shape, np.nan)
+    p = ndimage.gaussian_filter(s[need - b.outer[0].start], (0, 2, 2))
+    p = p[(slice(None),) + b.inner[1:]]
+
+    def at(kk: np.ndarray) -> np.ndarray:
+        j = np.clip(np.searchsorted(need, kk), 0, need.size - 1)
+        v = np.take_along_axis(p, j[None], 0)[0]
+        return np.where((kk >= z0) & (kk < z1), v, np.nan)
+
+    return at(k), at(k1)
 
 
 def _modes_midpoint(x: np.ndarray) -> tuple[float, float, float]:
@@ -284,28 +368,38 @@ def electrode_surface(si: np.ndarray, window: int | tuple, face: str = "low") ->
     numpy.ndarray of float, shape (ny, nx)
         Interface z (voxels, between slices); NaN where no Si is near.
     """
+    return _envelope(column_extreme(np.asarray(si, bool), 0, face), window, face,
+                     si.shape[0])
+
+
+def _envelope(extreme: np.ndarray, window: int | tuple, face: str, nz: int) -> np.ndarray:
+    """Separator interface from each column's highest (low face; -1: none) or lowest (high
+    face; >= nz: none) Si slice, enveloped over the lateral ``window``."""
     window = tuple(max(1, int(w)) for w in np.broadcast_to(np.asarray(window), (2,)))
-    nz = si.shape[0]
-    any_si = si.any(axis=0)
     if face == "low":
-        top = np.where(any_si, nz - 1 - np.argmax(si[::-1], axis=0), -1).astype(float)
-        env = ndimage.maximum_filter(top, size=window, mode="nearest")
+        env = ndimage.maximum_filter(extreme.astype(float), size=window, mode="nearest")
         return np.where(env >= 0, env + 0.5, np.nan)
-    bottom = np.where(any_si, np.argmax(si, axis=0), nz).astype(float)
+    bottom = np.minimum(extreme, nz).astype(float)
     env = ndimage.minimum_filter(bottom, size=window, mode="nearest")
     return np.where(env < nz, env - 0.5, np.nan)
+
+
+#: Working memory of the Si pass per voxel of a block with its halo (bytes).
+BYTES_PER_VOXEL = 64
 
 
 def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None = None,
                    min_si_voxels: int = 8, surface_window_um: float = 10.0,
                    voxel_size_um: float | tuple | None = None, local_sigma: float = 2.0,
-                   iterations: int = 3, separator: bool = True) -> PhaseSegmentation:
+                   iterations: int = 3, separator: bool = True, *,
+                   block_shape: Any = None, memory_limit: Any = None, workers: int = 1,
+                   out: Any = None) -> PhaseSegmentation:
     """Segment a tomogram into the phases phase contrast supports (module notes).
 
     Parameters
     ----------
-    volume : numpy.ndarray or Volume
-        Grey values (z, y, x).
+    volume : numpy.ndarray, Volume or LazyVolume
+        Grey values (z, y, x); a :class:`~anodetwin.io.LazyVolume` is read block by block.
     sigma : float
         Gaussian smoothing before thresholding (voxels; 0: none).
     denoise : {None, "median", "nlmeans"}
@@ -321,6 +415,17 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
         Window (voxels) and passes of the local half-height refinement of the Si edges.
     separator : bool
         Label the layer beyond the electrode top as separator (5).
+    block_shape : int or 3 int, optional
+        Process the volume in blocks of this core size (:mod:`anodetwin.io.blocks`); the
+        result is the same for any block size. Default: one block, or blocks sized for
+        ``memory_limit``.
+    memory_limit : str or int, optional
+        Memory ceiling (e.g. ``"4GB"``) from which the block size is derived.
+    workers : int
+        Blocks processed at once (threads).
+    out : array-like, optional
+        Where to write the phase codes (a uint8 array or an HDF5/Zarr dataset of the
+        volume's shape), block by block; default a new array.
 
     Returns
     -------
@@ -333,42 +438,168 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
         For a volume that is not 3D, not finite, empty or constant (:func:`check_volume`),
         or an unknown denoising method.
     """
-    from skimage.morphology import ball, opening, remove_small_objects
-
+    from anodetwin.io.blocks import block_shape_for
 
     vs = normalise_voxel_size(voxel_size_um, "voxel size")
     if vs is None:
         vs = normalise_voxel_size(getattr(volume, "voxel_size_um", None) or 1.0, "voxel size")
-    v = check_volume(volume).astype(np.float32)
-    if denoise:
-        v = denoise_volume(v, denoise)
-    s = ndimage.gaussian_filter(v, sigma) if sigma > 0 else v
-    t1, t2 = thresholds(s)
-    face, cu, t_edge = find_foil(s, t2)
-    th: dict = {}
-    valid = ~cu
-    if face is not None:
-        th["cu"] = t_edge
-        valid &= s <= t2  # foil-bright voxels are never Si
-    lo, hi, t_si = _modes_midpoint(_sample(s[valid]).astype(np.float64))
+    vol = volume if hasattr(volume, "region") else check_volume(volume)
+    require_3d(vol.shape, "volume")
+    halo = _si_halo(local_sigma, iterations, min_si_voxels)
+    if block_shape is None and memory_limit is not None:
+        block_shape = block_shape_for(vol.shape, BYTES_PER_VOXEL, halo, memory_limit, workers)
+    grid = BlockGrid(vol.shape, block_shape, halo)
+    src = _grey_source(vol, sigma, denoise, grid, workers)
+    step = lattice_step(vol.shape)
+    t1, t2 = _otsu3(_checked_sample(src, grid, step, workers))
+    face, kcu, t_edge = _foil(src, grid, t2, step, workers)
+    th: dict = {} if face is None else {"cu": t_edge}
+    lo, hi, t_si = _modes_midpoint(_valid_sample(src, grid, kcu, face, t2, step, workers))
     th.update(si=t_si, si_level=hi, matrix_level=lo)
-    si = _local_midpoint(s, s > t_si, valid, lo, hi, local_sigma, iterations)
-    si = opening(si, ball(1))
-    si = remove_small_objects(si, max_size=max(0, int(min_si_voxels) - 1))
-    nz = v.shape[0]
-    phases = np.full(v.shape, PHASE["cbd"], np.uint8)
-    phases[si] = PHASE["si"]
-    phases[cu] = PHASE["copper"]
-    col = _collector_z(s, cu, face, t_edge)
-    window = lateral_window(surface_window_um, vs)
-    sep = electrode_surface(si, window, face or "low")
+    out = np.empty(vol.shape, np.uint8) if out is None else out
+    si_kw = dict(t2=t2, lo=lo, hi=hi, t_si=t_si, local_sigma=local_sigma,
+                 iterations=iterations, min_si_voxels=min_si_voxels)
+    extreme, a, b = _si_pass(src, grid, out, kcu, face, si_kw, workers)
+    nz = vol.shape[0]
+    col = _collector_z(a, b, kcu, face, t_edge, nz)
+    sep = _envelope(extreme, lateral_window(surface_window_um, vs), face or "low", nz)
     if separator:
-        z = np.arange(nz, dtype=float)[:, None, None]
-        beyond = (z > sep[None]) if face != "high" else (z < sep[None])
-        beyond &= np.isfinite(sep)[None] & (phases != PHASE["copper"])
-        phases[beyond] = PHASE["separator"]
+        for _ in run_blocks(lambda blk: _mark_separator(out, blk, sep, face), grid, workers):
+            pass
     params = {"sigma": sigma, "denoise": denoise, "min_si_voxels": min_si_voxels,
               "surface_window_um": surface_window_um, "voxel_size_um": list(vs),
               "local_sigma": local_sigma, "iterations": iterations, "separator": separator,
               "multiotsu": [t1, t2]}
-    return PhaseSegmentation(phases, th, face, np.asarray(col, float), sep, params)
+    return PhaseSegmentation(out, th, face, np.asarray(col, float), sep, params)
+
+
+def _si_halo(local_sigma: float, iterations: int, min_si_voxels: int) -> int:
+    """Halo (voxels) that makes the Si mask exact on a block's core: each refinement pass
+    widens the dependence by the local window, the opening by 2, the removal of small
+    objects by their size; at least the collector profile's lateral Gaussian."""
+    return max(gaussian_radius(2.0), int(iterations) * gaussian_radius(local_sigma, 3.0)
+               + 2 + max(0, int(min_si_voxels) - 1) + 1)
+
+
+def _grey_source(vol: Any, sigma: float, denoise: str | None, grid: BlockGrid,
+                 workers: int) -> GreySource:
+    """The smoothed grey values; nlmeans takes its noise level from the sampling lattice
+    (the whole volume while it has at most 2 M voxels)."""
+    if not denoise:
+        return GreySource(vol, sigma, cache=len(grid) == 1)
+    if denoise == "median":
+        return GreySource(vol, sigma, lambda v: denoise_volume(v, "median"), 1,
+                          cache=len(grid) == 1)
+    if denoise != "nlmeans":
+        denoise_volume(np.zeros((1, 1, 1), np.float32), denoise)  # raises: unknown method
+    step = lattice_step(vol.shape)
+    plain = GreySource(vol, 0.0)
+
+    def residual(b: Block) -> np.ndarray:
+        wide = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1))
+                     for s, n in zip(b.core, vol.shape, strict=True))
+        v = np.asarray(plain.raw(wide), np.float32)
+        d = (v - ndimage.uniform_filter(v, 3))[tuple(slice(c.start - w.start, c.stop - w.start)
+                                                     for c, w in zip(b.core, wide, strict=True))]
+        return d[lattice_box(b.core, step)].ravel()
+
+    d = np.concatenate(gather(grid, residual, workers))
+    noise = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(26.0 / 27.0))
+    return GreySource(vol, sigma, lambda v: denoise_volume(v, "nlmeans", noise), 4,
+                      cache=len(grid) == 1)
+
+
+def _checked_sample(src: GreySource, grid: BlockGrid, step: int, workers: int) -> np.ndarray:
+    """Smoothed grey values on the sampling lattice, after checking that the volume is
+    finite, not empty and not constant (as :func:`check_volume`)."""
+    from anodetwin.io.volume import nonfinite_error
+
+    if 0 in src.shape:
+        raise ParameterError("volume is empty", "give a volume with voxels")
+
+    def one(b: Block) -> tuple:
+        raw = src.raw(b.core)
+        bad = ((int(np.isnan(raw).sum()), int(np.isinf(raw).sum()))
+               if raw.dtype.kind == "f" else (0, 0))
+        if sum(bad):
+            return bad, np.nan, np.nan, np.zeros(0, np.float32)
+        s = src.smoothed(b.core)
+        return bad, float(raw.min()), float(raw.max()), s[lattice_box(b.core, step)].ravel()
+
+    res = gather(grid, one, workers)
+    nan, inf = (sum(r[0][i] for r in res) for i in range(2))
+    if nan or inf:
+        raise nonfinite_error("volume", nan, inf)
+    lo, hi = min(r[1] for r in res), max(r[2] for r in res)
+    if hi <= lo:
+        raise ParameterError(f"volume is constant (value {lo:g}); nothing to segment",
+                             "check the file: a reconstruction has contrast")
+    return np.concatenate([r[3] for r in res])
+
+
+def _valid_sample(src: GreySource, grid: BlockGrid, kcu: np.ndarray | None,
+                  face: str | None, t2: float, step: int, workers: int) -> np.ndarray:
+    """Smoothed grey values of the lattice voxels that may be Si (not copper, not as bright
+    as the foil)."""
+    def one(b: Block) -> np.ndarray:
+        s = src.smoothed(b.core)
+        lb = lattice_box(b.core, step)
+        s, cu = s[lb], _copper_box(kcu, face, b.core)[lb]
+        return s[~cu & (s <= t2)] if face is not None else s.ravel()
+
+    return np.concatenate(gather(grid, one, workers)).astype(np.float64)
+
+
+def _si_block(s: np.ndarray, cu: np.ndarray, face: str | None, kw: dict) -> np.ndarray:
+    """Si mask of a block with its halo (exact on its core)."""
+    from skimage.morphology import ball, opening, remove_small_objects
+
+    valid = ~cu
+    if face is not None:
+        valid &= s <= kw["t2"]
+    si = _local_midpoint(s, s > kw["t_si"], valid, kw["lo"], kw["hi"], kw["local_sigma"],
+                         kw["iterations"])
+    si = opening(si, ball(1))
+    return remove_small_objects(si, max_size=max(0, int(kw["min_si_voxels"]) - 1))
+
+
+def _si_pass(src: GreySource, grid: BlockGrid, out: Any, kcu: np.ndarray | None,
+             face: str | None, kw: dict, workers: int) -> tuple:
+    """Write copper, Si and CBD+E codes block by block; return each column's Si extreme
+    (:func:`_envelope`) and the foil profile values of :func:`_collector_z`."""
+    nz, ny, nx = src.shape
+    low = face != "high"
+    extreme = np.full((ny, nx), -1 if low else _NONE, np.int64)
+    a, b_ = np.full((ny, nx), np.nan), np.full((ny, nx), np.nan)
+
+    def one(blk: Block) -> tuple:
+        s = src.smoothed(blk.outer)
+        cu = _copper_box(kcu, face, blk.outer)
+        si = _si_block(s, cu, face, kw)[blk.inner]
+        ph = np.full(blk.core_shape, PHASE["cbd"], np.uint8)
+        ph[si] = PHASE["si"]
+        ph[cu[blk.inner]] = PHASE["copper"]
+        write_region(out, blk.core, ph)
+        prof = _profile_columns(s, blk, kcu, face, nz) if face is not None else None
+        return column_extreme(si, blk.core[0].start, "low" if low else "high"), prof
+
+    for blk, (e, prof) in run_blocks(one, grid, workers):
+        yx = blk.core[1:]
+        extreme[yx] = np.maximum(extreme[yx], e) if low else np.minimum(extreme[yx], e)
+        if prof is not None:
+            a[yx] = np.where(np.isfinite(prof[0]), prof[0], a[yx])
+            b_[yx] = np.where(np.isfinite(prof[1]), prof[1], b_[yx])
+    return extreme, a, b_
+
+
+def _mark_separator(out: Any, blk: Block, sep: np.ndarray, face: str | None) -> None:
+    """Set the voxels of a block beyond the separator interface (not copper) to separator."""
+    ph = np.array(read_region(out, blk.core))
+    z = np.arange(blk.core[0].start, blk.core[0].stop, dtype=float)[:, None, None]
+    s = sep[blk.core[1], blk.core[2]][None]
+    with np.errstate(invalid="ignore"):
+        beyond = (z > s) if face != "high" else (z < s)
+    beyond &= np.isfinite(s) & (ph != PHASE["copper"])
+    if beyond.any():
+        ph[beyond] = PHASE["separator"]
+        write_region(out, blk.core, ph)

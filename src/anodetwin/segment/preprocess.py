@@ -23,7 +23,8 @@ DENOISERS = ("median", "nlmeans")
 NORMALISATIONS = ("stretch", "equalise")
 
 
-def denoise(volume: np.ndarray, method: str = "median") -> np.ndarray:
+def denoise(volume: np.ndarray, method: str = "median",
+            noise: float | None = None) -> np.ndarray:
     """Denoised copy of a volume.
 
     Parameters
@@ -33,6 +34,9 @@ def denoise(volume: np.ndarray, method: str = "median") -> np.ndarray:
     method : str
         ``"median"`` (3x3x3 median) or ``"nlmeans"`` (non-local means with the noise level of
         :func:`noise_sigma`); see :data:`DENOISERS`.
+    noise : float, optional
+        Noise standard deviation for ``"nlmeans"`` (grey levels); default
+        :func:`noise_sigma` of ``volume``.
 
     Returns
     -------
@@ -50,7 +54,7 @@ def denoise(volume: np.ndarray, method: str = "median") -> np.ndarray:
     if method == "nlmeans":
         from skimage.restoration import denoise_nl_means
 
-        sigma = noise_sigma(v)
+        sigma = noise_sigma(v) if noise is None else float(noise)
         return denoise_nl_means(v, h=0.8 * sigma, sigma=sigma, patch_size=3,
                                 patch_distance=3, fast_mode=True).astype(np.float32)
     raise ParameterError(f"unknown denoising method '{method}'",
