@@ -19,11 +19,23 @@ end exclusive), ``surface_um2`` (marching-cubes area), ``sphericity``
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
 from anodetwin.io import normalise_voxel_size, require_3d
+from anodetwin.io.blocks import Block, BlockGrid, read_region, run_blocks, write_region
+from anodetwin.segment._blockpass import gather
+from anodetwin.segment._watershed import (
+    ascend,
+    basin_edges,
+    exact_region,
+    merge_basins,
+    offset_lengths,
+    squared_edt,
+)
 
 __all__ = ["PARTICLE_TABLE", "label_particles", "particle_table", "touching_pairs"]
 
@@ -41,13 +53,15 @@ def _triple(voxel_size_um: float | tuple) -> np.ndarray:
     return np.asarray(normalise_voxel_size(voxel_size_um, "voxel size"), float)
 
 
-def label_particles(mask: np.ndarray, h: float = 1.0, min_voxels: int = 27,
-                    voxel_size_um: float | tuple = 1.0) -> np.ndarray:
+def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
+                    voxel_size_um: float | tuple = 1.0, *, block_shape: Any = None,
+                    memory_limit: Any = None, workers: int = 1, out: Any = None
+                    ) -> Any:
     """Instance labels (int32, 0 = none) of a binary particle mask.
 
     Parameters
     ----------
-    mask : numpy.ndarray of bool
+    mask : array of bool, or a dataset / LazyVolume of it
         Particle phase (e.g. non-lithiated Si), (z, y, x).
     h : float
         h-maxima height of the distance map, in edges of the finest voxel axis: larger
@@ -57,41 +71,158 @@ def label_particles(mask: np.ndarray, h: float = 1.0, min_voxels: int = 27,
     voxel_size_um : float or (z, y, x) floats
         Voxel size (um; one value: isotropic). The distance map is Euclidean in physical
         space (per-axis sampling), expressed in edges of the finest axis.
+    block_shape : int or 3 int, optional
+        Process the mask in blocks of this core size (:mod:`anodetwin.io.blocks`); the
+        labels are the same for any block size. Default: one block, or blocks sized for
+        ``memory_limit``.
+    memory_limit : str or int, optional
+        Memory ceiling (e.g. ``"4GB"``) from which the block size is derived.
+    workers : int
+        Blocks processed at once (threads).
+    out : array-like, optional
+        Where to write the labels (an int32 array or an HDF5/Zarr dataset of the mask's
+        shape), block by block; default a new array.
 
     Returns
     -------
-    numpy.ndarray of int32
-        Particle ids 1..n (0 = none), shape of ``mask``.
-    """
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
+    numpy.ndarray of int32 or ``out``
+        Particle ids 1..n in raster order of their first voxel (0 = none).
 
-    m = np.asarray(mask, bool)
+    Raises
+    ------
+    DimensionError
+        If the mask is not 3-D.
+    ParameterError
+        If ``h`` is not positive.
+    """
+    from anodetwin.io.blocks import block_shape_for
+
+    m = mask if hasattr(mask, "region") or not isinstance(mask, np.ndarray) else \
+        np.asarray(mask, bool)
     require_3d(m.shape, "particle mask")
     if h <= 0:
         raise ParameterError(f"h-maxima height {h} is not positive", "give h > 0 (voxels)")
-    if not m.any():
-        return np.zeros(m.shape, np.int32)
     vs = _triple(voxel_size_um)
-    dist = ndimage.distance_transform_edt(m, sampling=vs / vs.min()).astype(np.float32)
-    peaks = h_maxima(dist, h)
-    markers, _ = ndimage.label(peaks, structure=np.ones((3, 3, 3)))
-    lab = watershed(-dist, markers, mask=m).astype(np.int32)
-    # pieces of the mask without a marker (thin objects) keep their own connected label
-    rest, n_rest = ndimage.label(m & (lab == 0))
-    if n_rest:
-        lab[rest > 0] = rest[rest > 0] + lab.max()
-    counts = np.bincount(lab.ravel())
-    keep = counts >= max(1, int(min_voxels))
-    keep[0] = False
-    lab[~keep[lab]] = 0
-    # renumber 1..n in raster order of the first voxel
-    flat = lab.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    order = ids[ids > 0][np.argsort(first[ids > 0])]
-    lut = np.zeros(int(lab.max()) + 1, np.int32)
-    lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
-    return lut[lab]
+    spacing = vs / vs.min()
+    if block_shape is None and memory_limit is not None:
+        block_shape = block_shape_for(m.shape, BYTES_PER_VOXEL, HALO, memory_limit, workers)
+    grid = BlockGrid(m.shape, block_shape, HALO)
+    cache: dict = {} if len(grid) == 1 else None  # one block: the second pass reuses it
+    parts = gather(grid, lambda b: _block_graph(m, b, spacing, cache), workers)
+    lut, ids = _labels_lut(parts, h, min_voxels)
+    out = np.zeros(m.shape, np.int32) if out is None else out
+
+    def write(b: Block) -> None:
+        basin = cache.pop(b.index) if cache else _block_basins(m, b, spacing)[0]
+        lab = np.where(basin >= 0, lut[np.searchsorted(ids, basin)], 0)
+        write_region(out, b.core, lab.astype(np.int32))
+
+    for _ in run_blocks(write, grid, workers):
+        pass
+    return out
+
+
+#: Halo (voxels) a block is first read with; widened where a distance or an ascent needs
+#: more (particles larger than about the halo).
+HALO = 16
+#: Working memory of the instance passes per voxel of a block with its halo (bytes).
+BYTES_PER_VOXEL = 40
+
+
+def _block_basins(m: Any, b: Block, spacing: np.ndarray) -> tuple:
+    """Basins (terminal flat index, -1 outside the mask) of a block's core, with the distance
+    map and basins of its core widened by one voxel; the halo is doubled until every
+    distance and ascent that the core needs is exact."""
+    shape = np.asarray(m.shape)
+    halo = HALO
+    while True:
+        outer = tuple(slice(max(0, c.start - halo), min(n, c.stop + halo))
+                      for c, n in zip(b.core, m.shape, strict=True))
+        mb = np.ascontiguousarray(read_region(m, outer), dtype=bool)
+        d2 = squared_edt(mb, spacing)
+        lo_in = np.array([o.start > 0 for o in outer])
+        hi_in = np.array([o.stop < n for o, n in zip(outer, m.shape, strict=True)])
+        safe = ndimage.binary_erosion(exact_region(d2, lo_in, hi_in, spacing),
+                                      np.ones((3, 3, 3), bool), border_value=1)
+        for a in range(3):
+            edge = [slice(None)] * 3
+            if lo_in[a]:
+                edge[a] = slice(0, 1)
+                safe[tuple(edge)] = False
+            if hi_in[a]:
+                edge[a] = slice(-1, None)
+                safe[tuple(edge)] = False
+        dist = np.sqrt(d2).astype(np.float32)
+        inner = tuple(slice(c.start - o.start, c.stop - o.start)
+                      for c, o in zip(b.core, outer, strict=True))
+        lo = np.array([max(0, s.start - 1) for s in inner])
+        hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, mb.shape, strict=True)])
+        basin, ok = ascend(dist, safe, lo, hi, np.array([o.start for o in outer]), shape,
+                           offset_lengths(spacing))
+        if ok or all(o.start == 0 and o.stop == n for o, n in zip(outer, m.shape,
+                                                                 strict=True)):
+            return basin[inner], basin, dist, inner, outer
+        halo *= 2
+
+
+def _block_graph(m: Any, b: Block, spacing: np.ndarray, cache: dict | None) -> tuple:
+    """Basins of a block's core (ids, voxel counts, first voxel, peak distance) and the
+    highest saddle to each adjacent basin (edges owned by the core)."""
+    core, basin, dist, inner, outer = _block_basins(m, b, spacing)
+    if cache is not None:
+        cache[b.index] = core
+    flat = core.ravel()
+    ids, first, counts = np.unique(flat, return_index=True, return_counts=True)
+    keep = ids >= 0
+    ids, first, counts = ids[keep], first[keep], counts[keep]
+    shape = m.shape
+    z, r = np.divmod(ids, shape[1] * shape[2])
+    y, x = np.divmod(r, shape[2])
+    peak = dist[z - outer[0].start, y - outer[1].start, x - outer[2].start]
+    cz, cy, cx = np.unravel_index(first, core.shape)
+    first = ((cz + b.core[0].start) * shape[1] + cy + b.core[1].start) * shape[2] \
+        + cx + b.core[2].start
+    ea, eb, s = basin_edges(basin, dist, np.array([s.start for s in inner]),
+                            np.array([s.stop for s in inner]))
+    return (ids, counts, first, peak) + _max_saddles(ea, eb, s)
+
+
+def _max_saddles(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> tuple:
+    """The highest saddle of each (a, b) pair."""
+    if a.size == 0:
+        return a, b, s
+    order = np.lexsort((-s, b, a))
+    a, b, s = a[order], b[order], s[order]
+    first = np.ones(a.size, bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[first], b[first], s[first]
+
+
+def _labels_lut(parts: list, h: float, min_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label of every basin (lookup table over the sorted basin ids) after merging by
+    dynamics, removing regions under ``min_voxels`` and numbering 1..n by first voxel."""
+    ids_all = np.concatenate([p[0] for p in parts])
+    ids, inv = np.unique(ids_all, return_inverse=True)
+    counts = np.zeros(ids.size, np.int64)
+    np.add.at(counts, inv, np.concatenate([p[1] for p in parts]))
+    first = np.full(ids.size, np.iinfo(np.int64).max)
+    np.minimum.at(first, inv, np.concatenate([p[2] for p in parts]))
+    peak = np.zeros(ids.size, np.float32)
+    peak[inv] = np.concatenate([p[3] for p in parts])
+    a, b, s = _max_saddles(*(np.concatenate([p[k] for p in parts]) for k in (4, 5, 6)))
+    a, b = np.searchsorted(ids, a), np.searchsorted(ids, b)
+    order = np.lexsort((b, a, -s))
+    region = merge_basins(peak, a[order], b[order], s[order], float(h))
+    r_count = np.zeros(ids.size, np.int64)
+    np.add.at(r_count, region, counts)
+    r_first = np.full(ids.size, np.iinfo(np.int64).max)
+    np.minimum.at(r_first, region, first)
+    roots = np.flatnonzero((region == np.arange(ids.size))
+                           & (r_count >= max(1, int(min_voxels))))
+    label = np.zeros(ids.size, np.int32)
+    label[roots[np.argsort(r_first[roots], kind="stable")]] = np.arange(
+        1, roots.size + 1, dtype=np.int32)
+    return label[region], ids
 
 
 def touching_pairs(labels: np.ndarray) -> np.ndarray:
