@@ -55,8 +55,8 @@ def _triple(voxel_size_um: float | tuple) -> np.ndarray:
 
 def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
                     voxel_size_um: float | tuple = 1.0, *, block_shape: Any = None,
-                    memory_limit: Any = None, workers: int = 1, out: Any = None
-                    ) -> Any:
+                    memory_limit: Any = None, workers: int = 1, out: Any = None,
+                    particle_code: int | None = None) -> Any:
     """Instance labels (int32, 0 = none) of a binary particle mask.
 
     Parameters
@@ -82,6 +82,8 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     out : array-like, optional
         Where to write the labels (an int32 array or an HDF5/Zarr dataset of the mask's
         shape), block by block; default a new array.
+    particle_code : int, optional
+        ``mask`` holds phase codes: the particles are the voxels of this code.
 
     Returns
     -------
@@ -97,7 +99,7 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     """
     from anodetwin.io.blocks import block_shape_for
 
-    m = mask if hasattr(mask, "region") or not isinstance(mask, np.ndarray) else \
+    m = mask if not isinstance(mask, np.ndarray) or particle_code is not None else \
         np.asarray(mask, bool)
     require_3d(m.shape, "particle mask")
     if h <= 0:
@@ -108,12 +110,13 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
         block_shape = block_shape_for(m.shape, BYTES_PER_VOXEL, HALO, memory_limit, workers)
     grid = BlockGrid(m.shape, block_shape, HALO)
     cache: dict = {} if len(grid) == 1 else None  # one block: the second pass reuses it
-    parts = gather(grid, lambda b: _block_graph(m, b, spacing, cache), workers)
+    read = lambda box: _mask(read_region(m, box), particle_code)  # noqa: E731
+    parts = gather(grid, lambda b: _block_graph(read, m.shape, b, spacing, cache), workers)
     lut, ids = _labels_lut(parts, h, min_voxels)
     out = np.zeros(m.shape, np.int32) if out is None else out
 
     def write(b: Block) -> None:
-        basin = cache.pop(b.index) if cache else _block_basins(m, b, spacing)[0]
+        basin = cache.pop(b.index) if cache else _block_basins(read, m.shape, b, spacing)[0]
         lab = np.where(basin >= 0, lut[np.searchsorted(ids, basin)], 0)
         write_region(out, b.core, lab.astype(np.int32))
 
@@ -129,19 +132,23 @@ HALO = 16
 BYTES_PER_VOXEL = 40
 
 
-def _block_basins(m: Any, b: Block, spacing: np.ndarray) -> tuple:
+def _mask(values: np.ndarray, code: int | None) -> np.ndarray:
+    return np.ascontiguousarray(values == code if code is not None else values, dtype=bool)
+
+
+def _block_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tuple:
     """Basins (terminal flat index, -1 outside the mask) of a block's core, with the distance
     map and basins of its core widened by one voxel; the halo is doubled until every
     distance and ascent that the core needs is exact."""
-    shape = np.asarray(m.shape)
+    vshape = np.asarray(shape)
     halo = HALO
     while True:
         outer = tuple(slice(max(0, c.start - halo), min(n, c.stop + halo))
-                      for c, n in zip(b.core, m.shape, strict=True))
-        mb = np.ascontiguousarray(read_region(m, outer), dtype=bool)
+                      for c, n in zip(b.core, shape, strict=True))
+        mb = read(outer)
         d2 = squared_edt(mb, spacing)
         lo_in = np.array([o.start > 0 for o in outer])
-        hi_in = np.array([o.stop < n for o, n in zip(outer, m.shape, strict=True)])
+        hi_in = np.array([o.stop < n for o, n in zip(outer, shape, strict=True)])
         safe = ndimage.binary_erosion(exact_region(d2, lo_in, hi_in, spacing),
                                       np.ones((3, 3, 3), bool), border_value=1)
         for a in range(3):
@@ -157,25 +164,25 @@ def _block_basins(m: Any, b: Block, spacing: np.ndarray) -> tuple:
                       for c, o in zip(b.core, outer, strict=True))
         lo = np.array([max(0, s.start - 1) for s in inner])
         hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, mb.shape, strict=True)])
-        basin, ok = ascend(dist, safe, lo, hi, np.array([o.start for o in outer]), shape,
+        basin, ok = ascend(dist, safe, lo, hi, np.array([o.start for o in outer]), vshape,
                            offset_lengths(spacing))
-        if ok or all(o.start == 0 and o.stop == n for o, n in zip(outer, m.shape,
+        if ok or all(o.start == 0 and o.stop == n for o, n in zip(outer, shape,
                                                                  strict=True)):
             return basin[inner], basin, dist, inner, outer
         halo *= 2
 
 
-def _block_graph(m: Any, b: Block, spacing: np.ndarray, cache: dict | None) -> tuple:
+def _block_graph(read: Any, shape: tuple, b: Block, spacing: np.ndarray,
+                 cache: dict | None) -> tuple:
     """Basins of a block's core (ids, voxel counts, first voxel, peak distance) and the
     highest saddle to each adjacent basin (edges owned by the core)."""
-    core, basin, dist, inner, outer = _block_basins(m, b, spacing)
+    core, basin, dist, inner, outer = _block_basins(read, shape, b, spacing)
     if cache is not None:
         cache[b.index] = core
     flat = core.ravel()
     ids, first, counts = np.unique(flat, return_index=True, return_counts=True)
     keep = ids >= 0
     ids, first, counts = ids[keep], first[keep], counts[keep]
-    shape = m.shape
     z, r = np.divmod(ids, shape[1] * shape[2])
     y, x = np.divmod(r, shape[2])
     peak = dist[z - outer[0].start, y - outer[1].start, x - outer[2].start]
@@ -239,14 +246,8 @@ def touching_pairs(labels: np.ndarray) -> np.ndarray:
         Each touching pair once, smaller id first, rows in ascending order; the dtype of
         ``labels``.
     """
-    pairs = []
-    for ax in range(3):
-        a = np.moveaxis(labels, ax, 0)
-        x, y = a[1:].ravel(), a[:-1].ravel()
-        sel = (x > 0) & (y > 0) & (x != y)
-        pairs.append(np.sort(np.stack([x[sel], y[sel]], axis=1), axis=1))
-    p = np.concatenate(pairs) if pairs else np.zeros((0, 2), int)
-    return np.unique(p, axis=0) if len(p) else p.reshape(0, 2)
+    lab = np.asarray(labels)
+    return _contacts(lab, lab.shape)
 
 
 def _surface(sub: np.ndarray, vs: np.ndarray) -> float:
@@ -258,59 +259,121 @@ def _surface(sub: np.ndarray, vs: np.ndarray) -> float:
     return float(mesh_surface_area(verts, faces))
 
 
-def particle_table(labels: np.ndarray, voxel_size_um: float | tuple = 1.0,
-                   collector_z: float | np.ndarray | None = None) -> np.ndarray:
+def particle_table(labels: Any, voxel_size_um: float | tuple = 1.0,
+                   collector_z: float | np.ndarray | None = None, *,
+                   block_shape: Any = None, workers: int = 1) -> np.ndarray:
     """Table of the particles of an instance volume (:data:`PARTICLE_TABLE`).
+
+    Counts, coordinate sums, bounding boxes and contacts are reduced block by block in
+    integers, so the table is the same for any block size; each particle's surface is
+    meshed on its own bounding box.
 
     Parameters
     ----------
-    labels : numpy.ndarray
+    labels : array of int, or a dataset / LazyVolume of it
         Particle ids (0 = none), (z, y, x).
     voxel_size_um : float or (z, y, x) floats
         Voxel size (um; one value: isotropic). Centroids, volumes, surfaces and heights
         use the size of each axis.
     collector_z : float or (y, x) array, optional
         Collector interface (voxels along z); per column it is taken under each centroid.
+    block_shape : int or 3 int, optional
+        Read the labels in blocks of this size (default: whole).
+    workers : int
+        Blocks processed at once (threads).
 
     Returns
     -------
     numpy.ndarray
         One row per particle (:data:`PARTICLE_TABLE`), in id order.
     """
-    lab = np.asarray(labels)
     vs = _triple(voxel_size_um)
-    objs = ndimage.find_objects(lab)
-    ids = [i + 1 for i, o in enumerate(objs) if o is not None]
-    t = np.zeros(len(ids), PARTICLE_TABLE)
-    if not ids:
+    grid = BlockGrid(labels.shape, block_shape, 0)
+    stats = _reduce_stats(gather(grid, lambda b: _block_stats(labels, b), workers))
+    counts, sums, lo, hi, pairs = stats
+    idx = np.flatnonzero(counts)
+    idx = idx[idx > 0]
+    t = np.zeros(idx.size, PARTICLE_TABLE)
+    if not idx.size:
         return t
-    idx = np.array(ids)
-    com = np.array(ndimage.center_of_mass(np.ones(lab.shape, np.float32), lab, idx))
-    counts = np.bincount(lab.ravel())[idx]
-    pairs = touching_pairs(lab)
-    touch = np.bincount(pairs.ravel(), minlength=int(lab.max()) + 1)[idx]
+    com = sums[:, idx].T / counts[idx, None]
+    touch = np.bincount(pairs.ravel(), minlength=counts.size)[idx]
     t["id"] = idx
     t["centroid_z_um"], t["centroid_y_um"], t["centroid_x_um"] = (com * vs).T
-    t["volume_um3"] = counts * float(np.prod(vs))
+    t["volume_um3"] = counts[idx] * float(np.prod(vs))
     t["equivalent_diameter_um"] = (6 * t["volume_um3"] / np.pi) ** (1 / 3)
     t["touching"] = touch
-    for row, i in enumerate(ids):
-        sl = objs[i - 1]
-        for k, ax in enumerate("zyx"):
-            t[f"bbox_{ax}0"][row] = sl[k].start
-            t[f"bbox_{ax}1"][row] = sl[k].stop
-        area = _surface(lab[sl] == i, vs)
+    for k, ax in enumerate("zyx"):
+        t[f"bbox_{ax}0"], t[f"bbox_{ax}1"] = lo[k, idx], hi[k, idx]
+    for row, i in enumerate(idx):
+        box = tuple(slice(int(lo[k, i]), int(hi[k, i])) for k in range(3))
+        area = _surface(np.asarray(read_region(labels, box)) == i, vs)
         t["surface_um2"][row] = area
         t["sphericity"][row] = np.pi ** (1 / 3) * (6 * t["volume_um3"][row]) ** (2 / 3) / area
-    if collector_z is None:
-        base = np.full(len(ids), -0.5)
-    else:
-        cz = np.asarray(collector_z, float)
-        if cz.ndim == 0:
-            base = np.full(len(ids), float(cz))
-        else:
-            yy = np.clip(np.rint(com[:, 1]).astype(int), 0, cz.shape[0] - 1)
-            xx = np.clip(np.rint(com[:, 2]).astype(int), 0, cz.shape[1] - 1)
-            base = cz[yy, xx]
-    t["distance_to_collector_um"] = (com[:, 0] - base) * vs[0]
+    t["distance_to_collector_um"] = (com[:, 0] - _collector_under(collector_z, com)) * vs[0]
     return t
+
+
+def _collector_under(collector_z: float | np.ndarray | None, com: np.ndarray) -> np.ndarray:
+    """Collector interface (voxels) under each centroid (z, y, x voxels)."""
+    if collector_z is None:
+        return np.full(len(com), -0.5)
+    cz = np.asarray(collector_z, float)
+    if cz.ndim == 0:
+        return np.full(len(com), float(cz))
+    yy = np.clip(np.rint(com[:, 1]).astype(int), 0, cz.shape[0] - 1)
+    xx = np.clip(np.rint(com[:, 2]).astype(int), 0, cz.shape[1] - 1)
+    return cz[yy, xx]
+
+
+def _block_stats(labels: Any, b: Block) -> tuple:
+    """Voxel counts, coordinate sums (3, n), bounding boxes (3, n) and face contacts of the
+    labels of a block's core (contacts with the next voxel along each axis included)."""
+    shape = labels.shape
+    box = tuple(slice(c.start, min(n, c.stop + 1)) for c, n in zip(b.core, shape, strict=True))
+    lab = np.asarray(read_region(labels, box))
+    core = lab[tuple(slice(0, c.stop - c.start) for c in b.core)]
+    n = int(core.max()) + 1 if core.size else 1
+    flat = core.ravel()
+    counts = np.bincount(flat, minlength=n)
+    sums = np.zeros((3, n))
+    lo, hi = np.full((3, n), np.iinfo(np.int64).max), np.full((3, n), -1)
+    for ax in range(3):
+        pos = np.arange(b.core[ax].start, b.core[ax].stop)
+        per = [pos if a == ax else np.ones(1, int) for a in range(3)]
+        coord = np.broadcast_to(per[0][:, None, None] * per[1][None, :, None]
+                                * per[2][None, None, :], core.shape)
+        sums[ax] = np.bincount(flat, weights=coord.ravel(), minlength=n)
+    for i, sl in enumerate(ndimage.find_objects(core)):
+        if sl is not None:
+            lo[:, i + 1] = [s.start + c.start for s, c in zip(sl, b.core, strict=True)]
+            hi[:, i + 1] = [s.stop + c.start for s, c in zip(sl, b.core, strict=True)]
+    return counts, sums, lo, hi, _contacts(lab, core.shape)
+
+
+def _contacts(lab: np.ndarray, core_shape: tuple) -> np.ndarray:
+    """Pairs of different non-zero ids sharing a face, with the first voxel in the core."""
+    pairs = []
+    for ax in range(3):
+        m = min(core_shape[ax], lab.shape[ax] - 1)
+        a = tuple(slice(0, m) if k == ax else slice(0, core_shape[k]) for k in range(3))
+        b = tuple(slice(1, m + 1) if k == ax else slice(0, core_shape[k]) for k in range(3))
+        x, y = lab[a].ravel(), lab[b].ravel()
+        sel = (x > 0) & (y > 0) & (x != y)
+        pairs.append(np.sort(np.stack([x[sel], y[sel]], axis=1), axis=1))
+    p = np.concatenate(pairs)
+    return np.unique(p, axis=0) if len(p) else p.reshape(0, 2)
+
+
+def _reduce_stats(parts: list) -> tuple:
+    """Block statistics of :func:`_block_stats` summed over blocks."""
+    n = max(p[0].size for p in parts)
+    counts, sums = np.zeros(n, np.int64), np.zeros((3, n))
+    lo, hi = np.full((3, n), np.iinfo(np.int64).max), np.full((3, n), -1)
+    for c, s, a, b, _ in parts:
+        counts[:c.size] += c
+        sums[:, :c.size] += s
+        lo[:, :c.size] = np.minimum(lo[:, :c.size], a)
+        hi[:, :c.size] = np.maximum(hi[:, :c.size], b)
+    pairs = np.concatenate([p[4] for p in parts]).astype(np.int64)
+    return counts, sums, lo, hi, (np.unique(pairs, axis=0) if len(pairs) else pairs)

@@ -1,0 +1,147 @@
+"""Image stages block by block: the same result as on the whole volume, for any block size
+(blocks that cut particles included) and any number of workers; the kernels against
+independent implementations."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from anodetwin.errors import NonFiniteError, ParameterError
+from anodetwin.io.blocks import BlockGrid, block_shape_for, parse_memory
+from anodetwin.phases import PHASE
+from anodetwin.segment.particles import label_particles, particle_table
+from anodetwin.segment.phases import segment_phases
+
+VS = 0.2
+# (block shape, workers): blocks far smaller than a particle, slabs, columns, uneven sizes
+BLOCKINGS = [((24, 24, 24), 1), ((40, 50, 33), 2), ((17, 100, 100), 2), ((147, 100, 30), 1)]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A phantom tomogram (147 x 100 x 100, copper foil, ~60 touching Si particles) on
+    disk, with its whole-volume segmentation."""
+    from anodetwin.phantom import config_from_dict, generate_series
+
+    path = tmp_path_factory.mktemp("blocks") / "s.h5"
+    generate_series(config_from_dict({"series": {"soc": [0.0]}}, seed=2), path,
+                    progress=False)
+    with h5py.File(path) as f:
+        v = f["steps/T0/tomogram"][...]
+    seg = segment_phases(v, voxel_size_um=VS)
+    lab = label_particles(seg.si, voxel_size_um=VS)
+    return {"path": path, "volume": v, "seg": seg, "labels": lab,
+            "table": particle_table(lab, VS, seg.collector_z)}
+
+
+def _same_segmentation(a, b):
+    assert np.array_equal(a.phases, b.phases), int((a.phases != b.phases).sum())
+    assert a.thresholds == b.thresholds and a.collector_face == b.collector_face
+    assert np.array_equal(a.collector_z, b.collector_z)
+    assert np.array_equal(a.separator_z, b.separator_z, equal_nan=True)
+
+
+@pytest.mark.parametrize("block,workers", BLOCKINGS)
+def test_phases_block_by_block_equal_the_whole_volume(scan, block, workers):
+    seg = segment_phases(scan["volume"], voxel_size_um=VS, block_shape=block,
+                         workers=workers)
+    _same_segmentation(seg, scan["seg"])
+    assert {PHASE["copper"], PHASE["si"], PHASE["cbd"], PHASE["separator"]} <= set(
+        np.unique(seg.phases).tolist())
+
+
+@pytest.mark.parametrize("block,workers", BLOCKINGS)
+def test_particles_and_table_block_by_block_equal_the_whole_volume(scan, block, workers):
+    whole = scan["labels"]
+    n = whole.max()
+    owners: dict = {}
+    for b in BlockGrid(whole.shape, block):
+        for i in np.unique(whole[b.core]):
+            owners.setdefault(int(i), set()).add(b.index)
+    cut = sum(len(s) > 1 for i, s in owners.items() if i)
+    assert n > 40 and cut >= 5, cut  # particles that lie in several blocks
+    lab = label_particles(scan["seg"].si, voxel_size_um=VS, block_shape=block,
+                          workers=workers)
+    assert np.array_equal(lab, whole), int((lab != whole).sum())  # ids too, not only up
+    t = particle_table(lab, VS, scan["seg"].collector_z, block_shape=block, workers=workers)
+    for name in t.dtype.names:  # to a relabelling: ids are numbered by first voxel
+        assert np.array_equal(t[name], scan["table"][name]), name
+
+
+def test_from_a_file_into_a_file_with_a_memory_limit(scan, tmp_path):
+    """Grey values read lazily from HDF5, phases and particles written into HDF5 datasets
+    block by block; the memory ceiling sets the blocks."""
+    from anodetwin.io import open_volume
+
+    out = tmp_path / "labels.h5"
+    with open_volume(f"{scan['path']}:/steps/T0/tomogram") as src, \
+            h5py.File(out, "w") as f:
+        ph = f.create_dataset("phases", scan["volume"].shape, np.uint8, chunks=(32,) * 3)
+        lab = f.create_dataset("particles", scan["volume"].shape, np.int32,
+                               chunks=(32,) * 3)
+        seg = segment_phases(src.lazy(progress=False), voxel_size_um=VS,
+                             memory_limit="200MB", workers=2, out=ph)
+        label_particles(ph, voxel_size_um=VS, block_shape=40, workers=2, out=lab,
+                        particle_code=PHASE["si"])
+        _same_segmentation(seg, scan["seg"])
+        assert seg.phases is ph
+        assert np.array_equal(lab[...], scan["labels"])
+
+
+def test_squared_distance_matches_scipy_anisotropic():
+    """The separable distance transform against SciPy's feature-transform one."""
+    from anodetwin.segment._watershed import squared_edt
+
+    rng = np.random.default_rng(3)
+    m = ndimage.binary_opening(rng.random((23, 31, 17)) > 0.3)
+    for spacing in ((1.0, 1.0, 1.0), (2.0, 1.0, 0.5), (1.3, 0.7, 1.0)):
+        want = ndimage.distance_transform_edt(m, sampling=spacing) ** 2
+        got = squared_edt(m, np.array(spacing))
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_distance_on_a_box_flags_exactly_the_voxels_it_gets_right():
+    """Cut a box from a volume: where the box's distance is flagged exact it equals the
+    whole volume's; a flagged voxel far from the box sides is never wrong."""
+    from anodetwin.segment._watershed import exact_region, squared_edt
+
+    zz, yy, xx = np.indices((40, 40, 40))
+    m = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 15 ** 2
+    sp = np.array([1.0, 1.0, 1.0])
+    whole = squared_edt(m, sp)
+    box = (slice(10, 30), slice(5, 40), slice(0, 22))
+    d = squared_edt(np.ascontiguousarray(m[box]), sp)
+    ok = exact_region(d, np.array([True, True, False]), np.array([True, False, True]), sp)
+    assert np.array_equal(d[ok], whole[box][ok])
+    assert (~ok).any() and (d[~ok] != whole[box][~ok]).any()  # the test can see errors
+
+
+def test_block_grid_and_memory():
+    g = BlockGrid((10, 7, 5), (4, 4, 4), halo=2)
+    cover = np.zeros((10, 7, 5), int)
+    for b in g:
+        cover[b.core] += 1
+        assert all(o.start <= c.start and c.stop <= o.stop for o, c in zip(b.outer, b.core))
+        assert all(c.start - o.start <= 2 for o, c in zip(b.outer, b.core))
+    assert (cover == 1).all() and len(g) == 3 * 2 * 2
+    assert parse_memory("4GB") == 4 * 10**9 and parse_memory("512 MiB") == 512 * 2**20
+    for bad in ("lots", "12 parsecs", "1MB"):
+        with pytest.raises(ParameterError):
+            parse_memory(bad)
+    side = block_shape_for((2048,) * 3, 64, 28, "4GB", workers=2)[0]
+    assert 2 * (side + 56) ** 3 * 64 <= 4e9 and side % 16 == 0
+    with pytest.raises(ParameterError, match="memory limit"):
+        block_shape_for((2048,) * 3, 64, 200, "64MB", workers=4)
+
+
+def test_nan_counted_over_all_blocks():
+    v = np.random.default_rng(0).random((30, 20, 20)).astype(np.float32)
+    v[2, 3, 4] = v[25, 1, 1] = np.nan
+    v[14, 5, 5] = np.inf
+    with pytest.raises(NonFiniteError, match="2 NaN and 1 inf"):
+        segment_phases(v, block_shape=(10, 20, 20))
+    with pytest.raises(ParameterError, match="constant"):
+        segment_phases(np.ones((20, 20, 20), np.float32), block_shape=8)
