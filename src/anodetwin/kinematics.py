@@ -14,6 +14,8 @@ strain; tensor components are named by axis letters (``eyz``: z with y, entry (0
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -64,7 +66,8 @@ def inverse_map_1d(uz_voxels: np.ndarray) -> np.ndarray:
 
 def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
                         axial_profile: np.ndarray | None = None, tol: float = 1e-4,
-                        max_iterations: int = 20) -> np.ndarray:
+                        max_iterations: int = 20, *, origin: Any = (0, 0, 0),
+                        region: Any = None, unconverged: list | None = None) -> np.ndarray:
     """Reference coordinates X (voxels) of every deformed voxel x, solving x = X + u(X).
 
     ``displacement`` is converted to voxels per axis (component i over
@@ -91,12 +94,22 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
         Residual (voxels) below which the iteration stops.
     max_iterations : int
         Newton iterations at most.
+    origin : 3 int
+        Index in the whole volume of ``displacement[:, 0, 0, 0]`` (a box cut from a larger
+        field, block-wise processing). Coordinates are solved in the whole volume's voxel
+        indices, so a box gives bit for bit the whole field's values where its iterates stay
+        inside the box.
+    region : tuple of 3 slice, optional
+        The voxels of the box to solve for (box coordinates); default all.
+    unconverged : list, optional
+        Receives the number of voxels inside the box left unconverged, instead of a
+        logged warning.
 
     Returns
     -------
     numpy.ndarray
         (z,) plane coordinates with ``axial_profile``, else (3, z, y, x) reference
-        coordinates (voxels).
+        coordinates (voxels, of the whole volume) of the region.
 
     Raises
     ------
@@ -106,44 +119,52 @@ def inverse_coordinates(displacement: np.ndarray, voxel_size_um,
     vs = voxel_size_triple(voxel_size_um)
     if axial_profile is not None:
         return inverse_map_1d(axial_profile / vs[0])
-    shape = displacement.shape[1:]
-    x = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    box = displacement.shape[1:]
+    region = region or tuple(slice(0, n) for n in box)
+    shape = tuple(s.stop - s.start for s in region)
+    o = np.asarray(origin, np.float64)[:, None]
+    x = np.stack(np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) + c
+                               for s, c in zip(region, o[:, 0], strict=True)],
+                             indexing="ij")).reshape(3, -1)
     u = displacement.astype(np.float64) / vs[:, None, None, None]
     grad = [[np.gradient(u[i], axis=j) for j in range(3)] for i in range(3)]
     X = x.copy()
-    hi = np.array(shape, float)[:, None] - 1.0
+    lo, hi = o, o + np.array(box, float)[:, None] - 1.0
     active = np.arange(x.shape[1])
-    r = _residual(u, X, x)
+    r = _residual(u, X, x, o)
     for _ in range(max_iterations):
         done = np.abs(r).max(axis=0) < tol
         active, r = active[~done], r[:, ~done]
         if active.size == 0:
             break
         Xa, xa = X[:, active], x[:, active]
-        step = _solve_jacobian(grad, Xa, r)
+        step = _solve_jacobian(grad, Xa - o, r)
         norm = np.abs(r).max(axis=0)
         # backtracking: halve the step where it does not reduce the residual (a full
         # Newton step can leave the basin where the gradient of u changes within a voxel)
         t = np.ones(active.size)
         for _ in range(6):
             Xn = Xa - t * step
-            rn = _residual(u, Xn, xa)
+            rn = _residual(u, Xn, xa, o)
             worse = np.abs(rn).max(axis=0) >= norm
             if not worse.any():
                 break
             t[worse] *= 0.5
         X[:, active], r = Xn, rn
     # unconverged outside the grid: material that came from outside it
-    inside = np.all((X[:, active] > 0) & (X[:, active] < hi), axis=0)
-    if inside.any():
+    inside = np.all((X[:, active] > lo) & (X[:, active] < hi), axis=0)
+    if unconverged is not None:
+        unconverged.append(int(inside.sum()))
+    elif inside.any():
         log.warning("inverse map: %d of %d voxels not converged to %g voxel",
                     int(inside.sum()), x.shape[1], tol)
     return X.reshape((3,) + shape)
 
 
-def _residual(u: np.ndarray, X: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``X + u(X) - x`` (voxels) at the points ``X`` (3, n), u trilinear."""
-    return X + np.stack([ndimage.map_coordinates(u[c], X, order=1, mode="nearest")
+def _residual(u: np.ndarray, X: np.ndarray, x: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """``X + u(X) - x`` (voxels) at the points ``X`` (3, n), u trilinear on a box whose
+    first voxel is ``o`` (3, 1): ``X - o`` is exact, so the weights are the whole field's."""
+    return X + np.stack([ndimage.map_coordinates(u[c], X - o, order=1, mode="nearest")
                          for c in range(3)]) - x
 
 

@@ -34,8 +34,11 @@ from anodetwin.dvc.correlate import filled_grid, grid_index
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import require_same_grid
 from anodetwin.kinematics import inverse_coordinates, sample_linear, sample_nearest
+from anodetwin.log import get_logger
 
-__all__ = ["DEFAULT_FLOOR", "ResidualMap", "dense_displacement", "residual_map",
+log = get_logger("dvc")
+
+__all__ = ["DEFAULT_FLOOR", "ResidualMap", "NodeField", "dense_displacement", "residual_map",
            "particle_residuals", "RESIDUAL_TABLE", "RESIDUAL_FORMAT", "write_residual_map"]
 
 #: ``format`` attribute of a residual-map HDF5 file (:func:`write_residual_map`).
@@ -55,26 +58,86 @@ class ResidualMap:
 
     Attributes
     ----------
-    residual : numpy.ndarray
-        |G_sigma * (DEF - REF deformed)| (float32), zero below the floor.
+    residual : numpy.ndarray or dataset
+        |G_sigma * (DEF - REF deformed)| (float32), zero below the floor; the ``out``
+        dataset when written block by block.
     floor : float
         Noise floor applied (grey levels).
-    coords : numpy.ndarray
-        (3, z, y, x) reference position of every deformed voxel (voxels).
+    sigma : float
+        Gaussian blur of the difference (voxels).
+    coords : numpy.ndarray or None
+        (3, z, y, x) reference position of every deformed voxel (voxels); None when the map
+        was made block by block.
+    particles : numpy.ndarray or None
+        Per-particle table (:data:`RESIDUAL_TABLE`) when reference labels were given.
+    unconverged : int
+        Voxels inside the volume whose inverse map did not converge.
     """
 
-    residual: np.ndarray
+    residual: Any
     floor: float
     sigma: float
-    coords: np.ndarray
+    coords: np.ndarray | None
+    particles: np.ndarray | None = None
+    unconverged: int = 0
+
+
+class NodeField:
+    """The displacement of a regular node grid, interpolated (trilinear) to any box of
+    voxels.
+
+    NaN nodes take their nearest valid neighbour first; beyond the outer nodes the field
+    is extended with its edge values.
+
+    Parameters
+    ----------
+    nodes : ndarray, shape (N, 3)
+        Node positions (z, y, x), voxels, in grid order.
+    grid_shape : tuple of 3 int
+        Nodes per axis (z, y, x); their product is N.
+    displacement : ndarray, shape (N, 3)
+        Nodal displacement (z, y, x components), voxels; NaN at non-converged nodes.
+
+    Raises
+    ------
+    ParameterError
+        No node has a finite displacement.
+    """
+
+    def __init__(self, nodes: np.ndarray, grid_shape: Any, displacement: np.ndarray):
+        if not np.isfinite(displacement).all(axis=1).any():
+            raise ParameterError("the displacement field has no valid node",
+                                 "correlate again with a mask or a larger window")
+        self.nodes = np.asarray(nodes, float)
+        self.grid_shape = tuple(int(n) for n in grid_shape)
+        self.u = filled_grid(self.grid_shape, displacement)
+        self.reach = int(np.ceil(np.abs(self.u).max()))
+
+    def box(self, box: tuple) -> np.ndarray:
+        """(3, z, y, x) float32 displacement (voxels) of the voxels of ``box``."""
+        axes = [grid_index(self.nodes, self.grid_shape,
+                           np.stack([np.arange(s.start, s.stop)] * 3, axis=-1))[i]
+                for i, s in enumerate(box)]
+        coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+        return np.stack([ndimage.map_coordinates(self.u[..., c], coords, order=1)
+                         for c in range(3)]).astype(np.float32)
+
+
+class _DenseField:
+    """A (3, z, y, x) displacement array (voxels) seen as a field of boxes."""
+
+    def __init__(self, u: np.ndarray):
+        self.u = u
+        self.reach = int(np.ceil(np.nanmax(np.abs(u)))) if u.size else 0
+
+    def box(self, box: tuple) -> np.ndarray:
+        return self.u[(slice(None),) + tuple(box)]
 
 
 def dense_displacement(nodes: np.ndarray, grid_shape, displacement: np.ndarray,
                        shape: tuple[int, int, int]) -> np.ndarray:
-    """Nodal displacements of a regular grid interpolated (trilinear) to every voxel.
-
-    NaN nodes take their nearest valid neighbour first; beyond the outer nodes the field
-    is extended with its edge values.
+    """Nodal displacements of a regular grid interpolated (trilinear) to every voxel
+    (:class:`NodeField` on the whole volume).
 
     Parameters
     ----------
@@ -97,30 +160,33 @@ def dense_displacement(nodes: np.ndarray, grid_shape, displacement: np.ndarray,
     ParameterError
         No node has a finite displacement.
     """
-    if not np.isfinite(displacement).all(axis=1).any():
-        raise ParameterError("the displacement field has no valid node",
-                             "correlate again with a mask or a larger window")
-    u = filled_grid(grid_shape, displacement)
-    axes = [grid_index(nodes, grid_shape, np.stack([np.arange(n)] * 3, axis=-1))[i]
-            for i, n in enumerate(shape)]
-    coords = np.stack(np.meshgrid(*axes, indexing="ij"))
-    return np.stack([ndimage.map_coordinates(u[..., c], coords, order=1)
-                     for c in range(3)]).astype(np.float32)
+    return NodeField(nodes, grid_shape, displacement).box(tuple(slice(0, n) for n in shape))
 
 
-def residual_map(ref: Any, deformed: Any, displacement: np.ndarray,
+#: Working memory of the residual pass per voxel of a block with its halo (bytes).
+BYTES_PER_VOXEL = 200
+
+
+def residual_map(ref: Any, deformed: Any, displacement: Any,
                  sigma: float = 2.0, floor: float | None = None,
-                 voxel_size_um: Any = None) -> ResidualMap:
-    """Residual map of a pair given a dense displacement field.
+                 voxel_size_um: Any = None, *, labels_ref: Any = None,
+                 shell_voxels: float = 3.0, ratio: float = 0.7, block_shape: Any = None,
+                 memory_limit: Any = None, workers: int = 1, out: Any = None) -> ResidualMap:
+    """Residual map of a pair given its displacement field, block by block.
+
+    Each block deforms the reference with the field inverted by Newton iterations
+    (:func:`anodetwin.kinematics.inverse_coordinates`, in the whole volume's coordinates),
+    subtracts it from the deformed volume, blurs, takes the absolute value and removes
+    values below the floor; the result is the same for any block size.
 
     Parameters
     ----------
-    ref, deformed : numpy.ndarray or Volume
+    ref, deformed : numpy.ndarray, Volume or LazyVolume
         Reference and deformed volumes (z, y, x): same shape and, for volumes that carry
         them, same voxel size and origin (:func:`anodetwin.io.agree.require_same_grid`).
-    displacement : numpy.ndarray
+    displacement : numpy.ndarray or NodeField
         (3, z, y, x) displacement in voxels on the reference grid (e.g. from
-        :func:`dense_displacement`).
+        :func:`dense_displacement`), or the node field it is interpolated from.
     sigma : float
         Gaussian blur of the difference (voxels).
     floor : float, optional
@@ -128,49 +194,117 @@ def residual_map(ref: Any, deformed: Any, displacement: np.ndarray,
     voxel_size_um : float or 3 float, optional
         Explicit voxel size (um) of both volumes: a difference of their own voxel sizes or
         origins is then logged, not refused.
-    """
-    require_same_grid(ref, deformed, "reference volume", "deformed volume",
-                      voxel_size=voxel_size_um)
-    ref = np.asarray(getattr(ref, "data", ref))
-    deformed = np.asarray(getattr(deformed, "data", deformed))
-    if ref.shape != deformed.shape or displacement.shape[1:] != ref.shape:
-        raise ShapeMismatchError(
-            f"reference {ref.shape}, deformed {deformed.shape} and displacement "
-            f"{displacement.shape[1:]} grids differ", "give volumes and field on one grid")
-    floor = DEFAULT_FLOOR if floor is None else float(floor)
-    X = inverse_coordinates(displacement, 1.0)
-    diff = np.asarray(deformed, np.float32) - sample_linear(ref, X)
-    res = np.abs(ndimage.gaussian_filter(diff, sigma)) if sigma > 0 else np.abs(diff)
-    res[res < floor] = 0.0
-    return ResidualMap(res.astype(np.float32), floor, float(sigma), X)
-
-
-def particle_residuals(rmap: ResidualMap, labels_ref: np.ndarray, shell_voxels: float = 3.0,
-                       ratio: float = 0.7) -> np.ndarray:
-    """Per-particle residual statistics (table :data:`RESIDUAL_TABLE`).
-
-    Parameters
-    ----------
-    rmap : ResidualMap
-    labels_ref : numpy.ndarray
-        Particle ids of the reference volume (0 = none).
-    shell_voxels : float
-        Thickness of the surface shell (voxels from the particle boundary).
-    ratio : float
-        Core-shell-like when interior fraction above floor < ratio * shell fraction.
+    labels_ref : array or dataset, optional
+        Particle ids of the reference volume: the map then carries the per-particle table
+        (:func:`particle_residuals`, ``shell_voxels`` and ``ratio`` as there).
+    block_shape : int or 3 int, optional
+        Blocks of this core size (:mod:`anodetwin.io.blocks`); default one block, or blocks
+        sized for ``memory_limit``.
+    memory_limit : str or int, optional
+        Memory ceiling (e.g. ``"4GB"``).
+    workers : int
+        Blocks processed at once (threads).
+    out : array-like, optional
+        float32 array or HDF5/Zarr dataset of the volume's shape receiving the map.
 
     Raises
     ------
+    ShapeMismatchError, GridMismatchError
+        Volumes or field on different grids.
     ParameterError
         A shell thickness or ratio that is not a positive finite number.
     """
+    from anodetwin.io.blocks import BlockGrid, block_shape_for, run_blocks, write_region
+
+    require_same_grid(ref, deformed, "reference volume", "deformed volume",
+                      voxel_size=voxel_size_um)
+    field = displacement if isinstance(displacement, NodeField) else \
+        _DenseField(np.asarray(displacement))
+    shape = tuple(ref.shape)
+    if tuple(deformed.shape) != shape or (isinstance(field, _DenseField)
+                                          and field.u.shape[1:] != shape):
+        raise ShapeMismatchError(
+            f"reference {shape}, deformed {tuple(deformed.shape)} and displacement "
+            f"{getattr(field, 'u', np.zeros((3,) + shape)).shape[1:]} grids differ",
+            "give volumes and field on one grid")
+    _check_shell(shell_voxels, ratio)
+    floor = DEFAULT_FLOOR if floor is None else float(floor)
+    halo = _halo(sigma, shell_voxels if labels_ref is not None else None) + field.reach + 3
+    if block_shape is None and memory_limit is not None:
+        block_shape = block_shape_for(shape, BYTES_PER_VOXEL, halo, memory_limit, workers)
+    grid = BlockGrid(shape, block_shape)
+    out = np.empty(shape, np.float32) if out is None else out
+    sums, bad, coords = [], [0], None
+    kw = dict(sigma=sigma, floor=floor, labels=labels_ref, shell=shell_voxels)
+    for b, (res, s, n, X) in run_blocks(
+            lambda b: _residual_block(b, ref, deformed, field, **kw), grid, workers):
+        write_region(out, b.core, res)
+        sums.append(s)
+        bad[0] += n
+        coords = X if len(grid) == 1 else None
+    if bad[0]:
+        log.warning("inverse map: %d voxels not converged", bad[0])
+    table = None if labels_ref is None else _residual_table(_sum_parts(sums), ratio)
+    return ResidualMap(out, floor, float(sigma), coords, table, bad[0])
+
+
+def _halo(sigma: float, shell: float | None) -> int:
+    """Voxels around a block whose deformed values its core needs: the blur's kernel and,
+    with particles, the shell depth plus the label boundary."""
+    h = int(4.0 * float(sigma) + 0.5) if sigma > 0 else 0
+    return max(h, int(np.ceil(shell)) + 2) if shell is not None else h
+
+
+def _widen(box: tuple, h: int, shape: tuple) -> tuple:
+    return tuple(slice(max(0, s.start - h), min(n, s.stop + h))
+                 for s, n in zip(box, shape, strict=True))
+
+
+def _within(inner: tuple, outer: tuple) -> tuple:
+    return tuple(slice(i.start - o.start, i.stop - o.start)
+                 for i, o in zip(inner, outer, strict=True))
+
+
+def _residual_block(b: Any, ref: Any, deformed: Any, field: Any, sigma: float,
+                    floor: float, labels: Any, shell: float) -> tuple:
+    """Residual of a block's core, its particle sums (None without labels), the count of
+    unconverged voxels and the reference coordinates of the widened block."""
+    from anodetwin.io.blocks import read_region
+
+    shape = tuple(ref.shape)
+    bx = _widen(b.core, _halo(sigma, shell if labels is not None else None), shape)
+    ub = _widen(bx, field.reach + 3, shape)
+    o = np.array([s.start for s in ub])
+    n: list = []
+    X = inverse_coordinates(field.box(ub), 1.0, origin=o, region=_within(bx, ub),
+                            unconverged=n)
+    Xb = X - o[:, None, None, None]
+    diff = np.asarray(read_region(deformed, bx), np.float32) \
+        - sample_linear(read_region(ref, ub), Xb)
+    res = np.abs(ndimage.gaussian_filter(diff, sigma)) if sigma > 0 else np.abs(diff)
+    core = _within(b.core, bx)
+    res = res[core].astype(np.float32)
+    res[res < floor] = 0.0
+    sums = None
+    if labels is not None:
+        lab = sample_nearest(np.asarray(read_region(labels, ub)), Xb)
+        sums = _label_sums(lab, core, res > 0, shell)
+    return res, sums, n[0], X
+
+
+def _check_shell(shell_voxels: float, ratio: float) -> None:
     if not (np.isfinite(shell_voxels) and shell_voxels > 0):
         raise ParameterError(f"shell thickness {shell_voxels!r} voxels is not positive",
                              "give --shell > 0 (voxels), e.g. 3")
     if not (np.isfinite(ratio) and ratio > 0):
         raise ParameterError(f"core-shell ratio {ratio!r} is not positive",
                              "give a ratio > 0, e.g. 0.7")
-    lab = sample_nearest(labels_ref, rmap.coords)
+
+
+def _label_sums(lab: np.ndarray, core: tuple, above: np.ndarray,
+                shell_voxels: float) -> np.ndarray:
+    """(4, n) per-label voxels, shell voxels, voxels above the floor and shell voxels above
+    it, over the ``core`` of a box of deformed labels (``above`` on the core)."""
     boundary = np.zeros(lab.shape, bool)
     for ax in range(3):
         a = np.moveaxis(lab, ax, 0)
@@ -178,15 +312,26 @@ def particle_residuals(rmap: ResidualMap, labels_ref: np.ndarray, shell_voxels: 
         diff = a[1:] != a[:-1]
         b[1:] |= diff
         b[:-1] |= diff
-    depth = ndimage.distance_transform_edt(~boundary)
-    shell = depth <= shell_voxels
-    above = rmap.residual > 0
-    n = int(lab.max()) + 1
-    flat = lab.ravel()
-    tot = np.bincount(flat, minlength=n)
-    sh = np.bincount(flat, weights=shell.ravel(), minlength=n)
-    ab = np.bincount(flat, weights=above.ravel(), minlength=n)
-    ab_sh = np.bincount(flat, weights=(above & shell).ravel(), minlength=n)
+    shell = (ndimage.distance_transform_edt(~boundary) <= shell_voxels)[core]
+    flat = lab[core].ravel()
+    n = int(flat.max()) + 1 if flat.size else 1
+    return np.stack([np.bincount(flat, minlength=n),
+                     np.bincount(flat, weights=shell.ravel(), minlength=n),
+                     np.bincount(flat, weights=above.ravel(), minlength=n),
+                     np.bincount(flat, weights=(above & shell).ravel(), minlength=n)])
+
+
+def _sum_parts(parts: list) -> np.ndarray:
+    n = max(p.shape[1] for p in parts)
+    total = np.zeros((4, n))
+    for p in parts:
+        total[:, :p.shape[1]] += p
+    return total
+
+
+def _residual_table(sums: np.ndarray, ratio: float) -> np.ndarray:
+    """:data:`RESIDUAL_TABLE` from the per-label sums of :func:`_label_sums`."""
+    tot, sh, ab, ab_sh = sums
     ids = np.flatnonzero(tot)
     ids = ids[ids > 0]
     t = np.zeros(len(ids), RESIDUAL_TABLE)
@@ -199,6 +344,39 @@ def particle_residuals(rmap: ResidualMap, labels_ref: np.ndarray, shell_voxels: 
         t["shell_share"] = ab_sh[ids] / ab[ids]
     t["core_shell_like"] = t["interior_fraction_above"] < ratio * t["shell_fraction_above"]
     return t
+
+
+def particle_residuals(rmap: ResidualMap, labels_ref: np.ndarray, shell_voxels: float = 3.0,
+                       ratio: float = 0.7) -> np.ndarray:
+    """Per-particle residual statistics (table :data:`RESIDUAL_TABLE`) of a map made on the
+    whole volume (for maps made block by block, give ``labels_ref`` to
+    :func:`residual_map`).
+
+    Parameters
+    ----------
+    rmap : ResidualMap
+        A map with its ``coords``.
+    labels_ref : numpy.ndarray
+        Particle ids of the reference volume (0 = none).
+    shell_voxels : float
+        Thickness of the surface shell (voxels from the particle boundary).
+    ratio : float
+        Core-shell-like when interior fraction above floor < ratio * shell fraction.
+
+    Raises
+    ------
+    ParameterError
+        A shell thickness or ratio that is not a positive finite number, or a map without
+        coordinates.
+    """
+    _check_shell(shell_voxels, ratio)
+    if rmap.coords is None:
+        raise ParameterError("the residual map was made block by block and has no "
+                             "coordinates", "give labels_ref to residual_map instead")
+    lab = sample_nearest(labels_ref, rmap.coords)
+    whole = tuple(slice(0, n) for n in lab.shape)
+    return _residual_table(_label_sums(lab, whole, np.asarray(rmap.residual) > 0,
+                                       shell_voxels), ratio)
 
 
 def write_residual_map(path: str | os.PathLike, rmap: ResidualMap, voxel_size_um: Any = None,
