@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 from anodetwin.dvc.correlate import filled_grid, grid_index
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import require_same_grid
-from anodetwin.kinematics import inverse_coordinates, sample_linear, sample_nearest
+from anodetwin.kinematics import CHAIN, inverse_box, sample_nearest, warp_box
 from anodetwin.log import get_logger
+from anodetwin.segment._watershed import squared_edt
 
 log = get_logger("dvc")
 
@@ -114,13 +116,37 @@ class NodeField:
         self.reach = int(np.ceil(np.abs(self.u).max()))
 
     def box(self, box: tuple) -> np.ndarray:
-        """(3, z, y, x) float32 displacement (voxels) of the voxels of ``box``."""
-        axes = [grid_index(self.nodes, self.grid_shape,
-                           np.stack([np.arange(s.start, s.stop)] * 3, axis=-1))[i]
-                for i, s in enumerate(box)]
-        coords = np.stack(np.meshgrid(*axes, indexing="ij"))
-        return np.stack([ndimage.map_coordinates(self.u[..., c], coords, order=1)
-                         for c in range(3)]).astype(np.float32)
+        """(3, z, y, x) float32 displacement (voxels) of the voxels of ``box``: trilinear
+        interpolation as three 1-D linear passes, one per axis (the weights of a voxel
+        depend only on its own coordinates, so any box gives the whole field's values)."""
+        idx = []
+        for axis, s in enumerate(box):
+            pts = np.zeros((s.stop - s.start, 3))
+            pts[:, axis] = np.arange(s.start, s.stop)
+            p = grid_index(self.nodes, self.grid_shape, pts)[axis]
+            i0 = np.floor(p).astype(np.int64)
+            idx += [i0, np.minimum(i0 + 1, self.grid_shape[axis] - 1), p - i0]
+        return _tensor_trilinear(np.ascontiguousarray(np.moveaxis(self.u, -1, 0)), *idx)
+
+
+@njit(cache=True, nogil=True)
+def _tensor_trilinear(u: np.ndarray, z0: np.ndarray, z1: np.ndarray, wz: np.ndarray,
+                      y0: np.ndarray, y1: np.ndarray, wy: np.ndarray, x0: np.ndarray,
+                      x1: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """(3, nz, ny, nx) float32 trilinear interpolation of a (3, gz, gy, gx) node grid at the
+    voxels whose per-axis lower/upper nodes and weights are given."""
+    out = np.empty((3, z0.size, y0.size, x0.size), np.float32)
+    for c in range(3):
+        for i in range(z0.size):
+            for j in range(y0.size):
+                for k in range(x0.size):
+                    a = u[c, z0[i], y0[j], x0[k]] * (1 - wx[k]) + u[c, z0[i], y0[j], x1[k]] * wx[k]
+                    b = u[c, z0[i], y1[j], x0[k]] * (1 - wx[k]) + u[c, z0[i], y1[j], x1[k]] * wx[k]
+                    d = u[c, z1[i], y0[j], x0[k]] * (1 - wx[k]) + u[c, z1[i], y0[j], x1[k]] * wx[k]
+                    e = u[c, z1[i], y1[j], x0[k]] * (1 - wx[k]) + u[c, z1[i], y1[j], x1[k]] * wx[k]
+                    out[c, i, j, k] = ((a * (1 - wy[j]) + b * wy[j]) * (1 - wz[i])
+                                       + (d * (1 - wy[j]) + e * wy[j]) * wz[i])
+    return out
 
 
 class _DenseField:
@@ -175,7 +201,7 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
     """Residual map of a pair given its displacement field, block by block.
 
     Each block deforms the reference with the field inverted by Newton iterations
-    (:func:`anodetwin.kinematics.inverse_coordinates`, in the whole volume's coordinates),
+    (:func:`anodetwin.kinematics.warp_box`, in the whole volume's coordinates),
     subtracts it from the deformed volume, blurs, takes the absolute value and removes
     values below the floor; the result is the same for any block size.
 
@@ -234,14 +260,18 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
         block_shape = block_shape_for(shape, BYTES_PER_VOXEL, halo, memory_limit, workers)
     grid = BlockGrid(shape, block_shape)
     out = np.empty(shape, np.float32) if out is None else out
-    sums, bad, coords = [], [0], None
+    sums, bad = [], [0]
     kw = dict(sigma=sigma, floor=floor, labels=labels_ref, shell=shell_voxels)
-    for b, (res, s, n, X) in run_blocks(
+    for b, (res, s, n) in run_blocks(
             lambda b: _residual_block(b, ref, deformed, field, **kw), grid, workers):
         write_region(out, b.core, res)
         sums.append(s)
         bad[0] += n
-        coords = X if len(grid) == 1 else None
+    coords = None
+    if len(grid) == 1:  # in memory: keep the map's reference coordinates
+        whole = np.array(shape)
+        coords, _ = inverse_box(field.box(tuple(slice(0, n) for n in shape)), np.zeros(3),
+                                np.zeros(3, np.int64), whole, 1e-4, 20)
     if bad[0]:
         log.warning("inverse map: %d voxels not converged", bad[0])
     table = None if labels_ref is None else _residual_table(_sum_parts(sums), ratio)
@@ -267,29 +297,29 @@ def _within(inner: tuple, outer: tuple) -> tuple:
 
 def _residual_block(b: Any, ref: Any, deformed: Any, field: Any, sigma: float,
                     floor: float, labels: Any, shell: float) -> tuple:
-    """Residual of a block's core, its particle sums (None without labels), the count of
-    unconverged voxels and the reference coordinates of the widened block."""
+    """Residual of a block's core, its particle sums (None without labels) and the count of
+    unconverged voxels."""
     from anodetwin.io.blocks import read_region
 
     shape = tuple(ref.shape)
     bx = _widen(b.core, _halo(sigma, shell if labels is not None else None), shape)
-    ub = _widen(bx, field.reach + 3, shape)
-    o = np.array([s.start for s in ub])
-    n: list = []
-    X = inverse_coordinates(field.box(ub), 1.0, origin=o, region=_within(bx, ub),
-                            unconverged=n)
-    Xb = X - o[:, None, None, None]
-    diff = np.asarray(read_region(deformed, bx), np.float32) \
-        - sample_linear(read_region(ref, ub), Xb)
+    ub = _widen(bx, field.reach + 3, shape)  # + the chains of the inverse map along x
+    ub = ub[:2] + (slice(max(0, ub[2].start - CHAIN), ub[2].stop),)
+    o = np.array([s.start for s in ub], np.float64)
+    rel = _within(bx, ub)
+    lab = (np.ascontiguousarray(read_region(labels, ub), np.int32) if labels is not None
+           else np.zeros((0, 0, 0), np.int32))
+    warped, lab, n = warp_box(field.box(ub), o, np.array([s.start for s in rel]),
+                              np.array([s.stop for s in rel]),
+                              np.ascontiguousarray(read_region(ref, ub), np.float32), lab,
+                              1e-4, 20)
+    diff = np.asarray(read_region(deformed, bx), np.float32) - warped
     res = np.abs(ndimage.gaussian_filter(diff, sigma)) if sigma > 0 else np.abs(diff)
     core = _within(b.core, bx)
     res = res[core].astype(np.float32)
     res[res < floor] = 0.0
-    sums = None
-    if labels is not None:
-        lab = sample_nearest(np.asarray(read_region(labels, ub)), Xb)
-        sums = _label_sums(lab, core, res > 0, shell)
-    return res, sums, n[0], X
+    sums = None if labels is None else _label_sums(lab, core, res > 0, shell)
+    return res, sums, n
 
 
 def _check_shell(shell_voxels: float, ratio: float) -> None:
@@ -312,7 +342,7 @@ def _label_sums(lab: np.ndarray, core: tuple, above: np.ndarray,
         diff = a[1:] != a[:-1]
         b[1:] |= diff
         b[:-1] |= diff
-    shell = (ndimage.distance_transform_edt(~boundary) <= shell_voxels)[core]
+    shell = (squared_edt(~boundary, np.ones(3)) <= shell_voxels ** 2)[core]
     flat = lab[core].ravel()
     n = int(flat.max()) + 1 if flat.size else 1
     return np.stack([np.bincount(flat, minlength=n),
