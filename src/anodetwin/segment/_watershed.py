@@ -7,9 +7,8 @@
   (:func:`exact_region`).
 * :func:`ascend`: each mask voxel follows the steepest ascent (largest rise per unit length)
   of the distance map over its 26 neighbours to a voxel with no higher neighbour (a
-  **terminal**); the voxel's basin is
-  the flat index of that terminal in the whole volume, so basins do not depend on how the
-  volume is cut.
+  **terminal**); a basin is named by its terminal's flat index in the whole volume, so
+  basins do not depend on how the volume is cut (:func:`basin_table`).
 * :func:`basin_edges`: the highest saddle (the larger of the two lower distances of
   26-adjacent voxels) between every two adjacent basins.
 * :func:`merge_basins`: the h-maxima watershed on the basin graph. Maxima whose dynamic
@@ -23,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["squared_edt", "exact_region", "offset_lengths", "ascend", "basin_edges",
-           "merge_basins"]
+__all__ = ["squared_edt", "exact_region", "offset_lengths", "ascend", "basin_table",
+           "basin_edges", "merge_basins"]
 
 _INF = np.inf
 
@@ -72,35 +71,66 @@ def squared_edt(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     ``mask`` to the nearest False voxel; 0 on False voxels, inf where the box has none."""
     nz, ny, nx = mask.shape
     d = np.empty((nz, ny, nx))
-    for i in range(nz):
-        for j in range(ny):
-            for k in range(nx):
-                d[i, j, k] = _INF if mask[i, j, k] else 0.0
     n = max(nz, ny, nx)
-    f = np.empty(n)
-    out = np.empty(n)
-    v = np.empty(n, np.int64)
-    z = np.empty(n + 1)
-    for j in range(ny):  # along z
-        for k in range(nx):
-            for i in range(nz):
-                f[i] = d[i, j, k]
-            _line(f[:nz], spacing[0], out[:nz], v, z)
-            for i in range(nz):
-                d[i, j, k] = out[i]
+    f, out = np.empty(n), np.empty(n)
+    v, z = np.empty(n, np.int64), np.empty(n + 1)
+    buf = np.empty((n, _TILE))
+    _first_pass(mask, spacing[0], d)
     for i in range(nz):  # along y
-        for k in range(nx):
+        for k0 in range(0, nx, _TILE):
+            w = min(_TILE, nx - k0)
             for j in range(ny):
-                f[j] = d[i, j, k]
-            _line(f[:ny], spacing[1], out[:ny], v, z)
+                for c in range(w):
+                    buf[j, c] = d[i, j, k0 + c]
+            _lines(buf, ny, w, spacing[1], f, out, v, z)
             for j in range(ny):
-                d[i, j, k] = out[j]
+                for c in range(w):
+                    d[i, j, k0 + c] = buf[j, c]
     for i in range(nz):  # along x
         for j in range(ny):
-            _line(d[i, j].copy(), spacing[2], out[:nx], v, z)
+            for k in range(nx):
+                f[k] = d[i, j, k]
+            _line(f[:nx], spacing[2], out[:nx], v, z)
             for k in range(nx):
                 d[i, j, k] = out[k]
     return d
+
+
+_TILE = 16
+
+
+@njit(cache=True, nogil=True)
+def _first_pass(mask: np.ndarray, s: float, d: np.ndarray) -> None:
+    """Squared distance along z (spacing ``s``) to the nearest False voxel of the column
+    (inf where the column has none): one scan each way, row by row."""
+    nz, ny, nx = mask.shape
+    last = np.empty((ny, nx))
+    last[:] = -np.inf
+    for i in range(nz):  # distance to the nearest False at or below
+        for j in range(ny):
+            for k in range(nx):
+                if not mask[i, j, k]:
+                    last[j, k] = i
+                d[i, j, k] = i - last[j, k]
+    last[:] = np.inf
+    for i in range(nz - 1, -1, -1):  # and at or above
+        for j in range(ny):
+            for k in range(nx):
+                if not mask[i, j, k]:
+                    last[j, k] = i
+                g = min(d[i, j, k], last[j, k] - i) * s
+                d[i, j, k] = g * g
+
+@njit(cache=True, nogil=True)
+def _lines(buf: np.ndarray, n: int, w: int, s: float, f: np.ndarray, out: np.ndarray,
+           v: np.ndarray, z: np.ndarray) -> None:
+    """The envelope of each of the first ``w`` columns (length ``n``) of ``buf``, in place."""
+    for c in range(w):
+        for i in range(n):
+            f[i] = buf[i, c]
+        _line(f[:n], s, out[:n], v, z)
+        for i in range(n):
+            buf[i, c] = out[i]
 
 
 @njit(cache=True, nogil=True)
@@ -166,34 +196,55 @@ def offset_lengths(spacing: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def ascend(dist: np.ndarray, safe: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-           origin: np.ndarray, shape: np.ndarray, length: np.ndarray) -> tuple:
+def _safe(exact: np.ndarray, a: int, b: int, c: int, lo_in: np.ndarray,
+          hi_in: np.ndarray) -> bool:
+    """A voxel's distance and its 26 neighbours' are exact, and it is not on a box side
+    that lies inside the volume (its neighbours beyond would be unknown)."""
+    n = exact.shape
+    p = (a, b, c)
+    for ax in range(3):
+        if (lo_in[ax] and p[ax] == 0) or (hi_in[ax] and p[ax] == n[ax] - 1):
+            return False
+    for i in range(max(a - 1, 0), min(a + 2, n[0])):
+        for j in range(max(b - 1, 0), min(b + 2, n[1])):
+            for k in range(max(c - 1, 0), min(c + 2, n[2])):
+                if not exact[i, j, k]:
+                    return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.ndarray,
+           lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, length: np.ndarray) -> tuple:
     """Basin of every mask voxel of the sub-box ``lo:hi`` of a box.
 
     Parameters
     ----------
     dist : float32 array (box)
         Distance map (0 outside the mask).
-    safe : bool array (box)
-        Voxels whose distance and neighbours' distances are exact.
+    exact : bool array (box)
+        Voxels whose distance is that of the whole volume (:func:`exact_region`).
+    lo_in, hi_in : bool (3,)
+        Which box sides lie inside the volume.
     lo, hi : int64 (3,)
         Sub-box whose voxels are resolved (box coordinates).
-    origin, shape : int64 (3,)
-        The box's first voxel in the volume and the volume's shape.
+    origin : int64 (3,)
+        The box's first voxel in the volume (ties are split by whole-volume parity).
     length : float (27,)
         Length of each neighbour offset (:func:`offset_lengths`).
 
     Returns
     -------
     basin : int64 array (box)
-        Volume flat index of each resolved voxel's terminal; -1 outside the mask, -2 not
+        Box flat index of each resolved voxel's terminal; -1 outside the mask, -2 not
         resolved.
     ok : bool
-        False when a path left the safe voxels (the box needs a wider halo).
+        False when a path met a voxel that is not safe (:func:`_safe`): the box needs a
+        wider halo.
     """
     nz, ny, nx = dist.shape
     basin = np.full(dist.shape, -2, np.int64)
-    stack = np.empty(nz * ny * nx, np.int64)
+    stack = np.empty(1024, np.int64)
     for i in range(lo[0], hi[0]):
         for j in range(lo[1], hi[1]):
             for k in range(lo[2], hi[2]):
@@ -210,15 +261,16 @@ def ascend(dist: np.ndarray, safe: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                     if basin[a, b, c] != -2:
                         res = basin[a, b, c]
                         break
-                    if not safe[a, b, c]:
+                    if not _safe(exact, a, b, c, lo_in, hi_in):
                         return basin, False
+                    if top == stack.size:
+                        stack = _grow(stack, 2 * top)
                     stack[top] = u
                     top += 1
                     w = _step(dist, a, b, c, length, origin[0] + a + origin[1] + b
                               + origin[2] + c)
                     if w < 0:
-                        res = ((origin[0] + a) * shape[1] + origin[1] + b) * shape[2] \
-                            + origin[2] + c
+                        res = u
                         break
                     u = w
                 for t in range(top):
@@ -226,6 +278,37 @@ def ascend(dist: np.ndarray, safe: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                     b, c = divmod(r, nx)
                     basin[a, b, c] = res
     return basin, True
+
+
+@njit(cache=True, nogil=True)
+def basin_table(basin: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
+    """The basins of the sub-box ``lo:hi``: their terminals (box flat index) in order of
+    first appearance, voxel counts, first voxel (box flat index) and each voxel's index in
+    that list (-1 outside the mask), shape of the sub-box."""
+    nz, ny, nx = basin.shape
+    slot = np.full(nz * ny * nx, -1, np.int32)
+    local = np.full((hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), -1, np.int32)
+    terms = np.empty(64, np.int64)
+    first = np.empty(64, np.int64)
+    counts = np.empty(64, np.int64)
+    n = 0
+    for i in range(lo[0], hi[0]):
+        for j in range(lo[1], hi[1]):
+            for k in range(lo[2], hi[2]):
+                t = basin[i, j, k]
+                if t < 0:
+                    continue
+                s = slot[t]
+                if s < 0:
+                    if n == terms.size:
+                        terms, first, counts = (_grow(terms, 2 * n), _grow(first, 2 * n),
+                                                _grow(counts, 2 * n))
+                    s = slot[t] = n
+                    terms[n], first[n], counts[n] = t, (i * ny + j) * nx + k, 0
+                    n += 1
+                counts[s] += 1
+                local[i - lo[0], j - lo[1], k - lo[2]] = s
+    return terms[:n], counts[:n], first[:n], local
 
 
 @njit(cache=True, nogil=True)

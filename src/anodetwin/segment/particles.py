@@ -31,6 +31,7 @@ from anodetwin.segment._blockpass import gather
 from anodetwin.segment._watershed import (
     ascend,
     basin_edges,
+    basin_table,
     exact_region,
     merge_basins,
     offset_lengths,
@@ -116,9 +117,10 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     out = np.zeros(m.shape, np.int32) if out is None else out
 
     def write(b: Block) -> None:
-        basin = cache.pop(b.index) if cache else _block_basins(read, m.shape, b, spacing)[0]
-        lab = np.where(basin >= 0, lut[np.searchsorted(ids, basin)], 0)
-        write_region(out, b.core, lab.astype(np.int32))
+        terms, local = (cache.pop(b.index) if cache else
+                        _core_basins(read, m.shape, b, spacing)[0:5:4])
+        per = np.append(lut[np.searchsorted(ids, terms)], 0).astype(np.int32)
+        write_region(out, b.core, per[local])  # local -1 (no particle) takes the 0
 
     for _ in run_blocks(write, grid, workers):
         pass
@@ -136,12 +138,15 @@ def _mask(values: np.ndarray, code: int | None) -> np.ndarray:
     return np.ascontiguousarray(values == code if code is not None else values, dtype=bool)
 
 
+#: Halo that the last block needed (blocks start from it: a new block rarely needs more).
+_halo_hint = [HALO]
+
+
 def _block_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tuple:
-    """Basins (terminal flat index, -1 outside the mask) of a block's core, with the distance
-    map and basins of its core widened by one voxel; the halo is doubled until every
-    distance and ascent that the core needs is exact."""
-    vshape = np.asarray(shape)
-    halo = HALO
+    """Basins (box flat index of the terminal, -1 outside the mask) of a block's core
+    widened by one voxel, with the distance map, the core's box slices and the box; the
+    halo is doubled until every distance and ascent that the core needs is exact."""
+    halo = _halo_hint[0]
     while True:
         outer = tuple(slice(max(0, c.start - halo), min(n, c.stop + halo))
                       for c, n in zip(b.core, shape, strict=True))
@@ -149,48 +154,53 @@ def _block_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tup
         d2 = squared_edt(mb, spacing)
         lo_in = np.array([o.start > 0 for o in outer])
         hi_in = np.array([o.stop < n for o, n in zip(outer, shape, strict=True)])
-        safe = ndimage.binary_erosion(exact_region(d2, lo_in, hi_in, spacing),
-                                      np.ones((3, 3, 3), bool), border_value=1)
-        for a in range(3):
-            edge = [slice(None)] * 3
-            if lo_in[a]:
-                edge[a] = slice(0, 1)
-                safe[tuple(edge)] = False
-            if hi_in[a]:
-                edge[a] = slice(-1, None)
-                safe[tuple(edge)] = False
+        exact = exact_region(d2, lo_in, hi_in, spacing)
         dist = np.sqrt(d2).astype(np.float32)
         inner = tuple(slice(c.start - o.start, c.stop - o.start)
                       for c, o in zip(b.core, outer, strict=True))
         lo = np.array([max(0, s.start - 1) for s in inner])
         hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, mb.shape, strict=True)])
-        basin, ok = ascend(dist, safe, lo, hi, np.array([o.start for o in outer]), vshape,
-                           offset_lengths(spacing))
-        if ok or all(o.start == 0 and o.stop == n for o, n in zip(outer, shape,
-                                                                 strict=True)):
-            return basin[inner], basin, dist, inner, outer
+        basin, ok = ascend(dist, exact, lo_in, hi_in, lo, hi,
+                           np.array([o.start for o in outer]), offset_lengths(spacing))
+        if ok or not (lo_in.any() or hi_in.any()):
+            _halo_hint[0] = max(_halo_hint[0], halo)
+            return basin, dist, inner, outer
         halo *= 2
+
+
+def _global(flat: np.ndarray, outer: tuple, shape: tuple) -> np.ndarray:
+    """Whole-volume flat indices of box flat indices."""
+    n = [o.stop - o.start for o in outer]
+    z, r = np.divmod(flat, n[1] * n[2])
+    y, x = np.divmod(r, n[2])
+    return ((z + outer[0].start) * shape[1] + y + outer[1].start) * shape[2] \
+        + x + outer[2].start
+
+
+def _core_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tuple:
+    """Basins of a block's core: terminals (whole-volume flat index), voxel counts, first
+    voxels (whole-volume flat index), peaks, each core voxel's index into them, and the
+    basin map, distances, core slices and box of :func:`_block_basins`."""
+    basin, dist, inner, outer = _block_basins(read, shape, b, spacing)
+    lo, hi = np.array([s.start for s in inner]), np.array([s.stop for s in inner])
+    terms, counts, first, local = basin_table(basin, lo, hi)
+    peak = dist.ravel()[terms]
+    return (_global(terms, outer, shape), counts, _global(first, outer, shape), peak, local,
+            basin, dist, lo, hi, outer)
 
 
 def _block_graph(read: Any, shape: tuple, b: Block, spacing: np.ndarray,
                  cache: dict | None) -> tuple:
     """Basins of a block's core (ids, voxel counts, first voxel, peak distance) and the
     highest saddle to each adjacent basin (edges owned by the core)."""
-    core, basin, dist, inner, outer = _block_basins(read, shape, b, spacing)
+    ids, counts, first, peak, local, basin, dist, lo, hi, outer = _core_basins(
+        read, shape, b, spacing)
     if cache is not None:
-        cache[b.index] = core
-    flat = core.ravel()
-    ids, first, counts = np.unique(flat, return_index=True, return_counts=True)
-    keep = ids >= 0
-    ids, first, counts = ids[keep], first[keep], counts[keep]
-    z, r = np.divmod(ids, shape[1] * shape[2])
-    y, x = np.divmod(r, shape[2])
-    peak = dist[z - outer[0].start, y - outer[1].start, x - outer[2].start]
-    cz, cy, cx = np.unravel_index(first, core.shape)
-    first = ((cz + b.core[0].start) * shape[1] + cy + b.core[1].start) * shape[2] \
-        + cx + b.core[2].start
-    ea, eb, s = basin_edges(basin, dist, np.array([s.start for s in inner]),
-                            np.array([s.stop for s in inner]))
+        cache[b.index] = (ids, local)
+    ea, eb, s = basin_edges(basin, dist, lo, hi)
+    ea, eb = _global(ea, outer, shape), _global(eb, outer, shape)
+    swap = ea > eb
+    ea, eb = np.where(swap, eb, ea), np.where(swap, ea, eb)
     return (ids, counts, first, peak) + _max_saddles(ea, eb, s)
 
 
