@@ -323,6 +323,37 @@ def volume_options(p: argparse.ArgumentParser) -> None:
     voxel_size_option(p)
 
 
+def memory_value(option: str = "--memory-limit"):
+    """A memory size (``4GB``, ``512MiB``; :func:`anodetwin.io.blocks.parse_memory`).
+
+    Parameters
+    ----------
+    option : str
+        The option's name, for the message.
+    """
+    def parse(text: str) -> str:
+        from anodetwin.errors import AnodetwinError
+        from anodetwin.io.blocks import parse_memory
+
+        try:
+            parse_memory(text)
+        except AnodetwinError as exc:
+            raise argparse.ArgumentTypeError(f"{option}: {exc}") from None
+        return text
+
+    return parse
+
+
+def block_options(p: argparse.ArgumentParser) -> None:
+    """``--memory-limit`` and ``--workers`` of the block-wise image stages."""
+    p.add_argument("--memory-limit", type=memory_value(), metavar="SIZE",
+                   help="process the volume block by block within this memory (e.g. 4GB); "
+                        "chosen by itself for volumes larger than half of this machine's "
+                        "memory")
+    p.add_argument("--workers", type=int_value("--workers", low=1, example="2"), default=1,
+                   help="blocks processed at once (threads; 1)")
+
+
 def flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
     """Add an on/off option to a parser.
 

@@ -28,8 +28,8 @@ from anodetwin.errors import CorruptFileError, InputNotFoundError
 from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
 
-__all__ = ["Segmentation", "segment_volume", "write_labels", "read_labels",
-           "interfaces_from_phases"]
+__all__ = ["Segmentation", "segment_volume", "segment_to_file", "write_labels",
+           "read_labels", "interfaces_from_phases", "RESOLUTION_BOX"]
 
 log = get_logger("segment")
 FORMAT = "anodetwin-labels"
@@ -283,25 +283,9 @@ def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | 
     p = Path(path)
     prov = provenance or make_provenance("segment", [], seg.params)
     with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = 1
-        f.attrs["voxel_size_um"] = np.asarray(seg.voxel_size_um, float)
-        f.attrs["method"] = seg.method
-        f.attrs["collector_face"] = seg.collector_face or ""
-        f.attrs["thresholds"] = json.dumps(seg.thresholds)
-        f.attrs["resolution_fwhm_um"] = seg.resolution_fwhm_um
-        f.attrs["alignment_shift_voxels"] = np.asarray(seg.alignment_shift, float)
-        f.attrs["params"] = json.dumps(seg.params, default=str)
-        f.attrs["provenance"] = json.dumps(prov, default=str)
-        chunks = tuple(min(64, n) for n in seg.phases.shape)
         for name, data in (("phases", seg.phases), ("particles", seg.particles)):
-            d = f.create_dataset(name, data=data, chunks=chunks, compression="lzf")
-            d.attrs["element_size_um"] = np.asarray(seg.voxel_size_um, float)
-            if seg.origin_um is not None:
-                d.attrs["origin_um"] = np.asarray(seg.origin_um, float)
-        f.create_dataset("particle_table", data=seg.table)
-        f.create_dataset("interfaces/collector_z", data=seg.collector_z)
-        f.create_dataset("interfaces/separator_z", data=seg.separator_z)
+            _volume_dataset(f, name, seg, data=data)
+        _write_header(f, seg, prov)
     out = [p]
     if tiff:
         for name, data in (("phases", seg.phases), ("particles", seg.particles)):
@@ -309,6 +293,120 @@ def write_labels(path: str | os.PathLike, seg: Segmentation, provenance: dict | 
             write_volume(q, Volume(data, seg.voxel_size_um))
             out.append(q)
     return out
+
+
+def _volume_dataset(f: Any, name: str, seg: Segmentation, data: Any = None,
+                    shape: tuple | None = None, dtype: Any = None) -> Any:
+    """A chunked, compressed volume dataset of the labels file with its geometry."""
+    shape = data.shape if data is not None else shape
+    chunks = tuple(min(64, n) for n in shape)
+    d = f.create_dataset(name, shape=shape, dtype=dtype, data=data, chunks=chunks,
+                         compression="lzf")
+    d.attrs["element_size_um"] = np.asarray(seg.voxel_size_um, float)
+    if seg.origin_um is not None:
+        d.attrs["origin_um"] = np.asarray(seg.origin_um, float)
+    return d
+
+
+def _write_header(f: Any, seg: Segmentation, provenance: dict) -> None:
+    """Attributes, particle table and interfaces of a labels file (module notes)."""
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = 1
+    f.attrs["voxel_size_um"] = np.asarray(seg.voxel_size_um, float)
+    f.attrs["method"] = seg.method
+    f.attrs["collector_face"] = seg.collector_face or ""
+    f.attrs["thresholds"] = json.dumps(seg.thresholds)
+    f.attrs["resolution_fwhm_um"] = seg.resolution_fwhm_um
+    f.attrs["alignment_shift_voxels"] = np.asarray(seg.alignment_shift, float)
+    f.attrs["params"] = json.dumps(seg.params, default=str)
+    f.attrs["provenance"] = json.dumps(provenance, default=str)
+    f.create_dataset("particle_table", data=seg.table)
+    f.create_dataset("interfaces/collector_z", data=seg.collector_z)
+    f.create_dataset("interfaces/separator_z", data=seg.separator_z)
+
+
+#: Largest side (voxels) of the central box on which the block-wise route estimates the
+#: edge resolution.
+RESOLUTION_BOX = 192
+
+
+def segment_to_file(volume: str | os.PathLike, out: str | os.PathLike, *,
+                    voxel_size_um: float | tuple | None = None, denoise: str | None = None,
+                    h: float = 1.0, min_particle_voxels: int = 27,
+                    surface_window_um: float = 10.0, resolution: bool = True,
+                    memory_limit: Any = "4GB", workers: int = 1,
+                    provenance: dict | None = None) -> Segmentation:
+    """Segment a tomogram on disk block by block into a labels file, in bounded memory.
+
+    The same phases, particles and table as :func:`segment_volume` with the threshold
+    route (block-wise passes of :func:`anodetwin.segment.phases.segment_phases` and
+    :func:`anodetwin.segment.particles.label_particles`), read from the volume file and
+    written into the labels file (atomically) block by block; peak memory follows
+    ``memory_limit``, not the volume's size. The edge resolution is estimated on the
+    central box of at most :data:`RESOLUTION_BOX` voxels per side.
+
+    Parameters
+    ----------
+    volume : path
+        The tomogram (any format :func:`anodetwin.io.open_volume` reads).
+    out : path
+        The labels file (HDF5, module notes).
+    voxel_size_um, denoise, h, min_particle_voxels, surface_window_um, resolution
+        As :func:`segment_volume` (``denoise``: ``"median"`` or ``"nlmeans"``).
+    memory_limit : str or int
+        Memory ceiling of the image passes (e.g. ``"4GB"``).
+    workers : int
+        Blocks processed at once (threads).
+    provenance : dict, optional
+        Provenance record of the labels file.
+
+    Returns
+    -------
+    Segmentation
+        Table, interfaces and parameters; ``phases`` and ``particles`` are None (they are
+        in the file).
+    """
+    import h5py
+
+    from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size, open_volume
+    from anodetwin.segment.particles import label_particles, particle_table
+    from anodetwin.segment.phases import segment_phases
+
+    with open_volume(volume, voxel_size=voxel_size_um) as src:
+        lazy = src.lazy(progress=False)
+        vs = normalise_voxel_size(lazy.voxel_size_um or 1.0, "voxel size")
+        params = {"denoise": denoise, "h": h, "min_particle_voxels": min_particle_voxels,
+                  "surface_window_um": surface_window_um, "memory_limit": str(memory_limit)}
+        seg = Segmentation(None, None, None, None, None, vs, origin_um=tuple(lazy.origin),
+                           params=params)
+        with atomic_path(Path(out)) as tmp, h5py.File(tmp, "w") as f:
+            ph = _volume_dataset(f, "phases", seg, shape=lazy.shape, dtype=np.uint8)
+            lab = _volume_dataset(f, "particles", seg, shape=lazy.shape, dtype=np.int32)
+            ps = segment_phases(lazy, voxel_size_um=vs, denoise=denoise,
+                                surface_window_um=surface_window_um,
+                                memory_limit=memory_limit, workers=workers, out=ph)
+            label_particles(ph, h=h, min_voxels=min_particle_voxels, voxel_size_um=vs,
+                            particle_code=PHASE["si"], memory_limit=memory_limit,
+                            workers=workers, out=lab)
+            params["phases"] = ps.params
+            seg.table = particle_table(lab, vs, ps.collector_z, block_shape=256,
+                                       workers=workers)
+            seg.collector_z, seg.separator_z = ps.collector_z, ps.separator_z
+            seg.collector_face, seg.thresholds = ps.collector_face, ps.thresholds
+            if resolution:
+                seg.resolution_fwhm_um = _central_resolution(lazy, ph, vs)
+            _write_header(f, seg, provenance or make_provenance("segment", [], params))
+    seg.phases = seg.particles = None
+    return seg
+
+
+def _central_resolution(lazy: Any, phases: Any, vs: tuple) -> float:
+    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`)."""
+    box = tuple(slice(max(0, (n - RESOLUTION_BOX) // 2),
+                      max(0, (n - RESOLUTION_BOX) // 2) + min(n, RESOLUTION_BOX))
+                for n in lazy.shape)
+    return _resolution(np.asarray(lazy.region(*box), np.float32),
+                       np.asarray(phases[box]) == PHASE["si"], vs)
 
 
 def _stored_origin(attrs: Any) -> tuple | None:
