@@ -41,7 +41,8 @@ from anodetwin.segment._watershed import squared_edt
 log = get_logger("dvc")
 
 __all__ = ["DEFAULT_FLOOR", "ResidualMap", "NodeField", "dense_displacement", "residual_map",
-           "particle_residuals", "RESIDUAL_TABLE", "RESIDUAL_FORMAT", "write_residual_map"]
+           "particle_residuals", "RESIDUAL_TABLE", "RESIDUAL_FORMAT", "write_residual_map",
+           "residual_to_file"]
 
 #: ``format`` attribute of a residual-map HDF5 file (:func:`write_residual_map`).
 RESIDUAL_FORMAT = "anodetwin-dvc-residual"
@@ -459,14 +460,59 @@ def write_residual_map(path: str | os.PathLike, rmap: ResidualMap, voxel_size_um
     prov = provenance if provenance is not None else make_provenance(
         "dvc-residual", [], {"sigma": rmap.sigma, "floor": rmap.floor})
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = RESIDUAL_FORMAT
-        f.attrs["format_version"] = 1
-        f.attrs["floor"] = rmap.floor
-        f.attrs["sigma_voxels"] = rmap.sigma
-        f.attrs["provenance"] = json.dumps(prov, default=str)
         d = f.create_dataset("residual", data=rmap.residual, chunks=True)
-        if voxel_size_um is not None:
-            d.attrs["element_size_um"] = np.broadcast_to(np.asarray(voxel_size_um, float), (3,))
-        if particles is not None:
-            f.create_dataset("particles", data=particles)
+        _write_header(f, d, rmap.floor, rmap.sigma, voxel_size_um, prov, particles)
     return Path(path)
+
+
+def _write_header(f: Any, d: Any, floor: float, sigma: float, voxel_size_um: Any,
+                  provenance: dict, particles: np.ndarray | None) -> None:
+    """Attributes and particle table of a residual-map file (:func:`write_residual_map`)."""
+    f.attrs["format"] = RESIDUAL_FORMAT
+    f.attrs["format_version"] = 1
+    f.attrs["floor"] = floor
+    f.attrs["sigma_voxels"] = sigma
+    f.attrs["provenance"] = json.dumps(provenance, default=str)
+    if voxel_size_um is not None:
+        d.attrs["element_size_um"] = np.broadcast_to(np.asarray(voxel_size_um, float), (3,))
+    if particles is not None:
+        f.create_dataset("particles", data=particles)
+
+
+def residual_to_file(path: str | os.PathLike, ref: Any, deformed: Any, displacement: Any,
+                     provenance: dict, *, voxel_size_um: Any = None,
+                     **kwargs: Any) -> ResidualMap:
+    """A residual map computed block by block straight into its HDF5 file (layout of
+    :func:`write_residual_map`; written atomically), in bounded memory.
+
+    Parameters
+    ----------
+    path : path
+        The residual-map file.
+    ref, deformed, displacement
+        As :func:`residual_map` (volumes may be :class:`~anodetwin.io.LazyVolume` views).
+    provenance : dict
+        Provenance record of the file.
+    voxel_size_um : float or 3 float, optional
+        Voxel size written with the map (um).
+    **kwargs
+        ``sigma``, ``floor``, ``labels_ref``, ``shell_voxels``, ``ratio``,
+        ``block_shape``, ``memory_limit``, ``workers``: as :func:`residual_map`.
+
+    Returns
+    -------
+    ResidualMap
+        Floor, blur, particle table; ``residual`` is None (it is in the file).
+    """
+    import h5py
+
+    from anodetwin.io import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        d = f.create_dataset("residual", shape=tuple(ref.shape), dtype=np.float32,
+                             chunks=tuple(min(64, n) for n in ref.shape))
+        rmap = residual_map(ref, deformed, displacement, out=d, **kwargs)
+        _write_header(f, d, rmap.floor, rmap.sigma, voxel_size_um, provenance,
+                      rmap.particles)
+    rmap.residual = None
+    return rmap

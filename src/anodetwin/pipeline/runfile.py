@@ -104,12 +104,14 @@ class ResidualSettings:
 
 @dataclass(frozen=True)
 class Resources:
-    """``[resources]``: MPI ranks of the simulation and processes of the DVC (0: all
-    cores). They change how long a run takes, not its results: they are not part of any
-    stage's key."""
+    """``[resources]``: MPI ranks of the simulation, processes of the DVC and threads of
+    the image stages (0: all cores), and the memory ceiling of the image stages, which work
+    block by block within it. They change how long a run takes, not its results: they are
+    not part of any stage's key."""
 
     ranks: int = 0
     workers: int = 0
+    memory_limit: str = "4GB"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,16 @@ class RunConfig:
 _TABLES = {"scans": Scans, "segment": SegmentSettings, "mesh": MeshSettings,
            "dvc": DvcSettings, "residuals": ResidualSettings, "resources": Resources}
 _FREE = {"cell", "simulation", "validation", "truth"}
+
+
+def _check_memory(text: str) -> None:
+    """Refuse a ``[resources] memory_limit`` that is not a size."""
+    from anodetwin.io.blocks import parse_memory
+
+    try:
+        parse_memory(text)
+    except ParameterError as exc:
+        raise ParameterError(f"[resources] memory_limit: {exc.problem}", exc.fix) from None
 
 
 def volume_path(text: str, base: Path) -> Path:
@@ -401,6 +413,7 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
         if v < low:
             raise ParameterError(f"[{key} = {v}", f"give an integer >= {low}"
                                  + (" (0: all cores)" if low == 0 else ""))
+    _check_memory(t["resources"].memory_limit)
     if t["residuals"].floor < 0:
         raise ParameterError(f"[residuals] floor = {t['residuals'].floor:g}",
                              "give a grey-value floor > 0, or 0 to take the double scan's")
@@ -501,5 +514,6 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 
 [resources]
 # ranks = 0                   # MPI ranks of the simulation (0: all cores)
-# workers = 0                 # DVC processes (0: all cores)
+# workers = 0                 # DVC processes, image-stage threads (0: all cores)
+# memory_limit = "4GB"        # memory ceiling of the image stages (block by block)
 '''

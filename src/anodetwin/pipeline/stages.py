@@ -11,16 +11,19 @@ nothing here computes what a stage module already does.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from anodetwin.log import get_logger
 from anodetwin.pipeline.runfile import RunConfig, scan_times, volume_file
 
-__all__ = ["Stage", "STAGES", "stage_named", "read_scan", "cores", "simulate_case"]
+__all__ = ["Stage", "STAGES", "stage_named", "read_scan", "open_scan", "cores",
+           "simulate_case"]
 
 log = get_logger("run")
 
@@ -70,6 +73,16 @@ def read_scan(cfg: RunConfig, path: Path):
 
     return read_volume(path, roi=cfg.scans.roi or None, binning=cfg.scans.binning,
                        voxel_size=cfg.scans.voxel_size_um or None)
+
+
+@contextmanager
+def open_scan(cfg: RunConfig, path: Path) -> Iterator[Any]:
+    """A scan as the run reads it, opened lazily (a :class:`~anodetwin.io.LazyVolume` read
+    block by block while the context lasts)."""
+    from anodetwin.io import open_volume
+
+    with open_volume(path, voxel_size=cfg.scans.voxel_size_um or None) as src:
+        yield src.lazy(roi=cfg.scans.roi or None, binning=cfg.scans.binning, progress=False)
 
 
 def _scan_params(cfg: RunConfig) -> dict:
@@ -189,12 +202,12 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
 def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
     """The residual map of every cumulative field above ``[residuals] floor``, or else the
     noise floor of the double scan."""
-    from anodetwin.io import atomic_write_json
+    import h5py
+
     from anodetwin.dvc.noise import noise_floor
     from anodetwin.dvc.pair import read_pair
-    from anodetwin.dvc.residual import (dense_displacement, particle_residuals, residual_map,
-                                        write_residual_map)
-    from anodetwin.segment.pipeline import read_labels
+    from anodetwin.dvc.residual import NodeField, residual_to_file
+    from anodetwin.io import atomic_write_json, make_provenance
 
     r = cfg.residuals
     floor = r.floor or None
@@ -203,21 +216,25 @@ def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
                          sigma=r.sigma)
         atomic_write_json(folder / "noise_floor.json", nf.to_dict())
         floor = nf.residual_threshold
-    ref = read_scan(cfg, cfg.scan_files[0])
-    labels = read_labels(out / "segment" / f"{cfg.names[0]}.h5").particles
     rows = []
-    for k in range(1, len(cfg.names)):
-        res = read_pair(out / "dvc" / f"cumulative_0_{k}.h5")
-        nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
-        u = dense_displacement(nodes, res.grid_shape, res.displacement, ref.shape)
-        rmap = residual_map(ref, read_scan(cfg, cfg.scan_files[k]), u, sigma=r.sigma,
-                            floor=floor)
-        table = particle_residuals(rmap, labels, shell_voxels=r.shell_voxels)
-        write_residual_map(folder / f"residual_0_{k}.h5", rmap, ref.voxel_size_um,
-                           particles=table)
-        rows.append({"scan": cfg.names[k], "floor": rmap.floor,
-                     "particles": int(len(table)),
-                     "core_shell_like": int(table["core_shell_like"].sum())})
+    with open_scan(cfg, cfg.scan_files[0]) as ref, \
+            h5py.File(out / "segment" / f"{cfg.names[0]}.h5", "r") as labels:
+        for k in range(1, len(cfg.names)):
+            res = read_pair(out / "dvc" / f"cumulative_0_{k}.h5")
+            nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
+            params = {"sigma": r.sigma, "floor": floor, "shell_voxels": r.shell_voxels}
+            prov = make_provenance("run: residuals", [], params)
+            with open_scan(cfg, cfg.scan_files[k]) as deformed:
+                rmap = residual_to_file(
+                    folder / f"residual_0_{k}.h5", ref, deformed,
+                    NodeField(nodes, res.grid_shape, res.displacement), prov,
+                    voxel_size_um=ref.voxel_size_um, sigma=r.sigma, floor=floor,
+                    labels_ref=labels["particles"], shell_voxels=r.shell_voxels,
+                    memory_limit=cfg.resources.memory_limit,
+                    workers=cfg.resources.workers or cores())
+            rows.append({"scan": cfg.names[k], "floor": rmap.floor,
+                         "particles": int(len(rmap.particles)),
+                         "core_shell_like": int(rmap.particles["core_shell_like"].sum())})
     return {"noise_floor": floor, "steps": rows}
 
 
