@@ -132,7 +132,7 @@ def _segment_blocks(args: argparse.Namespace, limit: str, inputs: list) -> int:
     from anodetwin.segment.pipeline import segment_to_file
 
     for opt, given in (("--model", args.model), ("--normalise", args.normalise),
-                       ("--align-to", args.align_to), ("--tiff", args.tiff)):
+                       ("--tiff", args.tiff)):
         if given:
             raise ParameterError(
                 f"{opt} needs the volume in memory and cannot be combined with block-wise "
@@ -142,7 +142,7 @@ def _segment_blocks(args: argparse.Namespace, limit: str, inputs: list) -> int:
               "min_particle_voxels": args.min_particle_voxels,
               "surface_window_um": args.surface_window_um, "workers": args.workers}
     seg = segment_to_file(args.volume, args.out, voxel_size_um=args.voxel_size,
-                          denoise=args.denoise, h=args.h,
+                          denoise=args.denoise, align_to=args.align_to, h=args.h,
                           min_particle_voxels=args.min_particle_voxels,
                           surface_window_um=args.surface_window_um,
                           resolution=not args.no_resolution, memory_limit=limit,

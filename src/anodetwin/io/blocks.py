@@ -195,7 +195,7 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
     return tuple(min(side, int(n)) for n in shape)  # type: ignore[return-value]
 
 
-_READ_LOCK = threading.Lock()
+_READ_LOCK = threading.RLock()
 
 
 def read_region(volume: Any, box: Box) -> np.ndarray:
@@ -213,9 +213,13 @@ def read_region(volume: Any, box: Box) -> np.ndarray:
     numpy.ndarray
         The voxels (a view for arrays in memory).
     """
-    if hasattr(volume, "region"):  # LazyVolume: one reader at a time
+    from anodetwin.io.volume import LazyVolume
+
+    if isinstance(volume, LazyVolume):  # one reader of a file at a time
         with _READ_LOCK:
             return volume.region(*box)
+    if hasattr(volume, "region"):  # views computed from volumes (they lock their reads)
+        return volume.region(*box)
     data = volume if isinstance(volume, np.ndarray) else getattr(volume, "data", volume)
     if isinstance(data, np.ndarray):
         return data[box]

@@ -117,30 +117,58 @@ def _classifier(cfg: RunConfig, folder: Path):
 
 
 def _segment(cfg: RunConfig, out: Path, folder: Path) -> dict:
-    """Every scan segmented (phases, particles), T1.. moved onto T0's collector."""
-    from anodetwin.io import input_record, make_provenance
-    from anodetwin.segment.pipeline import segment_volume, write_labels
+    """Every scan segmented (phases, particles), T1.. moved onto T0's collector: block by
+    block within ``[resources] memory_limit`` (the threshold route), in memory with a
+    classifier or a normalisation."""
+    from anodetwin.io import input_record
 
     s = cfg.segment
     model = _classifier(cfg, folder)
-    ref = None
     rows = []
     for k, (name, path) in enumerate(zip(cfg.names, cfg.scan_files, strict=True)):
         target = folder / f"{name}.h5"
         if not target.is_file():  # a stopped stage continues with the next scan
             log.info("segment %s (%d of %d)", name, k + 1, len(cfg.names))
-            vol = read_scan(cfg, path)
-            if ref is None:  # T0, the reference of the alignment
-                ref = vol if k == 0 else read_scan(cfg, cfg.scan_files[0])
-            seg = segment_volume(vol, model=model, denoise=s.denoise or None,
-                                 normalise=s.normalise or None,
-                                 align_to=None if k == 0 else ref, h=s.h,
-                                 min_particle_voxels=s.min_particle_voxels,
-                                 surface_window_um=s.surface_window_um)
-            prov = make_provenance("run: segment", [input_record(volume_file(path))], seg.params)
-            write_labels(target, seg, prov)
+            prov = [input_record(volume_file(path))]
+            if model is None and not s.normalise:
+                _segment_blocks(cfg, k, target, prov)
+            else:
+                _segment_in_memory(cfg, k, target, model, prov)
         rows.append({"scan": name, "labels": target.name})
     return {"scans": rows, "classifier": str(model) if model else None}
+
+
+def _segment_blocks(cfg: RunConfig, k: int, target: Path, inputs: list) -> None:
+    """Scan ``k`` segmented block by block into ``target`` (threshold route), moved onto
+    T0's collector for k >= 1."""
+    from anodetwin.io import make_provenance
+    from anodetwin.segment.pipeline import segment_to_file
+
+    s = cfg.segment
+    with open_scan(cfg, cfg.scan_files[k]) as vol, open_scan(cfg, cfg.scan_files[0]) as t0:
+        params = {"denoise": s.denoise or None, "h": s.h,
+                  "min_particle_voxels": s.min_particle_voxels,
+                  "surface_window_um": s.surface_window_um}
+        segment_to_file(vol, target, align_to=None if k == 0 else t0, **params,
+                        memory_limit=cfg.resources.memory_limit,
+                        workers=cfg.resources.workers or cores(),
+                        provenance=make_provenance("run: segment", inputs, params))
+
+
+def _segment_in_memory(cfg: RunConfig, k: int, target: Path, model: Any,
+                       inputs: list) -> None:
+    """Scan ``k`` segmented in memory (a classifier or a normalisation needs the whole
+    volume), moved onto T0's collector for k >= 1."""
+    from anodetwin.io import make_provenance
+    from anodetwin.segment.pipeline import segment_volume, write_labels
+
+    s = cfg.segment
+    seg = segment_volume(read_scan(cfg, cfg.scan_files[k]), model=model,
+                         denoise=s.denoise or None, normalise=s.normalise or None,
+                         align_to=None if k == 0 else read_scan(cfg, cfg.scan_files[0]),
+                         h=s.h, min_particle_voxels=s.min_particle_voxels,
+                         surface_window_um=s.surface_window_um)
+    write_labels(target, seg, make_provenance("run: segment", inputs, seg.params))
 
 
 def _segment_inputs(cfg: RunConfig) -> list:

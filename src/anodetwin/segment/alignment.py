@@ -10,15 +10,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io import require_3d
 from anodetwin.log import get_logger
-from anodetwin.segment.phases import find_foil, thresholds
+from anodetwin.io.blocks import read_region
+from anodetwin.segment.phases import foil_extent
 
-__all__ = ["collector_slab", "collector_shift", "align"]
+__all__ = ["collector_slab", "collector_shift", "align", "shifted_region", "ShiftedVolume"]
 
 log = get_logger("segment")
 
@@ -61,20 +64,39 @@ def collector_slab(volume: np.ndarray, margin: int = 4) -> slice:
     return slice(max(0, z0 - margin), min(volume.shape[0], z1 + margin))
 
 
-def _foil_rows(volume: np.ndarray) -> tuple[int, int]:
+def _foil_rows(volume: Any, block_shape: Any = None, workers: int = 1) -> tuple[int, int]:
     """First and one-past-last z slice holding copper (see :func:`collector_slab`)."""
-    s = ndimage.gaussian_filter(np.asarray(volume, np.float32), 1.0)
-    _, t_cu = thresholds(s)
-    face, cu, _ = find_foil(s, t_cu)
-    if face is None:
+    face, extreme = foil_extent(volume, 1.0, block_shape, workers)
+    nz = volume.shape[0]
+    if face is None or not ((extreme >= 0) & (extreme < nz)).any():
         raise ParameterError("no copper foil (dense layer at a z face) found to align on",
                              "align on another feature or skip the alignment")
-    rows = np.flatnonzero(cu.any(axis=(1, 2)))
-    return int(rows.min()), int(rows.max()) + 1
+    if face == "low":  # copper fills each column from the face up to its extreme
+        return 0, int(extreme.max()) + 1
+    return int(extreme.min()), nz
 
 
-def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
-                    upsample: int = 20) -> np.ndarray:
+def _planes(volume: Any, z: Any) -> np.ndarray:
+    """Whole planes ``z`` (a slice or indices) of a volume in memory or on disk, float64."""
+    full = (slice(0, volume.shape[1]), slice(0, volume.shape[2]))
+    if isinstance(z, slice):
+        return np.asarray(read_region(volume, (z,) + full), np.float64)
+    return np.stack([np.asarray(read_region(volume, (slice(k, k + 1),) + full)[0], np.float64)
+                     for k in np.asarray(z, int)]) if len(z) else np.zeros((0,) + volume.shape[1:])
+
+
+def _plane_means(volume: Any, slab: int = 32) -> np.ndarray:
+    """Mean grey value of every z plane, read a slab of planes at a time."""
+    nz, ny, nx = volume.shape
+    out = np.empty(nz)
+    for z in range(0, nz, slab):
+        v = read_region(volume, (slice(z, min(nz, z + slab)), slice(0, ny), slice(0, nx)))
+        out[z:z + slab] = np.asarray(v).mean(axis=(1, 2), dtype=np.float64)
+    return out
+
+
+def collector_shift(ref: Any, moving: Any, margin: int = 4, upsample: int = 20, *,
+                    block_shape: Any = None, workers: int = 1) -> np.ndarray:
     """Translation that maps ``ref``'s copper foil onto ``moving``'s.
 
     ``moving`` shifted by minus this (:func:`align`) lies on ``ref``'s grid: a feature at
@@ -101,14 +123,19 @@ def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
 
     Parameters
     ----------
-    ref, moving : numpy.ndarray, shape (nz, ny, nx)
-        Reference and moving grey volumes of one scan geometry.
+    ref, moving : numpy.ndarray or LazyVolume, shape (nz, ny, nx)
+        Reference and moving grey volumes of one scan geometry; volumes on disk are read a
+        few planes at a time (plane means, the foil's planes) and the foil is found block
+        by block.
     margin : int
         Slices beyond the foil (as the segmentation finds it) searched for its faces and the
         largest z shift sought, at least 8 (>= 0); the in-plane search reaches a quarter of
         the plane either way.
     upsample : int
         Sub-voxel precision: the shift is given in steps of 1 / ``upsample`` voxels (>= 1).
+    block_shape, workers
+        Blocks and threads of the search for the foil
+        (:func:`anodetwin.segment.phases.foil_extent`).
 
     Returns
     -------
@@ -124,7 +151,7 @@ def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
     ParameterError
         If ``ref`` has no copper foil, or ``margin`` or ``upsample`` is out of range.
     """
-    a, b = np.asarray(ref), np.asarray(moving)
+    a, b = (v if hasattr(v, "region") else np.asarray(v) for v in (ref, moving))
     require_3d(a.shape, "reference volume")
     if a.shape != b.shape:
         raise ShapeMismatchError(f"reference {a.shape} and moving {b.shape} volumes differ",
@@ -132,9 +159,9 @@ def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
     if int(margin) != margin or margin < 0 or int(upsample) != upsample or upsample < 1:
         raise ParameterError(f"alignment margin {margin} / upsample {upsample} out of range",
                              "give a margin >= 0 and an upsample >= 1 (integers)")
-    pa, pb = a.mean(axis=(1, 2), dtype=np.float64), b.mean(axis=(1, 2), dtype=np.float64)
+    pa, pb = _plane_means(a), _plane_means(b)
     search = max(int(margin), 8)
-    z0, z1 = _foil_rows(a)
+    z0, z1 = _foil_rows(a, block_shape, workers)
     foil, band = slice(z0, z1), slice(max(0, z0 - search), min(a.shape[0], z1 + search))
     dz = _profile_shift(np.gradient(pa), np.gradient(pb), _face_window(pa, foil, band), search,
                         0.1 / upsample)
@@ -143,7 +170,7 @@ def collector_shift(ref: np.ndarray, moving: np.ndarray, margin: int = 4,
     inner = rows[pa[rows] >= c_level - INNER_LEVEL * (c_level - e_level)]
     inner = inner[np.unique(np.linspace(0, len(inner) - 1, min(len(inner), MAX_ROWS)).round()
                             .astype(int))]
-    dyx = _inplane_shift(a[inner].astype(np.float64), _slices_at(b, inner + dz), 0.1 / upsample)
+    dyx = _inplane_shift(_planes(a, inner), _slices_at(b, inner + dz), 0.1 / upsample)
     return np.round(np.array([dz, *dyx]) * upsample) / upsample + 0.0  # no -0.0
 
 
@@ -168,11 +195,84 @@ def align(volume: np.ndarray, shift: np.ndarray, order: int = 1) -> np.ndarray:
     """
     s = np.asarray(shift, float)
     v = np.asarray(volume)
+    if order == 1:
+        return shifted_region(v, s, tuple(slice(0, n) for n in v.shape))
     if np.allclose(s, np.round(s)):
         out = ndimage.shift(v, -np.round(s), order=0, mode="nearest")
     else:
         out = ndimage.shift(v.astype(np.float32), -s, order=order, mode="nearest")
     return out.astype(v.dtype) if np.issubdtype(v.dtype, np.integer) and order == 0 else out
+
+
+def shifted_region(volume: Any, shift: Any, box: tuple) -> np.ndarray:
+    """A box of a volume moved by ``-shift`` (linear interpolation, one axis after the
+    other, edge values beyond the faces): ``out[i] = volume(i + shift)``. Each voxel is
+    computed from its own neighbours with the same weights whatever the box, so boxes give
+    the whole volume's values.
+
+    Parameters
+    ----------
+    volume : array, Volume or LazyVolume
+        The moving volume (z, y, x).
+    shift : array_like, shape (3,)
+        Shift (z, y, x) in voxels (:func:`collector_shift`).
+    box : tuple of 3 slice
+        The box of the aligned volume.
+
+    Returns
+    -------
+    numpy.ndarray
+        The box: the input dtype for a whole-voxel shift, float32 otherwise.
+    """
+    s = np.asarray(shift, float)
+    f = np.floor(s).astype(int)
+    w = s - f
+    n = volume.shape
+    src = tuple(slice(min(max(0, b.start + k), m - 1), min(m, max(b.stop + k + 1, 1)))
+                for b, k, m in zip(box, f, n, strict=True))
+    d = np.asarray(read_region(volume, src))
+    if not w.any():
+        d = d.copy()
+    else:
+        d = d.astype(np.float32)
+    for a in range(3):
+        i = np.arange(box[a].start, box[a].stop) + f[a]
+        i0 = np.clip(i, 0, n[a] - 1) - src[a].start
+        if w[a] == 0:
+            d = np.take(d, i0, axis=a)
+            continue
+        i1 = np.clip(i + 1, 0, n[a] - 1) - src[a].start
+        d = np.take(d, i0, axis=a) * np.float32(1 - w[a]) + np.take(d, i1, axis=a) \
+            * np.float32(w[a])
+    return d
+
+
+class ShiftedVolume:
+    """A volume on disk seen moved by ``-shift`` (:func:`shifted_region`), box by box.
+
+    Parameters
+    ----------
+    volume : LazyVolume or array
+        The moving volume.
+    shift : array_like, shape (3,)
+        Shift (z, y, x) in voxels.
+    voxel_size_um, origin : tuple, optional
+        Geometry of the aligned volume (the reference's).
+    """
+
+    def __init__(self, volume: Any, shift: Any, voxel_size_um: Any = None,
+                 origin: Any = None):
+        self.source = volume
+        self.shift = np.asarray(shift, float)
+        self.shape = tuple(volume.shape)
+        self.dtype = (np.dtype(volume.dtype) if np.allclose(self.shift, np.round(self.shift))
+                      else np.dtype(np.float32))
+        self.voxel_size_um = voxel_size_um or getattr(volume, "voxel_size_um", None)
+        self.origin = origin if origin is not None else getattr(volume, "origin", None)
+
+    def region(self, zs: slice, ys: slice, xs: slice) -> np.ndarray:
+        """The aligned voxels of a box."""
+        return shifted_region(self.source, self.shift, (zs, ys, xs))
 
 
 def _face_window(profile: np.ndarray, foil: slice, band: slice) -> np.ndarray:
@@ -246,8 +346,8 @@ def _slices_at(volume: np.ndarray, z: np.ndarray) -> np.ndarray:
         f = zi - k
         w = (-f * (f - 1) * (f - 2) / 6, (f + 1) * (f - 1) * (f - 2) / 2,
              -(f + 1) * f * (f - 2) / 2, (f + 1) * f * (f - 1) / 6)
-        out[i] = sum(wj * volume[min(max(k + j, 0), n - 1)].astype(np.float64)
-                     for j, wj in zip((-1, 0, 1, 2), w, strict=True))
+        rows = [min(max(k + j, 0), n - 1) for j in (-1, 0, 1, 2)]
+        out[i] = sum(wj * p for wj, p in zip(w, _planes(volume, rows), strict=True))
     return out
 
 

@@ -56,7 +56,7 @@ from anodetwin.segment._blockpass import (
 from anodetwin.segment.preprocess import denoise as denoise_volume
 
 __all__ = ["PhaseSegmentation", "segment_phases", "thresholds", "electrode_surface",
-           "lateral_window"]
+           "lateral_window", "foil_extent"]
 
 
 @dataclass
@@ -180,6 +180,38 @@ def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray
     face, kcu, t_edge = _foil(src, grid, t_cu, lattice_step(src.shape), 1)
     full = tuple(slice(0, n) for n in src.shape)
     return face, _copper_box(kcu, face, full), t_edge
+
+
+def foil_extent(volume: Any, sigma: float = 1.0, block_shape: Any = None,
+                workers: int = 1) -> tuple[str | None, np.ndarray | None]:
+    """Face of the copper foil and, per (y, x) column, its last (low face) or first (high
+    face) copper slice, block by block (as :func:`find_foil` on the volume smoothed by
+    ``sigma`` with its upper multi-Otsu threshold).
+
+    Parameters
+    ----------
+    volume : array, Volume or LazyVolume
+        Grey values (z, y, x).
+    sigma : float
+        Gaussian smoothing (voxels).
+    block_shape : int or 3 int, optional
+        Blocks (default: one).
+    workers : int
+        Threads.
+
+    Returns
+    -------
+    face : str or None
+        ``"low"``, ``"high"`` or None without a foil.
+    extreme : numpy.ndarray of int64, shape (ny, nx), or None
+        Copper extreme per column (-1 / a value >= nz where the column has none).
+    """
+    grid = BlockGrid(volume.shape, block_shape, 0)
+    src = GreySource(volume, sigma, cache=len(grid) == 1)
+    step = lattice_step(volume.shape)
+    _, t2 = _otsu3(_checked_sample(src, grid, step, workers))
+    face, kcu, _ = _foil(src, grid, t2, step, workers)
+    return face, kcu
 
 
 def _foil_layers(frac: np.ndarray) -> tuple[str, slice, slice] | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,9 +332,9 @@ def _write_header(f: Any, seg: Segmentation, provenance: dict) -> None:
 RESOLUTION_BOX = 192
 
 
-def segment_to_file(volume: str | os.PathLike, out: str | os.PathLike, *,
+def segment_to_file(volume: Any, out: str | os.PathLike, *,
                     voxel_size_um: float | tuple | None = None, denoise: str | None = None,
-                    h: float = 1.0, min_particle_voxels: int = 27,
+                    align_to: Any = None, h: float = 1.0, min_particle_voxels: int = 27,
                     surface_window_um: float = 10.0, resolution: bool = True,
                     memory_limit: Any = "4GB", workers: int = 1,
                     provenance: dict | None = None) -> Segmentation:
@@ -347,12 +349,16 @@ def segment_to_file(volume: str | os.PathLike, out: str | os.PathLike, *,
 
     Parameters
     ----------
-    volume : path
-        The tomogram (any format :func:`anodetwin.io.open_volume` reads).
+    volume : path or LazyVolume
+        The tomogram (any format :func:`anodetwin.io.open_volume` reads, or a view of one).
     out : path
         The labels file (HDF5, module notes).
     voxel_size_um, denoise, h, min_particle_voxels, surface_window_um, resolution
         As :func:`segment_volume` (``denoise``: ``"median"`` or ``"nlmeans"``).
+    align_to : path or LazyVolume, optional
+        Reference step (e.g. T0): the volume is first moved onto it by the translation of
+        the copper foil (:func:`anodetwin.segment.alignment.collector_shift`, read a few
+        planes at a time; the move is applied block by block).
     memory_limit : str or int
         Memory ceiling of the image passes (e.g. ``"4GB"``).
     workers : int
@@ -368,17 +374,18 @@ def segment_to_file(volume: str | os.PathLike, out: str | os.PathLike, *,
     """
     import h5py
 
-    from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size, open_volume
+    from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size
     from anodetwin.segment.particles import label_particles, particle_table
     from anodetwin.segment.phases import segment_phases
 
-    with open_volume(volume, voxel_size=voxel_size_um) as src:
-        lazy = src.lazy(progress=False)
+    with _lazy(volume, voxel_size_um) as lazy, _lazy(align_to, voxel_size_um) as ref:
+        lazy, shift = _aligned(lazy, ref, volume, align_to, voxel_size_um, memory_limit,
+                               workers)
         vs = normalise_voxel_size(lazy.voxel_size_um or 1.0, "voxel size")
         params = {"denoise": denoise, "h": h, "min_particle_voxels": min_particle_voxels,
                   "surface_window_um": surface_window_um, "memory_limit": str(memory_limit)}
         seg = Segmentation(None, None, None, None, None, vs, origin_um=tuple(lazy.origin),
-                           params=params)
+                           params=params, alignment_shift=tuple(float(x) for x in shift))
         with atomic_path(Path(out)) as tmp, h5py.File(tmp, "w") as f:
             ph = _volume_dataset(f, "phases", seg, shape=lazy.shape, dtype=np.uint8)
             lab = _volume_dataset(f, "particles", seg, shape=lazy.shape, dtype=np.int32)
@@ -398,6 +405,37 @@ def segment_to_file(volume: str | os.PathLike, out: str | os.PathLike, *,
             _write_header(f, seg, provenance or make_provenance("segment", [], params))
     seg.phases = seg.particles = None
     return seg
+
+
+@contextmanager
+def _lazy(volume: Any, voxel_size_um: Any) -> Iterator[Any]:
+    """A lazy view of a path (opened for the context), or the view given (None: None)."""
+    from anodetwin.io import open_volume
+
+    if volume is None or hasattr(volume, "region"):
+        yield volume
+        return
+    with open_volume(volume, voxel_size=voxel_size_um) as src:
+        yield src.lazy(progress=False)
+
+
+def _aligned(lazy: Any, ref: Any, name: Any, ref_name: Any, voxel_size_um: Any,
+             memory_limit: Any, workers: int) -> tuple[Any, np.ndarray]:
+    """The volume moved onto ``ref`` by the foil's translation (checked to share its grid),
+    and the shift; unchanged without a reference."""
+    from anodetwin.io.agree import input_name, require_same_grid
+    from anodetwin.io.blocks import block_shape_for
+    from anodetwin.segment.alignment import ShiftedVolume, collector_shift
+    from anodetwin.segment.phases import BYTES_PER_VOXEL
+
+    if ref is None:
+        return lazy, np.zeros(3)
+    require_same_grid(lazy, ref, input_name("volume", name),
+                      input_name("--align-to reference", ref_name), voxel_size=voxel_size_um)
+    bs = block_shape_for(ref.shape, BYTES_PER_VOXEL, 4, memory_limit, workers)
+    shift = collector_shift(ref, lazy, block_shape=bs, workers=workers)
+    log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
+    return ShiftedVolume(lazy, shift, ref.voxel_size_um, ref.origin), shift
 
 
 def _central_resolution(lazy: Any, phases: Any, vs: tuple) -> float:
