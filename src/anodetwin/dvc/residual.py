@@ -36,7 +36,7 @@ from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import require_same_grid
 from anodetwin.kinematics import CHAIN, inverse_box, sample_nearest, warp_box
 from anodetwin.log import get_logger
-from anodetwin.segment._watershed import squared_edt
+from anodetwin.segment.particles import squared_edt
 
 log = get_logger("dvc")
 

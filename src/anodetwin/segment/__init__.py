@@ -4,6 +4,7 @@ Entry points:
 
 * :func:`segment_volume`, :func:`write_labels`, :func:`read_labels`: one tomogram to a
   :class:`Segmentation` and its labels file (layout in :mod:`anodetwin.segment.pipeline`);
+  :func:`segment_to_file`: the same block by block, for scans larger than memory;
 * :func:`segment_phases`: unsupervised phases (Cu, Si, CBD+E, separator) and interfaces
   (:class:`PhaseSegmentation`); :func:`interfaces_from_phases` for phases from elsewhere;
 * :func:`train_classifier` / :func:`load_classifier`: learned pixel classifier
@@ -29,12 +30,12 @@ from anodetwin.segment.particles import (PARTICLE_TABLE, label_particles, partic
                                          touching_pairs)
 from anodetwin.segment.phases import PhaseSegmentation, segment_phases
 from anodetwin.segment.pipeline import (Segmentation, interfaces_from_phases, read_labels,
-                                        segment_volume, write_labels)
+                                        segment_to_file, segment_volume, write_labels)
 from anodetwin.segment.preprocess import denoise, normalise
 from anodetwin.segment.resolution import EdgeResolution, edge_resolution
 from anodetwin.segment.tracking import Tracks, dvc_prior, thickness_prior, track_particles
 
-__all__ = ["Segmentation", "segment_volume", "write_labels", "read_labels",
+__all__ = ["Segmentation", "segment_volume", "segment_to_file", "write_labels", "read_labels",
            "PhaseSegmentation", "segment_phases", "interfaces_from_phases",
            "PixelClassifier", "train_classifier", "load_classifier", "pixel_features",
            "PARTICLE_TABLE", "label_particles", "particle_table", "touching_pairs",

@@ -21,8 +21,8 @@ from scipy import ndimage
 
 from anodetwin.io.blocks import Block, BlockGrid, read_region, run_blocks
 
-__all__ = ["GreySource", "LATTICE_SAMPLES", "gaussian_radius", "lattice_step", "lattice_box", "gather",
-           "components_touching", "column_extreme"]
+__all__ = ["GreySource", "LATTICE_SAMPLES", "gaussian_radius", "lattice_step", "lattice_box",
+           "gather", "components_touching", "column_extreme"]
 
 #: Voxels sampled at most for the global histograms (thresholds, levels).
 LATTICE_SAMPLES = 2_000_000

@@ -75,13 +75,8 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
     if seg.collector_face == "high":
         th = -th
     th = np.where(np.isfinite(th) & (th > 0), th, np.nan)
-    nz = seg.phases.shape[0]
-    z = np.arange(nz, dtype=float)[:, None, None]
-    lo = np.minimum(seg.collector_z, seg.separator_z)[None]
-    hi = np.maximum(seg.collector_z, seg.separator_z)[None]
-    electrode = (z > lo) & (z < hi) & np.isfinite(hi)
-    n_el = int(electrode.sum())
-    n_si = int((seg.phases == PHASE["si"]).sum())
+    n_el = _electrode_voxels(seg.collector_z, seg.separator_z, seg.phases.shape[0])
+    n_si = _count(seg.phases, PHASE["si"])
     d = seg.table["equivalent_diameter_um"]
     q = np.percentile(d, [10, 50, 90]) if len(d) else [np.nan] * 3
     si_fraction = n_si / n_el if n_el else np.nan
@@ -95,6 +90,22 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
             "resolution_fwhm_um": seg.resolution_fwhm_um,
             "shift_z_vox": seg.alignment_shift[0], "shift_y_vox": seg.alignment_shift[1],
             "shift_x_vox": seg.alignment_shift[2]}
+
+
+def _electrode_voxels(collector_z: np.ndarray, separator_z: np.ndarray, nz: int) -> int:
+    """Voxels (slices 0..nz-1) strictly between the two interfaces, column by column."""
+    lo = np.minimum(collector_z, separator_z)
+    hi = np.maximum(collector_z, separator_z)
+    ok = np.isfinite(hi) & np.isfinite(lo)
+    first = np.clip(np.floor(np.where(ok, lo, 0)) + 1, 0, nz)  # first slice z > lo
+    last = np.clip(np.ceil(np.where(ok, hi, 0)) - 1, -1, nz - 1)  # last slice z < hi
+    return int(np.where(ok, np.maximum(last - first + 1, 0), 0).sum())
+
+
+def _count(phases: Any, code: int, slab: int = 64) -> int:
+    """Voxels of a phase code in a volume in memory or in a file, a slab at a time."""
+    return int(sum(np.count_nonzero(np.asarray(phases[z:z + slab]) == code)
+                   for z in range(0, phases.shape[0], slab)))
 
 
 @dataclass

@@ -38,7 +38,8 @@ from anodetwin.segment._watershed import (
     squared_edt,
 )
 
-__all__ = ["PARTICLE_TABLE", "label_particles", "particle_table", "touching_pairs"]
+__all__ = ["PARTICLE_TABLE", "label_particles", "particle_table", "touching_pairs",
+           "squared_edt"]
 
 PARTICLE_TABLE = np.dtype([
     ("id", "i4"), ("centroid_z_um", "f8"), ("centroid_y_um", "f8"), ("centroid_x_um", "f8"),
