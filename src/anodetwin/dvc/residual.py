@@ -336,20 +336,56 @@ def _label_sums(lab: np.ndarray, core: tuple, above: np.ndarray,
                 shell_voxels: float) -> np.ndarray:
     """(4, n) per-label voxels, shell voxels, voxels above the floor and shell voxels above
     it, over the ``core`` of a box of deformed labels (``above`` on the core)."""
-    boundary = np.zeros(lab.shape, bool)
-    for ax in range(3):
-        a = np.moveaxis(lab, ax, 0)
-        b = np.moveaxis(boundary, ax, 0)
-        diff = a[1:] != a[:-1]
-        b[1:] |= diff
-        b[:-1] |= diff
-    shell = (squared_edt(~boundary, np.ones(3)) <= shell_voxels ** 2)[core]
-    flat = lab[core].ravel()
-    n = int(flat.max()) + 1 if flat.size else 1
-    return np.stack([np.bincount(flat, minlength=n),
-                     np.bincount(flat, weights=shell.ravel(), minlength=n),
-                     np.bincount(flat, weights=above.ravel(), minlength=n),
-                     np.bincount(flat, weights=(above & shell).ravel(), minlength=n)])
+    m = int(np.ceil(shell_voxels)) + 2  # the shell of a core voxel lies within this
+    box = tuple(slice(max(0, c.start - m), min(n, c.stop + m))
+                for c, n in zip(core, lab.shape, strict=True))
+    lab = np.ascontiguousarray(lab[box], np.int32)
+    core = _within(core, box)
+    shell = squared_edt(~_label_boundary(lab), np.ones(3)) <= shell_voxels ** 2
+    lo = np.array([c.start for c in core])
+    hi = np.array([c.stop for c in core])
+    n = int(lab[core].max()) + 1 if lab[core].size else 1
+    return _sums(lab, shell, np.ascontiguousarray(above), lo, hi, n)
+
+
+@njit(cache=True, nogil=True)
+def _label_boundary(lab: np.ndarray) -> np.ndarray:
+    """Voxels with a face neighbour of another label (either side of every change)."""
+    nz, ny, nx = lab.shape
+    b = np.zeros(lab.shape, np.bool_)
+    for i in range(nz):
+        for j in range(ny):
+            for k in range(nx):
+                v = lab[i, j, k]
+                if i + 1 < nz and lab[i + 1, j, k] != v:
+                    b[i, j, k] = b[i + 1, j, k] = True
+                if j + 1 < ny and lab[i, j + 1, k] != v:
+                    b[i, j, k] = b[i, j + 1, k] = True
+                if k + 1 < nx and lab[i, j, k + 1] != v:
+                    b[i, j, k] = b[i, j, k + 1] = True
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _sums(lab: np.ndarray, shell: np.ndarray, above: np.ndarray, lo: np.ndarray,
+          hi: np.ndarray, n: int) -> np.ndarray:
+    """The four per-label counts of :func:`_label_sums` over the sub-box ``lo:hi``
+    (``above`` given on the sub-box)."""
+    out = np.zeros((4, n))
+    for i in range(lo[0], hi[0]):
+        for j in range(lo[1], hi[1]):
+            for k in range(lo[2], hi[2]):
+                v = lab[i, j, k]
+                sh = shell[i, j, k]
+                ab = above[i - lo[0], j - lo[1], k - lo[2]]
+                out[0, v] += 1.0
+                if sh:
+                    out[1, v] += 1.0
+                if ab:
+                    out[2, v] += 1.0
+                    if sh:
+                        out[3, v] += 1.0
+    return out
 
 
 def _sum_parts(parts: list) -> np.ndarray:

@@ -132,7 +132,7 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
 #: more (particles larger than about the halo).
 HALO = 16
 #: Working memory of the instance passes per voxel of a block with its halo (bytes).
-BYTES_PER_VOXEL = 40
+BYTES_PER_VOXEL = 64
 
 
 def _mask(values: np.ndarray, code: int | None) -> np.ndarray:

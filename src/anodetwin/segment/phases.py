@@ -257,7 +257,8 @@ def _foil(src: GreySource, grid: BlockGrid, t_cu: float, step: int, workers: int
         return column_extreme(luts[b.index][lab], b.core[0].start, face)
 
     kcu = np.full((ny, nx), -1 if face == "low" else _NONE, np.int64)
-    for b, e in run_blocks(extreme, grid, workers):
+    holding = [b for b in grid if luts[b.index].any()]  # the blocks with copper
+    for b, e in run_blocks(extreme, holding, workers):
         yx = b.core[1:]
         kcu[yx] = np.maximum(kcu[yx], e) if face == "low" else np.minimum(kcu[yx], e)
     return face, kcu, t_edge
@@ -342,23 +343,36 @@ def _modes_midpoint(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def _local_midpoint(s: np.ndarray, fg_mask: np.ndarray, valid: np.ndarray, lo: float,
-                    hi: float, sigma: float, iterations: int) -> np.ndarray:
+                    hi: float, sigma: float, iterations: int,
+                    interior: tuple = ((False, False),) * 3) -> tuple[np.ndarray, tuple]:
     """Refine a threshold mask: each voxel is compared with the midpoint of the local mean
     of the foreground and of the background around it (Gaussian windows of ``sigma``), so
-    an edge sits at half height whatever the neighbouring phase is."""
+    an edge sits at half height whatever the neighbouring phase is.
+
+    On a block whose (low, high) sides per axis marked in ``interior`` lie inside the
+    volume, each pass works only where the previous one is still exact (the window's
+    radius less on those sides). Returns the mask and the box (slices of the inputs) it
+    covers."""
+    r = gaussian_radius(sigma, 3.0)
+    cur = tuple(slice(0, n) for n in s.shape)
     m = fg_mask & valid
     vm = valid.astype(np.float32)
     w_all = ndimage.gaussian_filter(vm, sigma, truncate=3.0)  # foreground + background
     s_all = ndimage.gaussian_filter(s * vm, sigma, truncate=3.0)
     for _ in range(iterations):
+        nxt = tuple(slice(c.start + r * a, c.stop - r * b)
+                    for c, (a, b) in zip(cur, interior, strict=True))
+        rel = tuple(slice(n.start - c.start, n.stop - c.start)
+                    for n, c in zip(nxt, cur, strict=True))
         fgm = m.astype(np.float32)
-        wf = ndimage.gaussian_filter(fgm, sigma, truncate=3.0)
-        sf = ndimage.gaussian_filter(s * fgm, sigma, truncate=3.0)
-        wb, sb = w_all - wf, s_all - sf
+        wf = ndimage.gaussian_filter(fgm, sigma, truncate=3.0)[rel]
+        sf = ndimage.gaussian_filter(s[cur] * fgm, sigma, truncate=3.0)[rel]
+        wb, sb = w_all[nxt] - wf, s_all[nxt] - sf
         fg = np.where(wf > 1e-3, sf / np.maximum(wf, 1e-6), hi)
         bg = np.where(wb > 1e-3, sb / np.maximum(wb, 1e-6), lo)
-        m = (s > 0.5 * (fg + bg)) & valid
-    return m
+        m = (s[nxt] > 0.5 * (fg + bg)) & valid[nxt]
+        cur = nxt
+    return m, cur
 
 
 def lateral_window(window_um: float, voxel_size_um: float | tuple) -> tuple[int, int]:
@@ -582,17 +596,20 @@ def _valid_sample(src: GreySource, grid: BlockGrid, kcu: np.ndarray | None,
     return np.concatenate(gather(grid, one, workers)).astype(np.float64)
 
 
-def _si_block(s: np.ndarray, cu: np.ndarray, face: str | None, kw: dict) -> np.ndarray:
-    """Si mask of a block with its halo (exact on its core)."""
+def _si_block(s: np.ndarray, cu: np.ndarray, face: str | None, kw: dict,
+              interior: tuple = ((False, False),) * 3) -> tuple[np.ndarray, tuple]:
+    """Si mask of a block with its halo and the box (slices of ``s``) it covers, exact on
+    the block's core (``interior``: the sides inside the volume, see
+    :func:`_local_midpoint`)."""
     from skimage.morphology import ball, opening, remove_small_objects
 
     valid = ~cu
     if face is not None:
         valid &= s <= kw["t2"]
-    si = _local_midpoint(s, s > kw["t_si"], valid, kw["lo"], kw["hi"], kw["local_sigma"],
-                         kw["iterations"])
+    si, box = _local_midpoint(s, s > kw["t_si"], valid, kw["lo"], kw["hi"],
+                              kw["local_sigma"], kw["iterations"], interior)
     si = opening(si, ball(1))
-    return remove_small_objects(si, max_size=max(0, int(kw["min_si_voxels"]) - 1))
+    return remove_small_objects(si, max_size=max(0, int(kw["min_si_voxels"]) - 1)), box
 
 
 def _si_pass(src: GreySource, grid: BlockGrid, out: Any, kcu: np.ndarray | None,
@@ -607,7 +624,11 @@ def _si_pass(src: GreySource, grid: BlockGrid, out: Any, kcu: np.ndarray | None,
     def one(blk: Block) -> tuple:
         s = src.smoothed(blk.outer)
         cu = _copper_box(kcu, face, blk.outer)
-        si = _si_block(s, cu, face, kw)[blk.inner]
+        interior = tuple((o.start > 0, o.stop < n)
+                         for o, n in zip(blk.outer, src.shape, strict=True))
+        si, box = _si_block(s, cu, face, kw, interior)
+        si = si[tuple(slice(i.start - b.start, i.stop - b.start)
+                      for i, b in zip(blk.inner, box, strict=True))]
         ph = np.full(blk.core_shape, PHASE["cbd"], np.uint8)
         ph[si] = PHASE["si"]
         ph[cu[blk.inner]] = PHASE["copper"]
