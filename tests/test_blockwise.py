@@ -4,6 +4,8 @@ independent implementations."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -128,7 +130,9 @@ def test_block_grid_and_memory():
         assert all(c.start - o.start <= 2 for o, c in zip(b.outer, b.core))
     assert (cover == 1).all() and len(g) == 3 * 2 * 2
     assert parse_memory("4GB") == 4 * 10**9 and parse_memory("512 MiB") == 512 * 2**20
-    for bad in ("lots", "12 parsecs", "1MB"):
+    assert parse_memory("1E+9") == 10**9 and parse_memory(".5GB") == 5 * 10**8
+    for bad in ("lots", "12 parsecs", "1MB", "1e999GB", "1e400", "1.2.3GB", ".", "-4GB",
+                "99999999999999999999TB"):
         with pytest.raises(ParameterError):
             parse_memory(bad)
     side = block_shape_for((2048,) * 3, 64, 28, "4GB", workers=2)[0]
@@ -199,8 +203,16 @@ def test_cli_segment_block_by_block_equals_in_memory(scan, tmp_path, cli):
     bad = cli("segment", vol, "--out", str(tmp_path / "c.h5"), "--memory-limit", "200MB",
               "--normalise", "stretch")
     assert bad.code == 2 and "--normalise" in bad.err and "Traceback" not in bad.err
-    bad = cli("segment", vol, "--out", str(tmp_path / "c.h5"), "--memory-limit", "lots")
-    assert bad.code == 2 and "--memory-limit" in bad.err
+    for text in ("lots", "1e999GB", "1.2.3GB"):
+        bad = cli("segment", vol, "--out", str(tmp_path / "c.h5"), "--memory-limit", text)
+        assert bad.code == 2 and "--memory-limit" in bad.err and "Traceback" not in bad.err
+    # the output may not replace the reference it is aligned to
+    ref = tmp_path / "ref.h5"
+    ref.write_bytes(Path(scan["path"]).read_bytes())
+    bad = cli("segment", vol, "--out", str(ref), "--align-to", f"{ref}:/steps/T0/tomogram",
+              "--memory-limit", "200MB")
+    assert bad.code == 2 and "destroy the input" in bad.err
+    assert ref.read_bytes() == Path(scan["path"]).read_bytes()
 
 
 def test_aligned_block_by_block_equals_in_memory(tmp_path, cli):

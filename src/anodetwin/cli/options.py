@@ -338,7 +338,7 @@ def memory_value(option: str = "--memory-limit"):
         try:
             parse_memory(text)
         except AnodetwinError as exc:
-            raise argparse.ArgumentTypeError(f"{option}: {exc}") from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return text
 
     return parse
@@ -348,8 +348,8 @@ def block_options(p: argparse.ArgumentParser) -> None:
     """``--memory-limit`` and ``--workers`` of the block-wise image stages."""
     p.add_argument("--memory-limit", type=memory_value(), metavar="SIZE",
                    help="process the volume block by block within this memory (e.g. 4GB); "
-                        "chosen by itself for volumes larger than half of this machine's "
-                        "memory")
+                        "taken by itself (4GB) when the in-memory route would need more "
+                        "than half of this machine's memory")
     p.add_argument("--workers", type=int_value("--workers", low=1, example="2"), default=1,
                    help="blocks processed at once (threads; 1)")
 

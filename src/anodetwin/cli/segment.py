@@ -81,12 +81,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from anodetwin.io.agree import require_same_grid
     from anodetwin.segment.pipeline import segment_volume, write_labels
 
-    check_output_path(args.out, inputs=[args.volume])
+    check_output_path(args.out, inputs=[v for v in (args.volume, args.align_to, args.model)
+                                        if v])
     if args.align_to:  # before reading any voxel
         require_same_grid(args.volume, args.align_to, f"volume '{args.volume}'",
                           f"--align-to reference '{args.align_to}'", voxel_size=args.voxel_size)
     inputs = [input_record(args.volume)] + ([input_record(args.model)] if args.model else [])
-    limit = args.memory_limit or _limit_for(args.volume)
+    in_memory_only = args.model or args.normalise or args.tiff
+    limit = args.memory_limit or (None if in_memory_only else _limit_for(args.volume))
     if limit:
         return _segment_blocks(args, limit, inputs)
     vol = read_volume(args.volume)

@@ -52,6 +52,9 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True,
         raise OutputError(
             f"output folder '{parent}' of '{p}' does not exist", "create it first or pick another path"
         )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder '{parent}' of '{p}' is not writable",
+                          "pick a folder you may write to")
     if p.exists() and not overwrite:
         raise OutputError(f"output '{p}' already exists", "remove it or allow overwriting")
     if p.exists():

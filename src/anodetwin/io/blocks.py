@@ -64,14 +64,17 @@ def parse_memory(value: str | float | int) -> int:
     ParameterError
         For text that is not a size or a size under 64 MB.
     """
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(value).lower())
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*",
+                     str(value).lower())
     if m is None or m.group(2) not in _UNITS:
         raise ParameterError(f"memory limit '{value}' is not a size",
                              "give e.g. 4GB, 512MiB or a number of bytes")
-    n = int(float(m.group(1)) * _UNITS[m.group(2)])
-    if n < 64e6:
-        raise ParameterError(f"memory limit '{value}' is under 64 MB",
+    size = float(m.group(1)) * _UNITS[m.group(2)]
+    if not 64e6 <= size <= 2**60:
+        raise ParameterError(f"memory limit '{value}' is "
+                             + ("under 64 MB" if size < 64e6 else "beyond any machine"),
                              "give at least 64MB (a workstation: 4GB)")
+    n = int(size)
     return n
 
 

@@ -375,6 +375,7 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
     import h5py
 
     from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size
+    from anodetwin.io.blocks import block_shape_for
     from anodetwin.segment.particles import label_particles, particle_table
     from anodetwin.segment.phases import segment_phases
 
@@ -396,12 +397,13 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
                             particle_code=PHASE["si"], memory_limit=memory_limit,
                             workers=workers, out=lab)
             params["phases"] = ps.params
-            seg.table = particle_table(lab, vs, ps.collector_z, block_shape=256,
-                                       workers=workers)
+            seg.table = particle_table(lab, vs, ps.collector_z, workers=workers,
+                                       block_shape=block_shape_for(lab.shape, 48, 1,
+                                                                   memory_limit, workers))
             seg.collector_z, seg.separator_z = ps.collector_z, ps.separator_z
             seg.collector_face, seg.thresholds = ps.collector_face, ps.thresholds
             if resolution:
-                seg.resolution_fwhm_um = _central_resolution(lazy, ph, vs)
+                seg.resolution_fwhm_um = _central_resolution(lazy, ph, vs, denoise)
             _write_header(f, seg, provenance or make_provenance("segment", [], params))
     seg.phases = seg.particles = None
     return seg
@@ -438,13 +440,18 @@ def _aligned(lazy: Any, ref: Any, name: Any, ref_name: Any, voxel_size_um: Any,
     return ShiftedVolume(lazy, shift, ref.voxel_size_um, ref.origin), shift
 
 
-def _central_resolution(lazy: Any, phases: Any, vs: tuple) -> float:
-    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`)."""
+def _central_resolution(lazy: Any, phases: Any, vs: tuple, denoise: str | None) -> float:
+    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`), on its
+    grey values denoised as the segmentation's were."""
+    from anodetwin.segment.preprocess import denoise as denoise_volume
+
     box = tuple(slice(max(0, (n - RESOLUTION_BOX) // 2),
                       max(0, (n - RESOLUTION_BOX) // 2) + min(n, RESOLUTION_BOX))
                 for n in lazy.shape)
-    return _resolution(np.asarray(lazy.region(*box), np.float32),
-                       np.asarray(phases[box]) == PHASE["si"], vs)
+    data = np.asarray(lazy.region(*box), np.float32)
+    if denoise:
+        data = denoise_volume(data, denoise)
+    return _resolution(data, np.asarray(phases[box]) == PHASE["si"], vs)
 
 
 def _stored_origin(attrs: Any) -> tuple | None:
