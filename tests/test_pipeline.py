@@ -185,6 +185,8 @@ def test_state_of_charge_per_scan_instead_of_a_protocol(series):
      ["[scans] roi"]),
     (lambda t: t.replace("ranks = 1", "ranks = -1"), ParameterError, ["[resources] ranks"]),
     (lambda t: t + "[residuals]\nfloor = -5\n", ParameterError, ["[residuals] floor"]),
+    (lambda t: t + 'scheduler = "cluster-a"\n', ParameterError,
+     ["[resources] scheduler = 'cluster-a'", "tcp://host:8786"]),
     (lambda t: t.replace("[scans]", "[scans]\nsoc = [0.0, 0.5]"), ParameterError,
      ["[scans] soc", "2 states of charge for 3 scans"]),
     (lambda t: t.replace("[scans]", "[scans]\nsoc = [0.0, 0.5, 1.5]"), ParameterError,
@@ -356,3 +358,61 @@ def test_a_stage_redone_upstream_makes_what_reads_it_stale(done, tmp_path):
     assert status["dvc"] == "pending"
     assert status["residuals"] == status["validate"] == "stale"
     assert status["segment"] == status["simulate"] == "done"
+
+
+# --------------------------------------------------------------------------------------------
+# Dask: one scan (one pair) per worker, the same files as on this machine's threads
+
+def _datasets(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda k, v: out.__setitem__(k, v[...])
+                     if isinstance(v, h5py.Dataset) and v.dtype.kind in "biuf" else None)
+    return out
+
+
+def _same_files(ref: Path, out: Path, names: list[str]) -> None:
+    for name in names:
+        a, b = _datasets(ref / name), _datasets(out / name)
+        assert sorted(a) == sorted(b), name
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_image_stages_on_a_dask_cluster_equal_those_on_threads(done, tmp_path, workers):
+    """1 worker: ``scheduler = "local"``; 2 workers: the address of a running scheduler,
+    whose task stream shows one task per scan and per pair."""
+    from dask.distributed import Client, LocalCluster, get_task_stream
+
+    from anodetwin.pipeline.runner import run_stage
+
+    out = tmp_path / "out"
+    shutil.copytree(done / "out" / "dvc", out / "dvc")
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as lc, \
+            Client(lc) as client, get_task_stream(client) as stream:
+        where = "local" if workers == 1 else lc.scheduler_address
+        run = _run_file(done, RUN.replace("workers = 1", f'workers = {workers}\n'
+                                          f'scheduler = "{where}"'), f"dask{workers}.toml")
+        run_stage("segment", run, out, "k")
+        run_stage("residuals", run, out, "k")
+    if workers == 2:
+        keys = sorted(t["key"] for t in stream.data)
+        assert keys == ["residual-0", "residual-1", "segment-0", "segment-1", "segment-2"]
+        assert len({t["worker"] for t in stream.data}) == 2
+    ref = done / "out"
+    _same_files(ref, out, [f"segment/T{k}.h5" for k in range(3)]
+                + ["residuals/residual_0_1.h5", "residuals/residual_0_2.h5"])
+    ra = json.loads((ref / "residuals" / "stage.json").read_text())["summary"]
+    rb = json.loads((out / "residuals" / "stage.json").read_text())["summary"]
+    assert ra == rb
+
+
+def test_an_unreachable_scheduler_is_named(done, tmp_path):
+    from anodetwin.pipeline.runner import run_stage
+
+    run = _run_file(done, RUN.replace("workers = 1", 'workers = 1\n'
+                                      'scheduler = "tcp://127.0.0.1:9"'), "gone.toml")
+    with pytest.raises(ParameterError) as exc:
+        run_stage("segment", run, tmp_path / "out", "k")
+    assert "[resources] scheduler 'tcp://127.0.0.1:9'" in str(exc.value)

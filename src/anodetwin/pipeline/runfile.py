@@ -105,13 +105,17 @@ class ResidualSettings:
 @dataclass(frozen=True)
 class Resources:
     """``[resources]``: MPI ranks of the simulation, processes of the DVC and threads of
-    the image stages (0: all cores), and the memory ceiling of the image stages, which work
-    block by block within it. They change how long a run takes, not its results: they are
-    not part of any stage's key."""
+    the image stages (0: all cores), the memory ceiling of the image stages, which work
+    block by block within it, and the Dask scheduler ("" runs everything on this machine;
+    ``"local"`` a local cluster of ``workers`` processes; else a scheduler's address) that
+    receives the DVC's node batches and the scans of the image stages, one scan per worker.
+    They change how long a run takes, not its results: they are not part of any stage's
+    key."""
 
     ranks: int = 0
     workers: int = 0
     memory_limit: str = "4GB"
+    scheduler: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,22 @@ def _check_memory(text: str) -> None:
         parse_memory(text)
     except ParameterError as exc:
         raise ParameterError(f"[resources] memory_limit: {exc.problem}", exc.fix) from None
+
+
+def _check_scheduler(text: str) -> None:
+    """Refuse a ``[resources] scheduler`` that is neither "", "local" nor an address (whether
+    a scheduler answers there is seen when a stage connects)."""
+    if text in ("", "local"):
+        return
+    from distributed.comm import get_address_host_port, parse_address
+
+    try:
+        if parse_address(text)[0] in ("tcp", "tls"):
+            get_address_host_port(text)
+    except ValueError as exc:
+        raise ParameterError(f"[resources] scheduler = '{text}': not an address ({exc})",
+                             'give "" (this machine), "local" (a local cluster) or a '
+                             "scheduler's address such as tcp://host:8786") from None
 
 
 def volume_path(text: str, base: Path) -> Path:
@@ -414,6 +434,7 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
             raise ParameterError(f"[{key} = {v}", f"give an integer >= {low}"
                                  + (" (0: all cores)" if low == 0 else ""))
     _check_memory(t["resources"].memory_limit)
+    _check_scheduler(t["resources"].scheduler)
     if t["residuals"].floor < 0:
         raise ParameterError(f"[residuals] floor = {t['residuals'].floor:g}",
                              "give a grey-value floor > 0, or 0 to take the double scan's")
@@ -515,5 +536,9 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 [resources]
 # ranks = 0                   # MPI ranks of the simulation (0: all cores)
 # workers = 0                 # DVC processes, image-stage threads (0: all cores)
-# memory_limit = "4GB"        # memory ceiling of the image stages (block by block)
+# memory_limit = "4GB"        # memory ceiling of the image stages (block by block),
+#                             # per Dask worker with a scheduler
+# scheduler = ""              # Dask: "" this machine, "local" a local cluster of `workers`
+#                             # processes, or a scheduler's address ("tcp://host:8786");
+#                             # one scan per worker, each on the worker's threads
 '''

@@ -23,7 +23,7 @@ from anodetwin.log import get_logger
 from anodetwin.pipeline.runfile import RunConfig, scan_times, volume_file
 
 __all__ = ["Stage", "STAGES", "stage_named", "read_scan", "open_scan", "cores",
-           "simulate_case"]
+           "each_job", "simulate_case"]
 
 log = get_logger("run")
 
@@ -119,26 +119,56 @@ def _classifier(cfg: RunConfig, folder: Path):
 def _segment(cfg: RunConfig, out: Path, folder: Path) -> dict:
     """Every scan segmented (phases, particles), T1.. moved onto T0's collector: block by
     block within ``[resources] memory_limit`` (the threshold route), in memory with a
-    classifier or a normalisation."""
+    classifier or a normalisation; one scan per Dask worker with ``[resources]
+    scheduler``."""
+    model = _classifier(cfg, folder)
+    targets = [folder / f"{name}.h5" for name in cfg.names]
+    jobs = [(cfg, k, t, model) for k, t in enumerate(targets)
+            if not t.is_file()]  # a stopped stage continues with the scans not done
+    for _ in each_job(cfg, _segment_scan, jobs, "segment"):
+        pass
+    return {"scans": [{"scan": n, "labels": t.name} for n, t in zip(cfg.names, targets,
+                                                                     strict=True)],
+            "classifier": str(model) if model else None}
+
+
+def each_job(cfg: RunConfig, fn: Callable[..., Any], jobs: list[tuple], name: str
+             ) -> Iterator[tuple[int, Any]]:
+    """``fn(*job, threads)`` for every job: one after the other on this machine's
+    ``[resources] workers`` threads, or one per Dask worker with ``[resources] scheduler``
+    (:func:`anodetwin.cluster.map_per_worker`); yields (job index, result)."""
+    r = cfg.resources
+    if not r.scheduler:
+        for k, job in enumerate(jobs):
+            yield k, fn(*job, r.workers or cores())
+        return
+    from anodetwin.cluster import dask_client, map_per_worker
+
+    client, cluster = dask_client(r.scheduler, r.workers or cores(), memory_limit=0,
+                                  option="[resources] scheduler")
+    try:
+        yield from map_per_worker(client, fn, jobs, name)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _segment_scan(cfg: RunConfig, k: int, target: Path, model: Any, threads: int) -> None:
+    """Scan ``k`` segmented into ``target`` on ``threads`` threads (a job of
+    :func:`each_job`)."""
     from anodetwin.io import input_record
 
-    s = cfg.segment
-    model = _classifier(cfg, folder)
-    rows = []
-    for k, (name, path) in enumerate(zip(cfg.names, cfg.scan_files, strict=True)):
-        target = folder / f"{name}.h5"
-        if not target.is_file():  # a stopped stage continues with the next scan
-            log.info("segment %s (%d of %d)", name, k + 1, len(cfg.names))
-            prov = [input_record(volume_file(path))]
-            if model is None and not s.normalise:
-                _segment_blocks(cfg, k, target, prov)
-            else:
-                _segment_in_memory(cfg, k, target, model, prov)
-        rows.append({"scan": name, "labels": target.name})
-    return {"scans": rows, "classifier": str(model) if model else None}
+    log.info("segment %s (%d of %d)", cfg.names[k], k + 1, len(cfg.names))
+    prov = [input_record(volume_file(cfg.scan_files[k]))]
+    if model is None and not cfg.segment.normalise:
+        _segment_blocks(cfg, k, target, prov, threads)
+    else:
+        _segment_in_memory(cfg, k, target, model, prov)
 
 
-def _segment_blocks(cfg: RunConfig, k: int, target: Path, inputs: list) -> None:
+def _segment_blocks(cfg: RunConfig, k: int, target: Path, inputs: list,
+                    threads: int) -> None:
     """Scan ``k`` segmented block by block into ``target`` (threshold route), moved onto
     T0's collector for k >= 1."""
     from anodetwin.io import make_provenance
@@ -150,8 +180,7 @@ def _segment_blocks(cfg: RunConfig, k: int, target: Path, inputs: list) -> None:
                   "min_particle_voxels": s.min_particle_voxels,
                   "surface_window_um": s.surface_window_um}
         segment_to_file(vol, target, align_to=None if k == 0 else t0, **params,
-                        memory_limit=cfg.resources.memory_limit,
-                        workers=cfg.resources.workers or cores(),
+                        memory_limit=cfg.resources.memory_limit, workers=threads,
                         provenance=make_provenance("run: segment", inputs, params))
 
 
@@ -219,6 +248,7 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
         refine=d.refine, regions=regions, node_spacing=d.node_spacing, hws=d.hws,
         pyramid=list(d.pyramid) or None, search_range=d.search_range,
         mask=t0.phases if d.mask else None, processes=workers, progress=True,
+        scheduler=cfg.resources.scheduler or None,
         engine=d.engine, criterion=d.criterion,
         interpolation_order=INTERPOLATION_ORDER[d.interpolation])
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list))}
@@ -229,13 +259,10 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
 
 def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
     """The residual map of every cumulative field above ``[residuals] floor``, or else the
-    noise floor of the double scan."""
-    import h5py
-
+    noise floor of the double scan; one pair per Dask worker with ``[resources]
+    scheduler``."""
     from anodetwin.dvc.noise import noise_floor
-    from anodetwin.dvc.pair import read_pair
-    from anodetwin.dvc.residual import NodeField, residual_to_file
-    from anodetwin.io import atomic_write_json, make_provenance
+    from anodetwin.io import atomic_write_json
 
     r = cfg.residuals
     floor = r.floor or None
@@ -244,26 +271,36 @@ def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
                          sigma=r.sigma)
         atomic_write_json(folder / "noise_floor.json", nf.to_dict())
         floor = nf.residual_threshold
-    rows = []
-    with open_scan(cfg, cfg.scan_files[0]) as ref, \
+    jobs = [(cfg, out, folder, k, floor) for k in range(1, len(cfg.names))]
+    rows = dict(each_job(cfg, _residual_step, jobs, "residual"))
+    return {"noise_floor": floor, "steps": [rows[k] for k in range(len(jobs))]}
+
+
+def _residual_step(cfg: RunConfig, out: Path, folder: Path, k: int, floor: float,
+                   threads: int) -> dict:
+    """The residual map of T0 -> Tk into ``folder`` on ``threads`` threads (a job of
+    :func:`each_job`); its summary row."""
+    import h5py
+
+    from anodetwin.dvc.pair import read_pair
+    from anodetwin.dvc.residual import NodeField, residual_to_file
+    from anodetwin.io import make_provenance
+
+    r = cfg.residuals
+    res = read_pair(out / "dvc" / f"cumulative_0_{k}.h5")
+    nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
+    params = {"sigma": r.sigma, "floor": floor, "shell_voxels": r.shell_voxels}
+    with open_scan(cfg, cfg.scan_files[0]) as ref, open_scan(cfg, cfg.scan_files[k]) as dfm, \
             h5py.File(out / "segment" / f"{cfg.names[0]}.h5", "r") as labels:
-        for k in range(1, len(cfg.names)):
-            res = read_pair(out / "dvc" / f"cumulative_0_{k}.h5")
-            nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
-            params = {"sigma": r.sigma, "floor": floor, "shell_voxels": r.shell_voxels}
-            prov = make_provenance("run: residuals", [], params)
-            with open_scan(cfg, cfg.scan_files[k]) as deformed:
-                rmap = residual_to_file(
-                    folder / f"residual_0_{k}.h5", ref, deformed,
-                    NodeField(nodes, res.grid_shape, res.displacement), prov,
-                    voxel_size_um=ref.voxel_size_um, sigma=r.sigma, floor=floor,
-                    labels_ref=labels["particles"], shell_voxels=r.shell_voxels,
-                    memory_limit=cfg.resources.memory_limit,
-                    workers=cfg.resources.workers or cores())
-            rows.append({"scan": cfg.names[k], "floor": rmap.floor,
-                         "particles": int(len(rmap.particles)),
-                         "core_shell_like": int(rmap.particles["core_shell_like"].sum())})
-    return {"noise_floor": floor, "steps": rows}
+        rmap = residual_to_file(
+            folder / f"residual_0_{k}.h5", ref, dfm,
+            NodeField(nodes, res.grid_shape, res.displacement),
+            make_provenance("run: residuals", [], params), voxel_size_um=ref.voxel_size_um,
+            sigma=r.sigma, floor=floor, labels_ref=labels["particles"],
+            shell_voxels=r.shell_voxels, memory_limit=cfg.resources.memory_limit,
+            workers=threads)
+    return {"scan": cfg.names[k], "floor": rmap.floor, "particles": int(len(rmap.particles)),
+            "core_shell_like": int(rmap.particles["core_shell_like"].sum())}
 
 
 # --------------------------------------------------------------------------------------------
