@@ -6,9 +6,10 @@ volume, starting from an initial Phi, exactly as ``spam.DIC.ldic`` does per node
 (``spam.DIC.getImagettes`` extracts the windows with a search margin). The difference is how
 the work is organised:
 
-* nodes are processed in **batches**; each batch reads only the region of both volumes that
-  its windows touch, from lazily opened volumes (:mod:`anodetwin.io`), so inputs larger than
-  memory work;
+* nodes are processed in **batches**, compact blocks of the node grid
+  (:func:`batch_groups`); each batch reads only the box of both volumes that its windows
+  touch, from volumes on disk or lazy views (:mod:`anodetwin.dvc.volumes`), so inputs larger
+  than memory work with a memory use set by the window size, not the volume size;
 * batches run in local worker **processes** or on a **Dask** cluster (``scheduler``), with
   results identical to a single process (each node sees the same windows);
 * before the local correlation, an optional **global registration**
@@ -29,6 +30,7 @@ equal to it), -7 no valid start (a NaN initial guess).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -37,6 +39,7 @@ import threading
 import warnings
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
 from typing import Any
@@ -44,12 +47,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from anodetwin.dvc.volumes import WorkerVolume, as_worker_volume
 from anodetwin.errors import ParameterError
 from anodetwin.log import get_logger, progress_bar
 
 __all__ = ["DVCParams", "NodeResults", "ReturnStatus", "WindowStatus", "node_grid",
            "grid_step", "correlate_nodes", "initial_phi_field", "interpolate_displacement",
-           "noise_level", "STATUS", "TEXTURE_FACTOR", "ENGINES", "INTERPOLATION_ORDER"]
+           "noise_level", "STATUS", "TEXTURE_FACTOR", "ENGINES", "INTERPOLATION_ORDER",
+           "batch_tile", "batch_groups", "BATCH_VOXELS", "NATIVE_BATCH"]
 
 log = get_logger("dvc")
 
@@ -351,62 +356,6 @@ def grid_step(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int]) -> np.nd
                      (g[0, 0, 1, 2] - first[2]) if grid_shape[2] > 1 else 1.0])
 
 
-# --------------------------------------------------------------------------------------------
-# volumes for workers: an in-memory array, or a path that each worker opens lazily
-
-@dataclass
-class _Vol:
-    array: np.ndarray | None = None
-    path: str | None = None
-    shape: tuple = ()
-
-    def read(self, box: tuple[slice, slice, slice]) -> np.ndarray:
-        if self.array is not None:
-            return np.asarray(self.array[box], dtype=np.float32)
-        from anodetwin.io import open_volume
-
-        with open_volume(self.path) as src:
-            return src.read(box, progress=False).data.astype(np.float32)
-
-
-def as_worker_volume(vol: Any, name: str | None = None) -> _Vol:
-    """Wrap a volume for the correlation workers.
-
-    Parameters
-    ----------
-    vol : numpy.ndarray, Volume or path
-        The volume (z, y, x); a path is opened lazily by every worker.
-    name : str, optional
-        How messages name it; given, a floating-point volume is checked to be finite first
-        (a file slab by slab).
-
-    Returns
-    -------
-    _Vol
-        The array, or the path and shape.
-
-    Raises
-    ------
-    NonFiniteError
-        A named floating-point volume with NaN or inf.
-    """
-    from anodetwin.io import require_finite
-
-    if isinstance(vol, (str, os.PathLike)):
-        from anodetwin.io import open_volume
-
-        with open_volume(vol) as src:
-            if name and np.issubdtype(src.dtype, np.floating):
-                for block in src.lazy(progress=False).blocks():
-                    require_finite(block, f"{name} '{vol}'")
-            return _Vol(path=os.fspath(vol), shape=src.shape)
-    arr = getattr(vol, "data", vol)
-    arr = np.asarray(arr)
-    if name:
-        require_finite(arr, name)
-    return _Vol(array=arr, shape=arr.shape)
-
-
 def noise_level(vol: Any, max_slices: int = 16, per_slice: int = 200_000) -> float:
     """Grey-value noise std of a volume (z, y, x), read slice by slice.
 
@@ -418,8 +367,8 @@ def noise_level(vol: Any, max_slices: int = 16, per_slice: int = 200_000) -> flo
 
     Parameters
     ----------
-    vol : numpy.ndarray, Volume or path
-        The volume (z, y, x).
+    vol : numpy.ndarray, Volume, path, LazyVolume, h5py.Dataset or WorkerVolume
+        The volume (z, y, x) (:func:`anodetwin.dvc.volumes.as_worker_volume`).
     max_slices : int
         z slices read at most.
     per_slice : int
@@ -430,7 +379,7 @@ def noise_level(vol: Any, max_slices: int = 16, per_slice: int = 200_000) -> flo
     float
         Noise std (grey levels); 0 when nothing finite was read.
     """
-    v = vol if isinstance(vol, _Vol) else as_worker_volume(vol)
+    v = as_worker_volume(vol)
     nz = int(v.shape[0])
     diffs = []
     for z in np.unique(np.linspace(0, nz - 1, min(nz, max_slices)).round().astype(int)):
@@ -449,7 +398,8 @@ class _Batch:
     """Nodes to correlate together, with the region of the volumes their windows touch.
 
     In-memory volumes travel as that region only (pre-cut, so a worker never receives the
-    whole volume); volumes on disk travel as paths and the worker reads the region."""
+    whole volume); volumes on disk travel as their description (path, region, binning) and
+    the worker reads the box."""
 
     index: np.ndarray
     nodes: np.ndarray
@@ -457,17 +407,16 @@ class _Batch:
     params: DVCParams
     shape: tuple
     box: tuple
-    ref: _Vol | np.ndarray
-    deformed: _Vol | np.ndarray
-    mask: _Vol | np.ndarray | None = None
+    ref: WorkerVolume | np.ndarray
+    deformed: WorkerVolume | np.ndarray
+    mask: WorkerVolume | np.ndarray | None = None
 
     @classmethod
-    def make(cls, index, nodes, phi, params, ref: _Vol, deformed: _Vol,
-             mask: _Vol | None) -> _Batch:
-        box = _box(nodes, phi, params.hws, params.margin + max(params.search_range)
-                   + (params.interpolation_order > 1), ref.shape)
+    def make(cls, index, nodes, phi, params, ref: WorkerVolume, deformed: WorkerVolume,
+             mask: WorkerVolume | None) -> _Batch:
+        box = _box(nodes, phi, params.hws, _pad(params), ref.shape)
 
-        def cut(v: _Vol | None):
+        def cut(v: WorkerVolume | None):
             if v is None or v.array is None:
                 return v
             return v.read(box)
@@ -475,8 +424,14 @@ class _Batch:
         return cls(index, nodes, phi, params, tuple(ref.shape), box, cut(ref), cut(deformed),
                    cut(mask))
 
-    def region(self, v: _Vol | np.ndarray) -> np.ndarray:
+    def region(self, v: WorkerVolume | np.ndarray) -> np.ndarray:
         return v if isinstance(v, np.ndarray) else v.read(self.box)
+
+
+def _pad(params: DVCParams) -> int:
+    """Voxels a batch's box reaches beyond the windows: the search margin and range, and
+    one more for the cubic B-spline."""
+    return params.margin + max(params.search_range) + (params.interpolation_order > 1)
 
 
 def _box(nodes: np.ndarray, phi: np.ndarray, hws, margin: int, shape) -> tuple[slice, ...]:
@@ -486,6 +441,82 @@ def _box(nodes: np.ndarray, phi: np.ndarray, hws, margin: int, shape) -> tuple[s
     hi = np.maximum(nodes + pad, nodes + np.ceil(disp) + pad).max(axis=0) + 1
     return tuple(slice(int(max(0, a)), int(min(n, b)))
                  for a, b, n in zip(lo, hi, shape, strict=True))
+
+
+#: Voxels of a batch's box at most (per volume, before the displacement widens it): the
+#: native engine holds float32 copies of both regions and the B-spline coefficients,
+#: ~12 bytes a voxel, so ~0.4 GB for this.
+BATCH_VOXELS = 32 * 2**20
+
+
+def batch_tile(params: DVCParams, max_nodes: int,
+               max_voxels: int | None = None) -> tuple[int, int, int]:
+    """Nodes per axis (z, y, x) of the node tiles that make the batches.
+
+    A batch is a compact block of the node grid, so that the box of the volumes it reads
+    stays small whatever the size of the volume: the tile grows one node at a time along
+    x, y, z in turn while it holds at most ``max_nodes`` nodes and its box (windows and
+    search margin) at most ``max_voxels`` voxels.
+
+    Parameters
+    ----------
+    params : DVCParams
+        Checked parameters of the level (node spacing, half-window, margins).
+    max_nodes : int
+        Nodes per batch at most.
+    max_voxels : int, optional
+        Voxels of the box at most (default :data:`BATCH_VOXELS`; one node per tile always).
+
+    Returns
+    -------
+    tuple of 3 int
+        Nodes per tile along z, y, x.
+    """
+    max_voxels = BATCH_VOXELS if max_voxels is None else int(max_voxels)
+    spacing = np.broadcast_to(np.asarray(params.node_spacing, int), (3,))
+    reach = 2 * (np.asarray(params.hws, int) + _pad(params) + 2) + 1
+    n = np.ones(3, int)
+    grown = True
+    while grown:
+        grown = False
+        for ax in (2, 1, 0):
+            m = n.copy()
+            m[ax] += 1
+            if np.prod(m) <= max_nodes and np.prod((m - 1) * spacing + reach) <= max_voxels:
+                n, grown = m, True
+    return (int(n[0]), int(n[1]), int(n[2]))
+
+
+def batch_groups(nodes: np.ndarray, params: DVCParams, max_nodes: int) -> list[np.ndarray]:
+    """The nodes of each batch: node tiles (:func:`batch_tile`), at most ``max_nodes``
+    each, nodes in (z, y, x) order inside a tile and tiles in (z, y, x) order.
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray
+        (N, 3) node positions (voxels).
+    params : DVCParams
+        Checked parameters of the level.
+    max_nodes : int
+        Nodes per batch at most.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Indices into ``nodes``, one array per batch; together every node once. They depend
+        on the nodes and parameters only (not on the workers), so that results do too.
+    """
+    if len(nodes) == 0:
+        return []
+    spacing = np.broadcast_to(np.asarray(params.node_spacing, float), (3,))
+    extent = np.asarray(batch_tile(params, max_nodes), float) * spacing
+    key = np.floor((nodes - spacing) / extent).astype(np.int64)
+    order = np.lexsort((nodes[:, 2], nodes[:, 1], nodes[:, 0], key[:, 2], key[:, 1],
+                        key[:, 0]))
+    k = key[order]
+    cuts = np.flatnonzero(np.any(k[1:] != k[:-1], axis=1)) + 1
+    return [run[i:i + max_nodes] for run in np.split(order, cuts)
+            for i in range(0, len(run), max_nodes)]
 
 
 @contextlib.contextmanager
@@ -733,10 +764,22 @@ def _run_batch(b: _Batch) -> tuple[np.ndarray, NodeResults]:
     return b.index, out
 
 
-def _run_batches(batches: list[_Batch], out: NodeResults, workers: int,
+def _bounded(submit: Any, batches: Iterator[_Batch], limit: int) -> Iterator[tuple]:
+    """Results of ``submit(batch).result()`` with at most ``limit`` batches in flight, so
+    that only those are cut from in-memory volumes at a time."""
+    pending: collections.deque = collections.deque()
+    for b in batches:
+        pending.append(submit(b))
+        if len(pending) >= limit:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _run_batches(batches: Iterator[_Batch], engine: str, out: NodeResults, workers: int,
                  scheduler: str | None, progress: bool) -> None:
-    """Run ``batches`` in this process, local worker processes or on a Dask cluster and
-    store their results in ``out``."""
+    """Run ``batches`` (made as they are needed) in this process, local worker processes
+    or on a Dask cluster and store their results in ``out``."""
     n = len(out.status)
 
     def collect(results) -> None:
@@ -751,12 +794,13 @@ def _run_batches(batches: list[_Batch], out: NodeResults, workers: int,
         client, cluster = dask_client(scheduler, workers)
         try:
             with client:
-                futures = client.map(_run_batch, batches, pure=False)
-                collect(client.gather(futures))
+                slots = max(workers, sum(client.nthreads().values()))
+                collect(_bounded(lambda b: client.submit(_run_batch, b, pure=False),
+                                 batches, 2 * slots))
         finally:
             if cluster is not None:
                 cluster.close()
-    elif workers == 1 or batches[0].params.engine == "native":
+    elif workers == 1 or engine == "native":
         with _compiled_threads(workers):
             collect(_run_batch(b) for b in batches)
     else:
@@ -767,7 +811,7 @@ def _run_batches(batches: list[_Batch], out: NodeResults, workers: int,
         method = "forkserver" if threads else "fork"
         ctx = multiprocessing.get_context(method)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            collect(pool.map(_run_batch, batches))
+            collect(_bounded(lambda b: pool.submit(_run_batch, b), batches, 2 * workers))
 
 
 @contextlib.contextmanager
@@ -783,8 +827,8 @@ def _compiled_threads(workers: int):
         numba.set_num_threads(before)
 
 
-#: Nodes per batch of the native engine: fixed, so that results do not depend on the number
-#: of workers (cubic B-spline coefficients are computed per batch box).
+#: Nodes per batch of the native engine at most: fixed, so that results do not depend on the
+#: number of workers (cubic B-spline coefficients are computed per batch box).
 NATIVE_BATCH = 128
 
 
@@ -796,15 +840,16 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
 
     Parameters
     ----------
-    ref, deformed : numpy.ndarray, Volume or path
-        Volumes (z, y, x); paths are opened lazily by every worker.
+    ref, deformed : numpy.ndarray, Volume, path, LazyVolume, h5py.Dataset or WorkerVolume
+        Volumes (z, y, x) (:func:`anodetwin.dvc.volumes.as_worker_volume`); those on disk
+        are never read whole: every batch reads the box its windows touch.
     nodes : numpy.ndarray
         (N, 3) node positions in voxels of ``ref``.
     params : DVCParams
         Checked parameters of the level (:func:`check_params`).
     phi_init : numpy.ndarray, optional
         (N, 4, 4) initial mappings (identity if omitted).
-    mask : array, Volume or path, optional
+    mask : array, Volume, path, LazyVolume or h5py.Dataset, optional
         Labels; windows with less than ``params.mask_coverage`` of non-zero voxels are skipped.
     processes : int
         Local worker processes (1 = in this process); the native engine runs its batches
@@ -813,8 +858,9 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
         Address of a Dask scheduler (``tcp://host:8786``) or ``"local"`` for a LocalCluster
         with ``processes`` workers; batches are then run there.
     batch_size : int, optional
-        Nodes per batch (default: spam, the nodes split evenly over 4 batches per worker;
-        native, :data:`NATIVE_BATCH`).
+        Nodes per batch at most (default: spam, the nodes split evenly over 4 batches per
+        worker; native, :data:`NATIVE_BATCH`); a batch is a block of neighbouring nodes
+        whose box holds about :data:`BATCH_VOXELS` voxels at most (:func:`batch_groups`).
     progress : bool
         Show a progress bar (when logging is configured).
 
@@ -833,11 +879,10 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     workers = max(1, int(processes))
     bs = batch_size or (NATIVE_BATCH if params.engine == "native"
                         else max(1, int(np.ceil(n / (4 * workers)))))
-    order = np.lexsort((nodes[:, 2], nodes[:, 1], nodes[:, 0]))  # batches are compact slabs
-    batches = [_Batch.make(order[i:i + bs], nodes[order[i:i + bs]], phi[order[i:i + bs]],
-                           params, r, d, m) for i in range(0, n, bs)]
+    batches = (_Batch.make(g, nodes[g], phi[g], params, r, d, m)
+               for g in batch_groups(nodes, params, bs))
     out = NodeResults.unmeasured(n)
-    _run_batches(batches, out, workers, scheduler, progress)
+    _run_batches(batches, params.engine, out, workers, scheduler, progress)
     return out
 
 

@@ -59,7 +59,6 @@ from anodetwin.dvc.correlate import (
     DVCParams,
     NodeResults,
     ReturnStatus,
-    as_worker_volume,
     check_params,
     correlate_nodes,
     grid_step,
@@ -69,6 +68,7 @@ from anodetwin.dvc.correlate import (
     noise_level,
     quiet_spam,
 )
+from anodetwin.dvc.volumes import WorkerVolume, as_worker_volume
 from anodetwin.strain import (
     COMPONENTS,
     CellStrain,
@@ -323,18 +323,9 @@ def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int 
     centre (voxels) and what was measured (``coarse_shift``, ``residual``)."""
     import spam.DIC
 
-    from anodetwin.io import bin_volume, open_volume
-
     b = max(1, int(np.ceil((np.prod(shape) / max_voxels) ** (1 / 3))))
-
-    def load(v: Any) -> np.ndarray:
-        if isinstance(v, (str, os.PathLike)):
-            with open_volume(v) as src:
-                return src.read(binning=b, progress=False).data.astype(np.float32)
-        arr = np.asarray(getattr(v, "data", v))
-        return bin_volume(arr, b).astype(np.float32) if b > 1 else arr.astype(np.float32)
-
-    im1, im2 = load(ref), load(deformed)
+    # binned slab by slab from volumes on disk: equal to binning the whole arrays
+    im1, im2 = as_worker_volume(ref).binned(b), as_worker_volume(deformed).binned(b)
     coarse = np.eye(4)
     coarse[:3, 3] = coarse_translation(im1, im2)
     candidates = [np.eye(4), coarse]
@@ -510,16 +501,18 @@ def correlation_levels(shape: tuple, node_spacing, hws, pyramid, margin: int, se
     return levels
 
 
-def _check_mask(ref: Any, mask: Any, voxel_size_um: Any) -> None:
-    """A mask on the reference's grid that holds material."""
+def _check_mask(ref: Any, mask: Any, voxel_size_um: Any) -> WorkerVolume | None:
+    """A mask on the reference's grid that holds material (read slab by slab up to the
+    first non-zero voxel), for the workers."""
     if mask is None:
-        return
+        return None
     m = as_worker_volume(mask)
     require_same_grid(ref, mask, input_name("reference volume", ref),
                       input_name("mask", mask), voxel_size=voxel_size_um)
-    if m.array is not None and not np.any(m.array):
+    if not m.any_nonzero():
         raise ParameterError("the mask holds no material (all zero)",
                              "give labels with non-zero material or no mask")
+    return m
 
 
 @dataclass(frozen=True)
@@ -592,14 +585,14 @@ def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev,
 
 
 def _pair_inputs(ref: Any, deformed: Any, voxel_size_um: Any) -> tuple:
-    """Check that both volumes lie on one grid and are finite; returns the grid, the
-    reference for the workers, the shape and the reference's noise level."""
+    """Check that both volumes lie on one grid and are finite; returns the grid, both
+    volumes for the workers and the reference's noise level."""
     grid = require_same_grid(ref, deformed, input_name("reference volume", ref),
                              input_name("deformed volume", deformed), voxel_size=voxel_size_um)
     r = as_worker_volume(ref, "reference volume")
     d = as_worker_volume(deformed, "deformed volume")
     require_same_shape(r.shape, d.shape, "reference volume", "deformed volume")
-    return grid, tuple(r.shape), noise_level(r)
+    return grid, r, d, noise_level(r)
 
 
 def _start(ref: Any, deformed: Any, shape: tuple, register: bool) -> tuple:
@@ -642,16 +635,20 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
 
     Parameters
     ----------
-    ref, deformed : numpy.ndarray, Volume or path
-        Reference and deformed volumes (same shape).
+    ref, deformed : numpy.ndarray, Volume, path, LazyVolume or h5py.Dataset
+        Reference and deformed volumes (same shape). Volumes on disk (paths, lazy views
+        with their region of interest and binning, datasets) are never read whole: every
+        batch of nodes reads the box its windows touch, the whole-volume passes go slab by
+        slab (:mod:`anodetwin.dvc.volumes`); the results equal those of the same voxels in
+        memory.
     node_spacing : int or 3 int
         Final node spacing (voxels).
     hws : int or 3 int, optional
         Final half-window size (default: the node spacing, i.e. 50% window overlap).
     pyramid : sequence of int, optional
         Spacings of coarser levels run first (e.g. ``(100, 70)``), half-window = spacing.
-    mask : labels, optional
-        Non-zero where material is; windows mostly outside it are excluded.
+    mask : array, path, LazyVolume or h5py.Dataset, optional
+        Labels, non-zero where material is; windows mostly outside it are excluded.
     processes, scheduler, progress
         As :func:`~anodetwin.dvc.correlate.correlate_nodes`.
     global_registration : bool
@@ -703,16 +700,17 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     level, ``params["noise_std"]``) are excluded (status -6, flag 2, NaN), never repaired,
     and the cells touching them get NaN strain.
     """
-    grid, shape, noise = _pair_inputs(ref, deformed, voxel_size_um)
+    grid, r, d, noise = _pair_inputs(ref, deformed, voxel_size_um)
+    shape = tuple(r.shape)
     levels = correlation_levels(shape, node_spacing, hws, pyramid, margin, search_range,
                                 TEXTURE_FACTOR * noise,
                                 {"engine": engine, "criterion": criterion,
                                  "interpolation_order": interpolation_order})
-    _check_mask(ref, mask, voxel_size_um)
+    m = _check_mask(ref, mask, voxel_size_um)
     levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
-    gphi, gcentre, reg = _start(ref, deformed, shape, global_registration and initial is None)
-    kw = {"mask": mask, "processes": processes, "scheduler": scheduler, "progress": progress}
-    last = _correlate_levels(ref, deformed, shape, levels, prev, gphi, gcentre, kw,
+    gphi, gcentre, reg = _start(r, d, shape, global_registration and initial is None)
+    kw = {"mask": m, "processes": processes, "scheduler": scheduler, "progress": progress}
+    last = _correlate_levels(r, d, shape, levels, prev, gphi, gcentre, kw,
                              max_residual, coherence)
     if np.all(last.flag == FLAG["excluded"]):
         raise NumericalError(*no_node_cause(reg, last.results.status, levels[0],

@@ -23,7 +23,8 @@ and um); cubes and VOIs must be at least one cell of the grid along every axis, 
 (:func:`region_layout` checks a grid before any correlation). Phases and particle labels
 are on the grid of the correlated
 reference volume (the ``roi_origin`` of a cropped correlation is taken into account) and
-are read slab by slab, so they may be larger than memory.
+are read slab by slab (arrays, paths, lazy views or h5py datasets), so they may be larger
+than memory; the statistics do not depend on how they are given.
 
 For each step, region and measure (``volumetric`` = J-1, ``ezz``, ``eyy``, ``exx``,
 ``deviatoric``, ``hencky_volumetric`` = log J) the statistics over the valid cells are
@@ -66,6 +67,7 @@ import numpy as np
 
 from anodetwin.dvc.correlate import interpolate_displacement
 from anodetwin.dvc.pair import PairResult, pair_strain, read_pair
+from anodetwin.dvc.volumes import as_worker_volume
 from anodetwin.strain import cell_mean, node_spacing_um, volumetric_strain, voxel_size_triple
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import input_name, require_same_grid, require_series_grid
@@ -152,23 +154,13 @@ class RegionStats:
 
 
 def _slabs(labels: Any) -> Iterator[tuple[int, np.ndarray]]:
-    """(z0, slab) of a label volume given as array, Volume or path, read lazily."""
-    from anodetwin.io import open_volume
-
-    if isinstance(labels, (str, os.PathLike)):
-        with open_volume(labels) as src:
-            z = 0
-            for block in src.lazy(progress=False).blocks():
-                yield z, block
-                z += len(block)
-        return
-    a = np.asarray(getattr(labels, "data", labels))
-    if a.ndim != 3:
-        raise ShapeMismatchError(f"label volume has {a.ndim} dimensions",
+    """(z0, slab) of a label volume (array, Volume, path, LazyVolume or h5py dataset), read
+    :data:`~anodetwin.dvc.volumes.SLAB_VOXELS` voxels at a time."""
+    v = as_worker_volume(labels)
+    if len(v.shape) != 3:
+        raise ShapeMismatchError(f"label volume has {len(v.shape)} dimensions",
                                  "give a 3D (z, y, x) label volume")
-    step = max(1, (64 << 20) // max(1, a[0].nbytes))
-    for z in range(0, len(a), step):
-        yield z, a[z: z + step]
+    yield from v.slabs()
 
 
 def electrode_interfaces(phases: Any) -> tuple[float, float]:
@@ -176,7 +168,7 @@ def electrode_interfaces(phases: Any) -> tuple[float, float]:
 
     Parameters
     ----------
-    phases : array, Volume or path
+    phases : array, Volume, path, LazyVolume or h5py.Dataset
         Phase codes (:mod:`anodetwin.phases`) on the grid of the reference volume.
 
     Returns
@@ -209,7 +201,7 @@ def particle_centres(particles: Any, min_voxels: int = 1) -> tuple[np.ndarray, n
 
     Parameters
     ----------
-    particles : array, Volume or path
+    particles : array, Volume, path, LazyVolume or h5py.Dataset
         (z, y, x) particle ids (0 = none).
     min_voxels : int
         Particles with fewer voxels are left out.
@@ -282,7 +274,7 @@ def check_region_inputs(results: Sequence[PairResult], names: Sequence[str], pha
         The fields.
     names : sequence of str
         How messages name them.
-    phases, particles : array, Volume or path, optional
+    phases, particles : array, Volume, path, LazyVolume or h5py.Dataset, optional
         Labels on the reference grid.
     voxel_size_um : float or 3 floats, optional
         Explicit voxel size: differences of the inputs' own are then only logged.
@@ -588,9 +580,9 @@ def region_statistics(pairs: Sequence[Any], phases: Any = None, particles: Any =
     ----------
     pairs : sequence of PairResult or paths
         Fields on one node grid, e.g. the cumulative T0 -> Tk results of a series.
-    phases : array, Volume or path, optional
+    phases : array, Volume, path, LazyVolume or h5py.Dataset, optional
         Phase codes on the reference grid, for the interfaces.
-    particles : array, Volume or path, optional
+    particles : array, Volume, path, LazyVolume or h5py.Dataset, optional
         Particle ids on the reference grid (0 = none), for the particle VOIs.
     interfaces : (float, float), optional
         Collector and separator interface z (voxels); overrides ``phases``. Each of the

@@ -99,7 +99,7 @@ def check_series_inputs(volumes: list[Any], regions: dict | None = None,
 
     Parameters
     ----------
-    volumes : list of arrays, Volumes or paths
+    volumes : list of arrays, Volumes, paths or LazyVolumes
         T0, T1, ...: they, and the phases and particle labels of ``regions``, must lie on
         one grid (voxel size, shape, origin: :func:`anodetwin.io.agree.require_series_grid`).
     regions : dict, optional
@@ -147,8 +147,11 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
 
     Parameters
     ----------
-    volumes : list of arrays, Volumes or paths
-        T0, T1, ..., Tn (same shape).
+    volumes : list of arrays, Volumes, paths or LazyVolumes
+        T0, T1, ..., Tn (same shape). Volumes on disk (paths; lazy views, e.g.
+        ``open_volume(p).lazy(roi=..., binning=...)``, reopened by their name in the
+        workers) are never read whole (:func:`correlate_pair`); the results equal those of the same
+        voxels in memory.
     out_dir : path-like
         Output folder (created).
     voxel_size_um : float or 3 floats, optional
@@ -165,7 +168,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     regions : dict, optional
         Keyword arguments of :func:`anodetwin.dvc.regions.region_statistics` (``phases``,
         ``particles``, ``interfaces``, ``cube_um``, ``voi_um``); the statistics are always
-        computed (halves of the node grid without phases or interfaces).
+        computed (halves of the node grid without phases or interfaces). Phases and
+        particles may be arrays, paths, lazy views or h5py datasets (read slab by slab).
     quicklook : bool
         Write the quick-look PNGs.
     **pair_kw

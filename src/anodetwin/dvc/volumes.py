@@ -136,14 +136,15 @@ class WorkerVolume:
         """
         return np.asarray(self.region(box), dtype=np.float32)
 
-    def slabs(self, max_voxels: int = SLAB_VOXELS, multiple: int = 1
+    def slabs(self, max_voxels: int | None = None, multiple: int = 1
               ) -> Iterator[tuple[int, np.ndarray]]:
         """The volume in consecutive z-slabs, read one at a time.
 
         Parameters
         ----------
-        max_voxels : int
-            Voxels per slab at most (at least one plane, or ``multiple`` planes).
+        max_voxels : int, optional
+            Voxels per slab at most (default :data:`SLAB_VOXELS`; at least ``multiple``
+            planes).
         multiple : int
             Planes per slab are a multiple of this.
 
@@ -153,7 +154,8 @@ class WorkerVolume:
             First z of the slab and its voxels (volume type).
         """
         nz, ny, nx = (int(n) for n in self.shape)
-        k = max(1, max_voxels // max(1, ny * nx * multiple)) * multiple
+        cap = SLAB_VOXELS if max_voxels is None else int(max_voxels)
+        k = max(1, cap // max(1, ny * nx * multiple)) * multiple
         for z in range(0, nz, k):
             yield z, self.region((slice(z, min(nz, z + k)), slice(0, ny), slice(0, nx)))
 

@@ -160,7 +160,9 @@ class BlockGrid:
 def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
                     memory_limit: str | float | int = DEFAULT_MEMORY_LIMIT,
                     workers: int = 1, reserve: float = 0.35) -> tuple[int, int, int]:
-    """The largest cubic block whose extended boxes, one per worker, fit a memory ceiling.
+    """The largest cubic block whose extended boxes, one per worker, fit a memory ceiling;
+    a volume that fits one such box whole is cut into one slab per worker instead (along
+    its longest axis), so that every worker has work and no halo is read twice in vain.
 
     Parameters
     ----------
@@ -188,14 +190,20 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
     ParameterError
         When not even a 16-voxel core fits.
     """
-    budget = parse_memory(memory_limit) * (1 - reserve) / max(1, int(workers))
-    side = int((budget / bytes_per_voxel) ** (1 / 3)) - 2 * int(halo)
+    workers = max(1, int(workers))
+    budget = parse_memory(memory_limit) * (1 - reserve) / workers / bytes_per_voxel
+    side = int(budget ** (1 / 3)) - 2 * int(halo)
     side = side // 16 * 16
     if side < 16:
         raise ParameterError(
             f"memory limit {memory_limit} leaves no room for a block with a {halo}-voxel "
             f"halo on {workers} workers", "raise --memory-limit or lower --workers")
-    return tuple(min(side, int(n)) for n in shape)  # type: ignore[return-value]
+    shape = tuple(int(n) for n in shape)
+    if workers > 1 and np.prod(shape, dtype=float) <= budget:
+        ax = int(np.argmax(shape))
+        slab = -(-shape[ax] // (16 * workers)) * 16
+        return tuple(slab if a == ax else n for a, n in enumerate(shape))  # type: ignore
+    return tuple(min(side, n) for n in shape)  # type: ignore[return-value]
 
 
 _READ_LOCK = threading.RLock()

@@ -34,10 +34,13 @@ interface maps are NaN where undefined.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
@@ -238,10 +241,10 @@ def _foil(src: GreySource, grid: BlockGrid, t_cu: float, step: int, workers: int
     value where none) and the foil's half level; (None, None, None) without a foil."""
     nz, ny, nx = src.shape
     counts = np.zeros(nz)
-    for b, c in run_blocks(lambda b: (src.smoothed(b.core) > t_cu).sum(axis=(1, 2)),
-                           grid, workers):
+    for b, c in run_blocks(lambda b: (src.lattice(b.core, step, (1, 2)) > t_cu).sum(
+            axis=(1, 2)), grid, workers):
         counts[b.core[0]] += c
-    found = _foil_layers(counts / (ny * nx))
+    found = _foil_layers(counts / (len(range(0, ny, step)) * len(range(0, nx, step))))
     if found is None:
         return None, None, None
     face, layer, beyond = found
@@ -274,7 +277,7 @@ def _median_slices(src: GreySource, grid: BlockGrid, zs: slice, step: int,
         z0 = b.core[0].start
         sub = slice(max(zs.start, z0) - z0, min(zs.stop, b.core[0].stop) - z0)
         box = (slice(sub.start + z0, sub.stop + z0),) + b.core[1:]
-        return src.smoothed(b.core)[sub][lattice_box(box, step, axes=(1, 2))].ravel()
+        return src.lattice(box, step, (1, 2)).ravel()
 
     return float(np.median(np.concatenate(gather(grid.touching(zs), values, workers))))
 
@@ -355,24 +358,86 @@ def _local_midpoint(s: np.ndarray, fg_mask: np.ndarray, valid: np.ndarray, lo: f
     covers."""
     r = gaussian_radius(sigma, 3.0)
     cur = tuple(slice(0, n) for n in s.shape)
+
+    def shrink(box: tuple) -> tuple:
+        return tuple(slice(c.start + r * a, c.stop - r * b)
+                     for c, (a, b) in zip(box, interior, strict=True))
+
+    first = shrink(cur)  # the largest box any pass needs the sums on
     m = fg_mask & valid
-    vm = valid.astype(np.float32)
-    w_all = ndimage.gaussian_filter(vm, sigma, truncate=3.0)  # foreground + background
-    s_all = ndimage.gaussian_filter(s * vm, sigma, truncate=3.0)
+    if valid.all():  # the sums of all voxels: one constant, and the grey values themselves
+        w_all = np.full(tuple(c.stop - c.start for c in first),
+                        _unit_gaussian(sigma), np.float32)
+        s_all = gaussian_crop(s, sigma, first)
+    else:
+        vm = valid.astype(np.float32)
+        w_all, s_all = gaussian_crop(vm, sigma, first), gaussian_crop(s * vm, sigma, first)
     for _ in range(iterations):
-        nxt = tuple(slice(c.start + r * a, c.stop - r * b)
-                    for c, (a, b) in zip(cur, interior, strict=True))
+        nxt = shrink(cur)
         rel = tuple(slice(n.start - c.start, n.stop - c.start)
                     for n, c in zip(nxt, cur, strict=True))
+        in_first = tuple(slice(n.start - f.start, n.stop - f.start)
+                         for n, f in zip(nxt, first, strict=True))
         fgm = m.astype(np.float32)
-        wf = ndimage.gaussian_filter(fgm, sigma, truncate=3.0)[rel]
-        sf = ndimage.gaussian_filter(s[cur] * fgm, sigma, truncate=3.0)[rel]
-        wb, sb = w_all[nxt] - wf, s_all[nxt] - sf
-        fg = np.where(wf > 1e-3, sf / np.maximum(wf, 1e-6), hi)
-        bg = np.where(wb > 1e-3, sb / np.maximum(wb, 1e-6), lo)
-        m = (s[nxt] > 0.5 * (fg + bg)) & valid[nxt]
+        wf = gaussian_crop(fgm, sigma, rel)
+        sf = gaussian_crop(s[cur] * fgm, sigma, rel)
+        m = np.empty(wf.shape, bool)
+        _midpoint_mask(s[nxt], wf, sf, w_all[in_first], s_all[in_first], valid[nxt],
+                       np.float32(lo), np.float32(hi), m)
         cur = nxt
     return m, cur
+
+
+@njit(cache=True, nogil=True)
+def _midpoint_mask(s, wf, sf, w_all, s_all, valid, lo, hi, out):  # pragma: no cover - compiled
+    """``out = valid & (s > (fg + bg) / 2)``, fg and bg the local means ``sf / wf`` and
+    ``(s_all - sf) / (w_all - wf)`` (``hi`` / ``lo`` where a window holds almost none of
+    them), in float32 as NumPy would compute them, in one pass over the voxels."""
+    tiny, eps, half = np.float32(1e-3), np.float32(1e-6), np.float32(0.5)
+    nz, ny, nx = s.shape
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                a, b = wf[z, y, x], sf[z, y, x]
+                wb, sb = w_all[z, y, x] - a, s_all[z, y, x] - b
+                fg = b / max(a, eps) if a > tiny else hi
+                bg = sb / max(wb, eps) if wb > tiny else lo
+                out[z, y, x] = valid[z, y, x] and s[z, y, x] > half * (fg + bg)
+
+
+def gaussian_crop(a: np.ndarray, sigma: float, box: tuple, truncate: float = 3.0
+                  ) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(a, sigma, truncate=truncate)[box]``, value for value,
+    with each axis's pass kept to what the next passes need.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        Values (float32 stays float32).
+    sigma, truncate : float
+        The Gaussian (voxels) and its radius in sigmas.
+    box : tuple of slice
+        The output box (explicit bounds).
+
+    Returns
+    -------
+    numpy.ndarray
+        The filtered values of ``box``.
+    """
+    out = a
+    for axis, b in enumerate(box):
+        out = ndimage.gaussian_filter1d(out, sigma, axis=axis, truncate=truncate)
+        out = out[(slice(None),) * axis + (b,)]
+    return out
+
+
+@functools.cache
+def _unit_gaussian(sigma: float) -> np.float32:
+    """The 3-D Gaussian (truncated at 3 sigma) of a volume of ones: the same float32 value
+    in every voxel, whatever the volume's shape (every line is filtered alike)."""
+    r = gaussian_radius(sigma, 3.0)
+    return ndimage.gaussian_filter(np.ones((2 * r + 1,) * 3, np.float32), sigma,
+                                   truncate=3.0)[r, r, r]
 
 
 def lateral_window(window_um: float, voxel_size_um: float | tuple) -> tuple[int, int]:
@@ -564,13 +629,16 @@ def _checked_sample(src: GreySource, grid: BlockGrid, step: int, workers: int) -
         raise ParameterError("volume is empty", "give a volume with voxels")
 
     def one(b: Block) -> tuple:
-        raw = src.raw(b.core)
+        wide = src.wide(b.core)
+        v = src.raw(wide)
+        raw = v[tuple(slice(c.start - w.start, c.stop - w.start)
+                      for c, w in zip(b.core, wide, strict=True))]
         bad = ((int(np.isnan(raw).sum()), int(np.isinf(raw).sum()))
                if raw.dtype.kind == "f" else (0, 0))
         if sum(bad):
             return bad, np.nan, np.nan, np.zeros(0, np.float32)
-        s = src.smoothed(b.core)
-        return bad, float(raw.min()), float(raw.max()), s[lattice_box(b.core, step)].ravel()
+        s = src.lattice(b.core, step, raw=v)
+        return bad, float(raw.min()), float(raw.max()), s.ravel()
 
     res = gather(grid, one, workers)
     nan, inf = (sum(r[0][i] for r in res) for i in range(2))
@@ -588,9 +656,8 @@ def _valid_sample(src: GreySource, grid: BlockGrid, kcu: np.ndarray | None,
     """Smoothed grey values of the lattice voxels that may be Si (not copper, not as bright
     as the foil)."""
     def one(b: Block) -> np.ndarray:
-        s = src.smoothed(b.core)
-        lb = lattice_box(b.core, step)
-        s, cu = s[lb], _copper_box(kcu, face, b.core)[lb]
+        s = src.lattice(b.core, step)
+        cu = _copper_box(kcu, face, b.core)[lattice_box(b.core, step)]
         return s[~cu & (s <= t2)] if face is not None else s.ravel()
 
     return np.concatenate(gather(grid, one, workers)).astype(np.float64)
