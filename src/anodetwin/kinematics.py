@@ -297,6 +297,10 @@ def _row(u: np.ndarray, o: np.ndarray, i: int, j: int, k0: int, k1: int, tol: fl
         if k == k0 or int(x2) % CHAIN == 0:
             X[0], X[1], X[2] = x0 - u[0, i, j, k], x1 - u[1, i, j, k], x2 - u[2, i, j, k]
             _grid_jacobian_inverse(u, i, j, k, Ji, J)
+        elif k - k0 >= 2 and int(x2) % CHAIN != 1:
+            X[0] = 2 * X[0] - Xrow[0, k - k0 - 2]
+            X[1] = 2 * X[1] - Xrow[1, k - k0 - 2]
+            X[2] = 2 * X[2] - Xrow[2, k - k0 - 2]
         else:
             X[0], X[1], X[2] = X[0] + Ji[0, 2], X[1] + Ji[1, 2], X[2] + Ji[2, 2]
         nr = _solve(u, o, x0, x1, x2, X, Ji, J, tol, max_iterations)

@@ -34,6 +34,7 @@ from scipy import ndimage
 from anodetwin.dvc.correlate import filled_grid, grid_index
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.io.agree import require_same_grid
+from anodetwin.io.blocks import gaussian_crop
 from anodetwin.kinematics import CHAIN, inverse_box, sample_nearest, warp_box
 from anodetwin.log import get_logger
 from anodetwin.segment.particles import squared_edt
@@ -133,20 +134,22 @@ class NodeField:
 @njit(cache=True, nogil=True)
 def _tensor_trilinear(u: np.ndarray, z0: np.ndarray, z1: np.ndarray, wz: np.ndarray,
                       y0: np.ndarray, y1: np.ndarray, wy: np.ndarray, x0: np.ndarray,
-                      x1: np.ndarray, wx: np.ndarray) -> np.ndarray:
+                      x1: np.ndarray, wx: np.ndarray) -> np.ndarray:  # pragma: no cover
     """(3, nz, ny, nx) float32 trilinear interpolation of a (3, gz, gy, gx) node grid at the
-    voxels whose per-axis lower/upper nodes and weights are given."""
+    voxels whose per-axis lower/upper nodes and weights are given: per voxel row, the node
+    row blended in z and y once, then linear along x."""
     out = np.empty((3, z0.size, y0.size, x0.size), np.float32)
+    g0 = x0.min() if x0.size else 0
+    row = np.empty((x1.max() + 1 - g0) if x1.size else 0)
     for c in range(3):
         for i in range(z0.size):
             for j in range(y0.size):
+                for g in range(row.size):
+                    a = u[c, z0[i], y0[j], g0 + g] * (1 - wy[j]) + u[c, z0[i], y1[j], g0 + g] * wy[j]
+                    b = u[c, z1[i], y0[j], g0 + g] * (1 - wy[j]) + u[c, z1[i], y1[j], g0 + g] * wy[j]
+                    row[g] = a * (1 - wz[i]) + b * wz[i]
                 for k in range(x0.size):
-                    a = u[c, z0[i], y0[j], x0[k]] * (1 - wx[k]) + u[c, z0[i], y0[j], x1[k]] * wx[k]
-                    b = u[c, z0[i], y1[j], x0[k]] * (1 - wx[k]) + u[c, z0[i], y1[j], x1[k]] * wx[k]
-                    d = u[c, z1[i], y0[j], x0[k]] * (1 - wx[k]) + u[c, z1[i], y0[j], x1[k]] * wx[k]
-                    e = u[c, z1[i], y1[j], x0[k]] * (1 - wx[k]) + u[c, z1[i], y1[j], x1[k]] * wx[k]
-                    out[c, i, j, k] = ((a * (1 - wy[j]) + b * wy[j]) * (1 - wz[i])
-                                       + (d * (1 - wy[j]) + e * wy[j]) * wz[i])
+                    out[c, i, j, k] = row[x0[k] - g0] * (1 - wx[k]) + row[x1[k] - g0] * wx[k]
     return out
 
 
@@ -315,9 +318,9 @@ def _residual_block(b: Any, ref: Any, deformed: Any, field: Any, sigma: float,
                               np.ascontiguousarray(read_region(ref, ub), np.float32), lab,
                               1e-4, 20)
     diff = np.asarray(read_region(deformed, bx), np.float32) - warped
-    res = np.abs(ndimage.gaussian_filter(diff, sigma)) if sigma > 0 else np.abs(diff)
     core = _within(b.core, bx)
-    res = res[core].astype(np.float32)
+    res = np.abs(gaussian_crop(diff, sigma, core, truncate=4.0) if sigma > 0 else diff[core])
+    res = res.astype(np.float32)
     res[res < floor] = 0.0
     sums = None if labels is None else _label_sums(lab, core, res > 0, shell)
     return res, sums, n

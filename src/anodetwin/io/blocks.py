@@ -34,8 +34,8 @@ import numpy as np
 
 from anodetwin.errors import ParameterError
 
-__all__ = ["Block", "BlockGrid", "block_shape_for", "parse_memory", "read_region",
-           "write_region", "run_blocks", "DEFAULT_MEMORY_LIMIT"]
+__all__ = ["Block", "BlockGrid", "block_shape_for", "gaussian_crop", "parse_memory",
+           "read_region", "write_region", "run_blocks", "DEFAULT_MEMORY_LIMIT"]
 
 Box = tuple[slice, slice, slice]
 
@@ -299,3 +299,31 @@ def _finished(pending: dict, progress: Callable[[float], None] | None
         if progress:
             progress(float(np.prod(b.core_shape)))
         yield b, f.result()
+
+
+def gaussian_crop(a: np.ndarray, sigma: float, box: tuple, truncate: float = 3.0
+                  ) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(a, sigma, truncate=truncate)[box]``, value for value,
+    with each axis's pass kept to what the next passes need.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        Values (float32 stays float32).
+    sigma, truncate : float
+        The Gaussian (voxels) and its radius in sigmas.
+    box : tuple of slice
+        The output box (explicit bounds).
+
+    Returns
+    -------
+    numpy.ndarray
+        The filtered values of ``box``.
+    """
+    from scipy import ndimage
+
+    out = a
+    for axis, b in enumerate(box):
+        out = ndimage.gaussian_filter1d(out, sigma, axis=axis, truncate=truncate)
+        out = out[(slice(None),) * axis + (b,)]
+    return out

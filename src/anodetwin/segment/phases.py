@@ -45,7 +45,14 @@ from scipy import ndimage
 
 from anodetwin.errors import ParameterError
 from anodetwin.io import normalise_voxel_size, require_3d, require_finite
-from anodetwin.io.blocks import Block, BlockGrid, read_region, run_blocks, write_region
+from anodetwin.io.blocks import (
+    Block,
+    BlockGrid,
+    gaussian_crop,
+    read_region,
+    run_blocks,
+    write_region,
+)
 from anodetwin.phases import PHASE
 from anodetwin.segment._blockpass import (
     GreySource,
@@ -403,32 +410,6 @@ def _midpoint_mask(s, wf, sf, w_all, s_all, valid, lo, hi, out):  # pragma: no c
                 fg = b / max(a, eps) if a > tiny else hi
                 bg = sb / max(wb, eps) if wb > tiny else lo
                 out[z, y, x] = valid[z, y, x] and s[z, y, x] > half * (fg + bg)
-
-
-def gaussian_crop(a: np.ndarray, sigma: float, box: tuple, truncate: float = 3.0
-                  ) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter(a, sigma, truncate=truncate)[box]``, value for value,
-    with each axis's pass kept to what the next passes need.
-
-    Parameters
-    ----------
-    a : numpy.ndarray
-        Values (float32 stays float32).
-    sigma, truncate : float
-        The Gaussian (voxels) and its radius in sigmas.
-    box : tuple of slice
-        The output box (explicit bounds).
-
-    Returns
-    -------
-    numpy.ndarray
-        The filtered values of ``box``.
-    """
-    out = a
-    for axis, b in enumerate(box):
-        out = ndimage.gaussian_filter1d(out, sigma, axis=axis, truncate=truncate)
-        out = out[(slice(None),) * axis + (b,)]
-    return out
 
 
 @functools.cache
