@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from numba import njit
-from scipy import ndimage
 
 from anodetwin.dvc.correlate import filled_grid, grid_index
 from anodetwin.errors import ParameterError, ShapeMismatchError
@@ -145,8 +144,9 @@ def _tensor_trilinear(u: np.ndarray, z0: np.ndarray, z1: np.ndarray, wz: np.ndar
         for i in range(z0.size):
             for j in range(y0.size):
                 for g in range(row.size):
-                    a = u[c, z0[i], y0[j], g0 + g] * (1 - wy[j]) + u[c, z0[i], y1[j], g0 + g] * wy[j]
-                    b = u[c, z1[i], y0[j], g0 + g] * (1 - wy[j]) + u[c, z1[i], y1[j], g0 + g] * wy[j]
+                    n = g0 + g
+                    a = u[c, z0[i], y0[j], n] * (1 - wy[j]) + u[c, z0[i], y1[j], n] * wy[j]
+                    b = u[c, z1[i], y0[j], n] * (1 - wy[j]) + u[c, z1[i], y1[j], n] * wy[j]
                     row[g] = a * (1 - wz[i]) + b * wz[i]
                 for k in range(x0.size):
                     out[c, i, j, k] = row[x0[k] - g0] * (1 - wx[k]) + row[x1[k] - g0] * wx[k]
@@ -195,6 +195,8 @@ def dense_displacement(nodes: np.ndarray, grid_shape, displacement: np.ndarray,
 
 #: Working memory of the residual pass per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 200
+#: Largest block core side (voxels): larger blocks are no faster (the halo is thin).
+MAX_SIDE = 128
 
 
 def residual_map(ref: Any, deformed: Any, displacement: Any,
@@ -261,7 +263,8 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
     floor = DEFAULT_FLOOR if floor is None else float(floor)
     halo = _halo(sigma, shell_voxels if labels_ref is not None else None) + field.reach + 3
     if block_shape is None and memory_limit is not None:
-        block_shape = block_shape_for(shape, BYTES_PER_VOXEL, halo, memory_limit, workers)
+        block_shape = block_shape_for(shape, BYTES_PER_VOXEL, halo, memory_limit, workers,
+                                      max_side=MAX_SIDE)
     grid = BlockGrid(shape, block_shape)
     out = np.empty(shape, np.float32) if out is None else out
     sums, bad = [], [0]

@@ -159,7 +159,8 @@ class BlockGrid:
 
 def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
                     memory_limit: str | float | int = DEFAULT_MEMORY_LIMIT,
-                    workers: int = 1, reserve: float = 0.35) -> tuple[int, int, int]:
+                    workers: int = 1, reserve: float = 0.35,
+                    max_side: int | None = None) -> tuple[int, int, int]:
     """The largest cubic block whose extended boxes, one per worker, fit a memory ceiling;
     a volume that fits one such box whole is cut into one slab per worker instead (along
     its longest axis), so that every worker has work and no halo is read twice in vain.
@@ -179,6 +180,9 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
         Blocks processed at once.
     reserve : float
         Share of the ceiling kept for the process, the reader and per-column maps.
+    max_side : int, optional
+        Largest core side: the kernel is no faster on larger blocks (they only hold more
+        memory).
 
     Returns
     -------
@@ -194,6 +198,8 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
     budget = parse_memory(memory_limit) * (1 - reserve) / workers / bytes_per_voxel
     side = int(budget ** (1 / 3)) - 2 * int(halo)
     side = side // 16 * 16
+    if max_side:
+        side = min(side, int(max_side))
     if side < 16:
         raise ParameterError(
             f"memory limit {memory_limit} leaves no room for a block with a {halo}-voxel "

@@ -109,7 +109,8 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     vs = _triple(voxel_size_um)
     spacing = vs / vs.min()
     if block_shape is None and memory_limit is not None:
-        block_shape = block_shape_for(m.shape, BYTES_PER_VOXEL, HALO, memory_limit, workers)
+        block_shape = block_shape_for(m.shape, BYTES_PER_VOXEL, HALO, memory_limit, workers,
+                                      max_side=MAX_SIDE)
     grid = BlockGrid(m.shape, block_shape, HALO)
     cache: dict = {} if len(grid) == 1 else None  # one block: the second pass reuses it
     read = lambda box: _mask(read_region(m, box), particle_code)  # noqa: E731
@@ -133,6 +134,14 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
 HALO = 16
 #: Working memory of the instance passes per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 64
+#: Largest block core side (voxels) of the instance passes: beyond it the halo's share
+#: falls little, and the memory held keeps growing.
+MAX_SIDE = 160
+#: Largest block side of the particle table's reductions (no halo: small blocks cost
+#: nothing more).
+TABLE_MAX_SIDE = 128
+#: Working memory of the particle table per voxel of a block (bytes).
+TABLE_BYTES_PER_VOXEL = 48
 
 
 def _mask(values: np.ndarray, code: int | None) -> np.ndarray:
@@ -272,7 +281,8 @@ def _surface(sub: np.ndarray, vs: np.ndarray) -> float:
 
 def particle_table(labels: Any, voxel_size_um: float | tuple = 1.0,
                    collector_z: float | np.ndarray | None = None, *,
-                   block_shape: Any = None, workers: int = 1) -> np.ndarray:
+                   block_shape: Any = None, memory_limit: Any = None,
+                   workers: int = 1) -> np.ndarray:
     """Table of the particles of an instance volume (:data:`PARTICLE_TABLE`).
 
     Counts, coordinate sums, bounding boxes and contacts are reduced block by block in
@@ -289,7 +299,10 @@ def particle_table(labels: Any, voxel_size_um: float | tuple = 1.0,
     collector_z : float or (y, x) array, optional
         Collector interface (voxels along z); per column it is taken under each centroid.
     block_shape : int or 3 int, optional
-        Read the labels in blocks of this size (default: whole).
+        Read the labels in blocks of this size (default: whole, or blocks sized for
+        ``memory_limit``).
+    memory_limit : str or int, optional
+        Memory ceiling (e.g. ``"4GB"``) from which the block size is derived.
     workers : int
         Blocks processed at once (threads).
 
@@ -298,7 +311,12 @@ def particle_table(labels: Any, voxel_size_um: float | tuple = 1.0,
     numpy.ndarray
         One row per particle (:data:`PARTICLE_TABLE`), in id order.
     """
+    from anodetwin.io.blocks import block_shape_for
+
     vs = _triple(voxel_size_um)
+    if block_shape is None and memory_limit is not None:
+        block_shape = block_shape_for(labels.shape, TABLE_BYTES_PER_VOXEL, 1, memory_limit,
+                                      workers, max_side=TABLE_MAX_SIDE)
     grid = BlockGrid(labels.shape, block_shape, 0)
     stats = _reduce_stats(gather(grid, lambda b: _block_stats(labels, b), workers))
     counts, sums, lo, hi, pairs = stats

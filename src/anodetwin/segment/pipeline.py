@@ -375,7 +375,6 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
     import h5py
 
     from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size
-    from anodetwin.io.blocks import block_shape_for
     from anodetwin.segment.particles import label_particles, particle_table
     from anodetwin.segment.phases import segment_phases
 
@@ -398,8 +397,7 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
                             workers=workers, out=lab)
             params["phases"] = ps.params
             seg.table = particle_table(lab, vs, ps.collector_z, workers=workers,
-                                       block_shape=block_shape_for(lab.shape, 48, 1,
-                                                                   memory_limit, workers))
+                                       memory_limit=memory_limit)
             seg.collector_z, seg.separator_z = ps.collector_z, ps.separator_z
             seg.collector_face, seg.thresholds = ps.collector_face, ps.thresholds
             if resolution:
