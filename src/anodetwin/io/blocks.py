@@ -205,9 +205,9 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
             f"memory limit {memory_limit} leaves no room for a block with a {halo}-voxel "
             f"halo on {workers} workers", "raise --memory-limit or lower --workers")
     shape = tuple(int(n) for n in shape)
-    if workers > 1 and np.prod(shape, dtype=float) <= budget:
+    if np.prod(shape, dtype=float) <= budget:
         ax = int(np.argmax(shape))
-        slab = -(-shape[ax] // (16 * workers)) * 16
+        slab = min(shape[ax], -(-shape[ax] // (16 * workers)) * 16)
         return tuple(slab if a == ax else n for a, n in enumerate(shape))  # type: ignore
     return tuple(min(side, n) for n in shape)  # type: ignore[return-value]
 
