@@ -12,9 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from anodetwin.cli.options import (add_command, flag, float_list, float_value, int_list,
-                                   int_value, log, print_json, roi_value, volume_options,
-                                   voxel_size_option)
+from anodetwin.cli.options import (add_command, block_options, flag, float_list, float_value,
+                                   int_list, int_value, log, print_json, roi_value,
+                                   volume_options, voxel_size_option)
 
 __all__ = ["add_parsers", "correlation_options", "region_options", "region_kw",
            "cmd_noise_floor", "cmd_dvc", "cmd_dvc_series", "cmd_dvc_regions", "cmd_dvc_residual"]
@@ -116,7 +116,9 @@ def _add_noise_floor(sub: Any) -> None:
                    default=99.0,
                    help="percentile (0 < p <= 100) of |blurred difference| taken as threshold "
                         "(default 99)")
-    p.add_argument("--out", help="write the difference volume (float32) here")
+    p.add_argument("--out", help="write the difference volume (float32) here (the scans are "
+                                 "then read whole)")
+    block_options(p)
     flag(p, "--json", "print JSON")
 
 
@@ -205,10 +207,17 @@ def cmd_noise_floor(args: argparse.Namespace) -> int:
                                  voxel_size=args.voxel_size)
         sa.voxel_size_um = sb.voxel_size_um = grid.voxel_size_um  # the agreed (or given) voxel size
         sb.origin = sa.origin
-        a = sa.read(args.roi, args.binning)
-        b = sb.read(args.roi, args.binning)
         inputs = [input_record(sa.path, sa.dataset), input_record(sb.path, sb.dataset)]
-    res = noise_floor(a.data, b.data, sigma=args.sigma, percentile=args.percentile)
+        if args.out:
+            a = sa.read(args.roi, args.binning)
+            b = sb.read(args.roi, args.binning)
+            res = noise_floor(a.data, b.data, sigma=args.sigma, percentile=args.percentile,
+                              memory_limit=args.memory_limit, workers=args.workers)
+        else:  # block by block from the files
+            res = noise_floor(sa.lazy(args.roi, args.binning, progress=False),
+                              sb.lazy(args.roi, args.binning, progress=False),
+                              sigma=args.sigma, percentile=args.percentile,
+                              memory_limit=args.memory_limit, workers=args.workers)
     if args.out:
         prov = make_provenance("noise-floor", inputs, {"roi": args.roi, "binning": args.binning,
                                                        **res.to_dict()})

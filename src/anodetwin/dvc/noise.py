@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from anodetwin.errors import ParameterError
 from anodetwin.io.agree import require_same_grid
-from anodetwin.io.volume import require_3d, require_finite, require_same_shape
+from anodetwin.io.volume import require_3d, require_same_shape
 
 #: Gaussian blur (voxels) of the difference before the threshold, as the reference did.
 REFERENCE_SIGMA = 2.0
@@ -101,12 +100,19 @@ class NoiseFloor:
 
 def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
                 percentile: float = REFERENCE_PERCENTILE,
-                voxel_size_um: Any = None, names: Sequence[str] | None = None) -> NoiseFloor:
-    """Noise floor from two scans of an unchanged sample.
+                voxel_size_um: Any = None, names: Sequence[str] | None = None, *,
+                block_shape: Any = None, memory_limit: Any = None,
+                workers: int = 1) -> NoiseFloor:
+    """Noise floor from two scans of an unchanged sample, block by block.
+
+    The statistics are reduced over blocks (Chan's pairwise mean and variance) and the
+    percentile is the exact order statistic of the blurred difference, found in three
+    passes (maximum, a histogram of 65536 bins, the values of the bins that hold it), so
+    the threshold does not depend on the blocks and memory follows the block size.
 
     Parameters
     ----------
-    scan_a, scan_b : numpy.ndarray or Volume
+    scan_a, scan_b : numpy.ndarray, Volume or LazyVolume
         The two scans (z, y, x), already aligned: same shape and, for volumes that carry
         them, same voxel size and origin (:func:`anodetwin.io.agree.require_same_grid`).
     sigma : float
@@ -119,6 +125,13 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
         origins is then logged, not refused.
     names : (str, str), optional
         How messages name the scans (default "first scan", "second scan").
+    block_shape : int or 3 int, optional
+        Block core size (:mod:`anodetwin.io.blocks`); default: one block for arrays in
+        memory, blocks sized for ``memory_limit`` (default 4GB) for lazily read volumes.
+    memory_limit : str or int, optional
+        Memory ceiling from which the block size is derived.
+    workers : int
+        Blocks processed at once (threads).
 
     Returns
     -------
@@ -132,28 +145,137 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
     GridMismatchError, ShapeMismatchError
         Scans on different grids.
     NonFiniteError
-        A scan with NaN or inf.
+        A scan with NaN or inf (counted over the whole scan).
     """
     name_a, name_b = names or ("first scan", "second scan")
     require_same_grid(scan_a, scan_b, name_a, name_b, voxel_size=voxel_size_um)
-    scan_a = np.asarray(getattr(scan_a, "data", scan_a))
-    scan_b = np.asarray(getattr(scan_b, "data", scan_b))
+    a, b = (v if hasattr(v, "region") else np.asarray(getattr(v, "data", v))
+            for v in (scan_a, scan_b))
+    require_3d(a.shape, name_a)
+    require_same_shape(a.shape, b.shape, name_a, name_b)
     if not (np.isfinite(sigma) and sigma >= 0):
         raise ParameterError(f"sigma {sigma} is not a non-negative number of voxels",
                              "give sigma >= 0, e.g. 2")
     if not (0 < percentile <= 100):
         raise ParameterError(f"percentile {percentile} is outside (0, 100]",
                              "give a percentile such as 99")
-    for arr, name in ((scan_a, "first scan"), (scan_b, "second scan")):
-        require_finite(arr, name)
-    diff = scan_difference(scan_a, scan_b)
-    std = float(diff.std(dtype=np.float64) / np.sqrt(2.0))
-    drift = float(diff.mean(dtype=np.float64))
-    blurred = ndimage.gaussian_filter(diff, sigma, truncate=4.0) if sigma > 0 else diff
-    # the kernel folds back at the faces (reflective boundary), which inflates the blurred
-    # noise there: take the threshold on the interior where the volume allows it
-    m = int(np.ceil(4.0 * sigma))
-    if m and min(blurred.shape) > 4 * m:
-        blurred = blurred[m:-m, m:-m, m:-m]
-    thr = float(np.percentile(np.abs(blurred), percentile))
-    return NoiseFloor(std, drift, thr, float(sigma), float(percentile), int(diff.size))
+    grid = _grid(a, b, sigma, block_shape, memory_limit, workers)
+    passes = _Passes(a, b, sigma, grid, workers)
+    n, mean, m2 = passes.statistics((name_a, name_b))
+    thr = passes.order_statistic(percentile)
+    return NoiseFloor(float(np.sqrt(m2 / n) / np.sqrt(2.0)), float(mean), thr, float(sigma),
+                      float(percentile), int(n))
+
+
+#: Working memory per voxel of a block with its halo (two scans, difference, blur; bytes).
+BYTES_PER_VOXEL = 32
+#: Bins of the histogram that locates the percentile.
+_BINS = 65536
+
+
+def _grid(a: Any, b: Any, sigma: float, block_shape: Any, memory_limit: Any,
+          workers: int) -> Any:
+    """Blocks with the blur's halo: one for arrays in memory unless told otherwise."""
+    from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT, BlockGrid, block_shape_for
+
+    halo = int(np.ceil(4.0 * sigma))
+    lazy = hasattr(a, "region") or hasattr(b, "region")
+    if block_shape is None and (memory_limit is not None or lazy):
+        block_shape = block_shape_for(a.shape, BYTES_PER_VOXEL, halo,
+                                      memory_limit or DEFAULT_MEMORY_LIMIT, workers)
+    return BlockGrid(a.shape, block_shape, halo)
+
+
+class _Passes:
+    """The passes of :func:`noise_floor` over the blocks (the blurred difference of the one
+    block of an array in memory is kept between passes)."""
+
+    def __init__(self, a: Any, b: Any, sigma: float, grid: Any, workers: int):
+        self.a, self.b, self.sigma, self.grid, self.workers = a, b, sigma, grid, workers
+        m = int(np.ceil(4.0 * sigma))
+        # the kernel folds back at the faces (reflective boundary), which inflates the
+        # blurred noise there: the threshold is taken on the interior where it can be
+        keep = m and min(a.shape) > 4 * m
+        self.interior = tuple(slice(m if keep else 0, n - m if keep else n) for n in a.shape)
+        self._kept: dict = {}
+
+    def _read(self, box: tuple) -> tuple:
+        from anodetwin.io.blocks import read_region
+
+        return read_region(self.a, box), read_region(self.b, box)
+
+    def statistics(self, names: tuple) -> tuple[int, float, float]:
+        """Count, mean and sum of squared deviations of B - A over the scans (NaN and inf
+        counted first, then refused)."""
+        from anodetwin.io.blocks import run_blocks
+        from anodetwin.io.volume import nonfinite_error
+
+        def one(blk: Any) -> tuple:
+            va, vb = self._read(blk.core)
+            bad = [(int(np.isnan(v).sum()), int(np.isinf(v).sum())) if v.dtype.kind == "f"
+                   else (0, 0) for v in (va, vb)]
+            if any(sum(x) for x in bad):
+                return bad, 0, 0.0, 0.0
+            d = scan_difference(va, vb).astype(np.float64).ravel()
+            mu = float(d.mean()) if d.size else 0.0
+            return bad, d.size, mu, float(((d - mu) ** 2).sum())
+
+        parts = [r for _, r in sorted(run_blocks(one, self.grid, self.workers),
+                                      key=lambda br: br[0].index)]
+        for k, name in enumerate(names):
+            nan, inf = (sum(p[0][k][i] for p in parts) for i in range(2))
+            if nan or inf:
+                raise nonfinite_error(name, nan, inf)
+        n, mean, m2 = 0, 0.0, 0.0
+        for _, nb, mb, m2b in parts:
+            if nb:  # Chan et al.: pairwise combination of means and squared deviations
+                delta, tot = mb - mean, n + nb
+                mean, m2, n = mean + delta * nb / tot, m2 + m2b + delta ** 2 * n * nb / tot, tot
+        return n, mean, m2
+
+    def blurred(self, blk: Any) -> np.ndarray:
+        """|G_sigma * (B - A)| on the part of a block's core inside the interior (flat)."""
+        from anodetwin.io.blocks import gaussian_crop
+
+        if blk.index in self._kept:
+            return self._kept[blk.index]
+        core = tuple(slice(max(c.start, i.start), min(c.stop, i.stop))
+                     for c, i in zip(blk.core, self.interior, strict=True))
+        if any(c.stop <= c.start for c in core):
+            return np.zeros(0, np.float32)
+        d = scan_difference(*self._read(blk.outer))
+        rel = tuple(slice(c.start - o.start, c.stop - o.start)
+                    for c, o in zip(core, blk.outer, strict=True))
+        v = np.abs(gaussian_crop(d, self.sigma, rel, truncate=4.0) if self.sigma > 0
+                   else d[rel]).ravel()
+        if len(self.grid) == 1:
+            self._kept[blk.index] = v
+        return v
+
+    def order_statistic(self, percentile: float) -> float:
+        """The ``percentile`` of the blurred absolute difference over the interior (linear
+        interpolation between order statistics, as numpy.percentile)."""
+        from anodetwin.io.blocks import run_blocks
+
+        def each(fn: Any) -> list:
+            return [r for _, r in run_blocks(lambda blk: fn(self.blurred(blk)), self.grid,
+                                             self.workers)]
+
+        sizes_max = each(lambda v: (v.size, float(v.max()) if v.size else 0.0))
+        n = sum(s for s, _ in sizes_max)
+        top = max(m for _, m in sizes_max)
+        vi = (n - 1) * (percentile / 100.0)
+        k = int(np.floor(vi))
+        k1 = min(k + 1, n - 1)
+        if top <= 0:
+            return 0.0
+        scale = _BINS / top
+        binned = lambda v: np.minimum((v * scale).astype(np.int64), _BINS - 1)  # noqa: E731
+        hist = np.sum(each(lambda v: np.bincount(binned(v), minlength=_BINS)), axis=0)
+        cum = np.cumsum(hist)
+        lo, hi = (int(np.searchsorted(cum, r, side="right")) for r in (k, k1))
+        below = int(cum[lo - 1]) if lo else 0
+        vals = np.sort(np.concatenate(each(
+            lambda v: v[(binned(v) >= lo) & (binned(v) <= hi)])))
+        a, b = float(vals[k - below]), float(vals[k1 - below])
+        return a + (b - a) * (vi - k)

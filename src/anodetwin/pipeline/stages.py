@@ -267,8 +267,9 @@ def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
     r = cfg.residuals
     floor = r.floor or None
     if floor is None:
-        nf = noise_floor(read_scan(cfg, cfg.double_scan[0]), read_scan(cfg, cfg.double_scan[1]),
-                         sigma=r.sigma)
+        with open_scan(cfg, cfg.double_scan[0]) as a, open_scan(cfg, cfg.double_scan[1]) as b:
+            nf = noise_floor(a, b, sigma=r.sigma, memory_limit=cfg.resources.memory_limit,
+                             workers=cfg.resources.workers or cores())
         atomic_write_json(folder / "noise_floor.json", nf.to_dict())
         floor = nf.residual_threshold
     jobs = [(cfg, out, folder, k, floor) for k in range(1, len(cfg.names))]
