@@ -297,6 +297,22 @@ def test_cli_residual_map(tmp_path, cli):
     big = stats["voxels"] > 200
     truth = np.array([mode[i] == 0 for i in stats["id"]])
     assert (stats["core_shell_like"] == truth)[big].mean() >= 0.85
+    # blocks that cut the particles, on 2 threads: the same map and table
+    r = cli("dvc-residual", t0, t1, tmp_path / "pair.h5", "--out", tmp_path / "blocks.h5",
+            "--particles", parts, "--floor", sigma, "--memory-limit", "2GB", "--workers", "2")
+    assert r.code == 0, r.err
+    with h5py.File(tmp_path / "res.h5") as f, h5py.File(tmp_path / "blocks.h5") as g:
+        np.testing.assert_array_equal(f["residual"][...], g["residual"][...])
+        a, b = f["particles"][...], g["particles"][...]
+        for name in a.dtype.names:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    nan = read_volume(t1).data.astype(np.float32)
+    nan[3, 4, 5] = np.nan
+    write_volume(tmp_path / "nan.tif", Volume(nan, (0.2, 0.2, 0.2)))
+    r = cli("dvc-residual", t0, tmp_path / "nan.tif", tmp_path / "pair.h5", "--out",
+            tmp_path / "bad.h5", "--voxel-size", "0.2")
+    assert r.code == 2 and "nan.tif' contains 1 NaN" in r.err, r.err
+    assert not (tmp_path / "bad.h5").exists()
     r = cli("dvc-residual", t0, t1, tmp_path / "pair.h5", "--out", tmp_path / "ds.h5",
             "--double-scan", t1, f"{s}:/double_scan/tomogram_b")
     assert r.code == 0, r.err

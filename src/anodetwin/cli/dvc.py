@@ -184,6 +184,7 @@ def _add_residual(sub: Any) -> None:
                    help="surface-shell thickness in voxels (> 0; Euclidean distance from the "
                         "particle boundary, so 1.5 takes diagonal neighbours) for the particle "
                         "statistics (3)")
+    block_options(p)
 
 
 def add_parsers(sub: Any) -> None:
@@ -394,60 +395,77 @@ def _residual_inputs_agree(args: argparse.Namespace, result: Any) -> Any:
 
 def _residual_floor(args: argparse.Namespace) -> float | None:
     """The noise floor of ``dvc-residual``: ``--floor``, or the threshold of the
-    ``--double-scan``, or None (the library's default)."""
+    ``--double-scan`` (block by block from the files), or None (the library's default)."""
     if not args.double_scan:
         return args.floor
     from anodetwin.dvc.noise import noise_floor
-    from anodetwin.io import read_volume
+    from anodetwin.io import open_volume
 
-    a, b = (read_volume(p) for p in args.double_scan)
-    return noise_floor(a, b, sigma=args.sigma, voxel_size_um=args.voxel_size,
-                       names=[f"double scan '{p}'" for p in args.double_scan]
-                       ).residual_threshold
+    (pa, pb) = args.double_scan
+    with open_volume(pa) as a, open_volume(pb) as b:
+        return noise_floor(_lazy_finite(a, f"double scan '{pa}'"),
+                           _lazy_finite(b, f"double scan '{pb}'"), sigma=args.sigma,
+                           voxel_size_um=args.voxel_size,
+                           names=[f"double scan '{p}'" for p in args.double_scan],
+                           memory_limit=args.memory_limit, workers=args.workers
+                           ).residual_threshold
 
 
-def _residual_labels(args: argparse.Namespace, ref: Any) -> Any:
-    """The ``--particles`` labels of the reference (on its grid), or None."""
-    if not args.particles:
-        return None
-    from anodetwin.io import read_volume
-    from anodetwin.io.agree import require_same_grid
+def _lazy_finite(src: Any, name: str) -> Any:
+    """A file's volume read lazily, after checking slab by slab that a floating-point one
+    has no NaN or inf (counted over the whole volume, named in the error)."""
+    import numpy as np
 
-    labels = read_volume(args.particles)
-    require_same_grid(ref, labels, f"reference '{args.ref}'", f"particles '{args.particles}'",
-                      voxel_size=args.voxel_size)
-    return labels.data
+    from anodetwin.io.volume import nonfinite_error
+
+    lazy = src.lazy(progress=False)
+    if np.issubdtype(src.dtype, np.floating):
+        nan = inf = 0
+        for block in lazy.blocks():
+            nan, inf = nan + int(np.isnan(block).sum()), inf + int(np.isinf(block).sum())
+        if nan or inf:
+            raise nonfinite_error(name, nan, inf)
+    return lazy
 
 
 def cmd_dvc_residual(args: argparse.Namespace) -> int:
-    """Residual map of a DVC pair (:func:`anodetwin.dvc.residual.write_residual_map`)."""
+    """Residual map of a DVC pair (layout of :func:`anodetwin.dvc.residual.write_residual_map`),
+    block by block from the files into the map's file."""
+    from contextlib import ExitStack
+
     import numpy as np
 
     from anodetwin.dvc.pair import read_pair
-    from anodetwin.dvc.residual import (dense_displacement, particle_residuals, residual_map,
-                                        write_residual_map)
-    from anodetwin.io import (check_output_path, input_record, make_provenance, read_volume,
-                              require_finite)
+    from anodetwin.dvc.residual import NodeField, residual_to_file
+    from anodetwin.io import check_output_path, input_record, make_provenance, open_volume
+    from anodetwin.io.agree import require_same_grid
+    from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT
 
     check_output_path(args.out, inputs=[args.ref, args.deformed, args.result])
     res = read_pair(args.result)
     grid = _residual_inputs_agree(args, res)  # before reading any voxel
-    ref, deformed = read_volume(args.ref), read_volume(args.deformed)
-    for v, path in ((ref, args.ref), (deformed, args.deformed)):
-        require_finite(v.data, f"volume '{path}'")
     floor = _residual_floor(args)
-    labels = _residual_labels(args, ref)
-    nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
-    u = dense_displacement(nodes, res.grid_shape, res.displacement, ref.shape)
-    rmap = residual_map(ref.data, deformed.data, u, sigma=args.sigma, floor=floor)
-    inputs = [input_record(p) for p in (args.ref, args.deformed, args.result)]
-    prov = make_provenance("dvc-residual", inputs, {"sigma": rmap.sigma, "floor": rmap.floor})
-    table = None if labels is None else particle_residuals(rmap, labels, shell_voxels=args.shell)
-    write_residual_map(args.out, rmap, grid.voxel_size_um, prov, particles=table)
-    if table is not None:
-        log.info("%d particles: %d core-shell-like", len(table),
-                 int(table["core_shell_like"].sum()))
-    log.info("floor %.6g grey levels, %.3g%% of voxels above", rmap.floor,
-             100 * float((rmap.residual > 0).mean()))
+    with ExitStack() as stack:
+        ref, dfm = (stack.enter_context(open_volume(p)) for p in (args.ref, args.deformed))
+        labels = None
+        if args.particles:
+            lab = stack.enter_context(open_volume(args.particles))
+            require_same_grid(ref, lab, f"reference '{args.ref}'",
+                              f"particles '{args.particles}'", voxel_size=args.voxel_size)
+            labels = lab.lazy(progress=False)
+        nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
+        inputs = [input_record(p) for p in (args.ref, args.deformed, args.result)]
+        prov = make_provenance("dvc-residual", inputs, {"sigma": args.sigma, "floor": floor})
+        rmap = residual_to_file(
+            args.out, _lazy_finite(ref, f"volume '{args.ref}'"),
+            _lazy_finite(dfm, f"volume '{args.deformed}'"),
+            NodeField(nodes, res.grid_shape, res.displacement), prov,
+            voxel_size_um=grid.voxel_size_um, sigma=args.sigma, floor=floor,
+            labels_ref=labels, shell_voxels=args.shell,
+            memory_limit=args.memory_limit or DEFAULT_MEMORY_LIMIT, workers=args.workers)
+    if labels is not None:
+        log.info("%d particles: %d core-shell-like", len(rmap.particles),
+                 int(rmap.particles["core_shell_like"].sum()))
+    log.info("floor %.6g grey levels", rmap.floor)
     print(args.out)
     return 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,10 @@ import numpy as np
 from anodetwin.errors import ParameterError
 from anodetwin.io import normalise_voxel_size
 from anodetwin.io.agree import input_name, require_series_grid
+from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT, parse_memory
 from anodetwin.io.table import csv_text
 from anodetwin.phases import PHASE
-from anodetwin.segment.pipeline import Segmentation, read_labels
+from anodetwin.segment.pipeline import Segmentation, open_labels
 
 __all__ = ["STEP_COLUMNS", "step_morphology", "SeriesMorphology", "series_morphology",
            "write_morphology"]
@@ -49,11 +51,14 @@ STEP_COLUMNS = ("step", "thickness_mean_um", "thickness_std_um", "si_volume_um3"
                 "d90_um", "resolution_fwhm_um", "shift_z_vox", "shift_y_vox", "shift_x_vox")
 
 
-def step_morphology(seg: Segmentation, step: int = 0) -> dict:
+def step_morphology(seg: Segmentation, step: int = 0, *,
+                    memory_limit: Any = DEFAULT_MEMORY_LIMIT) -> dict:
     """Morphology numbers of one segmented step (module notes); ``rnl`` is left NaN.
 
     Thickness uses the z voxel size (the thickness axis), volumes the product of the
-    (z, y, x) sizes, particle sizes the table of ``seg`` (um).
+    (z, y, x) sizes, particle sizes the table of ``seg`` (um). The phases are read a slab
+    of z planes at a time (arrays or the datasets of :func:`open_labels`); nothing else
+    reads the volumes.
 
     Parameters
     ----------
@@ -61,6 +66,8 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
         The segmented step.
     step : int
         Step index written in the row.
+    memory_limit : str or int
+        Memory ceiling (e.g. ``"4GB"``) of the slabs read to count the Si voxels.
 
     Returns
     -------
@@ -76,7 +83,7 @@ def step_morphology(seg: Segmentation, step: int = 0) -> dict:
         th = -th
     th = np.where(np.isfinite(th) & (th > 0), th, np.nan)
     n_el = _electrode_voxels(seg.collector_z, seg.separator_z, seg.phases.shape[0])
-    n_si = _count(seg.phases, PHASE["si"])
+    n_si = _count(seg.phases, PHASE["si"], _slab_planes(seg.phases.shape, memory_limit))
     d = seg.table["equivalent_diameter_um"]
     q = np.percentile(d, [10, 50, 90]) if len(d) else [np.nan] * 3
     si_fraction = n_si / n_el if n_el else np.nan
@@ -100,6 +107,13 @@ def _electrode_voxels(collector_z: np.ndarray, separator_z: np.ndarray, nz: int)
     first = np.clip(np.floor(np.where(ok, lo, 0)) + 1, 0, nz)  # first slice z > lo
     last = np.clip(np.ceil(np.where(ok, hi, 0)) - 1, -1, nz - 1)  # last slice z < hi
     return int(np.where(ok, np.maximum(last - first + 1, 0), 0).sum())
+
+
+def _slab_planes(shape: tuple, memory_limit: Any, most: int = 64) -> int:
+    """z planes of a counting slab (uint8 codes and their mask) within a quarter of the
+    memory limit."""
+    plane = 2 * int(np.prod(shape[1:], dtype=np.int64))
+    return int(np.clip(parse_memory(memory_limit) // 4 // max(plane, 1), 1, most))
 
 
 def _count(phases: Any, code: int, slab: int = 64) -> int:
@@ -135,8 +149,15 @@ class SeriesMorphology:
 
 def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
                       dvc_increments: Sequence[Any] | None = None,
-                      voxel_size_um: Any = None) -> SeriesMorphology:
+                      voxel_size_um: Any = None, *,
+                      memory_limit: Any = DEFAULT_MEMORY_LIMIT,
+                      workers: int = 1) -> SeriesMorphology:
     """Morphology of every step, RNL relative to T0 and particle tracks.
+
+    Labels files are opened lazily (:func:`anodetwin.segment.pipeline.open_labels`) and
+    their volumes read block by block (Si counts by slabs, tracking and re-measured
+    particle tables by blocks), so the memory follows ``memory_limit``, not the scans'
+    size; the results equal those of the volumes in memory.
 
     Parameters
     ----------
@@ -151,6 +172,10 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
     voxel_size_um : float or 3 float, optional
         Explicit voxel size (um) of every step: differences of the files' voxel sizes and
         origins are then logged, not refused.
+    memory_limit : str or int
+        Memory ceiling of the block-wise passes (e.g. ``"4GB"``).
+    workers : int
+        Blocks processed at once (threads).
 
     Returns
     -------
@@ -162,46 +187,61 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
         Without labels, or for an unknown tracking prior.
     GridMismatchError
         If the steps do not share one grid (:func:`anodetwin.io.agree.require_series_grid`).
+    InputNotFoundError, CorruptFileError
+        For a labels file that is missing or not a labels file.
     """
-    from anodetwin.segment.tracking import dvc_prior, thickness_prior, track_particles
+    with ExitStack() as stack:
+        segs = [s if isinstance(s, Segmentation) else stack.enter_context(open_labels(s))
+                for s in labels]
+        if not segs:
+            raise ParameterError("no labels given", "give the labels of T0 [T1 ...]")
+        names = [input_name(f"labels of T{k}", v) for k, v in enumerate(labels)]
+        grid = require_series_grid(segs, names, voxel_size=voxel_size_um)
+        if voxel_size_um is not None:  # the tables then follow the given voxel size
+            from anodetwin.segment.particles import particle_table
 
-    segs = [s if isinstance(s, Segmentation) else read_labels(s) for s in labels]
-    if not segs:
-        raise ParameterError("no labels given", "give the labels of T0 [T1 ...]")
-    names = [input_name(f"labels of T{k}", v) for k, v in enumerate(labels)]
-    grid = require_series_grid(segs, names, voxel_size=voxel_size_um)
-    if voxel_size_um is not None:  # the tables then follow the given voxel size
-        from anodetwin.segment.particles import particle_table
+            segs = [s if np.allclose(s.voxel_size_um, grid.voxel_size_um) else
+                    replace(s, voxel_size_um=grid.voxel_size_um,
+                            table=particle_table(s.particles, grid.voxel_size_um,
+                                                 s.collector_z, memory_limit=memory_limit,
+                                                 workers=workers))
+                    for s in segs]
+        vs = tuple(float(v) for v in normalise_voxel_size(segs[0].voxel_size_um,
+                                                          "voxel size"))
+        rows = [step_morphology(s, k, memory_limit=memory_limit) for k, s in enumerate(segs)]
+        v0 = rows[0]["si_volume_um3"]
+        for r in rows:
+            r["rnl"] = r["si_volume_um3"] / v0 if v0 > 0 else np.nan
+        maps = [(s.separator_z - s.collector_z) * vs[0] for s in segs]  # z: thickness axis
+        tracks = None
+        if len(segs) > 1:
+            from anodetwin.segment.tracking import track_particles
 
-        segs = [s if np.allclose(s.voxel_size_um, grid.voxel_size_um) else
-                replace(s, voxel_size_um=grid.voxel_size_um,
-                        table=particle_table(s.particles, grid.voxel_size_um, s.collector_z))
-                for s in segs]
-    vs = tuple(float(v) for v in normalise_voxel_size(segs[0].voxel_size_um, "voxel size"))
-    rows = [step_morphology(s, k) for k, s in enumerate(segs)]
-    v0 = rows[0]["si_volume_um3"]
-    for r in rows:
-        r["rnl"] = r["si_volume_um3"] / v0 if v0 > 0 else np.nan
-    maps = [(s.separator_z - s.collector_z) * vs[0] for s in segs]  # z: thickness axis
-    tracks = None
-    if len(segs) > 1:
-        if dvc_increments is not None:
-            if len(dvc_increments) != len(segs) - 1:
-                raise ParameterError(f"{len(dvc_increments)} DVC increments for "
-                                     f"{len(segs)} steps", "give one increment per transition")
-            pr = dvc_prior(dvc_increments)
-        elif callable(prior):
-            pr = prior
-        elif prior == "thickness":
-            pr = thickness_prior([float(np.nanmean(s.collector_z)) for s in segs],
-                                 [float(np.nanmean(s.separator_z)) for s in segs])
-        elif prior in (None, "none"):
-            pr = None
-        else:
-            raise ParameterError(f"unknown tracking prior '{prior}'",
-                                 "use 'thickness', 'none' or give DVC increments")
-        tracks = track_particles([s.particles for s in segs], vs, pr)
-    return SeriesMorphology(rows, maps, [s.table for s in segs], tracks, vs)
+            tracks = track_particles([s.particles for s in segs], vs,
+                                     _tracking_prior(segs, prior, dvc_increments),
+                                     memory_limit=memory_limit, workers=workers)
+        return SeriesMorphology(rows, maps, [s.table for s in segs], tracks, vs)
+
+
+def _tracking_prior(segs: Sequence[Segmentation], prior: str | Any,
+                    dvc_increments: Sequence[Any] | None) -> Any:
+    """The tracking prior of :func:`series_morphology` (None: no motion)."""
+    from anodetwin.segment.tracking import dvc_prior, thickness_prior
+
+    if dvc_increments is not None:
+        if len(dvc_increments) != len(segs) - 1:
+            raise ParameterError(f"{len(dvc_increments)} DVC increments for "
+                                 f"{len(segs)} steps", "give one increment per transition")
+        return dvc_prior(dvc_increments)
+    if callable(prior):
+        return prior
+    if prior == "thickness":
+        return thickness_prior([float(np.nanmean(s.collector_z)) for s in segs],
+                               [float(np.nanmean(s.separator_z)) for s in segs])
+    if prior in (None, "none"):
+        return None
+    raise ParameterError(f"unknown tracking prior '{prior}'",
+                         "use 'thickness', 'none' or give DVC increments")
 
 
 #: Digits of floats in the CSV files: None, the shortest text that reads back exactly.

@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from anodetwin.log import get_logger
 from anodetwin.phases import PHASE
 
 __all__ = ["Segmentation", "segment_volume", "segment_to_file", "write_labels",
-           "read_labels", "interfaces_from_phases", "RESOLUTION_BOX"]
+           "read_labels", "open_labels", "interfaces_from_phases", "RESOLUTION_BOX"]
 
 log = get_logger("segment")
 FORMAT = "anodetwin-labels"
@@ -459,7 +459,8 @@ def _stored_origin(attrs: Any) -> tuple | None:
 
 
 def read_labels(path: str | os.PathLike) -> Segmentation:
-    """Read a labels file written by :func:`write_labels`.
+    """Read a labels file written by :func:`write_labels` (volumes read whole; see
+    :func:`open_labels` for scans larger than memory).
 
     Parameters
     ----------
@@ -469,6 +470,40 @@ def read_labels(path: str | os.PathLike) -> Segmentation:
     Returns
     -------
     Segmentation
+        ``phases`` (uint8) and ``particles`` (int32) as arrays of shape (nz, ny, nx).
+
+    Raises
+    ------
+    InputNotFoundError
+        If the file does not exist.
+    CorruptFileError
+        If it is not an anodetwin labels file.
+    """
+    with open_labels(path) as seg:
+        try:
+            return replace(seg, phases=seg.phases[...], particles=seg.particles[...])
+        except OSError as exc:
+            raise _not_labels(Path(path), exc) from None
+
+
+@contextmanager
+def open_labels(path: str | os.PathLike) -> Iterator[Segmentation]:
+    """Open a labels file written by :func:`write_labels` without reading its volumes.
+
+    The header, particle table and interfaces are read; ``phases`` and ``particles`` are
+    the file's HDF5 datasets (uint8 and int32, shape (nz, ny, nx)), read box by box by
+    the block-wise stages (:func:`anodetwin.io.blocks.read_region`). They can be read only
+    inside the ``with`` block (the file is closed on leaving it).
+
+    Parameters
+    ----------
+    path : path
+        The labels file.
+
+    Yields
+    ------
+    Segmentation
+        With ``phases`` and ``particles`` as open ``h5py.Dataset`` objects.
 
     Raises
     ------
@@ -483,19 +518,33 @@ def read_labels(path: str | os.PathLike) -> Segmentation:
     if not p.is_file():
         raise InputNotFoundError(p, "labels file", "give a file written by 'anodetwin segment'")
     try:
-        with h5py.File(p, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise CorruptFileError(f"'{p}' is not an anodetwin labels file",
-                                       "give a file written by 'anodetwin segment'")
-            a = f.attrs
-            return Segmentation(
-                f["phases"][...], f["particles"][...], f["particle_table"][...],
-                f["interfaces/collector_z"][...], f["interfaces/separator_z"][...],
-                tuple(float(x) for x in a["voxel_size_um"]), str(a["method"]),
-                str(a["collector_face"]) or None, json.loads(a["thresholds"]),
-                float(a["resolution_fwhm_um"]),
-                tuple(float(x) for x in a["alignment_shift_voxels"]), json.loads(a["params"]),
-                _stored_origin(f["phases"].attrs))
+        f = h5py.File(p, "r")
     except OSError as exc:
-        raise CorruptFileError(f"'{p}' is not an anodetwin labels file ({exc})",
-                               "give a file written by 'anodetwin segment'") from None
+        raise _not_labels(p, exc) from None
+    with f:
+        try:
+            seg = _labels_header(f, p)
+        except (OSError, KeyError) as exc:
+            raise _not_labels(p, exc) from None
+        yield seg
+
+
+def _not_labels(p: Path, exc: Exception) -> CorruptFileError:
+    return CorruptFileError(f"'{p}' is not an anodetwin labels file ({exc})",
+                            "give a file written by 'anodetwin segment'")
+
+
+def _labels_header(f: Any, p: Path) -> Segmentation:
+    """A :class:`Segmentation` of an open labels file, its volumes left as datasets."""
+    if f.attrs.get("format") != FORMAT:
+        raise CorruptFileError(f"'{p}' is not an anodetwin labels file",
+                               "give a file written by 'anodetwin segment'")
+    a = f.attrs
+    return Segmentation(
+        f["phases"], f["particles"], f["particle_table"][...],
+        f["interfaces/collector_z"][...], f["interfaces/separator_z"][...],
+        tuple(float(x) for x in a["voxel_size_um"]), str(a["method"]),
+        str(a["collector_face"]) or None, json.loads(a["thresholds"]),
+        float(a["resolution_fwhm_um"]),
+        tuple(float(x) for x in a["alignment_shift_voxels"]), json.loads(a["params"]),
+        _stored_origin(f["phases"].attrs))
