@@ -25,8 +25,9 @@ Sections (later pipeline stages append theirs):
   256 x 256 x 128 labels on 1 and 2 MPI ranks.
 * Scale: the block-wise image stages (phases, particle instances and table, residual maps)
   on a phantom tiled to 256^3, 512^3 and 1024^3 voxels within a 4 GB memory limit: time,
-  voxels/s, peak memory, the growth of time with size, the projection to 2048^3
-  (``benchmarks/scale.py``).
+  voxels/s, peak memory, the growth of time with size, the projection to 2048^3; and the DVC
+  pair read lazily at the reference's settings (nodes/s per level, peak memory of the process
+  tree) with spam.DIC.ldic on a subset of the final level's nodes (``benchmarks/scale.py``).
 """
 
 from __future__ import annotations
@@ -585,7 +586,7 @@ def scale_section(repeat: int) -> tuple[str, list[str]]:
     import scale
 
     with tempfile.TemporaryDirectory(prefix="anodetwin-scale-") as tmp:
-        res = scale.measure(Path(tmp))
+        res, dvc = scale.measure(Path(tmp))
     marker = "## Scale (`anodetwin.io.blocks`)"
     lines = [f"{marker}: image stages block by block, phantom tiled to 256^3 - 1024^3 "
              f"(uint16, 0.2 um), {scale.WORKERS} workers, memory limit {scale.MEMORY}", "",
@@ -597,7 +598,7 @@ def scale_section(repeat: int) -> tuple[str, list[str]]:
              "Exponent: slope of log time against log voxels. Projection to 2048^3: the largest "
              "size's time scaled by that exponent; 16 workers: perfect scaling of the "
              "independent blocks (an upper bound).", "",
-             *scale.section_lines(res)]
+             *scale.section_lines(res), *scale.dvc_lines(dvc)]
     return marker, lines
 
 

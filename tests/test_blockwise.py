@@ -205,6 +205,12 @@ def test_cli_segment_block_by_block_equals_in_memory(scan, tmp_path, cli):
     assert 0.2 < y.resolution_fwhm_um < 0.5  # on the central box
     with h5py.File(b) as f:
         assert f["phases"].chunks is not None and f.attrs["format"] == "anodetwin-labels"
+    # --workers alone: blocks within the default limit, on threads (recorded in the file)
+    res = cli("segment", vol, "--out", str(tmp_path / "w.h5"), "--voxel-size", "0.2",
+              "--workers", "2")
+    assert res.code == 0, res.err
+    w = read_labels(tmp_path / "w.h5")
+    assert np.array_equal(x.particles, w.particles) and w.params["memory_limit"] == "4GB"
     bad = cli("segment", vol, "--out", str(tmp_path / "c.h5"), "--memory-limit", "200MB",
               "--normalise", "stretch")
     assert bad.code == 2 and "--normalise" in bad.err and "Traceback" not in bad.err

@@ -351,7 +351,8 @@ def block_options(p: argparse.ArgumentParser) -> None:
                         "taken by itself (4GB) when the in-memory route would need more "
                         "than half of this machine's memory")
     p.add_argument("--workers", type=int_value("--workers", low=1, example="2"), default=1,
-                   help="blocks processed at once (threads; 1)")
+                   help="blocks processed at once (threads; 1); more than 1 works block by "
+                        "block (within 4GB without --memory-limit)")
 
 
 def flag(p: argparse.ArgumentParser, name: str, help: str) -> None:

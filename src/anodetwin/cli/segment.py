@@ -88,7 +88,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
                           f"--align-to reference '{args.align_to}'", voxel_size=args.voxel_size)
     inputs = [input_record(args.volume)] + ([input_record(args.model)] if args.model else [])
     in_memory_only = args.model or args.normalise or args.tiff
-    limit = args.memory_limit or (None if in_memory_only else _limit_for(args.volume))
+    limit = args.memory_limit or (None if in_memory_only else _limit_for(args.volume,
+                                                                         args.workers))
+    if in_memory_only and args.workers > 1 and not args.memory_limit:
+        log.warning("--workers %d not used: --model, --normalise and --tiff segment the "
+                    "volume in memory, on one thread", args.workers)
     if limit:
         return _segment_blocks(args, limit, inputs)
     vol = read_volume(args.volume)
@@ -109,15 +113,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
 IN_MEMORY_BYTES = 70
 
 
-def _limit_for(path: str) -> str | None:
+def _limit_for(path: str, workers: int = 1) -> str | None:
     """The default memory limit when the volume would need more than half of this
-    machine's memory in one piece, else None (in memory)."""
+    machine's memory in one piece, or when more than one worker is asked for (threads work
+    on blocks), else None (in memory)."""
     import numpy as np
     import psutil
 
     from anodetwin.io import open_volume
     from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT
 
+    if workers > 1:
+        return DEFAULT_MEMORY_LIMIT
     with open_volume(path) as src:
         need = int(np.prod(src.shape)) * IN_MEMORY_BYTES
     if need <= psutil.virtual_memory().total / 2:
