@@ -198,3 +198,32 @@ def test_a_read_only_format_is_refused_for_writing(tmp_path, rng, monkeypatch, c
     r = cli("convert", tmp_path / "v.npz", tmp_path / "out.npz")
     assert r.code == 2 and "cannot be written" in r.err and "Traceback" not in r.err
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_an_output_may_not_replace_any_file_an_input_reads(tmp_path):
+    """The file, a raw file's JSON sidecar, an external link's target and a virtual
+    dataset's source files are all refused as outputs; other paths are not."""
+    import h5py
+
+    from anodetwin.errors import OutputError
+    from anodetwin.io import check_output_path
+
+    raw = tmp_path / "vol.raw"
+    np.zeros((2, 3, 4), np.uint16).tofile(raw)
+    (tmp_path / "vol.raw.json").write_text('{"shape": [2, 3, 4], "dtype": "uint16"}')
+    src = tmp_path / "source.h5"
+    with h5py.File(src, "w") as f:
+        f["data"] = np.zeros((2, 3, 4), np.uint16)
+    with h5py.File(tmp_path / "master.h5", "w") as f:
+        f["linked"] = h5py.ExternalLink("source.h5", "/data")
+        layout = h5py.VirtualLayout(shape=(2, 3, 4), dtype=np.uint16)
+        layout[:] = h5py.VirtualSource("source.h5", "data", shape=(2, 3, 4))
+        f.create_virtual_dataset("virtual", layout)
+    for inp, out in ((raw, raw), (raw, tmp_path / "vol.raw.json"),
+                     (f"{tmp_path / 'master.h5'}:/linked", src),
+                     (f"{tmp_path / 'master.h5'}:/virtual", src),
+                     (f"{tmp_path / 'master.h5'}:/virtual", tmp_path / "master.h5")):
+        with pytest.raises(OutputError, match="destroy the input"):
+            check_output_path(out, inputs=[inp])
+    assert check_output_path(tmp_path / "master.h5", inputs=[f"{src}:/data", raw]) \
+        == tmp_path / "master.h5"

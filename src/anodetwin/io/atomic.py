@@ -58,13 +58,12 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True,
     if p.exists() and not overwrite:
         raise OutputError(f"output '{p}' already exists", "remove it or allow overwriting")
     if p.exists():
-        from anodetwin.io.formats import volume_file
+        from anodetwin.io.formats import input_files
 
         for given in inputs:
-            f = volume_file(given)
-            if f.exists() and f.resolve() == p.resolve():
-                raise OutputError(f"output '{p}' is the input '{given}': writing it would "
-                                  "destroy the input", "write the output to another file")
+            if p.resolve() in input_files(given):
+                raise OutputError(f"output '{p}' is read for the input '{given}': writing it "
+                                  "would destroy the input", "write the output to another file")
     return p
 
 

@@ -107,6 +107,7 @@ from anodetwin.io.volume import (
 
 __all__ = [
     "volume_file",
+    "input_files",
     "FORMATS",
     "HDF5_COMPRESSIONS",
     "VolumeSource",
@@ -690,3 +691,44 @@ def volume_file(path: str | os.PathLike) -> Path:
         if ext in s:
             return Path(s[: s.index(ext) + len(ext) - 1])
     return Path(s)
+
+
+def input_files(path: str | os.PathLike) -> list[Path]:
+    """Every file that reading the volume ``path`` reads: the file itself, its JSON sidecar
+    (npy, raw), and for an HDF5 dataset the files of an external link to it or of its
+    virtual dataset's sources (what an output must not replace).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A volume path as the readers take it (``file.h5:/dataset`` allowed).
+
+    Returns
+    -------
+    list of Path
+        The existing files, resolved (missing or unreadable ones are left out).
+    """
+    f = volume_file(path)
+    out = [f]
+    if f.suffix.lower() in (".raw", ".bin", ".dat", ".npy"):
+        out += [Path(str(f) + ".json"), f.with_suffix(".json")]
+    s = os.fspath(path)
+    if f.suffix.lower() in (".h5", ".hdf5", ".nxs") and s != str(f):
+        out += _hdf5_sources(f, s[len(str(f)) + 1:])
+    return [p.resolve() for p in out if p.is_file()]
+
+
+def _hdf5_sources(f: Path, key: str) -> list[Path]:
+    """Files behind an HDF5 dataset: an external link's target, virtual dataset sources."""
+    import h5py
+
+    try:
+        with h5py.File(f, "r") as h:
+            link = h.get(key, getlink=True)
+            files = [Path(link.filename)] if isinstance(link, h5py.ExternalLink) else []
+            d = h.get(key)
+            if isinstance(d, h5py.Dataset) and d.is_virtual:
+                files += [Path(v.file_name) for v in d.virtual_sources() if v.file_name != "."]
+    except (OSError, KeyError, ValueError):
+        return []
+    return [p if p.is_absolute() else f.parent / p for p in files]
