@@ -279,3 +279,19 @@ def test_step_morphology_from_the_file_equals_in_memory(scan, tmp_path):
     n_el = int(((z > lo) & (z < hi) & np.isfinite(hi)).sum())
     n_si = int((seg.phases == PHASE["si"]).sum())
     assert mem["si_fraction"] == pytest.approx(n_si / n_el, rel=1e-12)
+
+
+def test_an_origin_in_voxels_is_written_in_um_by_both_routes(scan, tmp_path, cli):
+    """A file whose origin is in voxels (no voxel size recorded) segmented with
+    --voxel-size: both routes write origin_um = origin in voxels x voxel size."""
+    import json
+
+    v = h5py.File(scan["path"])["steps/T0/tomogram"][...]
+    np.save(tmp_path / "v.npy", v)
+    (tmp_path / "v.npy.json").write_text(json.dumps({"origin_voxels": [10, 4, 0]}))
+    for name, extra in (("mem", ()), ("blocks", ("--memory-limit", "1GB"))):
+        res = cli("segment", tmp_path / "v.npy", "--out", tmp_path / f"{name}.h5",
+                  "--voxel-size", "0.5", *extra)
+        assert res.code == 0, res.err
+        with h5py.File(tmp_path / f"{name}.h5") as f:
+            assert list(f["phases"].attrs["origin_um"]) == [5.0, 2.0, 0.0], name

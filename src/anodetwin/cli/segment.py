@@ -95,7 +95,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     "volume in memory, on one thread", args.workers)
     if limit:
         return _segment_blocks(args, limit, inputs)
-    vol = read_volume(args.volume)
+    vol = read_volume(args.volume, voxel_size=args.voxel_size)  # an origin in voxels -> um
     seg = segment_volume(vol, model=args.model, voxel_size_um=args.voxel_size,
                          denoise=args.denoise,
                          normalise=args.normalise, align_to=args.align_to, h=args.h,

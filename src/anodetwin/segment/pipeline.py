@@ -218,16 +218,18 @@ def _prepared_input(volume: Any, voxel_size_um: float | tuple | None, align_to: 
     from anodetwin.segment.alignment import align, collector_shift
     from anodetwin.segment.phases import check_volume
 
-    vol = read_volume(volume) if isinstance(volume, (str, os.PathLike)) else volume
+    given = normalise_voxel_size(voxel_size_um, "voxel size")
+    vol = (read_volume(volume, voxel_size=given) if isinstance(volume, (str, os.PathLike))
+           else volume)
     if not isinstance(vol, Volume):
         vol = Volume(np.asarray(vol))
-    given = normalise_voxel_size(voxel_size_um, "voxel size")
     vs = normalise_voxel_size(given or vol.voxel_size_um or 1.0, "voxel size")  # (z, y, x)
     data = check_volume(vol.data)
     shift = np.zeros(3)
     origin = vol.origin
     if align_to is not None:
-        ref = read_volume(align_to) if isinstance(align_to, (str, os.PathLike)) else align_to
+        ref = (read_volume(align_to, voxel_size=given)
+               if isinstance(align_to, (str, os.PathLike)) else align_to)
         require_same_grid(vol, ref, input_name("volume", volume),
                           input_name("--align-to reference", align_to), voxel_size=given)
         origin = getattr(ref, "origin", None) or origin  # the aligned data lies on ref's grid
