@@ -295,3 +295,31 @@ def test_an_origin_in_voxels_is_written_in_um_by_both_routes(scan, tmp_path, cli
         assert res.code == 0, res.err
         with h5py.File(tmp_path / f"{name}.h5") as f:
             assert list(f["phases"].attrs["origin_um"]) == [5.0, 2.0, 0.0], name
+
+
+def test_sigterm_removes_the_unfinished_output(scan, tmp_path):
+    """A batch system's stop (SIGTERM) during a block-wise segmentation: exit status 143,
+    one line, and neither the output nor its temporary file is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    v = h5py.File(scan["path"])["steps/T0/tomogram"][...]
+    big = np.tile(v, (2, 3, 3))
+    with h5py.File(tmp_path / "big.h5", "w") as f:
+        f["v"] = big
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "anodetwin.cli", "segment",
+                             f"{tmp_path / 'big.h5'}:/v", "--out", str(out / "L.h5"),
+                             "--voxel-size", "0.2", "--memory-limit", "200MB"],
+                            stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not list(out.iterdir()) and time.time() - t0 < 120 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143 and "anodetwin: terminated" in err, err
+    assert "Traceback" not in err and list(out.iterdir()) == []

@@ -3,7 +3,8 @@
 Every subcommand is a thin layer over library functions. User errors
 (:class:`~anodetwin.errors.AnodetwinError`) print one line ``anodetwin: error: ...`` and exit
 with status 2, without a traceback unless ``--verbose`` is given; output piped into a reader
-that stops early (``| head``) ends with status 141, quietly.
+that stops early (``| head``) ends with status 141, quietly; SIGTERM (``kill``, a batch
+system's stop) ends with status 143 after removing unfinished outputs, as Ctrl-C does.
 
 One module per stage registers its subcommands (``add_parsers``) and holds their ``cmd_*``
 functions:
@@ -38,9 +39,12 @@ module into :data:`STAGES`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from anodetwin._version import __version__
 from anodetwin.cli import (demo, dvc, info, io, mesh, phantom, run, segment, simulate, study,
@@ -79,8 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    previous = _terminate_as_exception()
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("anodetwin: terminated", file=sys.stderr)
+        return 143
     except AnodetwinError as exc:
         if verbosity > 0:
             traceback.print_exc()
@@ -101,3 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.flush()
             mpi.COMM_WORLD.Abort(1)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM (a batch system's stop, ``kill``) raised in the main thread, so that the
+    temporary files of unfinished outputs are removed as for Ctrl-C (exit status 143)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _terminate_as_exception() -> Any:
+    """Install the SIGTERM handler (main thread only); the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
