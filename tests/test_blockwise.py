@@ -156,6 +156,21 @@ def test_nan_counted_over_all_blocks():
         segment_phases(np.ones((20, 20, 20), np.float32), block_shape=8)
 
 
+def test_bad_grey_values_are_named_by_file_on_both_routes(tmp_path, cli):
+    import tifffile
+
+    v = np.random.default_rng(0).random((20, 30, 30)).astype(np.float32)
+    v[3, 3, 3] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", v)
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((20, 30, 30), 7, np.uint16))
+    for name, words in (("nan", "contains 1 NaN"), ("flat", "is constant (value 7)")):
+        for extra in ((), ("--memory-limit", "1GB")):
+            res = cli("segment", tmp_path / f"{name}.tif", "--out", tmp_path / "o.h5",
+                      "--voxel-size", "0.5", *extra)
+            assert res.code == 2 and f"{name}.tif' {words}" in res.err, res.err
+            assert "Traceback" not in res.err and not (tmp_path / "o.h5").exists()
+
+
 @pytest.mark.parametrize("block,workers", BLOCKINGS[:3])
 def test_residual_map_and_particle_table_block_by_block(scan, block, workers):
     """A deformed scan (the reference moved by a smooth node field, with a grey change

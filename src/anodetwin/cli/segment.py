@@ -79,6 +79,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """Segment a tomogram and write its labels (:func:`anodetwin.segment.pipeline.write_labels`)."""
     from anodetwin.io import check_output_path, input_record, make_provenance, read_volume
     from anodetwin.io.agree import require_same_grid
+    from anodetwin.segment.phases import check_volume
     from anodetwin.segment.pipeline import segment_volume, write_labels
 
     check_output_path(args.out, inputs=[v for v in (args.volume, args.align_to, args.model)
@@ -96,6 +97,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if limit:
         return _segment_blocks(args, limit, inputs)
     vol = read_volume(args.volume, voxel_size=args.voxel_size)  # an origin in voxels -> um
+    check_volume(vol, f"volume '{args.volume}'")  # NaN, constant: the message names the file
     seg = segment_volume(vol, model=args.model, voxel_size_um=args.voxel_size,
                          denoise=args.denoise,
                          normalise=args.normalise, align_to=args.align_to, h=args.h,

@@ -485,7 +485,7 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
                    voxel_size_um: float | tuple | None = None, local_sigma: float = 2.0,
                    iterations: int = 3, separator: bool = True, *,
                    block_shape: Any = None, memory_limit: Any = None, workers: int = 1,
-                   out: Any = None) -> PhaseSegmentation:
+                   out: Any = None, name: str = "volume") -> PhaseSegmentation:
     """Segment a tomogram into the phases phase contrast supports (module notes).
 
     Parameters
@@ -518,6 +518,8 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
     out : array-like, optional
         Where to write the phase codes (a uint8 array or an HDF5/Zarr dataset of the
         volume's shape), block by block; default a new array.
+    name : str
+        How error messages name the volume (e.g. ``"volume 'T0.h5:/data'"``).
 
     Returns
     -------
@@ -535,15 +537,15 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
     vs = normalise_voxel_size(voxel_size_um, "voxel size")
     if vs is None:
         vs = normalise_voxel_size(getattr(volume, "voxel_size_um", None) or 1.0, "voxel size")
-    vol = volume if hasattr(volume, "region") else check_volume(volume)
-    require_3d(vol.shape, "volume")
+    vol = volume if hasattr(volume, "region") else check_volume(volume, name)
+    require_3d(vol.shape, name)
     halo = _si_halo(local_sigma, iterations, min_si_voxels)
     if block_shape is None and memory_limit is not None:
         block_shape = block_shape_for(vol.shape, BYTES_PER_VOXEL, halo, memory_limit, workers)
     grid = BlockGrid(vol.shape, block_shape, halo)
     src = _grey_source(vol, sigma, denoise, grid, workers)
     step = lattice_step(vol.shape)
-    t1, t2 = _otsu3(_checked_sample(src, grid, step, workers))
+    t1, t2 = _otsu3(_checked_sample(src, grid, step, workers, name))
     face, kcu, t_edge = _foil(src, grid, t2, step, workers)
     th: dict = {} if face is None else {"cu": t_edge}
     lo, hi, t_si = _modes_midpoint(_valid_sample(src, grid, kcu, face, t2, step, workers))
@@ -601,13 +603,14 @@ def _grey_source(vol: Any, sigma: float, denoise: str | None, grid: BlockGrid,
                       cache=len(grid) == 1)
 
 
-def _checked_sample(src: GreySource, grid: BlockGrid, step: int, workers: int) -> np.ndarray:
+def _checked_sample(src: GreySource, grid: BlockGrid, step: int, workers: int,
+                    name: str = "volume") -> np.ndarray:
     """Smoothed grey values on the sampling lattice, after checking that the volume is
     finite, not empty and not constant (as :func:`check_volume`)."""
     from anodetwin.io.volume import nonfinite_error
 
     if 0 in src.shape:
-        raise ParameterError("volume is empty", "give a volume with voxels")
+        raise ParameterError(f"{name} is empty", "give a volume with voxels")
 
     def one(b: Block) -> tuple:
         wide = src.wide(b.core)
@@ -624,10 +627,10 @@ def _checked_sample(src: GreySource, grid: BlockGrid, step: int, workers: int) -
     res = gather(grid, one, workers)
     nan, inf = (sum(r[0][i] for r in res) for i in range(2))
     if nan or inf:
-        raise nonfinite_error("volume", nan, inf)
+        raise nonfinite_error(name, nan, inf)
     lo, hi = min(r[1] for r in res), max(r[2] for r in res)
     if hi <= lo:
-        raise ParameterError(f"volume is constant (value {lo:g}); nothing to segment",
+        raise ParameterError(f"{name} is constant (value {lo:g}); nothing to segment",
                              "check the file: a reconstruction has contrast")
     return np.concatenate([r[3] for r in res])
 

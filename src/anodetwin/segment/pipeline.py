@@ -224,7 +224,7 @@ def _prepared_input(volume: Any, voxel_size_um: float | tuple | None, align_to: 
     if not isinstance(vol, Volume):
         vol = Volume(np.asarray(vol))
     vs = normalise_voxel_size(given or vol.voxel_size_um or 1.0, "voxel size")  # (z, y, x)
-    data = check_volume(vol.data)
+    data = check_volume(vol.data, input_name("volume", volume))
     shift = np.zeros(3)
     origin = vol.origin
     if align_to is not None:
@@ -377,6 +377,7 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
     import h5py
 
     from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size
+    from anodetwin.io.agree import input_name
     from anodetwin.segment.particles import label_particles, particle_table
     from anodetwin.segment.phases import segment_phases
 
@@ -392,6 +393,7 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
             ph = _volume_dataset(f, "phases", seg, shape=lazy.shape, dtype=np.uint8)
             lab = _volume_dataset(f, "particles", seg, shape=lazy.shape, dtype=np.int32)
             ps = segment_phases(lazy, voxel_size_um=vs, denoise=denoise,
+                                name=input_name("volume", volume),
                                 surface_window_um=surface_window_um,
                                 memory_limit=memory_limit, workers=workers, out=ph)
             label_particles(ph, h=h, min_voxels=min_particle_voxels, voxel_size_um=vs,
