@@ -205,6 +205,13 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
             f"memory limit {memory_limit} leaves no room for a block with a {halo}-voxel "
             f"halo on {workers} workers", "raise --memory-limit or lower --workers")
     shape = tuple(int(n) for n in shape)
+    if ((side + 2 * halo) / side) ** 3 > 4 and np.prod(shape, dtype=float) > budget:
+        from anodetwin.log import get_logger
+
+        get_logger("blocks").warning(
+            "memory limit %s: blocks of %d^3 voxels read a %d-voxel halo, %.0fx their own "
+            "voxels; a higher limit (or fewer workers) is much faster", memory_limit, side,
+            halo, ((side + 2 * halo) / side) ** 3)
     if np.prod(shape, dtype=float) <= budget:
         ax = int(np.argmax(shape))
         slab = min(shape[ax], -(-shape[ax] // (16 * workers)) * 16)
