@@ -114,7 +114,7 @@ class Resources:
 
     ranks: int = 0
     workers: int = 0
-    memory_limit: str = "4GB"
+    memory_limit: str | int = "4GB"
     scheduler: str = ""
 
 
