@@ -373,6 +373,12 @@ def test_cli_segment_and_morphology(tmp_path, cli, series):
     for row, truth in zip(rows, series["thickness"], strict=True):
         assert abs(float(row["thickness_mean_um"]) - truth) <= VS
     assert float(rows[0]["rnl"]) == 1.0 and float(rows[2]["rnl"]) < 1.0
+    # small blocks on 2 threads: the same tables, word for word
+    r = cli("morphology", *(tmp_path / f"L{k}.h5" for k in range(3)), "--out",
+            tmp_path / "morph2", "--memory-limit", "64MB", "--workers", "2")
+    assert r.code == 0, r.err
+    for name in ("morphology.csv", "tracks.csv"):
+        assert (out / name).read_text() == (tmp_path / "morph2" / name).read_text(), name
     assert float(rows[0]["resolution_fwhm_um"]) == pytest.approx(0.3, rel=0.2)
     tracks = list(csv.DictReader((out / "tracks.csv").open()))
     assert {"track", "step", "particle", "displacement_z_um"} <= set(tracks[0])

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from anodetwin.cli.options import (add_command, block_options, flag, float_list, float_value,
-                                   int_list, int_value, jobs_value, log, voxel_size_option)
+                                   int_list, int_value, jobs_value, log, memory_value,
+                                   voxel_size_option)
 
 __all__ = ["add_parsers", "cmd_segment", "cmd_segment_train", "cmd_morphology"]
 
@@ -67,6 +68,10 @@ def _add_morphology(sub: Any) -> None:
     p.add_argument("--prior", choices=("thickness", "none"), default="thickness",
                    help="tracking prior without --dvc: uniform swelling along z (default)")
     voxel_size_option(p)
+    p.add_argument("--memory-limit", type=memory_value(), metavar="SIZE", default="4GB",
+                   help="read the labels block by block within this memory (4GB)")
+    p.add_argument("--workers", type=int_value("--workers", low=1, example="2"), default=1,
+                   help="blocks processed at once (threads; 1)")
 
 
 def add_parsers(sub: Any) -> None:
@@ -198,7 +203,8 @@ def cmd_morphology(args: argparse.Namespace) -> int:
                                          "give the folder written by 'anodetwin dvc-series' "
                                          "for these steps")
     m = series_morphology(args.labels, prior=args.prior, dvc_increments=increments,
-                          voxel_size_um=args.voxel_size)
+                          voxel_size_um=args.voxel_size, memory_limit=args.memory_limit,
+                          workers=args.workers)
     inputs = [input_record(p) for p in args.labels]
     write_morphology(args.out, m, make_provenance("morphology", inputs,
                                                   {"prior": args.prior, "dvc": args.dvc}))

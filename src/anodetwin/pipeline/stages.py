@@ -217,7 +217,8 @@ def _morphology(cfg: RunConfig, out: Path, folder: Path) -> dict:
     from anodetwin.segment.morphology import series_morphology, write_morphology
 
     labels = [out / "segment" / f"{n}.h5" for n in cfg.names]
-    m = series_morphology(labels, prior="thickness")
+    m = series_morphology(labels, prior="thickness", memory_limit=cfg.resources.memory_limit,
+                          workers=cfg.resources.workers or cores())
     write_morphology(folder, m, make_provenance("run: morphology", [], {"prior": "thickness"}))
     return {"steps": [{k: r[k] for k in ("step", "thickness_mean_um", "thickness_std_um",
                                          "rnl", "particles")} for r in m.steps]}

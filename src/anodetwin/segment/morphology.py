@@ -113,7 +113,8 @@ def _slab_planes(shape: tuple, memory_limit: Any, most: int = 64) -> int:
     """z planes of a counting slab (uint8 codes and their mask) within a quarter of the
     memory limit."""
     plane = 2 * int(np.prod(shape[1:], dtype=np.int64))
-    return int(np.clip(parse_memory(memory_limit) // 4 // max(plane, 1), 1, most))
+    budget = parse_memory(memory_limit or DEFAULT_MEMORY_LIMIT) // 4
+    return int(np.clip(budget // max(plane, 1), 1, most))
 
 
 def _count(phases: Any, code: int, slab: int = 64) -> int:
@@ -173,7 +174,7 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
         Explicit voxel size (um) of every step: differences of the files' voxel sizes and
         origins are then logged, not refused.
     memory_limit : str or int
-        Memory ceiling of the block-wise passes (e.g. ``"4GB"``).
+        Memory ceiling of the block-wise passes (e.g. ``"4GB"``; None: the default).
     workers : int
         Blocks processed at once (threads).
 
@@ -190,6 +191,7 @@ def series_morphology(labels: Sequence[Any], prior: str | Any = "thickness",
     InputNotFoundError, CorruptFileError
         For a labels file that is missing or not a labels file.
     """
+    memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
     with ExitStack() as stack:
         segs = [s if isinstance(s, Segmentation) else stack.enter_context(open_labels(s))
                 for s in labels]

@@ -250,7 +250,8 @@ def _block_pass(a: Any, b: Any, shift: Callable[[np.ndarray], np.ndarray] | None
     pts = np.stack(np.unravel_index(flat, block.core_shape), axis=1)
     del flat
     pts += np.array([s.start for s in block.core])
-    uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    uniq, inv = _dense(ids)
+    counts = np.bincount(inv, minlength=uniq.size)
     sums = np.stack([np.bincount(inv, weights=pts[:, ax], minlength=uniq.size)
                      for ax in range(3)], axis=1).astype(np.int64)  # exact: < 2**53
     stats = LabelSums(uniq, counts.astype(np.int64), sums)
@@ -262,13 +263,42 @@ def _block_pass(a: Any, b: Any, shift: Callable[[np.ndarray], np.ndarray] | None
         moved += shift(moved)
     q = np.rint(moved).astype(np.int64)
     del moved
-    inside = np.all((q >= 0) & (q < np.array(b.shape)), axis=1)
+    inside = q[:, 0].view(np.uint64) < b.shape[0]  # negatives wrap to huge values
+    for ax in (1, 2):
+        inside &= q[:, ax].view(np.uint64) < b.shape[ax]
     hit = np.zeros(len(q), np.int64)
     if inside.any():
         hit[inside] = _lookup(b, q[inside], cap)
     sel = hit > 0
-    keys, n = np.unique((ids[sel] << 32) | hit[sel], return_counts=True)
-    return stats, (keys, n.astype(np.int64))
+    return stats, _pair_counts(uniq, inv[sel], hit[sel])
+
+
+def _dense(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(v, return_inverse=True)`` of non-negative integers, by counting when
+    their range is not much wider than their number (no sort)."""
+    if not v.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo > 4 * v.size + 65536:
+        uniq, inv = np.unique(v, return_inverse=True)
+        return uniq.astype(np.int64), inv.ravel()
+    present = np.bincount(v - lo, minlength=hi - lo + 1) > 0
+    lut = np.cumsum(present) - 1
+    return np.flatnonzero(present) + lo, lut[v - lo]
+
+
+def _pair_counts(ids_a: np.ndarray, ia: np.ndarray, hits: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the (id_a, id_b) pairs of carried voxels (``ia``: index into ``ids_a``;
+    ``hits``: ids of b), keyed ``id_a << 32 | id_b`` in ascending order."""
+    ub, ib = _dense(hits)
+    na, nb = ids_a.size, ub.size
+    if na * nb <= 4 * ia.size + 65536:
+        n = np.bincount(ia * nb + ib, minlength=na * nb)
+        code = np.flatnonzero(n)
+        return (ids_a[code // nb] << 32) | ub[code % nb], n[code].astype(np.int64)
+    keys, n = np.unique((ids_a[ia] << 32) | ub[ib], return_counts=True)
+    return keys, n.astype(np.int64)
 
 
 def _block_grid(shape: tuple, block_shape: Any, memory_limit: Any, workers: int
