@@ -29,13 +29,15 @@ from anodetwin.segment.morphology import (SeriesMorphology, series_morphology, s
 from anodetwin.segment.particles import (PARTICLE_TABLE, label_particles, particle_table,
                                          touching_pairs)
 from anodetwin.segment.phases import PhaseSegmentation, segment_phases
-from anodetwin.segment.pipeline import (Segmentation, interfaces_from_phases, read_labels,
-                                        segment_to_file, segment_volume, write_labels)
+from anodetwin.segment.pipeline import (Segmentation, interfaces_from_phases, open_labels,
+                                        read_labels, segment_to_file, segment_volume,
+                                        write_labels)
 from anodetwin.segment.preprocess import denoise, normalise
 from anodetwin.segment.resolution import EdgeResolution, edge_resolution
 from anodetwin.segment.tracking import Tracks, dvc_prior, thickness_prior, track_particles
 
 __all__ = ["Segmentation", "segment_volume", "segment_to_file", "write_labels", "read_labels",
+           "open_labels",
            "PhaseSegmentation", "segment_phases", "interfaces_from_phases",
            "PixelClassifier", "train_classifier", "load_classifier", "pixel_features",
            "PARTICLE_TABLE", "label_particles", "particle_table", "touching_pairs",
