@@ -317,19 +317,19 @@ def _mesh(cfg: RunConfig, out: Path, folder: Path) -> dict:
     from anodetwin.mesh.io import write_mesh
     from anodetwin.mesh.voxel import Labels, voxel_mesh
     from anodetwin.phases import PHASE
-    from anodetwin.segment.pipeline import read_labels
+    from anodetwin.segment.pipeline import open_labels
 
-    t0 = read_labels(out / "segment" / f"{cfg.names[0]}.h5")
-    if t0.collector_face != "low":
-        raise InputError(f"segmented {cfg.names[0]}: the current collector is at the "
-                         f"{t0.collector_face or 'no'} z face",
-                         "give scans with the collector at low z (flip them with a [scans] "
-                         "roi or re-export them)")
-    top = int(np.ceil(np.nanmedian(t0.separator_z)))
-    ph = t0.phases[:top].copy()
-    ph[ph == PHASE["separator"]] = PHASE["pore"]
-    labels = Labels(ph, t0.particles[:top], tuple(t0.voxel_size_um),
-                    tuple(t0.origin_um) if t0.origin_um else (0.0, 0.0, 0.0))
+    with open_labels(out / "segment" / f"{cfg.names[0]}.h5") as t0:  # the electrode only
+        if t0.collector_face != "low":
+            raise InputError(f"segmented {cfg.names[0]}: the current collector is at the "
+                             f"{t0.collector_face or 'no'} z face",
+                             "give scans with the collector at low z (flip them with a "
+                             "[scans] roi or re-export them)")
+        top = int(np.ceil(np.nanmedian(t0.separator_z)))
+        ph = t0.phases[:top]
+        ph[ph == PHASE["separator"]] = PHASE["pore"]
+        labels = Labels(ph, t0.particles[:top], tuple(t0.voxel_size_um),
+                        tuple(t0.origin_um) if t0.origin_um else (0.0, 0.0, 0.0))
     hm = voxel_mesh(MPI.COMM_SELF, labels, coarsen_by=cfg.mesh.coarsen,
                     min_speck_voxels=cfg.mesh.min_speck_voxels)
     folder.mkdir(parents=True, exist_ok=True)
