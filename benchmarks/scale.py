@@ -74,7 +74,8 @@ STAGES = {
         from anodetwin.segment.particles import particle_table
         with h5py.File(P + ".out.h5", "r") as f:
             t0 = time.perf_counter()
-            tab = particle_table(f["particles"], %(vs)r, block_shape=256, workers=%(w)d)
+            tab = particle_table(f["particles"], %(vs)r, memory_limit=%(mem)r,
+                                 workers=%(w)d)
             t = time.perf_counter() - t0
     """),
     "residual maps": textwrap.dedent("""
@@ -101,10 +102,12 @@ POSTLUDE = 'print(json.dumps({"s": t, "mib": hwm()}))\n'
 #: The reference's DVC settings: pyramid of node spacings 100 -> 70 -> 35 voxels, half-window
 #: = node spacing (50% overlap); anodetwin's defaults otherwise (native engine, cubic).
 DVC_SETTINGS = {"node_spacing": 35, "hws": 35, "pyramid": [100, 70]}
-#: Largest size run with the whole pyramid: above it only the final level runs (from the
-#: global registration), since the coarse levels' 141^3 and 201^3 windows took 0.4 and
-#: 1.2 s a node at 512^3 on 2 (shared) cores, ~40 min for the 3744 coarse nodes of 1024^3;
-#: their cost there is projected from the per-level speed measured at this size.
+#: Largest size run whole, with the whole pyramid. Above it only the final level runs (from
+#: the global registration), on the central half of the volume in y and x (all of z): the
+#: coarse levels' 141^3 and 201^3 windows took 0.4 and 1.2 s a node at 512^3 on 2 (shared)
+#: cores, ~40 min for the 3744 coarse nodes of 1024^3, and its 24389 final nodes took
+#: 41 min more. The speed per level does not depend on the volume's size; the time of the
+#: whole pyramid on the whole volume is projected from the speed per level at this size.
 FULL_PYRAMID_MAX = 512
 #: Final-level nodes correlated by both engines for the comparison with spam.DIC.ldic:
 #: a block of 5 x 6 x 5 nodes at the centre of the volume.
@@ -149,11 +152,13 @@ DVC_PAIR = textwrap.dedent("""
     log = logging.getLogger("anodetwin.dvc")
     log.addHandler(Levels())
     log.setLevel(logging.INFO)
+    roi = %(roi)r
     with open_volume(P + ":/T0") as a, open_volume(P + ":/T0_affine") as b:
         t0 = time.perf_counter()
-        res = correlate_pair(a.lazy(progress=False), b.lazy(progress=False), processes=%(w)d,
-                             progress=False, **%(settings)r)
+        res = correlate_pair(a.lazy(roi, progress=False), b.lazy(roi, progress=False),
+                             processes=%(w)d, progress=False, **%(settings)r)
         t = time.perf_counter() - t0
+        offset = np.array([r.start for r in a.lazy(roi).roi])
     STOP.set()
     levels, last = [], t0
     for when, msg, args in MARKS:
@@ -163,10 +168,11 @@ DVC_PAIR = textwrap.dedent("""
             levels.append({"spacing": int(args[0][0]), "nodes": int(args[1]),
                            "measured": int(args[2]), "s": when - last})
             last = when
-    np.savez(P + ".dvc.npz", nodes=res.nodes, grid_shape=res.grid_shape,
+    nodes = res.nodes + offset  # in voxels of the whole file
+    np.savez(P + ".dvc.npz", nodes=nodes, grid_shape=res.grid_shape,
              displacement=res.displacement)
     c = (N - 1) / 2
-    truth = (np.asarray(%(F)r) - 1) * (res.nodes - c) + np.asarray(%(t)r)
+    truth = (np.asarray(%(F)r) - 1) * (nodes - c) + np.asarray(%(t)r)
     err = np.linalg.norm(res.displacement - truth, axis=1)[res.flag == 0]
     print(json.dumps({"s": t, "mib": max(PEAK[0], hwm()), "hwm": hwm(), "registration_s": reg,
                       "levels": levels, "nodes": len(res.nodes),
@@ -184,6 +190,7 @@ DVC_SUBSET = textwrap.dedent("""
     r = np.load(P + ".dvc.npz")
     g = r["nodes"].reshape(*r["grid_shape"], 3)
     u = np.nan_to_num(r["displacement"].reshape(*r["grid_shape"], 3))
+    block = [min(b, n) for n, b in zip(r["grid_shape"], block)]
     lo = [(n - b) // 2 for n, b in zip(r["grid_shape"], block)]
     sel = tuple(slice(a, a + b) for a, b in zip(lo, block))
     nodes, start = g[sel].reshape(-1, 3), np.round(u[sel].reshape(-1, 3))
@@ -329,13 +336,22 @@ def dvc_settings(n: int) -> dict:
             else None}
 
 
+def dvc_roi(n: int) -> str | None:
+    """The region correlated at n^3: all of it up to :data:`FULL_PYRAMID_MAX`, else the
+    central half in y and x (all of z)."""
+    if n <= FULL_PYRAMID_MAX:
+        return None
+    return f"0:{n},{n // 4}:{n - n // 4},{n // 4}:{n - n // 4}"
+
+
 def run_dvc(path: Path, n: int) -> dict:
     """The DVC pair T0 -> T0_affine of the tiled files at the reference's settings
     (:func:`dvc_settings`), read lazily: time, peak memory of the process tree, time and
     nodes of each level."""
     code = PRELUDE + TREE_MEMORY + DVC_PAIR % {"w": WORKERS, "settings": dvc_settings(n),
-                                               **DVC_AFFINE}
+                                               "roi": dvc_roi(n), **DVC_AFFINE}
     r = _run(code, f"DVC pair at {n}^3", str(path), str(n))
+    r["roi"] = dvc_roi(n)
     lv = ", ".join(f"{x['spacing']}: {x['nodes']} nodes {x['s']:.0f} s" for x in r["levels"])
     print(f"scale DVC pair      {n}^3: {r['s']:8.1f} s {r['nodes'] / r['s']:6.2f} nodes/s "
           f"{r['mib']:7.0f} MiB (tree) | registration {r['registration_s']:.0f} s | {lv}",
@@ -426,8 +442,9 @@ def _projection(pair: dict) -> str:
     for n in part:
         est = sum(_level_nodes(n, lv["spacing"]) / (lv["nodes"] / lv["s"]) for lv in base)
         out.append(f"{n}^3 ~{est / 60:.0f} min")
-    return (f"Whole pyramid projected from the per-level speed at {max(full)}^3 (nodes of each "
-            f"level / its nodes/s there; not run): {', '.join(out)} on {WORKERS} cores.")
+    return (f"The whole pyramid on the whole volume, projected from the speed of each level at "
+            f"{max(full)}^3 (its nodes at that size / its nodes/s there; not run): "
+            f"{', '.join(out)} on {WORKERS} cores.")
 
 
 def dvc_lines(dvc: dict) -> list[str]:
@@ -444,22 +461,25 @@ def dvc_lines(dvc: dict) -> list[str]:
              "(`open_volume(...).lazy()`); every batch of nodes reads the box its windows "
              "touch. The reference's settings: node spacing 100 -> 70 -> 35 voxels, half-window "
              f"= spacing, native engine (ZNSSD, cubic), {WORKERS} threads; sizes above "
-             f"{FULL_PYRAMID_MAX}^3 run the final level only (from the global registration). "
+             f"{FULL_PYRAMID_MAX}^3 run the final level only (from the global registration) "
+             "on the central half of the volume in y and x (the whole pyramid on the whole "
+             "1024^3 volume takes over an hour on 2 cores: projection below). "
              "Nodes/s = final-level nodes / total time (global registration, every level, "
              "retries, repair, strain). Memory = peak summed resident set of the process and "
              "its children (sampled every 0.1 s). Error = median |u - truth| (voxels) of the "
              "measured nodes.", "",
-             "| size | levels | final nodes (measured) | total s | nodes/s | registration s | "
-             + " | ".join(f"level {s}: nodes, s, nodes/s" for s in spacings)
+             "| size | region (z, y, x) | levels | final nodes (measured) | total s | nodes/s | "
+             "registration s | " + " | ".join(f"level {s}: nodes, s, nodes/s" for s in spacings)
              + " | peak MiB | error |",
-             "|---" * (8 + len(spacings)) + "|"]
+             "|---" * (9 + len(spacings)) + "|"]
     for n in sizes:
         r = pair[n]
         per = {lv["spacing"]: lv for lv in r["levels"]}
         cells = [f"{per[s]['nodes']}, {per[s]['s']:.0f}, {per[s]['nodes'] / per[s]['s']:.1f}"
                  if s in per else "not run" for s in spacings]
         err = "-" if r["median_error"] is None else f"{r['median_error']:.4f}"
-        lines.append(f"| {n}^3 | {' -> '.join(str(lv['spacing']) for lv in r['levels'])} | "
+        lines.append(f"| {n}^3 | {r.get('roi') or 'all'} | "
+                     f"{' -> '.join(str(lv['spacing']) for lv in r['levels'])} | "
                      f"{r['nodes']} ({r['measured']}) | {r['s']:.0f} | "
                      f"{r['nodes'] / r['s']:.1f} | {r['registration_s']:.0f} | "
                      + " | ".join(cells) + f" | {r['mib']:.0f} | {err} |")
@@ -474,7 +494,7 @@ def _subset_lines(rows: list[dict], n: int) -> list[str]:
     """The engines on the same subset of final-level nodes."""
     bx = " x ".join(map(str, SUBSET_BLOCK))
     lines = ["", f"On a subset of the final level at {n}^3 (spam.DIC.ldic ran on this subset "
-             f"only, not on the whole grid): the {bx} block of nodes at the centre "
+             f"only, not on the whole grid): the block of (up to) {bx} nodes at the centre "
              f"(spacing {DVC_SETTINGS['node_spacing']}, hws {DVC_SETTINGS['hws']}), both "
              "engines from the same start (the measured field rounded to whole voxels), on "
              f"the region of the two volumes those windows need, read into memory; {WORKERS} "

@@ -232,26 +232,30 @@ def _dvc_params(cfg: RunConfig) -> dict:
 
 
 def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
-    """Increments, cumulative fields and region statistics of the series."""
+    """Increments, cumulative fields and region statistics of the series; the scans and
+    T0's labels are read lazily (each batch of nodes reads the region its windows touch)."""
+    from contextlib import ExitStack
+
+    import h5py
+
     from anodetwin.dvc.correlate import INTERPOLATION_ORDER
     from anodetwin.dvc.series import correlate_series
     from anodetwin.io import input_record
-    from anodetwin.segment.pipeline import read_labels
 
     d = cfg.dvc
-    t0 = read_labels(out / "segment" / f"{cfg.names[0]}.h5")
-    vols = [read_scan(cfg, p) for p in cfg.scan_files]
-    regions = {"phases": t0.phases, "particles": t0.particles,
-               "cube_um": d.cube_um or "auto", "voi_um": d.voi_um or "auto"}
-    workers = cfg.resources.workers or cores()
-    summary = correlate_series(
-        vols, folder, inputs=[input_record(volume_file(p)) for p in cfg.scan_files],
-        refine=d.refine, regions=regions, node_spacing=d.node_spacing, hws=d.hws,
-        pyramid=list(d.pyramid) or None, search_range=d.search_range,
-        mask=t0.phases if d.mask else None, processes=workers, progress=True,
-        scheduler=cfg.resources.scheduler or None,
-        engine=d.engine, criterion=d.criterion,
-        interpolation_order=INTERPOLATION_ORDER[d.interpolation])
+    with ExitStack() as stack:
+        vols = [stack.enter_context(open_scan(cfg, p)) for p in cfg.scan_files]
+        labels = stack.enter_context(h5py.File(out / "segment" / f"{cfg.names[0]}.h5", "r"))
+        regions = {"phases": labels["phases"], "particles": labels["particles"],
+                   "cube_um": d.cube_um or "auto", "voi_um": d.voi_um or "auto"}
+        summary = correlate_series(
+            vols, folder, inputs=[input_record(volume_file(p)) for p in cfg.scan_files],
+            refine=d.refine, regions=regions, node_spacing=d.node_spacing, hws=d.hws,
+            pyramid=list(d.pyramid) or None, search_range=d.search_range,
+            mask=labels["phases"] if d.mask else None,
+            processes=cfg.resources.workers or cores(), progress=True,
+            scheduler=cfg.resources.scheduler or None, engine=d.engine,
+            criterion=d.criterion, interpolation_order=INTERPOLATION_ORDER[d.interpolation])
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list))}
 
 
