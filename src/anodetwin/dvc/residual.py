@@ -267,12 +267,13 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
                                       max_side=MAX_SIDE)
     grid = BlockGrid(shape, block_shape)
     out = np.empty(shape, np.float32) if out is None else out
-    sums, bad = [], [0]
+    sums, bad = np.zeros((4, 1)), [0]  # summed as blocks finish: memory for one table
     kw = dict(sigma=sigma, floor=floor, labels=labels_ref, shell=shell_voxels)
     for b, (res, s, n) in run_blocks(
             lambda b: _residual_block(b, ref, deformed, field, **kw), grid, workers):
         write_region(out, b.core, res)
-        sums.append(s)
+        if s is not None:
+            sums = _add_sums(sums, s)
         bad[0] += n
     coords = None
     if len(grid) == 1:  # in memory: keep the map's reference coordinates
@@ -281,7 +282,7 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
                                 np.zeros(3, np.int64), whole, 1e-4, 20)
     if bad[0]:
         log.warning("inverse map: %d voxels not converged", bad[0])
-    table = None if labels_ref is None else _residual_table(_sum_parts(sums), ratio)
+    table = None if labels_ref is None else _residual_table(sums, ratio)
     return ResidualMap(out, floor, float(sigma), coords, table, bad[0])
 
 
@@ -394,11 +395,12 @@ def _sums(lab: np.ndarray, shell: np.ndarray, above: np.ndarray, lo: np.ndarray,
     return out
 
 
-def _sum_parts(parts: list) -> np.ndarray:
-    n = max(p.shape[1] for p in parts)
-    total = np.zeros((4, n))
-    for p in parts:
-        total[:, :p.shape[1]] += p
+def _add_sums(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``total`` (4, n) plus a block's sums (4, m), grown to the larger of n and m (counts
+    of voxels: exact in float64 in any order)."""
+    if part.shape[1] > total.shape[1]:
+        total = np.pad(total, ((0, 0), (0, part.shape[1] - total.shape[1])))
+    total[:, :part.shape[1]] += part
     return total
 
 

@@ -135,8 +135,9 @@ HALO = 16
 #: Working memory of the instance passes per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 64
 #: Largest block core side (voxels) of the instance passes: beyond it the halo's share
-#: falls little, and the memory held keeps growing.
-MAX_SIDE = 160
+#: (doubled to 32 voxels where particles are large) falls little, and the memory held keeps
+#: growing.
+MAX_SIDE = 128
 #: Largest block side of the particle table's reductions (no halo: small blocks cost
 #: nothing more).
 TABLE_MAX_SIDE = 128
@@ -318,7 +319,10 @@ def particle_table(labels: Any, voxel_size_um: float | tuple = 1.0,
         block_shape = block_shape_for(labels.shape, TABLE_BYTES_PER_VOXEL, 1, memory_limit,
                                       workers, max_side=TABLE_MAX_SIDE)
     grid = BlockGrid(labels.shape, block_shape, 0)
-    stats = _reduce_stats(gather(grid, lambda b: _block_stats(labels, b), workers))
+    totals = _StatTotals()  # summed as blocks finish: memory for one table, not one a block
+    for _, part in run_blocks(lambda b: _block_stats(labels, b), grid, workers):
+        totals.add(part)
+    stats = totals.result()
     counts, sums, lo, hi, pairs = stats
     idx = np.flatnonzero(counts)
     idx = idx[idx > 0]
@@ -394,15 +398,36 @@ def _contacts(lab: np.ndarray, core_shape: tuple) -> np.ndarray:
     return np.unique(p, axis=0) if len(p) else p.reshape(0, 2)
 
 
-def _reduce_stats(parts: list) -> tuple:
-    """Block statistics of :func:`_block_stats` summed over blocks."""
-    n = max(p[0].size for p in parts)
-    counts, sums = np.zeros(n, np.int64), np.zeros((3, n))
-    lo, hi = np.full((3, n), np.iinfo(np.int64).max), np.full((3, n), -1)
-    for c, s, a, b, _ in parts:
-        counts[:c.size] += c
-        sums[:, :c.size] += s
-        lo[:, :c.size] = np.minimum(lo[:, :c.size], a)
-        hi[:, :c.size] = np.maximum(hi[:, :c.size], b)
-    pairs = np.concatenate([p[4] for p in parts]).astype(np.int64)
-    return counts, sums, lo, hi, (np.unique(pairs, axis=0) if len(pairs) else pairs)
+class _StatTotals:
+    """Block statistics of :func:`_block_stats` summed over blocks as they finish (integer
+    counts and coordinate sums: exact in any order)."""
+
+    def __init__(self):
+        self.counts, self.sums = np.zeros(0, np.int64), np.zeros((3, 0))
+        self.lo = np.zeros((3, 0), np.int64)
+        self.hi = np.zeros((3, 0), np.int64)
+        self.pairs: list = []
+
+    def _grow(self, n: int) -> None:
+        m = n - self.counts.size
+        if m > 0:
+            self.counts = np.pad(self.counts, (0, m))
+            self.sums = np.pad(self.sums, ((0, 0), (0, m)))
+            self.lo = np.pad(self.lo, ((0, 0), (0, m)), constant_values=np.iinfo(np.int64).max)
+            self.hi = np.pad(self.hi, ((0, 0), (0, m)), constant_values=-1)
+
+    def add(self, part: tuple) -> None:
+        c, s, a, b, pairs = part
+        self._grow(c.size)
+        n = c.size
+        self.counts[:n] += c
+        self.sums[:, :n] += s
+        self.lo[:, :n] = np.minimum(self.lo[:, :n], a)
+        self.hi[:, :n] = np.maximum(self.hi[:, :n], b)
+        self.pairs.append(pairs)
+
+    def result(self) -> tuple:
+        pairs = np.concatenate(self.pairs).astype(np.int64) if self.pairs else \
+            np.zeros((0, 2), np.int64)
+        return (self.counts, self.sums, self.lo, self.hi,
+                np.unique(pairs, axis=0) if len(pairs) else pairs)

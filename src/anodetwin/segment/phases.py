@@ -478,6 +478,9 @@ def _envelope(extreme: np.ndarray, window: int | tuple, face: str, nz: int) -> n
 
 #: Working memory of the Si pass per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 64
+#: Largest block core side (voxels): beyond it the 28-voxel halo's share falls little (the
+#: block reads 2.15x its core at 192^3, 2.04x at 208^3) while the memory held keeps growing.
+MAX_SIDE = 192
 
 
 def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None = None,
@@ -541,7 +544,8 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
     require_3d(vol.shape, name)
     halo = _si_halo(local_sigma, iterations, min_si_voxels)
     if block_shape is None and memory_limit is not None:
-        block_shape = block_shape_for(vol.shape, BYTES_PER_VOXEL, halo, memory_limit, workers)
+        block_shape = block_shape_for(vol.shape, BYTES_PER_VOXEL, halo, memory_limit, workers,
+                                      max_side=MAX_SIDE)
     grid = BlockGrid(vol.shape, block_shape, halo)
     src = _grey_source(vol, sigma, denoise, grid, workers)
     step = lattice_step(vol.shape)
