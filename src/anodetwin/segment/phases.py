@@ -373,12 +373,14 @@ def _local_midpoint(s: np.ndarray, fg_mask: np.ndarray, valid: np.ndarray, lo: f
     first = shrink(cur)  # the largest box any pass needs the sums on
     m = fg_mask & valid
     if valid.all():  # the sums of all voxels: one constant, and the grey values themselves
-        w_all = np.full(tuple(c.stop - c.start for c in first),
-                        _unit_gaussian(sigma), np.float32)
+        w_all = np.broadcast_to(_unit_gaussian(sigma), tuple(c.stop - c.start for c in first))
         s_all = gaussian_crop(s, sigma, first)
     else:
         vm = valid.astype(np.float32)
-        w_all, s_all = gaussian_crop(vm, sigma, first), gaussian_crop(s * vm, sigma, first)
+        w_all = gaussian_crop(vm, sigma, first)
+        vm *= s  # in place: s * valid
+        s_all = gaussian_crop(vm, sigma, first)
+        del vm
     for _ in range(iterations):
         nxt = shrink(cur)
         rel = tuple(slice(n.start - c.start, n.stop - c.start)
@@ -387,7 +389,9 @@ def _local_midpoint(s: np.ndarray, fg_mask: np.ndarray, valid: np.ndarray, lo: f
                          for n, f in zip(nxt, first, strict=True))
         fgm = m.astype(np.float32)
         wf = gaussian_crop(fgm, sigma, rel)
-        sf = gaussian_crop(s[cur] * fgm, sigma, rel)
+        fgm *= s[cur]  # in place: the foreground's grey values
+        sf = gaussian_crop(fgm, sigma, rel)
+        del fgm
         m = np.empty(wf.shape, bool)
         _midpoint_mask(s[nxt], wf, sf, w_all[in_first], s_all[in_first], valid[nxt],
                        np.float32(lo), np.float32(hi), m)
@@ -479,8 +483,8 @@ def _envelope(extreme: np.ndarray, window: int | tuple, face: str, nz: int) -> n
 #: Working memory of the Si pass per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 64
 #: Largest block core side (voxels): beyond it the 28-voxel halo's share falls little (the
-#: block reads 2.15x its core at 192^3, 2.04x at 208^3) while the memory held keeps growing.
-MAX_SIDE = 192
+#: block reads 2.29x its core at 176^3, 2.04x at 208^3) while the memory held keeps growing.
+MAX_SIDE = 176
 
 
 def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None = None,
