@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import os
 import sys
 import threading
 import warnings
