@@ -169,8 +169,6 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
 
 #: Working memory per voxel of a block with its halo (two scans, difference, blur; bytes).
 BYTES_PER_VOXEL = 32
-#: Bins of the histogram that locates the percentile.
-_BINS = 65536
 
 
 def _grid(a: Any, b: Any, sigma: float, block_shape: Any, memory_limit: Any,
@@ -253,29 +251,13 @@ class _Passes:
         return v
 
     def order_statistic(self, percentile: float) -> float:
-        """The ``percentile`` of the blurred absolute difference over the interior (linear
-        interpolation between order statistics, as numpy.percentile)."""
-        from anodetwin.io.blocks import run_blocks
+        """The ``percentile`` of the blurred absolute difference over the interior, exactly
+        ``numpy.percentile`` of its float64 copy
+        (:func:`anodetwin.io.blockstats.exact_percentiles`)."""
+        from anodetwin.io.blockstats import exact_percentiles, value_extent
 
-        def each(fn: Any) -> list:
-            return [r for _, r in run_blocks(lambda blk: fn(self.blurred(blk)), self.grid,
-                                             self.workers)]
-
-        sizes_max = each(lambda v: (v.size, float(v.max()) if v.size else 0.0))
-        n = sum(s for s, _ in sizes_max)
-        top = max(m for _, m in sizes_max)
-        vi = (n - 1) * (percentile / 100.0)
-        k = int(np.floor(vi))
-        k1 = min(k + 1, n - 1)
-        if top <= 0:
+        extent = value_extent(self.blurred, self.grid, self.workers)
+        if extent[0] == 0 or extent[2] <= 0:  # no interior or no difference at all
             return 0.0
-        scale = _BINS / top
-        binned = lambda v: np.minimum((v * scale).astype(np.int64), _BINS - 1)  # noqa: E731
-        hist = np.sum(each(lambda v: np.bincount(binned(v), minlength=_BINS)), axis=0)
-        cum = np.cumsum(hist)
-        lo, hi = (int(np.searchsorted(cum, r, side="right")) for r in (k, k1))
-        below = int(cum[lo - 1]) if lo else 0
-        vals = np.sort(np.concatenate(each(
-            lambda v: v[(binned(v) >= lo) & (binned(v) <= hi)])))
-        a, b = float(vals[k - below]), float(vals[k1 - below])
-        return a + (b - a) * (vi - k)
+        return float(exact_percentiles(self.blurred, self.grid, [percentile], self.workers,
+                                       extent=extent, dtype=np.float64)[0])
