@@ -93,12 +93,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         require_same_grid(args.volume, args.align_to, f"volume '{args.volume}'",
                           f"--align-to reference '{args.align_to}'", voxel_size=args.voxel_size)
     inputs = [input_record(args.volume)] + ([input_record(args.model)] if args.model else [])
-    in_memory_only = args.model or args.normalise or args.tiff
-    limit = args.memory_limit or (None if in_memory_only else _limit_for(args.volume,
-                                                                         args.workers))
-    if in_memory_only and args.workers > 1 and not args.memory_limit:
-        log.warning("--workers %d not used: --model, --normalise and --tiff segment the "
-                    "volume in memory, on one thread", args.workers)
+    limit = args.memory_limit or (None if args.tiff else _limit_for(args.volume,
+                                                                    args.workers))
+    if args.tiff and args.workers > 1 and not args.memory_limit:
+        log.warning("--workers %d not used: --tiff segments the volume in memory, on one "
+                    "thread", args.workers)
     if limit:
         return _segment_blocks(args, limit, inputs)
     vol = read_volume(args.volume, voxel_size=args.voxel_size)  # an origin in voxels -> um
@@ -147,18 +146,19 @@ def _segment_blocks(args: argparse.Namespace, limit: str, inputs: list) -> int:
     from anodetwin.io import make_provenance
     from anodetwin.segment.pipeline import segment_to_file
 
-    for opt, given in (("--model", args.model), ("--normalise", args.normalise),
-                       ("--tiff", args.tiff)):
-        if given:
-            raise ParameterError(
-                f"{opt} needs the volume in memory and cannot be combined with block-wise "
-                f"segmentation (--memory-limit {limit})",
-                f"drop {opt}, or drop --memory-limit for a volume that fits in memory")
-    params = {"denoise": args.denoise, "h": args.h, "memory_limit": limit,
+    if args.tiff:
+        raise ParameterError(
+            f"--tiff needs the volume in memory and cannot be combined with block-wise "
+            f"segmentation (--memory-limit {limit})",
+            "drop --tiff (convert the labels file's /phases and /particles to TIFF with "
+            "'anodetwin convert'), or drop --memory-limit for a volume that fits in memory")
+    params = {"denoise": args.denoise, "normalise": args.normalise, "model": args.model,
+              "h": args.h, "memory_limit": limit,
               "min_particle_voxels": args.min_particle_voxels,
               "surface_window_um": args.surface_window_um, "workers": args.workers}
-    seg = segment_to_file(args.volume, args.out, voxel_size_um=args.voxel_size,
-                          denoise=args.denoise, align_to=args.align_to, h=args.h,
+    seg = segment_to_file(args.volume, args.out, model=args.model,
+                          voxel_size_um=args.voxel_size, denoise=args.denoise,
+                          normalise=args.normalise, align_to=args.align_to, h=args.h,
                           min_particle_voxels=args.min_particle_voxels,
                           surface_window_um=args.surface_window_um,
                           resolution=not args.no_resolution, memory_limit=limit,

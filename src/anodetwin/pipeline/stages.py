@@ -104,13 +104,16 @@ def _classifier(cfg: RunConfig, folder: Path):
         return volume_path(s.classifier, base)
     if not s.annotations:
         return None
-    from anodetwin.io import read_volume
+    from anodetwin.io import open_volume
     from anodetwin.segment.classifier import train_classifier
 
     k = cfg.names.index(s.annotation_scan) if s.annotation_scan else 0
-    clf = train_classifier(read_scan(cfg, cfg.scan_files[k]).data,
-                           read_volume(volume_path(s.annotations, base)).data,
-                           slices=list(s.annotation_slices) or None, n_jobs=cores())
+    # both read lazily: the annotated slices and their filters' halo, and a strided
+    # sample of the scan for its grey range
+    with open_scan(cfg, cfg.scan_files[k]) as scan, \
+            open_volume(volume_path(s.annotations, base)) as ann:
+        clf = train_classifier(scan, ann.lazy(progress=False),
+                               slices=list(s.annotation_slices) or None, n_jobs=cores())
     path = folder / "classifier.joblib"
     clf.save(path)
     return path
@@ -118,9 +121,8 @@ def _classifier(cfg: RunConfig, folder: Path):
 
 def _segment(cfg: RunConfig, out: Path, folder: Path) -> dict:
     """Every scan segmented (phases, particles), T1.. moved onto T0's collector: block by
-    block within ``[resources] memory_limit`` (the threshold route), in memory with a
-    classifier or a normalisation; one scan per Dask worker with ``[resources]
-    scheduler``."""
+    block within ``[resources] memory_limit`` (thresholds or the classifier, with or
+    without a normalisation); one scan per Dask worker with ``[resources] scheduler``."""
     model = _classifier(cfg, folder)
     targets = [folder / f"{name}.h5" for name in cfg.names]
     jobs = [(cfg, k, t, model) for k, t in enumerate(targets)
@@ -155,49 +157,22 @@ def each_job(cfg: RunConfig, fn: Callable[..., Any], jobs: list[tuple], name: st
 
 
 def _segment_scan(cfg: RunConfig, k: int, target: Path, model: Any, threads: int) -> None:
-    """Scan ``k`` segmented into ``target`` on ``threads`` threads (a job of
-    :func:`each_job`)."""
-    from anodetwin.io import input_record
-
-    log.info("segment %s (%d of %d)", cfg.names[k], k + 1, len(cfg.names))
-    prov = [input_record(volume_file(cfg.scan_files[k]))]
-    if model is None and not cfg.segment.normalise:
-        _segment_blocks(cfg, k, target, prov, threads)
-    else:
-        _segment_in_memory(cfg, k, target, model, prov)
-
-
-def _segment_blocks(cfg: RunConfig, k: int, target: Path, inputs: list,
-                    threads: int) -> None:
-    """Scan ``k`` segmented block by block into ``target`` (threshold route), moved onto
-    T0's collector for k >= 1."""
-    from anodetwin.io import make_provenance
+    """Scan ``k`` segmented block by block into ``target`` on ``threads`` threads, moved
+    onto T0's collector for k >= 1 (a job of :func:`each_job`)."""
+    from anodetwin.io import input_record, make_provenance
     from anodetwin.segment.pipeline import segment_to_file
 
+    log.info("segment %s (%d of %d)", cfg.names[k], k + 1, len(cfg.names))
+    inputs = [input_record(volume_file(cfg.scan_files[k]))]
     s = cfg.segment
     with open_scan(cfg, cfg.scan_files[k]) as vol, open_scan(cfg, cfg.scan_files[0]) as t0:
-        params = {"denoise": s.denoise or None, "h": s.h,
-                  "min_particle_voxels": s.min_particle_voxels,
+        params = {"denoise": s.denoise or None, "normalise": s.normalise or None,
+                  "h": s.h, "min_particle_voxels": s.min_particle_voxels,
                   "surface_window_um": s.surface_window_um}
-        segment_to_file(vol, target, align_to=None if k == 0 else t0, **params,
+        segment_to_file(vol, target, model=model, align_to=None if k == 0 else t0, **params,
                         memory_limit=cfg.resources.memory_limit, workers=threads,
-                        provenance=make_provenance("run: segment", inputs, params))
-
-
-def _segment_in_memory(cfg: RunConfig, k: int, target: Path, model: Any,
-                       inputs: list) -> None:
-    """Scan ``k`` segmented in memory (a classifier or a normalisation needs the whole
-    volume), moved onto T0's collector for k >= 1."""
-    from anodetwin.io import make_provenance
-    from anodetwin.segment.pipeline import segment_volume, write_labels
-
-    s = cfg.segment
-    seg = segment_volume(read_scan(cfg, cfg.scan_files[k]), model=model,
-                         denoise=s.denoise or None, normalise=s.normalise or None,
-                         align_to=None if k == 0 else read_scan(cfg, cfg.scan_files[0]),
-                         h=s.h, min_particle_voxels=s.min_particle_voxels,
-                         surface_window_um=s.surface_window_um)
-    write_labels(target, seg, make_provenance("run: segment", inputs, seg.params))
+                        provenance=make_provenance("run: segment", inputs,
+                                                   {**params, "model": model and str(model)}))
 
 
 def _segment_inputs(cfg: RunConfig) -> list:

@@ -81,6 +81,7 @@ __all__ = [
     "FORMAT",
     "PixelClassifier",
     "pixel_features",
+    "box_features",
     "train_classifier",
     "load_classifier",
 ]
@@ -105,6 +106,15 @@ _PERCENTILE_MAX_VOXELS = 1 << 24
 _TRAIN_SLAB = 64
 #: Minimum number of training voxels in a leaf of the random forest.
 _MIN_SAMPLES_LEAF = 2
+#: Working memory of the block route per voxel of a block with its halo (bytes): grey
+#: values and filter passes, plus this much per feature of the block's core.
+BYTES_PER_VOXEL_BASE = 48
+BYTES_PER_FEATURE = 4
+#: Largest block core side (voxels) of the block route: the 20-voxel halo of the default
+#: scales then adds 1.8x the core's voxels; larger blocks only hold more memory.
+MAX_BLOCK_SIDE = 128
+#: Voxels handed to the forest at a time (its per-tree work arrays are this many rows).
+_PREDICT_ROWS = 1 << 16
 
 _LOG = get_logger("segment")
 
@@ -114,12 +124,26 @@ _LOG = get_logger("segment")
 # --------------------------------------------------------------------------------------------
 
 def _as_volume(volume: Any, name: str = "volume") -> Any:
-    """Array-like volume (NumPy array, memory map, HDF5 dataset) checked to be 3D."""
-    if not (hasattr(volume, "shape") and hasattr(volume, "__getitem__")
-            and hasattr(volume, "dtype")):
-        volume = np.asarray(volume)
+    """Array-like volume (NumPy array, memory map, HDF5 dataset, or a lazily read view with
+    ``region``, e.g. :class:`~anodetwin.io.LazyVolume`) checked to be 3D."""
+    if not (hasattr(volume, "shape") and hasattr(volume, "dtype")
+            and (hasattr(volume, "__getitem__") or hasattr(volume, "region"))):
+        volume = np.asarray(getattr(volume, "data", volume))
     require_3d(tuple(volume.shape), name)
     return volume
+
+
+def _read(volume: Any, box: tuple) -> np.ndarray:
+    """The voxels of a box (explicit bounds) of an array-like or lazily read volume."""
+    from anodetwin.io.blocks import read_region
+
+    return np.asarray(read_region(volume, box))
+
+
+def _plane(volume: Any, z: int) -> np.ndarray:
+    """Slice ``z`` (y, x) of an array-like or lazily read volume."""
+    _, ny, nx = (int(n) for n in volume.shape)
+    return _read(volume, (slice(z, z + 1), slice(0, ny), slice(0, nx)))[0]
 
 
 def _check_sigmas(sigmas: Iterable[float]) -> tuple[float, ...]:
@@ -150,11 +174,17 @@ def _feature_names(sigmas: Sequence[float] = DEFAULT_SIGMAS) -> list[str]:
 
 
 def _robust_range(volume: Any) -> tuple[float, float]:
-    """0.5 and 99.5 percentiles of ``volume`` (min/max if they coincide); raise if constant."""
+    """0.5 and 99.5 percentiles of ``volume`` (min/max if they coincide) on the lattice of
+    every ``step``-th voxel (at most :data:`_PERCENTILE_MAX_VOXELS` voxels); raise if
+    constant."""
     shape = tuple(volume.shape)
     n = math.prod(shape)
     step = max(1, math.ceil((n / _PERCENTILE_MAX_VOXELS) ** (1 / 3)))
-    sample = np.asarray(volume[::step, ::step, ::step])
+    if isinstance(volume, np.ndarray):
+        sample = volume[::step, ::step, ::step]
+    else:  # one plane at a time: a lazily read volume is never read whole
+        sample = np.stack([_plane(volume, z)[::step, ::step]
+                           for z in range(0, shape[0], step)])
     require_finite(sample, "volume")
     lo, hi = (float(v) for v in np.percentile(sample, _PERCENTILES))
     if not hi > lo:  # more than 99 % of the voxels share one grey value
@@ -191,24 +221,27 @@ def _check_z_range(z_range: Sequence[int] | None, nz: int) -> tuple[int, int]:
     return z0, z1
 
 
-def _scale_features(data: np.ndarray, sigma: float, core: np.ndarray, out: np.ndarray) -> None:
-    """Write the six features of scale ``sigma`` of slices ``data[core]`` to ``out`` (z, y, x, 6).
+def _scale_features(data: np.ndarray, sigma: float, core: Any, out: np.ndarray) -> None:
+    """Write the six features of scale ``sigma`` of ``data[core]`` to ``out`` (z, y, x, 6).
 
-    The separable passes run along x, then y, then z; the z pass comes last so that its
-    result can be cropped to the wanted slices at once, which keeps memory at a few
-    slab-sized arrays.
+    ``core`` is a z index (an array of slices) or a tuple of z, y and x indices. The
+    separable passes run along x, then y, then z, each result cropped to the core along
+    its axis before the next pass (1-D filters of the lines that are kept, so the values
+    do not change), which keeps memory at a few block-sized arrays.
     """
+    cz, cy, cx = core if isinstance(core, tuple) else (core, slice(None), slice(None))
+
     def g1(a: np.ndarray, axis: int, order: int) -> np.ndarray:
         return ndi.gaussian_filter1d(a, sigma, axis=axis, order=order, output=np.float32,
                                      mode="reflect", truncate=_TRUNCATE)
 
     d: dict[tuple[int, int, int], np.ndarray] = {}  # (order z, order y, order x) -> core
     for ox in range(3):
-        ax = g1(data, 2, ox)
+        ax = g1(data, 2, ox)[:, :, cx]
         for oy in range(3 - ox):
-            axy = g1(ax, 1, oy)
+            axy = g1(ax, 1, oy)[:, cy]
             for oz in range(3 - ox - oy):
-                d[(oz, oy, ox)] = g1(axy, 0, oz)[core]
+                d[(oz, oy, ox)] = g1(axy, 0, oz)[cz]
             del axy
         del ax
     out[..., 0] = d[(0, 0, 0)]
@@ -307,13 +340,12 @@ def _features(volume: Any, sigmas: tuple[float, ...], scale: tuple[float, float]
     so training can take a few annotated slices out of a long slab.
     """
     nz = int(volume.shape[0])
-    lo, hi = scale
     z0, z1 = int(zs[0]), int(zs[-1]) + 1
     halo = _halo(max(sigmas))
     h0, h1 = max(0, z0 - halo), min(nz, z1 + halo)
-    raw = np.asarray(volume[h0:h1])
-    require_finite(raw, "volume")
-    data = (raw.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    raw = _read(volume, (slice(h0, h1), slice(0, int(volume.shape[1])),
+                         slice(0, int(volume.shape[2]))))
+    data = _scaled(raw, scale)
     del raw
     feats = np.empty((len(zs),) + data.shape[1:] + (1 + 6 * len(sigmas),), dtype=np.float32)
     feats[..., 0] = data[zs - h0]
@@ -322,6 +354,59 @@ def _features(volume: Any, sigmas: tuple[float, ...], scale: tuple[float, float]
         a = max(h0, z0 - _halo(s))
         b = min(h1, z1 + _halo(s))
         _scale_features(data[a - h0:b - h0], s, zs - a, feats[..., 1 + 6 * i:7 + 6 * i])
+    return feats
+
+
+def _scaled(raw: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Grey values with ``scale`` = (lo, hi) mapped to 0 and 1 (float32); NaN and inf
+    refused."""
+    require_finite(raw, "volume")
+    lo, hi = scale
+    return (raw.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+
+
+def box_features(raw: np.ndarray, inner: tuple, sigmas: Sequence[float],
+                 scale: Sequence[float]) -> np.ndarray:
+    """Features (:func:`pixel_features`) of the core of a box read with its halo.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray (z, y, x)
+        Grey values of the box: a block's core grown by ``ceil(4 * max(sigmas))`` voxels on
+        every side, clipped at the volume's faces (:attr:`anodetwin.io.blocks.Block.outer`).
+    inner : tuple of 3 slice
+        The core in coordinates of ``raw`` (:attr:`anodetwin.io.blocks.Block.inner`).
+    sigmas : sequence of float
+        Gaussian scales (voxels).
+    scale : (float, float)
+        Grey values mapped to 0 and 1 (a classifier's :attr:`PixelClassifier.scale`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (cz, cy, cx, 1 + 6 * len(sigmas)), the core's shape: on every core voxel
+        the features of the whole volume, bit for bit. Where the halo is inside the volume
+        the truncated kernels reach only the halo; where it is clipped at a face, the face
+        of the box is the volume's and the reflection is the same.
+
+    Raises
+    ------
+    NonFiniteError
+        If the grey values hold NaN or inf.
+    """
+    sig = _check_sigmas(sigmas)
+    data = _scaled(raw, _check_scale(scale))
+    cshape = tuple(c.stop - c.start for c in inner)
+    feats = np.empty(cshape + (1 + 6 * len(sig),), dtype=np.float32)
+    feats[..., 0] = data[inner]
+    for i, s in enumerate(sig):
+        # only the voxels this scale's kernels reach: cheaper for the small scales
+        h = _halo(s)
+        sub = tuple(slice(max(0, c.start - h), min(n, c.stop + h))
+                    for c, n in zip(inner, data.shape, strict=True))
+        core = tuple(slice(c.start - b.start, c.stop - b.start)
+                     for c, b in zip(inner, sub, strict=True))
+        _scale_features(data[sub], s, core, feats[..., 1 + 6 * i:7 + 6 * i])
     return feats
 
 
@@ -369,12 +454,8 @@ class PixelClassifier:
         return _halo(max(self.sigmas))
 
     def _slab_features(self, volume: Any, z0: int, z1: int) -> np.ndarray:
+        self._check_n_features()
         feats = pixel_features(volume, self.sigmas, (z0, z1), self.scale)
-        n_expected = getattr(self.forest, "n_features_in_", feats.shape[-1])
-        if feats.shape[-1] != n_expected:
-            raise CorruptFileError(
-                f"classifier has {len(self.sigmas)} scales ({feats.shape[-1]} features) but its "
-                f"forest expects {n_expected} features", "retrain the model")
         return feats.reshape(-1, feats.shape[-1])
 
     def _forest_proba(self, x: np.ndarray) -> np.ndarray:
@@ -412,24 +493,44 @@ class PixelClassifier:
                 advance((z1 - z0) * bytes_per_slice)
         return out
 
-    def predict(self, volume: Any, slab: int = 32, progress: bool = True) -> np.ndarray:
+    def predict(self, volume: Any, slab: int = 32, progress: bool = True, *,
+                out: Any = None, block_shape: Any = None, memory_limit: Any = None,
+                workers: int = 1) -> Any:
         """Label every voxel of ``volume`` with a phase code.
+
+        Without ``out``, ``block_shape`` and ``memory_limit`` the volume is classified in
+        z slabs of whole (y, x) planes; with any of them, in 3-D blocks, each read with a
+        halo of :attr:`halo` voxels on every side (:func:`box_features`) and written into
+        ``out`` block by block, so memory follows the block size, not the volume's. The
+        phase codes are the same, bit for bit, on either route and for any slab or block
+        size and number of workers: the features of a voxel are those of the whole volume
+        and the forest classifies each voxel on its own.
 
         Parameters
         ----------
         volume : array_like (z, y, x)
             Grey-value volume of any real dtype, with the grey calibration of the training
-            volume (NumPy array, memory map or HDF5 dataset).
+            volume (NumPy array, memory map, HDF5 dataset, or a lazily read volume such as
+            :class:`~anodetwin.io.LazyVolume`).
         slab : int
-            Slices classified at a time (voxels along z). The result does not depend on it;
-            memory grows with ``slab + 2 * halo`` (``halo = ceil(4 * max(sigmas))``).
+            Slices classified at a time on the slab route (voxels along z). The result does
+            not depend on it; memory grows with ``(slab + 2 * halo) * y * x``.
         progress : bool
             Show a progress bar (when logging is configured).
+        out : array-like, optional
+            Where to write the phase codes (a uint8 array or an HDF5/Zarr dataset of the
+            volume's shape), block by block; default a new array.
+        block_shape : int or 3 int, optional
+            Core size of the blocks; default: sized for ``memory_limit``.
+        memory_limit : str or int, optional
+            Memory ceiling of the block route (default ``"4GB"`` there).
+        workers : int
+            Blocks classified at once (threads) on the block route.
 
         Returns
         -------
-        numpy.ndarray
-            uint8 (z, y, x) phase codes, values from :attr:`classes`.
+        numpy.ndarray or array-like
+            uint8 (z, y, x) phase codes, values from :attr:`classes` (``out`` when given).
 
         Raises
         ------
@@ -437,8 +538,67 @@ class PixelClassifier:
             If ``volume`` is not 3D.
         NonFiniteError
             If the volume holds NaN or inf.
+        ParameterError
+            If ``memory_limit`` leaves no room for a block.
         """
-        return self._run(volume, slab, progress, proba=False)
+        if out is None and block_shape is None and memory_limit is None:
+            return self._run(volume, slab, progress, proba=False)
+        return self._predict_blocks(volume, out, block_shape, memory_limit, workers, progress)
+
+    def block_shape(self, shape: Any, memory_limit: Any = None, workers: int = 1
+                    ) -> tuple[int, int, int]:
+        """Core shape of the blocks of the block route for a volume of ``shape`` within
+        ``memory_limit`` (default ``"4GB"``) on ``workers`` threads."""
+        from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT, block_shape_for
+
+        per_voxel = BYTES_PER_VOXEL_BASE + BYTES_PER_FEATURE * (1 + 6 * len(self.sigmas))
+        return block_shape_for(shape, per_voxel, self.halo,
+                               memory_limit or DEFAULT_MEMORY_LIMIT, workers,
+                               max_side=MAX_BLOCK_SIDE)
+
+    def _predict_blocks(self, volume: Any, out: Any, block_shape: Any, memory_limit: Any,
+                        workers: int, progress: bool) -> Any:
+        """The block route of :meth:`predict`."""
+        from anodetwin.io.blocks import BlockGrid, read_region, run_blocks, write_region
+
+        volume = _as_volume(volume)
+        shape = tuple(int(n) for n in volume.shape)
+        self._check_n_features()
+        if block_shape is None:
+            block_shape = self.block_shape(shape, memory_limit, workers)
+        grid = BlockGrid(shape, block_shape, self.halo)
+        out = np.empty(shape, np.uint8) if out is None else out
+
+        def one(blk: Any) -> None:
+            feats = box_features(read_region(volume, blk.outer), blk.inner, self.sigmas,
+                                 self.scale)
+            x = feats.reshape(-1, feats.shape[-1])
+            labels = np.empty(len(x), np.uint8)
+            for i in range(0, len(x), _PREDICT_ROWS):  # the forest's work arrays stay small
+                p = self.forest.predict_proba(x[i:i + _PREDICT_ROWS])
+                labels[i:i + _PREDICT_ROWS] = self.forest.classes_.take(np.argmax(p, axis=1))
+            del feats, x
+            write_region(out, blk.core, labels.reshape(blk.core_shape))
+
+        n_jobs = self.forest.n_jobs
+        self.forest.n_jobs = 1  # trees summed in one order (see _forest_proba)
+        try:
+            with progress_bar("pixel classification", float(np.prod(shape)),
+                              enabled=progress, min_total=0) as advance:
+                for _ in run_blocks(one, grid, workers, progress=advance):
+                    pass
+        finally:
+            self.forest.n_jobs = n_jobs
+        return out
+
+    def _check_n_features(self) -> None:
+        """Raise if the forest expects another number of features than the scales give."""
+        n = 1 + 6 * len(self.sigmas)
+        n_expected = getattr(self.forest, "n_features_in_", n)
+        if n != n_expected:
+            raise CorruptFileError(
+                f"classifier has {len(self.sigmas)} scales ({n} features) but its "
+                f"forest expects {n_expected} features", "retrain the model")
 
     def predict_proba(self, volume: Any, slab: int = 32) -> np.ndarray:
         """Class probabilities of every voxel of ``volume``.
@@ -598,7 +758,7 @@ def _scan_annotations(annotations: Any, zs: Iterable[int]) -> tuple[list[int], n
     annotated: list[int] = []
     counts: list[np.ndarray] = []
     for z in zs:
-        a = np.asarray(annotations[z])
+        a = _plane(annotations, z)
         values = np.unique(a)
         extra = {v for v in values.tolist() if v not in allowed}
         if extra:
@@ -634,8 +794,9 @@ def _slab_groups(zs: Sequence[int], halo: int, max_len: int) -> list[list[int]]:
 def _check_training_grid(volume: Any, annotations: Any) -> tuple[Any, Any]:
     """The training volume (3D array-like) and its annotations, checked to share a shape."""
     volume = _as_volume(volume)
-    if not (hasattr(annotations, "shape") and hasattr(annotations, "__getitem__")):
-        annotations = np.asarray(annotations)
+    if not (hasattr(annotations, "shape")
+            and (hasattr(annotations, "__getitem__") or hasattr(annotations, "region"))):
+        annotations = np.asarray(getattr(annotations, "data", annotations))
     if tuple(annotations.shape) != tuple(volume.shape):
         raise ShapeMismatchError(
             f"annotations have shape {tuple(annotations.shape)} but the volume has shape "
@@ -693,7 +854,7 @@ def _training_samples(volume: Any, annotations: Any, zs: list[int], counts: np.n
     for group in _slab_groups(zs, halo, _TRAIN_SLAB):
         feats = _features(volume, sig, scale, np.asarray(group))
         for i, z in enumerate(group):
-            a = np.asarray(annotations[z]).ravel()
+            a = _plane(annotations, z).ravel()
             f = feats[i].reshape(-1, feats.shape[-1])
             for k, c in enumerate(KNOWN_CLASSES):
                 if c not in ranks or counts[row[z], k] == 0:

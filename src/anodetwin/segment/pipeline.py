@@ -85,20 +85,26 @@ class Segmentation:
     origin_um: tuple | None = None  # first voxel centre (z, y, x); None: not recorded
 
 
-def interfaces_from_phases(phases: np.ndarray, window: int | tuple
-                           ) -> tuple[str | None, np.ndarray, np.ndarray]:
+def interfaces_from_phases(phases: Any, window: int | tuple, *, slab: int | None = None,
+                           memory_limit: Any = None) -> tuple[str | None, np.ndarray, np.ndarray]:
     """Collector face and interfaces per column from phase codes.
 
     The collector interface is the top of the copper (last copper voxel + 0.5 from the low
     face), the separator interface the Si envelope over a lateral window
-    (:func:`anodetwin.segment.phases.electrode_surface`).
+    (:func:`anodetwin.segment.phases.electrode_surface`). A NumPy array is read whole; a
+    file's dataset (or any array given ``slab`` or ``memory_limit``) is read ``slab``
+    slices at a time, reducing each slab to per-column maps (ny, nx), with the same result.
 
     Parameters
     ----------
-    phases : numpy.ndarray of uint8, shape (nz, ny, nx)
-        Phase codes.
+    phases : numpy.ndarray or array-like of uint8, shape (nz, ny, nx)
+        Phase codes (an array, an HDF5/Zarr dataset).
     window : int or (int, int)
         Lateral window of the envelope (voxels; one count or (y, x) counts).
+    slab : int, optional
+        Slices read at a time; default: as many as fit a quarter of ``memory_limit``.
+    memory_limit : str or int, optional
+        Memory ceiling of the slab route (default ``"4GB"`` there).
 
     Returns
     -------
@@ -109,17 +115,70 @@ def interfaces_from_phases(phases: np.ndarray, window: int | tuple
     """
     from anodetwin.segment.phases import electrode_surface
 
-    cu = phases == PHASE["copper"]
-    nz = phases.shape[0]
-    frac = cu.mean(axis=(1, 2))
-    face = "low" if frac[0] > 0.5 else ("high" if frac[-1] > 0.5 else None)
+    if isinstance(phases, np.ndarray) and slab is None and memory_limit is None:
+        cu = phases == PHASE["copper"]
+        nz = phases.shape[0]
+        frac = cu.mean(axis=(1, 2))
+        face = "low" if frac[0] > 0.5 else ("high" if frac[-1] > 0.5 else None)
+        if face == "low":
+            col = np.where(cu.any(axis=0), nz - 1 - np.argmax(cu[::-1], axis=0) + 0.5, -0.5)
+        elif face == "high":
+            col = np.where(cu.any(axis=0), np.argmax(cu, axis=0) - 0.5, nz - 0.5)
+        else:
+            col = np.full(phases.shape[1:], -0.5)
+        sep = electrode_surface(phases == PHASE["si"], window, face or "low")
+        return face, np.asarray(col, float), sep
+    return _interfaces_by_slabs(phases, window, _slab_for(phases.shape, slab, memory_limit))
+
+
+def _slab_for(shape: tuple, slab: int | None, memory_limit: Any) -> int:
+    """Slices per slab: ``slab``, or those that fit a quarter of the memory limit (phase
+    codes and two masks, about 4 bytes per voxel)."""
+    from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT, parse_memory
+
+    if slab is not None:
+        return max(1, int(slab))
+    plane = 4 * int(shape[1]) * int(shape[2])
+    return max(1, parse_memory(memory_limit or DEFAULT_MEMORY_LIMIT) // 4 // plane)
+
+
+def _interfaces_by_slabs(phases: Any, window: int | tuple, slab: int
+                         ) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """:func:`interfaces_from_phases` reading ``slab`` slices at a time.
+
+    The foil's face from the copper share of the end slices; per column the highest (low
+    face) or lowest (high face) copper slice, reduced over slabs; the separator: the
+    envelope of each slab's Si shifted by the slab's first slice, reduced by the largest
+    (low face) or smallest value (the lateral maximum filter commutes with the maximum over
+    slabs, and a window without Si in a slab is NaN there).
+    """
+    from anodetwin.io.blocks import read_region
+    from anodetwin.segment._blockpass import column_extreme
+    from anodetwin.segment.phases import electrode_surface
+
+    nz, ny, nx = (int(n) for n in phases.shape)
+    plane = lambda z: read_region(phases, (slice(z, z + 1), slice(0, ny),  # noqa: E731
+                                           slice(0, nx)))
+    first, last = (plane(z) == PHASE["copper"] for z in (0, nz - 1))
+    face = "low" if first.mean() > 0.5 else ("high" if last.mean() > 0.5 else None)
+    low = face != "high"
+    none = np.iinfo(np.int64).max
+    cu_ext = np.full((ny, nx), -1 if low else none, np.int64)
+    sep = np.full((ny, nx), np.nan)
+    for z0 in range(0, nz, slab):
+        ph = np.asarray(read_region(phases, (slice(z0, min(nz, z0 + slab)), slice(0, ny),
+                                             slice(0, nx))))
+        if face is not None:
+            e = column_extreme(ph == PHASE["copper"], z0, face)
+            cu_ext = np.maximum(cu_ext, e) if low else np.minimum(cu_ext, e)
+        s = electrode_surface(ph == PHASE["si"], window, face or "low") + z0
+        sep = np.fmax(sep, s) if low else np.fmin(sep, s)
     if face == "low":
-        col = np.where(cu.any(axis=0), nz - 1 - np.argmax(cu[::-1], axis=0) + 0.5, -0.5)
+        col = np.where(cu_ext >= 0, cu_ext + 0.5, -0.5)
     elif face == "high":
-        col = np.where(cu.any(axis=0), np.argmax(cu, axis=0) - 0.5, nz - 0.5)
+        col = np.where(cu_ext < nz, cu_ext - 0.5, nz - 0.5)
     else:
-        col = np.full(phases.shape[1:], -0.5)
-    sep = electrode_surface(phases == PHASE["si"], window, face or "low")
+        col = np.full((ny, nx), -0.5)
     return face, np.asarray(col, float), sep
 
 
@@ -334,20 +393,25 @@ def _write_header(f: Any, seg: Segmentation, provenance: dict) -> None:
 RESOLUTION_BOX = 192
 
 
-def segment_to_file(volume: Any, out: str | os.PathLike, *,
+def segment_to_file(volume: Any, out: str | os.PathLike, *, model: Any = None,
                     voxel_size_um: float | tuple | None = None, denoise: str | None = None,
-                    align_to: Any = None, h: float = 1.0, min_particle_voxels: int = 27,
-                    surface_window_um: float = 10.0, resolution: bool = True,
-                    memory_limit: Any = "4GB", workers: int = 1,
-                    provenance: dict | None = None) -> Segmentation:
+                    normalise: str | None = None, align_to: Any = None, h: float = 1.0,
+                    min_particle_voxels: int = 27, surface_window_um: float = 10.0,
+                    resolution: bool = True, memory_limit: Any = "4GB", workers: int = 1,
+                    provenance: dict | None = None, progress: bool = True) -> Segmentation:
     """Segment a tomogram on disk block by block into a labels file, in bounded memory.
 
-    The same phases, particles and table as :func:`segment_volume` with the threshold
-    route (block-wise passes of :func:`anodetwin.segment.phases.segment_phases` and
-    :func:`anodetwin.segment.particles.label_particles`), read from the volume file and
-    written into the labels file (atomically) block by block; peak memory follows
-    ``memory_limit``, not the volume's size. The edge resolution is estimated on the
-    central box of at most :data:`RESOLUTION_BOX` voxels per side.
+    The same phases, particles, table and interfaces as :func:`segment_volume`, read from
+    the volume file and written into the labels file (atomically) block by block; peak
+    memory follows ``memory_limit``, not the volume's size. The threshold route runs the
+    block-wise passes of :func:`anodetwin.segment.phases.segment_phases`; a classifier
+    classifies 3-D blocks read with its filters' halo (:meth:`PixelClassifier.predict`)
+    and the interfaces are read from the phases slab by slab
+    (:func:`interfaces_from_phases`); particles come from the block-wise
+    :func:`anodetwin.segment.particles.label_particles`. A normalisation takes its
+    statistics in passes over the blocks first
+    (:class:`anodetwin.segment.preprocess.PreprocessedVolume`). The edge resolution is
+    estimated on the central box of at most :data:`RESOLUTION_BOX` voxels per side.
 
     Parameters
     ----------
@@ -355,8 +419,10 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
         The tomogram (any format :func:`anodetwin.io.open_volume` reads, or a view of one).
     out : path
         The labels file (HDF5, module notes).
-    voxel_size_um, denoise, h, min_particle_voxels, surface_window_um, resolution
-        As :func:`segment_volume` (``denoise``: ``"median"`` or ``"nlmeans"``).
+    model : PixelClassifier or path, optional
+        A classifier from ``anodetwin segment-train``; default: unsupervised thresholds.
+    voxel_size_um, denoise, normalise, h, min_particle_voxels, surface_window_um, resolution
+        As :func:`segment_volume`.
     align_to : path or LazyVolume, optional
         Reference step (e.g. T0): the volume is first moved onto it by the translation of
         the copper foil (:func:`anodetwin.segment.alignment.collector_shift`, read a few
@@ -367,48 +433,95 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *,
         Blocks processed at once (threads).
     provenance : dict, optional
         Provenance record of the labels file.
+    progress : bool
+        Show the classifier's progress bar (when logging is configured).
 
     Returns
     -------
     Segmentation
         Table, interfaces and parameters; ``phases`` and ``particles`` are None (they are
         in the file).
+
+    Raises
+    ------
+    InputNotFoundError, CorruptFileError
+        For a volume, reference or model file that cannot be read.
+    NonFiniteError, ParameterError
+        For a volume with NaN or inf, an empty or constant one, an unknown preprocessing,
+        a memory limit too small for a block, or no copper foil to align on.
     """
     import h5py
 
     from anodetwin.io import atomic_path, make_provenance, normalise_voxel_size
     from anodetwin.io.agree import input_name
     from anodetwin.segment.particles import label_particles, particle_table
-    from anodetwin.segment.phases import segment_phases
 
     with _lazy(volume, voxel_size_um) as lazy, _lazy(align_to, voxel_size_um) as ref:
         lazy, shift = _aligned(lazy, ref, volume, align_to, voxel_size_um, memory_limit,
                                workers)
         vs = normalise_voxel_size(lazy.voxel_size_um or 1.0, "voxel size")
-        params = {"denoise": denoise, "h": h, "min_particle_voxels": min_particle_voxels,
+        params = {"denoise": denoise, "normalise": normalise, "h": h,
+                  "min_particle_voxels": min_particle_voxels,
                   "surface_window_um": surface_window_um, "memory_limit": str(memory_limit)}
         seg = Segmentation(None, None, None, None, None, vs, origin_um=tuple(lazy.origin),
                            params=params, alignment_shift=tuple(float(x) for x in shift))
+        grey, den = _block_grey(lazy, model, denoise, normalise, input_name("volume", volume),
+                                memory_limit, workers)
         with atomic_path(Path(out)) as tmp, h5py.File(tmp, "w") as f:
             ph = _volume_dataset(f, "phases", seg, shape=lazy.shape, dtype=np.uint8)
             lab = _volume_dataset(f, "particles", seg, shape=lazy.shape, dtype=np.int32)
-            ps = segment_phases(lazy, voxel_size_um=vs, denoise=denoise,
-                                name=input_name("volume", volume),
-                                surface_window_um=surface_window_um,
-                                memory_limit=memory_limit, workers=workers, out=ph)
+            _block_phases(seg, grey, model, den, ph, input_name("volume", volume),
+                          memory_limit, workers, progress)
             label_particles(ph, h=h, min_voxels=min_particle_voxels, voxel_size_um=vs,
                             particle_code=PHASE["si"], memory_limit=memory_limit,
                             workers=workers, out=lab)
-            params["phases"] = ps.params
-            seg.table = particle_table(lab, vs, ps.collector_z, workers=workers,
+            seg.table = particle_table(lab, vs, seg.collector_z, workers=workers,
                                        memory_limit=memory_limit)
-            seg.collector_z, seg.separator_z = ps.collector_z, ps.separator_z
-            seg.collector_face, seg.thresholds = ps.collector_face, ps.thresholds
             if resolution:
-                seg.resolution_fwhm_um = _central_resolution(lazy, ph, vs, denoise)
+                seg.resolution_fwhm_um = _central_resolution(grey, ph, vs, den)
             _write_header(f, seg, provenance or make_provenance("segment", [], params))
     seg.phases = seg.particles = None
     return seg
+
+
+def _block_grey(lazy: Any, model: Any, denoise: str | None, normalise: str | None,
+                name: str, memory_limit: Any, workers: int) -> tuple[Any, str | None]:
+    """The grey values the block route segments and the denoising still to apply to them:
+    the volume itself and ``denoise`` for the threshold route without a normalisation
+    (its passes denoise each block), else a view that denoises and normalises every box
+    (:class:`~anodetwin.segment.preprocess.PreprocessedVolume`) and None."""
+    from anodetwin.segment.preprocess import PreprocessedVolume
+
+    if model is None and not normalise:
+        return lazy, denoise
+    return PreprocessedVolume(lazy, denoise, normalise, memory_limit=memory_limit,
+                              workers=workers, name=name), None
+
+
+def _block_phases(seg: Segmentation, grey: Any, model: Any, denoise: str | None, out: Any,
+                  name: str, memory_limit: Any, workers: int, progress: bool) -> None:
+    """Phase codes written into ``out`` block by block (thresholds, or the classifier
+    ``model``); the interfaces, face, thresholds, method and the route's parameters are
+    set on ``seg``."""
+    from anodetwin.segment.phases import lateral_window, segment_phases
+
+    vs, window_um = seg.voxel_size_um, seg.params["surface_window_um"]
+    if model is None:
+        ps = segment_phases(grey, voxel_size_um=vs, denoise=denoise, name=name,
+                            surface_window_um=window_um, memory_limit=memory_limit,
+                            workers=workers, out=out)
+        seg.params["phases"] = ps.params
+        seg.collector_z, seg.separator_z = ps.collector_z, ps.separator_z
+        seg.collector_face, seg.thresholds = ps.collector_face, ps.thresholds
+        return
+    from anodetwin.segment.classifier import PixelClassifier, load_classifier
+
+    clf = model if isinstance(model, PixelClassifier) else load_classifier(model)
+    clf.predict(grey, progress=progress, out=out, memory_limit=memory_limit, workers=workers)
+    seg.collector_face, seg.collector_z, seg.separator_z = interfaces_from_phases(
+        out, lateral_window(window_um, vs), memory_limit=memory_limit)
+    seg.params["model"] = clf.params
+    seg.method, seg.thresholds = "classifier", {}
 
 
 @contextmanager
@@ -442,15 +555,16 @@ def _aligned(lazy: Any, ref: Any, name: Any, ref_name: Any, voxel_size_um: Any,
     return ShiftedVolume(lazy, shift, ref.voxel_size_um, ref.origin), shift
 
 
-def _central_resolution(lazy: Any, phases: Any, vs: tuple, denoise: str | None) -> float:
-    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`), on its
-    grey values denoised as the segmentation's were."""
+def _central_resolution(grey: Any, phases: Any, vs: tuple, denoise: str | None) -> float:
+    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`), on the
+    grey values the segmentation saw (``denoise``: the denoising still to apply to them,
+    on the box alone)."""
     from anodetwin.segment.preprocess import denoise as denoise_volume
 
     box = tuple(slice(max(0, (n - RESOLUTION_BOX) // 2),
                       max(0, (n - RESOLUTION_BOX) // 2) + min(n, RESOLUTION_BOX))
-                for n in lazy.shape)
-    data = np.asarray(lazy.region(*box), np.float32)
+                for n in grey.shape)
+    data = np.asarray(grey.region(*box), np.float32)
     if denoise:
         data = denoise_volume(data, denoise)
     return _resolution(data, np.asarray(phases[box]) == PHASE["si"], vs)
