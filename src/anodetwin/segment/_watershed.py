@@ -215,7 +215,8 @@ def _safe(exact: np.ndarray, a: int, b: int, c: int, lo_in: np.ndarray,
 
 @njit(cache=True, nogil=True)
 def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.ndarray,
-           lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, length: np.ndarray) -> tuple:
+           lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, length: np.ndarray,
+           basin: np.ndarray) -> bool:
     """Basin of every mask voxel of the sub-box ``lo:hi`` of a box.
 
     Parameters
@@ -232,18 +233,17 @@ def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.nda
         The box's first voxel in the volume (ties are split by whole-volume parity).
     length : float (27,)
         Length of each neighbour offset (:func:`offset_lengths`).
+    basin : int32 or int64 array (box), filled with -2
+        Written: the box flat index of each resolved voxel's terminal; -1 outside the
+        mask, -2 not resolved (int32 holds the flat index of any box below 2**31 voxels).
 
     Returns
     -------
-    basin : int64 array (box)
-        Box flat index of each resolved voxel's terminal; -1 outside the mask, -2 not
-        resolved.
-    ok : bool
+    bool
         False when a path met a voxel that is not safe (:func:`_safe`): the box needs a
         wider halo.
     """
     nz, ny, nx = dist.shape
-    basin = np.full(dist.shape, -2, np.int64)
     stack = np.empty(1024, np.int64)
     for i in range(lo[0], hi[0]):
         for j in range(lo[1], hi[1]):
@@ -262,7 +262,7 @@ def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.nda
                         res = basin[a, b, c]
                         break
                     if not _safe(exact, a, b, c, lo_in, hi_in):
-                        return basin, False
+                        return False
                     if top == stack.size:
                         stack = _grow(stack, 2 * top)
                     stack[top] = u
@@ -277,7 +277,7 @@ def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.nda
                     a, r = divmod(stack[t], ny * nx)
                     b, c = divmod(r, nx)
                     basin[a, b, c] = res
-    return basin, True
+    return True
 
 
 @njit(cache=True, nogil=True)

@@ -161,22 +161,32 @@ def _block_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tup
     while True:
         outer = tuple(slice(max(0, c.start - halo), min(n, c.stop + halo))
                       for c, n in zip(b.core, shape, strict=True))
-        mb = read(outer)
-        d2 = squared_edt(mb, spacing)
         lo_in = np.array([o.start > 0 for o in outer])
         hi_in = np.array([o.stop < n for o, n in zip(outer, shape, strict=True)])
-        exact = exact_region(d2, lo_in, hi_in, spacing)
-        dist = np.sqrt(d2).astype(np.float32)
+        dist, exact = _distances(read(outer), spacing, lo_in, hi_in)
         inner = tuple(slice(c.start - o.start, c.stop - o.start)
                       for c, o in zip(b.core, outer, strict=True))
         lo = np.array([max(0, s.start - 1) for s in inner])
-        hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, mb.shape, strict=True)])
-        basin, ok = ascend(dist, exact, lo_in, hi_in, lo, hi,
-                           np.array([o.start for o in outer]), offset_lengths(spacing))
+        hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, dist.shape, strict=True)])
+        basin = np.full(dist.shape, -2, np.int32 if dist.size < 2**31 else np.int64)
+        ok = ascend(dist, exact, lo_in, hi_in, lo, hi, np.array([o.start for o in outer]),
+                    offset_lengths(spacing), basin)
+        del exact
         if ok or not (lo_in.any() or hi_in.any()):
             _halo_hint[0] = max(_halo_hint[0], halo)
             return basin, dist, inner, outer
         halo *= 2
+
+
+def _distances(mb: np.ndarray, spacing: np.ndarray, lo_in: np.ndarray, hi_in: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Distance map (float32) of a box of the mask and the voxels where it is exact
+    (:func:`exact_region`); the float64 squared distances live only here, and their square
+    root is taken in place (peak: 14 bytes per box voxel, not 22)."""
+    d2 = squared_edt(mb, spacing)
+    exact = exact_region(d2, lo_in, hi_in, spacing)
+    np.sqrt(d2, out=d2)
+    return d2.astype(np.float32), exact
 
 
 def _global(flat: np.ndarray, outer: tuple, shape: tuple) -> np.ndarray:
