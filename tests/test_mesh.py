@@ -116,6 +116,48 @@ def test_coarsening_and_specks():
     assert (clean.phases == PHASE["copper"]).sum() == 3 * 81
 
 
+def _brute_mode(vals):
+    """The most frequent non-zero value, ties to the smallest (first principles)."""
+    best, count = 0, 0
+    for v in sorted(set(int(x) for x in vals if x)):
+        c = sum(1 for x in vals if x == v)
+        if c > count:
+            best, count = v, c
+    return best
+
+
+@pytest.mark.parametrize("memory", [1000, 40_000, 1 << 30])
+def test_coarsen_slabs_equal_coarsen(tmp_path, memory):
+    """Coarsening stored labels slab by slab (the run's mesh stage) gives what coarsening
+    them in memory gives, up to a stop slice and with the separator made pore, and every
+    block's id is the mode of its ids of the winning phase, counted by hand."""
+    from anodetwin.mesh.voxel import coarsen_slabs
+
+    rng = np.random.default_rng(3)
+    shape = (23, 14, 17)  # no dimension a multiple of 3: planes are cut on every axis
+    codes = np.array([PHASE["si"], PHASE["cbd"], PHASE["pore"], PHASE["separator"]])
+    ph = codes[rng.integers(0, 4, shape)].astype(np.uint8)
+    pa = np.where(ph == PHASE["si"], rng.integers(1, 4, shape), 0).astype(np.int32)
+    with h5py.File(tmp_path / "l.h5", "w") as f:
+        f["phases"], f["particles"] = ph, pa
+        lab, cut = coarsen_slabs(f["phases"], f["particles"], 3, (0.5, 0.4, 0.4),
+                                 (1.0, 2.0, 3.0), stop=20,
+                                 replace={PHASE["separator"]: PHASE["pore"]},
+                                 slab_bytes=memory)
+    fine = ph[:20].copy()
+    fine[fine == PHASE["separator"]] = PHASE["pore"]
+    ref, ref_cut = coarsen(Labels(fine, pa[:20], (0.5, 0.4, 0.4), (1.0, 2.0, 3.0)), 3)
+    assert cut == ref_cut == (2, 2, 2)
+    assert np.array_equal(lab.phases, ref.phases)
+    assert np.array_equal(lab.particles, ref.particles)
+    assert lab.voxel_size_um == pytest.approx((1.5, 1.2, 1.2))
+    assert lab.origin_um == pytest.approx((1.5, 2.4, 3.4))
+    for idx in [(0, 0, 0), (5, 3, 4), (2, 1, 3), (4, 2, 0)]:
+        blk = tuple(slice(3 * i, 3 * i + 3) for i in idx)
+        won = fine[blk] == lab.phases[idx]
+        assert lab.particles[idx] == _brute_mode(pa[:20][blk][won].tolist())
+
+
 def test_swelling_solves(phantom):
     # homogeneous block, uniaxial-strain swelling: u_z(top) = H e0 (1 + nu) / (1 - nu)
     ph = np.full((10, 4, 5), PHASE["si"], np.uint8)

@@ -34,6 +34,7 @@ phase around them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -41,7 +42,8 @@ from scipy import ndimage
 from anodetwin.errors import ParameterError, ShapeMismatchError
 from anodetwin.phases import ELECTRODE_PHASES, MATRIX_PHASES, PARTICLE_PHASES, PHASE
 
-__all__ = ["FACET", "SOLID_PRIORITY", "Labels", "coarsen", "remove_specks", "HexMesh",
+__all__ = ["FACET", "SOLID_PRIORITY", "Labels", "coarsen", "coarse_blocks", "coarsen_slabs",
+           "remove_specks", "HexMesh",
            "hex_mesh", "voxel_mesh"]
 
 FACET = {"collector": 1, "separator": 2, "x_min": 3, "x_max": 4, "y_min": 5, "y_max": 6,
@@ -153,30 +155,133 @@ def coarsen(labels: Labels, k: int) -> tuple[Labels, tuple[int, int, int]]:
                              "give a factor no larger than the smallest dimension")
     if k == 1:
         return labels, (0, 0, 0)
-    n = tuple(s // k for s in shape)
-    cut = tuple(s - m * k for s, m in zip(shape, n, strict=True))
-    sl = tuple(slice(0, m * k) for m in n)
+    cut = tuple(s % k for s in shape)
+    sl = tuple(slice(0, s - c) for s, c in zip(shape, cut, strict=True))
+    win, parts = coarse_blocks(labels.phases[sl], None if labels.particles is None
+                               else labels.particles[sl], k)
+    return _coarse_labels(win, parts, k, labels.voxel_size_um, labels.origin_um,
+                          labels.source), cut
+
+
+def _coarse_labels(phases: np.ndarray, particles: np.ndarray | None, k: int,
+                   voxel_size_um: Any, origin_um: Any, source: str = "") -> Labels:
+    """Coarse phases and ids with the fine voxel size times ``k`` and the origin moved to
+    the first block's centre."""
+    fine = np.broadcast_to(np.asarray(voxel_size_um, float), (3,))
+    origin = np.broadcast_to(np.asarray(origin_um, float), (3,)) + (k - 1) / 2 * fine
+    return Labels(phases, particles, tuple(fine * k), tuple(origin), source)
+
+
+def coarse_blocks(phases: np.ndarray, particles: np.ndarray | None, k: int
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Majority phase and particle id of each ``k^3`` block (the kernel of :func:`coarsen`).
+
+    Parameters
+    ----------
+    phases : numpy.ndarray of uint8, shape (nz, ny, nx)
+        Phase codes; every dimension a multiple of ``k``.
+    particles : numpy.ndarray of int, shape (nz, ny, nx), optional
+        Particle ids (0 = none).
+    k : int
+        Block edge (voxels).
+
+    Returns
+    -------
+    phases : numpy.ndarray of uint8, shape (nz/k, ny/k, nx/k)
+        Each block's most frequent phase, ties to the first of :data:`SOLID_PRIORITY`.
+    particles : numpy.ndarray of int32, same shape, or None
+        The most frequent non-zero id among the block's voxels of its phase (ties to the
+        smallest id), 0 where there is none.
+    """
+    n = tuple(s // k for s in phases.shape)
 
     def blocks(a: np.ndarray) -> np.ndarray:
-        a = a[sl].reshape(n[0], k, n[1], k, n[2], k)
+        a = a.reshape(n[0], k, n[1], k, n[2], k)
         return a.transpose(0, 2, 4, 1, 3, 5).reshape(*n, k**3)
 
-    ph = blocks(labels.phases)
+    ph = blocks(phases)
     counts = np.stack([(ph == c).sum(axis=-1) for c in SOLID_PRIORITY], axis=-1)
     win = np.asarray(SOLID_PRIORITY, np.uint8)[np.argmax(counts, axis=-1)]  # first max wins
-    parts = None
-    if labels.particles is not None:
-        pa = blocks(labels.particles)
-        pa = np.where(ph == win[..., None], pa, 0)
-        parts = np.zeros(n, np.int32)
-        nz = np.flatnonzero(pa.max(axis=-1) > 0)
-        sub = pa.reshape(-1, k**3)[nz]
-        for row, vals in zip(nz, sub, strict=True):  # mode of the non-zero ids of a block
-            v, c = np.unique(vals[vals > 0], return_counts=True)
-            parts.flat[row] = v[np.argmax(c)]
-    vs = np.asarray(labels.voxel_size_um) * k
-    origin = np.asarray(labels.origin_um) + (k - 1) / 2 * np.asarray(labels.voxel_size_um)
-    return Labels(win, parts, tuple(vs), tuple(origin), labels.source), cut
+    if particles is None:
+        return win, None
+    pa = np.where(ph == win[..., None], blocks(particles), 0).reshape(-1, k**3)
+    parts = np.zeros(n, np.int32)
+    rows = np.flatnonzero(pa.max(axis=-1) > 0)
+    parts.flat[rows] = _row_modes(pa[rows])
+    return win, parts
+
+
+def _row_modes(rows: np.ndarray) -> np.ndarray:
+    """The most frequent non-zero value of each row (ties to the smallest; every row holds
+    one), from the runs of the sorted rows."""
+    s = np.sort(rows, axis=1)
+    start = np.ones(s.shape, bool)
+    start[:, 1:] = s[:, 1:] != s[:, :-1]
+    first = np.flatnonzero(start.ravel())  # runs never cross rows: each row starts one
+    length = np.diff(np.append(first, s.size))
+    value = s.ravel()[first]
+    length[value == 0] = 0
+    row = first // s.shape[1]
+    order = np.lexsort((value, -length, row))
+    top = np.ones(order.size, bool)
+    top[1:] = row[order[1:]] != row[order[:-1]]
+    return value[order[top]]
+
+
+def coarsen_slabs(phases: Any, particles: Any, k: int, voxel_size_um: tuple,
+                  origin_um: tuple, stop: int | None = None, replace: dict | None = None,
+                  slab_bytes: int = 1 << 30) -> tuple[Labels, tuple[int, int, int]]:
+    """:func:`coarsen` of stored labels read a slab of whole blocks at a time: the same
+    result, in the memory of one slab (a 2048^2 electrode is never held at full
+    resolution).
+
+    Parameters
+    ----------
+    phases, particles : array-like, shape (nz, ny, nx)
+        Phase codes and particle ids (HDF5 datasets, arrays; ``particles`` may be None).
+    k : int
+        Block edge (voxels).
+    voxel_size_um, origin_um : 3 floats
+        The labels' voxel size and origin (um, z y x).
+    stop : int, optional
+        Only the slices ``0:stop`` are taken (default all).
+    replace : dict, optional
+        Phase codes replaced before coarsening (e.g. separator -> pore).
+    slab_bytes : int
+        Memory for one slab (about 40 bytes per voxel; at least one layer of blocks).
+
+    Returns
+    -------
+    labels : Labels
+        As :func:`coarsen`.
+    cut : tuple of int
+        Planes dropped at the high end of each axis.
+
+    Raises
+    ------
+    ParameterError
+        As :func:`coarsen`, and for labels without a solid.
+    """
+    nz = int(phases.shape[0]) if stop is None else int(stop)
+    shape = (nz,) + tuple(int(s) for s in phases.shape[1:])
+    if k < 1 or any(s < k for s in shape):
+        raise ParameterError(f"coarsening factor {k} does not fit the volume {shape}",
+                             "give a factor from 1 to the smallest dimension")
+    cut = tuple(s % k for s in shape)
+    ny, nx = shape[1] - cut[1], shape[2] - cut[2]
+    step = k * max(1, int(slab_bytes) // (40 * ny * nx * k))
+    out_ph, out_pa = [], []
+    for z0 in range(0, nz - cut[0], step):
+        z1 = min(nz - cut[0], z0 + step)
+        ph = np.asarray(phases[z0:z1, :ny, :nx])
+        for a, b in (replace or {}).items():
+            ph[ph == a] = b
+        pa = None if particles is None else np.asarray(particles[z0:z1, :ny, :nx])
+        w, p = coarse_blocks(ph, pa, k)
+        out_ph.append(w)
+        out_pa.append(p)
+    parts = None if particles is None else np.concatenate(out_pa)
+    return _coarse_labels(np.concatenate(out_ph), parts, k, voxel_size_um, origin_um), cut
 
 
 def remove_specks(labels: Labels, min_voxels: int) -> tuple[Labels, int]:

@@ -293,11 +293,13 @@ def _mesh(cfg: RunConfig, out: Path, folder: Path) -> dict:
     from mpi4py import MPI
 
     from anodetwin.errors import InputError
+    from anodetwin.io.blocks import parse_memory
     from anodetwin.mesh.io import write_mesh
-    from anodetwin.mesh.voxel import Labels, voxel_mesh
+    from anodetwin.mesh.voxel import coarsen_slabs, voxel_mesh
     from anodetwin.phases import PHASE
     from anodetwin.segment.pipeline import open_labels
 
+    k = cfg.mesh.coarsen
     with open_labels(out / "segment" / f"{cfg.names[0]}.h5") as t0:  # the electrode only
         if t0.collector_face != "low":
             raise InputError(f"segmented {cfg.names[0]}: the current collector is at the "
@@ -305,12 +307,14 @@ def _mesh(cfg: RunConfig, out: Path, folder: Path) -> dict:
                              "give scans with the collector at low z (flip them with a "
                              "[scans] roi or re-export them)")
         top = int(np.ceil(np.nanmedian(t0.separator_z)))
-        ph = t0.phases[:top]
-        ph[ph == PHASE["separator"]] = PHASE["pore"]
-        labels = Labels(ph, t0.particles[:top], tuple(t0.voxel_size_um),
-                        tuple(t0.origin_um) if t0.origin_um else (0.0, 0.0, 0.0))
-    hm = voxel_mesh(MPI.COMM_SELF, labels, coarsen_by=cfg.mesh.coarsen,
-                    min_speck_voxels=cfg.mesh.min_speck_voxels)
+        fine = (tuple(t0.voxel_size_um), tuple(t0.origin_um) if t0.origin_um else (0.0,) * 3)
+        labels, cut = coarsen_slabs(  # read a slab of whole blocks at a time
+            t0.phases, t0.particles, k, *fine, stop=top,
+            replace={PHASE["separator"]: PHASE["pore"]},
+            slab_bytes=parse_memory(cfg.resources.memory_limit) // 4)
+    hm = voxel_mesh(MPI.COMM_SELF, labels, min_speck_voxels=cfg.mesh.min_speck_voxels)
+    hm.summary.update({"coarsen": k, "planes_cut": list(cut), "voxel_size_um": list(fine[0]),
+                       "origin_um": list(fine[1])})  # of the labels it was made from
     folder.mkdir(parents=True, exist_ok=True)
     write_mesh(folder, hm)
     return {"cells": hm.summary["cells"], "top_voxel": top}
