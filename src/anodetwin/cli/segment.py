@@ -171,17 +171,18 @@ def _segment_blocks(args: argparse.Namespace, limit: str, inputs: list) -> int:
 
 
 def cmd_segment_train(args: argparse.Namespace) -> int:
-    """Train a pixel classifier on annotated slices and save it."""
-    from anodetwin.io import check_output_path, read_volume
+    """Train a pixel classifier on annotated slices and save it (both volumes read lazily:
+    the annotations a slice at a time, the tomogram around the annotated slices)."""
+    from anodetwin.io import check_output_path, open_volume
     from anodetwin.segment.classifier import DEFAULT_SIGMAS, train_classifier
 
     check_output_path(args.out)
     slices = args.slices or None
     sigmas = tuple(args.sigmas) if args.sigmas else DEFAULT_SIGMAS
-    vol = read_volume(args.volume).data
-    ann = read_volume(args.annotations).data
-    clf = train_classifier(vol, ann, slices=slices, sigmas=sigmas, n_estimators=args.trees,
-                           n_jobs=args.jobs)
+    with open_volume(args.volume) as vol, open_volume(args.annotations) as ann:
+        clf = train_classifier(vol.lazy(progress=False), ann.lazy(progress=False),
+                               slices=slices, sigmas=sigmas, n_estimators=args.trees,
+                               n_jobs=args.jobs)
     clf.save(args.out)
     print(args.out)
     return 0

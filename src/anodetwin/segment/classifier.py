@@ -41,6 +41,12 @@ where the volume's own border handling applies. The features of a slab are then 
 those of the whole-volume computation, and predictions do not depend on the slab size.
 Training computes features only for the slabs that contain annotated slices.
 
+A slab is still a whole (y, x) plane per slice: at 2048^2 that is 0.5 GB of features per
+slice. :meth:`PixelClassifier.predict` with ``memory_limit`` (or ``out`` / ``block_shape``)
+therefore also works in 3-D blocks read with the same halo on every side
+(:func:`box_features`), writing each block's phase codes into ``out`` (an HDF5 dataset), in
+memory that follows the block size; the phase codes are the same, bit for bit.
+
 Quick use::
 
     from anodetwin.segment.classifier import train_classifier, load_classifier
@@ -289,7 +295,8 @@ def pixel_features(volume: Any, sigmas: Sequence[float] = DEFAULT_SIGMAS,
     Parameters
     ----------
     volume : array_like (z, y, x)
-        Grey-value volume (any real dtype; NumPy array, memory map or HDF5 dataset).
+        Grey-value volume (any real dtype; NumPy array, memory map, HDF5 dataset or a
+        lazily read volume).
     sigmas : sequence of float
         Gaussian scales (voxels).
     z_range : (int, int), optional
@@ -899,10 +906,12 @@ def train_classifier(volume: Any, annotations: Any, slices: Sequence[int] | None
     Parameters
     ----------
     volume : array_like (z, y, x)
-        Grey-value training volume (NumPy array, memory map or HDF5 dataset).
+        Grey-value training volume (NumPy array, memory map, HDF5 dataset or a lazily read
+        volume such as :class:`~anodetwin.io.LazyVolume`: only the slabs around the
+        annotated slices and a strided sample for the grey range are read).
     annotations : array_like (z, y, x)
         Same shape as ``volume``: phase codes (:data:`KNOWN_CLASSES`) for annotated voxels,
-        :data:`UNLABELLED` (255) elsewhere.
+        :data:`UNLABELLED` (255) elsewhere (read one slice at a time).
     slices : sequence of int, optional
         z indices of the annotated slices. If given, only these slices of ``annotations``
         count (everything else is treated as unlabelled), so a fully labelled truth volume

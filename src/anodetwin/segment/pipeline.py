@@ -157,9 +157,8 @@ def _interfaces_by_slabs(phases: Any, window: int | tuple, slab: int
     from anodetwin.segment.phases import electrode_surface
 
     nz, ny, nx = (int(n) for n in phases.shape)
-    plane = lambda z: read_region(phases, (slice(z, z + 1), slice(0, ny),  # noqa: E731
-                                           slice(0, nx)))
-    first, last = (plane(z) == PHASE["copper"] for z in (0, nz - 1))
+    first, last = (read_region(phases, (slice(z, z + 1), slice(0, ny), slice(0, nx)))
+                   == PHASE["copper"] for z in (0, nz - 1))
     face = "low" if first.mean() > 0.5 else ("high" if last.mean() > 0.5 else None)
     low = face != "high"
     none = np.iinfo(np.int64).max
