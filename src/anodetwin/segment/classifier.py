@@ -552,8 +552,8 @@ class PixelClassifier:
             return self._run(volume, slab, progress, proba=False)
         return self._predict_blocks(volume, out, block_shape, memory_limit, workers, progress)
 
-    def block_shape(self, shape: Any, memory_limit: Any = None, workers: int = 1
-                    ) -> tuple[int, int, int]:
+    def block_shape_for(self, shape: Any, memory_limit: Any = None, workers: int = 1
+                        ) -> tuple[int, int, int]:
         """Core shape of the blocks of the block route for a volume of ``shape`` within
         ``memory_limit`` (default ``"4GB"``) on ``workers`` threads."""
         from anodetwin.io.blocks import DEFAULT_MEMORY_LIMIT, block_shape_for
@@ -572,7 +572,7 @@ class PixelClassifier:
         shape = tuple(int(n) for n in volume.shape)
         self._check_n_features()
         if block_shape is None:
-            block_shape = self.block_shape(shape, memory_limit, workers)
+            block_shape = self.block_shape_for(shape, memory_limit, workers)
         grid = BlockGrid(shape, block_shape, self.halo)
         out = np.empty(shape, np.uint8) if out is None else out
 
