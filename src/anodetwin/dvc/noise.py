@@ -107,8 +107,9 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
 
     The statistics are reduced over blocks (Chan's pairwise mean and variance) and the
     percentile is the exact order statistic of the blurred difference, found in three
-    passes (maximum, a histogram of 65536 bins, the values of the bins that hold it), so
-    the threshold does not depend on the blocks and memory follows the block size.
+    passes (range, a histogram of 65536 bins, the values of the bins that hold it;
+    :mod:`anodetwin.io.blockstats`), so the threshold does not depend on the blocks and
+    memory follows the block size.
 
     Parameters
     ----------
