@@ -63,7 +63,7 @@ from anodetwin.segment._blockpass import (
     lattice_box,
     lattice_step,
 )
-from anodetwin.segment.preprocess import denoise as denoise_volume
+from anodetwin.segment.preprocess import block_denoiser
 
 __all__ = ["PhaseSegmentation", "segment_phases", "thresholds", "electrode_surface",
            "lateral_window", "foil_extent"]
@@ -585,30 +585,10 @@ def _si_halo(local_sigma: float, iterations: int, min_si_voxels: int) -> int:
 
 def _grey_source(vol: Any, sigma: float, denoise: str | None, grid: BlockGrid,
                  workers: int) -> GreySource:
-    """The smoothed grey values; nlmeans takes its noise level from the sampling lattice
-    (the whole volume while it has at most 2 M voxels)."""
-    if not denoise:
-        return GreySource(vol, sigma, cache=len(grid) == 1)
-    if denoise == "median":
-        return GreySource(vol, sigma, lambda v: denoise_volume(v, "median"), 1,
-                          cache=len(grid) == 1)
-    if denoise != "nlmeans":
-        denoise_volume(np.zeros((1, 1, 1), np.float32), denoise)  # raises: unknown method
-    step = lattice_step(vol.shape)
-    plain = GreySource(vol, 0.0)
-
-    def residual(b: Block) -> np.ndarray:
-        wide = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1))
-                     for s, n in zip(b.core, vol.shape, strict=True))
-        v = np.asarray(plain.raw(wide), np.float32)
-        d = (v - ndimage.uniform_filter(v, 3))[tuple(slice(c.start - w.start, c.stop - w.start)
-                                                     for c, w in zip(b.core, wide, strict=True))]
-        return d[lattice_box(b.core, step)].ravel()
-
-    d = np.concatenate(gather(grid, residual, workers))
-    noise = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(26.0 / 27.0))
-    return GreySource(vol, sigma, lambda v: denoise_volume(v, "nlmeans", noise), 4,
-                      cache=len(grid) == 1)
+    """The denoised (:func:`anodetwin.segment.preprocess.block_denoiser`: nlmeans takes its
+    noise level from the sampling lattice) and smoothed grey values."""
+    fn, halo = block_denoiser(vol, denoise, grid, workers)
+    return GreySource(vol, sigma, fn, halo, cache=len(grid) == 1)
 
 
 def _checked_sample(src: GreySource, grid: BlockGrid, step: int, workers: int,

@@ -90,7 +90,12 @@ def noise_sigma(volume: np.ndarray) -> float:
         Noise standard deviation (grey levels).
     """
     v = np.asarray(volume, np.float32)
-    d = (v - ndimage.uniform_filter(v, 3)).ravel()
+    return _mad_sigma((v - ndimage.uniform_filter(v, 3)).ravel())
+
+
+def _mad_sigma(d: np.ndarray) -> float:
+    """White-noise sigma from residuals from the 3x3x3 mean (variance 26/27 sigma^2): their
+    MAD, scaled."""
     mad = np.median(np.abs(d - np.median(d)))
     return float(1.4826 * mad / np.sqrt(26.0 / 27.0))
 
@@ -235,8 +240,7 @@ def block_denoiser(volume: Any, method: str | None, blocks: Any = None, workers:
                                                      for c, w in zip(b.core, wide, strict=True))]
         return d[lattice_box(b.core, step)].ravel()
 
-    d = np.concatenate(gather(grid, residual, workers))
-    noise = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(26.0 / 27.0))
+    noise = _mad_sigma(np.concatenate(gather(grid, residual, workers)))
     return (lambda v: denoise(v, "nlmeans", noise)), 4
 
 
