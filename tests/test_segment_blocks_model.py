@@ -245,3 +245,31 @@ def test_run_with_a_classifier_segments_block_by_block(tmp_path):
                               resolution=False, progress=False)
         _same_labels(want, got)
         assert got.alignment_shift == want.alignment_shift
+
+
+def test_labels_keep_the_note_of_chunks_read_as_the_fill_value(scan, tmp_path):
+    """A Zarr store with one chunk lost: the reader notes it, and the labels made from it,
+    in memory and block by block, carry that note (missing data never passes unmarked)."""
+    import shutil
+
+    import zarr
+
+    from anodetwin.segment.pipeline import segment_to_file, segment_volume, write_labels
+
+    p = tmp_path / "t.zarr"
+    z = zarr.create_array(store=str(p), shape=scan["volume"].shape,
+                          dtype=scan["volume"].dtype, chunks=(32, 32, 32), zarr_format=2,
+                          attributes={"element_size_um": [VS] * 3})
+    z[...] = scan["volume"]
+    shutil.rmtree(p / "1") if (p / "1").is_dir() else (p / "1.1.1").unlink()
+    seg = segment_volume(str(p), resolution=False)
+    write_labels(tmp_path / "mem.h5", seg)
+    segment_to_file(str(p), tmp_path / "blk.h5", resolution=False, memory_limit="1GB")
+    for name in ("mem.h5", "blk.h5"):
+        with h5py.File(tmp_path / name) as f:
+            note = f.attrs.get("missing_chunks_note", "")
+        assert "1 of" in note and "fill value" in note, (name, note)
+    seg = segment_volume(scan["volume"], voxel_size_um=VS, resolution=False)
+    write_labels(tmp_path / "intact.h5", seg)
+    with h5py.File(tmp_path / "intact.h5") as f:
+        assert "missing_chunks_note" not in f.attrs

@@ -247,14 +247,15 @@ def segment_volume(volume: Any, model: Any = None, voxel_size_um: float | tuple 
     from anodetwin.segment.preprocess import denoise as denoise_volume
     from anodetwin.segment.preprocess import normalise as normalise_volume
 
-    data, vs, origin, shift = _prepared_input(volume, voxel_size_um, align_to)
+    data, vs, origin, shift, notes = _prepared_input(volume, voxel_size_um, align_to)
     if denoise:
         data = denoise_volume(data, denoise)
     if normalise:
         data = normalise_volume(data, normalise)
     params = {"denoise": denoise, "normalise": normalise, "h": h,
               "min_particle_voxels": min_particle_voxels,
-              "surface_window_um": surface_window_um}
+              "surface_window_um": surface_window_um,
+              **({"input_notes": notes} if notes else {})}
     phases, face, col, sep, thresholds, method = _phases_and_interfaces(
         data, model, vs, surface_window_um, params, progress)
     particles = label_particles(phases == PHASE["si"], h=h, min_voxels=min_particle_voxels,
@@ -295,7 +296,17 @@ def _prepared_input(volume: Any, voxel_size_um: float | tuple | None, align_to: 
         shift = collector_shift(ref, data)
         log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
         data = align(data, shift)
-    return data, vs, origin, shift
+    return data, vs, origin, shift, input_notes(vol.attrs)
+
+
+#: Notes of a volume's reader that the labels made from it keep (attributes of the same
+#: names): an assumed voxel size, chunks or data read as the fill value.
+INPUT_NOTES = ("voxel_size_note", "missing_chunks_note", "missing_data_note")
+
+
+def input_notes(attrs: Any) -> dict:
+    """The notes of :data:`INPUT_NOTES` among a volume's attributes."""
+    return {k: str(attrs[k]) for k in INPUT_NOTES if (attrs or {}).get(k)}
 
 
 def _phases_and_interfaces(data: np.ndarray, model: Any, vs: tuple, surface_window_um: float,
@@ -382,6 +393,8 @@ def _write_header(f: Any, seg: Segmentation, provenance: dict) -> None:
     f.attrs["alignment_shift_voxels"] = np.asarray(seg.alignment_shift, float)
     f.attrs["params"] = json.dumps(seg.params, default=str)
     f.attrs["provenance"] = json.dumps(provenance, default=str)
+    for key, note in seg.params.get("input_notes", {}).items():
+        f.attrs[key] = note  # e.g. chunks of the tomogram read as the fill value
     f.create_dataset("particle_table", data=seg.table)
     f.create_dataset("interfaces/collector_z", data=seg.collector_z)
     f.create_dataset("interfaces/separator_z", data=seg.separator_z)
@@ -390,6 +403,9 @@ def _write_header(f: Any, seg: Segmentation, provenance: dict) -> None:
 #: Largest side (voxels) of the central box on which the block-wise route estimates the
 #: edge resolution.
 RESOLUTION_BOX = 192
+#: Working memory of the resolution estimate per voxel of its box (bytes; measured 36 with
+#: a median denoising).
+RESOLUTION_BYTES_PER_VOXEL = 48
 
 
 def segment_to_file(volume: Any, out: str | os.PathLike, *, model: Any = None,
@@ -410,7 +426,8 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *, model: Any = None,
     :func:`anodetwin.segment.particles.label_particles`. A normalisation takes its
     statistics in passes over the blocks first
     (:class:`anodetwin.segment.preprocess.PreprocessedVolume`). The edge resolution is
-    estimated on the central box of at most :data:`RESOLUTION_BOX` voxels per side.
+    estimated on the central box of at most :data:`RESOLUTION_BOX` voxels per side (less
+    where ``memory_limit`` is below 48 bytes per voxel of that box).
 
     Parameters
     ----------
@@ -456,12 +473,14 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *, model: Any = None,
     from anodetwin.segment.particles import label_particles, particle_table
 
     with _lazy(volume, voxel_size_um) as lazy, _lazy(align_to, voxel_size_um) as ref:
+        notes = input_notes(getattr(lazy, "attrs", None))
         lazy, shift = _aligned(lazy, ref, volume, align_to, voxel_size_um, memory_limit,
                                workers)
         vs = normalise_voxel_size(lazy.voxel_size_um or 1.0, "voxel size")
         params = {"denoise": denoise, "normalise": normalise, "h": h,
                   "min_particle_voxels": min_particle_voxels,
-                  "surface_window_um": surface_window_um, "memory_limit": str(memory_limit)}
+                  "surface_window_um": surface_window_um, "memory_limit": str(memory_limit),
+                  **({"input_notes": notes} if notes else {})}
         seg = Segmentation(None, None, None, None, None, vs, origin_um=tuple(lazy.origin),
                            params=params, alignment_shift=tuple(float(x) for x in shift))
         grey, den = _block_grey(lazy, model, denoise, normalise, input_name("volume", volume),
@@ -477,7 +496,7 @@ def segment_to_file(volume: Any, out: str | os.PathLike, *, model: Any = None,
             seg.table = particle_table(lab, vs, seg.collector_z, workers=workers,
                                        memory_limit=memory_limit)
             if resolution:
-                seg.resolution_fwhm_um = _central_resolution(grey, ph, vs, den)
+                seg.resolution_fwhm_um = _central_resolution(grey, ph, vs, den, memory_limit)
             _write_header(f, seg, provenance or make_provenance("segment", [], params))
     seg.phases = seg.particles = None
     return seg
@@ -554,14 +573,18 @@ def _aligned(lazy: Any, ref: Any, name: Any, ref_name: Any, voxel_size_um: Any,
     return ShiftedVolume(lazy, shift, ref.voxel_size_um, ref.origin), shift
 
 
-def _central_resolution(grey: Any, phases: Any, vs: tuple, denoise: str | None) -> float:
-    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`), on the
-    grey values the segmentation saw (``denoise``: the denoising still to apply to them,
-    on the box alone)."""
+def _central_resolution(grey: Any, phases: Any, vs: tuple, denoise: str | None,
+                        memory_limit: Any) -> float:
+    """Edge resolution on the central box of the volume (:data:`RESOLUTION_BOX`, smaller
+    where ``memory_limit`` asks: at :data:`RESOLUTION_BYTES_PER_VOXEL`), on the grey values
+    the segmentation saw (``denoise``: the denoising still to apply to them, on the box
+    alone)."""
+    from anodetwin.io.blocks import parse_memory
     from anodetwin.segment.preprocess import denoise as denoise_volume
 
-    box = tuple(slice(max(0, (n - RESOLUTION_BOX) // 2),
-                      max(0, (n - RESOLUTION_BOX) // 2) + min(n, RESOLUTION_BOX))
+    side = min(RESOLUTION_BOX, int(np.cbrt(parse_memory(memory_limit)
+                                           / RESOLUTION_BYTES_PER_VOXEL)))
+    box = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
                 for n in grey.shape)
     data = np.asarray(grey.region(*box), np.float32)
     if denoise:
