@@ -222,3 +222,105 @@ def test_verbose_shows_traceback(tmp_path, cli):
     assert res.code == 2
     assert "Traceback" in res.err
     assert res.err.strip().splitlines()[-1].startswith("anodetwin: error: ")
+
+
+# -- what a new user ran into: grids, outputs, sizes and workers named as given ---------------
+
+def test_dvc_residual_voxel_size_states_the_grid_of_every_input(tmp_path, cli):
+    """A deformed scan whose file records another voxel size (a TIFF resolution tag read
+    as 5080 um) is refused naming both files, and accepted with --voxel-size, in memory
+    and block by block; the map carries the given voxel size."""
+    from anodetwin.dvc.pair import write_pair
+    from test_dvc_regions import field_result
+
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 60000, (40, 40, 40)).astype(np.uint16)
+    write_volume(tmp_path / "ref.h5", Volume(ref, 0.2))
+    write_volume(tmp_path / "def.tif", Volume(ref, 5080.0))
+    write_pair(tmp_path / "pair.h5", field_result(lambda n: np.zeros_like(n, float),
+                                                  shape=ref.shape, spacing=10, vs=0.2))
+    args = ("dvc-residual", tmp_path / "ref.h5", tmp_path / "def.tif", tmp_path / "pair.h5",
+            "--floor", "400")
+    res = cli(*args, "--out", tmp_path / "bad.h5")
+    _check_user_error(res, "ref.h5'", "def.tif'", "5080 um", "--voxel-size")
+    for k, extra in enumerate(([], ["--memory-limit", "64MB", "--workers", "2"])):
+        out = tmp_path / f"r{k}.h5"
+        res = cli(*args, "--voxel-size", "0.2", "--out", out, *extra)
+        assert res.code == 0, res.err
+        r = read_volume(f"{out}:/residual")
+        assert r.voxel_size_um == (0.2, 0.2, 0.2) and r.data.max() == 0  # no motion
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_a_volume_thinner_than_three_voxels_is_not_segmented(tmp_path, cli):
+    data = np.random.default_rng(0).integers(0, 60000, (1, 80, 80)).astype(np.uint16)
+    write_volume(tmp_path / "single.h5", Volume(data, 0.5))
+    for extra in ([], ["--memory-limit", "200MB"]):
+        res = cli("segment", tmp_path / "single.h5", "--out", tmp_path / "s.h5", *extra)
+        _check_user_error(res, "single.h5'", "1 voxel along z")
+        assert not (tmp_path / "s.h5").exists()
+
+
+def test_workers_zero_means_all_cores_on_every_command():
+    """``--workers 0`` is all cores, as ``[resources] workers = 0``; negative is refused."""
+    import os
+
+    from anodetwin.cli import build_parser
+
+    p = build_parser()
+    cores = len(os.sched_getaffinity(0))
+    for cmd in (["noise-floor", "a", "b"], ["dvc-residual", "a", "b", "c", "--out", "o.h5"],
+                ["segment", "a", "--out", "o.h5"], ["morphology", "a", "--out", "o"]):
+        assert p.parse_args([*cmd, "--workers", "0"]).workers == cores, cmd
+        assert p.parse_args([*cmd, "--workers", "3"]).workers == 3, cmd
+    # the study's own all-cores choice (cores // ranks per case) is its default, None
+    assert p.parse_args(["study", "s.toml", "--out", "o", "--workers", "0"]).workers is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["noise-floor", "a", "b", "--workers", "-1"])
+
+
+def test_memory_limit_message_counts_workers_and_names_the_run_keys():
+    from anodetwin.errors import ParameterError
+    from anodetwin.io.blocks import block_shape_for
+    from anodetwin.pipeline.runner import run_wording
+
+    with pytest.raises(ParameterError) as one:
+        block_shape_for((500, 500, 500), 200, 36, "200MB", 1)
+    assert "on 1 worker;" in str(one.value) and "--workers" not in str(one.value)
+    with pytest.raises(ParameterError) as two:
+        block_shape_for((500, 500, 500), 200, 36, "200MB", 2)
+    assert "on 2 workers;" in str(two.value)
+    msg = str(run_wording(two.value))
+    assert "[resources] memory_limit" in msg and "[resources] workers" in msg
+    assert "--" not in msg
+    from anodetwin.errors import GridMismatchError
+    from anodetwin.io.agree import require_same_grid
+
+    with pytest.raises(GridMismatchError) as grid:
+        require_same_grid(Volume(np.zeros((4, 4, 4)), 0.2), Volume(np.zeros((4, 4, 4)), 0.4),
+                          "scan T0 'a.h5'", "scan T1 'b.h5'")
+    msg = str(run_wording(grid.value))
+    assert "[scans] voxel_size_um" in msg and "--voxel-size" not in msg
+    assert "library" not in msg
+
+
+def test_run_check_refuses_a_memory_limit_no_block_fits(tmp_path, cli):
+    """``run --check`` asks each image stage's block sizing: 64MB on 2 workers leaves
+    0.65 * 64e6 / 2 / 64 bytes = a 68^3 box for the phase segmentation, less its 28-voxel
+    halo on both sides: 12 voxels, under the 16 of a block. Refused naming the key."""
+    from anodetwin.segment.phases import _si_halo
+
+    assert _si_halo(2.0, 3, 8) == 28
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        write_volume(tmp_path / f"t{k}.h5",
+                     Volume(rng.integers(0, 60000, (30, 40, 40)).astype(np.uint16), 0.5))
+    text = ('[scans]\nfiles = ["t0.h5", "t1.h5", "t2.h5"]\n[cell]\nmodel = "quick_cell"\n'
+            '[dvc]\nnode_spacing = 8\nhws = 8\n[resources]\n')
+    (tmp_path / "ok.toml").write_text(text + 'memory_limit = "200MB"\nworkers = 1\n')
+    res = cli("run", tmp_path / "ok.toml", "--check")
+    assert res.code == 0, res.err
+    (tmp_path / "bad.toml").write_text(text + 'memory_limit = "64MB"\nworkers = 2\n')
+    res = cli("run", tmp_path / "bad.toml", "--check")
+    _check_user_error(res, "[resources] memory_limit = '64MB'", "segment (phases)",
+                      "2 workers", "[resources] workers")

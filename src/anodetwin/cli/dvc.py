@@ -199,26 +199,30 @@ def add_parsers(sub: Any) -> None:
 def cmd_noise_floor(args: argparse.Namespace) -> int:
     """Noise std, drift and residual threshold of a double scan (text or ``--json``)."""
     from anodetwin.dvc.noise import noise_floor, scan_difference
-    from anodetwin.io import input_record, make_provenance, open_volume, write_volume
+    from anodetwin.io import (check_output_path, input_record, make_provenance, open_volume,
+                              write_volume)
     from anodetwin.io.agree import require_same_grid
+    from anodetwin.io.formats import volume_file
     from anodetwin.io.volume import Volume
 
+    if args.out:  # before any work: never over an input scan
+        check_output_path(volume_file(args.out), inputs=[args.scan_a, args.scan_b])
+    names = (f"scan A '{args.scan_a}'", f"scan B '{args.scan_b}'")
     with open_volume(args.scan_a) as sa, open_volume(args.scan_b) as sb:
-        grid = require_same_grid(sa, sb, f"scan '{args.scan_a}'", f"scan '{args.scan_b}'",
-                                 voxel_size=args.voxel_size)
+        grid = require_same_grid(sa, sb, *names, voxel_size=args.voxel_size)
         sa.voxel_size_um = sb.voxel_size_um = grid.voxel_size_um  # the agreed (or given) voxel size
         sb.origin = sa.origin
         inputs = [input_record(sa.path, sa.dataset), input_record(sb.path, sb.dataset)]
+        kw = dict(sigma=args.sigma, percentile=args.percentile, names=names,
+                  voxel_size_um=args.voxel_size, memory_limit=args.memory_limit,
+                  workers=args.workers)
         if args.out:
             a = sa.read(args.roi, args.binning)
             b = sb.read(args.roi, args.binning)
-            res = noise_floor(a.data, b.data, sigma=args.sigma, percentile=args.percentile,
-                              memory_limit=args.memory_limit, workers=args.workers)
+            res = noise_floor(a.data, b.data, **kw)
         else:  # block by block from the files
             res = noise_floor(sa.lazy(args.roi, args.binning, progress=False),
-                              sb.lazy(args.roi, args.binning, progress=False),
-                              sigma=args.sigma, percentile=args.percentile,
-                              memory_limit=args.memory_limit, workers=args.workers)
+                              sb.lazy(args.roi, args.binning, progress=False), **kw)
     if args.out:
         prov = make_provenance("noise-floor", inputs, {"roi": args.roi, "binning": args.binning,
                                                        **res.to_dict()})
@@ -456,12 +460,12 @@ def cmd_dvc_residual(args: argparse.Namespace) -> int:
         nodes = res.nodes + np.asarray(res.params.get("roi_origin", (0, 0, 0)), float)
         inputs = [input_record(p) for p in (args.ref, args.deformed, args.result)]
         prov = make_provenance("dvc-residual", inputs, {"sigma": args.sigma, "floor": floor})
+        names = (f"reference '{args.ref}'", f"deformed '{args.deformed}'")
         rmap = residual_to_file(
-            args.out, _lazy_finite(ref, f"volume '{args.ref}'"),
-            _lazy_finite(dfm, f"volume '{args.deformed}'"),
+            args.out, _lazy_finite(ref, names[0]), _lazy_finite(dfm, names[1]),
             NodeField(nodes, res.grid_shape, res.displacement), prov,
-            voxel_size_um=grid.voxel_size_um, sigma=args.sigma, floor=floor,
-            labels_ref=labels, shell_voxels=args.shell,
+            voxel_size_um=args.voxel_size or grid.voxel_size_um, names=names,
+            sigma=args.sigma, floor=floor, labels_ref=labels, shell_voxels=args.shell,
             memory_limit=args.memory_limit or DEFAULT_MEMORY_LIMIT, workers=args.workers)
     if labels is not None:
         log.info("%d particles: %d core-shell-like", len(rmap.particles),

@@ -19,8 +19,9 @@ from typing import Any, NoReturn
 from anodetwin.log import get_logger
 
 __all__ = ["EXIT_USER_ERROR", "Parser", "value_list", "int_list", "float_list", "int_value",
-           "float_value", "jobs_value", "voxel_size_value", "roi_value", "add_verbosity",
-           "add_command", "voxel_size_option", "volume_options", "flag", "print_json", "log"]
+           "float_value", "jobs_value", "workers_value", "all_cores", "voxel_size_value",
+           "roi_value", "add_verbosity", "add_command", "voxel_size_option", "volume_options",
+           "flag", "print_json", "log"]
 
 log = get_logger("cli")
 
@@ -29,7 +30,23 @@ EXIT_USER_ERROR = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``anodetwin: error: <option and fix>``, exit 2."""
+    """argparse with one-line errors: ``anodetwin: error: <option and fix>``, exit 2.
+
+    Every ``--workers`` option of every subcommand takes N >= 1, or 0 for all cores (as
+    ``[resources] workers = 0`` in a run file): its values are read by
+    :func:`workers_value` and its help says so, whichever module declares it.
+    """
+
+    def add_argument(self, *names: Any, **kw: Any) -> argparse.Action:
+        if "--workers" in names:
+            # 0: all cores; where the option's default (None) is the command's own
+            # all-cores choice, 0 means that default
+            kw["type"] = workers_value("--workers", zero=None if kw.get("default") is None
+                                       else "cores")
+            help_text = kw.get("help") or ""
+            if "0: all cores" not in help_text:
+                kw["help"] = (help_text + "; " if help_text else "") + "0: all cores"
+        return super().add_argument(*names, **kw)
 
     def error(self, message: str) -> NoReturn:
         # converters name their option themselves: drop argparse's "argument X: " before it
@@ -194,6 +211,45 @@ def jobs_value(option: str = "--jobs"):
     return convert
 
 
+def all_cores() -> int:
+    """Cores this process may use (its CPU affinity)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def workers_value(option: str = "--workers", zero: str | None = "cores"):
+    """Workers: N >= 1, or 0 for all cores (as ``[resources] workers`` in a run file).
+
+    Parameters
+    ----------
+    option : str
+        The option's name, for the message.
+    zero : "cores" or None
+        What 0 becomes: the number of cores this process may use (:func:`all_cores`), or
+        None (the command's own all-cores default).
+
+    Returns
+    -------
+    callable
+        ``text -> int`` (or None for 0 with ``zero=None``); negative values are refused in
+        one line.
+    """
+    base = int_value(option, low=0, example="2 (or 0: all cores)")
+
+    def convert(text: str) -> int | None:
+        v = base(text)
+        if v == 0:
+            return all_cores() if zero == "cores" else None
+        return v
+
+    convert.__name__ = "workers"
+    return convert
+
+
 def voxel_size_value(option: str = "--voxel-size"):
     """A voxel size in um: one value (isotropic) or Z,Y,X (per axis), all positive.
 
@@ -350,9 +406,9 @@ def block_options(p: argparse.ArgumentParser) -> None:
                    help="process the volume block by block within this memory (e.g. 4GB); "
                         "taken by itself (4GB) when the in-memory route would need more "
                         "than half of this machine's memory")
-    p.add_argument("--workers", type=int_value("--workers", low=1, example="2"), default=1,
+    p.add_argument("--workers", type=workers_value(), default=1,
                    help="blocks processed at once (threads; 1); more than 1 works block by "
-                        "block (within 4GB without --memory-limit)")
+                        "block (within 4GB without --memory-limit); 0: all cores")
 
 
 def flag(p: argparse.ArgumentParser, name: str, help: str) -> None:

@@ -15,8 +15,10 @@ between them) differ only by noise and small drifts. Their difference gives
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -105,11 +107,17 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
                 workers: int = 1) -> NoiseFloor:
     """Noise floor from two scans of an unchanged sample, block by block.
 
-    The statistics are reduced over blocks (Chan's pairwise mean and variance) and the
-    percentile is the exact order statistic of the blurred difference, found in three
+    The percentile is the exact order statistic of the blurred difference, found in three
     passes (range, a histogram of 65536 bins, the values of the bins that hold it;
     :mod:`anodetwin.io.blockstats`), so the threshold does not depend on the blocks and
-    memory follows the block size.
+    memory follows the block size. For integer scans (up to 32 bits) the difference is an
+    integer: its sum and sum of squares are accumulated exactly and drift and noise std are
+    computed once from the exact totals (correctly rounded), so all three numbers are
+    identical bit for bit whatever the block size, worker count or route (in memory or
+    from files). For floating-point scans the blocks' means and squared deviations are
+    combined in grid order (Chan's pairwise formulas): drift and noise std may then differ
+    in the last bits (a relative 1e-15) between block partitions, i.e. between worker
+    counts or memory limits; the threshold does not.
 
     Parameters
     ----------
@@ -147,6 +155,8 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
         Scans on different grids.
     NonFiniteError
         A scan with NaN or inf (counted over the whole scan).
+    InputError
+        Scans without noise between them: identical, or differing by one constant.
     """
     name_a, name_b = names or ("first scan", "second scan")
     require_same_grid(scan_a, scan_b, name_a, name_b, voxel_size=voxel_size_um)
@@ -162,10 +172,56 @@ def noise_floor(scan_a: Any, scan_b: Any, sigma: float = REFERENCE_SIGMA,
                              "give a percentile such as 99")
     grid = _grid(a, b, sigma, block_shape, memory_limit, workers)
     passes = _Passes(a, b, sigma, grid, workers)
-    n, mean, m2 = passes.statistics((name_a, name_b))
+    n, drift, std = passes.statistics((name_a, name_b))
     thr = passes.order_statistic(percentile)
-    return NoiseFloor(float(np.sqrt(m2 / n) / np.sqrt(2.0)), float(mean), thr, float(sigma),
-                      float(percentile), int(n))
+    return NoiseFloor(std, drift, thr, float(sigma), float(percentile), int(n))
+
+
+def _exact_dtype(*dtypes: Any) -> bool:
+    """Scans whose difference is an integer summed exactly (:func:`_integer_sums`):
+    booleans and integers of up to 32 bits."""
+    return all(np.dtype(d).kind in "biu" and np.dtype(d).itemsize <= 4 for d in dtypes)
+
+
+#: Voxels summed at once in int64 by :func:`_integer_sums` (no partial sum can overflow).
+_CHUNK = 1 << 22
+
+
+def _integer_sums(va: np.ndarray, vb: np.ndarray) -> tuple[int, int, int]:
+    """Count, sum and sum of squares of ``vb - va`` as exact Python integers (integer scans
+    of up to 32 bits: ``|d| < 2**33``; the squares are summed as 16-bit halves of ``d``
+    unless ``|d| < 2**17``, so that no int64 partial sum of :data:`_CHUNK` voxels
+    overflows)."""
+    a, b = np.ravel(va), np.ravel(vb)
+    small = max(a.dtype.itemsize, b.dtype.itemsize) <= 2
+    s1 = s2 = 0
+    for i in range(0, a.size, _CHUNK):
+        d = b[i:i + _CHUNK].astype(np.int64) - a[i:i + _CHUNK].astype(np.int64)
+        s1 += int(d.sum())
+        if small:
+            s2 += int(np.dot(d, d))  # < 2**32 per voxel
+        else:
+            h, lo = d >> 16, d & 0xFFFF  # d = h * 2**16 + lo, 0 <= lo < 2**16
+            s2 += ((int(np.dot(h, h)) << 32) + (int(np.dot(h, lo)) << 17)
+                   + int(np.dot(lo, lo)))
+    return int(a.size), s1, s2
+
+
+def _require_noise(names: Sequence[str], constant: bool, zero: bool, value: Any) -> None:
+    """Refuse a double scan without noise: identical scans, or a difference that is the
+    same number everywhere (its floor would be 0 and every residual voxel above it)."""
+    from anodetwin.errors import InputError
+
+    if not constant:
+        return
+    a, b = names
+    fix = ("give two scans of the same state taken one after the other: their difference "
+           "is the noise")
+    if zero:
+        raise InputError(f"{a} and {b} are identical (B - A is 0 everywhere): no noise to "
+                         "measure", fix)
+    raise InputError(f"{a} and {b} differ by the same {float(value):g} grey levels at every "
+                     "voxel (B - A is constant): no noise to measure", fix)
 
 
 #: Working memory per voxel of a block with its halo (two scans, difference, blur; bytes).
@@ -204,20 +260,25 @@ class _Passes:
         return read_region(self.a, box), read_region(self.b, box)
 
     def statistics(self, names: tuple) -> tuple[int, float, float]:
-        """Count, mean and sum of squared deviations of B - A over the scans (NaN and inf
-        counted first, then refused)."""
+        """Count, drift (mean of B - A) and per-scan noise std of the scans (NaN and inf
+        counted first, then refused), the same whatever the blocks (module notes of
+        :func:`noise_floor`)."""
         from anodetwin.io.blocks import run_blocks
         from anodetwin.io.volume import nonfinite_error
 
+        exact = _exact_dtype(self.a.dtype, self.b.dtype)
+
         def one(blk: Any) -> tuple:
             va, vb = self._read(blk.core)
+            if exact:
+                return ((0, 0), (0, 0)), _integer_sums(va, vb)
             bad = [(int(np.isnan(v).sum()), int(np.isinf(v).sum())) if v.dtype.kind == "f"
                    else (0, 0) for v in (va, vb)]
             if any(sum(x) for x in bad):
-                return bad, 0, 0.0, 0.0
+                return bad, (0, 0.0, 0.0)
             d = scan_difference(va, vb).astype(np.float64).ravel()
             mu = float(d.mean()) if d.size else 0.0
-            return bad, d.size, mu, float(((d - mu) ** 2).sum())
+            return bad, (d.size, mu, float(((d - mu) ** 2).sum()))
 
         parts = [r for _, r in sorted(run_blocks(one, self.grid, self.workers),
                                       key=lambda br: br[0].index)]
@@ -225,12 +286,21 @@ class _Passes:
             nan, inf = (sum(p[0][k][i] for p in parts) for i in range(2))
             if nan or inf:
                 raise nonfinite_error(name, nan, inf)
+        if exact:  # exact integer totals: the same for any partition into blocks
+            n, s1, s2 = (sum(p[1][i] for p in parts) for i in range(3))
+            if not n:
+                return 0, 0.0, 0.0
+            m2n = n * s2 - s1 * s1  # n * (sum of squared deviations), exact
+            _require_noise(names, m2n == 0, s1 == 0, Fraction(s1, n))
+            return n, float(Fraction(s1, n)), math.sqrt(Fraction(m2n, 2 * n * n))
         n, mean, m2 = 0, 0.0, 0.0
-        for _, nb, mb, m2b in parts:
+        for _, (nb, mb, m2b) in parts:
             if nb:  # Chan et al.: pairwise combination of means and squared deviations
                 delta, tot = mb - mean, n + nb
                 mean, m2, n = mean + delta * nb / tot, m2 + m2b + delta ** 2 * n * nb / tot, tot
-        return n, mean, m2
+        if n:
+            _require_noise(names, m2 == 0, m2 == 0 and mean == 0, mean)
+        return n, float(mean), float(np.sqrt(m2 / n) / np.sqrt(2.0)) if n else 0.0
 
     def blurred(self, blk: Any) -> np.ndarray:
         """|G_sigma * (B - A)| on the part of a block's core inside the interior (flat)."""

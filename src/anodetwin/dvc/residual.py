@@ -203,7 +203,8 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
                  sigma: float = 2.0, floor: float | None = None,
                  voxel_size_um: Any = None, *, labels_ref: Any = None,
                  shell_voxels: float = 3.0, ratio: float = 0.7, block_shape: Any = None,
-                 memory_limit: Any = None, workers: int = 1, out: Any = None) -> ResidualMap:
+                 memory_limit: Any = None, workers: int = 1, out: Any = None,
+                 names: Any = None) -> ResidualMap:
     """Residual map of a pair given its displacement field, block by block.
 
     Each block deforms the reference with the field inverted by Newton iterations
@@ -238,6 +239,9 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
         Blocks processed at once (threads).
     out : array-like, optional
         float32 array or HDF5/Zarr dataset of the volume's shape receiving the map.
+    names : (str, str), optional
+        How messages name the two volumes (default "reference volume", "deformed volume"),
+        e.g. with their files.
 
     Raises
     ------
@@ -248,23 +252,27 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
     """
     from anodetwin.io.blocks import BlockGrid, block_shape_for, run_blocks, write_region
 
-    require_same_grid(ref, deformed, "reference volume", "deformed volume",
-                      voxel_size=voxel_size_um)
+    name_ref, name_def = names or ("reference volume", "deformed volume")
+    require_same_grid(ref, deformed, name_ref, name_def, voxel_size=voxel_size_um)
     field = displacement if isinstance(displacement, NodeField) else \
         _DenseField(np.asarray(displacement))
     shape = tuple(ref.shape)
     if tuple(deformed.shape) != shape or (isinstance(field, _DenseField)
                                           and field.u.shape[1:] != shape):
         raise ShapeMismatchError(
-            f"reference {shape}, deformed {tuple(deformed.shape)} and displacement "
+            f"{name_ref} {shape}, {name_def} {tuple(deformed.shape)} and displacement "
             f"{getattr(field, 'u', np.zeros((3,) + shape)).shape[1:]} grids differ",
             "give volumes and field on one grid")
     _check_shell(shell_voxels, ratio)
     floor = DEFAULT_FLOOR if floor is None else float(floor)
     halo = _halo(sigma, shell_voxels if labels_ref is not None else None) + field.reach + 3
     if block_shape is None and memory_limit is not None:
-        block_shape = block_shape_for(shape, BYTES_PER_VOXEL, halo, memory_limit, workers,
-                                      max_side=MAX_SIDE)
+        try:
+            block_shape = block_shape_for(shape, BYTES_PER_VOXEL, halo, memory_limit, workers,
+                                          max_side=MAX_SIDE)
+        except ParameterError as exc:  # say where the halo comes from
+            raise ParameterError(f"{exc.problem} (of which {field.reach} voxels are the "
+                                 "largest measured displacement)", exc.fix) from None
     grid = BlockGrid(shape, block_shape)
     out = np.empty(shape, np.float32) if out is None else out
     sums, bad = np.zeros((4, 1)), [0]  # summed as blocks finish: memory for one table
@@ -538,10 +546,13 @@ def residual_to_file(path: str | os.PathLike, ref: Any, deformed: Any, displacem
     provenance : dict
         Provenance record of the file.
     voxel_size_um : float or 3 float, optional
-        Voxel size written with the map (um).
+        Explicit voxel size (um) of both volumes, as :func:`residual_map` takes it (a
+        difference of their own voxel sizes or origins is then logged, not refused), and
+        written with the map; default: the volumes' own.
     **kwargs
         ``sigma``, ``floor``, ``labels_ref``, ``shell_voxels``, ``ratio``,
-        ``block_shape``, ``memory_limit``, ``workers``: as :func:`residual_map`.
+        ``block_shape``, ``memory_limit``, ``workers``, ``names``: as
+        :func:`residual_map`.
 
     Returns
     -------
@@ -551,12 +562,14 @@ def residual_to_file(path: str | os.PathLike, ref: Any, deformed: Any, displacem
     import h5py
 
     from anodetwin.io import atomic_path
+    from anodetwin.io.agree import grid_of
 
+    vs = voxel_size_um if voxel_size_um is not None else grid_of(ref).voxel_size_um
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         d = f.create_dataset("residual", shape=tuple(ref.shape), dtype=np.float32,
                              chunks=tuple(min(64, n) for n in ref.shape))
-        rmap = residual_map(ref, deformed, displacement, out=d, **kwargs)
-        _write_header(f, d, rmap.floor, rmap.sigma, voxel_size_um, provenance,
-                      rmap.particles)
+        rmap = residual_map(ref, deformed, displacement, voxel_size_um=voxel_size_um, out=d,
+                            **kwargs)
+        _write_header(f, d, rmap.floor, rmap.sigma, vs, provenance, rmap.particles)
     rmap.residual = None
     return rmap

@@ -203,7 +203,8 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
     if side < 16:
         raise ParameterError(
             f"memory limit {memory_limit} leaves no room for a block with a {halo}-voxel "
-            f"halo on {workers} workers", "raise --memory-limit or lower --workers")
+            f"halo on {workers} worker{'s' if workers > 1 else ''}",
+            "raise --memory-limit" + (" or lower --workers" if workers > 1 else ""))
     shape = tuple(int(n) for n in shape)
     if ((side + 2 * halo) / side) ** 3 > 4 and np.prod(shape, dtype=float) > budget:
         from anodetwin.log import get_logger

@@ -22,6 +22,7 @@ taken from scan to scan at constant current ``[cell] c_rate``
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,59 @@ def _check_memory(text: str) -> None:
         parse_memory(text)
     except ParameterError as exc:
         raise ParameterError(f"[resources] memory_limit: {exc.problem}", exc.fix) from None
+
+
+def image_stage_blocks(cfg_residuals: ResidualSettings, residuals: bool
+                       ) -> list[tuple[str, float, int, int | None]]:
+    """The block sizing of each image stage of a run: (what, bytes per voxel of a block
+    with its halo, halo in voxels, largest block side), as the stages ask
+    :func:`anodetwin.io.blocks.block_shape_for`. The residual maps' halo also grows with
+    the largest measured displacement (voxels), known only once the DVC is done: it is
+    counted here as 0."""
+    from anodetwin.dvc import noise, residual
+    from anodetwin.segment import particles, phases, tracking
+
+    stages = [("segment (phases)", phases.BYTES_PER_VOXEL, phases._si_halo(2.0, 3, 8),
+               phases.MAX_SIDE),
+              ("segment (particles)", particles.BYTES_PER_VOXEL, particles.HALO,
+               particles.MAX_SIDE),
+              ("morphology (tracking)", tracking.LINK_BYTES_PER_VOXEL, 0,
+               tracking.LINK_MAX_SIDE)]
+    if residuals:
+        r = cfg_residuals
+        stages += [("residuals (noise floor)", noise.BYTES_PER_VOXEL,
+                    math.ceil(4.0 * r.sigma), None),
+                   ("residuals (maps)", residual.BYTES_PER_VOXEL,
+                    residual._halo(r.sigma, r.shell_voxels) + 3, residual.MAX_SIDE)]
+    return stages
+
+
+def _check_blocks(shape: tuple, res: Resources, cfg_residuals: ResidualSettings,
+                  residuals: bool) -> None:
+    """Refuse a ``[resources] memory_limit`` in which an image stage cannot fit one block
+    of scans of ``shape`` on ``[resources] workers`` threads (before any work: not after
+    the stages before it have run)."""
+    from anodetwin.io.blocks import block_shape_for
+
+    workers = res.workers or _cores()
+    for what, per_voxel, halo, side in image_stage_blocks(cfg_residuals, residuals):
+        try:
+            block_shape_for(shape, per_voxel, halo, res.memory_limit, workers, max_side=side)
+        except ParameterError:
+            raise ParameterError(
+                f"[resources] memory_limit = '{res.memory_limit}' leaves no room for a block "
+                f"of the {what} stage ({halo}-voxel halo, {per_voxel:g} bytes per voxel) on "
+                f"{workers} worker{'s' if workers > 1 else ''}"
+                + ("" if res.workers else " (workers = 0: all cores)"),
+                "raise [resources] memory_limit or lower [resources] workers") from None
+
+
+def _cores() -> int:
+    """Cores this process may use (``[resources] workers = 0``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _check_scheduler(text: str) -> None:
@@ -438,6 +492,8 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
     if t["residuals"].floor < 0:
         raise ParameterError(f"[residuals] floor = {t['residuals'].floor:g}",
                              "give a grey-value floor > 0, or 0 to take the double scan's")
+    _check_blocks(shape, t["resources"], t["residuals"],
+                  bool(double) or t["residuals"].floor > 0)
     return RunConfig(path=path or base / "run.toml", scans=sc, scan_files=files,
                      double_scan=double, cell=cell, segment=t["segment"], mesh=t["mesh"],
                      simulation=sim, dvc=t["dvc"], residuals=t["residuals"],

@@ -43,7 +43,7 @@ from anodetwin.pipeline.runfile import RunConfig, load_run, volume_file
 from anodetwin.pipeline.stages import STAGES, Stage, stage_named
 
 __all__ = ["StageState", "PipelineResult", "active_stages", "stage_keys", "pipeline_status",
-           "run_pipeline", "run_stage", "STATE_FILE", "RECORD"]
+           "run_pipeline", "run_stage", "run_wording", "STATE_FILE", "RECORD"]
 
 log = get_logger("run")
 
@@ -324,6 +324,46 @@ def _run_one(s: Stage, cfg: RunConfig, out: Path, key: str, states: dict) -> Sta
     states[s.name] = st
     _write_state(out, cfg, list(states.values()))
     return st
+
+
+#: Command-line options in a stage's messages and the run file's keys that set them.
+RUN_KEYS = ((r" \(library: [^)]*\)", ""), (r"--voxel-size\b", "[scans] voxel_size_um"),
+            (r"--memory-limit\b", "[resources] memory_limit"),
+            (r"--workers\b", "[resources] workers"), (r"--roi\b", "[scans] roi"),
+            (r"--bin\b", "[scans] binning"))
+
+
+def run_wording(exc: Exception) -> Exception:
+    """A stage's error worded for the run: the command-line options its message names
+    (``--memory-limit``, ``--workers``, ``--voxel-size``, ``--roi``, ``--bin``) become the
+    run file's keys that set them (``[resources] memory_limit``, ...).
+
+    Parameters
+    ----------
+    exc : Exception
+        The error (an :class:`~anodetwin.errors.AnodetwinError`: its problem and fix are
+        reworded; any other error is returned as it is).
+
+    Returns
+    -------
+    Exception
+        The same error, reworded.
+    """
+    import re
+
+    from anodetwin.errors import AnodetwinError
+
+    if not isinstance(exc, AnodetwinError):
+        return exc
+
+    def keys(text: str | None) -> str | None:
+        for pattern, key in RUN_KEYS:
+            text = None if text is None else re.sub(pattern, key, text)
+        return text
+
+    exc.problem, exc.fix = keys(exc.problem), keys(exc.fix)
+    exc.args = (exc.problem + (f"; {exc.fix}" if exc.fix else ""),)
+    return exc
 
 
 def _peak_rss_mb() -> float:

@@ -247,8 +247,10 @@ def _residuals(cfg: RunConfig, out: Path, folder: Path) -> dict:
     r = cfg.residuals
     floor = r.floor or None
     if floor is None:
+        names = [f"[scans] double_scan '{f}'" for f in cfg.scans.double_scan]
         with open_scan(cfg, cfg.double_scan[0]) as a, open_scan(cfg, cfg.double_scan[1]) as b:
-            nf = noise_floor(a, b, sigma=r.sigma, memory_limit=cfg.resources.memory_limit,
+            nf = noise_floor(a, b, sigma=r.sigma, names=names,
+                             memory_limit=cfg.resources.memory_limit,
                              workers=cfg.resources.workers or cores())
         atomic_write_json(folder / "noise_floor.json", nf.to_dict())
         floor = nf.residual_threshold
@@ -277,6 +279,7 @@ def _residual_step(cfg: RunConfig, out: Path, folder: Path, k: int, floor: float
             folder / f"residual_0_{k}.h5", ref, dfm,
             NodeField(nodes, res.grid_shape, res.displacement),
             make_provenance("run: residuals", [], params), voxel_size_um=ref.voxel_size_um,
+            names=[f"[scans] scan {cfg.names[i]} '{cfg.scans.files[i]}'" for i in (0, k)],
             sigma=r.sigma, floor=floor, labels_ref=labels["particles"],
             shell_voxels=r.shell_voxels, memory_limit=cfg.resources.memory_limit,
             workers=threads)

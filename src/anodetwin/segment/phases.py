@@ -100,20 +100,27 @@ class PhaseSegmentation:
         return self.phases == PHASE["si"]
 
 
+#: Fewest voxels along any axis of a volume segmented in 3-D (:func:`check_volume`): the
+#: 3-D filters, the particle surfaces and the interfaces need a voxel on either side.
+MIN_SIDE = 3
+
+
 def check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
     """The grey values of a volume, checked to be segmentable.
 
     Parameters
     ----------
-    volume : array_like or Volume
-        Grey values (z, y, x); a :class:`anodetwin.io.Volume` gives its ``data``.
+    volume : array_like, Volume or LazyVolume
+        Grey values (z, y, x); a :class:`anodetwin.io.Volume` gives its ``data``; of a
+        volume read lazily (``region``) only the shape is checked here (its values are
+        checked as its blocks are read).
     name : str
         Name of the volume in error messages.
 
     Returns
     -------
     numpy.ndarray, shape (nz, ny, nx)
-        The grey values (not copied when already an array).
+        The grey values (not copied when already an array); a lazy volume as given.
 
     Raises
     ------
@@ -122,13 +129,23 @@ def check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
     NonFiniteError
         If it holds NaN or infinite values.
     ParameterError
-        If it is empty or constant.
+        If it is empty, has fewer than :data:`MIN_SIDE` voxels along an axis, or is
+        constant.
     """
-    v = np.asarray(getattr(volume, "data", volume))
+    lazy = hasattr(volume, "region")  # its values are checked as its blocks are read
+    v = volume if lazy else np.asarray(getattr(volume, "data", volume))
     require_3d(v.shape, name)
-    require_finite(v, name)
-    if v.size == 0:
+    if 0 in v.shape:
         raise ParameterError(f"{name} is empty", "give a volume with voxels")
+    if min(v.shape) < MIN_SIDE:
+        n, axis = min(v.shape), "zyx"[int(np.argmin(v.shape))]
+        raise ParameterError(
+            f"{name} has {n} voxel{'s' if n > 1 else ''} along {axis} (shape "
+            f"{tuple(v.shape)}, z y x): not a tomogram to segment in 3-D",
+            f"give a volume of at least {MIN_SIDE} voxels along every axis")
+    if lazy:
+        return v
+    require_finite(v, name)
     lo, hi = float(v.min()), float(v.max())
     if hi <= lo:
         raise ParameterError(f"{name} is constant (value {lo:g}); nothing to segment",
@@ -544,7 +561,7 @@ def segment_phases(volume: np.ndarray, sigma: float = 0.7, denoise: str | None =
     vs = normalise_voxel_size(voxel_size_um, "voxel size")
     if vs is None:
         vs = normalise_voxel_size(getattr(volume, "voxel_size_um", None) or 1.0, "voxel size")
-    vol = volume if hasattr(volume, "region") else check_volume(volume, name)
+    vol = check_volume(volume, name)  # a lazy volume: its shape (values block by block)
     require_3d(vol.shape, name)
     halo = _si_halo(local_sigma, iterations, min_si_voxels)
     if block_shape is None and memory_limit is not None:
