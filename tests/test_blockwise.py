@@ -171,6 +171,20 @@ def test_bad_grey_values_are_named_by_file_on_both_routes(tmp_path, cli):
             assert "Traceback" not in res.err and not (tmp_path / "o.h5").exists()
 
 
+def test_a_constant_alignment_reference_is_named_on_both_routes(tmp_path, cli):
+    import tifffile
+
+    v = np.random.default_rng(0).integers(0, 60000, (20, 30, 30)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "scan.tif", v)
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((20, 30, 30), 7, np.uint16))
+    for extra in ((), ("--memory-limit", "1GB")):
+        res = cli("segment", tmp_path / "scan.tif", "--out", tmp_path / "o.h5",
+                  "--align-to", tmp_path / "flat.tif", "--voxel-size", "0.5", *extra)
+        assert res.code == 2 and "--align-to reference" in res.err, res.err
+        assert "flat.tif' is constant (value 7)" in res.err, res.err
+        assert "Traceback" not in res.err and not (tmp_path / "o.h5").exists()
+
+
 @pytest.mark.parametrize("block,workers", BLOCKINGS[:3])
 def test_residual_map_and_particle_table_block_by_block(scan, block, workers):
     """A deformed scan (the reference moved by a smooth node field, with a grey change

@@ -64,9 +64,10 @@ def collector_slab(volume: np.ndarray, margin: int = 4) -> slice:
     return slice(max(0, z0 - margin), min(volume.shape[0], z1 + margin))
 
 
-def _foil_rows(volume: Any, block_shape: Any = None, workers: int = 1) -> tuple[int, int]:
+def _foil_rows(volume: Any, block_shape: Any = None, workers: int = 1,
+               name: str = "reference volume") -> tuple[int, int]:
     """First and one-past-last z slice holding copper (see :func:`collector_slab`)."""
-    face, extreme = foil_extent(volume, 1.0, block_shape, workers)
+    face, extreme = foil_extent(volume, 1.0, block_shape, workers, name)
     nz = volume.shape[0]
     if face is None or not ((extreme >= 0) & (extreme < nz)).any():
         raise ParameterError("no copper foil (dense layer at a z face) found to align on",
@@ -96,7 +97,8 @@ def _plane_means(volume: Any, slab: int = 32) -> np.ndarray:
 
 
 def collector_shift(ref: Any, moving: Any, margin: int = 4, upsample: int = 20, *,
-                    block_shape: Any = None, workers: int = 1) -> np.ndarray:
+                    block_shape: Any = None, workers: int = 1,
+                    name: str = "reference volume") -> np.ndarray:
     """Translation that maps ``ref``'s copper foil onto ``moving``'s.
 
     ``moving`` shifted by minus this (:func:`align`) lies on ``ref``'s grid: a feature at
@@ -136,6 +138,8 @@ def collector_shift(ref: Any, moving: Any, margin: int = 4, upsample: int = 20, 
     block_shape, workers
         Blocks and threads of the search for the foil
         (:func:`anodetwin.segment.phases.foil_extent`).
+    name : str
+        How error messages name ``ref`` (e.g. ``"--align-to reference 'T0.h5'"``).
 
     Returns
     -------
@@ -149,7 +153,8 @@ def collector_shift(ref: Any, moving: Any, margin: int = 4, upsample: int = 20, 
     ShapeMismatchError
         If the volumes differ in shape.
     ParameterError
-        If ``ref`` has no copper foil, or ``margin`` or ``upsample`` is out of range.
+        If ``ref`` has no copper foil, is constant, or ``margin`` or ``upsample`` is out of
+        range.
     """
     a, b = (v if hasattr(v, "region") else np.asarray(v) for v in (ref, moving))
     require_3d(a.shape, "reference volume")
@@ -161,7 +166,7 @@ def collector_shift(ref: Any, moving: Any, margin: int = 4, upsample: int = 20, 
                              "give a margin >= 0 and an upsample >= 1 (integers)")
     pa, pb = _plane_means(a), _plane_means(b)
     search = max(int(margin), 8)
-    z0, z1 = _foil_rows(a, block_shape, workers)
+    z0, z1 = _foil_rows(a, block_shape, workers, name)
     foil, band = slice(z0, z1), slice(max(0, z0 - search), min(a.shape[0], z1 + search))
     dz = _profile_shift(np.gradient(pa), np.gradient(pb), _face_window(pa, foil, band), search,
                         0.1 / upsample)

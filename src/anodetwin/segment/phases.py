@@ -210,7 +210,8 @@ def find_foil(smoothed: np.ndarray, t_cu: float) -> tuple[str | None, np.ndarray
 
 
 def foil_extent(volume: Any, sigma: float = 1.0, block_shape: Any = None,
-                workers: int = 1) -> tuple[str | None, np.ndarray | None]:
+                workers: int = 1, name: str = "volume"
+                ) -> tuple[str | None, np.ndarray | None]:
     """Face of the copper foil and, per (y, x) column, its last (low face) or first (high
     face) copper slice, block by block (as :func:`find_foil` on the volume smoothed by
     ``sigma`` with its upper multi-Otsu threshold).
@@ -225,6 +226,8 @@ def foil_extent(volume: Any, sigma: float = 1.0, block_shape: Any = None,
         Blocks (default: one).
     workers : int
         Threads.
+    name : str
+        How error messages name the volume (NaN, inf, empty or constant).
 
     Returns
     -------
@@ -236,7 +239,7 @@ def foil_extent(volume: Any, sigma: float = 1.0, block_shape: Any = None,
     grid = BlockGrid(volume.shape, block_shape, 0)
     src = GreySource(volume, sigma, cache=len(grid) == 1)
     step = lattice_step(volume.shape)
-    _, t2 = _otsu3(_checked_sample(src, grid, step, workers))
+    _, t2 = _otsu3(_checked_sample(src, grid, step, workers, name))
     face, kcu, _ = _foil(src, grid, t2, step, workers)
     return face, kcu
 

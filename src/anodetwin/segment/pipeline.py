@@ -293,7 +293,7 @@ def _prepared_input(volume: Any, voxel_size_um: float | tuple | None, align_to: 
                           input_name("--align-to reference", align_to), voxel_size=given)
         origin = getattr(ref, "origin", None) or origin  # the aligned data lies on ref's grid
         ref = np.asarray(getattr(ref, "data", ref))
-        shift = collector_shift(ref, data)
+        shift = collector_shift(ref, data, name=input_name("--align-to reference", align_to))
         log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
         data = align(data, shift)
     return data, vs, origin, shift, input_notes(vol.attrs)
@@ -568,7 +568,8 @@ def _aligned(lazy: Any, ref: Any, name: Any, ref_name: Any, voxel_size_um: Any,
     require_same_grid(lazy, ref, input_name("volume", name),
                       input_name("--align-to reference", ref_name), voxel_size=voxel_size_um)
     bs = block_shape_for(ref.shape, BYTES_PER_VOXEL, 4, memory_limit, workers)
-    shift = collector_shift(ref, lazy, block_shape=bs, workers=workers)
+    shift = collector_shift(ref, lazy, block_shape=bs, workers=workers,
+                            name=input_name("--align-to reference", ref_name))
     log.info("shift on the copper foil: %s voxels", np.round(shift, 2))
     return ShiftedVolume(lazy, shift, ref.voxel_size_um, ref.origin), shift
 
