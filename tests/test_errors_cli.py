@@ -324,3 +324,95 @@ def test_run_check_refuses_a_memory_limit_no_block_fits(tmp_path, cli):
     res = cli("run", tmp_path / "bad.toml", "--check")
     _check_user_error(res, "[resources] memory_limit = '64MB'", "segment (phases)",
                       "2 workers", "[resources] workers")
+
+
+# -- outputs that would replace a folder, a file or an earlier result ------------------------
+
+def _folder_with_input(tmp):
+    v = tmp / "v"
+    v.mkdir()
+    _good_tif(tmp / "a.tif")
+    write_volume(v / "SOME.h5", read_volume(tmp / "a.tif"))
+    (v / "other.txt").write_text("x\n")
+    return v
+
+
+@pytest.mark.parametrize("out", [["v/"], ["v"], ["v", "--format", "tiff-dir"],
+                                 ["v", "--format", "zarr"]])
+def test_convert_never_replaces_a_folder_holding_its_input_or_other_files(tmp_path, cli, out):
+    """``convert v/SOME.h5 v/`` used to replace the folder, input included, by slices."""
+    v = _folder_with_input(tmp_path)
+    before = listing(tmp_path)
+    res = cli("convert", v / "SOME.h5", f"{tmp_path}/{out[0]}", *out[1:])
+    _check_user_error(res, f"'{v}'", "SOME.h5", "destroy the input")
+    res = cli("convert", tmp_path / "a.tif", f"{tmp_path}/{out[0]}", *out[1:])
+    _check_user_error(res, f"output '{v}' is an existing folder holding other files",
+                      "give a new path or remove it")
+    assert listing(tmp_path) == before
+    assert (v / "other.txt").read_text() == "x\n"
+
+
+def test_noise_floor_out_never_replaces_a_folder(tmp_path, cli):
+    v = _folder_with_input(tmp_path)
+    write_volume(v / "B.h5", read_volume(tmp_path / "a.tif"))
+    before = listing(tmp_path)
+    res = cli("noise-floor", v / "SOME.h5", v / "B.h5", "--out", v)
+    _check_user_error(res, "v'", "SOME.h5")
+    assert listing(tmp_path) == before
+
+
+def _labels(tmp, n):
+    """n label files T0..T<n-1> of a tiny electrode (a copper foil, one Si particle)."""
+    from anodetwin.segment.particles import particle_table
+    from anodetwin.segment.pipeline import Segmentation, write_labels
+
+    ph = np.ones((6, 5, 5), np.uint8)
+    ph[0] = 4
+    ph[2:4, 1:3, 1:3] = 2
+    pa = (ph == 2).astype(np.int32)
+    col = np.full((5, 5), 0.5)
+    seg = Segmentation(ph, pa, particle_table(pa, (0.2,) * 3, col), col,
+                       np.full((5, 5), 4.5), (0.2,) * 3, collector_face="low")
+    for k in range(n):
+        write_labels(tmp / f"T{k}.h5", seg)
+    return [tmp / f"T{k}.h5" for k in range(n)]
+
+
+def test_morphology_checks_its_output_before_any_work(tmp_path, cli, monkeypatch):
+    """An existing file as --out (even one of its inputs) is refused before the series is
+    measured: exit 2 and one line, not a traceback after all the work."""
+    import anodetwin.segment.morphology as morph
+
+    labels = _labels(tmp_path, 2)
+    (tmp_path / "X").write_text("keep")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "mine.txt").write_text("keep")
+
+    def no_work(*a, **kw):
+        raise AssertionError("the series was measured before the output was checked")
+
+    monkeypatch.setattr(morph, "series_morphology", no_work)
+    before = listing(tmp_path)
+    for out, words in ((tmp_path / "X", ("X'", "is an existing file, not a folder")),
+                       (labels[1], ("T1.h5'", "destroy the input")),
+                       (tmp_path / "mixed", ("mixed'", "holding other files"))):
+        res = cli("morphology", *labels, "--out", out, "--prior", "none")
+        _check_user_error(res, *words)
+    assert listing(tmp_path) == before
+
+
+def test_morphology_rewrites_its_folder_whole(tmp_path, cli):
+    """T0-T2 then T0-T1 into the same folder: the second run's files only, no
+    particles_T2.csv of the first."""
+    labels = _labels(tmp_path, 3)
+    out = tmp_path / "m"
+    assert cli("morphology", *labels, "--out", out, "--prior", "none").code == 0
+    assert (out / "particles_T2.csv").is_file()
+    res = cli("morphology", *labels[:2], "--out", out, "--prior", "none")
+    assert res.code == 0, res.err
+    names = {p.name for p in out.iterdir()}
+    assert {"particles_T0.csv", "particles_T1.csv", "morphology.csv", "summary.json",
+            "thickness.h5"} <= names
+    assert not any(n.startswith("particles_T2") for n in names), names
+    assert len((out / "morphology.csv").read_text().strip().splitlines()) == 1 + 2
+    assert not [p for p in listing(tmp_path) if p.startswith(".")]

@@ -45,9 +45,13 @@ def format_voxel_size(vs: Any) -> str:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Copy a volume into another format (cropped, binned), streamed; prints the output."""
-    from anodetwin.io import detect_format, input_record, make_provenance, open_volume, write_volume
+    from anodetwin.io import (check_output_path, detect_format, input_record, make_provenance,
+                              open_volume, write_volume)
 
     kind, file, ds = detect_format(args.output, for_writing=True, fmt=args.format)
+    # before any work: no overlap with the input; an existing folder only of the same kind
+    check_output_path(file, inputs=[args.input],
+                      kind=kind if kind in ("zarr", "tiff-dir") else "file")
     with open_volume(args.input, voxel_size=args.voxel_size) as src:
         if Path(src.path).resolve() == Path(file).resolve():
             from anodetwin.errors import OutputError

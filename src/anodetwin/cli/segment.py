@@ -191,8 +191,8 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 def cmd_morphology(args: argparse.Namespace) -> int:
     """Morphology of a segmented series (:func:`anodetwin.segment.morphology.write_morphology`)."""
     from anodetwin.errors import InputNotFoundError
-    from anodetwin.io import input_record, make_provenance
-    from anodetwin.segment.morphology import series_morphology, write_morphology
+    from anodetwin.io import check_output_path, input_record, make_provenance
+    from anodetwin.segment.morphology import MORPHOLOGY_FILES, series_morphology, write_morphology
 
     increments = None
     if args.dvc:
@@ -203,6 +203,9 @@ def cmd_morphology(args: argparse.Namespace) -> int:
                 raise InputNotFoundError(p, "DVC increment",
                                          "give the folder written by 'anodetwin dvc-series' "
                                          "for these steps")
+    if Path(args.out).parent.is_dir():  # else it is created: nothing there to replace
+        check_output_path(args.out, inputs=[*args.labels, *(increments or [])],
+                          kind=MORPHOLOGY_FILES)  # before any work
     m = series_morphology(args.labels, prior=args.prior, dvc_increments=increments,
                           voxel_size_um=args.voxel_size, memory_limit=args.memory_limit,
                           workers=args.workers)

@@ -94,7 +94,7 @@ from anodetwin.io._hdf5 import Hdf5Source
 from anodetwin.io._source import ContiguousSource, VolumeSource, short
 from anodetwin.io._tiff import TIFF_METADATA_TAG, TiffDirSource, TiffSource
 from anodetwin.io._zarr import ALL_CHUNKS_WRITTEN, ZarrSource
-from anodetwin.io.atomic import atomic_path, check_output_path
+from anodetwin.io.atomic import atomic_path, check_output_path, signals_deferred
 from anodetwin.io.provenance import make_provenance, provenance_json
 from anodetwin.io.volume import (
     LazyVolume,
@@ -473,7 +473,7 @@ def _write_tiff_dir(path: Path, ds: str | None, vol: VolumeLike, meta: dict, che
     elif vs:
         kw = {**kw, "resolution": (1e4 / vs[2], 1e4 / vs[1]), "resolutionunit": "CENTIMETER"}
     tag = [(TIFF_METADATA_TAG, "s", 0, json.dumps(meta), True)]
-    with atomic_path(path, directory=True) as tmp:
+    with atomic_path(path, directory=True, kind="tiff-dir") as tmp:
         for k, page in enumerate(_pages(vol, check)):
             tifffile.imwrite(tmp / f"slice_{k:0{ndig}d}.tif", page, extratags=tag, **kw)
 
@@ -531,19 +531,25 @@ def _write_zarr(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: 
                 **_: Any) -> None:
     import zarr
 
-    with atomic_path(path, directory=True) as tmp:
+    # zarr writes on its own I/O thread: a signal must not stop the main thread while that
+    # thread still writes into the temporary folder (it would be re-created after removal)
+    with atomic_path(path, directory=True, kind="zarr") as tmp:
         chunks = _chunks(vol.shape, np.dtype(vol.dtype).itemsize, 256 * 2**20, 64)
         every = {"write_empty_chunks": True}  # a missing chunk is then known to be lost
-        if ds and ds.strip("/"):
-            root = zarr.open_group(store=str(tmp), mode="w")
-            arr = root.create_array(ds.strip("/"), shape=vol.shape, dtype=vol.dtype,
-                                    chunks=chunks, config=every)
-        else:
-            arr = zarr.create_array(store=str(tmp), shape=vol.shape, dtype=vol.dtype,
-                                    chunks=chunks, overwrite=True, config=every)
+        with signals_deferred():
+            if ds and ds.strip("/"):
+                root = zarr.open_group(store=str(tmp), mode="w")
+                arr = root.create_array(ds.strip("/"), shape=vol.shape, dtype=vol.dtype,
+                                        chunks=chunks, config=every)
+            else:
+                arr = zarr.create_array(store=str(tmp), shape=vol.shape, dtype=vol.dtype,
+                                        chunks=chunks, overwrite=True, config=every)
         for z, layer in _layers(vol, chunks[0], check):
-            arr[z : z + layer.shape[0]] = layer
-        arr.attrs.update({**json.loads(json.dumps(meta, default=str)), ALL_CHUNKS_WRITTEN: True})
+            with signals_deferred():  # one layer at a time: reading stays interruptible
+                arr[z : z + layer.shape[0]] = layer
+        with signals_deferred():
+            arr.attrs.update({**json.loads(json.dumps(meta, default=str)),
+                              ALL_CHUNKS_WRITTEN: True})
 
 
 def _write_npy(path: Path, ds: str | None, vol: VolumeLike, meta: dict, check: Any,
@@ -609,7 +615,10 @@ def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
     finite : bool
         Refuse NaN/inf in float data (checked slab by slab; nothing is written then).
     overwrite : bool
-        Replace an existing output.
+        Replace an existing output: a file, or a folder of the same kind (a Zarr store;
+        a folder holding only ``slice_<n>.tif`` files) or an empty one. A folder holding
+        other files is refused, and so is an output that overlaps an input named in
+        ``provenance``.
     compression : str, optional
         HDF5 compression filter (one of :data:`HDF5_COMPRESSIONS`, e.g. ``"gzip"``); other
         formats ignore it.
@@ -620,7 +629,10 @@ def write_volume(path: str | os.PathLike, volume: VolumeLike | np.ndarray, *,
         The written file or folder.
     """
     kind, file, ds = detect_format(path, for_writing=True, fmt=fmt)
-    check_output_path(file, overwrite=overwrite)
+    given = [rec["path"] for rec in (provenance or {}).get("inputs", ())
+             if isinstance(rec, dict) and rec.get("path")]
+    check_output_path(file, overwrite=overwrite, inputs=given,
+                      kind=kind if kind in ("zarr", "tiff-dir") else "file")
     if isinstance(volume, np.ndarray):
         volume = Volume(volume)
     volume = _Prepared(volume, voxel_size, origin, f"writing {file.name}")
@@ -694,9 +706,10 @@ def volume_file(path: str | os.PathLike) -> Path:
 
 
 def input_files(path: str | os.PathLike) -> list[Path]:
-    """Every file that reading the volume ``path`` reads: the file itself, its JSON sidecar
-    (npy, raw), and for an HDF5 dataset the files of an external link to it or of its
-    virtual dataset's sources (what an output must not replace).
+    """Every file or folder that reading the volume ``path`` reads: the file (or the folder
+    of a Zarr store or of TIFF slices) itself, its JSON sidecar (npy, raw), and for an HDF5
+    dataset the files of an external link to it or of its virtual dataset's sources (what
+    an output must not replace, hold or lie in).
 
     Parameters
     ----------
@@ -706,16 +719,17 @@ def input_files(path: str | os.PathLike) -> list[Path]:
     Returns
     -------
     list of Path
-        The existing files, resolved (missing or unreadable ones are left out).
+        The existing files and folders, resolved (missing or unreadable ones are left out).
     """
-    f = volume_file(path)
+    s = os.fspath(path)
+    m = _CONTAINER.match(s) or _TIFF_SERIES.match(s)
+    f = Path(m.group("file")) if m else Path(s)
     out = [f]
     if f.suffix.lower() in (".raw", ".bin", ".dat", ".npy"):
         out += [Path(str(f) + ".json"), f.with_suffix(".json")]
-    s = os.fspath(path)
-    if f.suffix.lower() in (".h5", ".hdf5", ".nxs") and s != str(f):
-        out += _hdf5_sources(f, s[len(str(f)) + 1:])
-    return [p.resolve() for p in out if p.is_file()]
+    if f.suffix.lower() in (".h5", ".hdf5", ".hdf", ".he5", ".nxs") and m and m.group("ds"):
+        out += _hdf5_sources(f, m.group("ds"))
+    return [p.resolve() for p in out if p.exists()]
 
 
 def _hdf5_sources(f: Path, key: str) -> list[Path]:

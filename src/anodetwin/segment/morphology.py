@@ -21,12 +21,17 @@ Output folder of :func:`write_morphology` (``anodetwin morphology``)::
     OUT/psd.png               particle size distributions per step
     OUT/trajectories.png      axial displacement of tracked particles against their initial
                               height, and their visible core volume per step
+
+The folder is written as a whole: into a temporary folder renamed into place, replacing an
+earlier morphology folder (no file of an earlier run stays); an existing folder holding
+other files (:data:`MORPHOLOGY_FILES`) is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -44,7 +49,13 @@ from anodetwin.phases import PHASE
 from anodetwin.segment.pipeline import Segmentation, open_labels
 
 __all__ = ["STEP_COLUMNS", "step_morphology", "SeriesMorphology", "series_morphology",
-           "write_morphology"]
+           "write_morphology", "MORPHOLOGY_FILES"]
+
+#: Names of the files an existing morphology folder may hold to be replaced by a new one:
+#: the layout above, and the stage record ``anodetwin run`` keeps in its morphology folder.
+MORPHOLOGY_FILES = re.compile(r"morphology\.csv|particles_T\d+\.csv|tracks\.csv|thickness\.h5"
+                              r"|summary\.json|(?:thickness_rnl|psd|trajectories)\.png"
+                              r"|stage\.json|\.key")
 
 STEP_COLUMNS = ("step", "thickness_mean_um", "thickness_std_um", "si_volume_um3",
                 "si_fraction", "non_si_fraction", "rnl", "particles", "d10_um", "d50_um",
@@ -315,7 +326,9 @@ def write_morphology(out_dir: str | os.PathLike, m: SeriesMorphology,
     Parameters
     ----------
     out_dir : path
-        The folder (created if missing; files in it are replaced atomically).
+        The folder (its parents created if missing). Written whole into a temporary folder
+        renamed into place: an earlier morphology folder there is replaced with all its
+        files.
     m : SeriesMorphology
         The morphology to write.
     provenance : dict, optional
@@ -327,28 +340,40 @@ def write_morphology(out_dir: str | os.PathLike, m: SeriesMorphology,
     -------
     pathlib.Path
         The folder.
+
+    Raises
+    ------
+    OutputError
+        ``out_dir`` is an existing file, a folder holding files other than
+        :data:`MORPHOLOGY_FILES`, or holds an input named in the provenance (checked before
+        anything is written).
     """
     import h5py
 
-    from anodetwin.io import atomic_path, atomic_write_json, atomic_write_text, make_provenance
+    from anodetwin.io import (atomic_path, atomic_write_json, atomic_write_text,
+                              check_output_path, make_provenance)
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     prov = provenance or make_provenance("morphology", inputs or [], {})
-    atomic_write_text(out / "morphology.csv", _csv(m.steps))
-    for r, t in zip(m.steps, m.tables, strict=True):
-        atomic_write_text(out / f"particles_T{r['step']}.csv", _csv(t))
-    if m.tracks is not None:
-        atomic_write_text(out / "tracks.csv", _csv(m.tracks.table))
-    with atomic_path(out / "thickness.h5") as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["voxel_size_um"] = np.asarray(m.voxel_size_um, float)
-        f.attrs["provenance"] = json.dumps(prov, default=str)
-        for r, th in zip(m.steps, m.thickness_maps, strict=True):
-            f.create_dataset(f"T{r['step']}/thickness_um", data=th)
-    summary = {"steps": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                          for k, v in r.items()} for r in m.steps],
-               "tracks": None if m.tracks is None else m.tracks.n_tracks,
-               "provenance": prov}
-    atomic_write_json(out / "summary.json", summary)
-    _plots(out, m)
+    check_output_path(out, inputs=[r["path"] for r in prov.get("inputs", ())
+                                   if isinstance(r, dict) and r.get("path")],
+                      kind=MORPHOLOGY_FILES)
+    with atomic_path(out, directory=True, kind=MORPHOLOGY_FILES) as tmp:
+        atomic_write_text(tmp / "morphology.csv", _csv(m.steps))
+        for r, t in zip(m.steps, m.tables, strict=True):
+            atomic_write_text(tmp / f"particles_T{r['step']}.csv", _csv(t))
+        if m.tracks is not None:
+            atomic_write_text(tmp / "tracks.csv", _csv(m.tracks.table))
+        with atomic_path(tmp / "thickness.h5") as th5, h5py.File(th5, "w") as f:
+            f.attrs["voxel_size_um"] = np.asarray(m.voxel_size_um, float)
+            f.attrs["provenance"] = json.dumps(prov, default=str)
+            for r, th in zip(m.steps, m.thickness_maps, strict=True):
+                f.create_dataset(f"T{r['step']}/thickness_um", data=th)
+        summary = {"steps": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                              for k, v in r.items()} for r in m.steps],
+                   "tracks": None if m.tracks is None else m.tracks.n_tracks,
+                   "provenance": prov}
+        atomic_write_json(tmp / "summary.json", summary)
+        _plots(tmp, m)
     return out
