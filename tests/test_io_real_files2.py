@@ -682,6 +682,16 @@ def test_imagej_frames_or_channels_are_not_z(tmp_path, axes, word):
     assert np.array_equal(v.data, a) and v.voxel_size_um == (0.5, 1.0, 1.0)
 
 
+def test_tifffile_imagej_without_axes_is_refused_with_the_tifffile_fix(tmp_path):
+    """tifffile's imwrite(imagej=True) of a 3-D array without axes writes channels: the
+    refusal says how to write z slices with tifffile too."""
+    p = tmp_path / "c.tif"
+    tifffile.imwrite(p, np.zeros((4, 5, 6), np.uint16), imagej=True)
+    with pytest.raises(DimensionError) as err:
+        read_volume(p)
+    assert "metadata={'axes': 'ZYX'}" in err.value.fix
+
+
 def _sparse(path, a, written_planes):
     with open(path, "wb") as fh:
         fh.truncate(a.nbytes)

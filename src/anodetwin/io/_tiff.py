@@ -137,7 +137,8 @@ def _refuse_frames(series: Any, path: Path) -> None:
         raise DimensionError(
             f"TIFF '{path}' is a stack of {n} {_NOT_Z[axes[0]]} (axes {axes}), not of z slices",
             f"if they are z slices, make them so (Fiji: Image > Properties, Slices = {n}, "
-            "Frames = 1, Channels = 1) and save again")
+            "Frames = 1, Channels = 1; tifffile: imwrite(..., imagej=True, "
+            "metadata={'axes': 'ZYX'})) and save again")
 
 
 class TiffSource(ContiguousSource):
