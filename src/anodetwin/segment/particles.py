@@ -175,6 +175,7 @@ def _block_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tup
         if ok or not (lo_in.any() or hi_in.any()):
             _halo_hint[0] = max(_halo_hint[0], halo)
             return basin, dist, inner, outer
+        del basin, dist  # before the wider box is made
         halo *= 2
 
 
