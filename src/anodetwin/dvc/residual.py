@@ -252,17 +252,8 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
     """
     from anodetwin.io.blocks import BlockGrid, block_shape_for, run_blocks, write_region
 
-    name_ref, name_def = names or ("reference volume", "deformed volume")
-    require_same_grid(ref, deformed, name_ref, name_def, voxel_size=voxel_size_um)
-    field = displacement if isinstance(displacement, NodeField) else \
-        _DenseField(np.asarray(displacement))
+    field = _checked_field(ref, deformed, displacement, voxel_size_um, names)
     shape = tuple(ref.shape)
-    if tuple(deformed.shape) != shape or (isinstance(field, _DenseField)
-                                          and field.u.shape[1:] != shape):
-        raise ShapeMismatchError(
-            f"{name_ref} {shape}, {name_def} {tuple(deformed.shape)} and displacement "
-            f"{getattr(field, 'u', np.zeros((3,) + shape)).shape[1:]} grids differ",
-            "give volumes and field on one grid")
     _check_shell(shell_voxels, ratio)
     floor = DEFAULT_FLOOR if floor is None else float(floor)
     halo = _halo(sigma, shell_voxels if labels_ref is not None else None) + field.reach + 3
@@ -292,6 +283,24 @@ def residual_map(ref: Any, deformed: Any, displacement: Any,
         log.warning("inverse map: %d voxels not converged", bad[0])
     table = None if labels_ref is None else _residual_table(sums, ratio)
     return ResidualMap(out, floor, float(sigma), coords, table, bad[0])
+
+
+def _checked_field(ref: Any, deformed: Any, displacement: Any, voxel_size_um: Any,
+                   names: Any) -> Any:
+    """The displacement as a field read box by box, after checking that the volumes (named
+    by ``names``) and a dense field share one grid."""
+    name_ref, name_def = names or ("reference volume", "deformed volume")
+    require_same_grid(ref, deformed, name_ref, name_def, voxel_size=voxel_size_um)
+    field = displacement if isinstance(displacement, NodeField) else \
+        _DenseField(np.asarray(displacement))
+    shape = tuple(ref.shape)
+    if tuple(deformed.shape) != shape or (isinstance(field, _DenseField)
+                                          and field.u.shape[1:] != shape):
+        raise ShapeMismatchError(
+            f"{name_ref} {shape}, {name_def} {tuple(deformed.shape)} and displacement "
+            f"{getattr(field, 'u', np.zeros((3,) + shape)).shape[1:]} grids differ",
+            "give volumes and field on one grid")
+    return field
 
 
 def _halo(sigma: float, shell: float | None) -> int:
