@@ -192,6 +192,11 @@ def _usable(kind: str, path: Any, for_writing: bool) -> str:
 # metadata written with every volume
 
 
+#: Notes of a volume's reader that what is made from it keeps (attributes of the same names):
+#: an assumed voxel size, chunks or data read as the fill value.
+SOURCE_NOTES = ("voxel_size_note", "missing_chunks_note", "missing_data_note")
+
+
 def _meta_dict(vol: VolumeLike, provenance: dict | None) -> dict[str, Any]:
     """``axes``, ``voxel_size_um`` + ``origin_um`` (or, without voxel size, the origin in
     voxels as ``origin_voxels``), the notes (``voxel_size_note``, ``missing_chunks_note``,
@@ -202,7 +207,7 @@ def _meta_dict(vol: VolumeLike, provenance: dict | None) -> dict[str, Any]:
         meta["origin_um"] = list(vol.origin)
     else:  # the origin is in voxels then: never labelled um
         meta["origin_voxels"] = list(vol.origin)
-    for key in ("voxel_size_note", "missing_chunks_note", "missing_data_note"):
+    for key in SOURCE_NOTES:
         note = (vol.attrs or {}).get(key)
         if note:  # an assumed (or ignored) voxel size, fill-value chunks: marked in the output
             meta[key] = str(note)

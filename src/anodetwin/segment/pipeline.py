@@ -299,14 +299,12 @@ def _prepared_input(volume: Any, voxel_size_um: float | tuple | None, align_to: 
     return data, vs, origin, shift, input_notes(vol.attrs)
 
 
-#: Notes of a volume's reader that the labels made from it keep (attributes of the same
-#: names): an assumed voxel size, chunks or data read as the fill value.
-INPUT_NOTES = ("voxel_size_note", "missing_chunks_note", "missing_data_note")
-
-
 def input_notes(attrs: Any) -> dict:
-    """The notes of :data:`INPUT_NOTES` among a volume's attributes."""
-    return {k: str(attrs[k]) for k in INPUT_NOTES if (attrs or {}).get(k)}
+    """The notes of :data:`anodetwin.io.formats.SOURCE_NOTES` among a volume's attributes
+    (the labels made from it keep them)."""
+    from anodetwin.io.formats import SOURCE_NOTES
+
+    return {k: str(attrs[k]) for k in SOURCE_NOTES if (attrs or {}).get(k)}
 
 
 def _phases_and_interfaces(data: np.ndarray, model: Any, vs: tuple, surface_window_um: float,
