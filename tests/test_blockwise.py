@@ -352,3 +352,36 @@ def test_sigterm_removes_the_unfinished_output(scan, tmp_path):
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143 and "anodetwin: terminated" in err, err
     assert "Traceback" not in err and list(out.iterdir()) == []
+
+
+def test_ascents_longer_than_the_halo_are_followed_across_blocks(monkeypatch):
+    """Two overlapping balls (radius 34 and 26 voxels, centres 52 apart): an ascent from
+    the big ball's surface runs about 34 voxels to its centre, further than the 16-voxel
+    halo of blocks 16 voxels wide, so it is handed from block to block (pending voxels
+    resolved by the block that owns them, in chains of several hops). Truth by
+    construction: two particles, split at the neck, each ball's centre in its own."""
+    from anodetwin.segment import particles as P
+
+    z, y, x = np.mgrid[:76, :76, :124].astype(float)
+    big = (z - 38) ** 2 + (y - 38) ** 2 + (x - 38) ** 2 <= 34 ** 2
+    small = (z - 38) ** 2 + (y - 38) ** 2 + (x - 90) ** 2 <= 26 ** 2
+    hops = []
+    climb = P._BasinPass.climb
+
+    def spy(self, b, seeds):
+        out = climb(self, b, seeds)
+        hops.append(bool(out[1].any()))  # a seed led to a further pending voxel
+        return out
+
+    monkeypatch.setattr(P._BasinPass, "climb", spy)
+    whole = label_particles(big | small)
+    assert not hops  # one block: nothing pending
+    for block, workers in (((16, 16, 16), 1), ((10, 30, 17), 2)):
+        hops.clear()
+        lab = label_particles(big | small, block_shape=block, workers=workers)
+        assert np.array_equal(lab, whole), (block, int((lab != whole).sum()))
+        assert len(hops) >= 2 and any(hops), (block, hops)
+    assert whole.max() == 2
+    assert whole[38, 38, 38] == 1 and whole[38, 38, 90] == 2
+    inner = (((z - 38) ** 2 + (y - 38) ** 2 + (x - 38) ** 2 <= 30 ** 2) & (x < 60))
+    assert np.unique(whole[inner]).tolist() == [1]

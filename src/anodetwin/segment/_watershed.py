@@ -8,7 +8,10 @@
 * :func:`ascend`: each mask voxel follows the steepest ascent (largest rise per unit length)
   of the distance map over its 26 neighbours to a voxel with no higher neighbour (a
   **terminal**); a basin is named by its terminal's flat index in the whole volume, so
-  basins do not depend on how the volume is cut (:func:`basin_table`).
+  basins do not depend on how the volume is cut (:func:`basin_table`). On a block's box a
+  path stops where the box no longer knows its next step (near a side inside the volume);
+  that **pending** voxel is handed to the block that owns it (:func:`ascend_from`), so a
+  halo need not hold the longest ascent.
 * :func:`basin_edges`: the highest saddle (the larger of the two lower distances of
   26-adjacent voxels) between every two adjacent basins.
 * :func:`merge_basins`: the h-maxima watershed on the basin graph. Maxima whose dynamic
@@ -22,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["squared_edt", "exact_region", "offset_lengths", "ascend", "basin_table",
-           "basin_edges", "merge_basins"]
+__all__ = ["squared_edt", "exact_region", "offset_lengths", "ascend", "ascend_from",
+           "basin_table", "basin_edges", "merge_basins"]
 
 _INF = np.inf
 
@@ -214,10 +217,55 @@ def _safe(exact: np.ndarray, a: int, b: int, c: int, lo_in: np.ndarray,
 
 
 @njit(cache=True, nogil=True)
+def _climb(u: int, dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray,
+           hi_in: np.ndarray, origin: np.ndarray, length: np.ndarray, basin: np.ndarray,
+           stack: np.ndarray, pend: np.ndarray, n_pend: int) -> tuple:
+    """Follow the ascent from box flat index ``u`` until a voxel whose basin is known, a
+    terminal, or a voxel that is not safe (:func:`_safe`: recorded in ``pend``, which then
+    names the basin); every voxel of the path gets that basin. Returns the work arrays
+    (grown if needed) and the number of pending voxels."""
+    nz, ny, nx = dist.shape
+    top = 0
+    while True:
+        a, r = divmod(u, ny * nx)
+        b, c = divmod(r, nx)
+        if basin[a, b, c] != -2:
+            res = basin[a, b, c]
+            break
+        if top == stack.size:
+            stack = _grow(stack, 2 * top)
+        stack[top] = u
+        top += 1
+        if not _safe(exact, a, b, c, lo_in, hi_in):
+            res = u
+            if n_pend == pend.size:
+                pend = _grow(pend, 2 * n_pend)
+            pend[n_pend] = u
+            n_pend += 1
+            break
+        w = _step(dist, a, b, c, length, origin[0] + a + origin[1] + b + origin[2] + c)
+        if w < 0:
+            res = u
+            break
+        u = w
+    for t in range(top):
+        a, r = divmod(stack[t], ny * nx)
+        b, c = divmod(r, nx)
+        basin[a, b, c] = res
+    return stack, pend, n_pend
+
+
+@njit(cache=True, nogil=True)
 def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.ndarray,
            lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, length: np.ndarray,
-           basin: np.ndarray) -> bool:
+           basin: np.ndarray) -> tuple:
     """Basin of every mask voxel of the sub-box ``lo:hi`` of a box.
+
+    A path is followed while its voxels are safe (:func:`_safe`); one that reaches a voxel
+    that is not (near a side of the box that lies inside the volume) stops there, and that
+    **pending** voxel names the basin until the block that owns it resolves it
+    (:func:`ascend_from`). The paths, terminals and pending voxels do not depend on the
+    box beyond its safe voxels, so every cut of the volume gives the same basins.
 
     Parameters
     ----------
@@ -234,17 +282,27 @@ def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.nda
     length : float (27,)
         Length of each neighbour offset (:func:`offset_lengths`).
     basin : int32 or int64 array (box), filled with -2
-        Written: the box flat index of each resolved voxel's terminal; -1 outside the
-        mask, -2 not resolved (int32 holds the flat index of any box below 2**31 voxels).
+        Written: the box flat index of each resolved voxel's terminal or pending voxel; -1
+        outside the mask, -2 not reached (int32 holds the flat index of any box below
+        2**31 voxels).
 
     Returns
     -------
-    bool
-        False when a path met a voxel that is not safe (:func:`_safe`): the box needs a
-        wider halo.
+    ok : bool
+        False when a mask voxel of the sub-box is not safe itself: the box needs a wider
+        halo for exact distances there.
+    pending : int64 (P,)
+        Box flat indices of the pending voxels, each once.
     """
     nz, ny, nx = dist.shape
     stack = np.empty(1024, np.int64)
+    pend = np.empty(64, np.int64)
+    n_pend = 0
+    for i in range(lo[0], hi[0]):
+        for j in range(lo[1], hi[1]):
+            for k in range(lo[2], hi[2]):
+                if dist[i, j, k] > 0 and not _safe(exact, i, j, k, lo_in, hi_in):
+                    return False, pend[:0]
     for i in range(lo[0], hi[0]):
         for j in range(lo[1], hi[1]):
             for k in range(lo[2], hi[2]):
@@ -253,31 +311,44 @@ def ascend(dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray, hi_in: np.nda
                 if dist[i, j, k] <= 0:
                     basin[i, j, k] = -1
                     continue
-                top = 0
-                u = (i * ny + j) * nx + k
-                while True:
-                    a, r = divmod(u, ny * nx)
-                    b, c = divmod(r, nx)
-                    if basin[a, b, c] != -2:
-                        res = basin[a, b, c]
-                        break
-                    if not _safe(exact, a, b, c, lo_in, hi_in):
-                        return False
-                    if top == stack.size:
-                        stack = _grow(stack, 2 * top)
-                    stack[top] = u
-                    top += 1
-                    w = _step(dist, a, b, c, length, origin[0] + a + origin[1] + b
-                              + origin[2] + c)
-                    if w < 0:
-                        res = u
-                        break
-                    u = w
-                for t in range(top):
-                    a, r = divmod(stack[t], ny * nx)
-                    b, c = divmod(r, nx)
-                    basin[a, b, c] = res
-    return True
+                stack, pend, n_pend = _climb((i * ny + j) * nx + k, dist, exact, lo_in,
+                                             hi_in, origin, length, basin, stack, pend,
+                                             n_pend)
+    return True, pend[:n_pend]
+
+
+@njit(cache=True, nogil=True)
+def ascend_from(seeds: np.ndarray, dist: np.ndarray, exact: np.ndarray, lo_in: np.ndarray,
+                hi_in: np.ndarray, origin: np.ndarray, length: np.ndarray,
+                basin: np.ndarray) -> tuple:
+    """Basins of the mask voxels ``seeds`` (box flat indices) of a box, as :func:`ascend`.
+
+    Returns
+    -------
+    ok : bool
+        False when a seed is not safe itself (the box needs a wider halo).
+    result : int64 (S,)
+        Box flat index of each seed's terminal or pending voxel.
+    pending : int64 (P,)
+        Box flat indices of the pending voxels, each once.
+    """
+    nz, ny, nx = dist.shape
+    stack = np.empty(1024, np.int64)
+    pend = np.empty(64, np.int64)
+    n_pend = 0
+    result = np.empty(seeds.size, np.int64)
+    for s in range(seeds.size):
+        a, r = divmod(seeds[s], ny * nx)
+        b, c = divmod(r, nx)
+        if not _safe(exact, a, b, c, lo_in, hi_in):
+            return False, result[:0], pend[:0]
+    for s in range(seeds.size):
+        stack, pend, n_pend = _climb(seeds[s], dist, exact, lo_in, hi_in, origin, length,
+                                     basin, stack, pend, n_pend)
+        a, r = divmod(seeds[s], ny * nx)
+        b, c = divmod(r, nx)
+        result[s] = basin[a, b, c]
+    return True, result, pend[:n_pend]
 
 
 @njit(cache=True, nogil=True)

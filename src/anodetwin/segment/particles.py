@@ -27,9 +27,9 @@ from scipy import ndimage
 from anodetwin.errors import ParameterError
 from anodetwin.io import normalise_voxel_size, require_3d
 from anodetwin.io.blocks import Block, BlockGrid, read_region, run_blocks, write_region
-from anodetwin.segment._blockpass import gather
 from anodetwin.segment._watershed import (
     ascend,
+    ascend_from,
     basin_edges,
     basin_table,
     exact_region,
@@ -112,15 +112,17 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
         block_shape = block_shape_for(m.shape, BYTES_PER_VOXEL, HALO, memory_limit, workers,
                                       max_side=MAX_SIDE)
     grid = BlockGrid(m.shape, block_shape, HALO)
-    cache: dict = {} if len(grid) == 1 else None  # one block: the second pass reuses it
     read = lambda box: _mask(read_region(m, box), particle_code)  # noqa: E731
-    parts = gather(grid, lambda b: _block_graph(read, m.shape, b, spacing, cache), workers)
-    lut, ids = _labels_lut(parts, h, min_voxels)
     out = np.zeros(m.shape, np.int32) if out is None else out
+    bp = _BasinPass(read, m.shape, spacing, out)
+    parts = {b.index: r for b, r in run_blocks(bp.graph, grid, workers)}
+    chains = _resolve_pending(bp, grid, np.concatenate([p[7] for p in parts.values()]),
+                              workers)
+    lut, ids = _labels_lut(list(parts.values()), h, min_voxels, chains)
 
-    def write(b: Block) -> None:
-        terms, local = (cache.pop(b.index) if cache else
-                        _core_basins(read, m.shape, b, spacing)[0:5:4])
+    def write(b: Block) -> None:  # the core's basin indices, written by the first pass
+        local = np.asarray(read_region(out, b.core))
+        terms = _through(parts[b.index][0], chains)[0]
         per = np.append(lut[np.searchsorted(ids, terms)], 0).astype(np.int32)
         write_region(out, b.core, per[local])  # local -1 (no particle) takes the 0
 
@@ -129,14 +131,14 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     return out
 
 
-#: Halo (voxels) a block is first read with; widened where a distance or an ascent needs
-#: more (particles larger than about the halo).
+#: Halo (voxels) a block is first read with; widened only where a core voxel's distance
+#: needs more (particles larger than about the halo). Ascents that leave it are handed on
+#: to the next block (pending voxels), so it does not grow with their length.
 HALO = 16
 #: Working memory of the instance passes per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 64
 #: Largest block core side (voxels) of the instance passes: beyond it the halo's share
-#: (doubled to 32 voxels where particles are large) falls little, and the memory held keeps
-#: growing.
+#: (32 voxels where particles are large) falls little, and the memory held keeps growing.
 MAX_SIDE = 128
 #: Largest block side of the particle table's reductions (no halo: small blocks cost
 #: nothing more).
@@ -149,34 +151,160 @@ def _mask(values: np.ndarray, code: int | None) -> np.ndarray:
     return np.ascontiguousarray(values == code if code is not None else values, dtype=bool)
 
 
-#: Halo that the last block needed (blocks start from it: a new block rarely needs more).
-_halo_hint = [HALO]
+class _BasinPass:
+    """Basins of the blocks of a mask: each block is read with a halo of :data:`HALO`
+    voxels, widened only where a core voxel's distance is not exact in it (particles wider
+    than about the halo); the halo a block took is kept, so the block resolves the pending
+    voxels of its core in the same box. Each core's basin indices are written into ``out``
+    (int32, -1 outside the mask) until their labels are known."""
 
+    def __init__(self, read: Any, shape: tuple, spacing: np.ndarray, out: Any):
+        self.read, self.shape, self.spacing, self.out = read, shape, spacing, out
+        self.length = offset_lengths(spacing)
+        self.halos: dict = {}
 
-def _block_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tuple:
-    """Basins (box flat index of the terminal, -1 outside the mask) of a block's core
-    widened by one voxel, with the distance map, the core's box slices and the box; the
-    halo is doubled until every distance and ascent that the core needs is exact."""
-    halo = _halo_hint[0]
-    while True:
+    def box(self, b: Block, halo: int) -> tuple:
+        """Box of block ``b`` with ``halo``: box slices, distances, exactness, box sides
+        inside the volume, the core in box coordinates."""
         outer = tuple(slice(max(0, c.start - halo), min(n, c.stop + halo))
-                      for c, n in zip(b.core, shape, strict=True))
+                      for c, n in zip(b.core, self.shape, strict=True))
         lo_in = np.array([o.start > 0 for o in outer])
-        hi_in = np.array([o.stop < n for o, n in zip(outer, shape, strict=True)])
-        dist, exact = _distances(read(outer), spacing, lo_in, hi_in)
+        hi_in = np.array([o.stop < n for o, n in zip(outer, self.shape, strict=True)])
+        dist, exact = _distances(self.read(outer), self.spacing, lo_in, hi_in)
         inner = tuple(slice(c.start - o.start, c.stop - o.start)
                       for c, o in zip(b.core, outer, strict=True))
-        lo = np.array([max(0, s.start - 1) for s in inner])
-        hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, dist.shape, strict=True)])
-        basin = np.full(dist.shape, -2, np.int32 if dist.size < 2**31 else np.int64)
-        ok = ascend(dist, exact, lo_in, hi_in, lo, hi, np.array([o.start for o in outer]),
-                    offset_lengths(spacing), basin)
-        del exact
-        if ok or not (lo_in.any() or hi_in.any()):
-            _halo_hint[0] = max(_halo_hint[0], halo)
-            return basin, dist, inner, outer
-        del basin, dist  # before the wider box is made
-        halo *= 2
+        return outer, dist, exact, lo_in, hi_in, inner
+
+    def basins(self, b: Block) -> tuple:
+        """Basin map (box flat index of the terminal or pending voxel; -1 outside the
+        mask) of the core widened by one voxel, distances, the core's bounds (lo, hi) in
+        the box, box slices and the pending voxels (whole-volume flat index)."""
+        halo = self.halos.get(b.index, HALO)
+        while True:
+            outer, dist, exact, lo_in, hi_in, inner = self.box(b, halo)
+            lo = np.array([max(0, s.start - 1) for s in inner])
+            hi = np.array([min(n, s.stop + 1) for s, n in zip(inner, dist.shape, strict=True)])
+            basin = np.full(dist.shape, -2, np.int32 if dist.size < 2**31 else np.int64)
+            ok, pend = ascend(dist, exact, lo_in, hi_in, lo, hi,
+                              np.array([o.start for o in outer]), self.length, basin)
+            del exact
+            if ok or not (lo_in.any() or hi_in.any()):
+                self.halos[b.index] = halo
+                lo, hi = np.array([s.start for s in inner]), np.array([s.stop for s in inner])
+                return basin, dist, lo, hi, outer, _global(pend, outer, self.shape)
+            halo = _wider_halo(halo, dist, lo, hi)
+            del basin, dist  # before the wider box is made
+
+    def graph(self, b: Block) -> tuple:
+        """Basins of a block's core: ids (whole-volume flat index of the terminal or pending
+        voxel), voxel counts, first voxels (whole-volume flat index), peaks (distance at
+        the id; meaningless for a pending id), the highest saddle to each adjacent basin
+        (edges owned by the core) and the pending voxels. The core's indices into the ids
+        go into ``out``."""
+        basin, dist, lo, hi, outer, pend = self.basins(b)
+        terms, counts, first, local = basin_table(basin, lo, hi)
+        write_region(self.out, b.core, local)
+        del local
+        ea, eb, s = basin_edges(basin, dist, lo, hi)
+        ea, eb = _global(ea, outer, self.shape), _global(eb, outer, self.shape)
+        return ((_global(terms, outer, self.shape), counts, _global(first, outer, self.shape),
+                 dist.ravel()[terms]) + _max_saddles(*_ordered(ea, eb), s) + (pend,))
+
+    def climb(self, b: Block, seeds: np.ndarray) -> tuple:
+        """Where the ascents from ``seeds`` (whole-volume flat indices in the core of
+        ``b``) lead in the box of ``b``: the terminal or the next pending voxel
+        (whole-volume flat index), whether it is pending, and the distance there."""
+        halo = self.halos.get(b.index, HALO)
+        local = tuple(np.unravel_index(seeds, self.shape))
+        while True:
+            outer, dist, exact, lo_in, hi_in, _ = self.box(b, halo)
+            flat = np.ravel_multi_index(tuple(p - o.start for p, o in zip(
+                local, outer, strict=True)), dist.shape)
+            basin = np.full(dist.shape, -2, np.int32 if dist.size < 2**31 else np.int64)
+            ok, res, pend = ascend_from(flat, dist, exact, lo_in, hi_in,
+                                        np.array([o.start for o in outer]), self.length,
+                                        basin)
+            if ok or not (lo_in.any() or hi_in.any()):
+                return (_global(res, outer, self.shape), np.isin(res, pend),
+                        dist.ravel()[res])
+            halo = 2 * halo  # not met: the block's own pass took the halo its core needs
+            del basin, dist, exact
+
+
+def _wider_halo(halo: int, dist: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> int:
+    """A halo in which the distance of every voxel of the sub-box ``lo:hi`` grown by one
+    is exact: the box's distance is an upper bound of the true one (the box sees fewer
+    background voxels), and a voxel's distance is exact when the box's sides lie further
+    away (:func:`~anodetwin.segment._watershed.exact_region`; spacing in edges of the
+    finest axis, so a voxel is at least 1 long). Doubled where the box holds no
+    background."""
+    box = tuple(slice(max(0, a - 1), b + 1) for a, b in zip(lo, hi, strict=True))
+    deepest = float(dist[box].max())
+    if not np.isfinite(deepest):
+        return 2 * halo
+    return max(halo + 1, int(np.ceil(deepest)) + 3)
+
+
+def _ordered(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair (a, b) with the smaller first."""
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def _resolve_pending(bp: _BasinPass, grid: BlockGrid, pending: np.ndarray, workers: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Terminal of every pending voxel: the block that owns each one follows its ascent
+    on, to a terminal or to a further pending voxel, until none is left.
+
+    Returns the pending voxels (sorted, whole-volume flat index), their terminals and the
+    distance at each terminal."""
+    src, dst, is_pend, peak = [], [], [], []
+    known = np.zeros(0, np.int64)
+    todo = np.unique(pending)
+    while todo.size:
+        known = np.union1d(known, todo)
+        coords = np.unravel_index(todo, grid.shape)
+        owner = np.ravel_multi_index(tuple(c // s for c, s in zip(
+            coords, grid.block_shape, strict=True)), grid.grid)
+        blocks = [grid.block(tuple(int(i) for i in np.unravel_index(k, grid.grid)))
+                  for k in np.unique(owner)]
+        seeds = {b.index: todo[owner == np.ravel_multi_index(b.index, grid.grid)]
+                 for b in blocks}
+        nxt = []
+        for b, (d, p, pk) in run_blocks(lambda b: bp.climb(b, seeds[b.index]), blocks,
+                                        workers):
+            src.append(seeds[b.index])
+            dst.append(d)
+            is_pend.append(p)
+            peak.append(pk)
+            nxt.append(d[p])
+        todo = np.setdiff1d(np.concatenate(nxt), known) if nxt else todo[:0]
+    return _follow(*(np.concatenate(x) if x else np.zeros(0) for x in
+                     (src, dst, is_pend, peak)))
+
+
+def _follow(src: np.ndarray, dst: np.ndarray, is_pend: np.ndarray, peak: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chains of pending voxels followed to their terminals (``src`` -> ``dst``, where
+    ``dst`` may itself be pending)."""
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order].astype(np.int64), dst[order].astype(np.int64)
+    is_pend, peak = is_pend[order].astype(bool), peak[order].astype(np.float32)
+    while is_pend.any():
+        k = np.searchsorted(src, dst[is_pend])
+        sel = np.flatnonzero(is_pend)
+        dst[sel], peak[sel], is_pend[sel] = dst[k], peak[k], is_pend[k]
+    return src, dst, peak
+
+
+def _through(ids: np.ndarray, chains: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids with pending voxels replaced by their terminals, which were pending, and the
+    distance at the terminal of those that were (``chains``: :func:`_resolve_pending`)."""
+    src, dst, peak = chains
+    if not src.size:
+        return ids, np.zeros(ids.shape, bool), np.zeros(ids.shape, np.float32)
+    k = np.minimum(np.searchsorted(src, ids), src.size - 1)
+    hit = src[k] == ids
+    return np.where(hit, dst[k], ids), hit, peak[k]
 
 
 def _distances(mb: np.ndarray, spacing: np.ndarray, lo_in: np.ndarray, hi_in: np.ndarray
@@ -199,33 +327,6 @@ def _global(flat: np.ndarray, outer: tuple, shape: tuple) -> np.ndarray:
         + x + outer[2].start
 
 
-def _core_basins(read: Any, shape: tuple, b: Block, spacing: np.ndarray) -> tuple:
-    """Basins of a block's core: terminals (whole-volume flat index), voxel counts, first
-    voxels (whole-volume flat index), peaks, each core voxel's index into them, and the
-    basin map, distances, core slices and box of :func:`_block_basins`."""
-    basin, dist, inner, outer = _block_basins(read, shape, b, spacing)
-    lo, hi = np.array([s.start for s in inner]), np.array([s.stop for s in inner])
-    terms, counts, first, local = basin_table(basin, lo, hi)
-    peak = dist.ravel()[terms]
-    return (_global(terms, outer, shape), counts, _global(first, outer, shape), peak, local,
-            basin, dist, lo, hi, outer)
-
-
-def _block_graph(read: Any, shape: tuple, b: Block, spacing: np.ndarray,
-                 cache: dict | None) -> tuple:
-    """Basins of a block's core (ids, voxel counts, first voxel, peak distance) and the
-    highest saddle to each adjacent basin (edges owned by the core)."""
-    ids, counts, first, peak, local, basin, dist, lo, hi, outer = _core_basins(
-        read, shape, b, spacing)
-    if cache is not None:
-        cache[b.index] = (ids, local)
-    ea, eb, s = basin_edges(basin, dist, lo, hi)
-    ea, eb = _global(ea, outer, shape), _global(eb, outer, shape)
-    swap = ea > eb
-    ea, eb = np.where(swap, eb, ea), np.where(swap, ea, eb)
-    return (ids, counts, first, peak) + _max_saddles(ea, eb, s)
-
-
 def _max_saddles(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> tuple:
     """The highest saddle of each (a, b) pair."""
     if a.size == 0:
@@ -237,31 +338,43 @@ def _max_saddles(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> tuple:
     return a[first], b[first], s[first]
 
 
-def _labels_lut(parts: list, h: float, min_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+def _labels_lut(parts: list, h: float, min_voxels: int, chains: tuple
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Label of every basin (lookup table over the sorted basin ids) after merging by
-    dynamics, removing regions under ``min_voxels`` and numbering 1..n by first voxel."""
-    ids_all = np.concatenate([p[0] for p in parts])
+    dynamics, removing regions under ``min_voxels`` and numbering 1..n by first voxel;
+    pending ids are first replaced by their terminals (``chains``)."""
+    ids_all, was, chain_peak = _through(np.concatenate([p[0] for p in parts]), chains)
     ids, inv = np.unique(ids_all, return_inverse=True)
     counts = np.zeros(ids.size, np.int64)
     np.add.at(counts, inv, np.concatenate([p[1] for p in parts]))
     first = np.full(ids.size, np.iinfo(np.int64).max)
     np.minimum.at(first, inv, np.concatenate([p[2] for p in parts]))
     peak = np.zeros(ids.size, np.float32)
-    peak[inv] = np.concatenate([p[3] for p in parts])
-    a, b, s = _max_saddles(*(np.concatenate([p[k] for p in parts]) for k in (4, 5, 6)))
+    peak[inv] = np.where(was, chain_peak, np.concatenate([p[3] for p in parts]))
+    a, b = (_through(np.concatenate([p[k] for p in parts]), chains)[0] for k in (4, 5))
+    s = np.concatenate([p[6] for p in parts])
+    keep = a != b
+    a, b, s = _max_saddles(*_ordered(a[keep], b[keep]), s[keep])
     a, b = np.searchsorted(ids, a), np.searchsorted(ids, b)
     order = np.lexsort((b, a, -s))
     region = merge_basins(peak, a[order], b[order], s[order], float(h))
-    r_count = np.zeros(ids.size, np.int64)
+    return _numbered(region, counts, first, min_voxels), ids
+
+
+def _numbered(region: np.ndarray, counts: np.ndarray, first: np.ndarray, min_voxels: int
+              ) -> np.ndarray:
+    """Label of every basin: regions under ``min_voxels`` removed (0), the others numbered
+    1..n in order of their first voxel."""
+    n = region.size
+    r_count = np.zeros(n, np.int64)
     np.add.at(r_count, region, counts)
-    r_first = np.full(ids.size, np.iinfo(np.int64).max)
+    r_first = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(r_first, region, first)
-    roots = np.flatnonzero((region == np.arange(ids.size))
-                           & (r_count >= max(1, int(min_voxels))))
-    label = np.zeros(ids.size, np.int32)
+    roots = np.flatnonzero((region == np.arange(n)) & (r_count >= max(1, int(min_voxels))))
+    label = np.zeros(n, np.int32)
     label[roots[np.argsort(r_first[roots], kind="stable")]] = np.arange(
         1, roots.size + 1, dtype=np.int32)
-    return label[region], ids
+    return label[region]
 
 
 def touching_pairs(labels: np.ndarray) -> np.ndarray:
