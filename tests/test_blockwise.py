@@ -385,3 +385,17 @@ def test_ascents_longer_than_the_halo_are_followed_across_blocks(monkeypatch):
     assert whole[38, 38, 38] == 1 and whole[38, 38, 90] == 2
     inner = (((z - 38) ** 2 + (y - 38) ** 2 + (x - 38) ** 2 <= 30 ** 2) & (x < 60))
     assert np.unique(whole[inner]).tolist() == [1]
+
+
+def test_labels_output_must_hold_signed_ids_of_the_mask_shape():
+    """The first pass keeps basin indices (-1 outside the mask) in ``out``: unsigned or
+    narrow integers, or another shape, are refused before any work; int64 is taken."""
+    mask = np.zeros((20, 20, 20), bool)
+    mask[4:9, 4:9, 4:9] = mask[12:17, 12:17, 12:17] = True
+    for bad in (np.zeros(mask.shape, np.uint32), np.zeros(mask.shape, np.int16),
+                np.zeros((20, 20, 21), np.int32)):
+        with pytest.raises(ParameterError, match="labels output"):
+            label_particles(mask, block_shape=8, out=bad)
+    out = label_particles(mask, block_shape=8, out=np.full(mask.shape, 7, np.int64))
+    assert out.dtype == np.int64 and out.max() == 2 and (out[mask] > 0).all()
+    assert (out[~mask] == 0).all()

@@ -97,7 +97,8 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     DimensionError
         If the mask is not 3-D.
     ParameterError
-        If ``h`` is not positive.
+        If ``h`` is not positive, or ``out`` is not signed integers of at least 32 bits
+        of the mask's shape.
     """
     from anodetwin.io.blocks import block_shape_for
 
@@ -113,7 +114,7 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
                                       max_side=MAX_SIDE)
     grid = BlockGrid(m.shape, block_shape, HALO)
     read = lambda box: _mask(read_region(m, box), particle_code)  # noqa: E731
-    out = np.zeros(m.shape, np.int32) if out is None else out
+    out = np.zeros(m.shape, np.int32) if out is None else _checked_out(out, m.shape)
     bp = _BasinPass(read, m.shape, spacing, out)
     parts = {b.index: r for b, r in run_blocks(bp.graph, grid, workers)}
     chains = _resolve_pending(bp, grid, np.concatenate([p[7] for p in parts.values()]),
@@ -128,6 +129,17 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
 
     for _ in run_blocks(write, grid, workers):
         pass
+    return out
+
+
+def _checked_out(out: Any, shape: tuple) -> Any:
+    """``out`` if it can take the labels: the mask's shape and signed integers of at least
+    32 bits (the first pass keeps basin indices there, -1 outside the mask)."""
+    dt = np.dtype(out.dtype)
+    if tuple(out.shape) != tuple(shape) or dt.kind != "i" or dt.itemsize < 4:
+        raise ParameterError(f"labels output of shape {tuple(out.shape)} and dtype {dt} does "
+                             f"not fit a particle mask of shape {tuple(shape)}",
+                             "give an int32 array or dataset of the mask's shape")
     return out
 
 
