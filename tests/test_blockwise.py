@@ -144,6 +144,10 @@ def test_block_grid_and_memory():
     assert block_shape_for((200, 256, 300), 64, 28, "4GB", workers=2) == (200, 256, 160)
     assert block_shape_for((100, 256, 300), 64, 28, "4GB", workers=3) == (100, 256, 112)
     assert block_shape_for((200, 256, 300), 64, 28, "4GB", workers=1) == (200, 256, 300)
+    # a small volume that fits whole is cut into slabs even where no 16-voxel core with
+    # its halo would fit: (16 + 56)^3 * 64 B = 24 MB per worker > 64 MB * 0.65 / 2
+    assert block_shape_for((40, 40, 40), 64, 28, "64MB", workers=2) == (32, 40, 40)
+    assert block_shape_for((4, 4, 4), 64, 28, "64MB", workers=2) == (4, 4, 4)
 
 
 def test_nan_counted_over_all_blocks():
@@ -399,3 +403,20 @@ def test_labels_output_must_hold_signed_ids_of_the_mask_shape():
     out = label_particles(mask, block_shape=8, out=np.full(mask.shape, 7, np.int64))
     assert out.dtype == np.int64 and out.max() == 2 and (out[mask] > 0).all()
     assert (out[~mask] == 0).all()
+
+
+def test_h_must_be_finite_and_a_solid_mask_is_refused_under_a_memory_limit():
+    """A NaN or infinite h is refused. A mask with one background voxel in 160^3 has
+    voxels 100+ voxels inside its one "particle": exact distances would need a box of
+    nearly the whole volume, far beyond 64MB, so the limit refuses it before the work
+    (it used to take 3x the in-memory route's memory); a limit that holds it works."""
+    m = np.ones((160, 160, 160), bool)
+    m[0, 0, 0] = False
+    for h in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ParameterError, match="h-maxima"):
+            label_particles(m[:8, :8, :8], h=h)
+    with pytest.raises(ParameterError, match="voxels inside a particle.*64MB"):
+        label_particles(m, memory_limit="64MB")
+    small = m[:48, :48, :48]
+    lab = label_particles(small, memory_limit="64MB", block_shape=16)
+    assert np.array_equal(lab, label_particles(small)) and lab.max() >= 1

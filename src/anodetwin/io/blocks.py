@@ -35,7 +35,7 @@ import numpy as np
 from anodetwin.errors import ParameterError
 
 __all__ = ["Block", "BlockGrid", "block_shape_for", "gaussian_crop", "parse_memory",
-           "read_region", "write_region", "run_blocks", "DEFAULT_MEMORY_LIMIT"]
+           "read_region", "write_region", "run_blocks", "DEFAULT_MEMORY_LIMIT", "box_budget"]
 
 Box = tuple[slice, slice, slice]
 
@@ -157,6 +157,13 @@ class BlockGrid:
                 yield b
 
 
+def box_budget(memory_limit: str | float | int, bytes_per_voxel: float, workers: int = 1,
+               reserve: float = 0.35) -> float:
+    """Voxels of one worker's extended box under a memory ceiling: the ceiling less the
+    ``reserve`` share, split over ``workers``, over ``bytes_per_voxel``."""
+    return parse_memory(memory_limit) * (1 - reserve) / max(1, int(workers)) / bytes_per_voxel
+
+
 def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
                     memory_limit: str | float | int = DEFAULT_MEMORY_LIMIT,
                     workers: int = 1, reserve: float = 0.35,
@@ -192,28 +199,29 @@ def block_shape_for(shape: Any, bytes_per_voxel: float, halo: int,
     Raises
     ------
     ParameterError
-        When not even a 16-voxel core fits.
+        When not even a 16-voxel core fits (and the volume does not fit whole).
     """
     workers = max(1, int(workers))
-    budget = parse_memory(memory_limit) * (1 - reserve) / workers / bytes_per_voxel
+    budget = box_budget(memory_limit, bytes_per_voxel, workers, reserve)
     side = int(budget ** (1 / 3)) - 2 * int(halo)
     side = side // 16 * 16
     if max_side:
         side = min(side, int(max_side))
-    if side < 16:
+    shape = tuple(int(n) for n in shape)
+    fits = np.prod(shape, dtype=float) <= budget  # the whole volume: no halo to read
+    if side < 16 and not fits:
         raise ParameterError(
             f"memory limit {memory_limit} leaves no room for a block with a {halo}-voxel "
             f"halo on {workers} worker{'s' if workers > 1 else ''}",
             "raise --memory-limit" + (" or lower --workers" if workers > 1 else ""))
-    shape = tuple(int(n) for n in shape)
-    if ((side + 2 * halo) / side) ** 3 > 4 and np.prod(shape, dtype=float) > budget:
+    if not fits and ((side + 2 * halo) / side) ** 3 > 4:
         from anodetwin.log import get_logger
 
         get_logger("blocks").warning(
             "memory limit %s: blocks of %d^3 voxels read a %d-voxel halo, %.0fx their own "
             "voxels; a higher limit (or fewer workers) is much faster", memory_limit, side,
             halo, ((side + 2 * halo) / side) ** 3)
-    if np.prod(shape, dtype=float) <= budget:
+    if fits:
         ax = int(np.argmax(shape))
         slab = min(shape[ax], -(-shape[ax] // (16 * workers)) * 16)
         return tuple(slab if a == ax else n for a, n in enumerate(shape))  # type: ignore

@@ -98,15 +98,17 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
         If the mask is not 3-D.
     ParameterError
         If ``h`` is not positive, or ``out`` is not signed integers of at least 32 bits
-        of the mask's shape.
+        of the mask's shape; with ``memory_limit``, if a particle is so thick that its
+        exact distances need a box :data:`BOX_SLACK` times beyond the limit's budget.
     """
     from anodetwin.io.blocks import block_shape_for
 
     m = mask if not isinstance(mask, np.ndarray) or particle_code is not None else \
         np.asarray(mask, bool)
     require_3d(m.shape, "particle mask")
-    if h <= 0:
-        raise ParameterError(f"h-maxima height {h} is not positive", "give h > 0 (voxels)")
+    if not np.isfinite(h) or h <= 0:
+        raise ParameterError(f"h-maxima height {h} is not a positive number",
+                             "give h > 0 (voxels)")
     vs = _triple(voxel_size_um)
     spacing = vs / vs.min()
     if block_shape is None and memory_limit is not None:
@@ -116,6 +118,8 @@ def label_particles(mask: Any, h: float = 1.0, min_voxels: int = 27,
     read = lambda box: _mask(read_region(m, box), particle_code)  # noqa: E731
     out = np.zeros(m.shape, np.int32) if out is None else _checked_out(out, m.shape)
     bp = _BasinPass(read, m.shape, spacing, out)
+    if memory_limit is not None:
+        bp.limit = (memory_limit, workers)
     parts = {b.index: r for b, r in run_blocks(bp.graph, grid, workers)}
     chains = _resolve_pending(bp, grid, np.concatenate([p[7] for p in parts.values()]),
                               workers)
@@ -149,6 +153,9 @@ def _checked_out(out: Any, shape: tuple) -> Any:
 HALO = 16
 #: Working memory of the instance passes per voxel of a block with its halo (bytes).
 BYTES_PER_VOXEL = 64
+#: A block's box may grow to this many times the memory limit's budget (measured peak:
+#: about 14 of the budgeted 64 bytes per voxel) before the mask is refused.
+BOX_SLACK = 4
 #: Largest block core side (voxels) of the instance passes: beyond it the halo's share
 #: (32 voxels where particles are large) falls little, and the memory held keeps growing.
 MAX_SIDE = 128
@@ -174,6 +181,27 @@ class _BasinPass:
         self.read, self.shape, self.spacing, self.out = read, shape, spacing, out
         self.length = offset_lengths(spacing)
         self.halos: dict = {}
+        self.limit: tuple | None = None  # (memory limit, workers) the boxes must fit
+
+    def _check_box(self, b: Block, halo: int) -> None:
+        """Refuse a box far beyond the memory limit (:data:`BOX_SLACK` times the blocks'
+        budget): a particle about as wide as the blocks allow."""
+        if self.limit is None:
+            return
+        from anodetwin.io.blocks import box_budget
+
+        limit, workers = self.limit
+        budget = box_budget(limit, BYTES_PER_VOXEL, workers)
+        box = np.prod([min(n, c.stop + halo) - max(0, c.start - halo)
+                       for c, n in zip(b.core, self.shape, strict=True)], dtype=float)
+        if box > BOX_SLACK * budget:
+            raise ParameterError(
+                f"the particle mask has voxels more than {halo - 3} voxels inside a "
+                f"particle: their exact distances need boxes of {box:.3g} voxels, beyond "
+                f"memory limit "
+                f"{limit} on {workers} worker{'s' if workers > 1 else ''}",
+                "check the particle phase (a mask with almost no background has no "
+                "particles to split), or raise the memory limit")
 
     def box(self, b: Block, halo: int) -> tuple:
         """Box of block ``b`` with ``halo``: box slices, distances, exactness, box sides
@@ -206,6 +234,7 @@ class _BasinPass:
                 return basin, dist, lo, hi, outer, _global(pend, outer, self.shape)
             halo = _wider_halo(halo, dist, lo, hi)
             del basin, dist  # before the wider box is made
+            self._check_box(b, halo)
 
     def graph(self, b: Block) -> tuple:
         """Basins of a block's core: ids (whole-volume flat index of the terminal or pending
