@@ -306,15 +306,16 @@ def test_memory_limit_message_counts_workers_and_names_the_run_keys():
 
 def test_run_check_refuses_a_memory_limit_no_block_fits(tmp_path, cli):
     """``run --check`` asks each image stage's block sizing: 64MB on 2 workers leaves
-    0.65 * 64e6 / 2 / 64 bytes = a 68^3 box for the phase segmentation, less its 28-voxel
-    halo on both sides: 12 voxels, under the 16 of a block. Refused naming the key."""
+    0.65 * 64e6 / 2 / 64 bytes = a 68^3 box (325 000 voxels) for the phase segmentation,
+    less its 28-voxel halo on both sides: 12 voxels, under the 16 of a block, and the
+    30 x 120 x 120 scans (432 000 voxels) do not fit whole. Refused naming the key."""
     from anodetwin.segment.phases import _si_halo
 
     assert _si_halo(2.0, 3, 8) == 28
     rng = np.random.default_rng(1)
     for k in range(3):
         write_volume(tmp_path / f"t{k}.h5",
-                     Volume(rng.integers(0, 60000, (30, 40, 40)).astype(np.uint16), 0.5))
+                     Volume(rng.integers(0, 60000, (30, 120, 120)).astype(np.uint16), 0.5))
     text = ('[scans]\nfiles = ["t0.h5", "t1.h5", "t2.h5"]\n[cell]\nmodel = "quick_cell"\n'
             '[dvc]\nnode_spacing = 8\nhws = 8\n[resources]\n')
     (tmp_path / "ok.toml").write_text(text + 'memory_limit = "200MB"\nworkers = 1\n')
