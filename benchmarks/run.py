@@ -277,7 +277,10 @@ DVC_CASE = DVC_SETUP + (
     "    u = r[0][:, :3, 3]\n"
     "else:\n"
     "    from anodetwin.dvc.correlate import DVCParams, correlate_nodes\n"
-    "    p = DVCParams((spacing,) * 3, (hws,) * 3, engine=engine, interpolation_order=order)\n"
+    "    engine, *opts = engine.split('+')\n"
+    "    p = DVCParams((spacing,) * 3, (hws,) * 3, engine=engine, interpolation_order=order,\n"
+    "                  robust='robust' in opts,\n"
+    "                  shape_function='quadratic' if 'quadratic' in opts else 'affine')\n"
     "    correlate_nodes(im, d, nodes[:1], p, progress=False)  # load the compiled kernels\n"
     "    t0 = time.perf_counter()\n"
     "    u = correlate_nodes(im, d, nodes, p, processes=2, progress=False).Phi[:, :3, 3]\n"
@@ -290,10 +293,12 @@ DVC_CASE = DVC_SETUP + (
     "                  'measured': float(np.isfinite(e).mean())}))\n")
 #: DVC cases: half-window, node spacing (voxels).
 DVC_SIZES = ((8, 16), (16, 16), (35, 35))
-#: Engines compared: (name in the table, engine, interpolation order); each spam row is
-#: the baseline of the native row with the same interpolation.
+#: Engines compared: (name in the table, engine with its options after '+', interpolation
+#: order); each spam row is the baseline of the native rows with the same interpolation.
 DVC_ENGINES = (("spam.DIC.ldic, trilinear", "spam", 1), ("native, trilinear", "native", 1),
-               ("spam.DIC.ldic, cubic", "spam", 3), ("native, cubic", "native", 3))
+               ("spam.DIC.ldic, cubic", "spam", 3), ("native, cubic", "native", 3),
+               ("native, cubic, robust", "native+robust", 3),
+               ("native, cubic, quadratic", "native+quadratic", 3))
 
 
 def _dvc_case(hws: int, spacing: int, engine: str, order: int, repeat: int) -> dict:
@@ -321,7 +326,10 @@ def dvc_section(repeat: int) -> tuple[str, list[str]]:
              "with scipy's cubic spline (neither engine's interpolation). Baseline: "
              "`spam.DIC.ldic` called directly (2 processes) with the same interpolation "
              "(trilinear, or cubic: spam's interpolationOrder 3); the native engine runs on 2 "
-             "threads (ZNSSD). Speed = nodes/s and its ratio to the baseline; memory = peak "
+             "threads (ZNSSD; the robust and quadratic rows are its options `--robust` and "
+             "`--shape-function quadratic`, which this affine truth without grey-value "
+             "change does not need: they show their cost). Speed = nodes/s and its ratio to "
+             "the baseline; memory = peak "
              "resident of the process and its children; errors (voxels) over the nodes whose "
              "windows stay 5 voxels clear of the faces.", "",
              "| hws, spacing | engine | nodes | nodes/s | speed vs spam (same interpolation) | MiB "

@@ -274,6 +274,9 @@ def test_cli_dvc_output_layout(tmp_path, cli, pair_files):
         level = json.loads(f.attrs["params"])["levels"][-1]
         assert (level["engine"], level["interpolation_order"], level["criterion"]) == (
             "native", 3, "znssd")
+    from anodetwin.dvc import read_pair
+
+    assert read_pair(tmp_path / "pair.h5").matching == "native, znssd, cubic"
 
 
 def test_cli_engine_spam_and_trilinear(tmp_path, cli, pair_files):
@@ -287,6 +290,7 @@ def test_cli_engine_spam_and_trilinear(tmp_path, cli, pair_files):
         assert f.attrs["engine"] == "spam"
         level = json.loads(f.attrs["params"])["levels"][-1]
         assert (level["engine"], level["interpolation_order"]) == ("spam", 1)
+        assert (level["robust"], level["shape_function"]) == (False, "affine")
         assert np.isnan(f["zncc"][...]).all() and np.isnan(f["uncertainty"][...]).all()
         assert np.allclose(np.nanmedian(f["displacement"][...], axis=0), [1.2, -0.6, 0.3],
                            atol=0.05)
@@ -300,6 +304,7 @@ def test_cli_engine_spam_and_trilinear(tmp_path, cli, pair_files):
 
     old = read_pair(tmp_path / "pair.h5")
     assert old.engine == "spam" and old.zncc.shape == (len(old.nodes),)
+    assert old.matching == "spam, ssd, linear"
     assert np.isnan(old.uncertainty).all() and old.uncertainty.shape == (len(old.nodes), 3)
 
 
@@ -364,6 +369,9 @@ BAD = {
     "ZNSSD asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam", "--criterion",
                                                      "znssd"]),
     "VTK file not .vti": (lambda t, a, b: [a, b, "--vtk", t / "grid.vtk"], []),
+    "robust asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam", "--robust"]),
+    "quadratic asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam",
+                                                         "--shape-function", "quadratic"]),
 }
 
 

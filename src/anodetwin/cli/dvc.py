@@ -44,6 +44,14 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
     p.add_argument("--criterion", choices=("znssd", "ssd"), default="",
                    help="matching criterion: ZNSSD (the native engine's default; invariant "
                         "to grey-value offset and scale) or SSD (spam's only one)")
+    p.add_argument("--robust", action="store_true",
+                   help="native engine: re-weight each window's voxels by their residual "
+                        "(Tukey), for scans whose grey values change in part of a window, "
+                        "e.g. lithiated Si taking the binder's grey value")
+    p.add_argument("--shape-function", choices=("affine", "quadratic"), default="affine",
+                   help="native engine: the window's map, affine (12 parameters, as spam; "
+                        "default) or quadratic (30: no bias where the strain changes "
+                        "within a window, more noise)")
     p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
                    default=1, help="local worker processes (1; native engine: threads)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
@@ -61,12 +69,14 @@ def engine_kw(args: argparse.Namespace) -> dict:
     Returns
     -------
     dict
-        ``engine``, ``interpolation_order``, ``criterion``.
+        ``engine``, ``interpolation_order``, ``criterion``, ``robust``,
+        ``shape_function``.
     """
     from anodetwin.dvc.correlate import INTERPOLATION_ORDER
 
     return {"engine": args.engine, "criterion": args.criterion,
-            "interpolation_order": INTERPOLATION_ORDER[args.interpolation]}
+            "interpolation_order": INTERPOLATION_ORDER[args.interpolation],
+            "robust": args.robust, "shape_function": args.shape_function}
 
 
 def region_options(p: argparse.ArgumentParser) -> None:

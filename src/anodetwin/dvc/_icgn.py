@@ -14,6 +14,17 @@ solves ``H dp = -sum SD_i r_i`` and composes ``Phi <- Phi inv(W(dp))``.
 ZNSSD residual: ``r_i = (f_i - mean f) - (|f~| / |g~|) (g_i - mean g)``: invariant to an
 affine change of grey values between the windows. SSD residual: ``r_i = f_i - g_i``.
 
+Second-order shape function (optional): the map adds ``1/2 x^T H_r x`` to component r,
+H_r the displacement's second derivatives (18 more parameters; Lu & Cary 2000, Exp. Mech.
+40:393, for 2D DIC); solved from the affine match; the inverse composition is exact for the
+affine part and to first order in the increment for the curvature (the fixed point is
+unchanged).
+
+Robust re-weighting (optional): after the plain match, iteratively re-weighted least
+squares with Tukey's biweight (Holland & Welsch 1977) of the residual averaged over
+3 x 3 x 3 voxels: a grey-value change between the scans is spatially coherent (lithiated
+Si), noise is not, so the changed voxels lose their weight and the rest keep theirs.
+
 Interpolation of the deformed volume: trilinear (order 1) or cubic B-spline (order 3) on
 coefficients prefiltered by :func:`scipy.ndimage.spline_filter`. Reference gradients are
 central differences (one-sided on the faces of the loaded region).
@@ -147,37 +158,68 @@ def _reference(ref, mask, use_mask, c, h, phi0, slack):
 
 
 @nb.njit(cache=True)
-def _moments(grad, off, f0, with_h):
-    """Full 12 x 12 Gauss-Newton matrix ``sum SD SD^T`` (if ``with_h``) and the sums
-    ``sum SD f0`` and ``sum SD`` (12), the steepest-descent images built on the fly
-    (never stored)."""
-    H = np.zeros((12, 12))
-    cf = np.zeros(12)
-    c1 = np.zeros(12)
-    sd = np.empty(12)
+def _moments(grad, off, f0, w, npa, with_h):
+    """Full ``npa`` x ``npa`` Gauss-Newton matrix ``sum w SD SD^T`` (if ``with_h``) and the
+    sums ``sum w SD f0`` and ``sum w SD`` (``npa``: 12 affine, 30 quadratic), the
+    steepest-descent images built on the fly (never stored); ``w`` the voxels' weights
+    (ones, or the robust weights)."""
+    H = np.zeros((npa, npa))
+    cf = np.zeros(npa)
+    c1 = np.zeros(npa)
+    sd = np.empty(npa)
+    mono = np.empty(6)
     for i in range(grad.shape[0]):
+        wi = w[i]
+        if wi == 0.0:
+            continue
         for r in range(3):
             for k in range(3):
                 sd[3 * r + k] = grad[i, r] * off[i, k]
             sd[9 + r] = grad[i, r]
-        for p in range(12):
-            cf[p] += sd[p] * f0[i]
-            c1[p] += sd[p]
+        if npa > 12:
+            _monomials(off[i, 0], off[i, 1], off[i, 2], mono)
+            for r in range(3):
+                for j in range(6):
+                    sd[12 + 6 * r + j] = grad[i, r] * mono[j]
+        for p in range(npa):
+            cf[p] += wi * sd[p] * f0[i]
+            c1[p] += wi * sd[p]
         if with_h:
-            for p in range(12):
-                for q in range(p, 12):
-                    H[p, q] += sd[p] * sd[q]
-    for p in range(12):
+            for p in range(npa):
+                wp = wi * sd[p]
+                for q in range(p, npa):
+                    H[p, q] += wp * sd[q]
+    for p in range(npa):
         for q in range(p):
             H[p, q] = H[q, p]
     return H, cf, c1
 
 
+@nb.njit(cache=True, inline="always")
+def _monomials(a, b, d, out):
+    """The quadratic shape function's monomials of an offset: a^2/2, b^2/2, d^2/2, ab, ad,
+    bd (parameters 12 + 6 r + j: the Hessian entries (00, 11, 22, 01, 02, 12) of
+    component r of the displacement)."""
+    out[0], out[1], out[2] = 0.5 * a * a, 0.5 * b * b, 0.5 * d * d
+    out[3], out[4], out[5] = a * b, a * d, b * d
+
+
+@nb.njit(cache=True, inline="always")
+def _curvature(hq, a, b, d, r):
+    """Quadratic part 1/2 x^T hq[r] x of displacement component r at offset (a, b, d)."""
+    h = hq[r]
+    return (0.5 * (h[0, 0] * a * a + h[1, 1] * b * b + h[2, 2] * d * d)
+            + h[0, 1] * a * b + h[0, 2] * a * d + h[1, 2] * b * d)
+
+
 @nb.njit(cache=True)
-def _sums(coef, order, phi, c, off, grad, f0, sdg):
+def _sums(coef, order, phi, hq, c, off, grad, f0, w, sdg):
     """One pass over the window at ``phi``: the deformed values g are interpolated and
-    summed as ``sum g``, ``sum g^2``, ``sum f0 g`` (returned) and ``sum SD g`` (into
-    ``sdg``); ok is False when a position lies outside ``coef``."""
+    summed with the weights ``w`` as ``sum w g``, ``sum w g^2``, ``sum w f0 g`` (returned)
+    and ``sum w SD g`` (into ``sdg``, 12 or 30 with the quadratic terms ``hq``); ok is
+    False when a position lies outside ``coef``."""
+    quad = len(sdg) > 12
+    mono = np.empty(6)
     tz, ty, tx = c[0] + phi[0, 3], c[1] + phi[1, 3], c[2] + phi[2, 3]
     f00, f01, f02 = phi[0, 0], phi[0, 1], phi[0, 2]
     f10, f11, f12 = phi[1, 0], phi[1, 1], phi[1, 2]
@@ -185,22 +227,35 @@ def _sums(coef, order, phi, c, off, grad, f0, sdg):
     sg = sgg = sfg = 0.0
     sdg[:] = 0.0
     for i in range(off.shape[0]):
+        if w[i] == 0.0:
+            continue
         a, b, d = off[i, 0], off[i, 1], off[i, 2]
         pz = tz + f00 * a + f01 * b + f02 * d
         py = ty + f10 * a + f11 * b + f12 * d
         px = tx + f20 * a + f21 * b + f22 * d
+        if quad:
+            pz += _curvature(hq, a, b, d, 0)
+            py += _curvature(hq, a, b, d, 1)
+            px += _curvature(hq, a, b, d, 2)
         v = _trilinear(coef, pz, py, px) if order == 1 else _cubic(coef, pz, py, px)
         if not np.isfinite(v):
             return False, 0.0, 0.0, 0.0
-        sg += v
-        sgg += v * v
-        sfg += f0[i] * v
+        wv = w[i] * v
+        sg += wv
+        sgg += wv * v
+        sfg += f0[i] * wv
         for r in range(3):
-            t = grad[i, r] * v
+            t = grad[i, r] * wv
             sdg[3 * r] += t * a
             sdg[3 * r + 1] += t * b
             sdg[3 * r + 2] += t * d
             sdg[9 + r] += t
+        if quad:
+            _monomials(a, b, d, mono)
+            for r in range(3):
+                t = grad[i, r] * wv
+                for j in range(6):
+                    sdg[12 + 6 * r + j] += t * mono[j]
     return True, sg, sgg, sfg
 
 
@@ -223,10 +278,10 @@ def _criterion(criterion, m, fm, sff, sg, sgg, sfg, sdg, cf, c1):
 
 @nb.njit(cache=True)
 def _increment(Hinv, b, params):
-    """Parameter increment dp (12, zeros where not solved for) and its norm (as spam's
-    ``deltaPhiNorm``: F - I and t unscaled)."""
+    """Parameter increment dp (``len(b)``, zeros where not solved for) and its norm (as
+    spam's ``deltaPhiNorm``: F - I, t and the curvatures unscaled)."""
     npar = len(params)
-    dp = np.zeros(12)
+    dp = np.zeros(len(b))
     for p in range(npar):
         v = 0.0
         for q in range(npar):
@@ -236,14 +291,37 @@ def _increment(Hinv, b, params):
 
 
 @nb.njit(cache=True)
-def _compose(phi, dp):
-    """Phi inv(W(dp))."""
+def _compose(phi, hq, dp):
+    """The warp composed with the inverse increment, ``W(x) <- W(W_dp^-1(x))``: exact for
+    the affine part (Phi inv(W(dp))); with quadratic terms (``len(dp) == 30``) to first
+    order in the increment's curvature, cubic terms dropped (they vanish with the
+    increment, so the fixed point is the exact one). Returns (phi, hq)."""
     w = np.eye(4)
     for r in range(3):
         for k in range(3):
             w[r, k] += dp[3 * r + k]
         w[r, 3] = dp[9 + r]
-    return phi @ np.linalg.inv(w)
+    winv = np.linalg.inv(w)
+    new = phi @ winv
+    if len(dp) == 12:
+        return new, hq
+    # W(x) = F x + t + q(x), W_dp^-1(x) ~ y - dq(y), y = P x + s: W(W_dp^-1(x)) =
+    # F y + t + (q - F dq)(y) + O(dp^2, cubic)
+    P, s = np.ascontiguousarray(winv[:3, :3]), winv[:3, 3].copy()
+    dh = np.zeros((3, 3, 3))
+    for r in range(3):
+        for j, (u, v) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))):
+            dh[r, u, v] = dh[r, v, u] = dp[12 + 6 * r + j]
+    out = np.empty((3, 3, 3))
+    Pt = np.ascontiguousarray(P.T)
+    for r in range(3):
+        g = hq[r].copy()
+        for k in range(3):
+            g -= phi[r, k] * dh[k]
+        out[r] = Pt @ g @ P
+        new[r, :3] += s @ g @ P
+        new[r, 3] += 0.5 * (s @ g @ s)
+    return new, out
 
 
 @nb.njit(cache=True)
@@ -268,32 +346,41 @@ def _coarse(f, grad, off):
 
 
 @nb.njit(cache=True)
-def _iterate(coef, order, criterion, c, off, grad, f, Hinv, params, phi, tol, max_it):
-    """Gauss-Newton iterations on one voxel set from ``phi`` until the increment norm is
-    below ``tol``; returns (phi, status, iterations, norm, sum r^2, ZNCC)."""
-    m = len(f)
-    fm = f.mean()
+def _centred(f, w):
+    """Weighted sum of the weights, mean, centred values and sum of squares of ``f``."""
+    m = w.sum()
+    fm = (w * f).sum() / m
     f0 = f - fm
-    sff = (f0 ** 2).sum()
-    _, cf, c1 = _moments(grad, off, f0, False)
-    sdg = np.empty(12)
+    return m, fm, f0, (w * f0 * f0).sum()
+
+
+@nb.njit(cache=True)
+def _iterate(coef, order, criterion, c, off, grad, f, w, Hinv, params, phi, hq, tol,
+             max_it):
+    """Gauss-Newton iterations on one voxel set (weights ``w``) from the warp (``phi``,
+    ``hq``) until the increment norm is below ``tol``; returns (phi, hq, status,
+    iterations, norm, sum w r^2, ZNCC)."""
+    npa = 30 if params[-1] >= 12 else 12
+    m, fm, f0, sff = _centred(f, w)
+    _, cf, c1 = _moments(grad, off, f0, w, npa, False)
+    sdg = np.empty(npa)
     status, it, norm, ss, zncc = ITERATION_LIMIT, 0, np.inf, np.inf, np.nan
     while it < max_it:
-        inside, sg, sgg, sfg = _sums(coef, order, phi, c, off, grad, f0, sdg)
+        inside, sg, sgg, sfg = _sums(coef, order, phi, hq, c, off, grad, f0, w, sdg)
         if not inside:
-            return phi, DIVERGED, it, norm, ss, zncc
+            return phi, hq, DIVERGED, it, norm, ss, zncc
         # the statistics of the last pass stand for the final Phi: the last increment
         # moved it by less than tol
         b, ss, zncc = _criterion(criterion, m, fm, sff, sg, sgg, sfg, sdg, cf, c1)
         dp, norm = _increment(Hinv, b, params)
-        phi = _compose(phi, dp)
+        phi, hq = _compose(phi, hq, dp)
         it += 1
         det = np.linalg.det(phi[:3, :3])
         if not (0.2 < det < 3.0):
-            return phi, VOLUME_CHANGE, it, norm, ss, zncc
+            return phi, hq, VOLUME_CHANGE, it, norm, ss, zncc
         if norm < tol:
-            return phi, CONVERGED, it, norm, ss, zncc
-    return phi, status, it, norm, ss, zncc
+            return phi, hq, CONVERGED, it, norm, ss, zncc
+    return phi, hq, status, it, norm, ss, zncc
 
 
 #: Windows with at least this many used voxels (hws >= 12) first iterate (up to a quarter
@@ -305,12 +392,166 @@ COARSE_FROM = 15000
 
 
 @nb.njit(cache=True)
+def _gauss_newton(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max_it):
+    """Affine IC-GN of one window's voxels from ``phi`` (every voxel weighing 1); returns
+    (phi, status, iterations, norm, sum r^2, ZNCC, H^-1)."""
+    m = len(f)
+    ones = np.ones(m)
+    hq = np.zeros((3, 3, 3))
+    it, exact = 0, m < COARSE_FROM
+    status, norm, ss, zncc = SINGULAR, np.inf, np.inf, np.nan
+    Hinv = np.zeros((len(params), len(params)))
+    if not exact:  # a large window: start on one voxel in 8
+        fc, gc, oc = _coarse(f, grad, off)
+        w8 = np.ones(len(fc))
+        H, _, _ = _moments(gc, oc, fc - fc.mean(), w8, 12, True)
+        Hinv, ok = _inverse(H, params)
+        if not ok:
+            return phi, SINGULAR, 0, norm, ss, zncc, Hinv
+        p1, _, s1, it, _, _, _ = _iterate(coef, order, criterion, c, oc, gc, fc, w8, Hinv,
+                                          params, phi, hq, 10 * delta_min, max(max_it // 4, 1))
+        if s1 == CONVERGED:  # else the full window starts again from phi0
+            phi = p1
+        Hinv *= len(fc) / m  # the coarse matrix stands for the full one...
+        phi, _, status, it2, norm, ss, zncc = _iterate(
+            coef, order, criterion, c, off, grad, f, ones, Hinv, params, phi, hq, delta_min, 3)
+        it += it2
+        exact = status == ITERATION_LIMIT and it < max_it  # ...unless it converges slowly
+    if exact:
+        H, _, _ = _moments(grad, off, f - f.mean(), ones, 12, True)
+        Hinv, ok = _inverse(H, params)
+        if not ok:
+            return phi, SINGULAR, it, norm, ss, zncc, Hinv
+        phi, _, status, it2, norm, ss, zncc = _iterate(
+            coef, order, criterion, c, off, grad, f, ones, Hinv, params, phi, hq, delta_min,
+            max(max_it - it, 1))
+        it += it2
+    return phi, status, it, norm, ss, zncc, Hinv
+
+
+#: Re-weighting rounds of the robust criterion at most.
+ROBUST_ROUNDS = 5
+#: Tukey constant of the robust criterion, in robust standard deviations of the residual
+#: averaged over 3 x 3 x 3 voxels.
+TUKEY = 3.0
+
+
+@nb.njit(cache=True)
+def _values(coef, order, phi, hq, c, off):
+    """Deformed values at the window's warped positions (NaN outside ``coef``)."""
+    g = np.empty(off.shape[0])
+    p = np.empty(3)
+    for i in range(off.shape[0]):
+        a, b, d = off[i, 0], off[i, 1], off[i, 2]
+        for r in range(3):
+            p[r] = (c[r] + phi[r, 3] + phi[r, 0] * a + phi[r, 1] * b + phi[r, 2] * d
+                    + _curvature(hq, a, b, d, r))
+        g[i] = (_trilinear(coef, p[0], p[1], p[2]) if order == 1
+                else _cubic(coef, p[0], p[1], p[2]))
+    return g
+
+
+@nb.njit(cache=True)
+def _tukey(f, g, w, off, criterion, k):
+    """Tukey biweights of the window's residuals ``r`` at the current match: ZNSSD
+    ``r = f0 - s g0`` with the means and ``s = |f0| / |g0|`` weighted by ``w`` (the last
+    weights), SSD ``r = f - g``; ``w' = (1 - (r / (k sigma))^2)^2`` where ``|r| < k
+    sigma``, else 0, sigma = 1.4826 median |r| (Holland & Welsch 1977, Commun. Stat.
+    A6:813)."""
+    m, fm, f0, sff = _centred(f, w)
+    g0 = g - (w * g).sum() / m
+    if criterion == ZNSSD:
+        sgt = (w * g0 * g0).sum()
+        r = f0 - (np.sqrt(sff / sgt) if sgt > 0 else 0.0) * g0
+    else:
+        r = f - g
+    r = _box_mean(r, off, 1)
+    lim = k * 1.4826 * np.median(np.abs(r))
+    out = np.ones(len(f))
+    if lim <= 0.0:
+        return out
+    for i in range(len(f)):
+        u = r[i] / lim
+        out[i] = (1.0 - u * u) ** 2 if abs(u) < 1.0 else 0.0
+    return out
+
+
+@nb.njit(cache=True)
+def _box_mean(r, off, rad):
+    """Mean of ``r`` over each voxel's 3 x 3 x 3 neighbours in the window (those used)."""
+    lo = np.empty(3, np.int64)
+    n = np.empty(3, np.int64)
+    for k in range(3):
+        lo[k] = int(off[:, k].min())
+        n[k] = int(off[:, k].max()) - lo[k] + 1
+    grid = np.full((n[0] + 2 * rad, n[1] + 2 * rad, n[2] + 2 * rad), np.nan)
+    idx = np.empty((len(r), 3), np.int64)
+    for i in range(len(r)):
+        for k in range(3):
+            idx[i, k] = int(off[i, k]) - lo[k] + rad
+        grid[idx[i, 0], idx[i, 1], idx[i, 2]] = r[i]
+    out = np.empty(len(r))
+    for i in range(len(r)):
+        s = 0.0
+        c = 0
+        for a in range(-rad, rad + 1):
+            for b in range(-rad, rad + 1):
+                for d in range(-rad, rad + 1):
+                    v = grid[idx[i, 0] + a, idx[i, 1] + b, idx[i, 2] + d]
+                    if v == v:
+                        s += v
+                        c += 1
+        out[i] = s / c
+    return out
+
+
+@nb.njit(cache=True)
+def _refine(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max_it, k):
+    """IC-GN with every parameter of ``params`` (the quadratic terms too) from ``phi``,
+    and, if ``k`` > 0, iteratively re-weighted: Tukey weights of the residuals at the
+    current match (averaged over 3 x 3 x 3 voxels: a grey-value change is spatially
+    coherent, noise is not), a weighted Gauss-Newton matrix and IC-GN with it, until the
+    match moves by less than ``delta_min``; voxels whose grey value changed between the
+    scans (e.g. lithiated Si) stop pulling the match. Returns (phi, status, iterations,
+    norm, sum w r^2, ZNCC, H^-1, w)."""
+    w = np.ones(len(f))
+    hq = np.zeros((3, 3, 3))
+    npa = 30 if params[-1] >= 12 else 12
+    status, it, norm, ss, zncc = DIVERGED, 0, np.inf, np.inf, np.nan
+    Hinv = np.zeros((len(params), len(params)))
+    for _ in range(ROBUST_ROUNDS if k > 0.0 else 1):
+        if k > 0.0:
+            g = _values(coef, order, phi, hq, c, off)
+            if not np.isfinite(g).all():
+                return phi, DIVERGED, it, norm, ss, zncc, Hinv, w
+            w = _tukey(f, g, w, off, criterion, k)
+            if w.sum() < max(13.0, 0.25 * len(f)):
+                return phi, NO_TEXTURE, it, norm, ss, zncc, Hinv, w
+        _, _, f0, _ = _centred(f, w)
+        H, _, _ = _moments(grad, off, f0, w, npa, True)
+        Hinv, ok = _inverse(H, params)
+        if not ok:
+            return phi, SINGULAR, it, norm, ss, zncc, Hinv, w
+        new, hq, status, it2, norm, ss, zncc = _iterate(
+            coef, order, criterion, c, off, grad, f, w, Hinv, params, phi, hq, delta_min,
+            max(max_it - it, 1))  # the rounds share the iteration limit
+        it += it2
+        move = np.abs(new[:3, :] - phi[:3, :]).max()
+        phi = new
+        if status != CONVERGED or move < delta_min:
+            break
+    return phi, status, it, norm, ss, zncc, Hinv, w
+
+
+@nb.njit(cache=True)
 def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out_f):
     """IC-GN of one window; returns (status, iterations). ``cfg`` = (order, criterion,
-    max_iterations, delta_min, min_std, coverage, slack); ``out_f`` = (error, delta, residual,
-    zncc, sigma_z, sigma_y, sigma_x)."""
+    max_iterations, delta_min, min_std, coverage, slack, robust: Tukey constant, 0 none);
+    ``params`` up to 11 the affine shape function, up to 29 the quadratic one (solved from
+    the affine match); ``out_f`` = (error, delta, residual, zncc, sigma_z, sigma_y,
+    sigma_x, weight: share of the window's voxels counted)."""
     order, criterion, max_it = int(cfg[0]), int(cfg[1]), int(cfg[2])
-    delta_min, min_std, coverage, slack = cfg[3], cfg[4], cfg[5], cfg[6]
+    delta_min, min_std, coverage, slack, k = cfg[3], cfg[4], cfg[5], cfg[6], cfg[7]
     f, grad, off, n_all = _reference(ref, mask, use_mask, c, h, phi0, slack)
     m = len(f)
     if m < max(13, coverage * n_all):
@@ -318,34 +559,21 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
     sff = ((f - f.mean()) ** 2).sum()
     if sff <= 0.0 or _inner_std(f, off, h) < min_std:
         return NO_TEXTURE, 0
-    phi, it, exact = phi0.copy(), 0, m < COARSE_FROM
-    if not exact:  # a large window: start on one voxel in 8
-        fc, gc, oc = _coarse(f, grad, off)
-        H, _, _ = _moments(gc, oc, fc - fc.mean(), True)
-        Hinv, ok = _inverse(H, params)
-        if not ok:
-            return SINGULAR, 0
-        p1, s1, it, _, _, _ = _iterate(coef, order, criterion, c, oc, gc, fc, Hinv, params,
-                                       phi, 10 * delta_min, max(max_it // 4, 1))
-        if s1 == CONVERGED:  # else the full window starts again from phi0
-            phi = p1
-        Hinv *= len(fc) / m  # the coarse matrix stands for the full one...
-        phi, status, it2, norm, ss, zncc = _iterate(coef, order, criterion, c, off, grad, f,
-                                                    Hinv, params, phi, delta_min, 3)
-        it += it2
-        exact = status == ITERATION_LIMIT and it < max_it  # ...unless it converges slowly
-    if exact:
-        H, _, _ = _moments(grad, off, f - f.mean(), True)
-        Hinv, ok = _inverse(H, params)
-        if not ok:
-            return SINGULAR, 0
-        phi, status, it2, norm, ss, zncc = _iterate(coef, order, criterion, c, off, grad, f,
-                                                    Hinv, params, phi, delta_min,
-                                                    max(max_it - it, 1))
+    affine = params[params < 12]
+    phi, status, it, norm, ss, zncc, Hinv = _gauss_newton(
+        coef, order, criterion, c, off, grad, f, affine, phi0.copy(), delta_min, max_it)
+    w = np.ones(m)
+    if (k > 0.0 or len(affine) < len(params)) and status != SINGULAR:
+        # from the affine match, else from the start
+        phi, status, it2, norm, ss, zncc, Hinv, w = _refine(
+            coef, order, criterion, c, off, grad, f, params,
+            phi if status >= ITERATION_LIMIT else phi0.copy(), delta_min, max_it, k)
         it += it2
     out_phi[:, :] = phi
     if status >= ITERATION_LIMIT:
-        _statistics(ss, zncc, m, sff, Hinv, params, out_f)
+        mw, _, _, sffw = _centred(f, w)
+        _statistics(ss, zncc, mw, sffw, Hinv, params, out_f)
+        out_f[7] = mw / m
     out_f[1] = norm
     return status, it
 
@@ -404,24 +632,26 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
     params : numpy.ndarray
         int64 indices of the parameters solved for (0..8: F - I row by row, 9..11: t).
     cfg : numpy.ndarray
-        (7,) float: interpolation order, criterion (0 ZNSSD, 1 SSD), max iterations,
+        (8,) float: interpolation order, criterion (0 ZNSSD, 1 SSD), max iterations,
         convergence threshold (norm of the increment of F - I and t, as spam), minimum
         grey-value std, minimum coverage (of the window's voxels used), slack (voxels:
         reference voxels that ``phi0`` maps closer than this to the region's faces are
-        left out).
+        left out), robust criterion's Tukey constant (0: every voxel weighs 1).
 
     Returns
     -------
     phi : (B, 4, 4) mappings; status : (B,) int64; iterations : (B,) int64;
-    floats : (B, 7) error (mean squared residual), last increment norm,
+    floats : (B, 8) error (mean squared residual), last increment norm,
     normalised residual (sum r^2 / sum (f - mean f)^2), ZNCC, displacement std z, y, x
+    (all weighted by the robust weights), share of the window's voxels counted (sum of
+    the weights / voxels)
     (voxels; NaN where not converged).
     """
     nb_ = centres.shape[0]
     phi = np.empty((nb_, 4, 4))
     status = np.zeros(nb_, np.int64)
     iters = np.zeros(nb_, np.int64)
-    floats = np.full((nb_, 7), np.nan)
+    floats = np.full((nb_, 8), np.nan)
     for k in nb.prange(nb_):
         phi[k] = phi0[k]
         s, it = _solve_node(ref, coef, mask, use_mask, centres[k], phi0[k], h, params, cfg,

@@ -192,6 +192,16 @@ class DVCParams:
     criterion : {"", "znssd", "ssd"}
         Matching criterion: ``""`` the engine's own (native ZNSSD, spam SSD); the native
         engine takes either, spam only SSD.
+    robust : bool
+        Native engine: after the plain match, iteratively re-weighted least squares with
+        Tukey's biweight on the residual averaged over 3 x 3 x 3 voxels
+        (:data:`anodetwin.dvc._icgn.TUKEY`): voxels whose grey value changed between the
+        scans (lithiated Si taking the binder's grey value) stop pulling the window.
+    shape_function : {"affine", "quadratic"}
+        Native engine: the 12-parameter affine map (as spam) or the 30-parameter
+        second-order one (affine plus the displacement's second derivatives), which
+        removes the bias of an affine window in a curved field (e.g. where the swelling
+        changes within a window) at the cost of more noise and iterations.
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -206,6 +216,8 @@ class DVCParams:
     min_texture_std: float = 0.0
     engine: str = "native"
     criterion: str = ""
+    robust: bool = False
+    shape_function: str = "affine"
 
     def to_dict(self) -> dict:
         """The parameters as a dict, e.g. for a result file.
@@ -275,11 +287,14 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
     criterion = p.criterion or ("znssd" if p.engine == "native" else "ssd")
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
                      int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr,
-                     float(p.min_texture_std), p.engine, criterion)
+                     float(p.min_texture_std), p.engine, criterion, bool(p.robust),
+                     p.shape_function)
 
 
 #: Correlation engines by name.
 ENGINES = ("native", "spam")
+#: Shape functions of the native engine.
+SHAPE_FUNCTIONS = ("affine", "quadratic")
 #: Interpolation of the deformed volume by name, as interpolation orders.
 INTERPOLATION_ORDER = {"linear": 1, "cubic": 3}
 
@@ -295,6 +310,15 @@ def _check_engine(p: DVCParams) -> None:
     if p.interpolation_order not in (1, 3):
         raise ParameterError(f"interpolation order {p.interpolation_order!r}",
                              "use 1 (trilinear) or 3 (cubic B-spline)")
+    if p.shape_function not in SHAPE_FUNCTIONS:
+        raise ParameterError(f"shape function {p.shape_function!r} is unknown",
+                             "use 'affine' or 'quadratic'")
+    if p.engine == "spam" and (p.robust or p.shape_function != "affine"):
+        raise ParameterError("robust or quadratic matching with engine 'spam'",
+                             "use engine 'native' for them")
+    if p.shape_function == "quadratic" and p.apply_f != "all":
+        raise ParameterError(f"shape function 'quadratic' with apply_f {p.apply_f!r}",
+                             "use apply_f 'all' with the quadratic shape function")
     if p.engine == "native" and p.apply_f == "rigid":
         raise ParameterError("apply_f 'rigid' is not available in the native engine",
                              "use apply_f 'all' or 'no', or engine 'spam'")
@@ -703,7 +727,7 @@ def _excluded_before(b: _Batch, out: NodeResults) -> np.ndarray:
 
 def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
     """A batch through the native engine (:mod:`anodetwin.dvc.native`)."""
-    from anodetwin.dvc.native import integer_search, register_windows
+    from anodetwin.dvc.native import ROBUST, integer_search, register_windows
 
     p = b.params
     im1, im2 = b.region(b.ref), b.region(b.deformed)
@@ -719,7 +743,9 @@ def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
                          criterion=p.criterion or "znssd", max_iterations=p.max_iterations,
                          delta_min=p.delta_phi_min, min_std=p.min_texture_std,
                          mask_coverage=p.mask_coverage, translation_only=p.apply_f == "no",
-                         slack=p.margin, origin=origin, volume_shape=b.shape)
+                         slack=p.margin, origin=origin, volume_shape=b.shape,
+                         robust=ROBUST if p.robust else 0.0,
+                         quadratic=p.shape_function == "quadratic")
     for name in out.keys():
         if name in r:
             getattr(out, name)[todo] = r[name]

@@ -132,6 +132,21 @@ class PairResult:
         return str(self.params["levels"][-1].get("engine", "spam"))
 
     @property
+    def matching(self) -> str:
+        """The last level's engine with its criterion, interpolation, shape function and
+        re-weighting, e.g. ``"native, znssd, cubic, quadratic, robust"``.
+
+        Returns
+        -------
+        str
+        """
+        lv = self.params["levels"][-1]
+        parts = [self.engine, lv.get("criterion") or "ssd",
+                 {1: "linear", 3: "cubic"}.get(lv.get("interpolation_order", 1), "")]
+        parts += [lv["shape_function"]] if lv.get("shape_function", "affine") != "affine" else []
+        return ", ".join(parts + (["robust"] if lv.get("robust") else []))
+
+    @property
     def node_spacing(self) -> tuple:
         """Node spacing (z, y, x; voxels) of the last correlation level.
 
@@ -630,7 +645,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    coherence: float | None = 1.0, max_residual: float | None = 1.0,
                    initial: tuple | None = None, progress: bool = True,
                    voxel_size_um: Any = None, engine: str = "native",
-                   interpolation_order: int = 3, criterion: str = "") -> PairResult:
+                   interpolation_order: int = 3, criterion: str = "", robust: bool = False,
+                   shape_function: str = "affine") -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -678,6 +694,12 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     criterion : {"", "znssd", "ssd"}
         Matching criterion, ``""`` the engine's own: native ZNSSD (invariant to an affine
         change of grey values between the windows), spam SSD (its only one).
+    robust : bool
+        Native engine: re-weight each window's voxels by their residual (Tukey's biweight,
+        :class:`~anodetwin.dvc.correlate.DVCParams`), for scans whose grey values change
+        in part of the window (lithiated Si).
+    shape_function : {"affine", "quadratic"}
+        Native engine: the window's map, affine (as spam) or second-order.
 
     Returns
     -------
@@ -705,7 +727,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     levels = correlation_levels(shape, node_spacing, hws, pyramid, margin, search_range,
                                 TEXTURE_FACTOR * noise,
                                 {"engine": engine, "criterion": criterion,
-                                 "interpolation_order": interpolation_order})
+                                 "interpolation_order": interpolation_order,
+                                 "robust": robust, "shape_function": shape_function})
     m = _check_mask(ref, mask, voxel_size_um)
     levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
     gphi, gcentre, reg = _start(r, d, shape, global_registration and initial is None)

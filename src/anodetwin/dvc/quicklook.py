@@ -87,7 +87,7 @@ def pair_quicklook(path: str | os.PathLike, result: PairResult,
     ax.legend(fontsize=8)
     ax.set_title("distribution of J - 1", fontsize=9)
     _status_row(fig, rows[1], result, vs, unit)
-    fig.suptitle(f"{title + ' - ' if title else ''}engine: {result.engine}")
+    fig.suptitle(f"{title + ' - ' if title else ''}engine: {result.matching}")
     save_png(fig, path)
 
 

@@ -85,6 +85,8 @@ class DvcSettings:
     engine: str = "native"
     interpolation: str = "cubic"
     criterion: str = ""
+    robust: bool = False
+    shape_function: str = "affine"
     refine: bool = True
     mask: bool = True
     cube_um: float = 0.0
@@ -407,12 +409,13 @@ def _check_segment(s: SegmentSettings, base: Path) -> None:
 
 def _check_dvc(s: DvcSettings, shape: tuple) -> None:
     """``[dvc]`` as the DVC stage will take it, on scans of ``shape``."""
-    from anodetwin.dvc.correlate import ENGINES, INTERPOLATION_ORDER
+    from anodetwin.dvc.correlate import ENGINES, INTERPOLATION_ORDER, SHAPE_FUNCTIONS
     from anodetwin.dvc.pair import correlation_levels
 
     for key, value, allowed in (("engine", s.engine, ENGINES),
                                 ("interpolation", s.interpolation, tuple(INTERPOLATION_ORDER)),
-                                ("criterion", s.criterion, ("", "znssd", "ssd"))):
+                                ("criterion", s.criterion, ("", "znssd", "ssd")),
+                                ("shape_function", s.shape_function, SHAPE_FUNCTIONS)):
         if value not in allowed:
             raise ParameterError(f"[dvc] {key} = '{value}'",
                                  "give " + " or ".join(f"'{a}'" for a in allowed if a))
@@ -423,7 +426,8 @@ def _check_dvc(s: DvcSettings, shape: tuple) -> None:
     try:
         correlation_levels(shape, s.node_spacing, s.hws, list(s.pyramid) or None, 3, sr, 0.0,
                            {"engine": s.engine, "criterion": s.criterion,
-                            "interpolation_order": INTERPOLATION_ORDER[s.interpolation]})
+                            "interpolation_order": INTERPOLATION_ORDER[s.interpolation],
+                            "robust": s.robust, "shape_function": s.shape_function})
     except ParameterError as exc:
         raise ParameterError(f"[dvc] {exc.problem} (scans of {shape} voxels)",
                              exc.fix) from None
@@ -576,6 +580,9 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 # interpolation = "cubic"     # "cubic" (B-spline) or "linear" in the deformed scan
 # criterion = ""              # "znssd" (grey-value offset and scale free) or "ssd";
 #                             # "": the engine's own (native ZNSSD, spam SSD)
+# robust = false              # re-weight each window's voxels by their residual (native):
+#                             # for grey values that change, e.g. lithiated Si
+# shape_function = "affine"   # "affine" or "quadratic" (native; no bias in curved fields)
 # refine = true               # refine T0 -> Tk from the composed increments
 # mask = true                 # skip windows mostly outside the material of T0
 # cube_um = 0.0               # sub-volume cubes of the region statistics (0: auto)

@@ -230,7 +230,8 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
             mask=labels["phases"] if d.mask else None,
             processes=cfg.resources.workers or cores(), progress=True,
             scheduler=cfg.resources.scheduler or None, engine=d.engine,
-            criterion=d.criterion, interpolation_order=INTERPOLATION_ORDER[d.interpolation])
+            criterion=d.criterion, interpolation_order=INTERPOLATION_ORDER[d.interpolation],
+            robust=d.robust, shape_function=d.shape_function)
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list))}
 
 
