@@ -209,11 +209,13 @@ def test_integer_search_finds_a_large_shift(snow):
 @pytest.mark.slow
 def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path):
     """The reference phantom (lithiated Si takes the grey value of the binder) through
-    T0..T6, node spacing = hws = 10 voxels: the cumulative T0 -> T3 and T0 -> T6 fields at
-    the electrode's nodes (windows inside the volume) against the phantom's exact
-    displacement. Measured with seed 7: T3 82% of nodes, median 0.23, p95 0.72 voxel; T6
-    79%, 0.39, 1.21 (spam: T3 55%, 0.34, 4.6; T6 54%, 1.2, 47). The bounds below guard
-    that level; the goal is >= 80%, median <= 0.2 and p95 <= 1 at both."""
+    T0..T6, node spacing = hws = 10 voxels, robust re-weighting: the cumulative T0 -> T3
+    and T0 -> T6 fields at the electrode's nodes (windows inside the volume) against the
+    phantom's exact displacement. Measured with this seed (4): T3 83% of nodes, median
+    0.21, p95 1.00 voxel; T6 81%, 0.35, 1.77 (seed 7: T3 86%, 0.19, 0.79; T6 83%, 0.31,
+    1.31; without re-weighting, seed 7: T3 82%, 0.23, 0.72; T6 79%, 0.39, 1.26; spam: T3
+    55%, 0.34, 4.6; T6 54%, 1.2, 47). The bounds below guard that level; the goal is
+    >= 80%, median <= 0.2 and p95 <= 1 at both."""
     import h5py
 
     from anodetwin.dvc import read_pair
@@ -229,9 +231,9 @@ def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path):
         vs = float(np.atleast_1d(f.attrs["voxel_size_um"])[0])
     correlate_series(vols, tmp_path / "dvc", voxel_size_um=vs, node_spacing=10, hws=10,
                      search_range=8, processes=2, progress=False, quicklook=False,
-                     regions={"phases": phases, "cube_um": None, "voi_um": None})
+                     regions={"phases": phases, "cube_um": None, "voi_um": None}, robust=True)
     zs = np.flatnonzero(np.isin(phases, (1, 2)).any(axis=(1, 2)))
-    for k, share, median, p95 in ((3, 0.75, 0.3, 1.0), (6, 0.7, 0.5, 2.0)):
+    for k, share, median, p95 in ((3, 0.8, 0.25, 1.1), (6, 0.78, 0.4, 2.0)):
         r = read_pair(tmp_path / "dvc" / f"cumulative_0_{k}.h5")
         n = r.nodes.astype(int)
         electrode = ((n[:, 0] >= zs.min()) & (n[:, 0] <= zs.max())

@@ -534,7 +534,7 @@ def _refine(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max
             return phi, SINGULAR, it, norm, ss, zncc, Hinv, w
         new, hq, status, it2, norm, ss, zncc = _iterate(
             coef, order, criterion, c, off, grad, f, w, Hinv, params, phi, hq, delta_min,
-            max(max_it - it, 1))  # the rounds share the iteration limit
+            max_it)  # each round a full solve (from the last round's match)
         it += it2
         move = np.abs(new[:3, :] - phi[:3, :]).max()
         phi = new

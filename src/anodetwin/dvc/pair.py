@@ -694,12 +694,9 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     criterion : {"", "znssd", "ssd"}
         Matching criterion, ``""`` the engine's own: native ZNSSD (invariant to an affine
         change of grey values between the windows), spam SSD (its only one).
-    robust : bool
-        Native engine: re-weight each window's voxels by their residual (Tukey's biweight,
-        :class:`~anodetwin.dvc.correlate.DVCParams`), for scans whose grey values change
-        in part of the window (lithiated Si).
-    shape_function : {"affine", "quadratic"}
-        Native engine: the window's map, affine (as spam) or second-order.
+    robust, shape_function
+        Native engine options (:class:`~anodetwin.dvc.correlate.DVCParams`): re-weighting
+        for grey values that change (lithiated Si); the window's map, affine or quadratic.
 
     Returns
     -------
