@@ -314,8 +314,10 @@ def _check_engine(p: DVCParams) -> None:
         raise ParameterError(f"shape function {p.shape_function!r} is unknown",
                              "use 'affine' or 'quadratic'")
     if p.engine == "spam" and (p.robust or p.shape_function != "affine"):
-        raise ParameterError("robust or quadratic matching with engine 'spam'",
-                             "use engine 'native' for them")
+        what = ("robust re-weighting" if p.robust
+                else f"shape function {p.shape_function!r}")
+        raise ParameterError(f"{what} with engine 'spam' (spam has neither)",
+                             "use engine 'native' (--engine native) for it, or leave it off")
     if p.shape_function == "quadratic" and p.apply_f != "all":
         raise ParameterError(f"shape function 'quadratic' with apply_f {p.apply_f!r}",
                              "use apply_f 'all' with the quadratic shape function")
