@@ -133,7 +133,7 @@ def _add_noise_floor(sub: Any) -> None:
 
 
 def _add_pair(sub: Any) -> None:
-    p = add_command(sub, "dvc", "local digital volume correlation of two volumes (spam): "
+    p = add_command(sub, "dvc", "local digital volume correlation of two volumes: "
                                 "displacement, strain, node flags", cmd_dvc,
                     {"ref": "reference volume (e.g. T0)",
                      "deformed": "deformed volume (same grid)"},
