@@ -689,14 +689,11 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     engine : {"native", "spam"}
         Per-node registration: anodetwin's IC-GN engine (:mod:`anodetwin.dvc.native`) or
         ``spam.DIC.register`` as ``spam.DIC.ldic`` runs it.
-    interpolation_order : {3, 1}
-        Interpolation of the deformed volume: cubic B-spline (default) or trilinear.
-    criterion : {"", "znssd", "ssd"}
-        Matching criterion, ``""`` the engine's own: native ZNSSD (invariant to an affine
-        change of grey values between the windows), spam SSD (its only one).
-    robust, shape_function
-        Native engine options (:class:`~anodetwin.dvc.correlate.DVCParams`): re-weighting
-        for grey values that change (lithiated Si); the window's map, affine or quadratic.
+    interpolation_order, criterion, robust, shape_function
+        As :class:`~anodetwin.dvc.correlate.DVCParams`: cubic B-spline (3, default) or
+        trilinear (1); ``""`` the engine's own criterion (native ZNSSD, spam SSD); the
+        native engine's re-weighting for grey values that change (lithiated Si) and its
+        window map (``"affine"`` or ``"quadratic"``).
 
     Returns
     -------
