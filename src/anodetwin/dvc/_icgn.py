@@ -61,14 +61,23 @@ def _trilinear(im, z, y, x):
     ok, z0, y0, x0 = _cell(im.shape, z, y, x, 0)
     if not ok:
         return np.nan
-    fz, fy, fx = z - z0, y - y0, x - x0
-    c00 = im[z0, y0, x0] * (1 - fx) + im[z0, y0, x0 + 1] * fx
-    c01 = im[z0, y0 + 1, x0] * (1 - fx) + im[z0, y0 + 1, x0 + 1] * fx
-    c10 = im[z0 + 1, y0, x0] * (1 - fx) + im[z0 + 1, y0, x0 + 1] * fx
-    c11 = im[z0 + 1, y0 + 1, x0] * (1 - fx) + im[z0 + 1, y0 + 1, x0 + 1] * fx
-    c0 = c00 * (1 - fy) + c01 * fy
-    c1 = c10 * (1 - fy) + c11 * fy
-    return c0 * (1 - fz) + c1 * fz
+    return _lerp(im, z0, y0, x0, z - z0, y - y0, x - x0)
+
+
+@nb.njit(cache=True, inline="always")
+def _lerp(im, z0, y0, x0, fz, fy, fx):
+    """Trilinear interpolation in the cell with lower corner (z0, y0, x0) at fractions
+    (fz, fy, fx) (no bounds check)."""
+    p, q = im[z0, y0], im[z0, y0 + 1]
+    r, s = im[z0 + 1, y0], im[z0 + 1, y0 + 1]
+    p0, q0, r0, s0 = float(p[x0]), float(q[x0]), float(r[x0]), float(s[x0])
+    c00 = p0 + (p[x0 + 1] - p0) * fx
+    c01 = q0 + (q[x0 + 1] - q0) * fx
+    c10 = r0 + (r[x0 + 1] - r0) * fx
+    c11 = s0 + (s[x0 + 1] - s0) * fx
+    c0 = c00 + (c01 - c00) * fy
+    c1 = c10 + (c11 - c10) * fy
+    return c0 + (c1 - c0) * fz
 
 
 @nb.njit(cache=True, inline="always")
@@ -124,12 +133,14 @@ def _gradient(im, z, y, x, axis):
 def _reference(ref, mask, use_mask, c, h, phi0, slack):
     """Values, gradients and offsets of the window's used voxels: in the mask, and mapped
     by ``phi0`` at least ``slack`` voxels inside the loaded region (a window at the
-    volume's faces loses the voxels that move out of it)."""
+    volume's faces loses the voxels that move out of it). Stored as float32, which holds
+    them exactly (float32 values, half their float32 differences, integer offsets): half
+    the memory traffic of the passes over the window."""
     nz, ny, nx = ref.shape
     n = (2 * h[0] + 1) * (2 * h[1] + 1) * (2 * h[2] + 1)
-    f = np.empty(n)
-    grad = np.empty((n, 3))
-    off = np.empty((n, 3))
+    f = np.empty(n, np.float32)
+    grad = np.empty((n, 3), np.float32)
+    off = np.empty((n, 3), np.float32)
     m = 0
     for a in range(-h[0], h[0] + 1):
         for b in range(-h[1], h[1] + 1):
@@ -157,41 +168,79 @@ def _reference(ref, mask, use_mask, c, h, phi0, slack):
     return f[:m], grad[:m], off[:m], n
 
 
+#: Index of the product g_r g_s (r <= s) among (00, 01, 02, 11, 12, 22).
+_GG = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]], np.int64)
+
+
 @nb.njit(cache=True)
 def _moments(grad, off, f0, w, npa, with_h):
     """Full ``npa`` x ``npa`` Gauss-Newton matrix ``sum w SD SD^T`` (if ``with_h``) and the
-    sums ``sum w SD f0`` and ``sum w SD`` (``npa``: 12 affine, 30 quadratic), the
-    steepest-descent images built on the fly (never stored); ``w`` the voxels' weights
-    (ones, or the robust weights)."""
-    H = np.zeros((npa, npa))
-    cf = np.zeros(npa)
-    c1 = np.zeros(npa)
-    sd = np.empty(npa)
-    mono = np.empty(6)
+    sums ``sum w SD f0`` and ``sum w SD`` (``npa``: 12 affine, 30 quadratic); ``w`` the
+    voxels' weights (ones, or the robust weights).
+
+    The steepest-descent image of parameter (r, k) is ``g_r o_k``, o = (a, b, d, 1) of the
+    offset (and the six quadratic monomials), so ``H[(r, k), (s, l)] = sum w g_r g_s
+    o_k o_l``: six gradient products times the distinct products of o are summed, never
+    the SD images themselves."""
+    no = 4 if npa == 12 else 10
+    A = np.zeros((no * (no + 1) // 2, 6))
+    B = np.zeros((3, no))
+    C = np.zeros((3, no))
+    o = np.empty(no)
+    gg = np.empty(6)
     for i in range(grad.shape[0]):
         wi = w[i]
         if wi == 0.0:
             continue
-        for r in range(3):
-            for k in range(3):
-                sd[3 * r + k] = grad[i, r] * off[i, k]
-            sd[9 + r] = grad[i, r]
-        if npa > 12:
-            _monomials(off[i, 0], off[i, 1], off[i, 2], mono)
-            for r in range(3):
-                for j in range(6):
-                    sd[12 + 6 * r + j] = grad[i, r] * mono[j]
-        for p in range(npa):
-            cf[p] += wi * sd[p] * f0[i]
-            c1[p] += wi * sd[p]
+        o[0], o[1], o[2], o[3] = off[i, 0], off[i, 1], off[i, 2], 1.0
+        if no > 4:
+            _monomials(off[i, 0], off[i, 1], off[i, 2], o[4:])
+        g0, g1, g2, fi = grad[i, 0], grad[i, 1], grad[i, 2], f0[i]
+        for k in range(no):
+            t = wi * o[k]
+            C[0, k] += t * g0
+            C[1, k] += t * g1
+            C[2, k] += t * g2
+            B[0, k] += t * g0 * fi
+            B[1, k] += t * g1 * fi
+            B[2, k] += t * g2 * fi
         if with_h:
-            for p in range(npa):
-                wp = wi * sd[p]
-                for q in range(p, npa):
-                    H[p, q] += wp * sd[q]
-    for p in range(npa):
-        for q in range(p):
-            H[p, q] = H[q, p]
+            gg[0], gg[1], gg[2] = wi * g0 * g0, wi * g0 * g1, wi * g0 * g2
+            gg[3], gg[4], gg[5] = wi * g1 * g1, wi * g1 * g2, wi * g2 * g2
+            j = 0
+            for k in range(no):
+                for m in range(k, no):
+                    okm = o[k] * o[m]
+                    for q in range(6):
+                        A[j, q] += gg[q] * okm
+                    j += 1
+    return _assemble(A, B, C, npa, no, with_h)
+
+
+@nb.njit(cache=True)
+def _assemble(A, B, C, npa, no, with_h):
+    """H, sum w SD f0, sum w SD of :func:`_moments` from its sums over the offsets'
+    products: parameter (r, k) is 3 r + k (k < 3, F), 9 + r (k = 3, t) or 12 + 6 r + k - 4
+    (the curvatures)."""
+    pidx = np.empty((3, no), np.int64)
+    for r in range(3):
+        for k in range(no):
+            pidx[r, k] = 3 * r + k if k < 3 else (9 + r if k == 3 else 8 + 6 * r + k)
+    H = np.zeros((npa, npa))
+    cf = np.zeros(npa)
+    c1 = np.zeros(npa)
+    for r in range(3):
+        for k in range(no):
+            cf[pidx[r, k]] = B[r, k]
+            c1[pidx[r, k]] = C[r, k]
+    if with_h:
+        j = 0
+        for k in range(no):
+            for m in range(k, no):
+                for r in range(3):
+                    for q in range(3):
+                        H[pidx[r, k], pidx[q, m]] = H[pidx[q, m], pidx[r, k]] = A[j, _GG[r, q]]
+                j += 1
     return H, cf, c1
 
 
@@ -212,33 +261,58 @@ def _curvature(hq, a, b, d, r):
             + h[0, 1] * a * b + h[0, 2] * a * d + h[1, 2] * b * d)
 
 
+@nb.njit(cache=True, inline="always")
+def _position(c, phi, hq, quad, a, b, d):
+    """Position in the deformed volume of the reference voxel at offset (a, b, d) from the
+    node ``c``: ``c + t + F x`` (+ the curvatures ``hq`` if ``quad``)."""
+    pz = c[0] + phi[0, 3] + phi[0, 0] * a + phi[0, 1] * b + phi[0, 2] * d
+    py = c[1] + phi[1, 3] + phi[1, 0] * a + phi[1, 1] * b + phi[1, 2] * d
+    px = c[2] + phi[2, 3] + phi[2, 0] * a + phi[2, 1] * b + phi[2, 2] * d
+    if quad:
+        pz += _curvature(hq, a, b, d, 0)
+        py += _curvature(hq, a, b, d, 1)
+        px += _curvature(hq, a, b, d, 2)
+    return pz, py, px
+
+
 @nb.njit(cache=True)
-def _sums(coef, order, phi, hq, c, off, grad, f0, w, sdg):
+def _box_inside(shape, phi, c, ext):
+    """Whether the affine map sends the whole box of offsets ``[-ext, ext]`` strictly
+    inside the cells of a trilinear interpolant of ``shape`` (its 8 corners suffice: the
+    image of a box is the convex hull of the corners' images)."""
+    hq = np.zeros((3, 3, 3))
+    for corner in range(8):
+        a = ext[0] if corner & 1 else -ext[0]
+        b = ext[1] if corner & 2 else -ext[1]
+        d = ext[2] if corner & 4 else -ext[2]
+        p = _position(c, phi, hq, False, a, b, d)
+        for r in range(3):
+            if not (0.0 <= p[r] < shape[r] - 1.0):
+                return False
+    return True
+
+
+@nb.njit(cache=True)
+def _sums(coef, order, phi, hq, c, off, ext, grad, f0, w, sdg):
     """One pass over the window at ``phi``: the deformed values g are interpolated and
     summed with the weights ``w`` as ``sum w g``, ``sum w g^2``, ``sum w f0 g`` (returned)
     and ``sum w SD g`` (into ``sdg``, 12 or 30 with the quadratic terms ``hq``); ok is
-    False when a position lies outside ``coef``."""
+    False when a position lies outside ``coef``. ``ext``: the offsets' extent; an affine
+    trilinear pass whose box maps inside ``coef`` runs without per-voxel bounds checks
+    (:func:`_sums_inside`)."""
     quad = len(sdg) > 12
+    if order == 1 and not quad and _box_inside(coef.shape, phi, c, ext):
+        return _sums_inside(coef, phi, c, off, grad, f0, w, sdg)
     mono = np.empty(6)
-    tz, ty, tx = c[0] + phi[0, 3], c[1] + phi[1, 3], c[2] + phi[2, 3]
-    f00, f01, f02 = phi[0, 0], phi[0, 1], phi[0, 2]
-    f10, f11, f12 = phi[1, 0], phi[1, 1], phi[1, 2]
-    f20, f21, f22 = phi[2, 0], phi[2, 1], phi[2, 2]
     sg = sgg = sfg = 0.0
     sdg[:] = 0.0
     for i in range(off.shape[0]):
         if w[i] == 0.0:
             continue
         a, b, d = off[i, 0], off[i, 1], off[i, 2]
-        pz = tz + f00 * a + f01 * b + f02 * d
-        py = ty + f10 * a + f11 * b + f12 * d
-        px = tx + f20 * a + f21 * b + f22 * d
-        if quad:
-            pz += _curvature(hq, a, b, d, 0)
-            py += _curvature(hq, a, b, d, 1)
-            px += _curvature(hq, a, b, d, 2)
-        v = _trilinear(coef, pz, py, px) if order == 1 else _cubic(coef, pz, py, px)
-        if not np.isfinite(v):
+        z, y, x = _position(c, phi, hq, quad, a, b, d)
+        v = _trilinear(coef, z, y, x) if order == 1 else _cubic(coef, z, y, x)
+        if v != v:
             return False, 0.0, 0.0, 0.0
         wv = w[i] * v
         sg += wv
@@ -256,6 +330,34 @@ def _sums(coef, order, phi, hq, c, off, grad, f0, w, sdg):
                 t = grad[i, r] * wv
                 for j in range(6):
                     sdg[12 + 6 * r + j] += t * mono[j]
+    return True, sg, sgg, sfg
+
+
+@nb.njit(cache=True)
+def _sums_inside(coef, phi, c, off, grad, f0, w, sdg):
+    """:func:`_sums` of an affine trilinear pass known to stay inside ``coef``: the hot
+    loop of the engine, with scalar accumulators and no bounds checks."""
+    hq = np.zeros((3, 3, 3))
+    sg = sgg = sfg = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = 0.0
+    for i in range(off.shape[0]):
+        wi = w[i]
+        if wi == 0.0:
+            continue
+        a, b, d = off[i, 0], off[i, 1], off[i, 2]
+        z, y, x = _position(c, phi, hq, False, a, b, d)
+        z0, y0, x0 = int(z), int(y), int(x)
+        v = _lerp(coef, z0, y0, x0, z - z0, y - y0, x - x0)
+        wv = wi * v
+        sg += wv
+        sgg += wv * v
+        sfg += f0[i] * wv
+        t0, t1, t2 = grad[i, 0] * wv, grad[i, 1] * wv, grad[i, 2] * wv
+        s0, s1, s2, s9 = s0 + t0 * a, s1 + t0 * b, s2 + t0 * d, s9 + t0
+        s3, s4, s5, s10 = s3 + t1 * a, s4 + t1 * b, s5 + t1 * d, s10 + t1
+        s6, s7, s8, s11 = s6 + t2 * a, s7 + t2 * b, s8 + t2 * d, s11 + t2
+    sdg[0], sdg[1], sdg[2], sdg[3], sdg[4], sdg[5] = s0, s1, s2, s3, s4, s5
+    sdg[6], sdg[7], sdg[8], sdg[9], sdg[10], sdg[11] = s6, s7, s8, s9, s10, s11
     return True, sg, sgg, sfg
 
 
@@ -341,32 +443,61 @@ def _inverse(H, params):
 def _coarse(f, grad, off):
     """The voxels at even offsets (one in 8): the set the first iterations of a large
     window run on."""
-    keep = np.flatnonzero((off[:, 0] % 2 == 0) & (off[:, 1] % 2 == 0) & (off[:, 2] % 2 == 0))
-    return f[keep], grad[keep], off[keep]
+    keep = np.empty(len(f), np.int64)
+    n = 0
+    for i in range(len(f)):
+        if (int(off[i, 0]) | int(off[i, 1]) | int(off[i, 2])) & 1 == 0:
+            keep[n] = i
+            n += 1
+    fc, gc, oc = np.empty(n, f.dtype), np.empty((n, 3), f.dtype), np.empty((n, 3), f.dtype)
+    for j in range(n):
+        fc[j] = f[keep[j]]
+        for k in range(3):
+            gc[j, k] = grad[keep[j], k]
+            oc[j, k] = off[keep[j], k]
+    return fc, gc, oc
 
 
 @nb.njit(cache=True)
 def _centred(f, w):
     """Weighted sum of the weights, mean, centred values and sum of squares of ``f``."""
-    m = w.sum()
-    fm = (w * f).sum() / m
-    f0 = f - fm
-    return m, fm, f0, (w * f0 * f0).sum()
+    m = s = 0.0
+    for i in range(len(f)):
+        m += w[i]
+        s += w[i] * f[i]
+    fm = s / m
+    f0 = np.empty(len(f))
+    ss = 0.0
+    for i in range(len(f)):
+        f0[i] = f[i] - fm
+        ss += w[i] * f0[i] * f0[i]
+    return m, fm, f0, ss
 
 
 @nb.njit(cache=True)
-def _iterate(coef, order, criterion, c, off, grad, f, w, Hinv, params, phi, hq, tol,
-             max_it):
-    """Gauss-Newton iterations on one voxel set (weights ``w``) from the warp (``phi``,
-    ``hq``) until the increment norm is below ``tol``; returns (phi, hq, status,
-    iterations, norm, sum w r^2, ZNCC)."""
-    npa = 30 if params[-1] >= 12 else 12
+def _prepare(f, grad, off, w, npa, with_h):
+    """A voxel set's fixed terms for :func:`_iterate` with the weights ``w``: (the
+    sum of w, weighted mean, sum w f0^2, centred values f0, the offsets' extent, sum w SD f0,
+    sum w SD), and the Gauss-Newton matrix if ``with_h`` (else zeros)."""
     m, fm, f0, sff = _centred(f, w)
-    _, cf, c1 = _moments(grad, off, f0, w, npa, False)
-    sdg = np.empty(npa)
+    H, cf, c1 = _moments(grad, off, f0, w, npa, with_h)
+    ext = np.empty(3)
+    for k in range(3):
+        ext[k] = np.abs(off[:, k]).max()
+    return (m, fm, sff, f0, ext, cf, c1), H
+
+
+@nb.njit(cache=True)
+def _iterate(coef, order, criterion, c, off, grad, w, vset, Hinv, params, phi, hq, tol,
+             max_it):
+    """Gauss-Newton iterations on one voxel set (weights ``w``, fixed terms ``vset`` of
+    :func:`_prepare`) from the warp (``phi``, ``hq``) until the increment norm is below
+    ``tol``; returns (phi, hq, status, iterations, norm, sum w r^2, ZNCC)."""
+    m, fm, sff, f0, ext, cf, c1 = vset
+    sdg = np.empty(len(cf))
     status, it, norm, ss, zncc = ITERATION_LIMIT, 0, np.inf, np.inf, np.nan
     while it < max_it:
-        inside, sg, sgg, sfg = _sums(coef, order, phi, hq, c, off, grad, f0, w, sdg)
+        inside, sg, sgg, sfg = _sums(coef, order, phi, hq, c, off, ext, grad, f0, w, sdg)
         if not inside:
             return phi, hq, DIVERGED, it, norm, ss, zncc
         # the statistics of the last pass stand for the final Phi: the last increment
@@ -404,26 +535,27 @@ def _gauss_newton(coef, order, criterion, c, off, grad, f, params, phi, delta_mi
     if not exact:  # a large window: start on one voxel in 8
         fc, gc, oc = _coarse(f, grad, off)
         w8 = np.ones(len(fc))
-        H, _, _ = _moments(gc, oc, fc - fc.mean(), w8, 12, True)
+        cset, H = _prepare(fc, gc, oc, w8, 12, True)
         Hinv, ok = _inverse(H, params)
         if not ok:
             return phi, SINGULAR, 0, norm, ss, zncc, Hinv
-        p1, _, s1, it, _, _, _ = _iterate(coef, order, criterion, c, oc, gc, fc, w8, Hinv,
+        p1, _, s1, it, _, _, _ = _iterate(coef, order, criterion, c, oc, gc, w8, cset, Hinv,
                                           params, phi, hq, 10 * delta_min, max(max_it // 4, 1))
         if s1 == CONVERGED:  # else the full window starts again from phi0
             phi = p1
         Hinv *= len(fc) / m  # the coarse matrix stands for the full one...
+        vset, _ = _prepare(f, grad, off, ones, 12, False)
         phi, _, status, it2, norm, ss, zncc = _iterate(
-            coef, order, criterion, c, off, grad, f, ones, Hinv, params, phi, hq, delta_min, 3)
+            coef, order, criterion, c, off, grad, ones, vset, Hinv, params, phi, hq, delta_min, 3)
         it += it2
         exact = status == ITERATION_LIMIT and it < max_it  # ...unless it converges slowly
     if exact:
-        H, _, _ = _moments(grad, off, f - f.mean(), ones, 12, True)
+        vset, H = _prepare(f, grad, off, ones, 12, True)
         Hinv, ok = _inverse(H, params)
         if not ok:
             return phi, SINGULAR, it, norm, ss, zncc, Hinv
         phi, _, status, it2, norm, ss, zncc = _iterate(
-            coef, order, criterion, c, off, grad, f, ones, Hinv, params, phi, hq, delta_min,
+            coef, order, criterion, c, off, grad, ones, vset, Hinv, params, phi, hq, delta_min,
             max(max_it - it, 1))
         it += it2
     return phi, status, it, norm, ss, zncc, Hinv
@@ -440,14 +572,10 @@ TUKEY = 3.0
 def _values(coef, order, phi, hq, c, off):
     """Deformed values at the window's warped positions (NaN outside ``coef``)."""
     g = np.empty(off.shape[0])
-    p = np.empty(3)
+    quad = np.any(hq != 0.0)
     for i in range(off.shape[0]):
-        a, b, d = off[i, 0], off[i, 1], off[i, 2]
-        for r in range(3):
-            p[r] = (c[r] + phi[r, 3] + phi[r, 0] * a + phi[r, 1] * b + phi[r, 2] * d
-                    + _curvature(hq, a, b, d, r))
-        g[i] = (_trilinear(coef, p[0], p[1], p[2]) if order == 1
-                else _cubic(coef, p[0], p[1], p[2]))
+        z, y, x = _position(c, phi, hq, quad, off[i, 0], off[i, 1], off[i, 2])
+        g[i] = _trilinear(coef, z, y, x) if order == 1 else _cubic(coef, z, y, x)
     return g
 
 
@@ -527,13 +655,12 @@ def _refine(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max
             w = _tukey(f, g, w, off, criterion, k)
             if w.sum() < max(13.0, 0.25 * len(f)):
                 return phi, NO_TEXTURE, it, norm, ss, zncc, Hinv, w
-        _, _, f0, _ = _centred(f, w)
-        H, _, _ = _moments(grad, off, f0, w, npa, True)
+        vset, H = _prepare(f, grad, off, w, npa, True)
         Hinv, ok = _inverse(H, params)
         if not ok:
             return phi, SINGULAR, it, norm, ss, zncc, Hinv, w
         new, hq, status, it2, norm, ss, zncc = _iterate(
-            coef, order, criterion, c, off, grad, f, w, Hinv, params, phi, hq, delta_min,
+            coef, order, criterion, c, off, grad, w, vset, Hinv, params, phi, hq, delta_min,
             max_it)  # each round a full solve (from the last round's match)
         it += it2
         move = np.abs(new[:3, :] - phi[:3, :]).max()
