@@ -238,6 +238,29 @@ def test_dvc_series_checks_the_regions_before_any_work(tmp_path, cli):
         assert not (tmp_path / "ser").exists()
 
 
+def test_a_blank_volume_is_refused_by_name_and_leaves_no_output(tmp_path, cli):
+    """A scan with one grey value everywhere (a failed export) is named as the cause, with
+    no library warning first; ``dvc-series`` creates its folder only with a result."""
+    import spam.datasets
+
+    from anodetwin.io import Volume, write_volume
+
+    snow = spam.datasets.loadSnow()
+    write_volume(tmp_path / "T0.tif", Volume(snow, 0.5))
+    write_volume(tmp_path / "blank.tif", Volume(np.full_like(snow, 7), 0.5))
+    for args, role in ((["dvc", "T0.tif", "blank.tif", "--out", "r.h5"], "deformed"),
+                       (["dvc", "blank.tif", "T0.tif", "--out", "r.h5"], "reference"),
+                       (["dvc-series", "T0.tif", "blank.tif", "--out", "ser"], "deformed")):
+        res = cli(*(str(tmp_path / a) if a.endswith((".tif", ".h5")) or a == "ser" else a
+                    for a in args), "--node-spacing", "25", "--hws", "10")
+        assert res.code == 2 and "Traceback" not in res.err and "Warning" not in res.err
+        last = res.err.strip().splitlines()[-1]
+        assert last.startswith("anodetwin: error:"), res.err
+        for words in (f"{role} volume '", "blank.tif' has one grey value (7)"):
+            assert words in last, last
+        assert not (tmp_path / "r.h5").exists() and not (tmp_path / "ser").exists()
+
+
 def test_cubes_and_vois_below_a_cell_and_too_many_cubes_are_refused(monkeypatch):
     from anodetwin.dvc import regions
 

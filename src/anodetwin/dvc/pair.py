@@ -330,6 +330,19 @@ def registration_residual(im1: np.ndarray, im2: np.ndarray, phi: np.ndarray) -> 
     return float(np.mean((d[inner] - ref) ** 2) / var) if var > 0 else float("inf")
 
 
+def _require_contrast(volumes: tuple) -> None:
+    """Refuse a volume with one grey value everywhere (a blank export): no drift, window
+    or residual can be measured on it. ``volumes``: (role, volume as given, binned)."""
+    for what, vol, binned in volumes:
+        if np.ptp(binned) > 0:
+            continue
+        path = getattr(vol, "path", None) or vol
+        raise ParameterError(f"{input_name(what, path)} has one grey value "
+                             f"({float(binned.flat[0]):g}) everywhere: nothing to correlate",
+                             "check that the file holds the scan, not a blank or failed "
+                             "export")
+
+
 def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int = 96**3
                          ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Affine registration of the whole volumes (binned to at most ``max_voxels``), started
@@ -341,6 +354,7 @@ def _global_registration(ref: Any, deformed: Any, shape: tuple, max_voxels: int 
     b = max(1, int(np.ceil((np.prod(shape) / max_voxels) ** (1 / 3))))
     # binned slab by slab from volumes on disk: equal to binning the whole arrays
     im1, im2 = as_worker_volume(ref).binned(b), as_worker_volume(deformed).binned(b)
+    _require_contrast((("reference volume", ref, im1), ("deformed volume", deformed, im2)))
     coarse = np.eye(4)
     coarse[:3, 3] = coarse_translation(im1, im2)
     candidates = [np.eye(4), coarse]

@@ -153,7 +153,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
         workers) are never read whole (:func:`correlate_pair`); the results equal those of the same
         voxels in memory.
     out_dir : path-like
-        Output folder (created).
+        Output folder (created with the first result: input refused by the first pair
+        leaves no folder behind; a pair that fails later keeps the finished files).
     voxel_size_um : float or 3 floats, optional
         Voxel size (z, y, x) of the volumes: the strain's length unit per axis, stored with
         the results; default: the volumes' own (Volume objects or files), else isotropic.
@@ -195,7 +196,6 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     voxel_size_um = check_series_inputs(volumes, regions, given,
                                         pair_kw.get("node_spacing", 35)).voxel_size_um
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     increments, voxel_size_um = _increments(volumes, out, voxel_size_um, inputs, pair_kw)
     first = increments[0]
     summary: dict = {"steps": [], "parameters": {k: v for k, v in pair_kw.items()
@@ -233,6 +233,7 @@ def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list 
     for k in range(len(volumes) - 1):
         log.info("increment T%d -> T%d", k, k + 1)
         inc = correlate_pair(volumes[k], volumes[k + 1], voxel_size_um=voxel_size_um, **pair_kw)
+        out.mkdir(parents=True, exist_ok=True)  # once there is a result: bad input leaves none
         if voxel_size_um is None:  # from the volumes (Volume objects or files), if they say
             voxel_size_um = inc.voxel_size_um
         prov = make_provenance("dvc-series", inputs or [], {"increment": [k, k + 1],
