@@ -372,6 +372,8 @@ BAD = {
     "robust asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam", "--robust"]),
     "quadratic asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam",
                                                          "--shape-function", "quadratic"]),
+    "quadratic-z asked of spam": (lambda t, a, b: [a, b], ["--engine", "spam",
+                                                           "--shape-function", "quadratic-z"]),
 }
 
 

@@ -136,7 +136,8 @@ def test_quadratic_shape_function_has_no_bias_in_a_curved_field(snow):
     """Through-thickness swelling whose strain changes within a window: u_z = a + b
     (Z - c)^2. An affine window returns its least-squares fit, off the node's value by
     b <s^2> = b h (h + 1) / 3 (uniform texture; 0.073 voxel here); the quadratic shape
-    function returns the value and the gradient (1 + 2 b (Z - c)) at the node."""
+    functions (all second derivatives, or the d2u/dz2 ones) return the value and the
+    gradient (1 + 2 b (Z - c)) at the node."""
     a, b, c, t_yx = 0.5, 0.002, 50.0, (0.3, -0.2)
     im = ndimage.gaussian_filter(snow, 1.0)
     d = _quadratic_warp(im, a, b, c, t_yx)
@@ -144,13 +145,13 @@ def test_quadratic_shape_function_has_no_bias_in_a_curved_field(snow):
     truth = np.stack([a + b * (nodes[:, 0] - c) ** 2, np.full(len(nodes), t_yx[0]),
                       np.full(len(nodes), t_yx[1])], axis=1)
     bias = b * 10 * 11 / 3
-    for quadratic in (False, True):
+    for shape in ("affine", "quadratic", "quadratic-z"):  # -z: d2u/dz2, all this field has
         r = register_windows(im, d, None, nodes, _start(len(nodes)), (10, 10, 10), order=3,
-                             quadratic=quadratic, delta_min=1e-4)
+                             shape_function=shape, delta_min=1e-4)
         assert np.all(r["status"] == ReturnStatus.CONVERGED)
         err = r["Phi"][:, :3, 3] - truth
         dzz = r["Phi"][:, 0, 0] - (1 + 2 * b * (nodes[:, 0] - c))
-        if quadratic:  # z, y, x each
+        if shape != "affine":  # z, y, x each
             assert np.all(np.abs(err).max(axis=0) < 0.01), np.abs(err).max(axis=0)
             assert np.abs(dzz).max() < 1e-3, np.abs(dzz).max()
         else:  # the affine fit's bias, by hand

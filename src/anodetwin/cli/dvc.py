@@ -48,10 +48,12 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
                    help="native engine: re-weight each window's voxels by their residual "
                         "(Tukey), for scans whose grey values change in part of a window, "
                         "e.g. lithiated Si taking the binder's grey value")
-    p.add_argument("--shape-function", choices=("affine", "quadratic"), default="affine",
+    p.add_argument("--shape-function", choices=("affine", "quadratic", "quadratic-z"),
+                   default="affine",
                    help="native engine: the window's map, affine (12 parameters, as spam; "
-                        "default) or quadratic (30: no bias where the strain changes "
-                        "within a window, more noise)")
+                        "default), quadratic (30: no bias where the strain changes "
+                        "within a window, more noise) or quadratic-z (15: the curvature "
+                        "through the thickness, d2u/dz2, only)")
     p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
                    default=1, help="local worker processes (1; native engine: threads)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")

@@ -197,11 +197,13 @@ class DVCParams:
         Tukey's biweight on the residual averaged over 3 x 3 x 3 voxels
         (:data:`anodetwin.dvc._icgn.TUKEY`): voxels whose grey value changed between the
         scans (lithiated Si taking the binder's grey value) stop pulling the window.
-    shape_function : {"affine", "quadratic"}
-        Native engine: the 12-parameter affine map (as spam) or the 30-parameter
-        second-order one (affine plus the displacement's second derivatives), which
-        removes the bias of an affine window in a curved field (e.g. where the swelling
-        changes within a window) at the cost of more noise and iterations.
+    shape_function : {"affine", "quadratic", "quadratic-z"}
+        Native engine: the 12-parameter affine map (as spam), the 30-parameter
+        second-order one (affine plus the displacement's second derivatives), or
+        ``quadratic-z`` (affine plus the 3 second derivatives along z, d2u/dz2: a swelling
+        that changes through the electrode's thickness). A second-order map removes the
+        bias of an affine window in a curved field at the cost of more noise and
+        iterations; the fewer its parameters, the less noise.
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -294,7 +296,7 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
 #: Correlation engines by name.
 ENGINES = ("native", "spam")
 #: Shape functions of the native engine.
-SHAPE_FUNCTIONS = ("affine", "quadratic")
+SHAPE_FUNCTIONS = ("affine", "quadratic", "quadratic-z")
 #: Interpolation of the deformed volume by name, as interpolation orders.
 INTERPOLATION_ORDER = {"linear": 1, "cubic": 3}
 
@@ -312,15 +314,15 @@ def _check_engine(p: DVCParams) -> None:
                              "use 1 (trilinear) or 3 (cubic B-spline)")
     if p.shape_function not in SHAPE_FUNCTIONS:
         raise ParameterError(f"shape function {p.shape_function!r} is unknown",
-                             "use 'affine' or 'quadratic'")
+                             "use 'affine', 'quadratic' or 'quadratic-z'")
     if p.engine == "spam" and (p.robust or p.shape_function != "affine"):
         what = ("robust re-weighting" if p.robust
                 else f"shape function {p.shape_function!r}")
         raise ParameterError(f"{what} with engine 'spam' (spam has neither)",
                              "use engine 'native' (--engine native) for it, or leave it off")
-    if p.shape_function == "quadratic" and p.apply_f != "all":
-        raise ParameterError(f"shape function 'quadratic' with apply_f {p.apply_f!r}",
-                             "use apply_f 'all' with the quadratic shape function")
+    if p.shape_function != "affine" and p.apply_f != "all":
+        raise ParameterError(f"shape function {p.shape_function!r} with apply_f {p.apply_f!r}",
+                             "use apply_f 'all' with a quadratic shape function")
     if p.engine == "native" and p.apply_f == "rigid":
         raise ParameterError("apply_f 'rigid' is not available in the native engine",
                              "use apply_f 'all' or 'no', or engine 'spam'")
@@ -747,7 +749,7 @@ def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
                          mask_coverage=p.mask_coverage, translation_only=p.apply_f == "no",
                          slack=p.margin, origin=origin, volume_shape=b.shape,
                          robust=ROBUST if p.robust else 0.0,
-                         quadratic=p.shape_function == "quadratic")
+                         shape_function=p.shape_function)
     for name in out.keys():
         if name in r:
             getattr(out, name)[todo] = r[name]

@@ -11,8 +11,9 @@ system. The criterion is ZNSSD by default (zero-mean normalised sum of squared d
 invariant to an affine change of grey values between the windows, e.g. a contrast change
 between scans) or SSD. Options: a robust re-weighting of each window's voxels by their
 residual (``robust``: voxels whose grey value changed between the scans, e.g. lithiated Si,
-stop pulling the match) and the second-order shape function (``quadratic``: no bias where
-the strain changes within a window). All windows of a batch run in one compiled kernel
+stop pulling the match) and second-order shape functions (``quadratic``, or
+``quadratic-z`` through the thickness only: no bias where the strain changes within a
+window). All windows of a batch run in one compiled kernel
 (:func:`anodetwin.dvc._icgn.icgn_batch`, numba, parallel over the windows): no Python per
 node or per iteration.
 
@@ -37,13 +38,18 @@ from scipy import ndimage
 
 from anodetwin.dvc._icgn import CONVERGED, DIVERGED, TUKEY, icgn_batch
 
-__all__ = ["register_windows", "integer_search", "CRITERIA", "ROBUST"]
+__all__ = ["register_windows", "integer_search", "CRITERIA", "ROBUST", "SHAPE_PARAMETERS"]
 
 #: Criteria of the native engine by name (kernel codes).
 CRITERIA = {"znssd": 0, "ssd": 1}
 #: Tukey constant of the robust criterion (in robust standard deviations of the residual
 #: averaged over 3 x 3 x 3 voxels).
 ROBUST = TUKEY
+#: Parameters solved per shape function: 0..8 F - I row by row, 9..11 t, 12 + 6 r + j the
+#: second derivatives of displacement component r (j: zz, yy, xx, zy, zx, yx);
+#: "quadratic-z" keeps the zz ones: curvature through the thickness only.
+SHAPE_PARAMETERS = {"affine": np.arange(12), "quadratic": np.arange(30),
+                    "quadratic-z": np.r_[np.arange(12), 12, 18, 24]}
 #: Statuses the kernel returns besides these (as ReturnStatus values).
 OUTSIDE = -5
 
@@ -148,7 +154,7 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
                      order: int = 1, criterion: str = "znssd", max_iterations: int = 50,
                      delta_min: float = 1e-3, min_std: float = 0.0,
                      mask_coverage: float = 0.5, translation_only: bool = False,
-                     slack: int = 3, robust: float = 0.0, quadratic: bool = False,
+                     slack: int = 3, robust: float = 0.0, shape_function: str = "affine",
                      origin: Any = (0, 0, 0),
                      volume_shape: tuple | None = None) -> dict:
     """Register the windows around ``centres`` of ``ref`` onto ``dfm`` (IC-GN).
@@ -180,9 +186,10 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
     robust : float
         Tukey constant (:data:`ROBUST`) of the re-weighting after the plain match
         (:func:`anodetwin.dvc._icgn.icgn_batch`); 0: every voxel weighs 1.
-    quadratic : bool
-        Second-order shape function (30 parameters, from the affine match); Phi is the
-        map's value and gradient at the node.
+    shape_function : {"affine", "quadratic", "quadratic-z"}
+        The window's map (:data:`SHAPE_PARAMETERS`): affine, or second order (from the
+        affine match; all 18 second derivatives, or the 3 through the thickness, d2u/dz2);
+        Phi is the map's value and gradient at the node.
     slack : int
         Reference voxels that ``phi0`` maps closer than this (plus 1 for ``order`` 3) to
         the box's faces are left out of the sums: a window at the volume's faces is
@@ -205,8 +212,7 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
                                                          output=np.float32)
     use_mask = mask is not None
     m = (np.ascontiguousarray(mask, np.uint8) if use_mask else np.zeros((1, 1, 1), np.uint8))
-    params = (np.arange(9, 12) if translation_only
-              else np.arange(30) if quadratic else np.arange(12))
+    params = np.arange(9, 12) if translation_only else SHAPE_PARAMETERS[shape_function]
     cfg = np.array([order, CRITERIA[criterion], max_iterations, delta_min, min_std,
                     mask_coverage, slack + order // 2, robust], dtype=np.float64)
     phi, status, iters, fl = icgn_batch(np.ascontiguousarray(ref, np.float32), coef, m,

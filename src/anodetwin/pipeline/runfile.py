@@ -582,7 +582,8 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 #                             # "": the engine's own (native ZNSSD, spam SSD)
 # robust = false              # re-weight each window's voxels by their residual (native):
 #                             # for grey values that change, e.g. lithiated Si
-# shape_function = "affine"   # "affine" or "quadratic" (native; no bias in curved fields)
+# shape_function = "affine"   # "affine", "quadratic" or "quadratic-z" (native; no bias
+#                             # in curved fields; -z: d2u/dz2 only, less noise)
 # refine = true               # refine T0 -> Tk from the composed increments
 # mask = true                 # skip windows mostly outside the material of T0
 # cube_um = 0.0               # sub-volume cubes of the region statistics (0: auto)
