@@ -142,20 +142,25 @@ def _reference(ref, mask, use_mask, c, h, phi0, slack):
     grad = np.empty((n, 3), np.float32)
     off = np.empty((n, 3), np.float32)
     m = 0
+    ez, ey, ex = phi0[0, 2], phi0[1, 2], phi0[2, 2]
     for a in range(-h[0], h[0] + 1):
-        for b in range(-h[1], h[1] + 1):
+        z = c[0] + a
+        for b in range(-h[1], h[1] + 1):  # a row: its positions advance by phi0's column x
+            y = c[1] + b
+            bz = c[0] + phi0[0, 3] + phi0[0, 0] * a + phi0[0, 1] * b
+            by = c[1] + phi0[1, 3] + phi0[1, 0] * a + phi0[1, 1] * b
+            bx = c[2] + phi0[2, 3] + phi0[2, 0] * a + phi0[2, 1] * b
+            inner = 0 < z < nz - 1 and 0 < y < ny - 1
             for d in range(-h[2], h[2] + 1):
-                z, y, x = c[0] + a, c[1] + b, c[2] + d
+                x = c[2] + d
                 if use_mask and mask[z, y, x] == 0:
                     continue
-                pz = c[0] + phi0[0, 3] + phi0[0, 0] * a + phi0[0, 1] * b + phi0[0, 2] * d
-                py = c[1] + phi0[1, 3] + phi0[1, 0] * a + phi0[1, 1] * b + phi0[1, 2] * d
-                px = c[2] + phi0[2, 3] + phi0[2, 0] * a + phi0[2, 1] * b + phi0[2, 2] * d
+                pz, py, px = bz + ez * d, by + ey * d, bx + ex * d
                 if not (slack <= pz <= nz - 1 - slack and slack <= py <= ny - 1 - slack
                         and slack <= px <= nx - 1 - slack):
                     continue
                 f[m] = ref[z, y, x]
-                if 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1:
+                if inner and 0 < x < nx - 1:
                     grad[m, 0] = 0.5 * (ref[z + 1, y, x] - ref[z - 1, y, x])
                     grad[m, 1] = 0.5 * (ref[z, y + 1, x] - ref[z, y - 1, x])
                     grad[m, 2] = 0.5 * (ref[z, y, x + 1] - ref[z, y, x - 1])
@@ -175,14 +180,17 @@ _GG = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]], np.int64)
 @nb.njit(cache=True)
 def _moments(grad, off, f0, w, npa, with_h):
     """Full ``npa`` x ``npa`` Gauss-Newton matrix ``sum w SD SD^T`` (if ``with_h``) and the
-    sums ``sum w SD f0`` and ``sum w SD`` (``npa``: 12 affine, 30 quadratic); ``w`` the
-    voxels' weights (ones, or the robust weights).
+    sums ``sum w SD f0`` and ``sum w SD`` (``npa``: 12 affine, row by row in
+    :func:`_affine_moments`, 30 quadratic); ``w`` the voxels' weights (ones, or the robust
+    weights).
 
     The steepest-descent image of parameter (r, k) is ``g_r o_k``, o = (a, b, d, 1) of the
     offset (and the six quadratic monomials), so ``H[(r, k), (s, l)] = sum w g_r g_s
     o_k o_l``: six gradient products times the distinct products of o are summed, never
     the SD images themselves."""
-    no = 4 if npa == 12 else 10
+    if npa == 12:
+        return _affine_moments(grad, off, f0, w, with_h)
+    no = 10
     A = np.zeros((no * (no + 1) // 2, 6))
     B = np.zeros((3, no))
     C = np.zeros((3, no))
@@ -193,8 +201,7 @@ def _moments(grad, off, f0, w, npa, with_h):
         if wi == 0.0:
             continue
         o[0], o[1], o[2], o[3] = off[i, 0], off[i, 1], off[i, 2], 1.0
-        if no > 4:
-            _monomials(off[i, 0], off[i, 1], off[i, 2], o[4:])
+        _monomials(off[i, 0], off[i, 1], off[i, 2], o[4:])
         g0, g1, g2, fi = grad[i, 0], grad[i, 1], grad[i, 2], f0[i]
         for k in range(no):
             t = wi * o[k]
@@ -215,6 +222,70 @@ def _moments(grad, off, f0, w, npa, with_h):
                         A[j, q] += gg[q] * okm
                     j += 1
     return _assemble(A, B, C, npa, no, with_h)
+
+
+@nb.njit(cache=True)
+def _affine_moments(grad, off, f0, w, with_h):
+    """:func:`_moments` of the affine shape function, row by row (offsets in raster
+    order, d running): per row the sums of the six gradient products ``w g_r g_s`` times
+    (1, d, d^2) and of ``w g_r`` and ``w g_r f0`` times (1, d), spread over the products
+    of o = (a, b, d, 1) when the row ends (:func:`_affine_row`)."""
+    A, B, C = np.zeros((10, 6)), np.zeros((3, 4)), np.zeros((3, 4))
+    R, P = np.zeros((6, 3)), np.zeros((3, 4))
+    ra, rb = np.nan, np.nan
+    for i in range(grad.shape[0]):
+        a, b, d = off[i, 0], off[i, 1], off[i, 2]
+        if a != ra or b != rb:  # a new row
+            if ra == ra:
+                _affine_row(A, B, C, R, P, ra, rb)
+            ra, rb = a, b
+        wi = w[i]
+        if wi == 0.0:
+            continue
+        fi = f0[i]
+        w0, w1, w2 = wi * grad[i, 0], wi * grad[i, 1], wi * grad[i, 2]
+        for r, x in enumerate((w0, w1, w2)):
+            P[r, 0] += x
+            P[r, 1] += x * d
+            P[r, 2] += x * fi
+            P[r, 3] += x * fi * d
+        if with_h:
+            for q, x in enumerate((w0 * grad[i, 0], w0 * grad[i, 1], w0 * grad[i, 2],
+                                   w1 * grad[i, 1], w1 * grad[i, 2], w2 * grad[i, 2])):
+                R[q, 0] += x
+                R[q, 1] += x * d
+                R[q, 2] += x * d * d
+    if ra == ra:
+        _affine_row(A, B, C, R, P, ra, rb)
+    return _assemble(A, B, C, 12, 4, with_h)
+
+
+@nb.njit(cache=True, inline="always")
+def _affine_row(A, B, C, R, P, a, b):
+    """Add the row sums of :func:`_affine_moments` (R: ``x (1, d, d^2)`` of the six
+    gradient products; P: ``w g_r (1, d)`` and ``w g_r f0 (1, d)``) of the row at (a, b)
+    to its sums over the products of o = (a, b, d, 1) (A: (aa, ab, ad, a, bb, bd, b, dd,
+    d, 1), the order of :func:`_assemble`; B, C: (a, b, d, 1)), and clear them."""
+    for q in range(6):
+        s, sd, sdd = R[q, 0], R[q, 1], R[q, 2]
+        A[0, q] += a * a * s
+        A[1, q] += a * b * s
+        A[2, q] += a * sd
+        A[3, q] += a * s
+        A[4, q] += b * b * s
+        A[5, q] += b * sd
+        A[6, q] += b * s
+        A[7, q] += sdd
+        A[8, q] += sd
+        A[9, q] += s
+    for r in range(3):
+        for X, k in ((C, 0), (B, 2)):
+            X[r, 0] += a * P[r, k]
+            X[r, 1] += b * P[r, k]
+            X[r, 2] += P[r, k + 1]
+            X[r, 3] += P[r, k]
+    R[:] = 0.0
+    P[:] = 0.0
 
 
 @nb.njit(cache=True)
@@ -333,19 +404,51 @@ def _sums(coef, order, phi, hq, c, off, ext, grad, f0, w, sdg):
     return True, sg, sgg, sfg
 
 
+@nb.njit(cache=True, inline="always")
+def _row_flush(s, a, b, u0, u1, u2, v0, v1, v2):
+    """Add a row's sums (offsets (a, b, d), d running) of ``x_r`` (``u_r``) and ``x_r d``
+    (``v_r``) to the 12 affine sums ``s[(r, k)] = sum x_r o_k``, o = (a, b, d, 1):
+    parameter 3 r + k (k < 3) or 9 + r (k = 3)."""
+    s[0] += a * u0
+    s[1] += b * u0
+    s[2] += v0
+    s[9] += u0
+    s[3] += a * u1
+    s[4] += b * u1
+    s[5] += v1
+    s[10] += u1
+    s[6] += a * u2
+    s[7] += b * u2
+    s[8] += v2
+    s[11] += u2
+
+
 @nb.njit(cache=True)
 def _sums_inside(coef, phi, c, off, grad, f0, w, sdg):
     """:func:`_sums` of an affine trilinear pass known to stay inside ``coef``: the hot
-    loop of the engine, with scalar accumulators and no bounds checks."""
-    hq = np.zeros((3, 3, 3))
+    loop of the engine, without bounds checks, row by row (offsets in raster order, d
+    running): the positions advance by the map's third column along a row and the SD
+    sums are gathered per row (:func:`_row_flush`)."""
     sg = sgg = sfg = 0.0
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = 0.0
+    sdg[:] = 0.0
+    u0 = u1 = u2 = v0 = v1 = v2 = 0.0
+    ra, rb = np.nan, np.nan
+    bz = by = bx = 0.0
+    ez, ey, ex = phi[0, 2], phi[1, 2], phi[2, 2]
     for i in range(off.shape[0]):
+        a, b, d = off[i, 0], off[i, 1], off[i, 2]
+        if a != ra or b != rb:  # a new row
+            if ra == ra:
+                _row_flush(sdg, ra, rb, u0, u1, u2, v0, v1, v2)
+            u0 = u1 = u2 = v0 = v1 = v2 = 0.0
+            ra, rb = a, b
+            bz = c[0] + phi[0, 3] + phi[0, 0] * a + phi[0, 1] * b
+            by = c[1] + phi[1, 3] + phi[1, 0] * a + phi[1, 1] * b
+            bx = c[2] + phi[2, 3] + phi[2, 0] * a + phi[2, 1] * b
         wi = w[i]
         if wi == 0.0:
             continue
-        a, b, d = off[i, 0], off[i, 1], off[i, 2]
-        z, y, x = _position(c, phi, hq, False, a, b, d)
+        z, y, x = bz + ez * d, by + ey * d, bx + ex * d
         z0, y0, x0 = int(z), int(y), int(x)
         v = _lerp(coef, z0, y0, x0, z - z0, y - y0, x - x0)
         wv = wi * v
@@ -353,11 +456,10 @@ def _sums_inside(coef, phi, c, off, grad, f0, w, sdg):
         sgg += wv * v
         sfg += f0[i] * wv
         t0, t1, t2 = grad[i, 0] * wv, grad[i, 1] * wv, grad[i, 2] * wv
-        s0, s1, s2, s9 = s0 + t0 * a, s1 + t0 * b, s2 + t0 * d, s9 + t0
-        s3, s4, s5, s10 = s3 + t1 * a, s4 + t1 * b, s5 + t1 * d, s10 + t1
-        s6, s7, s8, s11 = s6 + t2 * a, s7 + t2 * b, s8 + t2 * d, s11 + t2
-    sdg[0], sdg[1], sdg[2], sdg[3], sdg[4], sdg[5] = s0, s1, s2, s3, s4, s5
-    sdg[6], sdg[7], sdg[8], sdg[9], sdg[10], sdg[11] = s6, s7, s8, s9, s10, s11
+        u0, u1, u2 = u0 + t0, u1 + t1, u2 + t2
+        v0, v1, v2 = v0 + t0 * d, v1 + t1 * d, v2 + t2 * d
+    if ra == ra:
+        _row_flush(sdg, ra, rb, u0, u1, u2, v0, v1, v2)
     return True, sg, sgg, sfg
 
 
@@ -481,9 +583,10 @@ def _prepare(f, grad, off, w, npa, with_h):
     sum w SD), and the Gauss-Newton matrix if ``with_h`` (else zeros)."""
     m, fm, f0, sff = _centred(f, w)
     H, cf, c1 = _moments(grad, off, f0, w, npa, with_h)
-    ext = np.empty(3)
-    for k in range(3):
-        ext[k] = np.abs(off[:, k]).max()
+    ext = np.zeros(3)
+    for i in range(off.shape[0]):
+        for k in range(3):
+            ext[k] = max(ext[k], abs(off[i, k]))
     return (m, fm, sff, f0, ext, cf, c1), H
 
 
