@@ -786,8 +786,7 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
     m = len(f)
     if m < max(13, coverage * n_all):
         return OUTSIDE, 0
-    sff = ((f - f.mean()) ** 2).sum()
-    if sff <= 0.0 or _inner_std(f, off, h) < min_std:
+    if np.all(f == f[0]) or (min_std > 0.0 and _inner_std(f, off, h) < min_std):
         return NO_TEXTURE, 0
     affine = params[params < 12]
     phi, status, it, norm, ss, zncc, Hinv = _gauss_newton(
