@@ -239,6 +239,7 @@ BAD_OPTIONS = [
     (["dvc", "a", "b", "--out", "o.h5", "--voxel-size", "0.1,0.2"], "--voxel-size"),
     (["dvc", "a", "b", "--out", "o.h5", "--node-spacing", "x"], "--node-spacing"),
     (["dvc", "a", "b", "--out", "o.h5", "--hws", "0"], "--hws"),
+    (["dvc", "a", "b", "--out", "o.h5", "--hws", "6,10"], "--hws"),
     (["dvc-series", "a", "b", "--out", "o", "--interfaces", "1,x"], "--interfaces"),
     (["dvc-series", "a", "b", "--out", "o", "--interfaces", "20"], "--interfaces"),
     (["dvc-series", "a", "b", "--out", "o", "--pyramid", "7;3"], "--pyramid"),
@@ -283,7 +284,10 @@ def test_list_options_parse_to_numbers():
     assert a.pyramid == [100, 70] and a.search_range == [15, 5, 5]
     assert a.voxel_size == [0.4, 0.2, 0.2]
     a = p.parse_args(["dvc", "a", "b", "--out", "o", "--voxel-size", "0.05"])
-    assert a.voxel_size == 0.05 and a.search_range == [0]
+    assert a.voxel_size == 0.05 and a.search_range == [0] and a.hws is None
+    a = p.parse_args(["dvc-series", "a", "b", "--out", "o", "--hws", "6,10,10"])
+    assert a.hws == [6, 10, 10]
+    assert p.parse_args(["dvc", "a", "b", "--out", "o", "--hws", "12"]).hws == 12
     a = p.parse_args(["mesh", "a", "--out", "m"])
     assert a.drop_phases == []
 

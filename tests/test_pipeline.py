@@ -127,6 +127,8 @@ def test_search_range_per_axis_as_on_the_command_line(series):
     cfg = load_run(_run_file(series, RUN.replace("hws = 8", "hws = 8\nsearch_range = [4, 2, 2]"),
                              "sr.toml"))
     assert cfg.dvc.search_range == (4, 2, 2)
+    cfg = load_run(_run_file(series, RUN.replace("hws = 8", "hws = [4, 8, 8]"), "hws.toml"))
+    assert cfg.dvc.hws == (4, 8, 8)
 
 
 def test_state_of_charge_per_scan_instead_of_a_protocol(series):
@@ -197,6 +199,8 @@ def test_state_of_charge_per_scan_instead_of_a_protocol(series):
      ["[dvc]", "larger than the volume"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nsearch_range = [1, 2]"), ParameterError,
      ["[dvc] search_range"]),
+    (lambda t: t.replace("hws = 8", "hws = [4, 8]"), ParameterError, ["[dvc] hws"]),
+    (lambda t: t.replace("hws = 8", "hws = [0, 8, 8]"), ParameterError, ["[dvc] hws", ">= 1"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'spam'\ncriterion = 'znssd'"),
      ParameterError, ["[dvc]", "spam minimises SSD"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'vic3d'"), ParameterError,

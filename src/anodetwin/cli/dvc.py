@@ -26,8 +26,11 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
     what = " for each increment" if series else " run first"
     p.add_argument("--node-spacing", type=int_value("--node-spacing", low=1, example="35"),
                    default=35, help="node spacing in voxels (35)")
-    p.add_argument("--hws", type=int_value("--hws", low=1, example="10"),
-                   help="half-window size in voxels (default: spacing)")
+    p.add_argument("--hws", metavar="N or Z,Y,X",
+                   type=int_list("--hws", n=(1, 3), low=1, example="10 (or 6,10,10)",
+                                 single=True),
+                   help="half-window size in voxels, one or per axis (default: spacing); "
+                        "thinner in z than across follows a through-thickness gradient")
     p.add_argument("--pyramid", type=int_list("--pyramid", low=1, example="100,70"),
                    help=f"coarser node spacings{what}, e.g. 100,70")
     p.add_argument("--search-range", default="0",

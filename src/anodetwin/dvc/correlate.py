@@ -52,6 +52,7 @@ from anodetwin.log import get_logger, progress_bar
 
 __all__ = ["DVCParams", "NodeResults", "ReturnStatus", "WindowStatus", "node_grid",
            "grid_step", "correlate_nodes", "initial_phi_field", "interpolate_displacement",
+           "interpolate_phi",
            "noise_level", "STATUS", "TEXTURE_FACTOR", "ENGINES", "INTERPOLATION_ORDER",
            "batch_tile", "batch_groups", "BATCH_VOXELS", "NATIVE_BATCH"]
 
@@ -992,6 +993,50 @@ def interpolate_displacement(grid_nodes: np.ndarray, grid_shape: tuple[int, int,
     idx = grid_index(grid_nodes, grid_shape, points)
     return np.stack([ndimage.map_coordinates(u[..., c], idx, order=1) for c in range(3)],
                     axis=-1)
+
+
+def interpolate_phi(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int],
+                    displacement: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Mappings Phi of a regular node grid's displacement field at positions: the start of a
+    finer level or of a direct correlation from a previous field.
+
+    Parameters
+    ----------
+    grid_nodes, grid_shape, displacement, points
+        As for :func:`interpolate_displacement`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., 4, 4): translation u interpolated at the points, F = I + grad u with grad u
+        from central differences on the grid (:func:`anodetwin.strain.voxel_gradient`,
+        one-sided at its faces, 0 along an axis with one node), interpolated trilinearly.
+        Where F is not finite or det F is not in [0.2, 5] (a gradient across a hole or a
+        fold of the field) F = I, as a start without a previous field.
+    """
+    from scipy import ndimage
+
+    from anodetwin.strain import voxel_gradient
+
+    u = np.moveaxis(filled_grid(grid_shape, displacement), -1, 0)
+    single = [n < 2 for n in grid_shape]
+    u = np.pad(u, [(0, 0)] + [(0, 1 if s else 0) for s in single], mode="edge")
+    grad = voxel_gradient(u, grid_step(grid_nodes, grid_shape))
+    grad = grad[tuple(slice(0, 1) if s else slice(None) for s in single)]
+    idx = grid_index(grid_nodes, grid_shape, points)
+    pts = idx.shape[1:]
+    out = np.zeros(pts + (4, 4))
+    out[..., 3, 3] = 1.0
+    for i in range(3):
+        out[..., i, 3] = ndimage.map_coordinates(u[i], idx, order=1)
+        for j in range(3):
+            out[..., i, j] = (i == j) + ndimage.map_coordinates(
+                np.ascontiguousarray(grad[..., i, j], np.float64), idx, order=1)
+    with np.errstate(invalid="ignore"):
+        det = np.linalg.det(out[..., :3, :3])
+    bad = ~np.isfinite(out[..., :3, :3]).all(axis=(-2, -1)) | ~(det >= 0.2) | ~(det <= 5.0)
+    out[bad, :3, :3] = np.eye(3)
+    return out
 
 
 def initial_phi_field(nodes: np.ndarray, phi_global: np.ndarray | None,

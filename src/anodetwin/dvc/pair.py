@@ -63,7 +63,7 @@ from anodetwin.dvc.correlate import (
     correlate_nodes,
     grid_step,
     initial_phi_field,
-    interpolate_displacement,
+    interpolate_phi,
     node_grid,
     noise_level,
     quiet_spam,
@@ -597,8 +597,7 @@ def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev,
         nodes, gshape = node_grid(shape, lv.node_spacing)
         phi0 = initial_phi_field(nodes, gphi, gcentre)
         if prev is not None:
-            phi0[:, :3, 3] = interpolate_displacement(*prev, nodes)
-            phi0[:, :3, :3] = np.eye(3)
+            phi0 = interpolate_phi(*prev, nodes)
         res = correlate_nodes(ref, deformed, nodes, lv, phi0, **kw)
         u, u_fixed, flag = _judge(res, gshape, max_residual, coherence)
         if lv.engine == "native" and _retry_from_neighbours(

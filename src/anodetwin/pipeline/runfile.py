@@ -79,7 +79,7 @@ class DvcSettings:
     (node spacing, half-window and pyramid in voxels; cube and VOI sizes in um, 0: auto)."""
 
     node_spacing: int = 10
-    hws: int = 10
+    hws: int | tuple[int, ...] = 10
     pyramid: tuple[int, ...] = ()
     search_range: int | tuple[int, ...] = 0
     engine: str = "native"
@@ -419,10 +419,11 @@ def _check_dvc(s: DvcSettings, shape: tuple) -> None:
         if value not in allowed:
             raise ParameterError(f"[dvc] {key} = '{value}'",
                                  "give " + " or ".join(f"'{a}'" for a in allowed if a))
+    for key, v, low in (("search_range", s.search_range, 0), ("hws", s.hws, 1)):
+        values = v if isinstance(v, tuple) else (v,)
+        if len(values) not in (1, 3) or min(values) < low:
+            raise ParameterError(f"[dvc] {key} = {v}", f"give N or [Z, Y, X] voxels >= {low}")
     sr = s.search_range
-    values = sr if isinstance(sr, tuple) else (sr,)
-    if len(values) not in (1, 3) or min(values) < 0:
-        raise ParameterError(f"[dvc] search_range = {sr}", "give N or [Z, Y, X] voxels >= 0")
     try:
         correlation_levels(shape, s.node_spacing, s.hws, list(s.pyramid) or None, 3, sr, 0.0,
                            {"engine": s.engine, "criterion": s.criterion,
@@ -485,7 +486,6 @@ def run_from_dict(d: dict, base: str | os.PathLike = ".", path: Path | None = No
         raise InputNotFoundError(truth_path, "[truth] series")
     for key, v, low in (("mesh] coarsen", t["mesh"].coarsen, 1),
                         ("dvc] node_spacing", t["dvc"].node_spacing, 1),
-                        ("dvc] hws", t["dvc"].hws, 1),
                         ("resources] ranks", t["resources"].ranks, 0),
                         ("resources] workers", t["resources"].workers, 0)):
         if v < low:
@@ -573,7 +573,7 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 
 [dvc]
 # node_spacing = 10           # voxels
-# hws = 10                    # half-window (voxels)
+# hws = 10                    # half-window (voxels), or [z, y, x], e.g. [6, 10, 10]
 # pyramid = []                # e.g. [100, 70]: coarse levels first
 # search_range = 0            # integer search of the first level (voxels)
 # engine = "native"           # "native" (anodetwin's IC-GN) or "spam"
