@@ -692,8 +692,9 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     max_residual : float or None
         Normalised residual above which a node is bad (1.0: worse than half-correlated).
     initial : (nodes, grid_shape, displacement), optional
-        A displacement field (e.g. composed increments) to start from, interpolated at the
-        nodes; replaces the global registration and the pyramid.
+        A displacement field (e.g. composed increments) to start from: its value and
+        gradient at the nodes (:func:`~anodetwin.dvc.correlate.interpolate_phi`); replaces
+        the global registration and the pyramid.
     voxel_size_um : float or 3 floats, optional
         Voxel size (z, y, x) for the strain (um over um per axis), stored with the result;
         default: the reference volume's, else isotropic voxels. Given, it states the grid
@@ -706,7 +707,7 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         As :class:`~anodetwin.dvc.correlate.DVCParams`: cubic B-spline (3, default) or
         trilinear (1); ``""`` the engine's own criterion (native ZNSSD, spam SSD); the
         native engine's re-weighting for grey values that change (lithiated Si) and its
-        window map (``"affine"`` or ``"quadratic"``).
+        window map (``"affine"``, ``"quadratic"`` or ``"quadratic-z"``).
 
     Returns
     -------
