@@ -207,16 +207,25 @@ def test_integer_search_finds_a_large_shift(snow):
     assert np.abs(r["Phi"][:, :3, 3] - shift).max() < 0.01
 
 
+PHANTOM_CASES = [  # seed, half-window (z, y, x), (step, share, median, p95) bounds
+    (4, (10, 10, 10), ((3, 0.8, 0.25, 1.1), (6, 0.78, 0.4, 2.0))),
+    (7, (6, 14, 14), ((3, 0.85, 0.15, 0.8), (6, 0.85, 0.25, 1.3))),
+]
+
+
 @pytest.mark.slow
-def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path):
+@pytest.mark.parametrize("seed, hws, bounds", PHANTOM_CASES, ids=["seed4-hws10", "seed7-thin-z"])
+def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path, seed, hws,
+                                                                    bounds):
     """The reference phantom (lithiated Si takes the grey value of the binder) through
-    T0..T6, node spacing = hws = 10 voxels, robust re-weighting: the cumulative T0 -> T3
-    and T0 -> T6 fields at the electrode's nodes (windows inside the volume) against the
-    phantom's exact displacement. Measured with this seed (4): T3 83% of nodes, median
-    0.21, p95 1.00 voxel; T6 81%, 0.35, 1.77 (seed 7: T3 86%, 0.19, 0.79; T6 83%, 0.31,
-    1.31; without re-weighting, seed 7: T3 82%, 0.23, 0.72; T6 79%, 0.39, 1.26; spam: T3
-    55%, 0.34, 4.6; T6 54%, 1.2, 47). The bounds below guard that level; the goal is
-    >= 80%, median <= 0.2 and p95 <= 1 at both."""
+    T0..T6, node spacing 10 voxels, robust re-weighting: the cumulative T0 -> T3 and
+    T0 -> T6 fields at the electrode's nodes (windows inside the volume) against the
+    phantom's exact displacement. Measured, seed 4, hws 10: T3 83% of nodes, median 0.21,
+    p95 1.00 voxel; T6 81%, 0.35, 1.77 (seed 7: T3 86%, 0.19, 0.79; T6 83%, 0.31, 1.31;
+    without re-weighting, seed 7: T3 82%, 0.23, 0.72; T6 79%, 0.39, 1.26; spam: T3 55%,
+    0.34, 4.6; T6 54%, 1.2, 47). Seed 7 with windows thin through the thickness (6, 14,
+    14): T3 92%, 0.11, 0.62; T6 89%, 0.21, 1.09. The bounds below guard that level; the
+    goal is >= 80%, median <= 0.2 and p95 <= 1 at both."""
     import h5py
 
     from anodetwin.dvc import read_pair
@@ -224,21 +233,22 @@ def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path):
     from anodetwin.phantom import load_config
     from anodetwin.phantom.generate import generate_series
 
-    res = generate_series(load_config(seed=4), tmp_path / "s.h5", progress=False)
+    res = generate_series(load_config(seed=seed), tmp_path / "s.h5", progress=False)
     with h5py.File(res.path) as f:
         vols = [f[f"steps/T{k}/tomogram"][...].astype(np.float32) for k in range(7)]
         phases = f["steps/T0/phases"][...]
         truth = {k: f[f"steps/T{k}/displacement_um"][...] for k in (3, 6)}
         vs = float(np.atleast_1d(f.attrs["voxel_size_um"])[0])
-    correlate_series(vols, tmp_path / "dvc", voxel_size_um=vs, node_spacing=10, hws=10,
+    correlate_series(vols, tmp_path / "dvc", voxel_size_um=vs, node_spacing=10, hws=hws,
                      search_range=8, processes=2, progress=False, quicklook=False,
                      regions={"phases": phases, "cube_um": None, "voi_um": None}, robust=True)
     zs = np.flatnonzero(np.isin(phases, (1, 2)).any(axis=(1, 2)))
-    for k, share, median, p95 in ((3, 0.8, 0.25, 1.1), (6, 0.78, 0.4, 2.0)):
+    h = np.maximum(np.array(hws), 10)  # nodes 10 voxels from the faces, windows inside
+    for k, share, median, p95 in bounds:
         r = read_pair(tmp_path / "dvc" / f"cumulative_0_{k}.h5")
         n = r.nodes.astype(int)
         electrode = ((n[:, 0] >= zs.min()) & (n[:, 0] <= zs.max())
-                     & np.all((n >= 10) & (n + 10 <= np.array(phases.shape) - 1), axis=1))
+                     & np.all((n >= h) & (n + h <= np.array(phases.shape) - 1), axis=1))
         exact = np.stack([truth[k][c][n[:, 0], n[:, 1], n[:, 2]] for c in range(3)], 1) / vs
         measured = electrode & (r.flag == 0)
         err = np.linalg.norm(r.displacement[measured] - exact[measured], axis=1)
