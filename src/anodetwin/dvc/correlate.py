@@ -1027,8 +1027,8 @@ def interpolate_phi(grid_nodes: np.ndarray, grid_shape: tuple[int, int, int],
     pts = idx.shape[1:]
     out = np.zeros(pts + (4, 4))
     out[..., 3, 3] = 1.0
+    out[..., :3, 3] = interpolate_displacement(grid_nodes, grid_shape, displacement, points)
     for i in range(3):
-        out[..., i, 3] = ndimage.map_coordinates(u[i], idx, order=1)
         for j in range(3):
             out[..., i, j] = (i == j) + ndimage.map_coordinates(
                 np.ascontiguousarray(grad[..., i, j], np.float64), idx, order=1)

@@ -595,9 +595,8 @@ def _correlate_levels(ref: Any, deformed: Any, shape: tuple, levels: list, prev,
     their neighbours' field (propagation from converged neighbours)."""
     for lv in levels:
         nodes, gshape = node_grid(shape, lv.node_spacing)
-        phi0 = initial_phi_field(nodes, gphi, gcentre)
-        if prev is not None:
-            phi0 = interpolate_phi(*prev, nodes)
+        phi0 = (initial_phi_field(nodes, gphi, gcentre) if prev is None
+                else interpolate_phi(*prev, nodes))
         res = correlate_nodes(ref, deformed, nodes, lv, phi0, **kw)
         u, u_fixed, flag = _judge(res, gshape, max_residual, coherence)
         if lv.engine == "native" and _retry_from_neighbours(
