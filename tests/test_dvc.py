@@ -354,6 +354,8 @@ def test_vtk_export(tmp_path, cli, pair_files):
         np.testing.assert_allclose(img.point_data["uncertainty"],
                                    f["uncertainty"][...][:, ::-1] * 15.0)
         np.testing.assert_array_equal(img.point_data["status"], f["status"][...])
+        assert not f["composed"][...].any()  # a pair's own correlation everywhere
+    assert not img.point_data["composed"].any()
     np.testing.assert_allclose(img.cell_data["volumetric"], vol.reshape(-1))
 
 
@@ -536,8 +538,8 @@ def test_series_cumulative_matches_direct_truth(tmp_path, snow, cli):
 def test_series_keeps_composed_increments_where_refinement_fails(tmp_path, snow,
                                                                 monkeypatch):
     """Nodes the direct T0 -> Tk correlation loses (here: made to fail in the upper half,
-    as large strain does) keep the composed increments, flagged as measured, while the
-    others keep the refined value."""
+    as large strain does) keep the composed increments, flagged as measured and marked
+    ``composed``, while the others keep the refined value."""
     import anodetwin.dvc.series as series
     from anodetwin.dvc.pair import read_pair
 
@@ -567,6 +569,37 @@ def test_series_keeps_composed_increments_where_refinement_fails(tmp_path, snow,
         np.testing.assert_array_equal(res.displacement[carried], plain.displacement[carried])
         np.testing.assert_array_equal(res.flag[carried], plain.flag[carried])
         assert np.isfinite(res.strain.volumetric).sum() > 0
+        # each node says which it is: composed exactly where carried (the lower half is
+        # the direct correlation's), every finite node of the pure composition
+        np.testing.assert_array_equal(res.composed, carried)
+        np.testing.assert_array_equal(plain.composed, np.isfinite(plain.displacement).all(1))
+    inc = read_pair(tmp_path / "ser" / "increment_0_1.h5")
+    assert inc.composed.dtype == bool and not inc.composed.any()
+
+
+def test_incoherent_composed_values_are_repaired_not_kept():
+    """A composed node 3 voxels off a linear swelling field (u_z = 0.4 z, u_y = 0.1 x) is
+    repaired from its neighbours (exact for a linear field at an interior node) and no
+    longer marked composed; one 0.5 voxel off stays, as a measured node would; a
+    directly correlated node is never touched."""
+    from anodetwin.dvc.series import keep_coherent
+
+    g = np.stack(np.meshgrid(*(np.arange(5) * 10.0,) * 3, indexing="ij"), -1).reshape(-1, 3)
+    exact = np.stack([0.4 * g[:, 0], 0.1 * g[:, 2], np.zeros(len(g))], 1)
+    u = exact.copy()
+    centre, near, direct = 62, 64, 87  # (2, 2, 2), (2, 2, 4), (3, 2, 2)
+    u[centre, 0] += 3.0
+    u[near, 0] += 0.5
+    composed = np.zeros(len(g), bool)
+    composed[[centre, near]] = True
+    flag = np.zeros(len(g), np.uint8)
+    v, f, c = keep_coherent(u, flag, composed, (5, 5, 5), 1.0)
+    assert f[centre] == FLAG["repaired"] and not c[centre]
+    np.testing.assert_allclose(v[centre], exact[centre], atol=1e-9)
+    assert f[near] == FLAG["measured"] and c[near] and v[near, 0] == u[near, 0]
+    assert f[direct] == FLAG["measured"] and not c[direct]
+    np.testing.assert_array_equal(np.delete(v, centre, 0), np.delete(u, centre, 0))
+    assert keep_coherent(u, flag, composed, (5, 5, 5), None)[1] is flag
 
 
 @pytest.mark.slow

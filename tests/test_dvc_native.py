@@ -207,16 +207,20 @@ def test_integer_search_finds_a_large_shift(snow):
     assert np.abs(r["Phi"][:, :3, 3] - shift).max() < 0.01
 
 
-PHANTOM_CASES = [  # seed, half-window (z, y, x), (step, share, median, p95) bounds
-    (4, (10, 10, 10), ((3, 0.8, 0.25, 1.1), (6, 0.78, 0.4, 2.0))),
-    (7, (6, 14, 14), ((3, 0.85, 0.15, 0.8), (6, 0.85, 0.25, 1.3))),
+PHANTOM_CASES = [  # seed, half-window (z, y, x), (step, share, median, p95) bounds of
+    # the measured nodes, and of those correlated directly (not composed; None: unchecked)
+    (4, (10, 10, 10), ((3, 0.8, 0.25, 1.1), (6, 0.78, 0.4, 2.0)), None),
+    (7, (6, 14, 14), ((3, 0.85, 0.15, 0.8), (6, 0.85, 0.25, 1.3)), None),
+    (4, (6, 20, 20), ((3, 0.97, 0.1, 0.8), (6, 0.9, 0.16, 1.6)),
+     ((3, 0.95, 0.1, 0.7), (6, 0.8, 0.15, 1.0))),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, hws, bounds", PHANTOM_CASES, ids=["seed4-hws10", "seed7-thin-z"])
+@pytest.mark.parametrize("seed, hws, bounds, direct", PHANTOM_CASES,
+                         ids=["seed4-hws10", "seed7-thin-z", "seed4-wide"])
 def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path, seed, hws,
-                                                                    bounds):
+                                                                    bounds, direct):
     """The reference phantom (lithiated Si takes the grey value of the binder) through
     T0..T6, node spacing 10 voxels, robust re-weighting: the cumulative T0 -> T3 and
     T0 -> T6 fields at the electrode's nodes (windows inside the volume) against the
@@ -224,8 +228,11 @@ def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path, see
     p95 1.00 voxel; T6 81%, 0.35, 1.77 (seed 7: T3 86%, 0.19, 0.79; T6 83%, 0.31, 1.31;
     without re-weighting, seed 7: T3 82%, 0.23, 0.72; T6 79%, 0.39, 1.26; spam: T3 55%,
     0.34, 4.6; T6 54%, 1.2, 47). Seed 7 with windows thin through the thickness (6, 14,
-    14): T3 92%, 0.11, 0.62; T6 89%, 0.21, 1.09. The bounds below guard that level; the
-    goal is >= 80%, median <= 0.2 and p95 <= 1 at both."""
+    14): T3 92%, 0.11, 0.62; T6 89%, 0.21, 1.09. Seed 4, (6, 20, 20) (nodes 20 voxels
+    from the side faces): T3 99%, 0.08, 0.69; T6 94%, 0.13, 1.49, and counting only the
+    nodes correlated directly (not ``composed``): T3 98%, 0.08, 0.61; T6 83%, 0.12, 0.93.
+    The bounds below guard that level; the goal is >= 80%, median <= 0.2 and p95 <= 1 at
+    both."""
     import h5py
 
     from anodetwin.dvc import read_pair
@@ -244,13 +251,16 @@ def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path, see
                      regions={"phases": phases, "cube_um": None, "voi_um": None}, robust=True)
     zs = np.flatnonzero(np.isin(phases, (1, 2)).any(axis=(1, 2)))
     h = np.maximum(np.array(hws), 10)  # nodes 10 voxels from the faces, windows inside
-    for k, share, median, p95 in bounds:
-        r = read_pair(tmp_path / "dvc" / f"cumulative_0_{k}.h5")
-        n = r.nodes.astype(int)
-        electrode = ((n[:, 0] >= zs.min()) & (n[:, 0] <= zs.max())
-                     & np.all((n >= h) & (n + h <= np.array(phases.shape) - 1), axis=1))
-        exact = np.stack([truth[k][c][n[:, 0], n[:, 1], n[:, 2]] for c in range(3)], 1) / vs
-        measured = electrode & (r.flag == 0)
-        err = np.linalg.norm(r.displacement[measured] - exact[measured], axis=1)
-        assert measured.sum() / electrode.sum() >= share, (k, measured.sum(), electrode.sum())
-        assert np.median(err) <= median and np.percentile(err, 95) <= p95, (k, err)
+    for only_direct, limits in ((False, bounds), (True, direct or ())):
+        for k, share, median, p95 in limits:
+            r = read_pair(tmp_path / "dvc" / f"cumulative_0_{k}.h5")
+            n = r.nodes.astype(int)
+            electrode = ((n[:, 0] >= zs.min()) & (n[:, 0] <= zs.max())
+                         & np.all((n >= h) & (n + h <= np.array(phases.shape) - 1), axis=1))
+            exact = np.stack([truth[k][c][n[:, 0], n[:, 1], n[:, 2]] for c in range(3)],
+                             1) / vs
+            measured = electrode & (r.flag == 0) & ~(only_direct & r.composed)
+            err = np.linalg.norm(r.displacement[measured] - exact[measured], axis=1)
+            assert measured.sum() / electrode.sum() >= share, (k, measured.sum(),
+                                                               electrode.sum())
+            assert np.median(err) <= median and np.percentile(err, 95) <= p95, (k, err)

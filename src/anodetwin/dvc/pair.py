@@ -30,6 +30,9 @@ z, y, x)::
     /uncertainty       (N, 3) displacement std z, y, x (voxels) from the Gauss-Newton
                        covariance (native engine; NaN where not converged or with spam)
     /flag              (N,) 0 measured, 1 repaired, 2 excluded
+    /composed          (N,) uint8, 1 where the displacement is the composition of a series'
+                       increments rather than a correlation of this pair (cumulative fields
+                       only, anodetwin.dvc.series; 0 in a pair's own file)
     /cells/centres     (gz-1, gy-1, gx-1, 3) cell centres
     /strain/<name>     on cells: volumetric (J-1), ezz, eyy, exx, eyz, exz, exy, deviatoric,
                        principal (.., 3), hencky (.., 6: zz yy xx yz xz xy),
@@ -112,6 +115,7 @@ class PairResult:
     voxel_size_um: np.ndarray | None = None
     zncc: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
+    composed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.nodes)
@@ -119,6 +123,8 @@ class PairResult:
             self.zncc = np.full(n, np.nan)
         if self.uncertainty is None:
             self.uncertainty = np.full((n, 3), np.nan)
+        if self.composed is None:
+            self.composed = np.zeros(n, bool)
 
     @property
     def engine(self) -> str:
@@ -795,6 +801,7 @@ def write_pair(path: str | os.PathLike, result: PairResult, voxel_size_um: Any =
                      "iterations", "delta_phi_norm", "residual", "flag", "zncc",
                      "uncertainty"):
             f.create_dataset(name, data=getattr(result, name))
+        f.create_dataset("composed", data=np.asarray(result.composed, np.uint8))
         f.create_dataset("grid_shape", data=np.array(result.grid_shape))
         f.create_dataset("cells/centres",
                          data=cell_mean(np.reshape(result.nodes, (*result.grid_shape, 3))))
@@ -870,6 +877,8 @@ def read_pair(path: str | os.PathLike) -> PairResult:
                                         "status", "error", "iterations", "delta_phi_norm",
                                         "residual", "flag")}
             d.update({k: f[k][...] for k in ("zncc", "uncertainty") if k in f})
+            if "composed" in f:  # files written before the field existed: none composed
+                d["composed"] = f["composed"][...].astype(bool)
             gshape = tuple(int(v) for v in f["grid_shape"][...])
             params = json.loads(f.attrs["params"])
             vs = f.attrs.get("voxel_size_um")
@@ -906,9 +915,10 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
     Points are the nodes (x, y, z in um when the voxel size is known: ``voxel_size_um``,
     default the result's; else voxels) with point data ``displacement`` (u_x, u_y, u_z, same
     unit), ``uncertainty`` (std of u_x, u_y, u_z, same unit), ``flag``, ``status``,
-    ``zncc`` and ``residual``; cells carry every strain measure (``volumetric``,
-    ``ezz`` ..., ``eyz`` (z with y), ``exz``, ``exy`` (y with x), ``deviatoric``,
-    ``hencky_*``, ``green_lagrange_*``), computed from that displacement over the node
+    ``zncc``, ``residual`` and ``composed`` (1: the composition of a series'
+    increments); cells carry every strain measure (``volumetric``, ``ezz`` ...,
+    ``eyz`` (z with y), ``exz``, ``exy`` (y with x), ``deviatoric``, ``hencky_*``,
+    ``green_lagrange_*``), computed from that displacement over the node
     spacing in the same unit per axis (:func:`pair_strain`). Field data ``length_unit``
     names the unit.
     """
@@ -932,6 +942,7 @@ def write_pair_vtk(path: str | os.PathLike, result: PairResult,
     img.point_data["residual"] = pts(result.residual)
     img.point_data["status"] = pts(result.status)
     img.point_data["zncc"] = pts(result.zncc)
+    img.point_data["composed"] = pts(np.asarray(result.composed, np.uint8))
     img.point_data["uncertainty"] = pts(  # (x, y, z) in um, as the displacement
         np.asarray(result.uncertainty).reshape(gz, gy, gx, 3)[..., ::-1] * vs[::-1])
     st = pair_strain(result, voxel_size_um)

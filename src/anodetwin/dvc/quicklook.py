@@ -92,8 +92,8 @@ def pair_quicklook(path: str | os.PathLike, result: PairResult,
 
 
 def _status_row(fig, axes, result: PairResult, vs: np.ndarray, unit: str) -> None:
-    """Node statuses and displacement uncertainty on the mid x-z node slice, and the count
-    of every status."""
+    """Node statuses (x: the cumulative field keeps the composed increments there) and
+    displacement uncertainty on the mid x-z node slice, and the count of every status."""
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
     from anodetwin.dvc.correlate import ReturnStatus
@@ -115,6 +115,10 @@ def _status_row(fig, axes, result: PairResult, vs: np.ndarray, unit: str) -> Non
     cb.ax.set_yticklabels([f"{c} {ReturnStatus(c).name.lower()}" for c in codes], fontsize=7)
     axes[0].set_title(f"node status (x-z slice at y = {g[0, y, 0, 1] * vs[1]:.1f} {unit})",
                       fontsize=9)
+    iz, ix = np.nonzero(np.reshape(result.composed, result.grid_shape)[:, y, :])
+    if len(iz):  # a cumulative field's nodes that keep the composed increments
+        axes[0].plot(x[ix], z[iz], "kx", ms=4, label="composed increments")
+        axes[0].legend(fontsize=7, loc="upper right")
     sigma = np.linalg.norm(np.reshape(result.uncertainty, (*result.grid_shape, 3)), axis=-1)
     im = axes[1].imshow(sigma[:, y, :], cmap="viridis", origin="lower", extent=ext,
                         interpolation="nearest", aspect="auto")
@@ -127,7 +131,9 @@ def _status_row(fig, axes, result: PairResult, vs: np.ndarray, unit: str) -> Non
     counts = [int(np.sum(result.status == c)) for c in codes]
     axes[2].barh([ReturnStatus(c).name.lower() for c in codes], counts, color="#1f77b4")
     axes[2].set_xlabel("nodes")
-    axes[2].set_title(f"node statuses of {len(result.status)} nodes", fontsize=9)
+    n = int(np.sum(result.composed))
+    axes[2].set_title(f"node statuses of {len(result.status)} nodes"
+                      + (f" ({n} composed)" if n else ""), fontsize=9)
 
 
 def series_quicklook(path: str | os.PathLike, regions: RegionStats) -> None:
