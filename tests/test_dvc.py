@@ -577,6 +577,43 @@ def test_series_keeps_composed_increments_where_refinement_fails(tmp_path, snow,
     assert inc.composed.dtype == bool and not inc.composed.any()
 
 
+def test_composed_values_resting_on_a_later_repair_are_flagged_repaired(tmp_path, snow,
+                                                                         monkeypatch):
+    """Nodes of the second increment said to be repaired (by hand) make the T0 nodes whose
+    path meets them (here the same grid positions: the shift is under half a spacing)
+    repaired in the composed T0 -> T2 field, not measured; every finite node of a pure
+    composition is composed, counted in ``composed_nodes``, with no ZNCC, uncertainty or
+    raw value of a window of its own."""
+    import anodetwin.dvc.series as series
+    from anodetwin.dvc.pair import read_pair
+
+    step = spam.deformation.computePhi({"t": [0.4, -0.2, 0.1]})
+    vols = _affine_series(snow, step, 2, 0.005, np.random.default_rng(5))
+    real = series.correlate_pair
+    marked = []
+
+    def repairing(ref, deformed, **kw):
+        res = real(ref, deformed, **kw)
+        if ref is vols[1]:  # the increment T1 -> T2
+            marked.extend(np.flatnonzero(res.flag == FLAG["measured"])[::9][:6])
+            res.flag[marked] = FLAG["repaired"]
+        return res
+
+    monkeypatch.setattr(series, "correlate_pair", repairing)
+    series.correlate_series(vols, tmp_path / "s", node_spacing=20, hws=10, refine=False,
+                            progress=False, quicklook=False)
+    one = read_pair(tmp_path / "s" / "cumulative_0_1.h5")
+    two = read_pair(tmp_path / "s" / "cumulative_0_2.h5")
+    assert len(marked) == 6
+    assert np.all(two.flag[marked] == FLAG["repaired"])
+    assert np.all(one.flag[marked] != FLAG["repaired"])  # repaired from T2 on only
+    finite = np.isfinite(two.displacement).all(axis=1)
+    np.testing.assert_array_equal(two.composed, finite)
+    assert two.params["composed_nodes"] == finite.sum() > 0
+    assert np.isnan(two.zncc[finite]).all() and np.isnan(two.uncertainty[finite]).all()
+    np.testing.assert_array_equal(two.displacement_raw, two.displacement)
+
+
 def test_incoherent_composed_values_are_repaired_not_kept():
     """A composed node 3 voxels off a linear swelling field (u_z = 0.4 z, u_y = 0.1 x) is
     repaired from its neighbours (exact for a linear field at an interior node) and no

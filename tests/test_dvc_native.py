@@ -209,8 +209,8 @@ def test_integer_search_finds_a_large_shift(snow):
 
 PHANTOM_CASES = [  # seed, half-window (z, y, x), (step, share, median, p95) bounds of
     # the measured nodes, and of those correlated directly (not composed; None: unchecked)
-    (4, (10, 10, 10), ((3, 0.78, 0.25, 1.1), (6, 0.72, 0.4, 1.6)), None),
-    (7, (6, 14, 14), ((3, 0.88, 0.15, 0.75), (6, 0.85, 0.22, 1.1)), None),
+    (4, (10, 10, 10), ((3, 0.74, 0.22, 0.85), (6, 0.65, 0.33, 1.2)), None),
+    (7, (6, 14, 14), ((3, 0.88, 0.13, 0.65), (6, 0.8, 0.2, 1.0)), None),  # the goal
     (4, (6, 20, 20), ((3, 0.97, 0.1, 0.8), (6, 0.9, 0.16, 1.6)),
      ((3, 0.95, 0.1, 0.7), (6, 0.8, 0.15, 1.0))),
 ]
@@ -224,13 +224,14 @@ def test_lithiating_phantom_series_is_measured_against_exact_truth(tmp_path, see
     """The reference phantom (lithiated Si takes the grey value of the binder) through
     T0..T6, node spacing 10 voxels, robust re-weighting: the cumulative T0 -> T3 and
     T0 -> T6 fields at the electrode's nodes (windows inside the volume) against the
-    phantom's exact displacement. Measured, seed 4, hws 10: T3 81% of nodes, median 0.21,
-    p95 0.92 voxel; T6 74%, 0.32, 1.37 (seed 7: T3 85%, 0.19, 0.79; T6 80%, 0.30, 1.11).
-    Seed 7 with windows thin through the thickness (6, 14, 14): T3 92%, 0.11, 0.61; T6
-    87%, 0.20, 0.99. Seed 4, (6, 20, 20) (nodes 20 voxels from the side faces): T3 99%,
-    0.08, 0.69; T6 94%, 0.13, 1.49, and counting only the nodes correlated directly (not
+    phantom's exact displacement. Measured, seed 4, hws 10: T3 76% of nodes, median 0.19,
+    p95 0.76 voxel; T6 68%, 0.30, 1.08 (seed 7: T3 83%, 0.18, 0.72; T6 75%, 0.28, 0.99).
+    Seed 7 with windows thin through the thickness (6, 14, 14): T3 90%, 0.11, 0.55; T6
+    84%, 0.19, 0.93. Seed 4, (6, 20, 20) (nodes 20 voxels from the side faces): T3 99%,
+    0.08, 0.66; T6 93%, 0.13, 1.39, and counting only the nodes correlated directly (not
     ``composed``): T3 98%, 0.08, 0.61; T6 83%, 0.12, 0.93. Composed values that depart
-    from their neighbours by more than 1 voxel are repaired, as measured nodes are.
+    from their neighbours by more than 1 voxel are repaired, as measured nodes are, and
+    those whose path met a repaired increment node are flagged repaired.
     The bounds below guard that level; the goal is >= 80%, median <= 0.2 and p95 <= 1 at
     both."""
     import h5py

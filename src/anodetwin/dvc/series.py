@@ -27,10 +27,13 @@ passes through is excluded from then on (NaN), never extrapolated.
 Output folder layout::
 
     OUT/increment_<k>_<k+1>.h5   one pair result per increment (layout: anodetwin.dvc.pair)
-    OUT/cumulative_0_<k>.h5      T0 -> Tk on the T0 grid (same layout; status/error/Phi of
-                                 the first increment are not meaningful there and are
-                                 replaced by the cumulative flag; /composed marks the
-                                 nodes that keep the composed increments)
+    OUT/cumulative_0_<k>.h5      T0 -> Tk on the T0 grid (same layout; /composed marks the
+                                 nodes that keep the composed increments: their
+                                 status/error/Phi are not meaningful (the first
+                                 increment's, or the failed direct match's), their ZNCC
+                                 and uncertainty are NaN, /displacement_raw is the
+                                 composed value; a node whose path met a repaired
+                                 increment node is flagged repaired)
     OUT/series.json              inputs, parameters, per-step node counts and mean strains
     OUT/regions.h5, regions.csv  strain statistics of the cumulative fields over the
                                  electrode halves, 40 um cubes and particle VOIs (layout:
@@ -63,7 +66,8 @@ __all__ = ["compose_increments", "correlate_series", "check_series_inputs", "kee
 log = get_logger("dvc")
 
 
-def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[np.ndarray]:
+def compose_increments(nodes: np.ndarray, increments: list[PairResult]
+                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Cumulative displacements of T0 nodes through a list of increments.
 
     Parameters
@@ -75,14 +79,18 @@ def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[
 
     Returns
     -------
-    list of numpy.ndarray
+    displacements : list of numpy.ndarray
         One (N, 3) array (voxels) per step: ``x_k - X`` with ``x_k = x_{k-1} +
         u_{k-1,k}(x_{k-1})``; NaN once a node is lost (an excluded increment node nearest
         to it, or no finite increment).
+    repaired : list of numpy.ndarray of bool
+        One (N,) array per step: the node's path met a repaired increment node (the one
+        nearest to it) at this step or before, so its value rests on a repair.
     """
     x = np.asarray(nodes, float).copy()
     lost = np.zeros(len(x), bool)
-    out = []
+    rep = np.zeros(len(x), bool)
+    out, reps = [], []
     for inc in increments:
         u = interpolate_displacement(inc.nodes, inc.grid_shape, inc.displacement, x)
         # a position whose surrounding increment nodes are all excluded is lost
@@ -90,14 +98,16 @@ def compose_increments(nodes: np.ndarray, increments: list[PairResult]) -> list[
         step = grid_step(inc.nodes, inc.grid_shape)
         idx = np.clip(np.rint((x - lo) / np.where(step > 0, step, 1)), 0,
                       np.array(inc.grid_shape) - 1).astype(int)
-        flag = np.asarray(inc.flag).reshape(inc.grid_shape)
-        lost |= flag[idx[:, 0], idx[:, 1], idx[:, 2]] == FLAG["excluded"]
+        near = np.asarray(inc.flag).reshape(inc.grid_shape)[idx[:, 0], idx[:, 1], idx[:, 2]]
+        lost |= near == FLAG["excluded"]
         lost |= ~np.isfinite(u).all(axis=1)
+        rep = rep | (near == FLAG["repaired"])
         x = x + np.nan_to_num(u)
         cum = x - nodes
         cum[lost] = np.nan
         out.append(cum)
-    return out
+        reps.append(rep & ~lost)
+    return out, reps
 
 
 def check_series_inputs(volumes: list[Any], regions: dict | None = None,
@@ -208,8 +218,9 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     summary: dict = {"steps": [], "parameters": {k: v for k, v in pair_kw.items()
                                                  if k != "mask"}}
     results: list[PairResult] = []
-    for k, u in enumerate(compose_increments(first.nodes, increments), start=1):
-        res = _cumulative(volumes, k, u, first, refine, voxel_size_um, pair_kw)
+    composed, repaired = compose_increments(first.nodes, increments)
+    for k, (u, rep) in enumerate(zip(composed, repaired, strict=True), start=1):
+        res = _cumulative(volumes, k, u, rep, first, refine, voxel_size_um, pair_kw)
         results.append(res)
         write_pair(out / f"cumulative_0_{k}.h5", res, voxel_size_um,
                    make_provenance("dvc-series", inputs or [], res.params))
@@ -250,20 +261,21 @@ def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list 
     return increments, voxel_size_um
 
 
-def _cumulative(volumes: list[Any], k: int, u: np.ndarray, first: PairResult, refine: bool,
-                voxel_size_um: Any, pair_kw: dict) -> PairResult:
-    """The cumulative field T0 -> Tk from the composed increments ``u`` (N, 3): refined by
-    a direct correlation (``refine``) or as composed."""
-    # the composed increments' flags: measured unless repaired in the first increment
-    flag = np.where(np.isfinite(u).all(axis=1), FLAG["measured"], FLAG["excluded"])
-    flag = np.where((flag == FLAG["measured"]) & (first.flag == FLAG["repaired"]),
-                    FLAG["repaired"], flag).astype(np.uint8)
+def _cumulative(volumes: list[Any], k: int, u: np.ndarray, rep: np.ndarray,
+                first: PairResult, refine: bool, voxel_size_um: Any,
+                pair_kw: dict) -> PairResult:
+    """The cumulative field T0 -> Tk from the composed increments ``u`` (N, 3; ``rep``:
+    resting on a repaired increment node): refined by a direct correlation (``refine``) or
+    as composed."""
+    finite = np.isfinite(u).all(axis=1)
+    flag = np.where(finite, np.where(rep, FLAG["repaired"], FLAG["measured"]),
+                    FLAG["excluded"]).astype(np.uint8)
     if not refine:
         strain = cell_strain(u.reshape(*first.grid_shape, 3), first.node_spacing,
                              voxel_size_um)
-        res = replace(first, displacement=u, displacement_raw=u, flag=flag, strain=strain,
-                      composed=np.isfinite(u).all(axis=1),
-                      params={**first.params, "cumulative": [0, k], "refined": False})
+        res = _as_composed(replace(first, displacement=u, flag=flag, strain=strain,
+                                   params={**first.params, "cumulative": [0, k],
+                                           "refined": False}), u, finite)
         res.voxel_size_um = voxel_size_um
         return res
     kw = {key: v for key, v in pair_kw.items()
@@ -278,16 +290,28 @@ def _cumulative(volumes: list[Any], k: int, u: np.ndarray, first: PairResult, re
         v = res.displacement.copy()
         v[back] = u[back]
         f = np.where(back, flag, res.flag).astype(np.uint8)
-        v, f, res.composed = keep_coherent(v, f, back, first.grid_shape,
-                                           pair_kw.get("coherence", 1.0))
-        res = replace(res, displacement=v, flag=f,
-                      strain=cell_strain(v.reshape(*first.grid_shape, 3), first.node_spacing,
-                                         voxel_size_um))
+        v, f, kept = keep_coherent(v, f, back, first.grid_shape,
+                                   pair_kw.get("coherence", 1.0))
+        res = _as_composed(replace(res, displacement=v, flag=f,
+                                   strain=cell_strain(v.reshape(*first.grid_shape, 3),
+                                                      first.node_spacing, voxel_size_um)),
+                           u, kept)
     res.params["cumulative"] = [0, k]
     res.params["refined"] = True
     res.params["composed_nodes"] = int(res.composed.sum())
     res.voxel_size_um = voxel_size_um
     return res
+
+
+def _as_composed(res: PairResult, u: np.ndarray, composed: np.ndarray) -> PairResult:
+    """Mark the ``composed`` nodes of a cumulative result: their raw displacement is the
+    composed one, and no window was matched for it (ZNCC and uncertainty NaN)."""
+    raw, zncc, unc = res.displacement_raw.copy(), res.zncc.copy(), res.uncertainty.copy()
+    raw[composed] = u[composed]
+    zncc[composed] = np.nan
+    unc[composed] = np.nan
+    return replace(res, displacement_raw=raw, zncc=zncc, uncertainty=unc, composed=composed,
+                   params={**res.params, "composed_nodes": int(composed.sum())})
 
 
 def keep_coherent(displacement: np.ndarray, flag: np.ndarray, composed: np.ndarray,
