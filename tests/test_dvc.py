@@ -614,6 +614,40 @@ def test_composed_values_resting_on_a_later_repair_are_flagged_repaired(tmp_path
     np.testing.assert_array_equal(two.displacement_raw, two.displacement)
 
 
+def test_series_names_the_increment_that_fails_and_keeps_composed_fields(tmp_path, snow,
+                                                                         monkeypatch):
+    """A T2 of another sample: the error names the increment T1 -> T2 and the increment
+    T0 -> T1 stays written. A direct T0 -> Tk correlation that measures no node at all
+    leaves the composed field (not refined), instead of failing the series."""
+    import anodetwin.dvc.series as series
+    from anodetwin.dvc.pair import read_pair
+    from anodetwin.errors import NumericalError
+
+    step = spam.deformation.computePhi({"t": [0.4, -0.2, 0.1]})
+    vols = _affine_series(snow, step, 2, 0.005, np.random.default_rng(5))
+    other = ndimage.gaussian_filter(np.random.default_rng(9).random(snow.shape), 2)
+    bad = [vols[0], vols[1], (other * snow.std() / other.std()).astype(np.float32)]
+    with pytest.raises(NumericalError, match=r"^increment T1 -> T2: no node could be"):
+        series.correlate_series(bad, tmp_path / "bad", node_spacing=20, hws=10,
+                                progress=False, quicklook=False)
+    assert (tmp_path / "bad" / "increment_0_1.h5").is_file()
+    assert not (tmp_path / "bad" / "increment_1_2.h5").exists()
+    real = series.correlate_pair
+
+    def no_direct(ref, deformed, **kw):
+        if kw.get("initial") is not None:
+            raise NumericalError("no node could be measured", "made to fail")
+        return real(ref, deformed, **kw)
+
+    monkeypatch.setattr(series, "correlate_pair", no_direct)
+    series.correlate_series(vols, tmp_path / "s", node_spacing=20, hws=10, progress=False,
+                            quicklook=False)
+    res = read_pair(tmp_path / "s" / "cumulative_0_2.h5")
+    finite = np.isfinite(res.displacement).all(axis=1)
+    assert not res.params["refined"] and finite.sum() > 10
+    np.testing.assert_array_equal(res.composed, finite)
+
+
 def test_incoherent_composed_values_are_repaired_not_kept():
     """A composed node 3 voxels off a linear swelling field (u_z = 0.4 z, u_y = 0.1 x) is
     repaired from its neighbours (exact for a linear field at an interior node) and no

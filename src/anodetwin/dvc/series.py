@@ -55,7 +55,7 @@ from anodetwin.dvc.correlate import grid_step, interpolate_displacement, node_gr
 from anodetwin.dvc.pair import FLAG, PairResult, correlate_pair, repair_nodes, write_pair
 from anodetwin.dvc.quicklook import pair_quicklook, series_quicklook
 from anodetwin.dvc.regions import region_layout, region_statistics, write_regions
-from anodetwin.errors import ParameterError
+from anodetwin.errors import NumericalError, ParameterError
 from anodetwin.io import atomic_write_json, make_provenance
 from anodetwin.io.agree import Grid, input_name, require_same_grid, require_series_grid
 from anodetwin.log import get_logger
@@ -250,7 +250,13 @@ def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list 
     increments: list[PairResult] = []
     for k in range(len(volumes) - 1):
         log.info("increment T%d -> T%d", k, k + 1)
-        inc = correlate_pair(volumes[k], volumes[k + 1], voxel_size_um=voxel_size_um, **pair_kw)
+        try:
+            inc = correlate_pair(volumes[k], volumes[k + 1], voxel_size_um=voxel_size_um,
+                                 **pair_kw)
+        except NumericalError as exc:  # say which increment; the finished ones stay
+            kept = f" (increments up to T{k} are written in '{out}')" if k else ""
+            raise NumericalError(f"increment T{k} -> T{k + 1}: {exc.problem}{kept}",
+                                 exc.fix) from None
         out.mkdir(parents=True, exist_ok=True)  # once there is a result: bad input leaves none
         if voxel_size_um is None:  # from the volumes (Volume objects or files), if they say
             voxel_size_um = inc.voxel_size_um
@@ -280,8 +286,13 @@ def _cumulative(volumes: list[Any], k: int, u: np.ndarray, rep: np.ndarray,
         return res
     kw = {key: v for key, v in pair_kw.items()
           if key not in ("pyramid", "search_range", "global_registration")}
-    res = correlate_pair(volumes[0], volumes[k], initial=(first.nodes, first.grid_shape, u),
-                         voxel_size_um=voxel_size_um, **kw)
+    try:
+        res = correlate_pair(volumes[0], volumes[k], voxel_size_um=voxel_size_um,
+                             initial=(first.nodes, first.grid_shape, u), **kw)
+    except NumericalError as exc:  # no node at all: every node keeps its composed value
+        log.warning("T0 -> T%d: the direct correlation measured no node (%s); the field "
+                    "is the composed increments", k, exc.problem)
+        return _cumulative(volumes, k, u, rep, first, False, voxel_size_um, pair_kw)
     # where the direct T0 -> Tk correlation fails (large strain changes the windows too
     # much) but the increments carried the node, keep the composed increments
     back = (res.flag != FLAG["measured"]) & (flag != FLAG["excluded"])
