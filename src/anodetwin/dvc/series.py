@@ -214,17 +214,10 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
                                         pair_kw.get("node_spacing", 35)).voxel_size_um
     out = Path(out_dir)
     increments, voxel_size_um = _increments(volumes, out, voxel_size_um, inputs, pair_kw)
-    first = increments[0]
     summary: dict = {"steps": [], "parameters": {k: v for k, v in pair_kw.items()
                                                  if k != "mask"}}
-    results: list[PairResult] = []
-    composed, repaired = compose_increments(first.nodes, increments)
-    for k, (u, rep) in enumerate(zip(composed, repaired, strict=True), start=1):
-        res = _cumulative(volumes, k, u, rep, first, refine, voxel_size_um, pair_kw)
-        results.append(res)
-        write_pair(out / f"cumulative_0_{k}.h5", res, voxel_size_um,
-                   make_provenance("dvc-series", inputs or [], res.params))
-        summary["steps"].append(_step_summary(k, res))
+    results = _cumulatives(volumes, increments, out, refine, voxel_size_um, inputs, pair_kw)
+    summary["steps"] = [_step_summary(k, res) for k, res in enumerate(results, start=1)]
     rkw = dict(regions or {})
     if voxel_size_um is None:
         rkw.update(cube_um=None, voi_um=None)
@@ -265,6 +258,20 @@ def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list 
         write_pair(out / f"increment_{k}_{k + 1}.h5", inc, voxel_size_um, prov)
         increments.append(inc)
     return increments, voxel_size_um
+
+
+def _cumulatives(volumes: list[Any], increments: list[PairResult], out: Path, refine: bool,
+                 voxel_size_um: Any, inputs: list | None, pair_kw: dict) -> list[PairResult]:
+    """Compute and write every cumulative field T0 -> Tk (``cumulative_0_<k>.h5``)."""
+    first = increments[0]
+    results: list[PairResult] = []
+    composed, repaired = compose_increments(first.nodes, increments)
+    for k, (u, rep) in enumerate(zip(composed, repaired, strict=True), start=1):
+        res = _cumulative(volumes, k, u, rep, first, refine, voxel_size_um, pair_kw)
+        results.append(res)
+        write_pair(out / f"cumulative_0_{k}.h5", res, voxel_size_um,
+                   make_provenance("dvc-series", inputs or [], res.params))
+    return results
 
 
 def _cumulative(volumes: list[Any], k: int, u: np.ndarray, rep: np.ndarray,
