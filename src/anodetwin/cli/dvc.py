@@ -57,6 +57,12 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
                         "default), quadratic (30: no bias where the strain changes "
                         "within a window, more noise) or quadratic-z (15: the curvature "
                         "through the thickness, d2u/dz2, only)")
+    whose = "T0's, --phases, for the direct T0 -> Tk fields" if series else "--phases"
+    p.add_argument("--reference-model", choices=("grey", "phases"), default="grey",
+                   help="native engine: the reference windows, the scan's grey values "
+                        f"(default) or a model of the scan from its phases ({whose}; the "
+                        "point-spread sigma fitted), for phases whose grey value changes "
+                        "between the scans, e.g. lithiating Si")
     p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
                    default=1, help="local worker processes (1; native engine: threads)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
@@ -145,6 +151,8 @@ def _add_pair(sub: Any) -> None:
                     out="result HDF5 (layout: anodetwin.dvc.pair)")
     correlation_options(p, series=False)
     p.add_argument("--mask", help="labels volume; windows mostly outside material are skipped")
+    p.add_argument("--phases", help="phase codes of the reference (same grid), for "
+                                    "--reference-model phases")
     p.add_argument("--roi", type=roi_value,
                    metavar="Z0:Z1,Y0:Y1,X0:X1", help="correlate only this region")
     p.add_argument("--margin", type=int_value("--margin", low=0, example="3"),
@@ -262,6 +270,7 @@ class _PairInputs(NamedTuple):
     deformed: Any  # path, or array of the --roi
     origin: list  # (z, y, x) voxel of the --roi's first voxel
     mask: Any  # array (of the --roi) or None
+    phases: Any  # array (of the --roi) or None: the reference's, for its phase model
 
 
 def _pair_inputs(args: argparse.Namespace) -> _PairInputs:
@@ -278,13 +287,20 @@ def _pair_inputs(args: argparse.Namespace) -> _PairInputs:
             origin = [s.start for s in a.lazy(args.roi).roi]
         else:
             ref, deformed, origin = args.ref, args.deformed, [0, 0, 0]
-    mask = None
-    if args.mask:
-        with open_volume(args.mask) as m:
-            require_same_grid(grid, m, f"reference '{args.ref}'", f"mask '{args.mask}'",
-                              voxel_size=args.voxel_size)
-            mask = m.read(args.roi).data
-    return _PairInputs(grid, inputs, ref, deformed, origin, mask)
+    labels = {}
+    for what in ("mask", "phases"):
+        if getattr(args, what):
+            with open_volume(getattr(args, what)) as m:
+                require_same_grid(grid, m, f"reference '{args.ref}'",
+                                  f"{what} '{getattr(args, what)}'", voxel_size=args.voxel_size)
+                labels[what] = m.read(args.roi).data
+    if (args.reference_model == "phases") != ("phases" in labels):
+        from anodetwin.errors import ParameterError
+
+        raise ParameterError("--reference-model phases needs --phases, and --phases is only "
+                             "read for it", "give both, or neither")
+    return _PairInputs(grid, inputs, ref, deformed, origin, labels.get("mask"),
+                       labels.get("phases"))
 
 
 def _pair_extras(args: argparse.Namespace, res: Any, vs: Any) -> None:
@@ -308,7 +324,7 @@ def cmd_dvc(args: argparse.Namespace) -> int:
     from anodetwin.dvc.pair import correlate_pair, write_pair
     from anodetwin.io import check_output_path, make_provenance
 
-    given = [v for v in (args.ref, args.deformed, args.mask) if v]
+    given = [v for v in (args.ref, args.deformed, args.mask, args.phases) if v]
     for out in (args.out, args.vtk, args.png):
         if out:
             check_output_path(out, inputs=given)
@@ -317,13 +333,13 @@ def cmd_dvc(args: argparse.Namespace) -> int:
 
         raise ParameterError(f"--vtk '{args.vtk}' is not a .vti file (VTK XML ImageData)",
                              "name it e.g. grid.vti")
-    grid, inputs, ref, deformed, origin, mask = _pair_inputs(args)
+    grid, inputs, ref, deformed, origin, mask, phases = _pair_inputs(args)
     vs = grid.voxel_size_um
     res = correlate_pair(ref, deformed, node_spacing=args.node_spacing, hws=args.hws,
                          pyramid=args.pyramid, mask=mask, processes=args.processes,
                          scheduler=args.scheduler, global_registration=not args.no_global,
                          margin=args.margin,
-                         search_range=args.search_range,
+                         search_range=args.search_range, reference_phases=phases,
                          voxel_size_um=vs, **engine_kw(args))
     res.params["roi_origin"] = origin
     res.params["reference_grid"] = {  # the whole reference volume (nodes + roi_origin)
@@ -356,7 +372,7 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
         regions=region_kw(args), quicklook=not args.no_quicklook,
         node_spacing=args.node_spacing, hws=args.hws, pyramid=args.pyramid,
         search_range=args.search_range, processes=args.processes, scheduler=args.scheduler,
-        **engine_kw(args))
+        reference_model=args.reference_model, **engine_kw(args))
     for st in summary["steps"]:
         log.info("T0 -> T%d: %d/%d nodes, mean J-1 %s", st["step"], st["valid_nodes"],
                  st["nodes"], st["mean_volumetric_strain"])

@@ -736,25 +736,120 @@ def _box_mean(r, off, rad):
     return out
 
 
+#: Tukey constant of the reference model's grey-value fit (the usual 95%-efficiency one,
+#: on the raw residual) and its re-weighting passes: a phase whose grey value changed in
+#: part of the window (lithiated and remnant Si) takes the majority's.
+MODEL_TUKEY, MODEL_PASSES = 4.685, 3
+
+
 @nb.njit(cache=True)
-def _refine(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max_it, k):
+def _model_at(basis, c, off):
+    """The reference model's channels (m, K) and their gradients (m, K, 3; central
+    differences) at the window's voxels."""
+    nch, m = basis.shape[0], off.shape[0]
+    B = np.empty((m, nch), np.float32)
+    dB = np.empty((m, nch, 3), np.float32)
+    for i in range(m):
+        z, y, x = c[0] + int(off[i, 0]), c[1] + int(off[i, 1]), c[2] + int(off[i, 2])
+        for q in range(nch):
+            B[i, q] = basis[q, z, y, x]
+            for a in range(3):
+                dB[i, q, a] = _gradient(basis[q], z, y, x, a)
+    return B, dB
+
+
+@nb.njit(cache=True)
+def _model_coefficients(B, g, w):
+    """Grey values of the model's channels: ``g ~ B c + c0`` by weighted least squares
+    (weights ``w``), re-weighted :data:`MODEL_PASSES` times by Tukey's biweight of the
+    residual; a channel absent from the window (or a multiple of the others) gets ~0 by a
+    ridge of 1e-6 of the largest diagonal term. Returns c (K + 1, c0 last)."""
+    m, nch = B.shape
+    u = w.copy()
+    coef = np.zeros(nch + 1)
+    row = np.empty(nch + 1)
+    r = np.empty(m)
+    for it in range(MODEL_PASSES + 1):
+        A = np.zeros((nch + 1, nch + 1))
+        rhs = np.zeros(nch + 1)
+        for i in range(m):
+            if u[i] <= 0.0:
+                continue
+            row[:nch] = B[i]
+            row[nch] = 1.0
+            for p in range(nch + 1):
+                rhs[p] += u[i] * row[p] * g[i]
+                for q in range(p, nch + 1):
+                    A[p, q] += u[i] * row[p] * row[q]
+        top = 0.0
+        for p in range(nch + 1):
+            top = max(top, A[p, p])
+            for q in range(p):
+                A[p, q] = A[q, p]
+        for p in range(nch + 1):
+            A[p, p] += 1e-6 * top + 1e-30
+        coef = np.linalg.solve(A, rhs)
+        if it == MODEL_PASSES:
+            break
+        for i in range(m):
+            r[i] = g[i] - coef[nch] - (B[i] * coef[:nch]).sum()
+        lim = MODEL_TUKEY * 1.4826 * np.median(np.abs(r))
+        if lim <= 0.0:
+            break
+        for i in range(m):
+            v = r[i] / lim
+            u[i] = w[i] * (1.0 - v * v) ** 2 if abs(v) < 1.0 else 0.0
+    return coef
+
+
+@nb.njit(cache=True)
+def _model(B, dB, g, w, f, grad):
+    """The window's model grey values and gradients (as ``f``, ``grad``) fitted to the
+    deformed values ``g`` at the current match (:func:`_model_coefficients`)."""
+    nch = B.shape[1]
+    coef = _model_coefficients(B, g, w)
+    fr = np.empty_like(f)
+    gr = np.empty_like(grad)
+    for i in range(len(f)):
+        v = coef[nch]
+        d0 = d1 = d2 = 0.0
+        for q in range(nch):
+            v += coef[q] * B[i, q]
+            d0 += coef[q] * dB[i, q, 0]
+            d1 += coef[q] * dB[i, q, 1]
+            d2 += coef[q] * dB[i, q, 2]
+        fr[i] = v
+        gr[i, 0], gr[i, 1], gr[i, 2] = d0, d1, d2
+    return fr, gr
+
+
+@nb.njit(cache=True)
+def _refine(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max_it, k,
+            B, dB):
     """IC-GN with every parameter of ``params`` (the quadratic terms too) from ``phi``,
     and, if ``k`` > 0, iteratively re-weighted: Tukey weights of the residuals at the
     current match (averaged over 3 x 3 x 3 voxels: a grey-value change is spatially
     coherent, noise is not), a weighted Gauss-Newton matrix and IC-GN with it, until the
     match moves by less than ``delta_min``; voxels whose grey value changed between the
-    scans (e.g. lithiated Si) stop pulling the match. Returns (phi, status, iterations,
-    norm, sum w r^2, ZNCC, H^-1, w)."""
+    scans (e.g. lithiated Si) stop pulling the match. With a reference model (channels
+    ``B``, gradients ``dB``; K > 0) the reference values and gradients of every round are
+    the model's, fitted to the deformed values at the current match, and the criterion is
+    SSD. Returns (phi, status, iterations, norm, sum w r^2, ZNCC, H^-1, w)."""
     w = np.ones(len(f))
     hq = np.zeros((3, 3, 3))
     npa = 30 if params[-1] >= 12 else 12
+    model = B.shape[1] > 0
     status, it, norm, ss, zncc = DIVERGED, 0, np.inf, np.inf, np.nan
     Hinv = np.zeros((len(params), len(params)))
-    for _ in range(ROBUST_ROUNDS if k > 0.0 else 1):
-        if k > 0.0:
+    for _ in range(ROBUST_ROUNDS if k > 0.0 or model else 1):
+        if k > 0.0 or model:
             g = _values(coef, order, phi, hq, c, off)
             if not np.isfinite(g).all():
                 return phi, DIVERGED, it, norm, ss, zncc, Hinv, w
+            if model:
+                f, grad = _model(B, dB, g, w, f, grad)
+                criterion = SSD
+        if k > 0.0:
             w = _tukey(f, g, w, off, criterion, k)
             if w.sum() < max(13.0, 0.25 * len(f)):
                 return phi, NO_TEXTURE, it, norm, ss, zncc, Hinv, w
@@ -774,8 +869,9 @@ def _refine(coef, order, criterion, c, off, grad, f, params, phi, delta_min, max
 
 
 @nb.njit(cache=True)
-def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out_f):
-    """IC-GN of one window; returns (status, iterations). ``cfg`` = (order, criterion,
+def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, basis, out_phi, out_f):
+    """IC-GN of one window; returns (status, iterations). ``basis``: the reference model's
+    channels (K, Z, Y, X; K = 0: none, the reference's grey values). ``cfg`` = (order, criterion,
     max_iterations, delta_min, min_std, coverage, slack, robust: Tukey constant, 0 none);
     ``params`` up to 11 the affine shape function, up to 29 the quadratic one (solved from
     the affine match); ``out_f`` = (error, delta, residual, zncc, sigma_z, sigma_y,
@@ -789,14 +885,22 @@ def _solve_node(ref, coef, mask, use_mask, c, phi0, h, params, cfg, out_phi, out
     if np.all(f == f[0]) or (min_std > 0.0 and _inner_std(f, off, h) < min_std):
         return NO_TEXTURE, 0
     affine = params[params < 12]
-    phi, status, it, norm, ss, zncc, Hinv = _gauss_newton(
-        coef, order, criterion, c, off, grad, f, affine, phi0.copy(), delta_min, max_it)
+    hinv = np.zeros((len(params), len(params)))
+    phi, status, it, norm, ss, zncc, Hinv = phi0.copy(), ITERATION_LIMIT, 0, np.inf, np.inf, \
+        np.nan, hinv
+    if basis.shape[0] > 0:  # the reference model's windows: fitted from the start, SSD
+        B, dB = _model_at(basis, c, off)
+        criterion = SSD
+    else:
+        B, dB = np.zeros((m, 0), np.float32), np.zeros((m, 0, 3), np.float32)
+        phi, status, it, norm, ss, zncc, Hinv = _gauss_newton(
+            coef, order, criterion, c, off, grad, f, affine, phi, delta_min, max_it)
     w = np.ones(m)
-    if (k > 0.0 or len(affine) < len(params)) and status != SINGULAR:
+    if (k > 0.0 or len(affine) < len(params) or B.shape[1] > 0) and status != SINGULAR:
         # from the affine match, else from the start
         phi, status, it2, norm, ss, zncc, Hinv, w = _refine(
             coef, order, criterion, c, off, grad, f, params,
-            phi if status >= ITERATION_LIMIT else phi0.copy(), delta_min, max_it, k)
+            phi if status >= ITERATION_LIMIT else phi0.copy(), delta_min, max_it, k, B, dB)
         it += it2
     out_phi[:, :] = phi
     if status >= ITERATION_LIMIT:
@@ -839,7 +943,7 @@ def _statistics(ss, zncc, m, sff, Hinv, params, out_f):
 
 
 @nb.njit(cache=True, parallel=True)
-def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
+def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg, basis):
     """IC-GN registration of every window of a batch (parallel over the windows).
 
     Parameters
@@ -866,6 +970,12 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
         grey-value std, minimum coverage (of the window's voxels used), slack (voxels:
         reference voxels that ``phi0`` maps closer than this to the region's faces are
         left out), robust criterion's Tukey constant (0: every voxel weighs 1).
+    basis : numpy.ndarray
+        (K, Z, Y, X) float32 channels of a reference model on the region (e.g. the
+        reference's phases blurred by the scanner's point-spread function): each window's
+        reference values and gradients are then ``sum c_k B_k + c0``, the c fitted to the
+        deformed values at every re-weighting round, and the criterion is SSD; K = 0 (shape
+        (0, 1, 1, 1)): the reference's own grey values.
 
     Returns
     -------
@@ -884,7 +994,7 @@ def icgn_batch(ref, coef, mask, use_mask, centres, phi0, h, params, cfg):
     for k in nb.prange(nb_):
         phi[k] = phi0[k]
         s, it = _solve_node(ref, coef, mask, use_mask, centres[k], phi0[k], h, params, cfg,
-                            phi[k], floats[k])
+                            basis, phi[k], floats[k])
         status[k] = s
         iters[k] = it
     return phi, status, iters, floats

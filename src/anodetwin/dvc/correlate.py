@@ -205,6 +205,13 @@ class DVCParams:
         that changes through the electrode's thickness). A second-order map removes the
         bias of an affine window in a curved field at the cost of more noise and
         iterations; the fewer its parameters, the less noise.
+    reference_model : {"grey", "phases"}
+        Native engine: the windows' reference, the reference scan's grey values or a model
+        of it from its phases (:mod:`anodetwin.dvc.model`; the phases go to
+        :func:`correlate_nodes` as ``model``), fitted to each deformed window: for phases
+        whose grey value changes between the scans.
+    psf_sigma : float
+        Point-spread sigma (voxels) of the phase model (:func:`anodetwin.dvc.model.fit_psf`).
     """
 
     node_spacing: tuple = (35, 35, 35)
@@ -221,6 +228,8 @@ class DVCParams:
     criterion: str = ""
     robust: bool = False
     shape_function: str = "affine"
+    reference_model: str = "grey"
+    psf_sigma: float = 0.0
 
     def to_dict(self) -> dict:
         """The parameters as a dict, e.g. for a result file.
@@ -291,13 +300,15 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
                      int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr,
                      float(p.min_texture_std), p.engine, criterion, bool(p.robust),
-                     p.shape_function)
+                     p.shape_function, p.reference_model, float(p.psf_sigma))
 
 
 #: Correlation engines by name.
 ENGINES = ("native", "spam")
 #: Shape functions of the native engine.
 SHAPE_FUNCTIONS = ("affine", "quadratic", "quadratic-z")
+#: References of the native engine's windows: the scan's grey values or its phases' model.
+REFERENCE_MODELS = ("grey", "phases")
 #: Interpolation of the deformed volume by name, as interpolation orders.
 INTERPOLATION_ORDER = {"linear": 1, "cubic": 3}
 
@@ -324,6 +335,14 @@ def _check_engine(p: DVCParams) -> None:
     if p.shape_function != "affine" and p.apply_f != "all":
         raise ParameterError(f"shape function {p.shape_function!r} with apply_f {p.apply_f!r}",
                              "use apply_f 'all' with a quadratic shape function")
+    if p.reference_model not in REFERENCE_MODELS:
+        raise ParameterError(f"reference model {p.reference_model!r} is unknown",
+                             "use 'grey' or 'phases'")
+    if p.reference_model == "phases" and p.engine != "native":
+        raise ParameterError("reference model 'phases' with engine 'spam' (spam has none)",
+                             "use engine 'native' (--engine native) for it")
+    if not (np.isfinite(p.psf_sigma) and p.psf_sigma >= 0):
+        raise ParameterError(f"point-spread sigma {p.psf_sigma!r}", "give a sigma >= 0 voxels")
     if p.engine == "native" and p.apply_f == "rigid":
         raise ParameterError("apply_f 'rigid' is not available in the native engine",
                              "use apply_f 'all' or 'no', or engine 'spam'")
@@ -438,10 +457,11 @@ class _Batch:
     ref: WorkerVolume | np.ndarray
     deformed: WorkerVolume | np.ndarray
     mask: WorkerVolume | np.ndarray | None = None
+    model: WorkerVolume | np.ndarray | None = None
 
     @classmethod
     def make(cls, index, nodes, phi, params, ref: WorkerVolume, deformed: WorkerVolume,
-             mask: WorkerVolume | None) -> _Batch:
+             mask: WorkerVolume | None, model: WorkerVolume | None = None) -> _Batch:
         box = _box(nodes, phi, params.hws, _pad(params), ref.shape)
 
         def cut(v: WorkerVolume | None):
@@ -450,7 +470,7 @@ class _Batch:
             return v.read(box)
 
         return cls(index, nodes, phi, params, tuple(ref.shape), box, cut(ref), cut(deformed),
-                   cut(mask))
+                   cut(mask), cut(model))
 
     def region(self, v: WorkerVolume | np.ndarray) -> np.ndarray:
         return v if isinstance(v, np.ndarray) else v.read(self.box)
@@ -732,10 +752,12 @@ def _excluded_before(b: _Batch, out: NodeResults) -> np.ndarray:
 
 def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
     """A batch through the native engine (:mod:`anodetwin.dvc.native`)."""
+    from anodetwin.dvc.model import phase_channels
     from anodetwin.dvc.native import ROBUST, integer_search, register_windows
 
     p = b.params
     im1, im2 = b.region(b.ref), b.region(b.deformed)
+    basis = None if b.model is None else phase_channels(b.region(b.model), p.psf_sigma)
     mask = b.region(b.mask) > 0 if b.mask is not None else None
     origin = np.array([s.start for s in b.box])
     out = NodeResults.unmeasured(len(b.nodes))
@@ -750,7 +772,7 @@ def _run_native(b: _Batch) -> tuple[np.ndarray, NodeResults]:
                          mask_coverage=p.mask_coverage, translation_only=p.apply_f == "no",
                          slack=p.margin, origin=origin, volume_shape=b.shape,
                          robust=ROBUST if p.robust else 0.0,
-                         shape_function=p.shape_function)
+                         shape_function=p.shape_function, basis=basis)
     for name in out.keys():
         if name in r:
             getattr(out, name)[todo] = r[name]
@@ -865,7 +887,8 @@ NATIVE_BATCH = 128
 def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParams,
                     phi_init: np.ndarray | None = None, mask: Any = None,
                     processes: int = 1, scheduler: str | None = None,
-                    batch_size: int | None = None, progress: bool = True) -> NodeResults:
+                    batch_size: int | None = None, progress: bool = True,
+                    model: Any = None) -> NodeResults:
     """Correlate the windows around ``nodes`` of ``ref`` onto ``deformed``.
 
     Parameters
@@ -893,6 +916,8 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
         whose box holds about :data:`BATCH_VOXELS` voxels at most (:func:`batch_groups`).
     progress : bool
         Show a progress bar (when logging is configured).
+    model : array, Volume, path, LazyVolume or h5py.Dataset, optional
+        Phase codes of ``ref`` (its grid), for ``params.reference_model == "phases"``.
 
     Returns
     -------
@@ -904,12 +929,17 @@ def correlate_nodes(ref: Any, deformed: Any, nodes: np.ndarray, params: DVCParam
     """
     r, d = as_worker_volume(ref), as_worker_volume(deformed)
     m = as_worker_volume(mask) if mask is not None else None
+    if (model is None) == (params.reference_model == "phases"):
+        raise ParameterError(f"reference model {params.reference_model!r} with"
+                             f"{'out' if model is None else ''} the reference's phases",
+                             "give the phases (model=...) with reference model 'phases' only")
+    ph = as_worker_volume(model) if model is not None else None
     n = len(nodes)
     phi = np.repeat(np.eye(4)[None], n, axis=0) if phi_init is None else np.array(phi_init, float)
     workers = max(1, int(processes))
     bs = batch_size or (NATIVE_BATCH if params.engine == "native"
                         else max(1, int(np.ceil(n / (4 * workers)))))
-    batches = (_Batch.make(g, nodes[g], phi[g], params, r, d, m)
+    batches = (_Batch.make(g, nodes[g], phi[g], params, r, d, m, ph)
                for g in batch_groups(nodes, params, bs))
     out = NodeResults.unmeasured(n)
     _run_batches(batches, params.engine, out, workers, scheduler, progress)

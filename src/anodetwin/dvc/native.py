@@ -149,21 +149,27 @@ def _outside_volume(phi: np.ndarray, nodes: np.ndarray, hws: np.ndarray,
                   axis=(1, 2))
 
 
+def _channels(basis: np.ndarray | None) -> np.ndarray:
+    """The kernel's model channels: float32 (K, Z, Y, X), (0, 1, 1, 1) for none."""
+    if basis is None:
+        return np.zeros((0, 1, 1, 1), np.float32)
+    return np.ascontiguousarray(basis, np.float32)
+
+
 def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
                      centres: np.ndarray, phi0: np.ndarray, hws: Any, *,
                      order: int = 1, criterion: str = "znssd", max_iterations: int = 50,
                      delta_min: float = 1e-3, min_std: float = 0.0,
                      mask_coverage: float = 0.5, translation_only: bool = False,
                      slack: int = 3, robust: float = 0.0, shape_function: str = "affine",
-                     origin: Any = (0, 0, 0),
-                     volume_shape: tuple | None = None) -> dict:
+                     origin: Any = (0, 0, 0), volume_shape: tuple | None = None,
+                     basis: np.ndarray | None = None) -> dict:
     """Register the windows around ``centres`` of ``ref`` onto ``dfm`` (IC-GN).
 
     Parameters
     ----------
     ref, dfm : numpy.ndarray
-        (Z, Y, X) reference and deformed regions on one box, every reference window inside
-        it.
+        (Z, Y, X) reference and deformed regions on one box (every window inside it).
     mask : numpy.ndarray of bool or None
         (Z, Y, X) reference voxels used in the sums (None: all).
     centres : numpy.ndarray
@@ -191,12 +197,15 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
         affine match; all 18 second derivatives, or the 3 through the thickness, d2u/dz2);
         Phi is the map's value and gradient at the node.
     slack : int
-        Reference voxels that ``phi0`` maps closer than this (plus 1 for ``order`` 3) to
-        the box's faces are left out of the sums: a window at the volume's faces is
-        registered on the part that stays inside (the search margin).
+        Reference voxels that ``phi0`` maps closer than this (+1 for ``order`` 3) to the
+        box's faces are left out: a window at the faces matches on what stays inside.
     origin, volume_shape
         The box's corner in the volume and the volume's shape: a window whose registration
         walked off the box is outside (-5) when it left the volume, else diverged (-1).
+    basis : numpy.ndarray, optional
+        (K, Z, Y, X) reference-model channels on the box (:mod:`anodetwin.dvc.model`),
+        fitted to each deformed window every round and matched by SSD from ``phi0``
+        (``criterion`` unused).
 
     Returns
     -------
@@ -218,7 +227,7 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
     phi, status, iters, fl = icgn_batch(np.ascontiguousarray(ref, np.float32), coef, m,
                                         use_mask, np.asarray(centres, np.int64),
                                         np.ascontiguousarray(phi0, np.float64), hws,
-                                        params.astype(np.int64), cfg)
+                                        params.astype(np.int64), cfg, _channels(basis))
     if volume_shape is not None:
         left = (status == DIVERGED) & _outside_volume(
             phi, np.asarray(centres) + np.asarray(origin), hws, volume_shape, order // 2 + 1)

@@ -550,6 +550,25 @@ def _check_mask(ref: Any, mask: Any, voxel_size_um: Any) -> WorkerVolume | None:
     return m
 
 
+def _phase_model(ref: Any, phases: Any, psf_sigma: float | None,
+                 voxel_size_um: Any) -> tuple[WorkerVolume | None, dict]:
+    """The reference's phases for the workers and the phase model's record (point-spread
+    sigma, fitted unless given, with the fit's R^2 and residual); (None, {}) without
+    phases."""
+    if phases is None:
+        return None, {}
+    from anodetwin.dvc.model import fit_psf
+
+    require_same_grid(ref, phases, input_name("reference volume", ref),
+                      input_name("reference phases", phases), voxel_size=voxel_size_um)
+    if psf_sigma is not None:
+        return as_worker_volume(phases), {"psf_sigma": float(psf_sigma), "fitted": False}
+    fit = fit_psf(ref, phases)
+    log.info("phase model of the reference: point-spread sigma %.2f voxels, R^2 %.2f",
+             fit.sigma, fit.r2)
+    return as_worker_volume(phases), {**fit.to_dict(), "fitted": True}
+
+
 @dataclass(frozen=True)
 class _Level:
     """The last correlated level: its parameters, node grid, spam's results, the measured
@@ -664,7 +683,8 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    initial: tuple | None = None, progress: bool = True,
                    voxel_size_um: Any = None, engine: str = "native",
                    interpolation_order: int = 3, criterion: str = "", robust: bool = False,
-                   shape_function: str = "affine") -> PairResult:
+                   shape_function: str = "affine", reference_phases: Any = None,
+                   psf_sigma: float | None = None) -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -713,6 +733,13 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         trilinear (1); ``""`` the engine's own criterion (native ZNSSD, spam SSD); the
         native engine's re-weighting for grey values that change (lithiated Si) and its
         window map (``"affine"``, ``"quadratic"`` or ``"quadratic-z"``).
+    reference_phases : array, Volume, path, LazyVolume or h5py.Dataset, optional
+        Phase codes of ``ref`` (its grid): the native engine then matches a model of the
+        reference made from them (:mod:`anodetwin.dvc.model`) instead of its grey values,
+        for phases whose grey value changes between the scans (lithiating Si).
+    psf_sigma : float, optional
+        Point-spread sigma (voxels) of that model (default: fitted to ``ref``,
+        :func:`anodetwin.dvc.model.fit_psf`; ``params["reference_model"]`` records it).
 
     Returns
     -------
@@ -737,15 +764,19 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     """
     grid, r, d, noise = _pair_inputs(ref, deformed, voxel_size_um)
     shape = tuple(r.shape)
+    phases, model = _phase_model(ref, reference_phases, psf_sigma, voxel_size_um)
     levels = correlation_levels(shape, node_spacing, hws, pyramid, margin, search_range,
                                 TEXTURE_FACTOR * noise,
                                 {"engine": engine, "criterion": criterion,
                                  "interpolation_order": interpolation_order,
-                                 "robust": robust, "shape_function": shape_function})
+                                 "robust": robust, "shape_function": shape_function,
+                                 "reference_model": "phases" if model else "grey",
+                                 "psf_sigma": model.get("psf_sigma", 0.0)})
     m = _check_mask(ref, mask, voxel_size_um)
     levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
     gphi, gcentre, reg = _start(r, d, shape, global_registration and initial is None)
-    kw = {"mask": m, "processes": processes, "scheduler": scheduler, "progress": progress}
+    kw = {"mask": m, "processes": processes, "scheduler": scheduler, "progress": progress,
+          "model": phases}
     last = _correlate_levels(r, d, shape, levels, prev, gphi, gcentre, kw,
                              max_residual, coherence)
     if np.all(last.flag == FLAG["excluded"]):
@@ -754,7 +785,7 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                                             residual=last.results.residual))
     settings = {"coherence": coherence, "max_residual": max_residual,
                 "global_registration": global_registration, "processes": processes,
-                "scheduler": scheduler, "registration": reg}
+                "scheduler": scheduler, "registration": reg, "reference_model": model or None}
     return _pair_result(last, levels, settings, grid, shape, noise, gphi, gcentre)
 
 

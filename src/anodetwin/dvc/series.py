@@ -159,16 +159,15 @@ def check_series_inputs(volumes: list[Any], regions: dict | None = None,
 def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_um: Any = None,
                      inputs: list | None = None, refine: bool = True,
                      regions: dict | None = None, quicklook: bool = True,
-                     **pair_kw: Any) -> dict:
+                     reference_model: str = "grey", **pair_kw: Any) -> dict:
     """Correlate a series of volumes and write increments and cumulative fields.
 
     Parameters
     ----------
     volumes : list of arrays, Volumes, paths or LazyVolumes
         T0, T1, ..., Tn (same shape). Volumes on disk (paths; lazy views, e.g.
-        ``open_volume(p).lazy(roi=..., binning=...)``, reopened by their name in the
-        workers) are never read whole (:func:`correlate_pair`); the results equal those of the same
-        voxels in memory.
+        ``open_volume(p).lazy(roi=..., binning=...)``) are never read whole
+        (:func:`correlate_pair`); the results equal those of the same voxels in memory.
     out_dir : path-like
         Output folder (created with the first result: input refused by the first pair
         leaves no folder behind; a pair that fails later keeps the finished files).
@@ -187,9 +186,12 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
         Keyword arguments of :func:`anodetwin.dvc.regions.region_statistics` (``phases``,
         ``particles``, ``interfaces``, ``cube_um``, ``voi_um``); the statistics are always
         computed (halves of the node grid without phases or interfaces). Phases and
-        particles may be arrays, paths, lazy views or h5py datasets (read slab by slab).
+        particles: arrays, paths, lazy views or h5py datasets (read slab by slab).
     quicklook : bool
         Write the quick-look PNGs.
+    reference_model : {"grey", "phases"}
+        The direct T0 -> Tk correlations' reference: T0's grey values, or a model of T0
+        from ``regions["phases"]`` (:mod:`anodetwin.dvc.model`), for lithiating Si.
     **pair_kw
         Passed to :func:`correlate_pair` (node_spacing, hws, pyramid, search_range, mask,
         processes, scheduler, ...).
@@ -202,7 +204,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     Raises
     ------
     ParameterError
-        Fewer than 2 volumes, or regions that do not fit the node grid.
+        Fewer than 2 volumes, regions that do not fit the node grid, a phase model
+        without phases of T0.
     GridMismatchError
         Volumes, phases or particles on different grids.
     """
@@ -213,10 +216,11 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     voxel_size_um = check_series_inputs(volumes, regions, given,
                                         pair_kw.get("node_spacing", 35)).voxel_size_um
     out = Path(out_dir)
+    direct_kw, model = _direct_kw(volumes[0], regions, reference_model, given, pair_kw)
     increments, voxel_size_um = _increments(volumes, out, voxel_size_um, inputs, pair_kw)
     summary: dict = {"steps": [], "parameters": {k: v for k, v in pair_kw.items()
-                                                 if k != "mask"}}
-    results = _cumulatives(volumes, increments, out, refine, voxel_size_um, inputs, pair_kw)
+                                                 if k != "mask"}, "reference_model": model}
+    results = _cumulatives(volumes, increments, out, refine, voxel_size_um, inputs, direct_kw)
     summary["steps"] = [_step_summary(k, res) for k, res in enumerate(results, start=1)]
     rkw = dict(regions or {})
     if voxel_size_um is None:
@@ -234,6 +238,28 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     summary["provenance"] = make_provenance("dvc-series", inputs or [], summary["parameters"])
     atomic_write_json(out / "series.json", summary)
     return summary
+
+
+def _direct_kw(t0: Any, regions: dict | None, reference_model: str, voxel_size_um: Any,
+               pair_kw: dict) -> tuple[dict, dict | None]:
+    """The keywords of the direct T0 -> Tk correlations and the record of their reference
+    model (None: T0's grey values)."""
+    if reference_model == "grey":
+        return pair_kw, None
+    phases = (regions or {}).get("phases")
+    if reference_model != "phases" or phases is None:
+        raise ParameterError(f"reference model {reference_model!r}"
+                             + (" without the phases of T0" if reference_model == "phases"
+                                else " is unknown"),
+                             "use 'grey', or 'phases' with the phases of T0 (--phases)")
+    from anodetwin.dvc.model import fit_psf
+
+    require_same_grid(t0, phases, input_name("T0", t0), input_name("phases", phases),
+                      voxel_size=voxel_size_um)
+    fit = fit_psf(t0, phases)
+    log.info("phase model of T0: point-spread sigma %.2f voxels, R^2 %.2f", fit.sigma, fit.r2)
+    return ({**pair_kw, "reference_phases": phases, "psf_sigma": fit.sigma},
+            {"name": "phases", **fit.to_dict()})
 
 
 def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list | None,
