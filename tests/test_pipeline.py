@@ -213,6 +213,10 @@ def test_state_of_charge_per_scan_instead_of_a_protocol(series):
      ["[dvc]", "robust"]),
     (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'spam'\nrobust = true"),
      ParameterError, ["[dvc]", "engine 'native'"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\nreference_model = 'model'"), ParameterError,
+     ["[dvc] reference_model", "'phases'"]),
+    (lambda t: t.replace("hws = 8", "hws = 8\nengine = 'spam'\nreference_model = 'phases'"),
+     ParameterError, ["[dvc]", "engine 'native'"]),
 ])
 def test_bad_run_files_are_refused_naming_the_key(series, tmp_path, edit, error, words):
     run = _run_file(series, edit(RUN), "bad.toml")

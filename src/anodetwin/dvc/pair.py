@@ -140,17 +140,20 @@ class PairResult:
     @property
     def matching(self) -> str:
         """The last level's engine with its criterion, interpolation, shape function and
-        re-weighting, e.g. ``"native, znssd, cubic, quadratic, robust"``.
+        re-weighting and reference model, e.g. ``"native, znssd, cubic, quadratic, robust"``
+        or ``"native, ssd, cubic, robust, phase model"``.
 
         Returns
         -------
         str
         """
         lv = self.params["levels"][-1]
-        parts = [self.engine, lv.get("criterion") or "ssd",
+        phases = lv.get("reference_model") == "phases"  # matched by SSD on the model
+        parts = [self.engine, "ssd" if phases else lv.get("criterion") or "ssd",
                  {1: "linear", 3: "cubic"}.get(lv.get("interpolation_order", 1), "")]
         parts += [lv["shape_function"]] if lv.get("shape_function", "affine") != "affine" else []
-        return ", ".join(parts + (["robust"] if lv.get("robust") else []))
+        parts += ["robust"] if lv.get("robust") else []
+        return ", ".join(parts + (["phase model"] if phases else []))
 
     @property
     def node_spacing(self) -> tuple:

@@ -87,6 +87,7 @@ class DvcSettings:
     criterion: str = ""
     robust: bool = False
     shape_function: str = "affine"
+    reference_model: str = "grey"
     refine: bool = True
     mask: bool = True
     cube_um: float = 0.0
@@ -409,13 +410,15 @@ def _check_segment(s: SegmentSettings, base: Path) -> None:
 
 def _check_dvc(s: DvcSettings, shape: tuple) -> None:
     """``[dvc]`` as the DVC stage will take it, on scans of ``shape``."""
-    from anodetwin.dvc.correlate import ENGINES, INTERPOLATION_ORDER, SHAPE_FUNCTIONS
+    from anodetwin.dvc.correlate import (ENGINES, INTERPOLATION_ORDER, REFERENCE_MODELS,
+                                         SHAPE_FUNCTIONS)
     from anodetwin.dvc.pair import correlation_levels
 
     for key, value, allowed in (("engine", s.engine, ENGINES),
                                 ("interpolation", s.interpolation, tuple(INTERPOLATION_ORDER)),
                                 ("criterion", s.criterion, ("", "znssd", "ssd")),
-                                ("shape_function", s.shape_function, SHAPE_FUNCTIONS)):
+                                ("shape_function", s.shape_function, SHAPE_FUNCTIONS),
+                                ("reference_model", s.reference_model, REFERENCE_MODELS)):
         if value not in allowed:
             raise ParameterError(f"[dvc] {key} = '{value}'",
                                  "give " + " or ".join(f"'{a}'" for a in allowed if a))
@@ -428,7 +431,8 @@ def _check_dvc(s: DvcSettings, shape: tuple) -> None:
         correlation_levels(shape, s.node_spacing, s.hws, list(s.pyramid) or None, 3, sr, 0.0,
                            {"engine": s.engine, "criterion": s.criterion,
                             "interpolation_order": INTERPOLATION_ORDER[s.interpolation],
-                            "robust": s.robust, "shape_function": s.shape_function})
+                            "robust": s.robust, "shape_function": s.shape_function,
+                            "reference_model": s.reference_model})
     except ParameterError as exc:
         raise ParameterError(f"[dvc] {exc.problem} (scans of {shape} voxels)",
                              exc.fix) from None
@@ -584,6 +588,8 @@ files = ["T0.tif", "T1.tif"]  # T0 first; TIFF, HDF5 ("file.h5:/dataset"), Zarr,
 #                             # for grey values that change, e.g. lithiated Si
 # shape_function = "affine"   # "affine", "quadratic" or "quadratic-z" (native; no bias
 #                             # in curved fields; -z: d2u/dz2 only, less noise)
+# reference_model = "grey"    # "grey" or "phases": T0 -> Tk windows matched to a model of
+#                             # T0 from its segmented phases (native; lithiating Si)
 # refine = true               # refine T0 -> Tk from the composed increments
 # mask = true                 # skip windows mostly outside the material of T0
 # cube_um = 0.0               # sub-volume cubes of the region statistics (0: auto)

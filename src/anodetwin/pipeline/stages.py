@@ -231,7 +231,8 @@ def _dvc(cfg: RunConfig, out: Path, folder: Path) -> dict:
             processes=cfg.resources.workers or cores(), progress=True,
             scheduler=cfg.resources.scheduler or None, engine=d.engine,
             criterion=d.criterion, interpolation_order=INTERPOLATION_ORDER[d.interpolation],
-            robust=d.robust, shape_function=d.shape_function)
+            robust=d.robust, shape_function=d.shape_function,
+            reference_model=d.reference_model)
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list))}
 
 
