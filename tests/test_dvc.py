@@ -447,6 +447,9 @@ def test_cli_dvc_phase_model_of_a_real_tomogram(tmp_path, cli, pair_files, snow)
     assert model["fitted"] and 0.3 < model["psf_sigma"] < 1.5 and model["r2"] > 0.9
     assert r.params["levels"][-1]["reference_model"] == "phases"
     assert r.matching == "native, ssd, cubic, robust, phase model"
+    with h5py.File(tmp_path / "pair.h5") as f:  # the phases are an input of the result
+        inputs = json.loads(f.attrs["provenance"])["inputs"]
+    assert any(str(i.get("path", "")).endswith("ph.tif") for i in inputs), inputs
     err = np.abs(r.displacement[r.flag == 0] - [1.2, -0.6, 0.3])
     assert (r.flag == 0).mean() > 0.5 and np.all(np.median(err, axis=0) < 0.05), err
 

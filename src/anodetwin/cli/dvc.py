@@ -63,6 +63,9 @@ def correlation_options(p: argparse.ArgumentParser, series: bool) -> None:
                         f"(default) or a model of the scan from its phases ({whose}; the "
                         "point-spread sigma fitted), for phases whose grey value changes "
                         "between the scans, e.g. lithiating Si")
+    p.add_argument("--psf-sigma", type=float_value("--psf-sigma", low=0, example="0.8"),
+                   help="point-spread sigma of the phase model in voxels (default: fitted "
+                        "to the reference scan)")
     p.add_argument("--processes", type=int_value("--processes", low=1, example="4"),
                    default=1, help="local worker processes (1; native engine: threads)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
@@ -293,7 +296,8 @@ def _pair_inputs(args: argparse.Namespace) -> _PairInputs:
             with open_volume(getattr(args, what)) as m:
                 require_same_grid(grid, m, f"reference '{args.ref}'",
                                   f"{what} '{getattr(args, what)}'", voxel_size=args.voxel_size)
-                labels[what] = m.read(args.roi).data
+                labels[what] = m.read(args.roi).data if args.roi else getattr(args, what)
+                inputs.append(input_record(m.path, m.dataset))
     if (args.reference_model == "phases") != ("phases" in labels):
         from anodetwin.errors import ParameterError
 
@@ -340,7 +344,7 @@ def cmd_dvc(args: argparse.Namespace) -> int:
                          scheduler=args.scheduler, global_registration=not args.no_global,
                          margin=args.margin,
                          search_range=args.search_range, reference_phases=phases,
-                         voxel_size_um=vs, **engine_kw(args))
+                         psf_sigma=args.psf_sigma, voxel_size_um=vs, **engine_kw(args))
     res.params["roi_origin"] = origin
     res.params["reference_grid"] = {  # the whole reference volume (nodes + roi_origin)
         "shape": list(grid.shape), "voxel_size_um": None if vs is None else list(vs),
@@ -364,15 +368,17 @@ def cmd_dvc_series(args: argparse.Namespace) -> int:
     check_series_inputs(args.volumes, region_kw(args), args.voxel_size,  # before any work
                         args.node_spacing)
     inputs = []
-    for v in args.volumes:
-        with open_volume(v) as src:
+    for v in [*args.volumes, *(v for v in (args.phases, args.particles) if v)]:
+        with open_volume(v) as src:  # the scans, then the labels of T0 they are read with
             inputs.append(input_record(src.path, src.dataset))
     summary = correlate_series(
         list(args.volumes), args.out, args.voxel_size, inputs, refine=not args.no_refine,
         regions=region_kw(args), quicklook=not args.no_quicklook,
         node_spacing=args.node_spacing, hws=args.hws, pyramid=args.pyramid,
         search_range=args.search_range, processes=args.processes, scheduler=args.scheduler,
-        reference_model=args.reference_model, **engine_kw(args))
+        reference_model=args.reference_model,
+        **({"psf_sigma": args.psf_sigma} if args.psf_sigma is not None else {}),
+        **engine_kw(args))
     for st in summary["steps"]:
         log.info("T0 -> T%d: %d/%d nodes, mean J-1 %s", st["step"], st["valid_nodes"],
                  st["nodes"], st["mean_volumetric_strain"])

@@ -208,8 +208,10 @@ class DVCParams:
     reference_model : {"grey", "phases"}
         Native engine: the windows' reference, the reference scan's grey values or a model
         of it from its phases (:mod:`anodetwin.dvc.model`; the phases go to
-        :func:`correlate_nodes` as ``model``), fitted to each deformed window: for phases
-        whose grey value changes between the scans.
+        :func:`correlate_nodes` as ``model``), fitted to each deformed window and matched
+        by SSD (criterion ``""`` or ``"ssd"``): for phases whose grey value changes between
+        the scans. Use it with ``robust``: the model's grey values are fitted robustly,
+        but without re-weighting the voxels that changed still pull the match.
     psf_sigma : float
         Point-spread sigma (voxels) of the phase model (:func:`anodetwin.dvc.model.fit_psf`).
     """
@@ -296,7 +298,8 @@ def check_params(p: DVCParams, shape: tuple[int, int, int]) -> DVCParams:
     if not (np.isfinite(p.min_texture_std) and p.min_texture_std >= 0):
         raise ParameterError(f"min_texture_std {p.min_texture_std!r}", "give a std >= 0")
     _check_engine(p)
-    criterion = p.criterion or ("znssd" if p.engine == "native" else "ssd")
+    criterion = p.criterion or ("znssd" if p.engine == "native" and p.reference_model == "grey"
+                                else "ssd")
     return DVCParams(ns, hws, int(p.margin), int(p.max_iterations), float(p.delta_phi_min),
                      int(p.interpolation_order), float(p.mask_coverage), p.apply_f, sr,
                      float(p.min_texture_std), p.engine, criterion, bool(p.robust),
@@ -341,6 +344,10 @@ def _check_engine(p: DVCParams) -> None:
     if p.reference_model == "phases" and p.engine != "native":
         raise ParameterError("reference model 'phases' with engine 'spam' (spam has none)",
                              "use engine 'native' (--engine native) for it")
+    if p.reference_model == "phases" and p.criterion == "znssd":
+        raise ParameterError("criterion 'znssd' with reference model 'phases' (the model's "
+                             "grey values are fitted to each window and matched by SSD)",
+                             "leave the criterion out (or give 'ssd') with the phase model")
     if not (np.isfinite(p.psf_sigma) and p.psf_sigma >= 0):
         raise ParameterError(f"point-spread sigma {p.psf_sigma!r}", "give a sigma >= 0 voxels")
     if p.engine == "native" and p.apply_f == "rigid":

@@ -31,8 +31,11 @@ import numpy as np
 from scipy import ndimage
 
 from anodetwin.errors import ParameterError
+from anodetwin.log import get_logger
 
 __all__ = ["phase_channels", "fit_psf", "PSFFit", "PSF_SIGMAS", "MIN_R2"]
+
+log = get_logger("dvc")
 
 #: Sigmas (voxels) over which :func:`fit_psf` searches the point-spread function.
 PSF_SIGMAS = np.round(np.arange(0.3, 3.01, 0.1), 2)
@@ -121,7 +124,7 @@ def _fit(image: np.ndarray, channels: np.ndarray, inner: tuple) -> tuple[float, 
 
 
 def fit_psf(reference: Any, phases: Any, sigmas: Any = PSF_SIGMAS,
-            box: int = FIT_BOX) -> PSFFit:
+            box: int = FIT_BOX, name: str = "the phases") -> PSFFit:
     """Point-spread sigma of a scan from its phases.
 
     The scan's central box (at most ``box`` voxels per axis) is fitted by least squares
@@ -139,6 +142,8 @@ def fit_psf(reference: Any, phases: Any, sigmas: Any = PSF_SIGMAS,
         Candidate sigmas (voxels, increasing, evenly spaced).
     box : int
         Edge of the fitted box (voxels).
+    name : str
+        The phases as the messages name them (e.g. ``"phases 'T0_phases.tif'"``).
 
     Returns
     -------
@@ -148,8 +153,13 @@ def fit_psf(reference: Any, phases: Any, sigmas: Any = PSF_SIGMAS,
     Raises
     ------
     ParameterError
-        The box holds a single phase, or the phases explain less than :data:`MIN_R2` of
-        the scan's grey-value variance (they do not belong to this scan).
+        The box holds a single phase or non-finite codes, or the phases explain less than
+        :data:`MIN_R2` of the scan's grey-value variance (they do not belong to this scan).
+
+    Notes
+    -----
+    A sigma at either end of ``sigmas`` is logged as a warning: the scan's may lie
+    beyond; give it explicitly then.
     """
     from anodetwin.dvc.volumes import as_worker_volume
 
@@ -157,8 +167,11 @@ def fit_psf(reference: Any, phases: Any, sigmas: Any = PSF_SIGMAS,
     sig = np.asarray(sigmas, float)
     outer, inner = _central_box(tuple(ref.shape), box, int(np.ceil(4 * np.hypot(sig[-1], 1))))
     image, labels = ref.read(outer).astype(np.float32), lab.read(outer)
+    if not np.isfinite(labels).all():
+        raise ParameterError(f"{name} hold NaN or infinite codes",
+                             "give integer phase codes (anodetwin.phases)")
     if len(np.unique(labels[inner])) < 2:
-        raise ParameterError("the phases hold a single phase in the scan's central box",
+        raise ParameterError(f"{name} hold a single phase in the scan's central box",
                              "give the segmented phases of the reference scan")
     fits = np.array([_fit(image, phase_channels(labels, s), inner) for s in sig])
     best = int(np.argmin(fits[:, 1]))
@@ -170,7 +183,11 @@ def fit_psf(reference: Any, phases: Any, sigmas: Any = PSF_SIGMAS,
             sigma += 0.5 * (a - c) / den * float(sig[1] - sig[0])
     r2, std = _fit(image, phase_channels(labels, sigma), inner)
     if r2 < MIN_R2:
-        raise ParameterError(f"the phases explain {100 * r2:.0f}% of the reference scan's "
+        raise ParameterError(f"{name} explain {100 * r2:.0f}% of the reference scan's "
                              "grey values (the model needs 50%)",
                              "give the phases segmented from this reference scan, on its grid")
+    if best in (0, len(sig) - 1):
+        log.warning("point-spread sigma of %s at the end of the range searched (%.2f "
+                    "voxels): the scan's may lie beyond; give it (psf_sigma, --psf-sigma)",
+                    name, sig[best])
     return PSFFit(float(sigma), float(r2), float(std))

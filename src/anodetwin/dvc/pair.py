@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -553,23 +553,33 @@ def _check_mask(ref: Any, mask: Any, voxel_size_um: Any) -> WorkerVolume | None:
     return m
 
 
-def _phase_model(ref: Any, phases: Any, psf_sigma: float | None,
-                 voxel_size_um: Any) -> tuple[WorkerVolume | None, dict]:
+def _phase_model(ref: Any, phases: Any, psf_sigma: Any, voxel_size_um: Any,
+                 robust: bool) -> tuple[WorkerVolume | None, dict]:
     """The reference's phases for the workers and the phase model's record (point-spread
     sigma, fitted unless given, with the fit's R^2 and residual); (None, {}) without
     phases."""
     if phases is None:
         return None, {}
-    from anodetwin.dvc.model import fit_psf
+    from anodetwin.dvc.model import PSFFit, fit_psf
 
-    require_same_grid(ref, phases, input_name("reference volume", ref),
-                      input_name("reference phases", phases), voxel_size=voxel_size_um)
-    if psf_sigma is not None:
-        return as_worker_volume(phases), {"psf_sigma": float(psf_sigma), "fitted": False}
-    fit = fit_psf(ref, phases)
-    log.info("phase model of the reference: point-spread sigma %.2f voxels, R^2 %.2f",
-             fit.sigma, fit.r2)
-    return as_worker_volume(phases), {**fit.to_dict(), "fitted": True}
+    name = input_name("reference phases", phases)
+    require_same_grid(ref, phases, input_name("reference volume", ref), name,
+                      voxel_size=voxel_size_um)
+    if isinstance(psf_sigma, PSFFit):  # fitted before (a series fits T0's once)
+        record = {**psf_sigma.to_dict(), "fitted": True}
+    elif psf_sigma is not None:
+        if not (np.isfinite(psf_sigma) and psf_sigma >= 0):
+            raise ParameterError(f"point-spread sigma {psf_sigma!r}", "give a sigma >= 0 voxels")
+        record = {"psf_sigma": float(psf_sigma), "fitted": False}
+    else:
+        fit = fit_psf(ref, phases, name=name)
+        log.info("phase model of the reference: point-spread sigma %.2f voxels, R^2 %.2f",
+                 fit.sigma, fit.r2)
+        record = {**fit.to_dict(), "fitted": True}
+    if not robust:
+        log.warning("phase model without robust re-weighting: the voxels whose grey value "
+                    "changed still pull the windows; give robust=True (--robust)")
+    return as_worker_volume(phases), record
 
 
 @dataclass(frozen=True)
@@ -687,7 +697,7 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
                    voxel_size_um: Any = None, engine: str = "native",
                    interpolation_order: int = 3, criterion: str = "", robust: bool = False,
                    shape_function: str = "affine", reference_phases: Any = None,
-                   psf_sigma: float | None = None) -> PairResult:
+                   psf_sigma: Any = None) -> PairResult:
     """Measure the displacement and strain fields between two volumes.
 
     Parameters
@@ -740,9 +750,10 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
         Phase codes of ``ref`` (its grid): the native engine then matches a model of the
         reference made from them (:mod:`anodetwin.dvc.model`) instead of its grey values,
         for phases whose grey value changes between the scans (lithiating Si).
-    psf_sigma : float, optional
-        Point-spread sigma (voxels) of that model (default: fitted to ``ref``,
-        :func:`anodetwin.dvc.model.fit_psf`; ``params["reference_model"]`` records it).
+    psf_sigma : float or PSFFit, optional
+        Point-spread sigma (voxels) of that model, or a fit of it
+        (:func:`anodetwin.dvc.model.fit_psf`; default: fitted to ``ref``);
+        ``params["reference_model"]`` records it.
 
     Returns
     -------
@@ -767,15 +778,16 @@ def correlate_pair(ref: Any, deformed: Any, node_spacing=35, hws=None, pyramid=N
     """
     grid, r, d, noise = _pair_inputs(ref, deformed, voxel_size_um)
     shape = tuple(r.shape)
-    phases, model = _phase_model(ref, reference_phases, psf_sigma, voxel_size_um)
     levels = correlation_levels(shape, node_spacing, hws, pyramid, margin, search_range,
                                 TEXTURE_FACTOR * noise,
                                 {"engine": engine, "criterion": criterion,
                                  "interpolation_order": interpolation_order,
                                  "robust": robust, "shape_function": shape_function,
-                                 "reference_model": "phases" if model else "grey",
-                                 "psf_sigma": model.get("psf_sigma", 0.0)})
+                                 "reference_model": ("grey" if reference_phases is None
+                                                     else "phases")})
     m = _check_mask(ref, mask, voxel_size_um)
+    phases, model = _phase_model(ref, reference_phases, psf_sigma, voxel_size_um, robust)
+    levels = [replace(lv, psf_sigma=model.get("psf_sigma", 0.0)) for lv in levels]
     levels, prev = (levels, None) if initial is None else ([levels[-1]], tuple(initial))
     gphi, gcentre, reg = _start(r, d, shape, global_registration and initial is None)
     kw = {"mask": m, "processes": processes, "scheduler": scheduler, "progress": progress,

@@ -216,7 +216,8 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
     voxel_size_um = check_series_inputs(volumes, regions, given,
                                         pair_kw.get("node_spacing", 35)).voxel_size_um
     out = Path(out_dir)
-    direct_kw, model = _direct_kw(volumes[0], regions, reference_model, given, pair_kw)
+    direct_kw, model = _direct_kw(volumes[0], regions, reference_model, given, pair_kw,
+                                  refine)
     increments, voxel_size_um = _increments(volumes, out, voxel_size_um, inputs, pair_kw)
     summary: dict = {"steps": [], "parameters": {k: v for k, v in pair_kw.items()
                                                  if k != "mask"}, "reference_model": model}
@@ -241,25 +242,31 @@ def correlate_series(volumes: list[Any], out_dir: str | os.PathLike, voxel_size_
 
 
 def _direct_kw(t0: Any, regions: dict | None, reference_model: str, voxel_size_um: Any,
-               pair_kw: dict) -> tuple[dict, dict | None]:
+               pair_kw: dict, refine: bool) -> tuple[dict, dict | None]:
     """The keywords of the direct T0 -> Tk correlations and the record of their reference
-    model (None: T0's grey values)."""
+    model (None: T0's grey values); the point-spread sigma fitted once unless given
+    (``pair_kw["psf_sigma"]``)."""
     if reference_model == "grey":
         return pair_kw, None
     phases = (regions or {}).get("phases")
-    if reference_model != "phases" or phases is None:
-        raise ParameterError(f"reference model {reference_model!r}"
-                             + (" without the phases of T0" if reference_model == "phases"
-                                else " is unknown"),
-                             "use 'grey', or 'phases' with the phases of T0 (--phases)")
+    if reference_model != "phases" or phases is None or not refine:
+        why = ("is unknown" if reference_model != "phases" else "without the phases of T0"
+               if phases is None else "without the direct T0 -> Tk correlations (no refine)")
+        raise ParameterError(f"reference model {reference_model!r} {why}",
+                             "use 'grey', or 'phases' with the phases of T0 (--phases) and "
+                             "the direct correlations (no --no-refine)")
     from anodetwin.dvc.model import fit_psf
 
-    require_same_grid(t0, phases, input_name("T0", t0), input_name("phases", phases),
-                      voxel_size=voxel_size_um)
-    fit = fit_psf(t0, phases)
-    log.info("phase model of T0: point-spread sigma %.2f voxels, R^2 %.2f", fit.sigma, fit.r2)
-    return ({**pair_kw, "reference_phases": phases, "psf_sigma": fit.sigma},
-            {"name": "phases", **fit.to_dict()})
+    name = input_name("phases", phases)
+    require_same_grid(t0, phases, input_name("T0", t0), name, voxel_size=voxel_size_um)
+    given = pair_kw.get("psf_sigma")
+    fit = fit_psf(t0, phases, name=name) if given is None else None
+    if fit is not None:
+        log.info("phase model of T0: point-spread sigma %.2f voxels, R^2 %.2f", fit.sigma,
+                 fit.r2)
+    record = fit.to_dict() if fit is not None else {"psf_sigma": float(given)}
+    return ({**pair_kw, "reference_phases": phases, "psf_sigma": fit or given},
+            {"name": "phases", **record, "fitted": fit is not None})
 
 
 def _increments(volumes: list[Any], out: Path, voxel_size_um: Any, inputs: list | None,
