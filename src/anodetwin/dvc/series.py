@@ -12,7 +12,10 @@ only the starting point of a direct T0 -> Tk correlation, which removes that dri
 keeping the robustness of small increments (``refine=False`` keeps the pure composition,
 as in the reference). Nodes the direct correlation cannot measure (at large strain the
 windows change too much from T0) but the increments carried keep the composed value
-(marked in the result's ``composed``, counted in ``composed_nodes``). The composed value
+(marked in the result's ``composed``, counted in ``composed_nodes``) and are flagged
+repaired (1): the composed value repairs a failed measurement, as neighbours repair one in
+a pair, and counts as no measurement of T0 -> Tk (validation and region shares take
+measured nodes only). The composed value
 is the weaker measurement where grey values change between scans: the increments' errors
 at a material point are correlated from one increment to the next (the same texture is
 matched each time; lag-1 correlation 0.3 on the lithiating phantom) and add up, and the
@@ -32,8 +35,9 @@ Output folder layout::
                                  status/error/Phi are not meaningful (the first
                                  increment's, or the failed direct match's), their ZNCC
                                  and uncertainty are NaN, /displacement_raw is the
-                                 composed value; a node whose path met a repaired
-                                 increment node is flagged repaired)
+                                 composed value; flagged repaired (1) with
+                                 refine, measured (0) with refine=False unless its
+                                 path met a repaired increment node)
     OUT/series.json              inputs, parameters, per-step node counts and mean strains
     OUT/regions.h5, regions.csv  strain statistics of the cumulative fields over the
                                  electrode halves, 40 um cubes and particle VOIs (layout:
@@ -343,6 +347,9 @@ def _cumulative(volumes: list[Any], k: int, u: np.ndarray, rep: np.ndarray,
         f = np.where(back, flag, res.flag).astype(np.uint8)
         v, f, kept = keep_coherent(v, f, back, first.grid_shape,
                                    pair_kw.get("coherence", 1.0))
+        # a back-fill repairs a failed direct measurement (from the increments rather than
+        # the neighbours): its value is kept, but it is not measured (flag 1)
+        f = np.where(kept, FLAG["repaired"], f).astype(np.uint8)
         res = _as_composed(replace(res, displacement=v, flag=f,
                                    strain=cell_strain(v.reshape(*first.grid_shape, 3),
                                                       first.node_spacing, voxel_size_um)),
