@@ -170,3 +170,16 @@ def test_series_with_the_phase_model(lithiating, tmp_path):
     ok = (r.flag == 0) & ~r.composed & (r.nodes[:, 2] + 8 >= 36)
     err = np.linalg.norm(r.displacement[ok] - 2 * SHIFT, axis=1)
     assert ok.sum() >= 20 and np.median(err) < 0.05, err
+
+
+def test_phase_model_results_do_not_depend_on_the_workers(lithiating):
+    """The same nodes through correlate_nodes on 1 and 2 threads: identical results."""
+    from anodetwin.dvc.correlate import correlate_nodes
+
+    labels, ref, dfm, nodes = lithiating
+    p = check_params(DVCParams(node_spacing=6, hws=8, robust=True, reference_model="phases",
+                               psf_sigma=0.8), ref.shape)
+    one, two = (correlate_nodes(ref, dfm, nodes[::3], p, processes=n, progress=False,
+                                model=labels) for n in (1, 2))
+    np.testing.assert_array_equal(one.Phi, two.Phi)
+    np.testing.assert_array_equal(one.status, two.status)
