@@ -54,7 +54,7 @@ __all__ = ["DVCParams", "NodeResults", "ReturnStatus", "WindowStatus", "node_gri
            "grid_step", "correlate_nodes", "initial_phi_field", "interpolate_displacement",
            "interpolate_phi",
            "noise_level", "STATUS", "TEXTURE_FACTOR", "ENGINES", "INTERPOLATION_ORDER",
-           "batch_tile", "batch_groups", "BATCH_VOXELS", "NATIVE_BATCH", "window_inside",
+           "batch_tile", "batch_groups", "BATCH_VOXELS", "NATIVE_BATCH",
            "REFERENCE_MODELS", "SHAPE_FUNCTIONS"]
 
 log = get_logger("dvc")
