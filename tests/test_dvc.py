@@ -18,7 +18,7 @@ import spam.deformation
 import spam.DIC
 from scipy import ndimage
 
-from anodetwin.dvc import FLAG, cell_strain, correlate_pair, read_pair
+from anodetwin.dvc import FLAG, cell_strain, correlate_pair, read_pair, write_pair
 from anodetwin.dvc.correlate import DVCParams, ReturnStatus, correlate_nodes, node_grid
 from anodetwin.dvc.strain import deformation_gradient_q8
 from anodetwin.errors import (NonFiniteError, NumericalError, ParameterError,
@@ -256,6 +256,29 @@ def test_empty_region_is_flagged_not_measured(snow):
     deep = res.nodes[:, 0] >= 80
     assert np.all(res.flag[deep] == FLAG["excluded"])
     assert np.isnan(res.displacement[res.flag == FLAG["excluded"]]).all()
+
+
+def test_windows_the_faces_cut_are_measured_and_their_share_recorded(snow, tmp_path):
+    """Node spacing 15, hws 10 in the 100^3 snow: a node at 90 sees voxels 80..99 of its
+    window's 80..100 along that axis, 20 of 21 (15, 30, .., 75 see all 21). The native
+    engine registers voxels 4 (the interpolation's search margin) inside the faces, 16 of 21
+    along a cut axis: windows cut along 1 or 2 axes keep (16/21)^2 = 58% >= half and are
+    measured; the corner node (3 axes, 44%) is outside. The share survives the file."""
+    rng = np.random.default_rng(5)
+    t = np.array([0.8, 0.3, -0.2])
+    deformed = _noisy(spam.DIC.applyPhi(snow, Phi=spam.deformation.computePhi({"t": t})), rng)
+    res = correlate_pair(_noisy(snow, rng), deformed, node_spacing=15, hws=10,
+                         progress=False)
+    at_90 = (res.nodes == 90).sum(axis=1)  # axes along which the window is cut
+    np.testing.assert_allclose(res.window_share, (20 / 21) ** at_90, rtol=1e-12)
+    cut = (at_90 > 0) & (at_90 < 3)
+    assert cut.sum() == 6**3 - 5**3 - 1
+    assert np.all(res.flag[cut] == FLAG["measured"])
+    assert res.status[at_90 == 3] == ReturnStatus.OUTSIDE
+    err = np.abs(res.displacement[cut] - t).max(axis=1)
+    assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.2, err
+    write_pair(tmp_path / "p.h5", res)
+    np.testing.assert_allclose(read_pair(tmp_path / "p.h5").window_share, res.window_share)
 
 
 # -- output and command line --------------------------------------------------------------------
@@ -572,6 +595,14 @@ def test_series_cumulative_matches_direct_truth(tmp_path, snow, cli):
     res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(2)), "--out",
               tmp_path / "bad", "--interfaces", "20")
     assert res.code == 2 and "--interfaces" in res.err
+    # phases written with other codes (0, 127, 254): one line naming the file, no output
+    write_volume(tmp_path / "ph.tif", Volume(
+        (np.digitize(vols[0], np.percentile(vols[0], [40, 70])) * 127).astype(np.uint8), 15.0))
+    res = cli("dvc-series", *(tmp_path / f"T{k}.tif" for k in range(2)), "--out",
+              tmp_path / "codes", "--phases", tmp_path / "ph.tif", "-q")
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1, res.err
+    assert "ph.tif" in res.err and "anodetwin codes" in res.err
+    assert not (tmp_path / "codes").exists()
 
 
 def test_series_keeps_composed_increments_where_refinement_fails(tmp_path, snow,

@@ -181,16 +181,37 @@ def test_mask_leaves_changed_voxels_out(snow):
 
 
 def test_flat_and_outside_windows_are_not_measured(snow):
+    """A flat window has no texture; a window less than half inside the volume (node 3
+    voxels beyond the face, 9 of 21 voxels across inside) is outside; one 5 voxels from
+    the face (16 of 21 inside) is registered on its inside part."""
     im = snow.copy()
     im[:40] = 1000.0  # flat: no texture
-    nodes = np.array([[20, 50, 50], [70, 50, 50], [70, 50, 5]])
+    nodes = np.array([[20, 50, 50], [70, 50, 50], [70, 50, -2], [70, 50, 5]])
     p = check_params(DVCParams((10,) * 3, (10,) * 3, min_texture_std=1.0), im.shape)
     r = correlate_nodes(im, im, nodes.astype(float), p, progress=False)
     assert list(r.status) == [ReturnStatus.NO_TEXTURE, ReturnStatus.CONVERGED,
-                              ReturnStatus.OUTSIDE]
+                              ReturnStatus.OUTSIDE, ReturnStatus.CONVERGED]
     assert np.isnan(r.Phi[[0, 2], :3, 3]).all()
-    np.testing.assert_allclose(r.Phi[1], np.eye(4), atol=1e-6)
-    assert np.isnan(r.uncertainty[[0, 2]]).all() and np.isfinite(r.uncertainty[1]).all()
+    np.testing.assert_allclose(r.Phi[[1, 3]], np.eye(4)[None].repeat(2, 0), atol=1e-6)
+    assert np.isnan(r.uncertainty[[0, 2]]).all() and np.isfinite(r.uncertainty[[1, 3]]).all()
+
+
+def test_windows_cut_by_the_faces_measure_a_known_shift(snow):
+    """Nodes 5 to 6 voxels from each face, hws 10 (without the 4 voxels of search margin
+    along the faces, 12 or 13 of each window's 21 voxels across are used): the Fourier
+    shift is found on them within 0.02 voxel; spam's engine leaves them out (its windows
+    must lie inside)."""
+    im = ndimage.gaussian_filter(snow, 0.7)
+    d = _fourier_shift(im, SHIFT)
+    edge = np.array([[50, 50, 5], [50, 6, 50], [94, 50, 50], [5, 50, 50], [50, 50, 94],
+                     [50, 95, 50]])
+    p = check_params(DVCParams((10,) * 3, (10,) * 3), im.shape)
+    r = correlate_nodes(im, d, edge.astype(float), p, progress=False)
+    assert np.all(r.status == ReturnStatus.CONVERGED), r.status
+    assert np.abs(r.Phi[:, :3, 3] - SHIFT).max() < 0.02, r.Phi[:, :3, 3]
+    s = correlate_nodes(im, d, edge.astype(float), check_params(
+        DVCParams((10,) * 3, (10,) * 3, engine="spam"), im.shape), progress=False)
+    assert np.all(s.status == ReturnStatus.OUTSIDE)
 
 
 def test_integer_search_finds_a_large_shift(snow):

@@ -145,15 +145,19 @@ def _reference(ref, mask, use_mask, c, h, phi0, slack):
     ez, ey, ex = phi0[0, 2], phi0[1, 2], phi0[2, 2]
     for a in range(-h[0], h[0] + 1):
         z = c[0] + a
+        if not 0 <= z < nz:  # a window at the volume's faces: the voxels inside it
+            continue
         for b in range(-h[1], h[1] + 1):  # a row: its positions advance by phi0's column x
             y = c[1] + b
+            if not 0 <= y < ny:
+                continue
             bz = c[0] + phi0[0, 3] + phi0[0, 0] * a + phi0[0, 1] * b
             by = c[1] + phi0[1, 3] + phi0[1, 0] * a + phi0[1, 1] * b
             bx = c[2] + phi0[2, 3] + phi0[2, 0] * a + phi0[2, 1] * b
             inner = 0 < z < nz - 1 and 0 < y < ny - 1
             for d in range(-h[2], h[2] + 1):
                 x = c[2] + d
-                if use_mask and mask[z, y, x] == 0:
+                if not 0 <= x < nx or (use_mask and mask[z, y, x] == 0):
                     continue
                 pz, py, px = bz + ez * d, by + ey * d, bx + ex * d
                 if not (slack <= pz <= nz - 1 - slack and slack <= py <= ny - 1 - slack

@@ -742,15 +742,40 @@ def _register(p: DVCParams, im: dict, w1: np.ndarray, v_in: float, phi0: np.ndar
                        if v_in > 0 else np.inf)
 
 
+def window_inside(nodes: np.ndarray, hws: Any, shape: tuple) -> np.ndarray:
+    """Share of each node's window inside the volume.
+
+    The native engine registers a window at the volume's faces on the voxels inside it
+    when that share reaches ``mask_coverage``; spam would pad the window with zeros (whose
+    edge then correlates by itself), so its windows must lie inside.
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray
+        (N, 3) node positions (voxels).
+    hws : 3 int
+        Half-window size (voxels).
+    shape : 3 int
+        Volume shape (z, y, x).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) share in [0, 1].
+    """
+    c, h = np.round(np.asarray(nodes)).astype(int), np.asarray(hws, int)
+    lo = np.maximum(c - h, 0)
+    hi = np.minimum(c + h, np.asarray(shape) - 1)
+    return np.prod(np.clip(hi - lo + 1, 0, None) / (2 * h + 1), axis=1)
+
+
 def _excluded_before(b: _Batch, out: NodeResults) -> np.ndarray:
     """Nodes without a finite start (-7) or whose window leaves the volume (-5), marked in
     ``out``; returns the others' mask."""
     hws = np.array(b.params.hws)
-    last = np.array(b.shape) - 1
     no_start = ~np.isfinite(b.phi).all(axis=(1, 2))
-    # spam would pad the window with zeros, whose edge then correlates by itself
-    outside = ~no_start & (np.any(b.nodes - hws < 0, axis=1) | np.any(b.nodes + hws > last,
-                                                                       axis=1))
+    outside = ~no_start & (window_inside(b.nodes, hws, b.shape)
+                           < (b.params.mask_coverage if b.params.engine == "native" else 1.0))
     for k in np.flatnonzero(no_start):
         out.exclude(k, ReturnStatus.NO_START)
     for k in np.flatnonzero(outside):

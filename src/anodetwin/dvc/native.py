@@ -228,9 +228,11 @@ def register_windows(ref: np.ndarray, dfm: np.ndarray, mask: np.ndarray | None,
                                         use_mask, np.asarray(centres, np.int64),
                                         np.ascontiguousarray(phi0, np.float64), hws,
                                         params.astype(np.int64), cfg, _channels(basis))
-    if volume_shape is not None:
-        left = (status == DIVERGED) & _outside_volume(
-            phi, np.asarray(centres) + np.asarray(origin), hws, volume_shape, order // 2 + 1)
+    if volume_shape is not None:  # (a window cut by the faces from the start: diverged)
+        pos = np.asarray(centres) + np.asarray(origin)
+        whole = np.all((pos - hws >= 0) & (pos + hws <= np.asarray(volume_shape) - 1), axis=1)
+        left = (status == DIVERGED) & whole & _outside_volume(
+            phi, pos, hws, volume_shape, order // 2 + 1)
         status = np.where(left, OUTSIDE, status)
     good = status >= CONVERGED - 1
     return {"Phi": phi, "status": status, "iterations": iters,

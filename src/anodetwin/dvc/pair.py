@@ -70,6 +70,7 @@ from anodetwin.dvc.correlate import (
     node_grid,
     noise_level,
     quiet_spam,
+    window_inside,
 )
 from anodetwin.dvc.volumes import WorkerVolume, as_worker_volume
 from anodetwin.strain import (
@@ -164,6 +165,22 @@ class PairResult:
         tuple of 3 int
         """
         return tuple(self.params["levels"][-1]["node_spacing"])
+
+    @property
+    def window_share(self) -> np.ndarray:
+        """Share of each node's last-level window inside the reference volume.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N,) in [0, 1]: 1 for a whole window; below 1 for a window the volume's faces
+            cut, which the native engine registers on its part inside (an affine fit of
+            an off-centre region). Ones where the file records no volume shape.
+        """
+        shape = self.params.get("reference_grid", {}).get("shape")
+        if shape is None:
+            return np.ones(len(self.nodes))
+        return window_inside(self.nodes, self.params["levels"][-1]["hws"], tuple(shape))
 
 
 def pair_strain(result: PairResult, voxel_size_um: Any = None) -> CellStrain:

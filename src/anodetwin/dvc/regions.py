@@ -187,8 +187,8 @@ def electrode_interfaces(phases: Any) -> tuple[float, float]:
     z_el = np.flatnonzero(el > 0.5)
     z_cu = np.flatnonzero(cu > 0.5)
     if z_el.size == 0:
-        raise ParameterError("the phase volume has no slice that is mostly electrode "
-                             f"(codes {ELECTRODE_PHASES})",
+        raise ParameterError(f"{input_name('the phase volume', phases)} has no slice that is "
+                             f"mostly electrode (codes {ELECTRODE_PHASES})",
                              "give phases with the anodetwin codes or the interfaces as z")
     zc = z_cu.max() + 0.5 if z_cu.size else z_el.min() - 0.5
     z_sep = np.flatnonzero((sep > 0.5) & (np.arange(len(sep)) > zc))

@@ -15,8 +15,10 @@ both fields computed by :func:`anodetwin.strain.cell_strain` from the displaceme
 over the DVC's node spacing in um per axis (voxels times the voxel size along that axis) —
 exactly the operator that turned the measured displacement into strain. DVC nodes flagged
 excluded (NaN) are out; repaired nodes are out too unless ``[nodes] repaired = "include"``;
-a cell counts when its eight nodes are valid in both fields and its centre lies inside the
-electrode.
+so are nodes whose window the scan's faces cut (:attr:`PairResult.window_share` below 1: the
+DVC fitted an off-centre part of the window, which the centred window average does not
+describe); a cell counts when its eight nodes are valid in both fields and its centre lies
+inside the electrode.
 """
 
 from __future__ import annotations
@@ -406,7 +408,7 @@ def _pair_step(k: int, path: Path, name: str, sim: SimulationRun, cfg: ValidateC
     spacing_um = node_spacing_um(dvc.node_spacing, vs)
     nodes_um = np.asarray(cfg.dvc_origin_um) + dvc.nodes * vs + np.asarray(cfg.offset_um)
     u_dvc = dvc.displacement * vs
-    use = np.isfinite(u_dvc).all(axis=1)
+    use = np.isfinite(u_dvc).all(axis=1) & (dvc.window_share >= 1.0)  # whole windows
     if cfg.repaired == "exclude":
         use &= dvc.flag != FLAG["repaired"]
     registration = None
