@@ -385,10 +385,14 @@ def test_vtk_export(tmp_path, cli, pair_files):
 def test_cli_roi(tmp_path, cli, pair_files):
     a, b = pair_files
     res = cli("dvc", a, b, "--out", tmp_path / "roi.h5", "--node-spacing", "15", "--hws", "8",
-              "--roi", "10:70,:,:")
+              "--roi", "10:60,:,:")
     assert res.code == 0, res.err
     with h5py.File(tmp_path / "roi.h5") as f:
-        assert f["nodes"][...][:, 0].max() < 60
+        assert f["nodes"][...][:, 0].max() < 50
+    # the ROI's faces cut the windows of the nodes at z = 45 (ROI voxels 37..49 of 37..53:
+    # 13 of 17), not the whole volume's
+    r = read_pair(tmp_path / "roi.h5")
+    np.testing.assert_allclose(r.window_share, np.where(r.nodes[:, 0] == 45, 13 / 17, 1.0))
 
 
 def _mismatch(tmp, a, b):

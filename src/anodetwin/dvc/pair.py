@@ -11,6 +11,10 @@ A node is bad when spam's return status is not 2 (converged), or its normalised 
 (mean squared grey residual / window variance; ~0 matched, ~2 unrelated) is above
 ``max_residual``, or its displacement departs from the median of its valid neighbours by
 more than ``coherence`` voxels.
+The native engine measures a node whose window the volume's faces cut on the part inside
+(at least ``mask_coverage`` of it, less the interpolation margin along the faces);
+:attr:`PairResult.window_share` gives each node's share (``params["correlated_shape"]``),
+which the validation uses to leave those off-centre fits out.
 
 Result file (HDF5, ``anodetwin-dvc-pair`` v1; positions and displacements in voxels of REF,
 z, y, x)::
@@ -175,9 +179,13 @@ class PairResult:
         numpy.ndarray
             (N,) in [0, 1]: 1 for a whole window; below 1 for a window the volume's faces
             cut, which the native engine registers on its part inside (an affine fit of
-            an off-centre region). Ones where the file records no volume shape.
+            an off-centre region). Counted in the volume the nodes were correlated in
+            (``params["correlated_shape"]``: the ROI of ``anodetwin dvc --roi``), whole
+            voxels only (the engine also leaves out the ones within its interpolation
+            margin of the faces). Ones where the file records no volume shape.
         """
-        shape = self.params.get("reference_grid", {}).get("shape")
+        shape = self.params.get("correlated_shape",
+                                self.params.get("reference_grid", {}).get("shape"))
         if shape is None:
             return np.ones(len(self.nodes))
         return window_inside(self.nodes, self.params["levels"][-1]["hws"], tuple(shape))
@@ -694,7 +702,7 @@ def _pair_result(last: _Level, levels: list, settings: dict, grid: Any, shape: t
     strain = cell_strain(last.repaired.reshape(*last.grid_shape, 3), last.params.node_spacing,
                          voxel_size_um=vs)
     params = {"levels": [lvl.to_dict() for lvl in levels], **settings, "noise_std": noise,
-              "texture_factor": TEXTURE_FACTOR,
+              "texture_factor": TEXTURE_FACTOR, "correlated_shape": list(shape),
               "reference_grid": {"shape": list(shape), "origin_um": _listed(grid.origin),
                                  "voxel_size_um": _listed(grid.voxel_size_um)}}
     res = last.results
