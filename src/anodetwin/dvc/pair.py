@@ -172,7 +172,7 @@ class PairResult:
 
     @property
     def window_share(self) -> np.ndarray:
-        """Share of each node's last-level window inside the reference volume.
+        """Share of each node's last-level window inside the volume it was correlated in.
 
         Returns
         -------
